@@ -1,0 +1,116 @@
+/* Configuration: strict YAML (libyaml) into typed structs with defaults.
+ *
+ * Keys are declared once, in a table in src/core/config.c (section, key, type, field, range,
+ * default, doc). Loading is strict: an unknown section or key, a wrong type or an out-of-range
+ * value is an error naming file:line:column and, for unknown names, the nearest known one.
+ * `--set section.key=value` goes through the same parser, so overrides are checked the same way.
+ * Every key, its default and meaning is listed by `kdstep config --list` (docs/configuration.md).
+ */
+#ifndef KDSTEP_CONFIG_H
+#define KDSTEP_CONFIG_H
+
+#include <stdint.h>
+#include "kdstep/error.h"
+
+#define KD_CFG_STR 256
+#define KD_CFG_PATH 1024
+
+typedef struct kd_string_list {
+    char **items;
+    int count;
+} kd_string_list;
+
+typedef struct kd_config {
+    struct {
+        int enabled;                      /* false == --no-process-supervision */
+        double loss_json_validity_weight; /* seed default 0.3 */
+        double loss_tool_select_weight;   /* seed default 0.7 */
+        double loss_integration_weight;   /* default 0 */
+        int json_ce;                      /* JSON-validity part 1: CE on json_mask */
+        int json_grammar;                 /* JSON-validity part 2: grammar term */
+        kd_string_list tool_names;        /* optional: restrict extraction to these */
+    } process_supervision;
+    struct {
+        char preset[KD_CFG_STR]; /* tiny | small | qwen3-0.6b | any configs/models/<name>.json */
+        char path[KD_CFG_PATH];  /* HF folder; overrides preset */
+        char init[KD_CFG_STR];   /* random | pretrained */
+    } model;
+    struct {
+        int64_t micro_batch;
+        int64_t grad_accum;
+        int64_t seq_len;
+        int64_t steps;   /* 0: use epochs */
+        int64_t epochs;
+        double lr;
+        double min_lr_ratio;
+        int64_t warmup_steps;
+        double weight_decay;
+        double grad_clip;
+        int64_t seed;
+        int64_t checkpoint_every;
+        int64_t eval_every;
+        double eval_fraction;  /* share of samples held out for eval */
+        int64_t max_bad_steps; /* consecutive NaN/Inf steps before abort */
+        int64_t threads;       /* 0: cores / ranks per node */
+    } train;
+    struct {
+        double weight;
+        double temperature;
+        char divergence[KD_CFG_STR]; /* forward_kl | reverse_kl | jsd */
+        double jsd_beta;
+    } kd;
+    struct {
+        char url[KD_CFG_PATH];         /* "stub" or http(s)://host:port (OpenAI-compatible) */
+        char model[KD_CFG_STR];
+        char api_key_env[KD_CFG_STR];  /* name of the env var holding the key; never the key */
+        int64_t max_in_flight;
+        double connect_timeout_s;
+        double timeout_s;
+        int64_t max_retries;
+        double backoff_base_s;
+        int64_t top_logprobs;          /* K */
+        double temperature;
+        int64_t max_tokens;
+        int64_t seed;
+        char tool_call_format[KD_CFG_STR]; /* hermes | inline_json */
+        double malformed_rate;         /* stub: share of deliberately malformed outputs */
+        int insecure_tls;              /* turning TLS verification off takes this explicit flag */
+        int teacher_forced_scoring;    /* vLLM /v1/completions prompt_logprobs rescoring */
+        char tool_fixtures[KD_CFG_PATH]; /* optional tool-simulator fixtures file */
+    } teacher;
+    struct {
+        int64_t chunk_size;   /* prompt ids handed to a worker per request */
+        int64_t seal_every;   /* samples per sealed HDF5 chunk */
+        int64_t max_turns;    /* teacher/tool rounds per conversation */
+        int64_t max_seq_len;  /* samples longer than this are recorded as failures */
+        int strict;           /* a bad prompt line is fatal */
+    } generate;
+    struct {
+        int64_t max_new_tokens;
+        double temperature;
+        double top_p;
+        int64_t seed;
+    } eval;
+} kd_config;
+
+void kd_config_defaults(kd_config *cfg);
+/* Load a YAML file over the current values (call kd_config_defaults first). */
+int kd_config_load_file(kd_config *cfg, const char *path, kd_error *err);
+int kd_config_load_string(kd_config *cfg, const char *yaml, const char *name, kd_error *err);
+/* Apply "section.key=value". */
+int kd_config_set(kd_config *cfg, const char *assignment, kd_error *err);
+/* Canonical YAML of every key (stable order), for hashing and for recording with outputs.
+ * Returns a malloc'd string. */
+char *kd_config_dump(const kd_config *cfg);
+void kd_config_hash(const kd_config *cfg, char hex[65]);
+void kd_config_free(kd_config *cfg);
+/* Copy (deep). */
+int kd_config_copy(kd_config *dst, const kd_config *src, kd_error *err);
+
+/* Print every key with default and doc, as Markdown table rows (docs/configuration.md). */
+void kd_config_print_reference(void *file /* FILE* */);
+
+/* Edit distance, exposed for "did you mean" in other modules. */
+int kd_edit_distance(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,108 @@
+/* CUnit suite: core helpers (errors, hashing, files, progress). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdstep/error.h"
+#include "kdstep/fsutil.h"
+#include "kdstep/hash.h"
+#include "kdstep/progress.h"
+#include "testutil.h"
+
+static void test_sha256_vectors(void) {
+    char hex[65];
+    kd_sha256_hex("", 0, hex);
+    CU_ASSERT_STRING_EQUAL(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    kd_sha256_hex("abc", 3, hex);
+    CU_ASSERT_STRING_EQUAL(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    kd_sha256_hex(m, strlen(m), hex);
+    CU_ASSERT_STRING_EQUAL(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* streaming in odd pieces equals one shot */
+    char big[1000];
+    for (int i = 0; i < 1000; i++) big[i] = (char)(i * 7);
+    kd_sha256 h;
+    uint8_t d1[32], d2[32];
+    kd_sha256_init(&h);
+    for (int i = 0; i < 1000; i += 37) kd_sha256_update(&h, big + i, i + 37 > 1000 ? (size_t)(1000 - i) : 37);
+    kd_sha256_final(&h, d1);
+    kd_sha256_init(&h);
+    kd_sha256_update(&h, big, 1000);
+    kd_sha256_final(&h, d2);
+    CU_ASSERT_EQUAL(memcmp(d1, d2, 32), 0);
+}
+
+static void test_errors(void) {
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_error_set(&e, KD_ERR_PARSE, "x.json:%d:%d: bad", 3, 4), KD_ERR_PARSE);
+    kd_error_prefix(&e, "loading registry: ");
+    CU_ASSERT_STRING_EQUAL(e.msg, "loading registry: x.json:3:4: bad");
+    CU_ASSERT_EQUAL(kd_error_errno(&e, 28 /* ENOSPC */, "%s: write", "shard.h5"), KD_ERR_NOSPACE);
+    KD_ASSERT_CONTAINS(e.msg, "shard.h5: write: No space left on device");
+    KD_ASSERT_CONTAINS(e.msg, "--resume");
+    CU_ASSERT_EQUAL(kd_error_set(NULL, KD_ERR_IO, "dropped"), KD_ERR_IO);
+}
+
+static void test_files(void) {
+    kd_error e;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/a/b c/d", kd_test_tmpdir());
+    CU_ASSERT_EQUAL(kd_mkdir_p(p, &e), KD_OK);
+    CU_ASSERT_TRUE(kd_is_dir(p));
+    char f[4200];
+    kd_path_join(f, sizeof f, p, "x.txt");
+    CU_ASSERT_EQUAL(kd_write_file_atomic(f, "hello", 5, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(f, "world!", 6, &e), KD_OK);
+    char *data;
+    size_t len;
+    CU_ASSERT_EQUAL(kd_read_file(f, &data, &len, &e), KD_OK);
+    CU_ASSERT_EQUAL(len, 6);
+    CU_ASSERT_STRING_EQUAL(data, "world!");
+    free(data);
+    CU_ASSERT_EQUAL(kd_read_file("/nonexistent/file", &data, &len, &e), KD_ERR_IO);
+    KD_ASSERT_CONTAINS(e.msg, "/nonexistent/file: cannot open: No such file or directory");
+    CU_ASSERT_EQUAL(kd_write_file_atomic("/nonexistent/dir/x", "a", 1, &e), KD_ERR_IO);
+    KD_ASSERT_CONTAINS(e.msg, "/nonexistent/dir/x.tmp.");
+    snprintf(p, sizeof p, "%s/a", kd_test_tmpdir());
+    CU_ASSERT_EQUAL(kd_rm_rf(p, &e), KD_OK);
+    CU_ASSERT_FALSE(kd_path_exists(p));
+}
+
+static void test_progress_format(void) {
+    kd_progress p;
+    kd_progress_open(&p, "generate", 200, "samples");
+    p.done = 50;
+    char line[512];
+    kd_progress_format(&p, p.start_s + 10.0, "retries 3", 0, line, sizeof line);
+    KD_ASSERT_CONTAINS(line, "generate: 50/200 samples (25.0%)");
+    KD_ASSERT_CONTAINS(line, "5.00 samples/s");
+    KD_ASSERT_CONTAINS(line, "ETA 00:30");
+    KD_ASSERT_CONTAINS(line, "| retries 3");
+    kd_progress_format(&p, p.start_s + 10.0, NULL, 1, line, sizeof line);
+    KD_ASSERT_CONTAINS(line, "[######------------------]  25%");
+    p.total = 0;
+    kd_progress_format(&p, p.start_s + 10.0, NULL, 0, line, sizeof line);
+    KD_ASSERT_CONTAINS(line, "generate: 50 samples");
+}
+
+static void test_rng(void) {
+    uint64_t a = 42, b = 42;
+    for (int i = 0; i < 100; i++) CU_ASSERT_EQUAL(kd_splitmix64(&a), kd_splitmix64(&b));
+    double sum = 0;
+    for (int i = 0; i < 10000; i++) {
+        float u = kd_rand_uniform(&a);
+        CU_ASSERT_TRUE(u >= 0 && u < 1);
+        sum += u;
+    }
+    CU_ASSERT_DOUBLE_EQUAL(sum / 10000, 0.5, 0.02);
+}
+
+int main(void) {
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("core", NULL, NULL);
+    CU_add_test(s, "sha256 test vectors", test_sha256_vectors);
+    CU_add_test(s, "error records", test_errors);
+    CU_add_test(s, "files: atomic write, mkdir -p, errors", test_files);
+    CU_add_test(s, "progress line: rate and ETA", test_progress_format);
+    CU_add_test(s, "seeded rng", test_rng);
+    return kd_test_main();
+}

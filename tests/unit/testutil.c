@@ -1,0 +1,67 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kdstep/fsutil.h"
+
+static char g_tmp[256];
+
+const char *kd_test_src(const char *rel) {
+    static char bufs[8][4096];
+    static int k;
+    char *b = bufs[k++ & 7];
+    const char *root = getenv("KD_SOURCE_DIR");
+    snprintf(b, 4096, "%s/%s", root ? root : KD_SOURCE_DIR, rel);
+    return b;
+}
+
+const char *kd_test_shared_data(void) {
+    static char b[4096];
+    const char *env = getenv("KD_SHARED_DATA");
+    if (env) snprintf(b, sizeof b, "%s", env);
+    else snprintf(b, sizeof b, "%s", kd_test_src("../shared/data"));
+    return kd_is_dir(b) ? b : NULL;
+}
+
+static void cleanup(void) {
+    if (g_tmp[0]) kd_rm_rf(g_tmp, NULL);
+}
+
+const char *kd_test_tmpdir(void) {
+    if (!g_tmp[0]) {
+        snprintf(g_tmp, sizeof g_tmp, "/tmp/kdtest.XXXXXX");
+        if (!mkdtemp(g_tmp)) abort();
+        atexit(cleanup);
+    }
+    return g_tmp;
+}
+
+const char *kd_test_write(const char *name, const char *text) {
+    static char bufs[8][4096];
+    static int k;
+    char *b = bufs[k++ & 7];
+    snprintf(b, 4096, "%s/%s", kd_test_tmpdir(), name);
+    FILE *f = fopen(b, "wb");
+    if (!f) abort();
+    fputs(text, f);
+    fclose(f);
+    return b;
+}
+
+void kd_test_skip(const char *why) { fprintf(stderr, "\n  SKIP: %s\n", why); }
+
+int kd_test_main(void) {
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    unsigned run = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    if (run == 0) {
+        fprintf(stderr, "no test ran\n");
+        return 1;
+    }
+    return failed ? 1 : 0;
+}
