@@ -77,4 +77,7 @@ void kd_chat_render_free(kd_chat_result *r);
  * separators, key order kept, floats as Python repr). malloc'd, NULL on allocation failure. */
 char *kd_chat_tojson(const json_t *v);
 
+/* The Jinja chat_template this module renders (Qwen3's, verbatim). */
+const char *kd_chat_template_qwen3(void);
+
 #endif

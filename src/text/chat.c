@@ -450,3 +450,7 @@ void kd_chat_render_free(kd_chat_result *r) {
     free(r->tool_call_message);
     memset(r, 0, sizeof *r);
 }
+
+#include "qwen3_chat_template.inc"
+
+const char *kd_chat_template_qwen3(void) { return QWEN3_CHAT_TEMPLATE; }
