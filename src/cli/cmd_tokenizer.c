@@ -94,7 +94,7 @@ static const char CORPUS_USAGE[] =
     "  --tools FILE    OpenAI tools array (default: none, prose only)\n"
     "  --mb N          size in megabytes (default 8)\n"
     "  --seed S        RNG seed (default 1)\n"
-    "  -o, --output F  output file\n";
+    "  -o, --output F  output file (- for stdout)\n";
 
 static int cmd_corpus(int argc, char **argv) {
     static const struct option opts[] = {{"tools", required_argument, 0, 't'}, {"mb", required_argument, 0, 'm'},
@@ -134,14 +134,15 @@ static int cmd_corpus(int argc, char **argv) {
             return kd_cli_fail(&err);
         }
     }
-    FILE *f = fopen(out, "wb");
+    int to_stdout = !strcmp(out, "-");
+    FILE *f = to_stdout ? stdout : fopen(out, "wb");
     if (!f) {
         kd_error_errno(&err, errno, "cannot write %s", out);
         json_decref(tools);
         return kd_cli_fail(&err);
     }
     int rc = kd_tokenizer_corpus_write(f, tools, (size_t)(mb * 1e6), seed, &err);
-    if (fclose(f) && !rc) rc = kd_error_errno(&err, errno, "cannot write %s", out);
+    if ((to_stdout ? fflush(f) : fclose(f)) && !rc) rc = kd_error_errno(&err, errno, "cannot write %s", out);
     json_decref(tools);
     return rc ? kd_cli_fail(&err) : 0;
 }

@@ -2,7 +2,8 @@
  * reads one JSON conversation per line on stdin, {"messages": [...], "tools": [...],
  * "add_generation_prompt": bool, "enable_thinking": false?}, renders it with kd_chat_render_json
  * and prints one JSON line per input: {"text", "message_spans", "content_spans",
- * "tool_call_spans", "tool_call_message", "generation_start"} or {"error": "..."}. */
+ * "tool_call_spans", "tool_call_message", "generation_start"} or {"error": "..."}.
+ * --template prints the embedded Qwen3 chat_template. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,10 @@ static json_t *spans(const kd_span *s, int n) {
 
 int main(int argc, char **argv) {
     int repeat = 1;
+    if (argc == 2 && !strcmp(argv[1], "--template")) { /* the embedded Qwen3 template, for the test */
+        fputs(kd_chat_template_qwen3(), stdout);
+        return 0;
+    }
     if (argc == 3 && !strcmp(argv[1], "--repeat")) repeat = atoi(argv[2]);
     char *line = NULL;
     size_t cap = 0;

@@ -65,3 +65,10 @@ if have:
 for f in fail: print("FAIL:", f)
 sys.exit(1 if fail else 0)
 PY
+
+# Exact counts and the tie-break: recount every merge from HF's own pre-tokenization of a text.
+# HF's trainer reads line by line, so blank lines are squeezed for both to see the same words.
+"$KDSTEP" tokenizer corpus --mb 0.4 --seed 5 -o - 2>/dev/null | tr -s '\n' > "$T/recount.txt"
+"$KDSTEP" tokenizer train --quiet --vocab-size 565 --min-frequency 1 -o "$T/tok_r" "$T/recount.txt"
+NODE_PATH=$NODE_MODULES node "$SRC/tests/reference/bpe_train_words_hf.js" "$T/tok_r/tokenizer.json" "$T/recount.txt" "$T/words.json"
+/usr/bin/python3 "$SRC/tests/reference/bpe_train_recount.py" "$T/tok_r/tokenizer.json" "$T/words.json" 300

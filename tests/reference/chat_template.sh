@@ -13,6 +13,10 @@ if ! /usr/bin/python3 -c 'import jinja2' 2>/dev/null; then echo "skip: python3-j
 DRIVER=$BUILD/tests/bench_chat_render
 [ -x "$DRIVER" ] || { echo "FAIL: $DRIVER not built"; exit 1; }
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+# the template kdstep embeds (and writes into trained tokenizers) is Qwen3's, verbatim
+"$DRIVER" --template > "$T/template.jinja"
+/usr/bin/python3 -c 'import json,sys; t=json.load(open(sys.argv[1], encoding="utf-8"))["chat_template"]
+sys.exit(0 if open(sys.argv[2], encoding="utf-8").read() == t else "FAIL: embedded chat template differs from Qwen3'"'"'s")' "$CFG" "$T/template.jinja"
 /usr/bin/python3 "$SRC/tests/reference/chat_template.py" gen "$N" "$SRC/configs/tools.json" > "$T/conv.jsonl"
 "$DRIVER" < "$T/conv.jsonl" > "$T/out.jsonl"
 /usr/bin/python3 "$SRC/tests/reference/chat_template.py" check "$CFG" "$T/conv.jsonl" "$T/out.jsonl"
