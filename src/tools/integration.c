@@ -151,6 +151,8 @@ static int add_text(values *v, const char *s, size_t n) {
         return -1;
     }
     free(nm.orig);
+    /* a value's closing punctuation ends its sentence, it is not part of what gets reused */
+    while (nm.n > 0 && strchr(".,;:!? ", nm.s[nm.n - 1])) nm.s[--nm.n] = 0;
     v->text[v->n_text] = nm.s;
     v->text_len[v->n_text++] = nm.n;
     return 0;
