@@ -82,7 +82,13 @@ static int is_stopword(const char *w, size_t n) {
     return 0;
 }
 
-static int is_word_byte(unsigned char c) { return isalnum(c) || c >= 0x80; }
+/* ASCII classes without the locale: these run on every byte of every answer */
+static inline int is_word_byte(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80;
+}
+static inline int is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static inline char to_lower(unsigned char c) { return (char)(c >= 'A' && c <= 'Z' ? c + 32 : c); }
 
 /* ---- normalized text: lower-case ASCII, white-space runs as one space, with a map back ---- */
 
@@ -98,12 +104,12 @@ static int normalize(const char *t, size_t len, norm *o) {
     if (!o->s || !o->orig) return -1;
     size_t k = 0;
     size_t i = 0;
-    while (i < len && isspace((unsigned char)t[i])) i++;
+    while (i < len && is_space((unsigned char)t[i])) i++;
     for (; i < len; i++) {
         unsigned char c = (unsigned char)t[i];
-        if (isspace(c)) {
+        if (is_space(c)) {
             size_t j = i;
-            while (j < len && isspace((unsigned char)t[j])) j++;
+            while (j < len && is_space((unsigned char)t[j])) j++;
             if (j == len) break;
             o->orig[k] = i;
             o->s[k++] = ' ';
@@ -111,7 +117,7 @@ static int normalize(const char *t, size_t len, norm *o) {
             continue;
         }
         o->orig[k] = i;
-        o->s[k++] = (char)tolower(c);
+        o->s[k++] = to_lower(c);
     }
     o->orig[k] = i < len ? i : len;
     o->n = k;
@@ -180,26 +186,26 @@ static size_t scan_number(const char *t, size_t len, size_t i, double *val, int 
         neg = 1;
         j++;
     }
-    if (j >= len || !isdigit((unsigned char)t[j])) return 0;
+    if (j >= len || !is_digit((unsigned char)t[j])) return 0;
     char buf[64];
     size_t k = 0;
     size_t run = 0;
-    while (j < len && isdigit((unsigned char)t[j])) {
+    while (j < len && is_digit((unsigned char)t[j])) {
         if (k < 60) buf[k++] = t[j];
         j++, run++;
     }
     /* thousands groups only after 1-3 leading digits, each exactly 3 digits */
-    while (run <= 3 && j + 3 < len && t[j] == ',' && isdigit((unsigned char)t[j + 1]) && isdigit((unsigned char)t[j + 2]) &&
-           isdigit((unsigned char)t[j + 3]) && (j + 4 >= len || !isdigit((unsigned char)t[j + 4]))) {
+    while (run <= 3 && j + 3 < len && t[j] == ',' && is_digit((unsigned char)t[j + 1]) && is_digit((unsigned char)t[j + 2]) &&
+           is_digit((unsigned char)t[j + 3]) && (j + 4 >= len || !is_digit((unsigned char)t[j + 4]))) {
         for (int q = 1; q <= 3; q++)
             if (k < 60) buf[k++] = t[j + q];
         j += 4;
     }
     *decimals = 0;
-    if (j + 1 < len && t[j] == '.' && isdigit((unsigned char)t[j + 1])) {
+    if (j + 1 < len && t[j] == '.' && is_digit((unsigned char)t[j + 1])) {
         if (k < 60) buf[k++] = '.';
         j++;
-        while (j < len && isdigit((unsigned char)t[j])) {
+        while (j < len && is_digit((unsigned char)t[j])) {
             if (k < 60) buf[k++] = t[j];
             j++, (*decimals)++;
         }
@@ -352,6 +358,11 @@ int kd_identify_integration_spans(const char *answer, size_t len, const char *co
     }
 
     /* 2. numbers */
+    for (size_t k = 0; k < v.n_num; k++) {
+        char xs[64];
+        snprintf(xs, sizeof xs, "%.15g", v.num[k]);
+        if (ignored(ig, xs, strlen(xs))) v.num[k] = NAN;
+    }
     if (v.n_num) {
         for (size_t i = 0; i < a.n;) {
             double d;
@@ -364,9 +375,7 @@ int kd_identify_integration_spans(const char *answer, size_t len, const char *co
             int hit = 0;
             for (size_t k = 0; k < v.n_num && !hit; k++) {
                 double x = v.num[k];
-                char xs[64];
-                snprintf(xs, sizeof xs, "%.15g", x);
-                if (ignored(ig, xs, strlen(xs))) continue;
+                if (x != x) continue; /* NaN marks an ignored value */
                 if (x == d) hit = 1;
                 else if (dec >= 1) {
                     double sc = pow(10.0, dec);

@@ -59,12 +59,17 @@ static int mask_and_inside(const int32_t (*offsets)[2], size_t n, const kd_spans
     size_t ns;
     kd_text_span *v = merged_copy(spans, &ns);
     if (ns == (size_t)-1) return -1;
+    size_t k = 0, prev_a = 0;
     for (size_t i = 0; i < n; i++) {
         size_t a = (size_t)offsets[i][0], b = (size_t)offsets[i][1];
         mask[i] = 0;
         if (inside) inside[i] = 0;
         if (offsets[i][0] < 0 || b <= a) continue;
-        size_t k = first_ending_after(v, ns, a);
+        /* tokens come in text order: walk forward; search only when a token goes back */
+        if (a < prev_a) k = first_ending_after(v, ns, a);
+        else
+            while (k < ns && v[k].end <= a) k++;
+        prev_a = a;
         if (k < ns && v[k].start < b) {
             mask[i] = 1;
             if (inside) inside[i] = v[k].start <= a && b <= v[k].end;
