@@ -9,18 +9,8 @@
 #include "kdstep/extract.h"
 #include "kdstep/registry.h"
 #include "kdstep/targets.h"
-#pragma GCC diagnostic push
-/* tokenizer.h has a comment holding a slash-star; silence that until its owner fixes it */
-#pragma GCC diagnostic ignored "-Wcomment"
 #include "kdstep/tokenizer.h"
-#pragma GCC diagnostic pop
 
-/* The tokenizer module is written on another branch; weak references let this command build and
- * run without it (then --tokenizer says the build lacks it). */
-#pragma weak kd_tokenizer_open
-#pragma weak kd_tokenizer_close
-#pragma weak kd_tokenizer_encode
-#pragma weak kd_encoding_free
 
 static const char USAGE[] =
     "usage: kdstep extract --tools FILE [--tokenizer DIR]\n"
@@ -156,13 +146,6 @@ int kd_cmd_extract(int argc, char **argv) {
     }
     kd_tokenizer *tok = NULL;
     if (tokdir) {
-        if (!kd_tokenizer_open) {
-            kd_error_set(&err, KD_ERR_UNSUPPORTED,
-                         "--tokenizer: this kdstep was built without the tokenizer module (src/text/tokenizer.c); "
-                         "rebuild with it or drop --tokenizer");
-            kd_registry_close(reg);
-            return kd_cli_fail(&err);
-        }
         if (kd_tokenizer_open(&tok, tokdir, &err)) {
             kd_registry_close(reg);
             return kd_cli_fail(&err);
