@@ -35,6 +35,15 @@ int kd_targets_add_calls(kd_target_spans *s, const kd_tool_calls *calls, size_t 
 /* Add spans (e.g. integration spans of an answer starting at `shift`) shifted by `shift`. */
 int kd_targets_add_shifted(kd_spans *dst, const kd_spans *src, size_t shift, kd_error *err);
 
+/* All target spans of a rendered conversation in one call, for the generation job. `assistant` are
+ * the assistant messages' byte spans in `text` (in order; each becomes a response span), `results`
+ * the tool results' content spans. Calls are extracted from each assistant message; its
+ * integration spans are searched in the part after its last call, against the results that lie
+ * between the previous assistant message and this one. Appends to `out`. */
+int kd_targets_spans_for_conversation(const char *text, size_t len, const kd_text_span *assistant, size_t n_assistant,
+                                      const kd_text_span *results, size_t n_results, const kd_registry *reg,
+                                      kd_target_spans *out, kd_error *err);
+
 typedef struct kd_targets {
     size_t n;                  /* tokens */
     uint8_t *loss_mask;        /* [n] */

@@ -29,6 +29,49 @@ int kd_targets_add_calls(kd_target_spans *s, const kd_tool_calls *calls, size_t 
     return KD_OK;
 }
 
+int kd_targets_spans_for_conversation(const char *text, size_t len, const kd_text_span *assistant, size_t n_assistant,
+                                      const kd_text_span *results, size_t n_results, const kd_registry *reg,
+                                      kd_target_spans *out, kd_error *err) {
+    const char **rs = calloc(n_results + 1, sizeof *rs);
+    size_t *rl = calloc(n_results + 1, sizeof *rl);
+    if (!rs || !rl) {
+        free(rs);
+        free(rl);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory collecting tool results");
+    }
+    int rc = KD_OK;
+    size_t prev_end = 0;
+    for (size_t m = 0; m < n_assistant && rc == KD_OK; m++) {
+        kd_text_span a = assistant[m];
+        if (a.start > a.end || a.end > len) {
+            rc = kd_error_set(err, KD_ERR_INVALID, "assistant message %zu span [%zu, %zu) lies outside the text of %zu bytes", m, a.start,
+                              a.end, len);
+            break;
+        }
+        kd_tool_calls calls = {0};
+        kd_spans integ = {0};
+        size_t nr = 0;
+        for (size_t r = 0; r < n_results; r++)
+            if (results[r].start >= prev_end && results[r].end <= a.start && results[r].end <= len) {
+                rs[nr] = text + results[r].start;
+                rl[nr++] = results[r].end - results[r].start;
+            }
+        if (kd_spans_push(&out->response, a.start, a.end)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        if (rc == KD_OK) rc = kd_extract_tool_calls(text + a.start, a.end - a.start, reg, &calls, err);
+        if (rc == KD_OK) rc = kd_targets_add_calls(out, &calls, a.start, err);
+        size_t from = calls.count ? calls.v[calls.count - 1].call.end : 0;
+        if (rc == KD_OK && nr)
+            rc = kd_identify_integration_spans(text + a.start + from, a.end - a.start - from, rs, rl, nr, NULL, &integ, err);
+        if (rc == KD_OK) rc = kd_targets_add_shifted(&out->integration, &integ, a.start + from, err);
+        kd_spans_free(&integ);
+        kd_tool_calls_free(&calls);
+        prev_end = a.end;
+    }
+    free(rs);
+    free(rl);
+    return rc;
+}
+
 /* A sorted, merged copy of the spans, without empty ones. */
 static kd_text_span *merged_copy(const kd_spans *spans, size_t *n) {
     kd_spans m = {0};

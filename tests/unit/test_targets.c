@@ -119,6 +119,42 @@ static void test_mask_rule_edges(void) {
     CU_ASSERT_EQUAL(m[0] + m[1] + m[2] + m[3] + m[4], 0);
 }
 
+/* A conversation rendered in Qwen3's template: call, tool response, answer using it. */
+static void test_conversation_spans(void) {
+    const char *text =
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+        "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n"
+        "<|im_start|>user\n<tool_response>\n{\"temp\": 21.5, \"sky\": \"Sunny\", \"city\": \"Paris\"}\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\nIt is 21.50 degrees and sunny in Paris.<|im_end|>\n";
+    size_t len = strlen(text);
+    const char *a1 = strstr(text, "<tool_call>"), *a1e = strstr(a1, "<|im_end|>");
+    const char *r1 = strstr(text, "{\"temp\""), *r1e = strstr(r1, "\n</tool_response>");
+    const char *a2 = strstr(text, "It is"), *a2e = strstr(a2, "<|im_end|>");
+    kd_text_span asst[] = {{(size_t)(a1 - text), (size_t)(a1e - text)}, {(size_t)(a2 - text), (size_t)(a2e - text)}};
+    kd_text_span res[] = {{(size_t)(r1 - text), (size_t)(r1e - text)}};
+    kd_target_spans sp = {0};
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_targets_spans_for_conversation(text, len, asst, 2, res, 1, NULL, &sp, &e), KD_OK);
+    CU_ASSERT_EQUAL(sp.response.count, 2);
+    CU_ASSERT_EQUAL_FATAL(sp.tool_name.count, 1);
+    CU_ASSERT_EQUAL(strncmp(text + sp.tool_name.v[0].start, "get_weather\"", 12), 0);
+    CU_ASSERT_EQUAL_FATAL(sp.json.count, 1);
+    CU_ASSERT_EQUAL(strncmp(text + sp.json.v[0].start, "{\"city\": \"Paris\"}}", 18), 0);
+    CU_ASSERT_EQUAL(sp.json.v[0].end - sp.json.v[0].start, 17);
+    /* the first message has no result before it; the answer uses 21.50, sunny and Paris */
+    CU_ASSERT_EQUAL_FATAL(sp.integration.count, 3);
+    CU_ASSERT_EQUAL(strncmp(text + sp.integration.v[0].start, "21.50", 5), 0);
+    CU_ASSERT_EQUAL(strncmp(text + sp.integration.v[1].start, "sunny", 5), 0);
+    CU_ASSERT_EQUAL(strncmp(text + sp.integration.v[2].start, "Paris.", 6), 0);
+    CU_ASSERT_EQUAL(sp.integration.v[2].end - sp.integration.v[2].start, 5);
+    kd_target_spans_free(&sp);
+    kd_text_span bad[] = {{10, len + 1}};
+    CU_ASSERT_EQUAL(kd_targets_spans_for_conversation(text, len, bad, 1, res, 1, NULL, &sp, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "assistant message 0 span [10, ");
+    KD_ASSERT_CONTAINS(e.msg, "lies outside the text of");
+    kd_target_spans_free(&sp);
+}
+
 /* For every BFCL answer rendered in each format and tokenized with Qwen3: the decoded tokens under
  * tool_name_mask contain each call's name, those under json_mask each call's arguments. */
 static void test_alignment_qwen3_bfcl(void) {
@@ -213,6 +249,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("targets", NULL, NULL);
     CU_add_test(s, "straddling tokens, seed fields, supervision off, errors", test_straddling_tokens);
     CU_add_test(s, "intersection rule at edges, unsorted spans", test_mask_rule_edges);
+    CU_add_test(s, "all spans of a rendered conversation", test_conversation_spans);
     CU_add_test(s, "alignment with Qwen3 over BFCL renderings", test_alignment_qwen3_bfcl);
     return kd_test_main();
 }
