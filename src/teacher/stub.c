@@ -190,6 +190,8 @@ static void stem(char *w) {
     else if (n > 4 && strcmp(w + n - 2, "ed") == 0) w[n - 2] = 0;
     else if (n > 4 && strcmp(w + n - 3, "ies") == 0) strcpy(w + n - 3, "y");
     else if (n > 3 && w[n - 1] == 's' && w[n - 2] != 's') w[n - 1] = 0;
+    n = strlen(w);
+    if (n > 4 && w[n - 1] == 'e') w[n - 1] = 0; /* create/creating, write/writing */
 }
 
 static void split_words(const char *text, words *out, int append) {
@@ -694,7 +696,14 @@ static double score_tool(const tool_view *t, const words *pw, const tool_view *a
     for (int i = 0; i < tw.n; i++) {
         const char *w = tw.w[i];
         int hit = has_word(pw, w);
-        for (int j = 0; !hit && SYNONYMS[j][0]; j++) hit = word_match(SYNONYMS[j][1], w) && has_word(pw, SYNONYMS[j][0]);
+        for (int j = 0; !hit && SYNONYMS[j][0]; j++) {
+            char a[32], b[32];
+            snprintf(a, sizeof a, "%s", SYNONYMS[j][0]);
+            snprintf(b, sizeof b, "%s", SYNONYMS[j][1]);
+            stem(a);
+            stem(b);
+            hit = word_match(b, w) && has_word(pw, a);
+        }
         if (!hit) continue;
         /* rarer words across the offered tools say more */
         int df = 0;
@@ -730,6 +739,8 @@ static double score_tool(const tool_view *t, const words *pw, const tool_view *a
     if (json_object_get(props, "target_language") && find_listed(text, LANGS, NULL, NULL)) score += 2;
     if (json_object_get(props, "from_unit") && find_listed(text, UNITS, NULL, NULL)) score += 1.5;
     if (json_object_get(props, "path") && find_token(text, pred_path, &s, 0)) score += 1;
+    if (json_object_get(props, "start_date") && json_object_get(props, "end_date") && find_token(text, pred_date, &s, 1)) score += 2.5;
+    if (json_object_get(props, "start_time") && find_token(text, pred_time, &s, 0)) score += 1.5;
     return score;
 }
 
