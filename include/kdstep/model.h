@@ -130,9 +130,10 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
  * Overwrites m->logits with d(scale * mean loss)/d(logits), ready for kd_model_backward.
  * Returns the mean loss (0 when no target counts). */
 float kd_model_ce_loss(kd_model *m, const int32_t *targets, float scale);
-/* Loss only: the same mean CE without keeping logits (m->logits is left as the softmax of the
- * last rows touched; cheaper when no backward follows). */
-float kd_model_eval_loss(kd_model *m, const int32_t *targets);
+/* Forward + mean CE without materializing the [B*T, V] logits: the lm_head product and the softmax
+ * run over chunks of rows in a small buffer (evaluation; no backward may follow). */
+int kd_model_forward_loss(kd_model *m, const int32_t *ids, const int32_t *lengths, const int32_t *targets,
+                          float *loss, kd_error *err);
 /* Backward of the last forward, with dlogits in m->logits. Adds into m->grads. */
 int kd_model_backward(kd_model *m, kd_error *err);
 void kd_model_zero_grad(kd_model *m);
