@@ -2,6 +2,7 @@
 #include "kdstep/loss.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,16 +32,79 @@ static double sum_in_order(const double *x, int64_t n) {
     return s;
 }
 
-/* -log softmax(z)[y] and, if d, d += scale * (softmax(z) - onehot(y)). */
-static double ce_row(const float *z, int V, int32_t y, float scale, float *d) {
-    float m = z[0];
-    for (int i = 1; i < V; i++) m = z[i] > m ? z[i] : m;
+/* exp(x) for x <= 0 (logits minus their max), written so the compiler vectorizes the row loops
+ * (glibc's expf is a scalar call, and a float compare blocks vectorization under -ftrapping-math).
+ * Range reduction x = n ln2 + r, |r| <= ln2/2, and a degree-7 Taylor polynomial: relative error below
+ * 2e-7, the same as float rounding. x is clamped at -87 (e^-87 ~ 1.6e-38, still a normal float) by an
+ * unsigned compare of the bit pattern: for x <= 0 a larger pattern is a more negative number. */
+static inline float exp_neg(float x) {
+    uint32_t ux;
+    memcpy(&ux, &x, sizeof ux);
+    ux = ux < 0xC2AE0000u ? ux : 0xC2AE0000u; /* 0xC2AE0000 == -87.0f */
+    memcpy(&x, &ux, sizeof x);
+    /* round to nearest by adding 1.5 * 2^23: n sits in the low mantissa bits of t */
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
+              r * (8.3333338e-3f + r * (1.3888889e-3f + r * 1.9841270e-4f))))));
+    int32_t ti;
+    memcpy(&ti, &t, sizeof ti);
+    int32_t bits = (ti - 0x4B400000 + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* Sum of x[0..V) in 8 float lanes (vectorizable), combined in double. */
+static double lane_sum(const float *x, int V) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= V; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[i + k];
     double s = 0.0;
-    for (int i = 0; i < V; i++) s += expf(z[i] - m);
+    for (int k = 0; k < 8; k++) s += acc[k];
+    for (; i < V; i++) s += x[i];
+    return s;
+}
+
+/* Row max; NaN if any logit is NaN or infinite (the caller then poisons the loss and gradient so the
+ * trainer's NaN/Inf check sees the step). Done on integers so it vectorizes: a float's bits xor-ed
+ * with its sign-extended magnitude mask order like the floats themselves. */
+static float row_max(const float *z, int V) {
+    int32_t best = INT32_MIN;
+    uint32_t bad = 0;
+    for (int i = 0; i < V; i++) {
+        int32_t b;
+        memcpy(&b, &z[i], sizeof b);
+        bad |= (uint32_t)((b & 0x7F800000) == 0x7F800000);
+        int32_t key = b ^ ((b >> 31) & 0x7FFFFFFF);
+        best = key > best ? key : best;
+    }
+    if (bad) return NAN;
+    int32_t b = best ^ ((best >> 31) & 0x7FFFFFFF);
+    float m;
+    memcpy(&m, &b, sizeof m);
+    return m;
+}
+
+static double poison(float *d, int V) {
+    if (d)
+        for (int i = 0; i < V; i++) d[i] = NAN;
+    return NAN;
+}
+
+/* -log softmax(z)[y] and, if d, d += scale * (softmax(z) - onehot(y)). e: V floats of scratch, so
+ * each exp is computed once. */
+static double ce_row(const float *z, int V, int32_t y, float scale, float *d, float *e) {
+    float m = row_max(z, V);
+    if (isnan(m)) return poison(d, V);
+    for (int i = 0; i < V; i++) e[i] = exp_neg(z[i] - m);
+    double s = lane_sum(e, V);
     double lse = (double)m + log(s);
     if (d) {
-        float inv = (float)(1.0 / s);
-        for (int i = 0; i < V; i++) d[i] += scale * (expf(z[i] - m) * inv);
+        float c = (float)(scale / s);
+        for (int i = 0; i < V; i++) d[i] += c * e[i];
         d[y] -= scale;
     }
     return lse - (double)z[y];
@@ -61,16 +125,28 @@ int64_t kd_loss_ce(const float *logits, const int32_t *ids, const uint8_t *mask,
         free(tg);
         return 0;
     }
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < n; k++) {
-        int64_t j = tg[k];
-        int32_t y = ids[j];
-        if (y < 0 || y >= V) {
-            row_loss[k] = NAN; /* marks "skipped" */
-            continue;
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *e = malloc((size_t)V * sizeof *e);
+        if (!e) {
+#pragma omp atomic write
+            failed = 1;
         }
-        size_t r = (size_t)(j - 1) * V;
-        row_loss[k] = ce_row(logits + r, V, y, grad_scale, dlogits ? dlogits + r : NULL);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < n; k++) {
+            int64_t j = tg[k];
+            int32_t y = ids[j];
+            if (failed || y < 0 || y >= V) continue;
+            size_t r = (size_t)(j - 1) * V;
+            row_loss[k] = ce_row(logits + r, V, y, grad_scale, dlogits ? dlogits + r : NULL, e);
+        }
+        free(e);
+    }
+    if (failed) {
+        free(row_loss);
+        free(tg);
+        return 0;
     }
     double s = 0.0;
     for (int64_t k = 0; k < n; k++) {
@@ -122,7 +198,7 @@ static double logaddexp(double a, double b) {
  * Returns T^2 * D, or NAN when the position has no usable teacher (the caller falls back to CE). */
 static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp, float tail_lp, int K,
                      const kd_kd_opts *o, float scale, float *d, uint8_t *mark, int *bid, double *lq, double *lp,
-                     double *r) {
+                     double *r, float *e) {
     int nb = 0;
     for (int k = 0; k < K; k++) {
         int32_t v = tid[k];
@@ -138,14 +214,23 @@ static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp
     }
     const double Tt = o->temperature;
     /* student log-softmax at temperature T; the tail summed directly (no 1 - sum cancellation) */
-    float m = z[0];
-    for (int i = 1; i < V; i++) m = z[i] > m ? z[i] : m;
+    float m = row_max(z, V);
+    if (isnan(m)) {
+        for (int b = 0; b < nb; b++) mark[bid[b]] = 0;
+        poison(d, V);
+        return INFINITY; /* not NaN: that would mean "no teacher"; the gradient carries the NaN */
+    }
     const float invT = (float)(1.0 / Tt);
-    double S = 0.0, S_tail = 0.0;
-    for (int i = 0; i < V; i++) {
-        double e = expf((z[i] - m) * invT);
-        S += e;
-        if (!mark[i]) S_tail += e;
+    for (int i = 0; i < V; i++) e[i] = exp_neg((z[i] - m) * invT);
+    /* the tail summed directly: 1 - sum(top-k) would cancel when the top-k holds most of the mass */
+    double S = lane_sum(e, V), S_tail = 0.0;
+    {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int i = 0;
+        for (; i + 8 <= V; i += 8)
+            for (int k = 0; k < 8; k++) acc[k] += mark[i + k] ? 0.0f : e[i + k];
+        for (int k = 0; k < 8; k++) S_tail += acc[k];
+        for (; i < V; i++) S_tail += mark[i] ? 0.0 : e[i];
     }
     const double lse = (double)m * invT + log(S);
     int has_tail = nb < V; /* with every id in the top-k there is no tail bucket */
@@ -192,11 +277,9 @@ static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp
         const double c = (double)scale * Tt;
         const double r_tail = has_tail ? r[nb] : 0.0;
         const double inv_S = 1.0 / S;
-        for (int i = 0; i < V; i++) {
-            if (mark[i]) continue;
-            double p = expf((z[i] - m) * invT) * inv_S;
-            d[i] += (float)(c * p * (r_tail - G));
-        }
+        const float ct = (float)(c * inv_S * (r_tail - G));
+        for (int i = 0; i < V; i++)
+            if (!mark[i]) d[i] += ct * e[i];
         for (int b = 0; b < nb; b++) d[bid[b]] += (float)(c * exp(lp[b]) * (r[b] - G));
     }
     for (int b = 0; b < nb; b++) mark[bid[b]] = 0;
@@ -223,7 +306,8 @@ int64_t kd_loss_kd(const float *logits, const int32_t *ids, const uint8_t *mask,
         uint8_t *mark = calloc((size_t)V, 1);
         int *bid = malloc(((size_t)K + 1) * sizeof *bid);
         double *buf = malloc(3 * ((size_t)K + 1) * sizeof *buf);
-        if (!mark || !bid || !buf) {
+        float *e = malloc((size_t)V * sizeof *e);
+        if (!mark || !bid || !buf || !e) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -237,17 +321,18 @@ int64_t kd_loss_kd(const float *logits, const int32_t *ids, const uint8_t *mask,
             if (K > 0 && (!teacher->has_teacher || teacher->has_teacher[j]))
                 l = kd_row(logits + r, V, teacher->ids + (size_t)j * K, teacher->logprobs + (size_t)j * K,
                            teacher->tail_logprob[j], K, opts, grad_scale, d, mark, bid, buf, buf + K + 1,
-                           buf + 2 * (K + 1));
+                           buf + 2 * (K + 1), e);
             if (isnan(l)) {
                 fell[k] = 1;
                 int32_t y = ids[j];
-                l = (y >= 0 && y < V) ? ce_row(logits + r, V, y, grad_scale, d) : 0.0;
+                l = (y >= 0 && y < V) ? ce_row(logits + r, V, y, grad_scale, d, e) : 0.0;
             }
             row_loss[k] = l;
         }
         free(mark);
         free(bid);
         free(buf);
+        free(e);
     }
     if (!failed) {
         *loss_sum = sum_in_order(row_loss, n);
@@ -260,23 +345,34 @@ int64_t kd_loss_kd(const float *logits, const int32_t *ids, const uint8_t *mask,
     return failed ? 0 : n;
 }
 
-/* -log(1 - p(invalid)) = lse(z) - lse(z over valid); d += scale * (softmax(z) - 1[valid] softmax_valid(z)). */
-static double grammar_row(const float *z, int V, const uint64_t *valid, float scale, float *d) {
-    float m = z[0];
-    for (int i = 1; i < V; i++) m = z[i] > m ? z[i] : m;
-    double s_all = 0.0, s_ok = 0.0;
-    for (int i = 0; i < V; i++) {
-        double e = expf(z[i] - m);
-        s_all += e;
-        if ((valid[i >> 6] >> (i & 63)) & 1u) s_ok += e;
+/* Byte b as 8 floats 0/1 (bit k -> entry k), filled once. */
+static float BYTE_TO_FLOATS[256][8];
+static void fill_byte_table(void) {
+    for (int b = 0; b < 256; b++)
+        for (int k = 0; k < 8; k++) BYTE_TO_FLOATS[b][k] = (float)((b >> k) & 1);
+}
+
+/* -log(1 - p(invalid)) = lse(z) - lse(z over valid); d += scale * (softmax(z) - 1[valid] softmax_valid(z)).
+ * e and ok: V floats of scratch each (the set is expanded to 0/1 floats so the loops vectorize). */
+static double grammar_row(const float *z, int V, const uint64_t *valid, float scale, float *d, float *e, float *ok) {
+    float m = row_max(z, V);
+    if (isnan(m)) return poison(d, V);
+    const uint8_t *vb = (const uint8_t *)valid; /* little-endian: bit i is bit i%8 of byte i/8 */
+    for (int i = 0; i + 8 <= V; i += 8) memcpy(ok + i, BYTE_TO_FLOATS[vb[i >> 3]], 8 * sizeof *ok);
+    for (int i = V / 8 * 8; i < V; i++) ok[i] = (float)((vb[i >> 3] >> (i & 7)) & 1u);
+    for (int i = 0; i < V; i++) e[i] = exp_neg(z[i] - m);
+    double s_all = lane_sum(e, V), s_ok = 0.0;
+    {
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int i = 0;
+        for (; i + 8 <= V; i += 8)
+            for (int k = 0; k < 8; k++) acc[k] += ok[i + k] * e[i + k];
+        for (int k = 0; k < 8; k++) s_ok += acc[k];
+        for (; i < V; i++) s_ok += ok[i] * e[i];
     }
     if (d) {
-        float ia = (float)(1.0 / s_all), iv = (float)(1.0 / s_ok);
-        for (int i = 0; i < V; i++) {
-            float e = expf(z[i] - m);
-            float ok = (float)((valid[i >> 6] >> (i & 63)) & 1u);
-            d[i] += scale * (e * ia - ok * e * iv);
-        }
+        float ca = (float)(scale / s_all), cv = (float)(scale / s_ok);
+        for (int i = 0; i < V; i++) d[i] += (ca - ok[i] * cv) * e[i];
     }
     return log(s_all) - log(s_ok);
 }
@@ -289,6 +385,8 @@ int64_t kd_loss_json_grammar(kd_jsongrammar *g, const float *logits, const int32
     int64_t n = kd_loss_count(json_mask, B, T);
     if (n == 0 || kd_jsongrammar_vocab_size(g) != V) return n;
     size_t words = ((size_t)V + 63) / 64;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, fill_byte_table);
     /* Sequential pass: the automaton over each run and a copy of each target's valid set (the cache
      * may be cleared while we go). */
     int64_t *row = malloc((size_t)n * sizeof *row);
@@ -348,10 +446,17 @@ int64_t kd_loss_json_grammar(kd_jsongrammar *g, const float *logits, const int32
             }
         }
     }
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < m; k++) {
-        size_t r = (size_t)row[k] * V;
-        row_loss[k] = grammar_row(logits + r, V, sets + (size_t)k * words, grad_scale, dlogits ? dlogits + r : NULL);
+#pragma omp parallel
+    {
+        float *e = malloc(2 * (size_t)V * sizeof *e);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < m; k++) {
+            size_t r = (size_t)row[k] * V;
+            row_loss[k] = e ? grammar_row(logits + r, V, sets + (size_t)k * words, grad_scale,
+                                          dlogits ? dlogits + r : NULL, e, e + V)
+                            : NAN; /* out of memory shows as a NaN loss, which the trainer skips */
+        }
+        free(e);
     }
     *loss_sum = sum_in_order(row_loss, m);
     if (n_skipped) *n_skipped = skipped;

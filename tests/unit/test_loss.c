@@ -242,6 +242,34 @@ static void test_threads_do_not_change_results(void) {
     CU_ASSERT_EQUAL(memcmp(d1, d4, sizeof d1), 0);
 }
 
+/* A non-finite logit poisons the row's loss and gradient, so the trainer's NaN/Inf check sees the step. */
+static void test_nonfinite_logits_poison(void) {
+    enum { T = 3, V = 16 };
+    float z[T * V], d[T * V];
+    int32_t ids[T] = {0, 3, 5};
+    uint8_t mask[T] = {0, 1, 1};
+    for (int i = 0; i < T * V; i++) z[i] = randn();
+    z[1 * V + 7] = NAN; /* row 1 scores target 2 */
+    memset(d, 0, sizeof d);
+    double l;
+    kd_loss_ce(z, ids, mask, 1, T, V, 1.0f, d, &l);
+    CU_ASSERT_TRUE(isnan(l));
+    CU_ASSERT_TRUE(isnan(d[1 * V]));
+    CU_ASSERT_FALSE(isnan(d[0]));
+    z[1 * V + 7] = INFINITY;
+    int32_t tid[T * 2] = {1, 2, 1, 2, 1, 2};
+    float tlp[T * 2] = {-1, -2, -1, -2, -1, -2}, tail[T] = {-0.5f, -0.5f, -0.5f};
+    kd_teacher_topk t = {2, tid, tlp, tail, NULL};
+    kd_kd_opts o = {KD_DIV_FORWARD_KL, 1.0f, 0.5f};
+    memset(d, 0, sizeof d);
+    int64_t fb;
+    kd_loss_kd(z, ids, mask, 1, T, V, &t, &o, 1.0f, d, &l, &fb);
+    CU_ASSERT_FALSE(isfinite(l));
+    CU_ASSERT_EQUAL(fb, 0);
+    CU_ASSERT_TRUE(isnan(d[1 * V + 3]));
+    CU_ASSERT_TRUE(kd_has_nonfinite(d, T * V));
+}
+
 static void test_divergence_names_and_opts(void) {
     kd_divergence dv;
     kd_error err;
@@ -384,6 +412,7 @@ int main(void) {
     CU_add_test(s, "KD is 0 when the student is the teacher", test_kd_zero_at_teacher);
     CU_add_test(s, "KD fallback to CE and finite-difference gradients", test_kd_fallback_and_gradcheck);
     CU_add_test(s, "thread count does not change results", test_threads_do_not_change_results);
+    CU_add_test(s, "non-finite logits poison loss and gradient", test_nonfinite_logits_poison);
     CU_add_test(s, "divergence names and option errors", test_divergence_names_and_opts);
     CU_add_test(s, "grammar term: runs, boundaries, skips", test_grammar_runs);
     CU_add_test(s, "grammar term: finite-difference gradient", test_grammar_gradcheck);
