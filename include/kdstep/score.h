@@ -50,7 +50,9 @@ int kd_scorer_open(kd_scorer **out, const char *answers_path, const char *tools_
 void kd_scorer_close(kd_scorer *s);
 
 /* Score one prediction record {"id", "tool_calls": [{"name", "arguments"}...]} (arguments an object
- * or a JSON string; OpenAI's {"function": {...}} wrapper is accepted) or {"id", "text"}. `where`
+ * or a JSON string; OpenAI's {"function": {...}} wrapper is accepted) or {"id", "text"}: raw model
+ * output whose calls kd_extract_tool_calls finds (any of its five formats; a call whose arguments
+ * do not parse counts against JSON validity). "tool_calls" wins when both are given. `where`
  * names it in errors ("preds.jsonl:3"). `item` (may be NULL) receives the verdicts. An id without
  * an answer is an error unless its category is an irrelevance set; a repeated id is an error. */
 int kd_scorer_add(kd_scorer *s, const json_t *prediction, const char *where, kd_score_item *item, kd_error *err);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "kdstep/extract.h"
 #include "kdstep/registry.h"
 
 const char *const kd_score_metric_names[KD_SCORE_NMETRICS] = {"tool_name_accuracy", "json_validity", "schema_validity",
@@ -701,15 +702,49 @@ static void tally_add(tally *t, const kd_score_item *it) {
     }
 }
 
-static int parse_calls(const json_t *pred, const char *where, pcall **out, size_t *nout, kd_error *err) {
+/* Raw model output: every call the extractor finds, in text order. A call whose arguments do not
+ * parse (cut off, single quotes ...) is kept with args NULL: it counts against JSON validity. */
+static int parse_text(const json_t *text, const kd_registry *reg, const char *where, pcall **out, size_t *nout,
+                      char ***names, kd_error *err) {
+    kd_tool_calls found = {0};
+    const char *t = json_string_value(text);
+    int rc = kd_extract_tool_calls(t, json_string_length(text), reg, &found, err);
+    if (rc) {
+        kd_tool_calls_free(&found);
+        return kd_error_prefix(err, "%s: extracting tool calls from \"text\"", where);
+    }
+    pcall *calls = calloc(found.count + 1, sizeof *calls);
+    char **owned = calloc(found.count + 1, sizeof *owned);
+    if (!calls || !owned) {
+        free(calls);
+        free(owned);
+        kd_tool_calls_free(&found);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < found.count; i++) {
+        kd_tool_call *c = &found.v[i];
+        owned[i] = c->name_text ? kd_strdup(c->name_text) : NULL;
+        calls[i].name = owned[i];
+        if (c->json_valid && json_is_object(c->args)) calls[i].args = json_incref(c->args);
+    }
+    *out = calls;
+    *nout = found.count;
+    *names = owned;
+    kd_tool_calls_free(&found);
+    return KD_OK;
+}
+
+static int parse_calls(const json_t *pred, const kd_registry *reg, const char *where, pcall **out, size_t *nout,
+                       char ***names, kd_error *err) {
     const json_t *tc = json_object_get(pred, "tool_calls");
+    const json_t *text = json_object_get(pred, "text");
     *out = NULL;
     *nout = 0;
-    if (!tc && json_object_get(pred, "text"))
-        return kd_error_set(err, KD_ERR_UNSUPPORTED,
-                            "%s: raw-text predictions (\"text\") are not supported yet: the tool-call extractor is "
-                            "not merged; give \"tool_calls\": [{\"name\", \"arguments\"}] instead",
-                            where);
+    *names = NULL;
+    if (!tc && text) {
+        if (!json_is_string(text)) return kd_error_set(err, KD_ERR_INVALID, "%s: \"text\" must be a string", where);
+        return parse_text(text, reg, where, out, nout, names, err);
+    }
     if (tc && json_is_null(tc)) tc = NULL;
     if (tc && !json_is_array(tc))
         return kd_error_set(err, KD_ERR_INVALID, "%s: \"tool_calls\" must be a list of {\"name\", \"arguments\"}", where);
@@ -780,7 +815,8 @@ int kd_scorer_add(kd_scorer *s, const json_t *pred, const char *where, kd_score_
     }
     pcall *calls = NULL;
     size_t n = 0;
-    int rc = parse_calls(pred, where, &calls, &n, err);
+    char **names = NULL;
+    int rc = parse_calls(pred, registry_for(s, id), where, &calls, &n, &names, err);
     if (rc) {
         json_decref(no_calls);
         return rc;
@@ -788,7 +824,11 @@ int kd_scorer_add(kd_scorer *s, const json_t *pred, const char *where, kd_score_
     kd_score_item local, *it = item ? item : &local;
     snprintf(it->category, sizeof it->category, "%s", cat);
     score_item(s, id, ans ? json_object_get(ans, "calls") : no_calls, calls, n, it);
-    for (size_t i = 0; i < n; i++) json_decref(calls[i].args);
+    for (size_t i = 0; i < n; i++) {
+        json_decref(calls[i].args);
+        if (names) free(names[i]);
+    }
+    free(names);
     free(calls);
     json_decref(no_calls);
     json_object_set_new(s->seen, id, json_true());

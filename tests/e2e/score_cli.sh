@@ -38,9 +38,16 @@ check "details name the wrong type" 'grep -q "get_weather: parameter '"'"'days'"
 
 err=$("$K" score --answers "$tmp/answers.jsonl" 2>&1); rc=$?
 check "missing --predictions exits 2" '[ $rc -eq 2 ] && grep -q -- "--predictions and --answers are required" <<<"$err"'
-echo '{"id": "simple_0", "text": "<tool_call>{}</tool_call>"}' >"$tmp/raw.jsonl"
-err=$("$K" score --predictions "$tmp/raw.jsonl" --answers "$tmp/answers.jsonl" 2>&1); rc=$?
-check "raw text is refused for now" '[ $rc -eq 1 ] && grep -q "raw-text predictions (\"text\") are not supported yet" <<<"$err"'
+cat >"$tmp/raw.jsonl" <<'J'
+{"id": "simple_0", "text": "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"paris\", \"days\": 2}}\n</tool_call>"}
+{"id": "simple_1", "text": "<functioncall> {\"name\": \"get_weather\", \"arguments\": '{\"city\": \"Rome\", \"days\": \"2\"}'}"}
+{"id": "irrelevance_0", "text": "No tool can answer that."}
+J
+raw=$("$K" score --predictions "$tmp/raw.jsonl" --answers "$tmp/answers.jsonl" --tools "$tmp/tools.json"); rc=$?
+check "raw text scores like its structured twin" '[ $rc -eq 0 ] && [ "$(jq -S . <<<"$raw")" = "$(jq -S . <<<"$out")" ]'
+echo '{"id": "simple_0", "text": 7}' >"$tmp/bad.jsonl"
+err=$("$K" score --predictions "$tmp/bad.jsonl" --answers "$tmp/answers.jsonl" 2>&1); rc=$?
+check "non-string text is an error naming the line" '[ $rc -eq 1 ] && grep -q "bad.jsonl:1: \"text\" must be a string" <<<"$err"'
 err=$("$K" score --predictions "$tmp/preds.jsonl" --answers "$tmp/nope.jsonl" 2>&1); rc=$?
 check "missing answers file" '[ $rc -eq 1 ] && grep -q "cannot open $tmp/nope.jsonl" <<<"$err"'
 err=$("$K" score --predictions "$tmp/preds.jsonl" --answers "$tmp/answers.jsonl" --markdown /nonexistent/dir/r.md 2>&1); rc=$?

@@ -7,6 +7,7 @@
 
 #include "kdstep/fsutil.h"
 #include "kdstep/score.h"
+#include "extract_render.h"
 #include "testutil.h"
 
 /* ---------- BFCL gold -> predictions ---------- */
@@ -103,6 +104,34 @@ static int unsatisfiable(const json_t *answer) {
     return 0;
 }
 
+/* {"id", "tool_calls"} -> {"id", "text"}: the same calls written in one teacher format, the way
+ * the extractor's own tests render them; no call becomes plain prose. */
+static json_t *as_text(const json_t *pred, kd_call_format f) {
+    const json_t *calls = json_object_get(pred, "tool_calls");
+    size_t n = json_array_size(calls);
+    char *text;
+    if (n == 0) {
+        text = strdup("I cannot help with that using the tools I have.");
+    } else {
+        const char **names = calloc(n, sizeof *names);
+        char **args = calloc(n, sizeof *args);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *c = json_array_get(calls, i);
+            names[i] = json_string_value(json_object_get(c, "name"));
+            args[i] = json_dumps(json_object_get(c, "arguments"), JSON_COMPACT | JSON_ENSURE_ASCII);
+        }
+        text = kd_render_calls(f, names, (const char *const *)args, (int)n);
+        for (size_t i = 0; i < n; i++) free(args[i]);
+        free(args);
+        free(names);
+    }
+    json_t *out = json_pack("{s:O, s:s}", "id", json_object_get(pred, "id"), "text", text);
+    free(text);
+    return out;
+}
+
+static int g_format = -1; /* for score_bfcl: -1 structured, else render in this format */
+
 typedef json_t *(*perturb_fn)(json_t *pred); /* returns the prediction to score, or NULL to skip */
 
 /* Converts a BFCL set's gold answers to predictions (optionally perturbed), writes them, scores. */
@@ -136,6 +165,11 @@ static json_t *score_bfcl(const char *set, perturb_fn perturb, long *written, lo
         fputs(line, fk);
         json_t *pred = gold_prediction(a, json_object_get(questions, json_string_value(json_object_get(a, "id"))));
         if (perturb) pred = perturb(pred);
+        if (pred && g_format >= 0) {
+            json_t *t = as_text(pred, (kd_call_format)g_format);
+            json_decref(pred);
+            pred = t;
+        }
         if (pred) {
             json_dumpf(pred, fp, JSON_COMPACT);
             fputc('\n', fp);
@@ -189,6 +223,36 @@ static void test_bfcl_gold_scores_100(void) {
         CU_ASSERT_DOUBLE_EQUAL(metric(rep, sets[i], "ast_accuracy"), 1.0, 1e-12);
         CU_ASSERT_TRUE(isnan(metric(rep, NULL, "no_call_accuracy"))); /* null: no irrelevance item */
         json_decref(rep);
+    }
+}
+
+/* Raw text in each format the extractor knows scores exactly as its structured twin. */
+static void test_bfcl_raw_text_same_as_structured(void) {
+    if (!kd_test_shared_data()) {
+        kd_test_skip("../shared/data absent: BFCL raw-text test skipped");
+        return;
+    }
+    const char *sets[] = {"simple", "multiple", "parallel", "parallel_multiple", "live_simple"};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        long n = 0, dropped = 0;
+        g_format = -1;
+        json_t *ref = score_bfcl(sets[i], NULL, &n, &dropped);
+        for (int f = 0; f < KD_CALL_FORMAT_COUNT; f++) {
+            g_format = f;
+            json_t *rep = score_bfcl(sets[i], NULL, &n, &dropped);
+            int same = json_equal(rep, ref);
+            if (!same) {
+                char *a = json_dumps(ref, JSON_COMPACT), *b = json_dumps(rep, JSON_COMPACT);
+                fprintf(stderr, "\n  %s as %s:\n  structured %s\n  raw        %s\n", sets[i],
+                        kd_call_format_name((kd_call_format)f), a, b);
+                free(a);
+                free(b);
+            }
+            CU_ASSERT_TRUE(same);
+            json_decref(rep);
+        }
+        g_format = -1;
+        json_decref(ref);
     }
 }
 
@@ -365,6 +429,40 @@ static void test_standardize(void) {
 
 /* One file with a correct and a perturbed item in each category: each perturbation fails and is
  * counted under its own category. */
+static json_t *score_files(const char *answers, const char *preds, FILE *details) {
+    kd_scorer *s = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_scorer_open(&s, kd_test_write("p_ans.jsonl", answers), kd_test_write("p_tools.json", TOOLS), &e), KD_OK);
+    kd_scorer_set_details(s, details);
+    int rc = kd_scorer_add_file(s, kd_test_write("p_pred.jsonl", preds), &e);
+    if (rc) fprintf(stderr, "\n  %s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    json_t *rep = kd_scorer_report(s);
+    kd_scorer_close(s);
+    return rep;
+}
+
+/* The predictions file with every record rewritten as raw text in format f. Malloc'd. */
+static char *preds_as_text(const char *preds, kd_call_format f) {
+    kd_rbuf b = {0};
+    kd_rbuf_puts(&b, "");
+    const char *p = preds;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        json_t *rec = json_loadb(p, len, 0, NULL);
+        json_t *t = as_text(rec, f);
+        char *line = json_dumps(t, JSON_COMPACT);
+        kd_rbuf_puts(&b, line);
+        kd_rbuf_puts(&b, "\n");
+        free(line);
+        json_decref(t);
+        json_decref(rec);
+        p += len + (nl ? 1 : 0);
+    }
+    return b.s;
+}
+
 static void test_perturbations_by_category(void) {
     const char *answers =
         "{\"id\": \"simple_0\", \"ground_truth\": [" "{\"get_weather\": {\"city\": [\"Paris\"], \"days\": [2, \"\"]}}" "]}\n"
@@ -392,17 +490,22 @@ static void test_perturbations_by_category(void) {
         "{\"id\": \"live_simple_1-0-0\", \"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": \"fahrenheit\"}}]}\n"
         "{\"id\": \"irrelevance_0\", \"tool_calls\": []}\n"
         "{\"id\": \"irrelevance_1\", \"tool_calls\": [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}]}\n";
-    kd_scorer *s = NULL;
-    kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_scorer_open(&s, kd_test_write("p_ans.jsonl", answers), kd_test_write("p_tools.json", TOOLS), &e), KD_OK);
     FILE *df = fopen(kd_test_write("details.jsonl", ""), "w");
-    kd_scorer_set_details(s, df);
-    int rc = kd_scorer_add_file(s, kd_test_write("p_pred.jsonl", preds), &e);
-    if (rc) fprintf(stderr, "\n  %s\n", e.msg);
-    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
-    json_t *rep = kd_scorer_report(s);
-    kd_scorer_close(s);
+    json_t *rep = score_files(answers, preds, df);
     fclose(df);
+    /* the same predictions as raw text, in each format the extractor knows, score the same */
+    for (int f = 0; f < KD_CALL_FORMAT_COUNT; f++) {
+        char *raw = preds_as_text(preds, (kd_call_format)f);
+        json_t *r2 = score_files(answers, raw, NULL);
+        if (!json_equal(r2, rep)) {
+            char *a = json_dumps(r2, JSON_COMPACT);
+            fprintf(stderr, "\n  raw text as %s differs: %s\n", kd_call_format_name((kd_call_format)f), a);
+            free(a);
+        }
+        CU_ASSERT_TRUE(json_equal(r2, rep));
+        json_decref(r2);
+        free(raw);
+    }
     const char *cats[] = {"simple", "multiple", "parallel", "parallel_multiple", "live_simple", "irrelevance"};
     for (size_t i = 0; i < 6; i++) {
         CU_ASSERT_DOUBLE_EQUAL(metric(rep, cats[i], "ast_accuracy"), 0.5, 1e-12);
@@ -508,8 +611,7 @@ static void expect_error(const char *answers, const char *preds, int code, const
 
 static void test_errors(void) {
     const char *ok = "{\"id\": \"simple_0\", \"ground_truth\": [{\"f\": {\"a\": [1]}}]}\n";
-    expect_error(ok, "{\"id\": \"simple_0\", \"text\": \"<tool_call>...\"}\n", KD_ERR_UNSUPPORTED,
-                 "e_pred.jsonl:1: raw-text predictions (\"text\") are not supported yet");
+    expect_error(ok, "{\"id\": \"simple_0\", \"text\": 7}\n", KD_ERR_INVALID, "e_pred.jsonl:1: \"text\" must be a string");
     expect_error(ok, "{\"id\": \"simple_9\", \"tool_calls\": []}\n", KD_ERR_NOTFOUND,
                  "e_pred.jsonl:1: prediction id 'simple_9' has no answer in");
     expect_error(ok, "{\"id\": \"simple_0\", \"tool_calls\": []}\n\n{\"id\": \"simple_0\", \"tool_calls\": []}\n", KD_ERR_INVALID,
@@ -544,5 +646,6 @@ int main(void) {
     CU_add_test(s, "errors", test_errors);
     CU_add_test(s, "bfcl_gold_scores_100", test_bfcl_gold_scores_100);
     CU_add_test(s, "bfcl_perturbations_fail", test_bfcl_perturbations_fail);
+    CU_add_test(s, "bfcl_raw_text_same_as_structured", test_bfcl_raw_text_same_as_structured);
     return kd_test_main();
 }
