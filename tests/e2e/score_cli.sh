@@ -52,6 +52,8 @@ err=$("$K" score --predictions "$tmp/preds.jsonl" --answers "$tmp/nope.jsonl" 2>
 check "missing answers file" '[ $rc -eq 1 ] && grep -q "cannot open $tmp/nope.jsonl" <<<"$err"'
 err=$("$K" score --predictions "$tmp/preds.jsonl" --answers "$tmp/answers.jsonl" --markdown /nonexistent/dir/r.md 2>&1); rc=$?
 check "unwritable markdown" '[ $rc -eq 1 ] && grep -q "/nonexistent/dir/r.md" <<<"$err"'
+err=$("$K" score --predictions "$tmp/preds.jsonl" --answers "$tmp/answers.jsonl" --details /nonexistent/dir/d.jsonl 2>&1); rc=$?
+check "unwritable details" '[ $rc -eq 1 ] && grep -q "cannot write --details /nonexistent/dir/d.jsonl" <<<"$err"'
 
 # BFCL files as they are: question file as --tools, possible_answer as --answers
 D="$KD_SOURCE_DIR/../shared/data/bfcl"

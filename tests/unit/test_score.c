@@ -627,6 +627,14 @@ static void test_errors(void) {
     expect_error("\n", "", KD_ERR_INVALID, "no answers found");
     expect_error("{\"id\": \"a\", \"metadata\": {\"tool_calls\": [{\"arguments\": {}}]}}\n", "", KD_ERR_INVALID,
                  "e_ans.jsonl:1: metadata.tool_calls[0] needs a \"name\" and an \"arguments\" object");
+    expect_error("{\"id\": \"simple_0\", \"ground_truth\": []}\n{\"id\": \"simple_0\", \"ground_truth\": []}\n", "",
+                 KD_ERR_INVALID, "e_ans.jsonl:2: answer id 'simple_0' appears twice");
+    /* an answer that is not BFCL's shape fails the item, saying why */
+    kd_score_item it = score_one("simple_5", "[{\"f\": {\"a\": 1}}]", "[{\"name\": \"f\", \"arguments\": {\"a\": 1}}]", 0);
+    CU_ASSERT_EQUAL(it.verdict[KD_SCORE_AST], 0);
+    KD_ASSERT_CONTAINS(it.reason, "f: malformed answer for 'a' (not a list)");
+    it = score_one("simple_5", "[{\"f\": {\"a\": [1]}, \"g\": {}}]", "[{\"name\": \"f\", \"arguments\": {\"a\": 1}}]", 0);
+    KD_ASSERT_CONTAINS(it.reason, "malformed answer entry");
     /* an irrelevance item needs no answer record */
     expect_error(ok, "{\"id\": \"irrelevance_4\", \"tool_calls\": []}\n", KD_OK, "");
     kd_scorer *s = NULL;
