@@ -22,6 +22,8 @@ typedef struct kd_encoding {
                               the post-processor (BOS) gets [0, 0) */
     size_t count;
     size_t cap;
+    void *work; /* the caller's scratch space (BPE cache, buffers); freed by kd_encoding_free.
+                   Zero-initialise a kd_encoding ({0}) before its first use. */
 } kd_encoding;
 
 /* `path` is a tokenizer.json file or a folder holding one. */
@@ -41,7 +43,7 @@ int kd_tokenizer_decode(const kd_tokenizer *tok, const int32_t *ids, size_t n, i
 /* Number of ids (max id + 1, added tokens included). */
 int32_t kd_tokenizer_vocab_size(const kd_tokenizer *tok);
 /* The bytes one token decodes to (byte-level decoded; special tokens give their content).
- * Returns 0 and sets *bytes/*len, or -1 for an unused id. Pointers stay valid until close. */
+ * Returns 0 and sets *bytes and *len, or -1 for an unused id. Pointers stay valid until close. */
 int kd_tokenizer_token_bytes(const kd_tokenizer *tok, int32_t id, const char **bytes, size_t *len);
 /* Id of an exact token string as it appears in the vocabulary or added tokens ("<|im_end|>"), or -1. */
 int32_t kd_tokenizer_token_to_id(const kd_tokenizer *tok, const char *token);
