@@ -135,8 +135,9 @@ static int kd_case(const char *dir, json_t *cases, const char *name, kd_divergen
         }
         tail[j] = (float)log1p(-top_mass);
         has[j] = unif() < 0.85 && j % 5 != 2;
-        if (j % 7 == 3) tid[j * K + K - 1] = -1;       /* padding */
-        if (j % 9 == 4) tid[j * K + 2] = tid[j * K + 1]; /* a repeat is padding too */
+        if (j % 7 == 3) tid[j * K + K - 1] = -1;       /* a token the student lacks: its mass goes to the tail */
+        if (j % 6 == 1) tid[j * K + K - 2] = -1, tlp[j * K + K - 2] = -INFINITY; /* padding */
+        if (j % 9 == 4) tid[j * K + 2] = tid[j * K + 1]; /* a repeat: its mass joins the bucket */
         if (j % 13 == 5) tail[j] = -INFINITY;           /* the teacher claims its top-k is everything */
     }
     kd_teacher_topk teacher = {K, tid, tlp, tail, has};
