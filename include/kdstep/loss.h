@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "kdstep/config.h"
 #include "kdstep/error.h"
 #include "kdstep/jsonprefix.h"
 
@@ -68,6 +69,9 @@ typedef struct kd_kd_opts {
 
 /* Check T > 0 and beta in [0, 1]; KD_ERR_INVALID with the key name otherwise. */
 int kd_kd_opts_check(const kd_kd_opts *opts, kd_error *err);
+/* kd.divergence / kd.temperature / kd.jsd_beta of a config, parsed and checked (the trainer calls this
+ * before any step, so a bad value fails early). */
+int kd_kd_opts_from_config(const kd_config *cfg, kd_kd_opts *out, kd_error *err);
 
 /* KD over masked targets (normally loss_mask). At each target the teacher distribution has K + 1
  * buckets (its top-k ids and one tail bucket), tempered as softmax(logprob / T) over the buckets; the

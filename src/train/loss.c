@@ -188,6 +188,14 @@ int kd_kd_opts_check(const kd_kd_opts *opts, kd_error *err) {
     return KD_OK;
 }
 
+int kd_kd_opts_from_config(const kd_config *cfg, kd_kd_opts *out, kd_error *err) {
+    int rc = kd_divergence_parse(cfg->kd.divergence, &out->divergence, err);
+    if (rc != KD_OK) return rc;
+    out->temperature = (float)cfg->kd.temperature;
+    out->jsd_beta = (float)cfg->kd.jsd_beta;
+    return kd_kd_opts_check(out, err);
+}
+
 static double logaddexp(double a, double b) {
     if (a == -INFINITY) return b;
     if (b == -INFINITY) return a;

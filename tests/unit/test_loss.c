@@ -320,6 +320,20 @@ static void test_divergence_names_and_opts(void) {
     KD_ASSERT_CONTAINS(err.msg, "kd.jsd_beta must be in [0, 1], got 1.5");
     o.jsd_beta = 0.5f;
     CU_ASSERT_EQUAL(kd_kd_opts_check(&o, &err), KD_OK);
+    /* from the config: defaults are valid; a bad name is caught before any step */
+    kd_config cfg;
+    kd_config_defaults(&cfg);
+    CU_ASSERT_EQUAL(kd_kd_opts_from_config(&cfg, &o, &err), KD_OK);
+    CU_ASSERT_EQUAL(o.divergence, KD_DIV_FORWARD_KL);
+    CU_ASSERT_EQUAL(kd_config_set(&cfg, "kd.divergence=jsd", &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_config_set(&cfg, "kd.jsd_beta=0.25", &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_kd_opts_from_config(&cfg, &o, &err), KD_OK);
+    CU_ASSERT_EQUAL(o.divergence, KD_DIV_JSD);
+    CU_ASSERT_EQUAL(o.jsd_beta, 0.25f);
+    snprintf(cfg.kd.divergence, sizeof cfg.kd.divergence, "%s", "tvd");
+    CU_ASSERT_EQUAL(kd_kd_opts_from_config(&cfg, &o, &err), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(err.msg, "unknown kd.divergence 'tvd'");
+    kd_config_free(&cfg);
 }
 
 /* Toy vocabulary for the grammar term. */
