@@ -171,11 +171,12 @@ typedef struct words {
     int n;
 } words;
 
-static const char *STOP[] = {"the", "a", "an", "of", "to", "and", "or", "in", "for", "from", "with", "its", "it",
+static const char *STOP[] = {"once", "done", "after", "now", "hey", "quick", "need", "thanks", "thank", "urgent",
+                             "rush", "keep", "short", "advance", "want", "like", "could", "would", "good", "use", "set","the", "a", "an", "of", "to", "and", "or", "in", "for", "from", "with", "its", "it",
                              "this", "that", "is", "are", "by", "as", "into", "on", "at", "be", "me", "my", "please",
                              "can", "you", "your", "i", "what", "whats", "how", "do", "does", "return", "returns",
-                             "get", "all", "one", "another", "their", "them", "then", "also", "give", "tell", "show",
-                             "such", "top", "there", "these", "those", "there", "some", "current", "latest", "text",
+                             "get", "all", "one", "another", "their", "them", "then", "also", "give", "tell",
+                             "such", "top", "there", "these", "those", "there", "some", "current", "latest", "text", "just", "wanted",
                              "content", "contents", NULL};
 
 static int is_stop(const char *w) {
@@ -235,8 +236,9 @@ static const char *SYNONYMS[][2] = {
     {"execute", "run"},       {"folder", "directory"},    {"download", "fetch"},   {"look", "search"},
     {"google", "search"},     {"meeting", "event"},       {"schedule", "calendar"}, {"appointment", "event"},
     {"save", "write"},        {"share", "stock"},         {"ticker", "symbol"},    {"quote", "price"},
-    {"trading", "stock"},     {"ls", "list"},             {"cat", "read"},         {"week", "forecast"},
+    {"trading", "stock"},     {"ls", "list"},             {"show", "read"},         {"week", "forecast"},
     {"next", "forecast"},     {"multiply", "arithmetic"}, {"sum", "arithmetic"},   {"inche", "convert"},
+    {"find", "search"},       {"mention", "search"},      {"containing", "write"},    {"express", "convert"},
     {"spanish", "translate"}, {"french", "translate"},    {"german", "translate"}, {"agenda", "calendar"},
     {NULL, NULL}};
 
@@ -298,6 +300,9 @@ static int pred_url(const char *b, size_t n) { return (n > 8 && strncmp(b, "http
 static int pred_path(const char *b, size_t n) {
     if (pred_url(b, n)) return 0;
     if (memchr(b, '@', n)) return 0;
+    int alnum = 0;
+    for (size_t i = 0; i < n; i++) alnum += isalnum((unsigned char)b[i]) != 0;
+    if (alnum == 0 || b[0] == '(' || b[n - 1] == ')') return 0;
     if (memchr(b, '/', n)) return 1;
     const char *dot = NULL;
     for (size_t i = 1; i + 1 < n; i++)
@@ -504,6 +509,13 @@ static json_t *fill_string(argctx *a, const char *pname, const json_t *schema, i
     if (name_has(pname, "url")) return find_token(text, pred_url, &s, 0) ? span_str(s) : NULL;
     if (name_has(pname, "path") || name_has(pname, "file") || strcmp(pname, "cwd") == 0) {
         if (find_token(text, pred_path, &s, 0)) return span_str(s);
+        static const char *dtrig[] = {"files in ", "folder ", "directory ", "contents of ", "open ", "Open ", NULL};
+        if (strcmp(pname, "cwd") != 0 && text_after(text, dtrig, &s)) {
+            size_t n = 0;
+            while (n < s.n && is_tokch(s.p[n])) n++;
+            while (n && strchr(".?!:;)", s.p[n - 1])) n--;
+            if (n) return json_stringn(s.p, n);
+        }
         return strcmp(pname, "cwd") == 0 ? NULL : (required ? json_string(".") : NULL);
     }
     if (name_has(pname, "date")) {
@@ -673,7 +685,54 @@ static json_t *fill_args(const char *text, const json_t *params) {
 
 /* ---- choosing a tool ---- */
 
-static double score_tool(const tool_view *t, const words *pw, const tool_view *all, int n, const char *text) {
+/* The prompt with quoted strings, URLs, paths and e-mail addresses blanked: their words are values,
+ * not requests ("~/Downloads/x.pdf" asks for no download). */
+static void word_text(const char *text, char *out, size_t cap) {
+    snprintf(out, cap, "%s", text);
+    span s;
+    for (int i = 0; nth_quoted(out, 0, &s) && i < 32; i++) memset((char *)s.p - 1, ' ', s.n + 2);
+    int (*preds[])(const char *, size_t) = {pred_url, pred_email, pred_path};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; find_token(out, preds[k], &s, 0) && i < 32; i++) memset((char *)s.p, ' ', s.n);
+}
+
+/* A number followed by a unit word ("25 km", "143 fahrenheit"). */
+static const char *UNIT_WORDS[] = {"m", "ft", "mi", "km", "cm", "mm", "in", "yd", "lb", "lbs", "kg", "g", "oz", "l", "ml",
+                                   "gal", "celsius", "fahrenheit", "kelvin", "c", "f", "k", "kilometers", "kilometres",
+                                   "miles", "meters", "metres", "feet", "inches", "centimeters", "kilograms", "pounds",
+                                   "grams", "ounces", "liters", "litres", "gallons", "yards", "mph", "kph", NULL};
+
+static int is_unit_word(const char *p, size_t n) {
+    for (int i = 0; UNIT_WORDS[i]; i++)
+        if (strlen(UNIT_WORDS[i]) == n && strncasecmp(UNIT_WORDS[i], p, n) == 0) return 1;
+    return 0;
+}
+
+/* The i-th unit word that follows a number; *at its position. */
+static int number_unit(const char *text, span *out) {
+    span s;
+    for (int i = 0; i < 16 && find_token(text, pred_number, &s, i); i++) {
+        const char *q = s.p + s.n;
+        if (*q != ' ') continue;
+        q++;
+        size_t n = 0;
+        while (isalpha((unsigned char)q[n])) n++;
+        if (n && is_unit_word(q, n)) {
+            out->p = q;
+            out->n = n;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+typedef struct tool_score {
+    double total;   /* everything */
+    double request; /* name and description words and shape evidence: what makes a clause a request */
+} tool_score;
+
+static tool_score score_tool(const tool_view *t, const words *pw, const tool_view *all, int n, const char *text,
+                             const char *wt) {
     words tw, nw;
     char nbuf[256];
     snprintf(nbuf, sizeof nbuf, "%s", t->name);
@@ -692,7 +751,7 @@ static double score_tool(const tool_view *t, const words *pw, const tool_view *a
             if (*q == '_') *q = ' ';
         split_words(nbuf, &tw, 1);
     }
-    double score = 0;
+    tool_score sc = {0, 0};
     for (int i = 0; i < tw.n; i++) {
         const char *w = tw.w[i];
         int hit = has_word(pw, w);
@@ -728,60 +787,209 @@ static double score_tool(const tool_view *t, const words *pw, const tool_view *a
         double idf = log(1.0 + (double)n / (df ? df : 1));
         int in_name = 0;
         for (int j = 0; j < nw.n; j++) in_name |= word_match(nw.w[j], w);
-        score += idf * (in_name ? 3.0 : i >= first_param ? 1.2 : 1.0);
+        double x = idf * (in_name ? 3.0 : i >= first_param ? 1.2 : 1.0);
+        sc.total += x;
+        if (i < first_param) sc.request += x;
     }
     /* evidence from the shape of the prompt */
     span s;
-    if (json_object_get(props, "url") && find_token(text, pred_url, &s, 0)) score += 3;
-    if (json_object_get(props, "expression") && find_expression(text, &s)) score += 4;
-    if (json_object_get(props, "symbol") && find_token(text, pred_ticker, &s, 0)) score += 1.5;
-    if (json_object_get(props, "city") && find_listed(text, CITIES, NULL, NULL)) score += 1.5;
-    if (json_object_get(props, "target_language") && find_listed(text, LANGS, NULL, NULL)) score += 2;
-    if (json_object_get(props, "from_unit") && find_listed(text, UNITS, NULL, NULL)) score += 1.5;
-    if (json_object_get(props, "path") && find_token(text, pred_path, &s, 0)) score += 1;
-    if (json_object_get(props, "start_date") && json_object_get(props, "end_date") && find_token(text, pred_date, &s, 1)) score += 2.5;
-    if (json_object_get(props, "start_time") && find_token(text, pred_time, &s, 0)) score += 1.5;
-    return score;
+    double ev = 0;
+    int has_path = find_token(text, pred_path, &s, 0);
+    int path_has_ext = 0;
+    if (has_path) {
+        const char *slash = s.p, *dot = NULL;
+        for (const char *q = s.p; q < s.p + s.n; q++) {
+            if (*q == '/') slash = q;
+            if (*q == '.') dot = q;
+        }
+        path_has_ext = dot && dot > slash && dot + 1 < s.p + s.n;
+    }
+    const json_t *req = json_object_get(t->parameters, "required");
+    int req_path = 0, req_url = 0, req_expr = 0, req_to = 0, req_date = 0;
+    size_t ri;
+    const json_t *rv;
+    json_array_foreach(req, ri, rv) {
+        const char *r = json_string_value(rv);
+        if (!r) continue;
+        req_path |= strcmp(r, "path") == 0;
+        req_url |= strcmp(r, "url") == 0;
+        req_expr |= strcmp(r, "expression") == 0;
+        req_to |= strcmp(r, "to") == 0;
+        req_date |= strcmp(r, "date") == 0 || strcmp(r, "start_date") == 0;
+    }
+    if (json_object_get(props, "url") && find_token(text, pred_url, &s, 0)) ev += 3;
+    else if (req_url) ev -= 2;
+    if (json_object_get(props, "expression") && find_expression(wt, &s)) ev += 4;
+    else if (req_expr) ev -= 2;
+    if (json_object_get(props, "symbol") && find_token(text, pred_ticker, &s, 0)) ev += 1.5;
+    if (json_object_get(props, "city") && find_listed(text, CITIES, NULL, NULL)) ev += 1.5;
+    if (json_object_get(props, "target_language") && find_listed(text, LANGS, NULL, NULL)) ev += 2;
+    if (json_object_get(props, "from_unit") && number_unit(text, &s)) ev += 5;
+    int dir_tool = strstr(t->name, "dir") != NULL || (strstr(t->name, "list") != NULL && strstr(t->name, "file") != NULL);
+    int dir_words = ci_find(text, "files in") || ci_find(text, "folder") || ci_find(text, "directory");
+    if (json_object_get(props, "path")) {
+        if (has_path) ev += 1 + (!dir_tool && path_has_ext ? 1.5 : 0);
+        else if (req_path && strstr(t->name, "file")) ev -= 6; /* a file tool without a file name */
+        if (dir_tool && dir_words) ev += 3;
+    }
+    if (req_date && !find_token(text, pred_date, &s, 0) && !ci_find(text, "today") && !ci_find(text, "tomorrow")) ev -= 2;
+    if (json_object_get(props, "target_language") && ci_find(text, "say") && nth_quoted(text, 0, &s)) ev += 4;
+    if (json_object_get(props, "to") || json_object_get(props, "from")) {
+        /* "to x@y", "email x@y", "write to x@y" call for sending; "from x@y" for searching */
+        int send = 0, from = 0;
+        for (int i = 0; i < 8 && find_token(text, pred_email, &s, i); i++) {
+            const char *b = s.p;
+            while (b > text && b[-1] == ' ') b--;
+            const char *w = b;
+            while (w > text && isalpha((unsigned char)w[-1])) w--;
+            size_t wl = (size_t)(b - w);
+            if ((wl == 2 && strncasecmp(w, "to", 2) == 0) || (wl == 5 && strncasecmp(w, "email", 5) == 0)) send = 1;
+            if (wl == 4 && strncasecmp(w, "from", 4) == 0) from = 1;
+            if (i == 0 && b > text && (b[-1] == '"' || b[-1] == ':')) from = 1; /* (from: "x@y") */
+        }
+        if (req_to && send) ev += 8;
+        else if (req_to) ev -= 2;
+        if (!req_to && json_object_get(props, "from") && from) ev += 1.5;
+    }
+    if (json_object_get(props, "start_date") && json_object_get(props, "end_date") && find_token(text, pred_date, &s, 1)) ev += 2.5;
+    if (json_object_get(props, "start_time") && find_token(text, pred_time, &s, 0)) ev += 1.5;
+    sc.total += ev;
+    sc.request += ev;
+    return sc;
 }
 
-static int choose(const tool_view *tools, int n, const char *text, double *best_score) {
+static int choose_scored(const tool_view *tools, int n, const char *text, tool_score *best_out) {
+    char wt[2048];
+    word_text(text, wt, sizeof wt);
     words pw;
-    split_words(text, &pw, 0);
+    split_words(wt, &pw, 0);
     int best = -1;
-    double bs = 0;
+    tool_score bs = {0, 0};
     for (int i = 0; i < n; i++) {
-        double sc = score_tool(&tools[i], &pw, tools, n, text);
-        if (sc > bs + 1e-9) {
+        tool_score sc = score_tool(&tools[i], &pw, tools, n, text, wt);
+        if (sc.total > bs.total + 1e-9) {
             bs = sc;
             best = i;
         }
     }
-    if (best_score) *best_score = bs;
-    return bs >= 2.5 ? best : -1;
+    if (best_out) *best_out = bs;
+    return bs.total >= 2.5 ? best : -1;
 }
 
-/* Several requests in one prompt are separated by "then", "also", ";" (one clause each). */
-static int split_requests(const char *text, char parts[][1024], int maxp) {
-    static const char *seps[] = {", and then ", " and then ", ". Then ", ", then ", " then ", ". Also ", " and also ",
-                                 "; ", ". After that, ", NULL};
+static int choose(const tool_view *tools, int n, const char *text, double *best_score) {
+    tool_score sc;
+    int i = choose_scored(tools, n, text, &sc);
+    if (best_score) *best_score = sc.total;
+    return i;
+}
+
+/* Sentences (split at . ? ! ; followed by a space, outside quotes). */
+static int split_sentences(const char *text, char parts[][1024], int maxp) {
     int n = 0;
-    const char *p = text;
+    const char *b = text, *p = text;
+    char q = 0;
     while (*p && n < maxp) {
-        const char *cut = NULL, *sep = NULL;
-        for (int i = 0; seps[i]; i++) {
-            const char *q = strstr(p, seps[i]);
-            if (q && (!cut || q < cut)) {
-                cut = q;
-                sep = seps[i];
+        if (q) {
+            if (*p == q) {
+                q = 0;
+                /* a closing quote ends a sentence when a capital follows: "...attached." Once */
+                if (p[1] == ' ' && isupper((unsigned char)p[2]) && p > b && strchr(".?!", p[-1])) {
+                    size_t len = (size_t)(p + 1 - b);
+                    if (len > 1023) len = 1023;
+                    memcpy(parts[n], b, len);
+                    parts[n++][len] = 0;
+                    b = p + 2;
+                    if (n >= maxp) break;
+                }
             }
+        } else if (strncmp(p, ", then ", 7) == 0 || strncmp(p, " and then ", 10) == 0) {
+            size_t len = (size_t)(p - b);
+            if (len > 1023) len = 1023;
+            memcpy(parts[n], b, len);
+            parts[n++][len] = 0;
+            b = p + (p[0] == ',' ? 7 : 10);
+            p = b;
+            continue;
+        } else if (*p == ')' && p[1] == ' ' && isupper((unsigned char)p[2])) {
+            size_t len = (size_t)(p + 1 - b);
+            if (len > 1023) len = 1023;
+            memcpy(parts[n], b, len);
+            parts[n++][len] = 0;
+            b = p + 2;
+        } else if ((*p == '"' || *p == '`' || (*p == '\'' && (p == text || !isalnum((unsigned char)p[-1]))))) {
+            q = *p;
+        } else if (strchr(".?!;", *p) && (p[1] == ' ' || p[1] == 0)) {
+            size_t len = (size_t)(p + 1 - b);
+            if (len > 1023) len = 1023;
+            memcpy(parts[n], b, len);
+            parts[n++][len] = 0;
+            b = p + 1;
+            while (*b == ' ') b++;
         }
-        size_t len = cut ? (size_t)(cut - p) : strlen(p);
+        p++;
+    }
+    if (*b && n < maxp) {
+        size_t len = strlen(b);
         if (len > 1023) len = 1023;
-        memcpy(parts[n], p, len);
-        parts[n][len] = 0;
-        n++;
-        if (!cut) break;
-        p = cut + strlen(sep);
+        memcpy(parts[n], b, len);
+        parts[n++][len] = 0;
+    }
+    return n;
+}
+
+/* A sentence that sets a parameter of the request before it: "(units: ...)", "Use limit 5.", or one
+ * that names one of that tool's parameters. */
+static int continues(const tool_view *t, const char *sentence) {
+    const char *p = sentence;
+    while (*p == ' ') p++;
+    if (*p == '(' || strncasecmp(p, "use ", 4) == 0 || strncasecmp(p, "set ", 4) == 0) return 1;
+    words sw;
+    split_words(sentence, &sw, 0);
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)json_object_get(t->parameters, "properties"), k, v) {
+        char kb[128];
+        snprintf(kb, sizeof kb, "%s", k);
+        for (char *q = kb; *q; q++)
+            if (*q == '_') *q = ' ';
+        words pw;
+        split_words(kb, &pw, 0);
+        if (pw.n && has_word(&sw, pw.w[pw.n - 1]) && strlen(pw.w[pw.n - 1]) > 3) return 1;
+    }
+    return 0;
+}
+
+/* Requests in a prompt: a sentence whose name/description words (or shape) point at a tool starts a
+ * request; other sentences ("Use max bytes 200.", "Thanks!") add detail to the one before; a sentence
+ * pointing at the same tool as the one before continues it. */
+static int split_requests(const tool_view *tv, int ntools, const char *text, char parts[][1024], int *picks, int maxp) {
+    char sent[16][1024];
+    int ns = split_sentences(text, sent, 16), n = 0;
+    char prefix[1024] = "";
+    for (int i = 0; i < ns; i++) {
+        tool_score sc;
+        int t = choose_scored(tv, ntools, sent[i], &sc);
+        int starts = t >= 0 && sc.request >= 2.0;
+        if (starts && n > 0 && (picks[n - 1] == t || continues(&tv[picks[n - 1]], sent[i]))) starts = 0;
+        if (starts && n < maxp) {
+            snprintf(parts[n], 1024, "%s%s%s", prefix, prefix[0] ? " " : "", sent[i]);
+            picks[n++] = t;
+            prefix[0] = 0;
+        } else if (n > 0) {
+            size_t l = strlen(parts[n - 1]);
+            snprintf(parts[n - 1] + l, 1024 - l, " %s", sent[i]);
+        } else {
+            size_t l = strlen(prefix);
+            snprintf(prefix + l, sizeof prefix - l, "%s%s", l ? " " : "", sent[i]);
+        }
+    }
+    if (n == 0) { /* no sentence alone: the prompt as a whole */
+        int t = choose(tv, ntools, text, NULL);
+        if (t >= 0) {
+            snprintf(parts[0], 1024, "%s", text);
+            picks[0] = t;
+            n = 1;
+        }
     }
     return n;
 }
@@ -1131,17 +1339,9 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     } else {
         const char *prompt = message_text(last);
         char parts[8][1024];
-        int np = split_requests(prompt, parts, 8);
-        int picks[8], npk = 0;
-        for (int i = 0; i < np; i++) picks[npk++] = choose(tv, ntools, parts[i], NULL);
-        int ncalls = 0;
-        for (int i = 0; i < npk; i++) ncalls += picks[i] >= 0;
-        if (np > 1 && ncalls < np) { /* one of the clauses names no tool: read the prompt whole */
-            np = 1;
-            snprintf(parts[0], sizeof parts[0], "%s", prompt);
-            picks[0] = choose(tv, ntools, prompt, NULL);
-            ncalls = picks[0] >= 0;
-        }
+        int picks[8];
+        int np = split_requests(tv, ntools, prompt, parts, picks, 8);
+        int ncalls = np;
         if (!ncalls) {
             kd_sbuf_printf(&a.text, "I can answer this without a tool. You asked: \"%.200s\". ", prompt);
             kd_sbuf_puts(&a.text, "No tool is needed for that, so here is my answer directly.");

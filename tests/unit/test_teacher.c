@@ -11,6 +11,7 @@
 #include "kdstep/log.h"
 #include "kdstep/registry.h"
 #include "kdstep/server.h"
+#include "kdstep/synth.h"
 #include "kdstep/teacher.h"
 #include "kdstep/toolsim.h"
 #include "testutil.h"
@@ -223,6 +224,54 @@ static void bfcl_accuracy(const char *set, int expect_call, double floor_pct) {
 
 static void test_stub_bfcl_multiple(void) { bfcl_accuracy("multiple", 1, 90); }
 static void test_stub_bfcl_irrelevance(void) { bfcl_accuracy("irrelevance", 0, 75); }
+
+/* The acceptance measure: prompts from `kdstep prompts synth` (another module's generator, with the
+ * intended calls in metadata). A prompt counts as right when the stub calls exactly the intended tools in
+ * order, or answers in text when none is intended. */
+static void test_stub_synth_accuracy(void) {
+    kd_stub_teacher *s = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    enum { N = 600 };
+    int right = 0, single = 0, single_right = 0, valid = 0, calls = 0;
+    for (int i = 0; i < N; i++) {
+        json_t *rec = NULL;
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_synth_record(g_reg, 20261127, i, &rec, &e), KD_OK);
+        const char *prompt = json_string_value(json_object_get(rec, "prompt"));
+        const json_t *want = json_object_get(json_object_get(rec, "metadata"), "tool_calls");
+        json_t *m = user_msg(prompt);
+        kd_teacher_completion c;
+        memset(&c, 0, sizeof c);
+        CU_ASSERT_EQUAL(kd_stub_complete(s, m, NULL, 0, 1, &c, &e), KD_OK);
+        int ok = (size_t)c.n_tool_calls == json_array_size(want);
+        for (int j = 0; ok && j < c.n_tool_calls; j++)
+            ok = strcmp(c.tool_calls[j].name, json_string_value(json_object_get(json_array_get(want, (size_t)j), "name"))) == 0;
+        right += ok;
+        if (json_array_size(want) == 1) {
+            single++;
+            single_right += c.n_tool_calls >= 1 &&
+                            strcmp(c.tool_calls[0].name, json_string_value(json_object_get(json_array_get(want, 0), "name"))) == 0;
+        }
+        for (int j = 0; ok && j < c.n_tool_calls; j++) {
+            json_t *a = json_loads(c.tool_calls[j].arguments, 0, NULL);
+            calls++;
+            valid += a && kd_registry_validate(kd_registry_find(g_reg, c.tool_calls[j].name), a, NULL) == KD_OK;
+            json_decref(a);
+        }
+        if (!ok) {
+            char *w = json_dumps(want, JSON_COMPACT);
+            fprintf(stderr, "\n  miss: '%s' -> %s%s (want %s)", prompt, c.n_tool_calls ? c.tool_calls[0].name : "(text)",
+                    c.n_tool_calls > 1 ? " +more" : "", w);
+            free(w);
+        }
+        kd_teacher_completion_free(&c);
+        json_decref(m);
+        json_decref(rec);
+    }
+    fprintf(stderr, "\n  prompts synth: exact tool choice %d/%d = %.1f%% (single-tool prompts %d/%d); schema-valid arguments %d/%d\n",
+            right, N, 100.0 * right / N, single_right, single, valid, calls);
+    CU_ASSERT_TRUE(right * 100 >= 95 * N);
+    kd_stub_close(s);
+}
 
 static int lp_equal(const kd_teacher_logprobs *a, const kd_teacher_logprobs *b) {
     if (a->n != b->n || a->k != b->k) return 0;
@@ -915,6 +964,7 @@ int main(void) {
     }
     CU_pSuite s = CU_add_suite("teacher", NULL, NULL);
     CU_add_test(s, "stub tool choice >= 95% on generated prompts", test_stub_tool_choice_accuracy);
+    CU_add_test(s, "stub tool choice >= 95% on kdstep prompts synth", test_stub_synth_accuracy);
     CU_add_test(s, "stub tool choice on BFCL multiple (outside truth)", test_stub_bfcl_multiple);
     CU_add_test(s, "stub on BFCL irrelevance (outside truth)", test_stub_bfcl_irrelevance);
     CU_add_test(s, "stub is deterministic for a seed", test_stub_deterministic);
