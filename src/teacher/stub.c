@@ -9,6 +9,7 @@
  * written; a log-softmax over the whole vocabulary (background logit 0) gives exact tails.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,12 @@
 #include "kdstep/teacher.h"
 
 
+struct tool_view;
+static int index_tools(const kd_stub_teacher *s, const json_t *tools, struct tool_view **out);
+static void free_tools(struct tool_view *v, int n);
+static pthread_once_t g_syn_once = PTHREAD_ONCE_INIT;
+static void stem_synonyms(void);
+
 struct kd_stub_teacher {
     kd_stub_options opt;
     const kd_registry *reg;
@@ -28,6 +35,8 @@ struct kd_stub_teacher {
     int n_json_alts;
     int32_t text_alts[16];
     int n_text_alts;
+    struct tool_view *reg_tools; /* index of the registry, built at open */
+    int n_reg_tools;
 };
 
 int kd_tool_format_from_name(const char *name, int *fmt, kd_error *err) {
@@ -114,45 +123,20 @@ int kd_stub_open(kd_stub_teacher **out, const kd_stub_options *opt, const kd_reg
     static const char *text_alt[] = {" the", " I", ",", ".", " The", " is", " a", " result", "\n", " and", " it"};
     for (size_t i = 0; i < sizeof text_alt / sizeof *text_alt; i++)
         s->n_text_alts = add_unique(s->text_alts, s->n_text_alts, 16, first_token(s, text_alt[i]));
+    pthread_once(&g_syn_once, stem_synonyms);
+    s->n_reg_tools = index_tools(s, NULL, &s->reg_tools);
+    if (s->n_reg_tools < 0) {
+        free(s);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory indexing the registry");
+    }
     *out = s;
     return KD_OK;
 }
 
-void kd_stub_close(kd_stub_teacher *s) { free(s); }
-
-/* ---- the tools a request offers ---- */
-
-typedef struct tool_view {
-    const char *name;
-    const char *description;
-    const json_t *parameters;
-} tool_view;
-
-static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
-    size_t n = tools ? json_array_size(tools) : (size_t)(s->reg ? s->reg->count : 0);
-    tool_view *v = calloc(n ? n : 1, sizeof *v);
-    if (!v) return -1;
-    int m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (tools) {
-            const json_t *t = json_array_get(tools, i);
-            const json_t *fn = json_object_get(t, "function");
-            if (!fn) fn = t; /* BFCL entries have no wrapper */
-            const char *name = json_string_value(json_object_get(fn, "name"));
-            if (!name) continue;
-            const char *desc = json_string_value(json_object_get(fn, "description"));
-            v[m].name = name;
-            v[m].description = desc ? desc : "";
-            v[m].parameters = json_object_get(fn, "parameters");
-        } else {
-            v[m].name = s->reg->tools[i].name;
-            v[m].description = s->reg->tools[i].description ? s->reg->tools[i].description : "";
-            v[m].parameters = s->reg->tools[i].parameters;
-        }
-        m++;
-    }
-    *out = v;
-    return m;
+void kd_stub_close(kd_stub_teacher *s) {
+    if (!s) return;
+    free_tools(s->reg_tools, s->n_reg_tools);
+    free(s);
 }
 
 /* ---- words ---- */
@@ -221,6 +205,113 @@ static int has_word(const words *w, const char *x) {
     return 0;
 }
 
+/* ---- the tools a request offers, with their words and weights precomputed ---- */
+
+typedef struct tool_view tool_view;
+struct tool_view {
+    const char *name;
+    const char *description;
+    const json_t *parameters;
+    words *tw;          /* name, description, then parameter-name words */
+    int n_name, first_param;
+    double *weight;     /* per word: idf across the offered tools x (3 name | 1 description | 1.2 parameter) */
+    int32_t *name_ids;  /* the name as the student tokenizer splits it */
+    int n_name_ids;
+};
+
+static void tool_words(const tool_view *t, words *tw, int *n_name, int *first_param) {
+    char nbuf[256];
+    snprintf(nbuf, sizeof nbuf, "%s", t->name);
+    for (char *q = nbuf; *q; q++)
+        if (*q == '.' || *q == '_') *q = ' ';
+    split_words(nbuf, tw, 0);
+    *n_name = tw->n;
+    split_words(t->description, tw, 1);
+    *first_param = tw->n;
+    const char *pn;
+    const json_t *pv;
+    json_object_foreach((json_t *)json_object_get(t->parameters, "properties"), pn, pv) {
+        snprintf(nbuf, sizeof nbuf, "%s", pn);
+        for (char *q = nbuf; *q; q++)
+            if (*q == '_') *q = ' ';
+        split_words(nbuf, tw, 1);
+    }
+}
+
+static int stub_encode(const kd_stub_teacher *s, const char *text, size_t len, kd_encoding *enc, kd_error *err);
+static void stub_encoding_free(const kd_stub_teacher *s, kd_encoding *enc);
+
+static void free_tools(tool_view *v, int n) {
+    if (!v) return;
+    for (int i = 0; i < n; i++) {
+        free(v[i].tw);
+        free(v[i].weight);
+        free(v[i].name_ids);
+    }
+    free(v);
+}
+
+static int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
+    size_t n = tools ? json_array_size(tools) : (size_t)(s->reg ? s->reg->count : 0);
+    tool_view *v = calloc(n ? n : 1, sizeof *v);
+    if (!v) return -1;
+    int m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tools) {
+            const json_t *t = json_array_get(tools, i);
+            const json_t *fn = json_object_get(t, "function");
+            if (!fn) fn = t; /* BFCL entries have no wrapper */
+            const char *name = json_string_value(json_object_get(fn, "name"));
+            if (!name) continue;
+            const char *desc = json_string_value(json_object_get(fn, "description"));
+            v[m].name = name;
+            v[m].description = desc ? desc : "";
+            v[m].parameters = json_object_get(fn, "parameters");
+        } else {
+            v[m].name = s->reg->tools[i].name;
+            v[m].description = s->reg->tools[i].description ? s->reg->tools[i].description : "";
+            v[m].parameters = s->reg->tools[i].parameters;
+        }
+        v[m].tw = malloc(sizeof(words));
+        if (!v[m].tw) {
+            free_tools(v, m + 1);
+            return -1;
+        }
+        tool_words(&v[m], v[m].tw, &v[m].n_name, &v[m].first_param);
+        m++;
+    }
+    for (int i = 0; i < m; i++) {
+        v[i].weight = calloc((size_t)(v[i].tw->n ? v[i].tw->n : 1), sizeof(double));
+        if (!v[i].weight) {
+            free_tools(v, m);
+            return -1;
+        }
+        for (int w = 0; w < v[i].tw->n; w++) {
+            int df = 0;
+            for (int j = 0; j < m; j++) df += has_word(v[j].tw, v[i].tw->w[w]);
+            double idf = log(1.0 + (double)m / (df ? df : 1));
+            int in_name = 0;
+            for (int j = 0; j < v[i].n_name; j++) in_name |= word_match(v[i].tw->w[j], v[i].tw->w[w]);
+            v[i].weight[w] = idf * (in_name ? 3.0 : w >= v[i].first_param ? 1.2 : 1.0);
+        }
+        kd_encoding enc = {0};
+        if (stub_encode(s, v[i].name, strlen(v[i].name), &enc, NULL) == KD_OK && enc.count) {
+            v[i].name_ids = malloc(enc.count * sizeof(int32_t));
+            if (v[i].name_ids) {
+                memcpy(v[i].name_ids, enc.ids, enc.count * sizeof(int32_t));
+                v[i].n_name_ids = (int)enc.count;
+            }
+        }
+        stub_encoding_free(s, &enc);
+    }
+    *out = v;
+    return m;
+}
+
+/* The registry's index is built once at open and shared (read-only) by every request. */
+static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out);
+static void release_tools(const kd_stub_teacher *s, tool_view *tv, int n);
+
 /* Words a user says for a tool that its own text lacks. */
 static const char *SYNONYMS[][2] = {
     {"open", "read"},         {"temperature", "weather"}, {"rain", "weather"},     {"sunny", "weather"},
@@ -233,6 +324,16 @@ static const char *SYNONYMS[][2] = {
     {"find", "search"},       {"mention", "search"},      {"containing", "write"},    {"express", "convert"},
     {"spanish", "translate"}, {"french", "translate"},    {"german", "translate"}, {"agenda", "calendar"},
     {NULL, NULL}};
+
+static char g_syn[64][2][32];
+static int g_nsyn;
+static void stem_synonyms(void) {
+    for (g_nsyn = 0; SYNONYMS[g_nsyn][0] && g_nsyn < 64; g_nsyn++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(g_syn[g_nsyn][k], 32, "%s", SYNONYMS[g_nsyn][k]);
+            stem(g_syn[g_nsyn][k]);
+        }
+}
 
 /* ---- argument extraction from the prompt ---- */
 
@@ -725,63 +826,17 @@ typedef struct tool_score {
 
 static tool_score score_tool(const tool_view *t, const words *pw, const tool_view *all, int n, const char *text,
                              const char *wt) {
-    words tw, nw;
-    char nbuf[256];
-    snprintf(nbuf, sizeof nbuf, "%s", t->name);
-    for (char *q = nbuf; *q; q++)
-        if (*q == '.' || *q == '_') *q = ' ';
-    split_words(nbuf, &nw, 0);
-    tw = nw;
-    split_words(t->description, &tw, 1);
+    (void)all;
+    (void)n;
     const json_t *props = json_object_get(t->parameters, "properties");
-    const char *pn;
-    const json_t *pv;
-    int first_param = tw.n;
-    json_object_foreach((json_t *)props, pn, pv) {
-        snprintf(nbuf, sizeof nbuf, "%s", pn);
-        for (char *q = nbuf; *q; q++)
-            if (*q == '_') *q = ' ';
-        split_words(nbuf, &tw, 1);
-    }
     tool_score sc = {0, 0};
-    for (int i = 0; i < tw.n; i++) {
-        const char *w = tw.w[i];
+    for (int i = 0; i < t->tw->n; i++) {
+        const char *w = t->tw->w[i];
         int hit = has_word(pw, w);
-        for (int j = 0; !hit && SYNONYMS[j][0]; j++) {
-            char a[32], b[32];
-            snprintf(a, sizeof a, "%s", SYNONYMS[j][0]);
-            snprintf(b, sizeof b, "%s", SYNONYMS[j][1]);
-            stem(a);
-            stem(b);
-            hit = word_match(b, w) && has_word(pw, a);
-        }
+        for (int j = 0; !hit && j < g_nsyn; j++) hit = word_match(g_syn[j][1], w) && has_word(pw, g_syn[j][0]);
         if (!hit) continue;
-        /* rarer words across the offered tools say more */
-        int df = 0;
-        for (int j = 0; j < n; j++) {
-            char d[1024];
-            snprintf(d, sizeof d, "%s %s", all[j].name, all[j].description);
-            for (char *q = d; *q; q++)
-                if (*q == '.' || *q == '_') *q = ' ';
-            words dw;
-            split_words(d, &dw, 0);
-            const char *k2;
-            const json_t *v2;
-            json_object_foreach((json_t *)json_object_get(all[j].parameters, "properties"), k2, v2) {
-                char kb[128];
-                snprintf(kb, sizeof kb, "%s", k2);
-                for (char *q = kb; *q; q++)
-                    if (*q == '_') *q = ' ';
-                split_words(kb, &dw, 1);
-            }
-            df += has_word(&dw, w);
-        }
-        double idf = log(1.0 + (double)n / (df ? df : 1));
-        int in_name = 0;
-        for (int j = 0; j < nw.n; j++) in_name |= word_match(nw.w[j], w);
-        double x = idf * (in_name ? 3.0 : i >= first_param ? 1.2 : 1.0);
-        sc.total += x;
-        if (i < first_param) sc.request += x;
+        sc.total += t->weight[i];
+        if (i < t->first_param) sc.request += t->weight[i];
     }
     /* evidence from the shape of the prompt */
     span s;
@@ -992,8 +1047,20 @@ const char *kd_stub_choose_tool(kd_stub_teacher *s, const char *prompt, const js
     if (n < 0) return NULL;
     int i = choose(tv, n, prompt, NULL);
     const char *name = i >= 0 ? tv[i].name : NULL;
-    free(tv);
+    release_tools(s, tv, n);
     return name;
+}
+
+static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
+    if (!tools) {
+        *out = s->reg_tools;
+        return s->n_reg_tools;
+    }
+    return index_tools(s, tools, out);
+}
+
+static void release_tools(const kd_stub_teacher *s, tool_view *tv, int n) {
+    if (tv != s->reg_tools) free_tools(tv, n);
 }
 
 /* ---- writing the answer ---- */
@@ -1171,15 +1238,13 @@ static void position_topk(const kd_stub_teacher *s, kd_teacher_logprobs *lp, int
 
 static int name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
                              int32_t *out, int cap) {
+    (void)s;
     int m = 0;
-    kd_encoding enc = {0};
     for (int i = 0; i < n && m < cap; i++) {
-        if (i == actual_tool) continue;
-        if (stub_encode(s, tv[i].name, strlen(tv[i].name), &enc, NULL) || enc.count == 0) continue;
-        size_t j = tok_index < enc.count ? tok_index : enc.count - 1;
-        m = add_unique(out, m, cap, enc.ids[j]);
+        if (i == actual_tool || tv[i].n_name_ids == 0) continue;
+        size_t j = tok_index < (size_t)tv[i].n_name_ids ? tok_index : (size_t)tv[i].n_name_ids - 1;
+        m = add_unique(out, m, cap, tv[i].name_ids[j]);
     }
-    stub_encoding_free(s, &enc);
     return m;
 }
 
@@ -1298,7 +1363,7 @@ int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, size_t respo
         } else p = ne;
     }
     int rc = build_logprobs(s, text, len, response_start, spans, ns, tv, ntools, top_k, (uint64_t)seed, 1, lp, &n, err);
-    free(tv);
+    release_tools(s, tv, ntools);
     return rc;
 }
 
@@ -1318,7 +1383,7 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     const json_t *last = json_array_get(messages, nm - 1);
     const char *role = json_string_value(json_object_get(last, "role"));
     if (!role) {
-        free(tv);
+        release_tools(s, tv, ntools);
         return kd_error_set(err, KD_ERR_INVALID, "stub teacher: messages[%zu] has no role", nm - 1);
     }
     uint64_t rng = messages_hash(messages, seed);
@@ -1385,7 +1450,7 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     if (a.text.oom) {
         kd_sbuf_free(&a.text);
         json_decref(calls);
-        free(tv);
+        release_tools(s, tv, ntools);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory writing the stub answer");
     }
     c->text = kd_sbuf_take(&a.text);
@@ -1415,6 +1480,6 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     c->prompt_tokens = pt;
     int rc = build_logprobs(s, c->text, strlen(c->text), 0, a.spans, a.nspans, tv, ntools, top_k,
                             (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1, 0, &c->lp, &c->completion_tokens, err);
-    free(tv);
+    release_tools(s, tv, ntools);
     return rc;
 }
