@@ -22,6 +22,7 @@
 #include "kdstep/log.h"
 #include "kdstep/progress.h"
 #include "kdstep/prompts.h"
+#include "kdstep/synth.h"
 #include "kdstep/registry.h"
 #include "kdstep/targets.h"
 #include "kdstep/teacher.h"
@@ -175,14 +176,28 @@ int kd_gen_worker_submit(kd_gen_worker *w, int64_t index, const char *line, size
     w->in_flight++;
     kd_prompt p;
     kd_error perr;
-    if (kd_prompt_parse(line, len, index, &p, &perr) != KD_OK) {
+    memset(&p, 0, sizeof p);
+    kd_prompt_parse(line, len, index + 1, &p);
+    if (p.status != KD_OK) {
+        char why[700];
+        snprintf(why, sizeof why, "%s:%lld: %s", w->opt->prompts_path, (long long)index + 1, p.reason);
+        kd_prompt_clear(&p);
         if (w->cfg->generate.strict)
-            return kd_error_set(err, KD_ERR_PARSE, "%s (--strict: a bad prompt line is fatal)", perr.msg);
-        fail_conv(w, c, "prompt", perr.msg);
+            return kd_error_set(err, KD_ERR_PARSE, "%s (--strict: a bad prompt line is fatal)", why);
+        fail_conv(w, c, "prompt", why);
         return KD_OK;
     }
-    c->key = kd_strdup(p.id);
-    c->prompt_text = kd_strdup(p.prompt_text);
+    c->key = kd_strdup(p.id ? p.id : "");
+    /* the prompt text kept for inspection: the last user message */
+    for (size_t i = json_array_size(p.messages); i-- > 0;) {
+        json_t *m = json_array_get(p.messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role && strcmp(role, "user") == 0) {
+            c->prompt_text = kd_strdup(json_string_value(json_object_get(m, "content")));
+            break;
+        }
+    }
+    if (!c->prompt_text) c->prompt_text = kd_strdup("");
     c->metadata = p.metadata ? json_dumps(p.metadata, JSON_COMPACT) : kd_strdup("{}");
     c->messages = json_deep_copy(p.messages);
     c->n_prompt_messages = (int)json_array_size(p.messages);
@@ -190,7 +205,7 @@ int kd_gen_worker_submit(kd_gen_worker *w, int64_t index, const char *line, size
         char src[128];
         snprintf(src, sizeof src, "prompt line %lld: tools", (long long)index + 1);
         if (kd_registry_from_json(&c->reg, p.tools, src, &perr) != KD_OK) {
-            kd_prompt_free(&p);
+            kd_prompt_clear(&p);
             fail_conv(w, c, "prompt", perr.msg);
             return KD_OK;
         }
@@ -198,7 +213,7 @@ int kd_gen_worker_submit(kd_gen_worker *w, int64_t index, const char *line, size
     } else {
         c->tools = json_incref(w->reg_tools);
     }
-    kd_prompt_free(&p);
+    kd_prompt_clear(&p);
     return submit_conv(w, slot, err);
 }
 
@@ -237,8 +252,9 @@ static json_t *assistant_message(const kd_gen_worker *w, const kd_teacher_comple
     return msg;
 }
 
-/* Teacher top-k for each position t = the teacher's distribution of token t+1. Positions without
- * teacher information get ids -1 and a tail of 0 (training falls back to CE there). */
+/* Teacher top-k at each position t = the teacher's distribution of the token AT t, given the tokens
+ * before it (the target's position, as the losses index it: include/kdstep/loss.h). Positions without
+ * teacher information (the prompt) get ids -1 and a tail of 0; training falls back to CE there. */
 static int fill_topk(kd_gen_worker *w, const kd_chat_result *r, size_t response_start, int32_t *ids, float *lps,
                      float *tail, kd_error *err) {
     size_t n = w->enc.count;
@@ -250,16 +266,14 @@ static int fill_topk(kd_gen_worker *w, const kd_chat_result *r, size_t response_
     for (size_t i = 0; i < n; i++) tail[i] = 0.0f;
     if (!w->scorer) return KD_OK;
     kd_teacher_logprobs lp = {0};
-    int32_t *offs = NULL;
-    int rc = kd_stub_score(w->scorer, r->text, r->len, response_start, K, w->cfg->teacher.seed, &lp, &offs, err);
-    free(offs);
+    int rc = kd_stub_score(w->scorer, r->text, r->len, response_start, K, w->cfg->teacher.seed, &lp, err);
     if (rc) return rc;
     if ((size_t)lp.n != n) {
         kd_teacher_logprobs_free(&lp);
         return kd_error_set(err, KD_ERR_INVALID, "teacher scoring gave %d positions for %zu tokens", lp.n, n);
     }
-    for (size_t t = 0; t + 1 < n; t++) {
-        size_t src = t + 1;
+    for (size_t t = 0; t < n; t++) {
+        size_t src = t;
         if (w->enc.offsets[src][0] < (int32_t)response_start) continue; /* the prompt is not distilled */
         for (int k = 0; k < K && k < lp.k; k++) {
             ids[t * K + k] = lp.topk_ids[src * lp.k + k];
@@ -281,91 +295,64 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         fail_conv(w, c, "render", e.msg);
         return KD_OK;
     }
-    /* response spans: every assistant turn after the prompt, from after its header through <|im_end|> */
+    /* response spans: every assistant turn after the prompt, from after its header through
+     * <|im_end|>; tool results: the content of each tool message */
     int nm = r.n_messages;
-    kd_span *resp = calloc((size_t)nm, sizeof(kd_span));
-    int nresp = 0, last_assistant = -1;
+    kd_text_span *resp = calloc((size_t)nm + 1, sizeof(kd_text_span));
+    kd_text_span *res = calloc((size_t)nm + 1, sizeof(kd_text_span));
+    size_t nresp = 0, nres = 0;
     for (int i = c->n_prompt_messages; i < nm; i++) {
         const char *role = json_string_value(json_object_get(json_array_get(c->messages, (size_t)i), "role"));
-        if (!role || strcmp(role, "assistant") != 0) continue;
-        kd_span s = r.message_spans[i];
-        s.start += strlen(ASSISTANT_HEADER);
-        if (s.end > s.start && r.text[s.end - 1] == '\n') s.end--;
-        resp[nresp++] = s;
-        last_assistant = i;
+        if (role && strcmp(role, "assistant") == 0) {
+            kd_text_span s = {r.message_spans[i].start + strlen(ASSISTANT_HEADER), r.message_spans[i].end};
+            if (s.end > s.start && r.text[s.end - 1] == '\n') s.end--;
+            resp[nresp++] = s;
+        } else if (role && strcmp(role, "tool") == 0) {
+            res[nres].start = r.content_spans[i].start;
+            res[nres++].end = r.content_spans[i].end;
+        }
     }
     add_time(w, KD_GEN_C_T_OTHER_US, t0);
+    int rc;
     if (nresp == 0) {
-        free(resp);
-        kd_chat_render_free(&r);
-        fail_conv(w, c, "teacher", "the teacher gave no answer");
-        return KD_OK;
+        rc = KD_ERR_INVALID;
+        snprintf(e.msg, sizeof e.msg, "the teacher gave no answer");
+        goto bad_sample;
     }
     t0 = kd_now_s();
-    int rc = kd_tokenizer_encode(w->tok, r.text, r.len, 0, &w->enc, &e);
+    rc = kd_tokenizer_encode(w->tok, r.text, r.len, 0, &w->enc, &e);
     add_time(w, KD_GEN_C_T_TOKENIZE_US, t0);
-    if (rc) {
-        free(resp);
-        kd_chat_render_free(&r);
-        fail_conv(w, c, "tokenize", e.msg);
-        return KD_OK;
-    }
+    if (rc) goto bad_sample;
     size_t n = w->enc.count;
     if ((int64_t)n > w->cfg->generate.max_seq_len) {
-        char why[128];
-        snprintf(why, sizeof why, "%zu tokens is more than generate.max_seq_len %lld", n, (long long)w->cfg->generate.max_seq_len);
         free(resp);
+        free(res);
         kd_chat_render_free(&r);
+        char why[160];
+        snprintf(why, sizeof why, "%zu tokens is more than generate.max_seq_len %lld", n, (long long)w->cfg->generate.max_seq_len);
         fail_conv(w, c, "too_long", why);
         return KD_OK;
     }
 
-    /* process-step spans, in rendered-text coordinates */
+    /* process-step spans in rendered-text coordinates, then masks aligned with the tokens */
     t0 = kd_now_s();
     const kd_registry *reg = c->reg ? c->reg : w->reg;
     kd_target_spans ts;
-    kd_target_spans_init(&ts);
-    for (int i = 0; i < nresp; i++) kd_target_spans_add_response(&ts, resp[i].start, resp[i].end);
+    memset(&ts, 0, sizeof ts);
     if (w->cfg->process_supervision.enabled) {
-        for (int i = 0; i < nresp; i++) {
-            kd_tool_calls calls = {0};
-            if (kd_extract_tool_calls(r.text + resp[i].start, resp[i].end - resp[i].start, reg, &calls, &e) == KD_OK)
-                kd_target_spans_add_calls(&ts, &calls, resp[i].start, &w->cfg->process_supervision.tool_names);
-            kd_tool_calls_free(&calls);
-        }
-        /* integration: the final answer against every tool result of the conversation */
-        size_t nres = 0;
-        const char **results = calloc((size_t)nm, sizeof(char *));
-        size_t *lens = calloc((size_t)nm, sizeof(size_t));
-        for (int i = c->n_prompt_messages; i < nm; i++) {
-            json_t *m = json_array_get(c->messages, (size_t)i);
-            const char *role = json_string_value(json_object_get(m, "role"));
-            const char *content = json_string_value(json_object_get(m, "content"));
-            if (role && content && strcmp(role, "tool") == 0) {
-                results[nres] = content;
-                lens[nres++] = strlen(content);
-            }
-        }
-        if (nres > 0 && last_assistant >= 0) {
-            kd_span cs = r.content_spans[last_assistant];
-            kd_spans spans = {0};
-            if (kd_identify_integration_spans(r.text + cs.start, cs.end - cs.start, results, lens, nres, NULL, &spans, &e) == KD_OK)
-                for (size_t k = 0; k < spans.count; k++)
-                    kd_target_spans_add_integration(&ts, cs.start + spans.v[k].start, cs.start + spans.v[k].end);
-            kd_spans_free(&spans);
-        }
-        free(results);
-        free(lens);
+        rc = kd_targets_spans_for_conversation(r.text, r.len, resp, nresp, res, nres, reg, &ts, &e);
+    } else {
+        rc = KD_OK;
+        for (size_t i = 0; i < nresp && !rc; i++) rc = kd_spans_push(&ts.response, resp[i].start, resp[i].end);
     }
     kd_targets tg;
-    rc = kd_targets_build(&ts, w->enc.offsets, n, w->cfg->process_supervision.enabled, &tg, &e);
+    memset(&tg, 0, sizeof tg);
+    if (!rc) rc = kd_targets_build(w->enc.offsets, n, r.len, &ts, w->cfg->process_supervision.enabled, &tg, &e);
     add_time(w, KD_GEN_C_T_EXTRACT_US, t0);
     kd_target_spans_free(&ts);
     if (rc) {
-        free(resp);
-        kd_chat_render_free(&r);
-        fail_conv(w, c, "extract", e.msg);
-        return KD_OK;
+        kd_targets_free(&tg);
+        goto bad_sample;
     }
 
     /* teacher top-k, then the sample */
@@ -414,12 +401,19 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     free(tail);
     kd_targets_free(&tg);
     free(resp);
+    free(res);
     kd_chat_render_free(&r);
     if (c) {
         conv_clear(c);
         w->in_flight--;
     }
     return rc;
+bad_sample:
+    free(resp);
+    free(res);
+    kd_chat_render_free(&r);
+    fail_conv(w, c, nresp == 0 ? "teacher" : "sample", e.msg);
+    return KD_OK;
 }
 
 static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error *err) {
