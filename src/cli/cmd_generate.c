@@ -11,6 +11,7 @@ static const char USAGE[] =
     "usage: kdstep generate --prompts FILE --out DIR [--tools FILE] [--teacher stub|URL] [--model NAME]\n"
     "                       [--total N] [--tokenizer-path DIR] [--no-process-supervision] [--config FILE]\n"
     "                       [--set section.key=value]... [--strict] [--force] [--slice I/N]\n"
+    "       kdstep generate --merge --out DIR SLICE_DIR...\n"
     "\n"
     "Ask the teacher about every prompt, extract process-step targets, and write an HDF5 dataset.\n"
     "Runs under mpirun/srun at any rank count (rank 0 coordinates; alone it does the work itself).\n"
@@ -28,7 +29,8 @@ static const char USAGE[] =
     "  --set K=V                  override a config key (repeatable)\n"
     "  --strict                   a bad prompt line is fatal instead of recorded in failures.jsonl\n"
     "  --force                    delete DIR first and start over\n"
-    "  --slice I/N                take prompts whose index % N == I (Slurm job arrays)\n";
+    "  --slice I/N                take prompts whose index % N == I (Slurm job arrays)\n"
+    "  --merge                    join finished slice folders into one dataset in --out\n";
 
 int kd_cmd_generate(int argc, char **argv) {
     static const struct option opts[] = {
@@ -39,13 +41,14 @@ int kd_cmd_generate(int argc, char **argv) {
         {"config", required_argument, 0, 'c'},        {"set", required_argument, 0, 's'},
         {"strict", no_argument, 0, 'S'},              {"force", no_argument, 0, 'f'},
         {"slice", required_argument, 0, 'l'},         {"help", no_argument, 0, 'h'},
+        {"merge", no_argument, 0, 'M'},
         {0, 0, 0, 0}};
     kd_gen_options o = {0};
     o.tools_path = "configs/tools.json";
     o.tokenizer_path = "models/student/tokenizer";
     const char *config = NULL, *teacher = NULL, *model = NULL;
     char *sets[256];
-    int nsets = 0, nops = 0, strict = 0, c;
+    int nsets = 0, nops = 0, strict = 0, merge = 0, c;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (c) {
         case 'p': o.prompts_path = optarg; break;
@@ -73,9 +76,16 @@ int kd_cmd_generate(int argc, char **argv) {
                 o.slice_index >= o.slice_count)
                 return kd_cli_usage_error(USAGE, "generate: --slice expects I/N with 0 <= I < N, got '%s'", optarg);
             break;
+        case 'M': merge = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "generate: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
+    }
+    if (merge) {
+        if (!o.out_dir || optind >= argc) return kd_cli_usage_error(USAGE, "generate: --merge needs --out DIR and slice folders");
+        kd_error err;
+        if (kd_gen_merge(o.out_dir, (const char *const *)argv + optind, argc - optind, &err)) return kd_cli_fail(&err);
+        return 0;
     }
     if (optind < argc) return kd_cli_usage_error(USAGE, "generate: unexpected argument '%s'", argv[optind]);
     if (!o.prompts_path || !o.out_dir) return kd_cli_usage_error(USAGE, "generate: --prompts and --out are required");

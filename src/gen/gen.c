@@ -14,6 +14,7 @@
  */
 #include "kdstep/gen.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -641,9 +642,100 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
     return agree_status(rc, err, comm);
 }
 
+/* Hard-link src to dst (same filesystem), or copy it. dst must not exist. */
+static int link_or_copy(const char *src, const char *dst, kd_error *err) {
+    if (link(src, dst) == 0) return KD_OK;
+    char *data = NULL;
+    size_t len = 0;
+    int rc = kd_read_file(src, &data, &len, err);
+    if (!rc) rc = kd_write_file_atomic(dst, data, len, err);
+    free(data);
+    return rc;
+}
+
+static int cmp_ints(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
 int kd_gen_merge(const char *out_dir, const char *const *slice_dirs, int n, kd_error *err) {
-    (void)out_dir;
-    (void)slice_dirs;
-    (void)n;
-    return kd_error_set(err, KD_ERR_UNSUPPORTED, "kd_gen_merge: not implemented yet");
+    int rc = kd_mkdir_p(out_dir, err);
+    if (rc) return rc;
+    char path[4096], dst[4096];
+    /* every slice must have been made with the same inputs */
+    char *meta0 = NULL;
+    for (int i = 0; i < n && !rc; i++) {
+        char *meta = NULL;
+        kd_path_join(path, sizeof path, slice_dirs[i], "meta.json");
+        if ((rc = kd_read_file(path, &meta, NULL, err))) break;
+        if (!meta0) meta0 = meta;
+        else {
+            if (strcmp(meta, meta0) != 0)
+                rc = kd_error_set(err, KD_ERR_INVALID, "merge: %s differs from %s/meta.json: the slices were made with different "
+                                                       "tokenizers, registries or configs", path, slice_dirs[0]);
+            free(meta);
+        }
+    }
+    if (!rc && meta0) {
+        kd_path_join(path, sizeof path, out_dir, "meta.json");
+        rc = kd_write_file_atomic(path, meta0, strlen(meta0), err);
+    }
+    free(meta0);
+    /* start from a clean set of shards: a rerun of the merge gives the same result */
+    DIR *od = rc ? NULL : opendir(out_dir);
+    for (struct dirent *e; od && (e = readdir(od));) {
+        if (strncmp(e->d_name, "shard-", 6) != 0) continue;
+        kd_path_join(path, sizeof path, out_dir, e->d_name);
+        unlink(path);
+    }
+    if (od) closedir(od);
+    /* the slices' sealed shards, renumbered, each journal after its shard */
+    int next = 0;
+    size_t fail_len = 0;
+    char *failures = NULL;
+    for (int i = 0; i < n && !rc; i++) {
+        DIR *d = opendir(slice_dirs[i]);
+        if (!d) {
+            rc = kd_error_errno(err, errno, "merge: %s", slice_dirs[i]);
+            break;
+        }
+        int ranks[4096], nr = 0;
+        for (struct dirent *e; (e = readdir(d)) && nr < 4096;) {
+            int r;
+            char ext[32];
+            if (sscanf(e->d_name, "shard-%d.%31s", &r, ext) == 2 && strcmp(ext, "journal") == 0) ranks[nr++] = r;
+        }
+        closedir(d);
+        qsort(ranks, (size_t)nr, sizeof(int), cmp_ints);
+        for (int k = 0; k < nr && !rc; k++, next++) {
+            static const char *exts[] = {"h5", "journal"};
+            for (int x = 0; x < 2 && !rc; x++) {
+                snprintf(path, sizeof path, "%s/shard-%05d.%s", slice_dirs[i], ranks[k], exts[x]);
+                snprintf(dst, sizeof dst, "%s/shard-%05d.%s", out_dir, next, exts[x]);
+                rc = link_or_copy(path, dst, err);
+            }
+        }
+        char *f = NULL;
+        size_t len = 0;
+        kd_path_join(path, sizeof path, slice_dirs[i], "failures.jsonl");
+        if (!rc && kd_path_exists(path) && !(rc = kd_read_file(path, &f, &len, err))) {
+            char *nf = realloc(failures, fail_len + len + 1);
+            if (!nf) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            else {
+                failures = nf;
+                memcpy(failures + fail_len, f, len);
+                fail_len += len;
+            }
+        }
+        free(f);
+    }
+    if (!rc) {
+        kd_path_join(path, sizeof path, out_dir, "failures.jsonl");
+        rc = kd_write_file_atomic(path, failures ? failures : "", fail_len, err);
+    }
+    free(failures);
+    int64_t samples = 0;
+    if (!rc) rc = kd_dataset_finalize(out_dir, &samples, err);
+    if (!rc) KD_INFO("merge: %d slices, %d shards, %lld samples into %s", n, next, (long long)samples, out_dir);
+    return rc;
 }
