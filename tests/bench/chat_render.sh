@@ -21,6 +21,6 @@ for _ in range(3):
 print(round(n / 1e6 / (time.perf_counter() - t0), 3))
 PY
 )
-RATIO=$(echo "scale=1; $KD / $JJ" | bc)
+RATIO=$(awk "BEGIN{printf \"%.1f\", $KD / $JJ}")
 echo "chat rendering: kdstep $KD MB/s, Jinja2 (compiled once) $JJ MB/s"
 echo "{\"kdstep_mb_s\": $KD, \"jinja2_mb_s\": $JJ, \"ratio\": $RATIO}"
