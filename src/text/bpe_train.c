@@ -398,6 +398,20 @@ static int count_segment(kd_bpe_trainer *t, const char *s, size_t n, kd_error *e
     return rc;
 }
 
+static int valid_utf8(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0) return 0;
+        i += (size_t)k;
+    }
+    return 1;
+}
+
 /* Copy with each invalid UTF-8 sequence replaced by U+FFFD. */
 static char *lossy_utf8(const char *s, size_t n, size_t *outlen) {
     char *o = malloc(n * 3 + 1);
@@ -427,9 +441,14 @@ static char *lossy_utf8(const char *s, size_t n, size_t *outlen) {
 int kd_bpe_trainer_add_text(kd_bpe_trainer *t, const char *text, size_t len, kd_error *err) {
     if (t->trained) return kd_error_set(err, KD_ERR_INVALID, "BPE trainer: text added after training");
     double t0 = kd_now_s();
-    size_t n;
-    char *s = lossy_utf8(text, len, &n);
-    if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory reading training text");
+    size_t n = len;
+    char *copy = NULL;
+    const char *s = text;
+    if (!valid_utf8(text, len)) { /* only then pay for a copy */
+        copy = lossy_utf8(text, len, &n);
+        if (!copy) return kd_error_set(err, KD_ERR_NOMEM, "out of memory reading training text");
+        s = copy;
+    }
     size_t seg = 0;
     int rc = KD_OK;
     for (size_t i = 0; i < n && rc == KD_OK;) {
@@ -452,7 +471,7 @@ int kd_bpe_trainer_add_text(kd_bpe_trainer *t, const char *text, size_t len, kd_
         seg = i;
     }
     if (rc == KD_OK) rc = count_segment(t, s + seg, n - seg, err);
-    free(s);
+    free(copy);
     t->stats.bytes += len;
     t->stats.unique_words = t->words.n;
     t->stats.pretokenize_s += kd_now_s() - t0;
