@@ -252,6 +252,7 @@ static void check_arguments(const char *text, const jnode *a, kd_tool_call *c) {
     json_error_t je;
     json_t *v = NULL;
     char *owned = NULL;
+    je.text[0] = 0;
     if (!a->complete) {
         c->schema_error = strdup("arguments are cut off: the JSON does not end");
         return;
