@@ -232,6 +232,22 @@ static void test_openai_message_and_sequence(void) {
     CU_ASSERT_EQUAL_FATAL(c.count, 1);
     CU_ASSERT_EQUAL(c.v[0].format, KD_CALL_LLAMA);
     kd_tool_calls_free(&c);
+    /* Llama 3.1's custom-tool form, two calls, the second cut off */
+    const char *lt = "<function=get_weather>{\"city\": \"Rome {x}\"}</function>\n<function=web.search>{\"query\": \"pizza";
+    extract(lt, &c);
+    CU_ASSERT_EQUAL_FATAL(c.count, 2);
+    CU_ASSERT_EQUAL(c.v[0].format, KD_CALL_LLAMA);
+    CU_ASSERT_TRUE(span_is(lt, c.v[0].name, "get_weather"));
+    CU_ASSERT_TRUE(span_is(lt, c.v[0].arguments, "{\"city\": \"Rome {x}\"}"));
+    CU_ASSERT_TRUE(c.v[0].schema_valid);
+    CU_ASSERT_STRING_EQUAL(c.v[1].name_text, "web.search");
+    CU_ASSERT_FALSE(c.v[1].json_valid);
+    CU_ASSERT_TRUE(span_is(lt, c.v[1].arguments, "{\"query\": \"pizza"));
+    kd_tool_calls_free(&c);
+    /* not the form: no name, no '>', no object */
+    extract("<function=>{\"a\": 1}</function> <function=x {\"b\": 2} <function=y>not json</function>", &c);
+    CU_ASSERT_EQUAL(c.count, 0);
+    kd_tool_calls_free(&c);
     CU_ASSERT_STRING_EQUAL(kd_call_format_name(KD_CALL_INLINE_JSON), "inline_json");
     CU_ASSERT_STRING_EQUAL(kd_call_format_name(KD_CALL_GLAIVE), "glaive");
 }
