@@ -1,0 +1,135 @@
+/* The HDF5 dataset: per-rank shard writers that seal in chunks, resume after a crash, a finalize
+ * step that presents all shards as one dataset.h5 (virtual datasets), and the reader training uses.
+ *
+ * A dataset is a folder: meta.json (format, K, hashes, config), shard-RRRRR.h5 + shard-RRRRR.journal
+ * per writer rank, dataset.h5 after finalize. Every array is flat (CSR) with int64 offsets, chunked,
+ * shuffle+deflate compressed, extendable; there are no variable-length HDF5 types (texts are UTF-8
+ * bytes with their own offsets), so virtual datasets map shards 1:1 and a crash can only damage the
+ * chunk being written. The layout is documented in docs/dataset-format.md.
+ *
+ * Sealing: a shard writer buffers appended samples in memory; every `seal_every` samples (and on
+ * close) it writes them, H5Fflush + fsync, then atomically rewrites the journal with the sealed count.
+ * A crash loses at most the unsealed tail. On reopen the shard is checked against its journal: rows
+ * beyond the sealed count are cut off (H5Dset_extent); a shard that fails to open or to read back its
+ * sealed tail is moved aside to shard-RRRRR.h5.corrupt (its prompts are not done and will be redone,
+ * never half-present). Shards of ranks that no longer exist (resume with fewer ranks) stay valid and
+ * are included by finalize.
+ */
+#ifndef KDSTEP_H5DATA_H
+#define KDSTEP_H5DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kdstep/error.h"
+
+#define KD_DATASET_FORMAT_VERSION 1
+
+/* What the whole dataset was made with; stored in meta.json and as attributes of every file. */
+typedef struct kd_dataset_info {
+    int topk;                  /* K of /teacher/topk_* (>= 1) */
+    int process_supervision;   /* 0: span masks are all zero (--no-process-supervision) */
+    char tokenizer_sha256[65];
+    char registry_sha256[65];
+    char config_sha256[65];
+    const char *config_yaml;   /* the config as YAML (may be NULL); owned by the caller on write */
+    int deflate_level;         /* 0 = no compression, 1..9; default 1 when the info is zeroed: see kd_dataset_info_init */
+} kd_dataset_info;
+
+void kd_dataset_info_init(kd_dataset_info *info);
+
+/* One sample. For writing, the caller owns every pointer; for reading, kd_batch_sample fills a view
+ * into the batch's arrays. Masks may be NULL on write (written as zeros). topk arrays are [n*K]. */
+typedef struct kd_sample {
+    int64_t prompt_id;          /* 0-based index of the prompt in the prompt set */
+    int64_t prompt_len;         /* tokens of the prompt; the response follows */
+    int64_t n;                  /* tokens */
+    const int32_t *input_ids;
+    const uint8_t *loss_mask;
+    const uint8_t *tool_name_mask;
+    const uint8_t *json_mask;
+    const uint8_t *integration_mask;
+    const int32_t *topk_ids;
+    const float *topk_logprobs;
+    const float *tail_logprob;
+    const char *prompt_key;     /* the prompt's "id" string (may be NULL -> "") */
+    const char *prompt_text;    /* may be NULL -> "" */
+    const char *teacher_text;   /* may be NULL -> "" */
+    const char *metadata;       /* JSON text (may be NULL -> "{}") */
+} kd_sample;
+
+/* ---- dataset folder ---------------------------------------------------------------------------- */
+
+/* Create DIR if needed and write meta.json, or, when it exists, check that it matches `info`
+ * (format, K, process_supervision, tokenizer/registry/config hashes). A mismatch is KD_ERR_INVALID
+ * naming the field, both values and the folder. Rank 0 calls this before any writer opens. */
+int kd_dataset_prepare(const char *dir, const kd_dataset_info *info, kd_error *err);
+
+/* Check and repair every shard in DIR against its journal (truncate unsealed rows, move corrupt
+ * shards aside) and return the sorted prompt ids already done (*ids malloc'd, may be NULL when
+ * *n == 0). Duplicated ids across shards are an error naming both files. Rank 0 runs this once
+ * before the workers open their shards (which then find nothing to repair). */
+int kd_dataset_recover(const char *dir, int64_t **ids, size_t *n, kd_error *err);
+
+/* Write DIR/dataset.h5 (atomically) presenting every sealed shard as one dataset: virtual datasets
+ * for per-sample and per-token arrays, real global offsets. *samples gets the total (may be NULL). */
+int kd_dataset_finalize(const char *dir, int64_t *samples, kd_error *err);
+
+/* ---- shard writer ------------------------------------------------------------------------------ */
+
+typedef struct kd_shard kd_shard;
+
+/* Open DIR/shard-<rank>.h5 for appending (created when absent; recovered against its journal when
+ * present; its attributes must match `info`). seal_every >= 1. */
+int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_info *info, int seal_every,
+                  kd_error *err);
+/* Buffer one sample (copied); seals when seal_every samples are buffered. */
+int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err);
+/* Write the buffered samples, flush + fsync the file, then record the sealed count in the journal. */
+int kd_shard_seal(kd_shard *sh, kd_error *err);
+int64_t kd_shard_sealed(const kd_shard *sh);   /* samples sealed in this shard */
+int64_t kd_shard_buffered(const kd_shard *sh); /* samples waiting for the next seal */
+/* Prompt ids sealed in this shard (sorted), valid until the next seal/close. */
+const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n);
+/* Seal what is buffered, then close. Returns the seal's status; the shard is freed either way. */
+int kd_shard_close(kd_shard *sh, kd_error *err);
+/* Close WITHOUT sealing the buffered tail (what a crash does; for tests and for aborts). */
+void kd_shard_abandon(kd_shard *sh);
+
+/* ---- reader ------------------------------------------------------------------------------------ */
+
+typedef struct kd_dataset kd_dataset;
+
+/* A batch of consecutive samples; token arrays are concatenated, offsets rebased to 0. */
+typedef struct kd_batch {
+    int64_t first, count;
+    int topk;
+    int64_t *offsets;          /* [count+1] */
+    int64_t *prompt_id, *prompt_len;
+    int32_t *input_ids;        /* [T] */
+    uint8_t *loss_mask, *tool_name_mask, *json_mask, *integration_mask;
+    int32_t *topk_ids;         /* [T*K] */
+    float *topk_logprobs;      /* [T*K] */
+    float *tail_logprob;       /* [T] */
+    char **prompt_key, **prompt_text, **teacher_text, **metadata; /* [count], NULL unless KD_READ_TEXT */
+} kd_batch;
+
+enum { KD_READ_TEXT = 1 };
+
+/* `path` is a dataset folder (its dataset.h5), a dataset.h5 or a single shard file. Checks format
+ * version, that every virtual source file exists, and that offsets are monotone. */
+int kd_dataset_open(kd_dataset **out, const char *path, kd_error *err);
+void kd_dataset_close(kd_dataset *ds);
+int64_t kd_dataset_count(const kd_dataset *ds);
+int64_t kd_dataset_tokens(const kd_dataset *ds);
+const kd_dataset_info *kd_dataset_get_info(const kd_dataset *ds);
+const char *kd_dataset_path(const kd_dataset *ds);
+const char *kd_dataset_kdstep_version(const kd_dataset *ds);
+/* Read samples [first, first+count). Validates masks (0/1, span masks only on loss tokens),
+ * prompt_len <= tokens; an error names the file and the sample. `out` is reset; free with kd_batch_free. */
+int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_batch *out, kd_error *err);
+void kd_batch_free(kd_batch *b);
+/* A view of sample i (0 <= i < b->count) of the batch. */
+void kd_batch_sample(const kd_batch *b, int64_t i, kd_sample *view);
+
+#endif

@@ -1,0 +1,144 @@
+/* kdstep prompts: `synth` writes a synthetic prompt set over a registry; `check` reads a prompt set
+ * and reports the lines that would go to failures.jsonl. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "kdstep/prompts.h"
+#include "kdstep/registry.h"
+#include "kdstep/synth.h"
+
+static const char USAGE[] =
+    "usage: kdstep prompts synth --tools FILE -n N [--seed S] -o FILE\n"
+    "       kdstep prompts check FILE\n"
+    "\n"
+    "synth  writes N prompts (JSON Lines) that call the registry's tools: varied phrasings and argument\n"
+    "       values, ~10% needing no tool, ~10% needing two. Each record carries its intended calls in\n"
+    "       metadata.tool_calls. The same --seed gives the same file.\n"
+    "         --tools FILE   the registry (default configs/tools.json)\n"
+    "         -n N           how many prompts\n"
+    "         --seed S       RNG seed (default 1)\n"
+    "         -o FILE        output file, '-' for standard output (written atomically)\n"
+    "check  reads a prompt set (prompt / messages / BFCL question lines) and prints one JSON line per bad\n"
+    "       line (what generate writes to failures.jsonl), then a summary; exit 1 when any line is bad.\n";
+
+static int parse_i64(const char *s, int64_t *v) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || *end || end == s) return -1;
+    *v = x;
+    return 0;
+}
+
+static int cmd_synth(int argc, char **argv) {
+    static const struct option opts[] = {{"tools", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
+                                         {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *tools = "configs/tools.json", *out = NULL;
+    int64_t n = -1, seed = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "+n:o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 't': tools = optarg; break;
+        case 'n':
+            if (parse_i64(optarg, &n) || n < 0)
+                return kd_cli_usage_error(USAGE, "prompts synth: -n needs a count >= 0, got '%s'", optarg);
+            break;
+        case 's':
+            if (parse_i64(optarg, &seed)) return kd_cli_usage_error(USAGE, "prompts synth: --seed needs an integer, got '%s'", optarg);
+            break;
+        case 'o': out = optarg; break;
+        case 'h': fputs(USAGE, stdout); return 0;
+        default: return kd_cli_usage_error(USAGE, "prompts synth: unknown or incomplete flag '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return kd_cli_usage_error(USAGE, "prompts synth: unexpected argument '%s'", argv[optind]);
+    if (n < 0) return kd_cli_usage_error(USAGE, "prompts synth: -n N is required");
+    if (!out) return kd_cli_usage_error(USAGE, "prompts synth: -o FILE is required");
+    kd_registry *reg = NULL;
+    kd_error err;
+    if (kd_registry_open(&reg, &err) || kd_registry_load_file(reg, tools, &err)) {
+        kd_registry_close(reg);
+        return kd_cli_fail(&err);
+    }
+    char tmp[4200];
+    FILE *f = stdout;
+    if (strcmp(out, "-") != 0) {
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
+        f = fopen(tmp, "w");
+        if (!f) {
+            kd_error_errno(&err, errno, "%s: cannot create", out);
+            kd_registry_close(reg);
+            return kd_cli_fail(&err);
+        }
+    }
+    int rc = kd_synth_write(reg, (uint64_t)seed, n, f, &err);
+    kd_registry_close(reg);
+    if (f != stdout) {
+        if (fclose(f) != 0 && !rc) rc = kd_error_errno(&err, errno, "%s: write failed", out);
+        if (!rc && rename(tmp, out) != 0) rc = kd_error_errno(&err, errno, "cannot rename %s to %s", tmp, out);
+        if (rc) unlink(tmp);
+    }
+    if (rc) return kd_cli_fail(&err);
+    if (f != stdout) fprintf(stderr, "wrote %" PRId64 " prompts to %s (seed %" PRId64 ")\n", n, out, seed);
+    return 0;
+}
+
+static int cmd_check(int argc, char **argv) {
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        return kd_cli_usage_error(USAGE, "prompts check: unknown or incomplete flag '%s'", argv[optind - 1]);
+    }
+    if (optind != argc - 1) return kd_cli_usage_error(USAGE, "prompts check: needs exactly one FILE");
+    const char *path = argv[optind];
+    kd_prompt_reader *r;
+    kd_error err;
+    if (kd_prompts_open(&r, path, &err)) return kd_cli_fail(&err);
+    kd_prompt p;
+    int64_t good = 0, bad = 0;
+    int rc;
+    while ((rc = kd_prompts_next(r, &p, &err)) == 1) {
+        if (p.status) {
+            char *s = kd_prompt_failure_json(&p, path);
+            printf("%s\n", s ? s : "");
+            free(s);
+            bad++;
+        } else {
+            good++;
+        }
+        kd_prompt_clear(&p);
+    }
+    kd_prompts_close(r);
+    if (rc < 0) return kd_cli_fail(&err);
+    fprintf(stderr, "%s: %" PRId64 " prompts, %" PRId64 " bad lines\n", path, good, bad);
+    return bad ? 1 : 0;
+}
+
+int kd_cmd_prompts(int argc, char **argv) {
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(USAGE, stdout);
+            return 0;
+        }
+        return kd_cli_usage_error(USAGE, "prompts: unknown or incomplete flag '%s'", argv[optind - 1]);
+    }
+    if (optind >= argc) return kd_cli_usage_error(USAGE, "prompts: missing subcommand (synth or check)");
+    const char *sub = argv[optind];
+    int sargc = argc - optind;
+    char **sargv = argv + optind;
+    optind = 1; /* getopt restarts on the subcommand's own argv */
+    if (strcmp(sub, "synth") == 0) return cmd_synth(sargc, sargv);
+    if (strcmp(sub, "check") == 0) return cmd_check(sargc, sargv);
+    return kd_cli_usage_error(USAGE, "prompts: unknown subcommand '%s' (synth or check)", sub);
+}

@@ -1,0 +1,377 @@
+/* CUnit suite: HDF5 shards, sealing, crash recovery, finalize (virtual datasets) and the reader
+ * (src/data/h5data.c). h5py checks the same files from outside in tests/e2e/h5py_reads.sh. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../bench/h5gen.h"
+#include "kdstep/fsutil.h"
+#include "kdstep/h5data.h"
+#include "testutil.h"
+
+#define K 3
+
+static kd_dataset_info test_info(void) {
+    kd_dataset_info info;
+    kd_dataset_info_init(&info);
+    info.topk = K;
+    snprintf(info.tokenizer_sha256, 65, "%064d", 1);
+    snprintf(info.registry_sha256, 65, "%064d", 2);
+    snprintf(info.config_sha256, 65, "%064d", 3);
+    info.config_yaml = "train:\n  lr: 0.001\n";
+    return info;
+}
+
+static const char *fresh_dir(const char *name) {
+    static char path[8][512];
+    static int slot;
+    char *p = path[slot++ % 8];
+    snprintf(p, 512, "%s/%s", kd_test_tmpdir(), name);
+    kd_rm_rf(p, NULL);
+    return p;
+}
+
+static void write_ids(const char *dir, int rank, int64_t from, int64_t to, int seal_every) {
+    kd_dataset_info info = test_info();
+    kd_shard *sh = NULL;
+    kd_error e;
+    int rc = kd_shard_open(&sh, dir, rank, &info, seal_every, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    for (int64_t id = from; id < to; id++) {
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+}
+
+/* Read the whole dataset; check every sample equals what was written; return a count of each id. */
+static int64_t check_dataset(const char *path, int64_t max_id, int *seen) {
+    kd_dataset *ds = NULL;
+    kd_error e;
+    int rc = kd_dataset_open(&ds, path, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_get_info(ds)->topk, K);
+    KD_ASSERT_CONTAINS(kd_dataset_get_info(ds)->config_yaml, "train:\n  lr: 0.001\n");
+    CU_ASSERT_EQUAL(kd_dataset_get_info(ds)->tokenizer_sha256[63], '1');
+    int64_t n = kd_dataset_count(ds), tokens = 0;
+    /* batches of 7 cross shard and seal boundaries */
+    for (int64_t first = 0; first < n; first += 7) {
+        int64_t cnt = n - first < 7 ? n - first : 7;
+        kd_batch b;
+        rc = kd_dataset_read(ds, first, cnt, KD_READ_TEXT, &b, &e);
+        if (rc) fprintf(stderr, "%s\n", e.msg);
+        CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+        for (int64_t i = 0; i < cnt; i++) {
+            kd_sample v;
+            kd_batch_sample(&b, i, &v);
+            CU_ASSERT_TRUE(h5gen_equal(&v, K, 1));
+            CU_ASSERT_TRUE(v.prompt_id >= 0 && v.prompt_id < max_id);
+            if (v.prompt_id >= 0 && v.prompt_id < max_id) seen[v.prompt_id]++;
+            tokens += v.n;
+        }
+        kd_batch_free(&b);
+    }
+    CU_ASSERT_EQUAL(tokens, kd_dataset_tokens(ds));
+    kd_dataset_close(ds);
+    return n;
+}
+
+static void test_write_finalize_read(void) {
+    const char *dir = fresh_dir("ds1");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    /* three ranks, interleaved ids, one shard empty-ish, seal_every not dividing the count */
+    write_ids(dir, 0, 0, 20, 3);
+    write_ids(dir, 1, 20, 57, 4);
+    write_ids(dir, 3, 57, 58, 5);
+    int64_t total = 0;
+    int rc = kd_dataset_finalize(dir, &total, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL(rc, KD_OK);
+    CU_ASSERT_EQUAL(total, 58);
+    int seen[58] = {0};
+    CU_ASSERT_EQUAL(check_dataset(dir, 58, seen), 58);
+    for (int i = 0; i < 58; i++) CU_ASSERT_EQUAL(seen[i], 1);
+    /* a shard file reads with the same API */
+    char shard[600];
+    snprintf(shard, sizeof shard, "%s/shard-00001.h5", dir);
+    int seen1[58] = {0};
+    CU_ASSERT_EQUAL(check_dataset(shard, 58, seen1), 37);
+    /* done ids */
+    int64_t *ids = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_OK);
+    CU_ASSERT_EQUAL(n, 58);
+    for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(ids[i], (int64_t)i);
+    free(ids);
+    /* resume appends to an existing shard; finalize again replaces dataset.h5 */
+    write_ids(dir, 0, 58, 61, 2);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, &total, &e), KD_OK);
+    CU_ASSERT_EQUAL(total, 61);
+    int seen2[61] = {0};
+    CU_ASSERT_EQUAL(check_dataset(dir, 61, seen2), 61);
+    for (int i = 0; i < 61; i++) CU_ASSERT_EQUAL(seen2[i], 1);
+    /* the dataset folder can be moved: virtual sources are relative to dataset.h5 */
+    char moved[600];
+    snprintf(moved, sizeof moved, "%s/moved", kd_test_tmpdir());
+    kd_rm_rf(moved, NULL);
+    CU_ASSERT_EQUAL(rename(dir, moved), 0);
+    int seen3[61] = {0};
+    CU_ASSERT_EQUAL(check_dataset(moved, 61, seen3), 61);
+    /* a missing shard is refused by name instead of reading zeros */
+    char gone[700];
+    snprintf(gone, sizeof gone, "%s/shard-00003.h5", moved);
+    CU_ASSERT_EQUAL(unlink(gone), 0);
+    kd_dataset *ds = NULL;
+    CU_ASSERT_EQUAL(kd_dataset_open(&ds, moved, &e), KD_ERR_NOTFOUND);
+    KD_ASSERT_CONTAINS(e.msg, "shard-00003.h5 is missing");
+    KD_ASSERT_CONTAINS(e.msg, "copy the whole dataset folder");
+}
+
+static void test_empty_dataset(void) {
+    const char *dir = fresh_dir("empty");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    int64_t total = -1;
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, &total, &e), KD_OK);
+    CU_ASSERT_EQUAL(total, 0);
+    kd_dataset *ds = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_open(&ds, dir, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_count(ds), 0);
+    CU_ASSERT_EQUAL(kd_dataset_get_info(ds)->topk, K);
+    kd_batch b;
+    CU_ASSERT_EQUAL(kd_dataset_read(ds, 0, 1, 0, &b, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "samples [0, 1) outside the 0 samples");
+    kd_dataset_close(ds);
+}
+
+/* The child writes ids [0, 10) with seal_every 4 and is killed (SIGKILL, no cleanup) after the
+ * 10th append: 8 sealed, 2 only buffered. */
+static void test_crash_loses_only_unsealed_tail(void) {
+    const char *dir = fresh_dir("crash");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kd_shard *sh = NULL;
+        if (kd_shard_open(&sh, dir, 2, &info, 4, &e)) _exit(3);
+        for (int64_t id = 0; id < 10; id++) {
+            h5gen g;
+            h5gen_fill(&g, id, K);
+            if (kd_shard_append(sh, &g.s, &e)) _exit(4);
+        }
+        raise(SIGKILL);
+        _exit(5);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 2, &info, 4, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_shard_sealed(sh), 8);
+    size_t n = 0;
+    const int64_t *done = kd_shard_done_ids(sh, &n);
+    CU_ASSERT_EQUAL(n, 8);
+    for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(done[i], (int64_t)i);
+    /* the lost tail is redone, and nothing is duplicated */
+    for (int64_t id = 8; id < 12; id++) {
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int seen[12] = {0};
+    CU_ASSERT_EQUAL(check_dataset(dir, 12, seen), 12);
+    for (int i = 0; i < 12; i++) CU_ASSERT_EQUAL(seen[i], 1);
+}
+
+/* A crash between the flush and the journal write leaves rows the journal does not count: they are
+ * cut off on reopen. */
+static void test_rows_beyond_journal_are_cut(void) {
+    const char *dir = fresh_dir("beyond");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    write_ids(dir, 0, 0, 6, 3);
+    char journal[600];
+    snprintf(journal, sizeof journal, "%s/shard-00000.journal", dir);
+    h5gen g;
+    int64_t tokens = 0;
+    for (int id = 0; id < 3; id++) {
+        h5gen_fill(&g, id, K);
+        tokens += g.s.n;
+    }
+    char text[128];
+    snprintf(text, sizeof text, "{\"samples\": 3, \"tokens\": %lld}\n", (long long)tokens);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(journal, text, strlen(text), &e), KD_OK);
+    int64_t *ids = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    free(ids);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 3, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_shard_sealed(sh), 3);
+    for (int64_t id = 3; id < 5; id++) {
+        h5gen_fill(&g, id, K);
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int seen[5] = {0};
+    CU_ASSERT_EQUAL(check_dataset(dir, 5, seen), 5);
+    for (int i = 0; i < 5; i++) CU_ASSERT_EQUAL(seen[i], 1);
+}
+
+/* A shard that cannot be read back is moved aside; its prompts count as not done. */
+static void test_corrupt_shard_moved_aside(void) {
+    const char *dir = fresh_dir("corrupt");
+    kd_error e;
+    write_ids(dir, 0, 0, 4, 2);
+    char h5[600], journal[600], aside[700];
+    snprintf(h5, sizeof h5, "%s/shard-00001.h5", dir);
+    snprintf(journal, sizeof journal, "%s/shard-00001.journal", dir);
+    snprintf(aside, sizeof aside, "%s/shard-00001.h5.corrupt", dir);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(h5, "garbage, not HDF5", 17, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(journal, "{\"samples\": 5, \"tokens\": 50}", 28, &e), KD_OK);
+    int64_t *ids = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_OK);
+    CU_ASSERT_EQUAL(n, 4);
+    free(ids);
+    CU_ASSERT_TRUE(kd_path_exists(aside));
+    CU_ASSERT_FALSE(kd_path_exists(h5));
+    CU_ASSERT_FALSE(kd_path_exists(journal));
+    /* truncating a real shard's sealed data (a torn write) is caught too */
+    char h0[600];
+    snprintf(h0, sizeof h0, "%s/shard-00000.h5", dir);
+    CU_ASSERT_EQUAL(truncate(h0, 2000), 0);
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    free(ids);
+}
+
+static void test_errors(void) {
+    kd_error e;
+    kd_dataset_info info = test_info();
+    const char *dir = fresh_dir("errs");
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    kd_dataset_info other = info;
+    other.tokenizer_sha256[0] = 'f';
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &other, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "was written with tokenizer sha256 000000000000, this run's is f00000000000");
+    KD_ASSERT_CONTAINS(e.msg, "resume with the same tokenizer or use a fresh output folder");
+    other = info;
+    other.registry_sha256[1] = 'a';
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &other, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "registry sha256");
+    other = info;
+    other.config_sha256[1] = 'a';
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &other, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "config sha256");
+    other = info;
+    other.topk = 5;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &other, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "was written with topk 3, this run uses 5");
+    other = info;
+    other.process_supervision = 0;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &other, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "process_supervision on, this run off");
+    other.topk = 0;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &other, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "dataset topk must be >= 1, got 0");
+
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL(kd_shard_open(&sh, dir, 0, &info, 0, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "seal_every must be >= 1, got 0");
+    write_ids(dir, 0, 0, 2, 1);
+    other = info;
+    other.config_sha256[5] = 'b';
+    CU_ASSERT_EQUAL(kd_shard_open(&sh, dir, 0, &other, 1, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "shard-00000.h5 was written with config sha256");
+
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 100, &e), KD_OK);
+    h5gen g;
+    h5gen_fill(&g, 7, K);
+    kd_sample s = g.s;
+    s.prompt_len = s.n + 1;
+    CU_ASSERT_EQUAL(kd_shard_append(sh, &s, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "shard-00000.h5: prompt id 7: prompt_len 13 outside 0..12 tokens");
+    s = g.s;
+    s.prompt_id = -2;
+    CU_ASSERT_EQUAL(kd_shard_append(sh, &s, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "negative prompt id -2");
+    s = g.s;
+    s.input_ids = NULL;
+    CU_ASSERT_EQUAL(kd_shard_append(sh, &s, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "input_ids and teacher top-k are required");
+    g.json[0] = 1;
+    CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "json_mask set at token 0 outside loss_mask");
+    g.json[0] = 0;
+    g.loss[0] = 2;
+    CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "loss_mask[0] = 2, masks hold 0 or 1");
+    g.loss[0] = 0;
+    g.topk_ids[4] = -1;
+    CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "negative teacher top-k id at 1");
+    CU_ASSERT_EQUAL(kd_shard_buffered(sh), 0);
+    kd_shard_abandon(sh);
+
+    /* journal troubles */
+    char journal[600];
+    snprintf(journal, sizeof journal, "%s/shard-00000.journal", dir);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(journal, "{oops", 5, &e), KD_OK);
+    int64_t *ids;
+    size_t n;
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_ERR_PARSE);
+    KD_ASSERT_CONTAINS(e.msg, "shard-00000.journal: unreadable journal");
+    CU_ASSERT_EQUAL(kd_write_file_atomic(journal, "{\"samples\": \"x\"}", 16, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_ERR_PARSE);
+    KD_ASSERT_CONTAINS(e.msg, "journal lacks integer \"samples\"/\"tokens\"");
+    char journal9[600];
+    snprintf(journal9, sizeof journal9, "%s/shard-00009.journal", dir);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(journal9, "{\"samples\": 4, \"tokens\": 9}", 27, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_write_file_atomic(journal, "{\"samples\": 2, \"tokens\": 11}", 28, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_ERR_NOTFOUND);
+    KD_ASSERT_CONTAINS(e.msg, "shard-00009.h5: the journal says 4 samples are sealed but the shard file is missing");
+    unlink(journal9);
+
+    /* the same prompt in two shards */
+    write_ids(dir, 4, 1, 2, 1);
+    CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "prompt id 1 is stored twice");
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_ERR_INVALID);
+
+    /* reader errors */
+    kd_dataset *ds = NULL;
+    CU_ASSERT_EQUAL(kd_dataset_open(&ds, dir, &e), KD_ERR_NOTFOUND);
+    KD_ASSERT_CONTAINS(e.msg, "no dataset.h5 in this folder; finish or resume the generate run");
+    CU_ASSERT_EQUAL(kd_dataset_open(&ds, "/nonexistent/x.h5", &e), KD_ERR_NOTFOUND);
+    KD_ASSERT_CONTAINS(e.msg, "/nonexistent/x.h5: no such dataset file");
+    const char *txt = kd_test_write("not.h5", "hello");
+    CU_ASSERT_EQUAL(kd_dataset_open(&ds, txt, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "not.h5: not an HDF5 file");
+}
+
+int main(void) {
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("h5data", NULL, NULL);
+    CU_add_test(s, "shards -> finalize (VDS) -> reader, resume appends, folder moves", test_write_finalize_read);
+    CU_add_test(s, "empty dataset", test_empty_dataset);
+    CU_add_test(s, "SIGKILL loses only the unsealed tail", test_crash_loses_only_unsealed_tail);
+    CU_add_test(s, "rows beyond the journal are cut off", test_rows_beyond_journal_are_cut);
+    CU_add_test(s, "corrupt shards are moved aside", test_corrupt_shard_moved_aside);
+    CU_add_test(s, "error messages", test_errors);
+    return kd_test_main();
+}
