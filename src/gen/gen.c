@@ -244,9 +244,11 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
 
 /* ---- worker side ---- */
 
+/* Counters, plus (last) how many prompts the worker has room for. */
 static void send_counters(kd_gen_worker *w, int tag, MPI_Comm comm) {
-    int64_t c[KD_GEN_NCOUNTERS];
+    int64_t c[KD_GEN_NCOUNTERS + 1];
     kd_gen_worker_counters(w, c);
+    c[KD_GEN_NCOUNTERS] = kd_gen_worker_capacity(w) - kd_gen_worker_in_flight(w);
     MPI_Send(c, (int)sizeof c, MPI_CHAR, 0, tag, comm);
 }
 
@@ -450,7 +452,10 @@ static int coordinator_loop(const kd_gen_options *opt, MPI_Comm comm, int size, 
             if (st.MPI_TAG == TAG_DONE) active--;
             if (st.MPI_TAG == TAG_WANT) {
                 int b;
-                int want = first_error ? 0 : chunk;
+                int64_t room = 0;
+                if ((size_t)bytes >= sizeof(int64_t) * (KD_GEN_NCOUNTERS + 1))
+                    memcpy(&room, msg + sizeof(int64_t) * KD_GEN_NCOUNTERS, sizeof room);
+                int want = first_error ? 0 : (int)(room < chunk ? (room > 0 ? room : 1) : chunk);
                 if (make_chunk(s, done, want, &buf, &cap, &b, &handed, &skipped) != 0) {
                     first_error = kd_error_set(err, KD_ERR_NOMEM, "out of memory building a work chunk");
                     int64_t zero = 0;
