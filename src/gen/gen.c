@@ -233,6 +233,10 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
                           "ranks", ranks, "time_share", "teacher", sum[KD_GEN_C_T_TEACHER_US] / busy, "tokenize",
                           sum[KD_GEN_C_T_TOKENIZE_US] / busy, "extract", sum[KD_GEN_C_T_EXTRACT_US] / busy, "hdf5",
                           sum[KD_GEN_C_T_HDF5_US] / busy, "other", sum[KD_GEN_C_T_OTHER_US] / busy);
+    json_object_set_new(j, "time_s", json_pack("{s:f, s:f, s:f, s:f, s:f}", "teacher", sum[KD_GEN_C_T_TEACHER_US] * 1e-6,
+                                               "tokenize", sum[KD_GEN_C_T_TOKENIZE_US] * 1e-6, "extract",
+                                               sum[KD_GEN_C_T_EXTRACT_US] * 1e-6, "hdf5", sum[KD_GEN_C_T_HDF5_US] * 1e-6,
+                                               "other", sum[KD_GEN_C_T_OTHER_US] * 1e-6));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     char path[4096];

@@ -434,6 +434,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     /* teacher top-k, then the sample */
     t0 = kd_now_s();
     int K = w->K;
+    /* teacher-forced scoring by the stub is the teacher's work, timed as such */
     int32_t *topk_ids = malloc(sizeof(int32_t) * n * (size_t)K);
     float *topk_lp = malloc(sizeof(float) * n * (size_t)K), *tail = malloc(sizeof(float) * n);
     size_t response_start = resp[0].start;
@@ -442,7 +443,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
                                        : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     int64_t prompt_len = 0;
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
-    add_time(w, KD_GEN_C_T_OTHER_US, t0);
+    add_time(w, w->scorer ? KD_GEN_C_T_TEACHER_US : KD_GEN_C_T_OTHER_US, t0);
     if (rc == KD_OK) {
         kd_sample s = {0};
         s.prompt_id = c->index;
