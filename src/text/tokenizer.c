@@ -9,7 +9,10 @@
 #include "kdstep/tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -682,7 +685,10 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
     t->special = calloc(N + 1, 1);
     if (!t->tok_off || !t->tok_len || !t->tok_str || !t->special) return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
     for (size_t k = 0; k <= N; k++) t->tok_len[k] = UINT32_MAX;
-    size_t pool_cap = 0;
+    /* every token's bytes are no longer than its string in the file: one allocation suffices */
+    size_t pool_cap = c->doc.n + 1024;
+    t->pool = malloc(pool_cap);
+    if (!t->pool) return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
     uint8_t *tmp = malloc(65536);
     if (!tmp) return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
     t->vmask = pow2_at_least(vocab->len * 2 + 16) - 1;
@@ -832,6 +838,51 @@ static int load_all(load_ctx *c, kd_tokenizer *t) {
     return 0;
 }
 
+/* One read of the whole file (kd_read_file grows a buffer by doubling, which costs copies). */
+static int read_whole(const char *path, char **data, size_t *len, kd_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return kd_error_errno(err, errno, "%s: cannot open the tokenizer", path);
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return kd_read_file(path, data, len, err);
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            free(buf);
+            close(fd);
+            return kd_error_errno(err, e, "%s: read failed", path);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return KD_OK;
+}
+
+typedef struct sha_job {
+    const char *data;
+    size_t len;
+    char *hex;
+} sha_job;
+
+static void *sha_thread(void *arg) {
+    sha_job *j = arg;
+    kd_sha256_hex(j->data, j->len, j->hex);
+    return NULL;
+}
+
 /* We keep the parsed document alive: token strings point into it. */
 typedef struct kd_tokenizer_full {
     kd_tokenizer t;
@@ -855,7 +906,7 @@ int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
     }
     char *data = NULL;
     size_t len = 0;
-    int rc = kd_read_file(file, &data, &len, err);
+    int rc = read_whole(file, &data, &len, err);
     if (rc) {
         free(file);
         return rc;
@@ -869,16 +920,24 @@ int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
     kd_tokenizer *t = &f->t;
     t->path = file;
     t->generation = atomic_fetch_add(&g_generation, 1);
-    kd_sha256_hex(data, len, t->sha256);
+    /* The parser rewrites its buffer in place, so the hash reads a copy, on another thread while
+     * we parse (load time is a goal: about a third of it would be SHA-256). */
+    char *copy = malloc(len + 1);
+    if (copy) memcpy(copy, data, len);
+    sha_job job = {copy ? copy : data, len, t->sha256};
+    pthread_t th;
+    int threaded = copy && pthread_create(&th, NULL, sha_thread, &job) == 0;
+    if (!threaded) sha_thread(&job);
     char msg[512];
     load_ctx c = {.path = file, .err = err};
     if (tj_parse(&f->doc, data, len, msg, sizeof msg)) {
         rc = kd_error_set(err, KD_ERR_PARSE, "%s: malformed JSON at %s", file, msg);
-        kd_tokenizer_close(t);
-        return rc;
+    } else {
+        c.doc = f->doc;
+        rc = load_all(&c, t);
     }
-    c.doc = f->doc;
-    rc = load_all(&c, t);
+    if (threaded) pthread_join(th, NULL);
+    free(copy);
     if (rc) {
         kd_tokenizer_close(t);
         return rc;
