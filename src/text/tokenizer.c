@@ -674,11 +674,14 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             const tj_val *idv = tj_get(&added->u.items[k], "id");
             if (!idv || idv->type != TJ_NUM || idv->u.num < 0 || idv->u.num > 1e8)
                 return invalid(c, "added token without a valid \"id\"", &added->u.items[k]);
-            if ((int64_t)idv->u.num > maxid) maxid = (int64_t)idv->u.num;
         }
     }
-    t->n_ids = (int32_t)(maxid + 1);
-    size_t N = (size_t)t->n_ids;
+    /* HF assigns added-token ids itself (the file's ids only draw a warning there): the vocabulary
+     * id when the content is a vocabulary string, else the next id after the vocabulary. */
+    size_t N = (size_t)(maxid + 1);
+    size_t nadd = added && added->type == TJ_ARR ? added->len : 0;
+    if (vocab->len + nadd > N) N = vocab->len + nadd;
+    t->n_ids = (int32_t)N;
     t->tok_off = calloc(N + 1, sizeof(uint32_t));
     t->tok_len = malloc((N + 1) * sizeof(uint32_t));
     t->tok_str = calloc(N + 1, sizeof(char *));
@@ -777,6 +780,7 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
         t->merges[i] = (merge_slot){key, k, in}; /* a repeated merge keeps the last rank, as HF */
     }
     /* added tokens */
+    int32_t max_used = (int32_t)(maxid + 1);
     if (added && added->type == TJ_ARR) {
         t->added = calloc(added->len + 1, sizeof(added_token));
         if (!t->added) {
@@ -793,7 +797,26 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             added_token *at = &t->added[t->nadded++];
             at->content = (char *)cv->u.str;
             at->len = cv->len;
-            at->id = (int32_t)tj_get(a, "id")->u.num;
+            at->id = -1;
+            for (size_t q = 0; q + 1 < t->nadded; q++)
+                if (t->added[q].len == at->len && !memcmp(t->added[q].content, at->content, at->len)) at->id = t->added[q].id;
+            if (at->id < 0) {
+                long rl0 = cv->len < 65536 ? bl_decode(cv->u.str, cv->len, tmp) : -1;
+                int32_t vid = rl0 >= 0 ? vocab_find(t, tmp, (size_t)rl0) : -1;
+                if (vid >= 0 && t->tok_str[vid] && strlen(t->tok_str[vid]) == cv->len && !memcmp(t->tok_str[vid], cv->u.str, cv->len))
+                    at->id = vid;
+            }
+            if (at->id < 0) {
+                int32_t mx = -1;
+                for (size_t q = 0; q + 1 < t->nadded; q++)
+                    if (t->added[q].id > mx) mx = t->added[q].id;
+                at->id = mx >= (int32_t)vocab->len ? mx + 1 : (int32_t)vocab->len;
+            }
+            if (at->id >= (int32_t)N) {
+                free(tmp);
+                return invalid(c, "added token ids overflow the vocabulary", a);
+            }
+            if (at->id + 1 > max_used) max_used = at->id + 1;
             at->special = get_bool(a, "special", 0);
             at->lstrip = get_bool(a, "lstrip", 0);
             at->rstrip = get_bool(a, "rstrip", 0);
@@ -817,6 +840,7 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             }
         }
     }
+    t->n_ids = max_used;
     free(tmp);
     return 0;
 }
@@ -889,11 +913,54 @@ typedef struct kd_tokenizer_full {
     tj_doc doc;
 } kd_tokenizer_full;
 
-int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
+/* Takes ownership of data (len bytes + 1 spare) and of file (the name used in messages). */
+static int open_buffer(kd_tokenizer **out, char *file, char *data, size_t len, kd_error *err) {
     *out = NULL;
     pthread_once(&g_cls_once, build_classes);
     pthread_once(&g_bl_once, build_bytelevel);
-    if (!g_cls) return kd_error_set(err, KD_ERR_NOMEM, "out of memory building Unicode tables");
+    if (!g_cls) {
+        free(file);
+        free(data);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory building Unicode tables");
+    }
+    kd_tokenizer_full *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(file);
+        free(data);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    }
+    kd_tokenizer *t = &f->t;
+    t->path = file;
+    t->generation = atomic_fetch_add(&g_generation, 1);
+    /* The parser rewrites its buffer in place, so the hash reads a copy, on another thread while
+     * we parse (load time is a goal: about a third of it would be SHA-256). */
+    char *copy = len > (1u << 20) ? malloc(len + 1) : NULL;
+    if (copy) memcpy(copy, data, len);
+    sha_job job = {copy ? copy : data, len, t->sha256};
+    pthread_t th;
+    int threaded = copy && pthread_create(&th, NULL, sha_thread, &job) == 0;
+    if (!threaded) sha_thread(&job);
+    char msg[512];
+    load_ctx c = {.path = file, .err = err};
+    int rc;
+    if (tj_parse(&f->doc, data, len, msg, sizeof msg)) {
+        rc = kd_error_set(err, KD_ERR_PARSE, "%s: malformed JSON at %s", file, msg);
+    } else {
+        c.doc = f->doc;
+        rc = load_all(&c, t);
+    }
+    if (threaded) pthread_join(th, NULL);
+    free(copy);
+    if (rc) {
+        kd_tokenizer_close(t);
+        return rc;
+    }
+    *out = t;
+    return KD_OK;
+}
+
+int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
+    *out = NULL;
     char *file = NULL;
     if (kd_is_dir(path)) {
         size_t n = strlen(path) + 32;
@@ -911,39 +978,21 @@ int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
         free(file);
         return rc;
     }
-    kd_tokenizer_full *f = calloc(1, sizeof *f);
-    if (!f) {
-        free(file);
+    return open_buffer(out, file, data, len, err);
+}
+
+int kd_tokenizer_open_memory(kd_tokenizer **out, const char *json, size_t len, const char *name, kd_error *err) {
+    *out = NULL;
+    char *data = malloc(len + 1);
+    char *file = kd_strdup(name ? name : "(memory)");
+    if (!data || !file) {
         free(data);
+        free(file);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     }
-    kd_tokenizer *t = &f->t;
-    t->path = file;
-    t->generation = atomic_fetch_add(&g_generation, 1);
-    /* The parser rewrites its buffer in place, so the hash reads a copy, on another thread while
-     * we parse (load time is a goal: about a third of it would be SHA-256). */
-    char *copy = malloc(len + 1);
-    if (copy) memcpy(copy, data, len);
-    sha_job job = {copy ? copy : data, len, t->sha256};
-    pthread_t th;
-    int threaded = copy && pthread_create(&th, NULL, sha_thread, &job) == 0;
-    if (!threaded) sha_thread(&job);
-    char msg[512];
-    load_ctx c = {.path = file, .err = err};
-    if (tj_parse(&f->doc, data, len, msg, sizeof msg)) {
-        rc = kd_error_set(err, KD_ERR_PARSE, "%s: malformed JSON at %s", file, msg);
-    } else {
-        c.doc = f->doc;
-        rc = load_all(&c, t);
-    }
-    if (threaded) pthread_join(th, NULL);
-    free(copy);
-    if (rc) {
-        kd_tokenizer_close(t);
-        return rc;
-    }
-    *out = t;
-    return KD_OK;
+    memcpy(data, json, len);
+    data[len] = 0;
+    return open_buffer(out, file, data, len, err);
 }
 
 void kd_tokenizer_close(kd_tokenizer *t) {
