@@ -37,6 +37,9 @@ static void build_classes(void) {
     if (!t) return;
     for (int32_t cp = 0; cp < 0x110000; cp++) {
         if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        /* planes 4-13 are unassigned, 15-16 private use: class 0 (saves most of the start-up) */
+        if (cp == 0x40000) cp = 0xE0000;
+        if (cp == 0xE1000) break;
         const utf8proc_property_t *p = utf8proc_get_property(cp);
         uint8_t k = 0;
         switch (p->category) {
@@ -238,6 +241,7 @@ struct kd_tokenizer {
     uint32_t *tok_off, *tok_len; /* tok_len == UINT32_MAX: unused id */
     char **tok_str;               /* the vocabulary string as written (for token_to_id), or NULL */
     uint8_t *special;
+    uint8_t *tok_dup; /* ids whose bytes another id also has (non-byte-level strings), or NULL */
     /* raw bytes -> id for byte-level vocabulary tokens */
     int32_t *vhash;
     size_t vmask;
@@ -289,6 +293,9 @@ static int32_t vocab_find(const kd_tokenizer *t, const uint8_t *b, size_t n) {
         i = (i + 1) & m;
     }
 }
+
+/* Is id the vocabulary's entry for its own bytes (not a duplicate string shadowed by another)? */
+static int vocab_find_is(const kd_tokenizer *t, int32_t id) { return !t->tok_dup || !t->tok_dup[id]; }
 
 static inline uint64_t mix64(uint64_t k) {
     k ^= k >> 33;
@@ -712,7 +719,14 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             free(tmp);
             return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
         }
-        if (rl < 0) continue; /* not byte-level: reachable only as an exact string */
+        if (rl < 0) { /* not byte-level: reachable only as an exact string */
+            if (!t->tok_dup && !(t->tok_dup = calloc(N + 1, 1))) {
+                free(tmp);
+                return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
+            }
+            t->tok_dup[id] = 1;
+            continue;
+        }
         size_t i = hash_bytes(t->pool + t->tok_off[id], (size_t)rl) & t->vmask;
         while (t->vhash[i] >= 0) {
             int32_t o = t->vhash[i];
@@ -732,7 +746,8 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
         if (rl >= 0) t->unk_id = vocab_find(t, tmp, (size_t)rl);
     }
     /* merges */
-    t->mmask = pow2_at_least(merges->len * 2 + 16) - 1;
+    int32_t merge_base = 0;
+    t->mmask = pow2_at_least(merges->len + merges->len / 2 + 16) - 1;
     t->merges = calloc(t->mmask + 1, sizeof(merge_slot));
     if (!t->merges) {
         free(tmp);
@@ -766,7 +781,15 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
         long rb = ra >= 0 ? bl_decode(b, bl, tmp + ra) : -1;
         if (ra < 0 || rb < 0) continue; /* merges of non-byte-level strings never apply */
         int32_t ia = vocab_find(t, tmp, (size_t)ra), ib = vocab_find(t, tmp + ra, (size_t)rb);
-        int32_t in = vocab_find(t, tmp, (size_t)(ra + rb));
+        /* BPE vocabularies number merged tokens in merge order: try that id before hashing */
+        int32_t in = -1, guess = (int32_t)k + merge_base;
+        if (guess >= 0 && guess < t->n_ids && t->tok_len[guess] == (uint32_t)(ra + rb) &&
+            !memcmp(t->pool + t->tok_off[guess], tmp, (size_t)(ra + rb)) && vocab_find_is(t, guess))
+            in = guess;
+        if (in < 0) {
+            in = vocab_find(t, tmp, (size_t)(ra + rb));
+            if (in >= 0) merge_base = in - (int32_t)k;
+        }
         if (ia < 0 || ib < 0 || in < 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "merge #%u (\"%.*s\" + \"%.*s\") uses a token that is not in the vocabulary", k,
@@ -896,14 +919,40 @@ static int read_whole(const char *path, char **data, size_t *len, kd_error *err)
 }
 
 typedef struct sha_job {
-    const char *data;
+    const char *path; /* hash this file, read in chunks ... */
+    const char *data; /* ... or these bytes */
     size_t len;
     char *hex;
+    int failed;
 } sha_job;
 
 static void *sha_thread(void *arg) {
     sha_job *j = arg;
-    kd_sha256_hex(j->data, j->len, j->hex);
+    if (!j->path) {
+        kd_sha256_hex(j->data, j->len, j->hex);
+        return NULL;
+    }
+    int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    char *buf = fd >= 0 ? malloc(1 << 20) : NULL;
+    if (!buf) {
+        if (fd >= 0) close(fd);
+        j->failed = 1;
+        return NULL;
+    }
+    kd_sha256 h;
+    kd_sha256_init(&h);
+    for (;;) {
+        ssize_t r = read(fd, buf, 1 << 20);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) j->failed = 1;
+        if (r <= 0) break;
+        kd_sha256_update(&h, buf, (size_t)r);
+    }
+    close(fd);
+    free(buf);
+    uint8_t d[32];
+    kd_sha256_final(&h, d);
+    for (int k = 0; k < 32; k++) snprintf(j->hex + 2 * k, 3, "%02x", d[k]);
     return NULL;
 }
 
@@ -914,7 +963,7 @@ typedef struct kd_tokenizer_full {
 } kd_tokenizer_full;
 
 /* Takes ownership of data (len bytes + 1 spare) and of file (the name used in messages). */
-static int open_buffer(kd_tokenizer **out, char *file, char *data, size_t len, kd_error *err) {
+static int open_buffer(kd_tokenizer **out, char *file, const char *hash_path, char *data, size_t len, kd_error *err) {
     *out = NULL;
     pthread_once(&g_cls_once, build_classes);
     pthread_once(&g_bl_once, build_bytelevel);
@@ -932,14 +981,15 @@ static int open_buffer(kd_tokenizer **out, char *file, char *data, size_t len, k
     kd_tokenizer *t = &f->t;
     t->path = file;
     t->generation = atomic_fetch_add(&g_generation, 1);
-    /* The parser rewrites its buffer in place, so the hash reads a copy, on another thread while
-     * we parse (load time is a goal: about a third of it would be SHA-256). */
-    char *copy = len > (1u << 20) ? malloc(len + 1) : NULL;
-    if (copy) memcpy(copy, data, len);
-    sha_job job = {copy ? copy : data, len, t->sha256};
+    /* SHA-256 is about a third of the work: a second thread reads and hashes the file while we
+     * parse (the parser rewrites its own buffer in place). */
+    sha_job job = {hash_path, data, len, t->sha256, 0};
     pthread_t th;
-    int threaded = copy && pthread_create(&th, NULL, sha_thread, &job) == 0;
-    if (!threaded) sha_thread(&job);
+    int threaded = hash_path && pthread_create(&th, NULL, sha_thread, &job) == 0;
+    if (!threaded) {
+        job.path = NULL;
+        sha_thread(&job);
+    }
     char msg[512];
     load_ctx c = {.path = file, .err = err};
     int rc;
@@ -950,7 +1000,7 @@ static int open_buffer(kd_tokenizer **out, char *file, char *data, size_t len, k
         rc = load_all(&c, t);
     }
     if (threaded) pthread_join(th, NULL);
-    free(copy);
+    if (!rc && job.failed) rc = kd_error_set(err, KD_ERR_IO, "%s: reading the file again to hash it failed", file);
     if (rc) {
         kd_tokenizer_close(t);
         return rc;
@@ -978,7 +1028,7 @@ int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
         free(file);
         return rc;
     }
-    return open_buffer(out, file, data, len, err);
+    return open_buffer(out, file, file, data, len, err);
 }
 
 int kd_tokenizer_open_memory(kd_tokenizer **out, const char *json, size_t len, const char *name, kd_error *err) {
@@ -992,7 +1042,7 @@ int kd_tokenizer_open_memory(kd_tokenizer **out, const char *json, size_t len, c
     }
     memcpy(data, json, len);
     data[len] = 0;
-    return open_buffer(out, file, data, len, err);
+    return open_buffer(out, file, NULL, data, len, err);
 }
 
 void kd_tokenizer_close(kd_tokenizer *t) {
@@ -1009,6 +1059,7 @@ void kd_tokenizer_close(kd_tokenizer *t) {
     free(t->tok_len);
     free(t->tok_str);
     free(t->special);
+    free(t->tok_dup);
     free(t->vhash);
     free(t->merges);
     free(t->added);
