@@ -41,7 +41,9 @@ void tj_linecol(const tj_doc *doc, size_t pos, size_t *line, size_t *col) {
 static tj_val *arena_alloc(tj_parser *p, size_t n) {
     if (n == 0) return NULL;
     if (n > p->arena_left) {
-        size_t sz = n > (1u << 18) ? n : (1u << 18);
+        size_t want = p->n / 16 + 64; /* small documents get small blocks */
+        if (want > (1u << 18)) want = 1u << 18;
+        size_t sz = n > want ? n : want;
         tj_val *blk = malloc(sz * sizeof(tj_val));
         tj_val **nb = realloc(p->doc->blocks, (p->doc->nblocks + 1) * sizeof(*nb));
         if (!blk || !nb) {

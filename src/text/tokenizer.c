@@ -2127,7 +2127,7 @@ int kd_tokenizer_encode(const kd_tokenizer *t, const char *text, size_t len, int
         g = (seg){w->lb, wp, w->la0, w->la1, 0};
     }
     if (split_added(&c, &g, &t->trie_raw, stage_normalize)) return err ? err->code : KD_ERR_NOMEM;
-    if (t->post_trim_offsets) {
+    if (t->post_trim_offsets && out->count > pre) {
         kd_encoding view = {out->ids + pre, out->offsets + pre, out->count - pre, 0, NULL};
         trim_offsets(t, &view);
     }
