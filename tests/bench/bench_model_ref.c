@@ -119,7 +119,7 @@ static int dump(const char *cfg_path, const char *dir, uint64_t seed, int B, int
 static int resave(const char *in, const char *out) {
     kd_error err = {0};
     kd_model *m = NULL;
-    CHECK(kd_model_open_dir(in, 1, 1, &m, &err));
+    CHECK(kd_model_open_dir(in, 1, 1, 1, &m, &err));
     CHECK(kd_model_save(m, out, &err));
     kd_model_free(m);
     return 0;
@@ -145,7 +145,7 @@ static int logits_cmd(const char *dir, const char *outp) {
     for (int i = 0; i < B * T; i++) ids[i] = (int32_t)fi[i];
     for (int i = 0; i < B; i++) len[i] = (int32_t)fl[i];
     kd_model *m = NULL;
-    CHECK(kd_model_open_dir(dir, B, T, &m, &err));
+    CHECK(kd_model_open_dir(dir, B, T, 1, &m, &err));
     CHECK(kd_model_forward(m, ids, len, &err));
     kd_st_write_tensor t = {"logits", 3, {B, T, m->cfg.vocab_size}, m->logits};
     CHECK(kd_safetensors_write(outp, &t, 1, &err));
