@@ -11,6 +11,7 @@ of numpy (the `safetensors` package is not installed), independently of the C co
   qwen3_ref.py batch DIR B T SEED      write DIR/batch.safetensors (ids, lengths) and, with torch,
                                        DIR/ref_logits.safetensors
   qwen3_ref.py compare-logits DIR C_LOGITS.safetensors
+  qwen3_ref.py compare-batch DIR C_LOGITS.safetensors   torch on DIR/batch.safetensors vs C_LOGITS
   qwen3_ref.py write-dtype DIR OUTDIR {F16,BF16}   rewrite DIR's weights in another dtype
   qwen3_ref.py bench CONFIG B T STEPS  training-step throughput of this reference (prints JSON)
 """
@@ -29,10 +30,9 @@ DT = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (None, 2)}
 
 
 def st_read(path):
-    with open(path, "rb") as f:
-        buf = f.read()
-    (n,) = struct.unpack("<Q", buf[:8])
-    header = json.loads(buf[8 : 8 + n])
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    (n,) = struct.unpack("<Q", buf[:8].tobytes())
+    header = json.loads(buf[8 : 8 + n].tobytes())
     base = 8 + n
     out = {}
     for name, info in header.items():
@@ -45,7 +45,7 @@ def st_read(path):
             arr = u.view(np.float32)
         else:
             arr = np.frombuffer(raw, dtype=DT[info["dtype"]][0]).astype(np.float32)
-        out[name] = torch.from_numpy(arr.reshape(info["shape"]).copy())
+        out[name] = torch.from_numpy(arr.reshape(info["shape"]))  # astype made a private copy
     return out, header
 
 
@@ -186,7 +186,13 @@ def load_dir(d):
     c = json.load(open(f"{d}/config.json"))
     assert c["architectures"] == ["Qwen3ForCausalLM"] and c["model_type"] == "qwen3", c
     assert "rope_theta" in c and c.get("rope_scaling", "missing") is None, "config.json needs top-level rope_theta and rope_scaling null"
-    m = Qwen3ForCausalLM(c)
+    # no random init: every weight comes from the file (saves minutes on the 0.6B shape)
+    saved = nn.init.kaiming_uniform_, nn.init.normal_
+    nn.init.kaiming_uniform_ = nn.init.normal_ = lambda t, *a, **k: t
+    try:
+        m = Qwen3ForCausalLM(c)
+    finally:
+        nn.init.kaiming_uniform_, nn.init.normal_ = saved
     sd, _ = st_read(f"{d}/model.safetensors")
     missing, unexpected = m.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and c.get("tie_word_embeddings"))]
@@ -263,6 +269,21 @@ def batch(d, B, T, seed):
     return 0
 
 
+def compare_batch(d, cpath, tol=1e-4):
+    """torch logits on DIR/batch.safetensors vs kdstep's logits in cpath"""
+    torch.set_num_threads(2)
+    b, _ = st_read(f"{d}/batch.safetensors")
+    m = load_dir(d)
+    with torch.no_grad():
+        ref = m(b["ids"].long(), b["lengths"].long())
+    got, _ = st_read(cpath)
+    lengths = b["lengths"].long()
+    valid = torch.arange(ref.shape[1])[None, :] < lengths[:, None]
+    r = rel(got["logits"][valid], ref[valid])
+    print(f"logits vs torch on the same checkpoint: max rel diff {r:.2e}  {'OK' if r <= tol else 'FAIL'}")
+    return 0 if r <= tol else 1
+
+
 def compare_logits(d, cpath, tol=1e-4):
     ref, _ = st_read(f"{d}/ref_logits.safetensors")
     got, _ = st_read(cpath)
@@ -312,6 +333,8 @@ if __name__ == "__main__":
         sys.exit(check(a[1]))
     if a and a[0] == "batch":
         sys.exit(batch(a[1], int(a[2]), int(a[3]), int(a[4])))
+    if a and a[0] == "compare-batch":
+        sys.exit(compare_batch(a[1], a[2]))
     if a and a[0] == "compare-logits":
         sys.exit(compare_logits(a[1], a[2]))
     if a and a[0] == "write-dtype":
