@@ -442,6 +442,7 @@ static void rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w,
         const float *xr = x + r * (size_t)C;
         float *o = out + r * (size_t)C;
         float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
         for (int i = 0; i < C; i++) ss += xr[i] * xr[i];
         float s = 1.0f / sqrtf(ss / (float)C + eps);
         rstd[r] = s;
@@ -462,6 +463,7 @@ static void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, c
             const float *xr = x + r * (size_t)C, *dyr = dy + r * (size_t)C;
             float *dxr = dx + r * (size_t)C;
             float s = rstd[r], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
             for (int i = 0; i < C; i++) {
                 dot += w[i] * dyr[i] * xr[i];
                 mydw[i] += dyr[i] * xr[i] * s;
@@ -505,6 +507,7 @@ static void qk_norm_rope_fwd(float *out, float *rstd, const float *raw, const fl
             const float *x = raw + o;
             float *y = out + o;
             float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
             for (int i = 0; i < D; i++) ss += x[i] * x[i];
             float s = 1.0f / sqrtf(ss / (float)D + eps);
             rstd[r * (size_t)H + (size_t)h] = s;
@@ -531,6 +534,7 @@ static void qk_norm_rope_bwd(float *d, float *dw, const float *raw, const float 
                 const float *x = raw + o;
                 rope_back(dr, cosT + (size_t)t * (size_t)D / 2, sinT + (size_t)t * (size_t)D / 2, D);
                 float s = rstd[r * (size_t)H + (size_t)h], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                 for (int i = 0; i < D; i++) {
                     dot += w[i] * dr[i] * x[i];
                     mydw[i] += dr[i] * x[i] * s;
@@ -571,7 +575,9 @@ static void attention_fwd(const kd_model *m, float *y, float *att, const float *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, Q, QD, K, KD, 0.0f, P, T);
         for (int i = 0; i < n; i++) {
             float *row = P + (size_t)i * T, mx = row[0], sum = 0.0f;
+#pragma omp simd reduction(max : mx)
             for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+#pragma omp simd reduction(+ : sum)
             for (int j = 0; j <= i; j++) {
                 row[j] = kd_expf(row[j] - mx);
                 sum += row[j];
@@ -613,6 +619,7 @@ static void attention_bwd(const kd_model *m, float *dq, float *dk, float *dv, co
             for (int i = 0; i < n; i++) {
                 const float *pr = P + (size_t)i * T;
                 float *dr = dP + (size_t)i * T, dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                 for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
                 for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot);
                 for (int j = i + 1; j < n; j++) dr[j] = 0.0f;
@@ -681,9 +688,12 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
 
 /* Softmax CE of one row; writes the gradient (p - onehot) * gscale into row when gscale != 0. */
 static float ce_row(float *row, int V, int target, float gscale) {
+    /* omp simd: a float reduction vectorizes only when reordering is allowed */
     float mx = row[0];
+#pragma omp simd reduction(max : mx)
     for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int j = 0; j < V; j++) {
         row[j] = kd_expf(row[j] - mx);
         sum += row[j];

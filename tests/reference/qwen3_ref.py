@@ -312,14 +312,16 @@ def bench(cfg_path, B, T, steps):
     opt = optimizer(m, 1e-3, foreach=True)  # the multi-tensor AdamW: PyTorch's fastest on CPU
     ids = torch.randint(0, c["vocab_size"], (B, T))
     tg = torch.roll(ids, -1, 1)
+    import os
+    clock = time.process_time if os.environ.get("KD_BENCH_CPUTIME") == "1" else time.perf_counter
     times = []
     for s in range(steps + 1):
-        t0 = time.perf_counter()
+        t0 = clock()
         opt.zero_grad(set_to_none=True)
         loss = ce(m(ids), tg)
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     best = min(times[1:])
     import resource
     print(json.dumps({"torch_tok_s": B * T / best, "torch_step_s": best, "torch_threads": torch.get_num_threads(),
