@@ -8,6 +8,7 @@
 
 #include "../bench/h5gen.h"
 #include "kdstep/fsutil.h"
+#include "kdstep/hash.h"
 #include "kdstep/h5data.h"
 #include "testutil.h"
 
@@ -195,6 +196,75 @@ static void test_crash_loses_only_unsealed_tail(void) {
     for (int i = 0; i < 12; i++) CU_ASSERT_EQUAL(seen[i], 1);
 }
 
+/* SIGKILL at random moments (mid-append, mid-seal, mid-journal) over and over: after each crash the
+ * shard reopens, every sealed sample is intact, and writing on from the done set ends with every id
+ * exactly once. */
+static void test_random_kills(void) {
+    const char *dir = fresh_dir("kills");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    const int64_t N = 3000;
+    uint64_t rng = 12345;
+    int kills = 0;
+    for (int round = 0; round < 12; round++) {
+        int64_t *done = NULL;
+        size_t ndone = 0;
+        CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &done, &ndone, &e), KD_OK);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            kd_shard *sh = NULL;
+            if (kd_shard_open(&sh, dir, 0, &info, 3, &e)) _exit(3);
+            size_t j = 0;
+            for (int64_t id = 0; id < N; id++) {
+                while (j < ndone && done[j] < id) j++;
+                if (j < ndone && done[j] == id) continue;
+                h5gen g;
+                h5gen_fill(&g, id, K);
+                if (kd_shard_append(sh, &g.s, &e)) _exit(4);
+            }
+            _exit(kd_shard_close(sh, &e) ? 5 : 0);
+        }
+        free(done);
+        usleep((useconds_t)(2000 + kd_splitmix64(&rng) % 40000));
+        kill(pid, SIGKILL);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (WIFSIGNALED(status)) kills++;
+        else CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
+        /* whatever survived must be exactly what was written */
+        kd_shard *sh = NULL;
+        CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 3, &e), KD_OK);
+        kd_shard_abandon(sh);
+    }
+    /* finish the job without interruption */
+    int64_t *done = NULL;
+    size_t ndone = 0;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &done, &ndone, &e), KD_OK);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 64, &e), KD_OK);
+    size_t j = 0;
+    for (int64_t id = 0; id < N; id++) {
+        while (j < ndone && done[j] < id) j++;
+        if (j < ndone && done[j] == id) continue;
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    free(done);
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int *seen = calloc((size_t)N, sizeof(int));
+    CU_ASSERT_EQUAL(check_dataset(dir, N, seen), N);
+    int64_t once = 0;
+    for (int64_t i = 0; i < N; i++) once += seen[i] == 1;
+    CU_ASSERT_EQUAL(once, N);
+    free(seen);
+    fprintf(stderr, "\n  %d of 12 writers killed mid-run; final dataset has all %lld ids once\n", kills, (long long)N);
+    CU_ASSERT_TRUE(kills >= 6);
+}
+
 /* A crash between the flush and the journal write leaves rows the journal does not count: they are
  * cut off on reopen. */
 static void test_rows_beyond_journal_are_cut(void) {
@@ -370,6 +440,7 @@ int main(void) {
     CU_add_test(s, "shards -> finalize (VDS) -> reader, resume appends, folder moves", test_write_finalize_read);
     CU_add_test(s, "empty dataset", test_empty_dataset);
     CU_add_test(s, "SIGKILL loses only the unsealed tail", test_crash_loses_only_unsealed_tail);
+    CU_add_test(s, "12 writers killed at random moments, then resumed", test_random_kills);
     CU_add_test(s, "rows beyond the journal are cut off", test_rows_beyond_journal_are_cut);
     CU_add_test(s, "corrupt shards are moved aside", test_corrupt_shard_moved_aside);
     CU_add_test(s, "error messages", test_errors);
