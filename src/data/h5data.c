@@ -713,7 +713,12 @@ int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_in
         int bad = write_info_attrs(sh->file, info);
         for (int i = 0; i < NCOL && !bad; i++) {
             int is_off = COLS[i].kind == COL_OFFSETS;
-            sh->d[i] = create_column(sh->file, &COLS[i], info->topk, info->deflate_level, is_off ? 1 : 0);
+            /* Token ids and teacher top-k are most of the bytes and compress poorly (deflate costs ~2-3x
+             * the write time for ~30% space, docs/performance-data.md), so they are compressed only on
+             * request; masks, offsets and texts compress many-fold for little time. */
+            int heavy = i == C_INPUT_IDS || i == C_TOPK_IDS || i == C_TOPK_LP || i == C_TAIL;
+            int level = heavy && !info->compress_token_data ? 0 : info->deflate_level;
+            sh->d[i] = create_column(sh->file, &COLS[i], info->topk, level, is_off ? 1 : 0);
             if (sh->d[i] < 0) bad = 1;
             if (is_off && !bad) {
                 int64_t zero = 0;
