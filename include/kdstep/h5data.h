@@ -14,6 +14,9 @@
  * sealed tail is moved aside to shard-RRRRR.h5.corrupt (its prompts are not done and will be redone,
  * never half-present). Shards of ranks that no longer exist (resume with fewer ranks) stay valid and
  * are included by finalize.
+ *
+ * Threads: HDF5 is used through its serial API (each rank its own file), which is not thread-safe;
+ * call a shard's functions from one thread (the worker's main loop), not from teacher-request threads.
  */
 #ifndef KDSTEP_H5DATA_H
 #define KDSTEP_H5DATA_H
