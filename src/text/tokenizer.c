@@ -1595,6 +1595,8 @@ static int nfc_region(enc_ctx *c, const seg *g, size_t ri, size_t rj, size_t *wp
     int32_t cps[NFC_MAX_REGION * 4];
     int chg[NFC_MAX_REGION * 4];
     uint32_t src0[NFC_MAX_REGION], src1[NFC_MAX_REGION];
+    uint32_t icp[NFC_MAX_REGION];
+    size_t ipos[NFC_MAX_REGION];
     size_t nin = 0, nd = 0;
     for (size_t i = ri; i < rj;) {
         int l;
@@ -1603,6 +1605,8 @@ static int nfc_region(enc_ctx *c, const seg *g, size_t ri, size_t rj, size_t *wp
         seg_span(g, i, i + (size_t)l, &o0, &o1);
         src0[nin] = (uint32_t)o0;
         src1[nin] = (uint32_t)o1;
+        icp[nin] = cp;
+        ipos[nin] = i;
         nin++;
         utf8proc_int32_t d[8];
         int lb = 0;
@@ -1668,9 +1672,19 @@ static int nfc_region(enc_ctx *c, const seg *g, size_t ri, size_t rj, size_t *wp
             oi += (size_t)(1 - och[k]);
         }
         int l = enc_utf8((uint32_t)ocp[k], w->nb + *wpos);
-        for (int q = 0; q < l; q++) {
-            w->na0[*wpos + (size_t)q] = src0[src];
-            w->na1[*wpos + (size_t)q] = src1[src];
+        if (och[k] == 0 && (uint32_t)ocp[k] == icp[src]) {
+            /* the character came through unchanged: keep its bytes' own offsets */
+            for (int q = 0; q < l; q++) {
+                int32_t o0, o1;
+                seg_span(g, ipos[src] + (size_t)q, ipos[src] + (size_t)q + 1, &o0, &o1);
+                w->na0[*wpos + (size_t)q] = (uint32_t)o0;
+                w->na1[*wpos + (size_t)q] = (uint32_t)o1;
+            }
+        } else {
+            for (int q = 0; q < l; q++) {
+                w->na0[*wpos + (size_t)q] = src0[src];
+                w->na1[*wpos + (size_t)q] = src1[src];
+            }
         }
         *wpos += (size_t)l;
     }

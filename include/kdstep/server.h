@@ -1,0 +1,55 @@
+/* The stub teacher as an OpenAI-compatible HTTP server (libmicrohttpd), with fault injection.
+ *
+ * Serves POST /v1/chat/completions (tools, tool_calls, logprobs with top_logprobs, usage), POST
+ * /v1/completions with vLLM's prompt_logprobs (teacher-forced scoring), GET /v1/models and GET /stats
+ * (the fault counters as JSON). Binds to 127.0.0.1 unless told otherwise. Each request draws one
+ * fault from the configured rates (deterministic in seed and arrival order): 500, 429 with
+ * Retry-After, a 200 with a broken JSON body, a body cut off mid-transfer, a dropped connection, or
+ * a stall that never answers. One thread per connection, so latency and stalls block nobody else.
+ */
+#ifndef KDSTEP_SERVER_H
+#define KDSTEP_SERVER_H
+
+#include <stdint.h>
+
+#include "kdstep/error.h"
+#include "kdstep/teacher.h"
+
+typedef struct kd_server_options {
+    const char *host;    /* NULL: 127.0.0.1 */
+    int port;            /* 0: any free port (see kd_server_port) */
+    double latency_ms;   /* added before every answer */
+    double fail_rate;    /* 500 */
+    double rate_limit;   /* 429 + Retry-After */
+    double malformed_rate;
+    double truncate_rate;
+    double drop_rate;
+    double stall_rate;
+    int retry_after_s;   /* value of Retry-After (default 1) */
+    int64_t seed;
+    int echo_auth;       /* tests only: echo the Authorization header in 500 bodies, to prove redaction */
+    int tokenizer_set;   /* informational */
+} kd_server_options;
+
+enum { KD_FAULT_NONE, KD_FAULT_FAIL, KD_FAULT_RATE_LIMIT, KD_FAULT_MALFORMED, KD_FAULT_TRUNCATE, KD_FAULT_DROP, KD_FAULT_STALL, KD_FAULT_COUNT };
+
+typedef struct kd_server_counts {
+    int64_t requests;
+    int64_t faults[KD_FAULT_COUNT]; /* [KD_FAULT_NONE] = answered normally */
+    int64_t bad_requests;
+} kd_server_counts;
+
+typedef struct kd_server kd_server;
+
+/* The stub is borrowed (used from many threads: it is read-only once open). */
+int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teacher *stub, const char *model,
+                    kd_error *err);
+int kd_server_port(const kd_server *srv);
+void kd_server_get_counts(kd_server *srv, kd_server_counts *out);
+/* One line with every counter, e.g. "requests=500 ok=400 fail=100 ...". */
+void kd_server_format_counts(const kd_server_counts *c, char *buf, size_t cap);
+/* Stop (stalled handlers are released) and free. */
+void kd_server_stop(kd_server *srv);
+const char *kd_fault_name(int fault);
+
+#endif

@@ -1,0 +1,545 @@
+/* The OpenAI-compatible teacher client: libcurl multi + jansson. See include/kdstep/teacher.h.
+ *
+ * One thread drives everything from kd_teacher_next: jobs wait in a FIFO, run as easy handles in one
+ * multi handle (its connection cache keeps connections alive between requests), and come back to a
+ * delay list when they must be retried. The in-flight limit follows AIMD: +1/limit per success, halved
+ * on a 429 from a request started after the last cut (one cut per round trip, like TCP).
+ */
+#include <curl/curl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "kdstep/hash.h"
+#include "kdstep/log.h"
+#include "kdstep/teacher.h"
+
+#define EXCERPT_MAX 300
+
+typedef struct job {
+    kd_teacher_completion *c;
+    char *body;          /* the request body of the current phase */
+    char *chat_body;     /* kept for retries of phase 0 */
+    int phase;           /* 0: chat completion, 1: teacher-forced scoring */
+    size_t response_start;
+    size_t prompt_len; /* of the scoring prompt */
+    int retries;         /* of the current phase */
+    double due_s;
+    double start_s;
+    CURL *easy;
+    kd_sbuf resp;
+    char errbuf[CURL_ERROR_SIZE];
+    int top_k;
+} job;
+
+typedef struct jobq {
+    job **v;
+    size_t n, cap;
+} jobq;
+
+struct kd_teacher_client {
+    CURLM *multi;
+    struct curl_slist *headers;
+    char *key; /* only to redact echoes; never printed */
+    char chat_url[KD_CFG_PATH + 32], score_url[KD_CFG_PATH + 32];
+    kd_config cfg;
+    jobq waiting, delayed, done, running;
+    CURL **free_easy;
+    int n_free_easy;
+    int active;
+    double limit;       /* AIMD in-flight limit */
+    double last_cut_s;
+    uint64_t rng;
+    kd_teacher_stats st;
+};
+
+static int q_push(jobq *q, job *j) {
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        job **v = realloc(q->v, cap * sizeof *v);
+        if (!v) return -1;
+        q->v = v;
+        q->cap = cap;
+    }
+    q->v[q->n++] = j;
+    return 0;
+}
+
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static void join_url(char *out, size_t cap, const char *base, const char *path) {
+    size_t n = strlen(base);
+    while (n && base[n - 1] == '/') n--;
+    int has_v1 = n >= 3 && strncmp(base + n - 3, "/v1", 3) == 0;
+    snprintf(out, cap, "%.*s%s%s", (int)n, base, has_v1 ? "" : "/v1", path);
+}
+
+int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err);
+void kd_client_close(struct kd_teacher_client *c);
+int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err);
+int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err);
+void kd_client_stats(const struct kd_teacher_client *c, kd_teacher_stats *st);
+
+int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err) {
+    *out = NULL;
+    const char *url = cfg->teacher.url;
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher.url: '%s' is neither 'stub' nor an http(s):// URL", url);
+    pthread_once(&g_curl_once, curl_init_once);
+    struct kd_teacher_client *c = calloc(1, sizeof *c);
+    if (!c) return kd_error_set(err, KD_ERR_NOMEM, "out of memory opening the teacher client");
+    int rc = kd_config_copy(&c->cfg, cfg, err);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    join_url(c->chat_url, sizeof c->chat_url, url, "/chat/completions");
+    join_url(c->score_url, sizeof c->score_url, url, "/completions");
+    c->multi = curl_multi_init();
+    if (!c->multi) {
+        kd_client_close(c);
+        return kd_error_set(err, KD_ERR_NET, "curl_multi_init failed");
+    }
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)cfg->teacher.max_in_flight);
+    c->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    c->headers = curl_slist_append(c->headers, "Expect:"); /* no 100-continue round trip on big bodies */
+    const char *env = cfg->teacher.api_key_env[0] ? getenv(cfg->teacher.api_key_env) : NULL;
+    if (env && env[0]) {
+        c->key = kd_strdup(env);
+        size_t n = strlen(env) + 32;
+        char *h = malloc(n);
+        if (h) {
+            snprintf(h, n, "Authorization: Bearer %s", env);
+            c->headers = curl_slist_append(c->headers, h);
+            memset(h, 0, n);
+            free(h);
+        }
+    }
+    c->limit = (double)cfg->teacher.max_in_flight;
+    c->st.in_flight_limit = c->st.min_in_flight_limit = (int)cfg->teacher.max_in_flight;
+    c->rng = (uint64_t)cfg->teacher.seed ^ 0x5DEECE66DULL;
+    c->last_cut_s = -1e30;
+    *out = c;
+    return KD_OK;
+}
+
+static void job_free(job *j) {
+    if (!j) return;
+    if (j->c) {
+        kd_teacher_completion_free(j->c);
+        free(j->c);
+    }
+    free(j->body);
+    free(j->chat_body);
+    kd_sbuf_free(&j->resp);
+    free(j);
+}
+
+void kd_client_close(struct kd_teacher_client *c) {
+    if (!c) return;
+    for (size_t k = 0; k < c->running.n; k++) {
+        job *j = c->running.v[k];
+        curl_multi_remove_handle(c->multi, j->easy);
+        curl_easy_cleanup(j->easy);
+    }
+    jobq *qs[] = {&c->waiting, &c->delayed, &c->done, &c->running};
+    for (int i = 0; i < 4; i++) {
+        for (size_t k = 0; k < qs[i]->n; k++) job_free(qs[i]->v[k]);
+        free(qs[i]->v);
+    }
+    for (int i = 0; i < c->n_free_easy; i++) curl_easy_cleanup(c->free_easy[i]);
+    free(c->free_easy);
+    if (c->multi) curl_multi_cleanup(c->multi);
+    curl_slist_free_all(c->headers);
+    if (c->key) {
+        memset(c->key, 0, strlen(c->key));
+        free(c->key);
+    }
+    kd_config_free(&c->cfg);
+    free(c);
+}
+
+static char *build_chat_body(const struct kd_teacher_client *c, const kd_teacher_request *req, int *top_k) {
+    const kd_config *cfg = &c->cfg;
+    json_t *b = json_object();
+    json_object_set_new(b, "model", json_string(cfg->teacher.model));
+    json_object_set(b, "messages", (json_t *)req->messages);
+    if (req->tools && json_array_size(req->tools)) {
+        json_object_set(b, "tools", (json_t *)req->tools);
+        json_object_set_new(b, "tool_choice", json_string("auto"));
+    }
+    json_object_set_new(b, "temperature", json_real(req->temperature >= 0 ? req->temperature : cfg->teacher.temperature));
+    json_object_set_new(b, "max_tokens", json_integer(req->max_tokens >= 0 ? req->max_tokens : cfg->teacher.max_tokens));
+    json_object_set_new(b, "seed", json_integer(req->seed >= 0 ? req->seed : cfg->teacher.seed));
+    int k = (int)(req->top_logprobs >= 0 ? req->top_logprobs : cfg->teacher.top_logprobs);
+    if (k > 0) {
+        json_object_set_new(b, "logprobs", json_true());
+        json_object_set_new(b, "top_logprobs", json_integer(k));
+    }
+    *top_k = k;
+    char *s = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    return s;
+}
+
+int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err) {
+    job *j = calloc(1, sizeof *j);
+    if (!j) return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
+    j->c = calloc(1, sizeof *j->c);
+    j->chat_body = build_chat_body(c, req, &j->top_k);
+    if (!j->c || !j->chat_body || q_push(&c->waiting, j)) {
+        job_free(j);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
+    }
+    j->c->tag = req->tag;
+    j->c->submit_s = kd_teacher_now();
+    /* Keep the messages for teacher-forced scoring, which needs the prompt text. */
+    if (c->cfg.teacher.teacher_forced_scoring && j->top_k > 0) {
+        kd_sbuf p = {0};
+        size_t i;
+        const json_t *m;
+        json_array_foreach(req->messages, i, m) {
+            const char *role = json_string_value(json_object_get(m, "role"));
+            const char *content = json_string_value(json_object_get(m, "content"));
+            kd_sbuf_printf(&p, "<|im_start|>%s\n%s<|im_end|>\n", role ? role : "user", content ? content : "");
+        }
+        kd_sbuf_puts(&p, "<|im_start|>assistant\n");
+        j->body = kd_sbuf_take(&p); /* the prefix, until phase 1 builds its body */
+        j->response_start = j->body ? strlen(j->body) : 0;
+    }
+    c->st.submitted++;
+    return KD_OK;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
+    job *j = user;
+    kd_sbuf_add(&j->resp, data, size * nmemb);
+    return j->resp.oom ? 0 : size * nmemb;
+}
+
+static int start_job(struct kd_teacher_client *c, job *j) {
+    CURL *e = c->n_free_easy ? c->free_easy[--c->n_free_easy] : curl_easy_init();
+    if (!e) return -1;
+    curl_easy_reset(e);
+    const char *body = j->phase == 0 ? j->chat_body : j->body;
+    curl_easy_setopt(e, CURLOPT_URL, j->phase == 0 ? c->chat_url : c->score_url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->cfg.teacher.connect_timeout_s * 1000));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->cfg.teacher.timeout_s * 1000));
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.teacher.insecure_tls ? 0L : 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.teacher.insecure_tls ? 0L : 2L);
+    j->errbuf[0] = 0;
+    kd_sbuf_free(&j->resp);
+    j->easy = e;
+    j->start_s = kd_teacher_now();
+    if (q_push(&c->running, j) || curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+        if (c->running.n && c->running.v[c->running.n - 1] == j) c->running.n--;
+        curl_easy_cleanup(e);
+        j->easy = NULL;
+        return -1;
+    }
+    c->active++;
+    c->st.attempts++;
+    if (c->active > c->st.max_in_flight_seen) c->st.max_in_flight_seen = c->active;
+    return 0;
+}
+
+static void release_easy(struct kd_teacher_client *c, job *j) {
+    for (size_t i = 0; i < c->running.n; i++)
+        if (c->running.v[i] == j) {
+            c->running.v[i] = c->running.v[--c->running.n];
+            break;
+        }
+    curl_multi_remove_handle(c->multi, j->easy);
+    CURL **v = realloc(c->free_easy, (size_t)(c->n_free_easy + 1) * sizeof *v);
+    if (v) {
+        c->free_easy = v;
+        c->free_easy[c->n_free_easy++] = j->easy;
+    } else curl_easy_cleanup(j->easy);
+    j->easy = NULL;
+    c->active--;
+}
+
+static void finish(struct kd_teacher_client *c, job *j, int status, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void finish(struct kd_teacher_client *c, job *j, int status, const char *fmt, ...) {
+    kd_teacher_completion *cp = j->c;
+    cp->status = status;
+    cp->done_s = kd_teacher_now();
+    if (status != KD_OK) {
+        char msg[KD_ERROR_MSG_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        kd_redact(msg, c->key);
+        cp->error = kd_strdup(msg);
+        if (j->resp.len) {
+            cp->body_excerpt = kd_strndup(j->resp.data, EXCERPT_MAX);
+            kd_redact(cp->body_excerpt, c->key);
+        }
+    }
+    if (q_push(&c->done, j)) { /* cannot queue: drop the job's memory but count it as failed */
+        job_free(j);
+        c->st.failed++;
+    }
+}
+
+static int retryable_curl(CURLcode rc) {
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_BAD_CONTENT_ENCODING: return 1;
+    default: return 0;
+    }
+}
+
+static void schedule_retry(struct kd_teacher_client *c, job *j, double min_delay, const char *why) {
+    double base = c->cfg.teacher.backoff_base_s * ldexp(1.0, j->retries);
+    /* "equal jitter": half fixed, half random, so retries of a burst spread out */
+    double delay = base * 0.5 + base * 0.5 * kd_rand_uniform(&c->rng);
+    if (delay < min_delay) delay = min_delay;
+    j->retries++;
+    c->st.retries++;
+    j->due_s = kd_teacher_now() + delay;
+    KD_DEBUG("teacher request %llu: %s; retry %d in %.3f s", (unsigned long long)j->c->tag, why, j->retries, delay);
+    if (q_push(&c->delayed, j)) finish(c, j, KD_ERR_NOMEM, "out of memory scheduling a retry");
+}
+
+static char *build_score_body(struct kd_teacher_client *c, job *j) {
+    /* The response re-serialized as a Hermes-template model writes it (text, then <tool_call> blocks). */
+    kd_sbuf p = {0};
+    kd_sbuf_puts(&p, j->body);
+    kd_sbuf_puts(&p, j->c->text ? j->c->text : "");
+    for (int i = 0; i < j->c->n_tool_calls; i++)
+        kd_sbuf_printf(&p, "%s<tool_call>\n{\"name\": \"%s\", \"arguments\": %s}\n</tool_call>", (i || (j->c->text && j->c->text[0])) ? "\n" : "",
+                       j->c->tool_calls[i].name, j->c->tool_calls[i].arguments);
+    char *prompt = kd_sbuf_take(&p);
+    if (!prompt) return NULL;
+    j->prompt_len = strlen(prompt);
+    json_t *b = json_object();
+    json_object_set_new(b, "model", json_string(c->cfg.teacher.model));
+    json_object_set_new(b, "prompt", json_string(prompt));
+    json_object_set_new(b, "max_tokens", json_integer(1));
+    json_object_set_new(b, "temperature", json_real(0));
+    json_object_set_new(b, "prompt_logprobs", json_integer(j->top_k));
+    char *s = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    free(prompt);
+    return s;
+}
+
+static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
+    job *j = NULL;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+    CURLcode res = msg->data.result;
+    long code = 0;
+    curl_off_t retry_after = 0;
+    curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(j->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    double now = kd_teacher_now();
+    kd_teacher_completion *cp = j->c;
+    if (cp->attempts < KD_TEACHER_MAX_ATTEMPTS_LOGGED) {
+        kd_teacher_attempt *a = &cp->attempt_log[cp->attempts];
+        a->start_s = j->start_s;
+        a->end_s = now;
+        a->http_status = res == CURLE_OK ? (int)code : 0;
+        a->curl_code = (int)res;
+        a->retry_after_s = (double)retry_after;
+    }
+    cp->attempts++;
+    cp->http_status = res == CURLE_OK ? (int)code : 0;
+    double started = j->start_s;
+    release_easy(c, j);
+    int max_retries = (int)c->cfg.teacher.max_retries;
+    const char *what = j->phase == 0 ? "teacher request" : "teacher-forced scoring of request";
+    unsigned long long tag = (unsigned long long)cp->tag;
+    char why[512];
+    double min_delay = 0;
+    if (res != CURLE_OK) {
+        if (res == CURLE_OPERATION_TIMEDOUT) c->st.timeouts++;
+        else c->st.conn_errors++;
+        snprintf(why, sizeof why, "%s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(res));
+        kd_redact(why, c->key);
+        if (!retryable_curl(res)) {
+            finish(c, j, KD_ERR_NET, "%s %llu to %s failed: %s (not retried)", what, tag,
+                   j->phase ? c->score_url : c->chat_url, why);
+            return;
+        }
+    } else if (code == 200) {
+        kd_error e;
+        int prc;
+        if (j->phase == 0) {
+            kd_teacher_completion tmp;
+            memset(&tmp, 0, sizeof tmp);
+            prc = kd_teacher_parse_chat_response(j->resp.data ? j->resp.data : "", j->resp.len, &tmp, &e);
+            if (prc == KD_OK) {
+                cp->text = tmp.text;
+                cp->tool_calls = tmp.tool_calls;
+                cp->n_tool_calls = tmp.n_tool_calls;
+                cp->finish_reason = tmp.finish_reason;
+                cp->prompt_tokens = tmp.prompt_tokens;
+                cp->completion_tokens = tmp.completion_tokens;
+                cp->lp = tmp.lp;
+            } else kd_teacher_completion_free(&tmp);
+        } else {
+            kd_teacher_logprobs lp;
+            prc = kd_teacher_parse_prompt_logprobs(j->resp.data ? j->resp.data : "", j->resp.len, j->prompt_len,
+                                                   j->response_start, j->top_k, &lp, &e);
+            if (!prc) {
+                kd_teacher_logprobs_free(&cp->lp);
+                cp->lp = lp;
+                cp->scored = 1;
+            }
+        }
+        if (prc == KD_OK) {
+            /* AIMD: additive increase, one step per window of successes */
+            c->limit += 1.0 / c->limit;
+            if (c->limit > (double)c->cfg.teacher.max_in_flight) c->limit = (double)c->cfg.teacher.max_in_flight;
+            if (j->phase == 0 && c->cfg.teacher.teacher_forced_scoring && j->top_k > 0 && j->body) {
+                char *sb = build_score_body(c, j);
+                if (sb) {
+                    free(j->body);
+                    j->body = sb;
+                    j->phase = 1;
+                    j->retries = 0;
+                    j->due_s = now;
+                    if (!q_push(&c->waiting, j)) return;
+                }
+                finish(c, j, KD_ERR_NOMEM, "out of memory building the scoring request of %llu", tag);
+                return;
+            }
+            finish(c, j, KD_OK, "%s", "");
+            return;
+        }
+        c->st.parse_errors++;
+        snprintf(why, sizeof why, "%s", e.msg);
+        kd_redact(why, c->key);
+    } else if (code == 429) {
+        c->st.http_429++;
+        min_delay = (double)retry_after;
+        /* one multiplicative cut per round trip: only 429s of requests started after the last cut */
+        if (started > c->last_cut_s) {
+            c->limit = c->limit / 2 < 1 ? 1 : c->limit / 2;
+            c->last_cut_s = now;
+            if ((int)c->limit < c->st.min_in_flight_limit) c->st.min_in_flight_limit = (int)c->limit;
+        }
+        snprintf(why, sizeof why, "HTTP 429 (rate limited, Retry-After %lld s)", (long long)retry_after);
+    } else if (code >= 500 || code == 408) {
+        c->st.http_5xx++;
+        min_delay = (double)retry_after;
+        snprintf(why, sizeof why, "HTTP %ld", code);
+    } else {
+        char ex[EXCERPT_MAX + 1];
+        snprintf(ex, sizeof ex, "%s", j->resp.data ? j->resp.data : "");
+        kd_redact(ex, c->key);
+        finish(c, j, KD_ERR_NET, "%s %llu: HTTP %ld from %s (not retried; check the URL, model and API key variable %s): %s",
+               what, tag, code, j->phase ? c->score_url : c->chat_url, c->cfg.teacher.api_key_env, ex);
+        return;
+    }
+    if (j->retries >= max_retries) {
+        char ex[EXCERPT_MAX + 1];
+        snprintf(ex, sizeof ex, "%s", j->resp.data ? j->resp.data : "");
+        kd_redact(ex, c->key);
+        finish(c, j, KD_ERR_NET, "%s %llu: gave up after %d attempts; last: %s%s%s", what, tag, cp->attempts, why,
+               ex[0] ? "; body: " : "", ex);
+        return;
+    }
+    schedule_retry(c, j, min_delay, why);
+}
+
+static void start_ready(struct kd_teacher_client *c, double now) {
+    /* due retries go to the front of the line: they have waited already */
+    for (size_t i = 0; i < c->delayed.n;) {
+        job *j = c->delayed.v[i];
+        if (j->due_s <= now) {
+            c->delayed.v[i] = c->delayed.v[--c->delayed.n];
+            if (q_push(&c->waiting, NULL) == 0) {
+                memmove(c->waiting.v + 1, c->waiting.v, (c->waiting.n - 1) * sizeof *c->waiting.v);
+                c->waiting.v[0] = j;
+            } else finish(c, j, KD_ERR_NOMEM, "out of memory");
+        } else i++;
+    }
+    size_t taken = 0;
+    while (taken < c->waiting.n && c->active < (int)c->limit) {
+        job *j = c->waiting.v[taken];
+        if (start_job(c, j)) break;
+        taken++;
+    }
+    if (taken) {
+        memmove(c->waiting.v, c->waiting.v + taken, (c->waiting.n - taken) * sizeof *c->waiting.v);
+        c->waiting.n -= taken;
+    }
+    c->st.in_flight = c->active;
+    c->st.in_flight_limit = (int)c->limit;
+}
+
+int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err) {
+    *out = NULL;
+    double deadline = kd_teacher_now() + (timeout_s > 0 ? timeout_s : 0);
+    for (;;) {
+        double now = kd_teacher_now();
+        start_ready(c, now);
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(c->multi, &running);
+        if (mc != CURLM_OK) return kd_error_set(err, KD_ERR_NET, "curl_multi_perform: %s", curl_multi_strerror(mc));
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(c->multi, &left)))
+            if (msg->msg == CURLMSG_DONE) on_done(c, msg);
+        if (c->done.n) {
+            job *j = c->done.v[0];
+            memmove(c->done.v, c->done.v + 1, (c->done.n - 1) * sizeof *c->done.v);
+            c->done.n--;
+            *out = j->c;
+            j->c = NULL;
+            if ((*out)->status == KD_OK) c->st.completed++;
+            else c->st.failed++;
+            job_free(j);
+            start_ready(c, kd_teacher_now());
+            return KD_OK;
+        }
+        now = kd_teacher_now();
+        if (now >= deadline) return KD_OK;
+        if (c->active == 0 && c->waiting.n == 0 && c->delayed.n == 0) return KD_OK;
+        double wait = deadline - now;
+        for (size_t i = 0; i < c->delayed.n; i++)
+            if (c->delayed.v[i]->due_s - now < wait) wait = c->delayed.v[i]->due_s - now;
+        if (c->waiting.n && c->active < (int)c->limit) wait = 0;
+        int ms = (int)ceil(wait * 1000);
+        if (ms < 0) ms = 0;
+        if (ms > 1000) ms = 1000;
+        if (c->active) curl_multi_poll(c->multi, NULL, 0, ms, NULL);
+        else if (ms) {
+            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+void kd_client_stats(const struct kd_teacher_client *c, kd_teacher_stats *st) {
+    *st = c->st;
+    st->in_flight = c->active;
+    st->in_flight_limit = (int)c->limit;
+}

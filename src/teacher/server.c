@@ -1,0 +1,452 @@
+/* The stub teacher's HTTP server: see include/kdstep/server.h. */
+#include "kdstep/server.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "kdstep/hash.h"
+#include "kdstep/log.h"
+
+struct kd_server {
+    struct MHD_Daemon *d;
+    kd_server_options opt;
+    kd_stub_teacher *stub;
+    char model[256];
+    char host[64];
+    atomic_int_fast64_t requests;
+    atomic_int_fast64_t faults[KD_FAULT_COUNT];
+    atomic_int_fast64_t bad_requests;
+    atomic_int stopping;
+    int port;
+};
+
+static const char *FAULT_NAMES[KD_FAULT_COUNT] = {"ok", "fail", "rate_limited", "malformed", "truncated", "dropped", "stalled"};
+const char *kd_fault_name(int f) { return f >= 0 && f < KD_FAULT_COUNT ? FAULT_NAMES[f] : "?"; }
+
+typedef struct conn_ctx {
+    kd_sbuf body;
+} conn_ctx;
+
+static void sleep_ms(double ms) {
+    if (ms <= 0) return;
+    struct timespec ts = {(time_t)(ms / 1000), (long)(fmod(ms, 1000.0) * 1e6)};
+    nanosleep(&ts, NULL);
+}
+
+static int draw_fault(kd_server *s, int64_t n) {
+    uint64_t h = (uint64_t)s->opt.seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
+    double u = kd_rand_uniform(&h);
+    double rates[KD_FAULT_COUNT] = {0, s->opt.fail_rate, s->opt.rate_limit, s->opt.malformed_rate, s->opt.truncate_rate,
+                                    s->opt.drop_rate, s->opt.stall_rate};
+    double acc = 0;
+    for (int f = 1; f < KD_FAULT_COUNT; f++) {
+        acc += rates[f];
+        if (u < acc) return f;
+    }
+    return KD_FAULT_NONE;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned code, const char *body, size_t len,
+                                 const char *retry_after) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    if (retry_after) MHD_add_response_header(r, "Retry-After", retry_after);
+    enum MHD_Result ret = MHD_queue_response(conn, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned code, const char *msg) {
+    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "message", msg, "type", code == 400 ? "invalid_request_error" : "server_error");
+    char *b = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    enum MHD_Result r = send_text(conn, code, b ? b : "{}", b ? strlen(b) : 2, NULL);
+    free(b);
+    return r;
+}
+
+/* Token text as a JSON string: invalid UTF-8 (a token may split a character) becomes U+FFFD; the exact
+ * bytes go in "bytes", as OpenAI does. */
+static void json_token(kd_sbuf *b, const char *t) {
+    kd_sbuf_puts(b, "\"");
+    const unsigned char *p = (const unsigned char *)(t ? t : "");
+    while (*p) {
+        unsigned c = *p;
+        int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        int ok = n > 0;
+        for (int i = 1; ok && i < n; i++) ok = (p[i] & 0xC0) == 0x80;
+        if (!ok) {
+            kd_sbuf_puts(b, "\xEF\xBF\xBD");
+            p++;
+            continue;
+        }
+        if (n == 1) {
+            if (c == '"') kd_sbuf_puts(b, "\\\"");
+            else if (c == '\\') kd_sbuf_puts(b, "\\\\");
+            else if (c == '\n') kd_sbuf_puts(b, "\\n");
+            else if (c == '\t') kd_sbuf_puts(b, "\\t");
+            else if (c == '\r') kd_sbuf_puts(b, "\\r");
+            else if (c < 0x20) kd_sbuf_printf(b, "\\u%04x", c);
+            else kd_sbuf_add(b, (const char *)p, 1);
+        } else kd_sbuf_add(b, (const char *)p, (size_t)n);
+        p += n;
+    }
+    kd_sbuf_puts(b, "\"");
+}
+
+static void json_bytes(kd_sbuf *b, const char *t) {
+    kd_sbuf_puts(b, "[");
+    for (const unsigned char *p = (const unsigned char *)(t ? t : ""); *p; p++) kd_sbuf_printf(b, "%s%u", p == (const unsigned char *)t ? "" : ",", *p);
+    kd_sbuf_puts(b, "]");
+}
+
+static void json_logprob(kd_sbuf *b, float x) {
+    if (isfinite(x)) kd_sbuf_printf(b, "%.9g", (double)x);
+    else kd_sbuf_puts(b, "-9999.0");
+}
+
+static char *chat_response(kd_server *s, const kd_teacher_completion *c, int64_t n, int want_lp) {
+    kd_sbuf b = {0};
+    kd_sbuf_printf(&b, "{\"id\":\"chatcmpl-%lld\",\"object\":\"chat.completion\",\"created\":0,\"model\":", (long long)n);
+    json_token(&b, s->model);
+    kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    if (c->n_tool_calls) kd_sbuf_puts(&b, "null");
+    else json_token(&b, c->text);
+    if (c->n_tool_calls) {
+        kd_sbuf_puts(&b, ",\"tool_calls\":[");
+        for (int i = 0; i < c->n_tool_calls; i++) {
+            kd_sbuf_printf(&b, "%s{\"id\":", i ? "," : "");
+            json_token(&b, c->tool_calls[i].id);
+            kd_sbuf_puts(&b, ",\"type\":\"function\",\"function\":{\"name\":");
+            json_token(&b, c->tool_calls[i].name);
+            kd_sbuf_puts(&b, ",\"arguments\":");
+            json_token(&b, c->tool_calls[i].arguments);
+            kd_sbuf_puts(&b, "}}");
+        }
+        kd_sbuf_puts(&b, "]");
+    }
+    kd_sbuf_puts(&b, "},\"logprobs\":");
+    if (want_lp && c->lp.n) {
+        kd_sbuf_puts(&b, "{\"content\":[");
+        const kd_teacher_logprobs *lp = &c->lp;
+        for (int i = 0; i < lp->n; i++) {
+            kd_sbuf_puts(&b, i ? ",{\"token\":" : "{\"token\":");
+            json_token(&b, lp->tokens[i]);
+            kd_sbuf_puts(&b, ",\"logprob\":");
+            json_logprob(&b, lp->token_logprobs[i]);
+            kd_sbuf_puts(&b, ",\"bytes\":");
+            json_bytes(&b, lp->tokens[i]);
+            kd_sbuf_puts(&b, ",\"top_logprobs\":[");
+            for (int j = 0; j < lp->k; j++) {
+                size_t at = (size_t)i * lp->k + j;
+                if (!lp->topk_tokens[at]) break;
+                kd_sbuf_puts(&b, j ? ",{\"token\":" : "{\"token\":");
+                json_token(&b, lp->topk_tokens[at]);
+                kd_sbuf_puts(&b, ",\"logprob\":");
+                json_logprob(&b, lp->topk_logprobs[at]);
+                kd_sbuf_puts(&b, ",\"bytes\":");
+                json_bytes(&b, lp->topk_tokens[at]);
+                kd_sbuf_puts(&b, "}");
+            }
+            kd_sbuf_puts(&b, "]}");
+        }
+        kd_sbuf_puts(&b, "]}");
+    } else kd_sbuf_puts(&b, "null");
+    kd_sbuf_puts(&b, ",\"finish_reason\":");
+    json_token(&b, c->finish_reason);
+    kd_sbuf_printf(&b, "}],\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld}}",
+                   (long long)c->prompt_tokens, (long long)c->completion_tokens,
+                   (long long)(c->prompt_tokens + c->completion_tokens));
+    return kd_sbuf_take(&b);
+}
+
+static char *score_response(kd_server *s, const kd_teacher_logprobs *lp, int64_t n) {
+    kd_sbuf b = {0};
+    kd_sbuf_printf(&b, "{\"id\":\"cmpl-%lld\",\"object\":\"text_completion\",\"created\":0,\"model\":", (long long)n);
+    json_token(&b, s->model);
+    kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\",\"prompt_token_ids\":[");
+    for (int i = 0; i < lp->n; i++) kd_sbuf_printf(&b, "%s%d", i ? "," : "", lp->token_ids[i]);
+    kd_sbuf_puts(&b, "],\"prompt_logprobs\":[");
+    for (int i = 0; i < lp->n; i++) {
+        if (i == 0) { /* nothing predicts the first token */
+            kd_sbuf_puts(&b, "null");
+            continue;
+        }
+        kd_sbuf_puts(&b, ",{");
+        int actual_rank = 0;
+        for (int j = 0; j < lp->k; j++) {
+            size_t at = (size_t)i * lp->k + j;
+            if (!lp->topk_tokens[at]) break;
+            if (lp->topk_ids[at] == lp->token_ids[i]) actual_rank = j + 1;
+            kd_sbuf_printf(&b, "%s\"%d\":{\"logprob\":", j ? "," : "", lp->topk_ids[at]);
+            json_logprob(&b, lp->topk_logprobs[at]);
+            kd_sbuf_printf(&b, ",\"rank\":%d,\"decoded_token\":", j + 1);
+            json_token(&b, lp->topk_tokens[at]);
+            kd_sbuf_puts(&b, "}");
+        }
+        if (!actual_rank) {
+            kd_sbuf_printf(&b, ",\"%d\":{\"logprob\":", lp->token_ids[i]);
+            json_logprob(&b, lp->token_logprobs[i]);
+            kd_sbuf_printf(&b, ",\"rank\":%d,\"decoded_token\":", lp->k + 1);
+            json_token(&b, lp->tokens[i]);
+            kd_sbuf_puts(&b, "}");
+        }
+        kd_sbuf_puts(&b, "}");
+    }
+    kd_sbuf_printf(&b, "]}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":1,\"total_tokens\":%d}}", lp->n, lp->n + 1);
+    return kd_sbuf_take(&b);
+}
+
+typedef struct trunc_body {
+    char *data;
+    size_t len, sent;
+} trunc_body;
+
+/* Sends half the body, then reports an error: MHD closes the connection mid-body. */
+static ssize_t trunc_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    trunc_body *t = cls;
+    size_t half = t->len / 2;
+    if (pos >= half) return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t n = half - (size_t)pos < max ? half - (size_t)pos : max;
+    memcpy(buf, t->data + pos, n);
+    return (ssize_t)n;
+}
+
+static void trunc_free(void *cls) {
+    trunc_body *t = cls;
+    free(t->data);
+    free(t);
+}
+
+static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const char *url, const char *body, size_t blen) {
+    int64_t n = atomic_fetch_add(&s->requests, 1);
+    int fault = draw_fault(s, n);
+    atomic_fetch_add(&s->faults[fault], 1);
+    sleep_ms(s->opt.latency_ms);
+    switch (fault) {
+    case KD_FAULT_DROP: return MHD_NO;
+    case KD_FAULT_STALL:
+        /* never answers: wait until the server stops (the client's timeout fires first) */
+        for (int i = 0; i < 60000 && !atomic_load(&s->stopping); i++) sleep_ms(10);
+        return MHD_NO;
+    case KD_FAULT_RATE_LIMIT: {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%d", s->opt.retry_after_s > 0 ? s->opt.retry_after_s : 1);
+        const char *m = "{\"error\":{\"message\":\"rate limited (injected)\",\"type\":\"rate_limit_error\"}}";
+        return send_text(conn, 429, m, strlen(m), ra);
+    }
+    case KD_FAULT_FAIL: {
+        const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+        char m[1024];
+        snprintf(m, sizeof m, "{\"error\":{\"message\":\"internal error (injected)%s%.600s\",\"type\":\"server_error\"}}",
+                 s->opt.echo_auth && auth ? "; you sent " : "", s->opt.echo_auth && auth ? auth : "");
+        return send_text(conn, 500, m, strlen(m), NULL);
+    }
+    default: break;
+    }
+    json_error_t je;
+    json_t *req = json_loadb(body, blen, 0, &je);
+    if (!req) {
+        atomic_fetch_add(&s->bad_requests, 1);
+        char m[300];
+        snprintf(m, sizeof m, "request body is not valid JSON: %s", je.text);
+        return send_error(conn, 400, m);
+    }
+    char *out = NULL;
+    kd_error e;
+    int rc = KD_OK;
+    int is_chat = strcmp(url, "/v1/chat/completions") == 0;
+    int64_t seed = json_is_integer(json_object_get(req, "seed")) ? json_integer_value(json_object_get(req, "seed")) : s->opt.seed;
+    if (is_chat) {
+        const json_t *messages = json_object_get(req, "messages");
+        const json_t *tools = json_object_get(req, "tools");
+        int want_lp = json_is_true(json_object_get(req, "logprobs"));
+        int k = want_lp ? (int)json_integer_value(json_object_get(req, "top_logprobs")) : 0;
+        if (want_lp && k <= 0) k = 1;
+        if (!json_is_array(messages) || json_array_size(messages) == 0) {
+            json_decref(req);
+            atomic_fetch_add(&s->bad_requests, 1);
+            return send_error(conn, 400, "messages must be a non-empty array");
+        }
+        kd_teacher_completion c;
+        memset(&c, 0, sizeof c);
+        rc = kd_stub_complete(s->stub, messages, json_is_array(tools) ? tools : NULL, k, seed, &c, &e);
+        if (!rc) out = chat_response(s, &c, n, want_lp);
+        kd_teacher_completion_free(&c);
+    } else {
+        const char *prompt = json_string_value(json_object_get(req, "prompt"));
+        int k = (int)json_integer_value(json_object_get(req, "prompt_logprobs"));
+        if (!prompt || k <= 0) {
+            json_decref(req);
+            atomic_fetch_add(&s->bad_requests, 1);
+            return send_error(conn, 400, "this stub serves /v1/completions only for scoring: give \"prompt\" and \"prompt_logprobs\" > 0");
+        }
+        const char *mark = "<|im_start|>assistant\n", *last = NULL;
+        for (const char *p = strstr(prompt, mark); p; p = strstr(p + 1, mark)) last = p;
+        size_t rs = last ? (size_t)(last - prompt) + strlen(mark) : 0;
+        kd_teacher_logprobs lp;
+        memset(&lp, 0, sizeof lp);
+        rc = kd_stub_score(s->stub, prompt, strlen(prompt), rs, k, seed, &lp, &e);
+        if (!rc) out = score_response(s, &lp, n);
+        kd_teacher_logprobs_free(&lp);
+    }
+    json_decref(req);
+    if (rc) return send_error(conn, 400, e.msg);
+    if (!out) return send_error(conn, 500, "out of memory");
+    size_t len = strlen(out);
+    enum MHD_Result ret;
+    if (fault == KD_FAULT_MALFORMED) {
+        ret = send_text(conn, 200, out, len / 2, NULL);
+    } else if (fault == KD_FAULT_TRUNCATE) {
+        trunc_body *t = malloc(sizeof *t);
+        if (!t) {
+            free(out);
+            return MHD_NO;
+        }
+        t->data = out;
+        t->len = len;
+        t->sent = 0;
+        out = NULL;
+        struct MHD_Response *r = MHD_create_response_from_callback(len, 4096, trunc_reader, t, trunc_free);
+        MHD_add_response_header(r, "Content-Type", "application/json");
+        ret = MHD_queue_response(conn, 200, r);
+        MHD_destroy_response(r);
+    } else {
+        struct MHD_Response *r = MHD_create_response_from_buffer(len, out, MHD_RESPMEM_MUST_FREE);
+        out = NULL;
+        MHD_add_response_header(r, "Content-Type", "application/json");
+        ret = MHD_queue_response(conn, 200, r);
+        MHD_destroy_response(r);
+    }
+    free(out);
+    return ret;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                               const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
+    kd_server *s = cls;
+    (void)version;
+    if (!*con_cls) {
+        conn_ctx *c = calloc(1, sizeof *c);
+        if (!c) return MHD_NO;
+        *con_cls = c;
+        return MHD_YES;
+    }
+    conn_ctx *c = *con_cls;
+    if (*upload_data_size) {
+        if (c->body.len + *upload_data_size > (64u << 20)) return MHD_NO;
+        kd_sbuf_add(&c->body, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return c->body.oom ? MHD_NO : MHD_YES;
+    }
+    if (strcmp(method, "GET") == 0) {
+        if (strcmp(url, "/stats") == 0) {
+            kd_server_counts k;
+            kd_server_get_counts(s, &k);
+            kd_sbuf b = {0};
+            kd_sbuf_printf(&b, "{\"requests\":%lld,\"bad_requests\":%lld", (long long)k.requests, (long long)k.bad_requests);
+            for (int f = 0; f < KD_FAULT_COUNT; f++) kd_sbuf_printf(&b, ",\"%s\":%lld", FAULT_NAMES[f], (long long)k.faults[f]);
+            kd_sbuf_puts(&b, "}");
+            char *t = kd_sbuf_take(&b);
+            enum MHD_Result r = send_text(conn, 200, t ? t : "{}", t ? strlen(t) : 2, NULL);
+            free(t);
+            return r;
+        }
+        if (strcmp(url, "/v1/models") == 0) {
+            kd_sbuf b = {0};
+            kd_sbuf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
+            json_token(&b, s->model);
+            kd_sbuf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"kdstep\"}]}");
+            char *t = kd_sbuf_take(&b);
+            enum MHD_Result r = send_text(conn, 200, t ? t : "{}", t ? strlen(t) : 2, NULL);
+            free(t);
+            return r;
+        }
+        return send_error(conn, 404, "not found: this server has /v1/chat/completions, /v1/completions, /v1/models, /stats");
+    }
+    if (strcmp(method, "POST") != 0) return send_error(conn, 405, "method not allowed");
+    if (strcmp(url, "/v1/chat/completions") != 0 && strcmp(url, "/v1/completions") != 0)
+        return send_error(conn, 404, "not found: POST /v1/chat/completions or /v1/completions");
+    return answer(s, conn, url, c->body.data ? c->body.data : "", c->body.len);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    conn_ctx *c = *con_cls;
+    if (c) {
+        kd_sbuf_free(&c->body);
+        free(c);
+    }
+    *con_cls = NULL;
+}
+
+int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teacher *stub, const char *model,
+                    kd_error *err) {
+    *out = NULL;
+    kd_server *s = calloc(1, sizeof *s);
+    if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory starting the server");
+    s->opt = *opt;
+    s->stub = stub;
+    snprintf(s->model, sizeof s->model, "%s", model ? model : "stub-teacher");
+    snprintf(s->host, sizeof s->host, "%s", opt->host ? opt->host : "127.0.0.1");
+    double total = opt->fail_rate + opt->rate_limit + opt->malformed_rate + opt->truncate_rate + opt->drop_rate + opt->stall_rate;
+    if (total > 1.0 + 1e-9) {
+        free(s);
+        return kd_error_set(err, KD_ERR_INVALID, "fault rates add up to %.3f; their sum must be at most 1", total);
+    }
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)opt->port);
+    if (inet_pton(AF_INET, s->host, &addr.sin_addr) != 1) {
+        free(s);
+        return kd_error_set(err, KD_ERR_INVALID, "--host '%s' is not an IPv4 address (use 127.0.0.1, or 0.0.0.0 for all interfaces)",
+                            opt->host);
+    }
+    s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
+                            NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
+                            completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)120, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    if (!s->d) {
+        free(s);
+        return kd_error_set(err, KD_ERR_NET, "cannot listen on %s:%d (port in use? try --port 0 for a free one)",
+                            opt->host ? opt->host : "127.0.0.1", opt->port);
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : opt->port;
+    *out = s;
+    return KD_OK;
+}
+
+int kd_server_port(const kd_server *srv) { return srv->port; }
+
+void kd_server_get_counts(kd_server *srv, kd_server_counts *out) {
+    memset(out, 0, sizeof *out);
+    out->requests = atomic_load(&srv->requests);
+    out->bad_requests = atomic_load(&srv->bad_requests);
+    for (int f = 0; f < KD_FAULT_COUNT; f++) out->faults[f] = atomic_load(&srv->faults[f]);
+}
+
+void kd_server_format_counts(const kd_server_counts *c, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, "requests=%lld bad_requests=%lld", (long long)c->requests, (long long)c->bad_requests);
+    for (int f = 0; f < KD_FAULT_COUNT && n > 0 && (size_t)n < cap; f++)
+        n += snprintf(buf + n, cap - (size_t)n, " %s=%lld", FAULT_NAMES[f], (long long)c->faults[f]);
+}
+
+void kd_server_stop(kd_server *srv) {
+    if (!srv) return;
+    atomic_store(&srv->stopping, 1);
+    if (srv->d) MHD_stop_daemon(srv->d);
+    free(srv);
+}
