@@ -46,11 +46,11 @@ void kd_dataset_summary_print(const kd_dataset *ds, const kd_dataset_summary *s,
     fprintf(out, "hashes    tokenizer %.16s  registry %.16s  config %.16s\n", info->tokenizer_sha256,
             info->registry_sha256, info->config_sha256);
     fprintf(out, "samples   %lld\n", (long long)s->samples);
-    fprintf(out, "tokens    %lld (%.1f per sample): %lld prompt, %lld response\n", (long long)s->tokens,
-            s->samples ? (double)s->tokens / (double)s->samples : 0.0, (long long)s->prompt_tokens,
-            (long long)s->response_tokens);
+    fprintf(out, "tokens    %lld (%.1f per sample): %lld prompt, %lld after it, %lld of those in loss_mask\n",
+            (long long)s->tokens, s->samples ? (double)s->tokens / (double)s->samples : 0.0,
+            (long long)s->prompt_tokens, (long long)(s->tokens - s->prompt_tokens), (long long)s->response_tokens);
     static const char *names[3] = {"tool name", "JSON", "integration"};
-    fprintf(out, "mask coverage          tokens  of response   samples with any\n");
+    fprintf(out, "mask coverage          tokens  of loss_mask  samples with any\n");
     for (int k = 0; k < 3; k++)
         fprintf(out, "  %-12s %14lld  %10.2f%%   %lld (%.1f%%)\n", names[k], (long long)s->mask_tokens[k],
                 pct(s->mask_tokens[k], s->response_tokens), (long long)s->mask_samples[k],
@@ -94,9 +94,10 @@ int kd_sample_render(const kd_sample *s, const kd_tokenizer *tok, int color, FIL
         m[2] += s->integration_mask[t];
     }
     fprintf(out, "sample    prompt id %lld, id \"%s\"\n", (long long)s->prompt_id, s->prompt_key ? s->prompt_key : "");
-    fprintf(out, "tokens    %lld: %lld prompt, %lld response (tool name %lld, JSON %lld, integration %lld)\n",
-            (long long)s->n, (long long)s->prompt_len, (long long)resp, (long long)m[0], (long long)m[1],
-            (long long)m[2]);
+    fprintf(out, "tokens    %lld: %lld prompt, %lld after it; %lld in loss_mask (tool name %lld, JSON %lld, "
+                 "integration %lld)\n",
+            (long long)s->n, (long long)s->prompt_len, (long long)(s->n - s->prompt_len), (long long)resp,
+            (long long)m[0], (long long)m[1], (long long)m[2]);
     if (s->metadata) fprintf(out, "metadata  %s\n", s->metadata);
     if (!tok) fprintf(out, "(no tokenizer: token ids shown)\n");
     if (color)

@@ -25,7 +25,7 @@ static void test_render_ids(void) {
     h5gen_fill(&g, 13, 2); /* n = 5, prompt_len 1: tool at 1, json 2..3, integration 4 */
     char *out = render(&g.s, NULL, 0);
     KD_ASSERT_CONTAINS(out, "sample    prompt id 13, id \"key-13\"\n");
-    KD_ASSERT_CONTAINS(out, "tokens    5: 1 prompt, 4 response (tool name 1, JSON 2, integration 1)\n");
+    KD_ASSERT_CONTAINS(out, "tokens    5: 1 prompt, 4 after it; 4 in loss_mask (tool name 1, JSON 2, integration 1)\n");
     KD_ASSERT_CONTAINS(out, "(no tokenizer: token ids shown)");
     KD_ASSERT_CONTAINS(out, "--- prompt (1 tokens) ---\n1300\n--- response (4 tokens) ---\n"
                             "[[tool:1301]] [[json:1302 1303]] [[integration:1304]]\n");
