@@ -113,6 +113,13 @@ struct kd_model {
     float *logits;
 
     void *priv; /* activations, scratch, RoPE tables */
+
+    /* Optional hook (NULL by default): kd_model_backward calls it as soon as layer `layer`'s
+     * parameter gradients are final (layers finish from L-1 down to 0; the embedding, final norm and
+     * lm_head are final only when kd_model_backward returns). The trainer starts the allreduce of
+     * that layer's slice of m->grads here, overlapping communication with the rest of backward. */
+    void (*on_layer_grads)(void *ctx, int layer);
+    void *on_layer_grads_ctx;
 };
 
 /* Allocate a model for batches of B sequences of T tokens (T <= max_position_embeddings) with

@@ -758,6 +758,7 @@ int kd_model_backward(kd_model *m, kd_error *err) {
         matmul_bwd(a->dln, g->k_proj, a->dk, a->ln1[l], w->k_proj, (int)BT, C, KD, 1);
         matmul_bwd(a->dln, g->v_proj, a->dv, a->ln1[l], w->v_proj, (int)BT, C, KD, 1);
         rmsnorm_bwd(a->dres, g->input_norm, a->dln, a->res[l], a->rstd1[l], w->input_norm, BT, C, 1, nscratch);
+        if (m->on_layer_grads) m->on_layer_grads(m->on_layer_grads_ctx, l);
     }
     /* Embedding rows: serial because ids repeat. */
     for (size_t i = 0; i < BT; i++) {
