@@ -34,7 +34,7 @@ int kd_student_open(const char *dir, kd_student **out, kd_error *err) {
         goto fail;
     }
     /* decode-only: activations for one token are all the batched forward needs to exist */
-    if ((rc = kd_model_open_dir(dir, 1, 1, &s->model, err))) {
+    if ((rc = kd_model_open_dir(dir, 1, 1, 1, &s->model, err))) {
         kd_error_prefix(err, "checkpoint %s: ", dir);
         goto fail;
     }

@@ -118,7 +118,7 @@ static void test_greedy_matches_batched_forward(void) {
     memcpy(ids, enc.ids, sizeof(int32_t) * (size_t)np);
     memcpy(ids + np, out, sizeof(int32_t) * (size_t)(n - 1));
     kd_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(dir, 1, T, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(dir, 1, T, 0, &m, &err), KD_OK);
     CU_ASSERT_EQUAL_FATAL(kd_model_forward(m, ids, NULL, &err), KD_OK);
     int V = m->cfg.vocab_size, agree = 0;
     for (int j = 0; j < n; j++) {
