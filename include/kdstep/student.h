@@ -30,6 +30,7 @@ typedef struct kd_student {
     int32_t *cached; /* the tokens whose keys/values are in the cache, [cache->max_T] */
     kd_encoding enc;
     float *logits; /* [vocab_size] scratch for sampling */
+    int max_prompt_tokens; /* > 0: keep only the prompt's last tokens, as training windows do */
 } kd_student;
 
 /* What one answer cost. */

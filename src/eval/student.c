@@ -185,7 +185,11 @@ int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools
     int32_t *ids = kd_calloc((size_t)max_new, sizeof(int32_t));
     if (!ids) return kd_error_set(err, KD_ERR_NOMEM, "out of memory for %d new tokens", max_new);
     int n = 0;
-    rc = kd_student_generate(s, s->enc.ids, (int)s->enc.count, max_new, sampler, ids, &n, st, err);
+    /* A student trained on windows of train.seq_len tokens (the trainer keeps each sample's last
+     * tokens) sees its prompts the same way: only their last max_prompt_tokens. */
+    size_t skip = (s->max_prompt_tokens > 0 && s->enc.count > (size_t)s->max_prompt_tokens)
+                      ? s->enc.count - (size_t)s->max_prompt_tokens : 0;
+    rc = kd_student_generate(s, s->enc.ids + skip, (int)(s->enc.count - skip), max_new, sampler, ids, &n, st, err);
     if (rc == KD_OK) {
         if (st->stopped) n--; /* the stop token is the end of the turn, not part of the answer */
         size_t len;

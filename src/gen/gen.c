@@ -182,8 +182,8 @@ static const char *kind_of(const char *rec, char *buf, size_t cap) {
     return buf;
 }
 
-/* Make the dataset's identity (hashes) from the inputs, as every rank sees them. */
-static int dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
+/* The dataset's identity (hashes) from the inputs, as every rank sees them. */
+int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
     kd_dataset_info_init(info);
     info->topk = opt->cfg->teacher.top_logprobs > 0 ? (int)opt->cfg->teacher.top_logprobs : 1;
     info->process_supervision = opt->cfg->process_supervision.enabled;
@@ -547,7 +547,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         if (opt->force) rc = kd_rm_rf(opt->out_dir, err);
         if (!rc && !kd_path_exists(opt->prompts_path))
             rc = kd_error_set(err, KD_ERR_NOTFOUND, "%s: prompt set not found (make one with `kdstep prompts synth`)", opt->prompts_path);
-        if (!rc) rc = dataset_info(opt, &info, &config_yaml, err);
+        if (!rc) rc = kd_gen_dataset_info(opt, &info, &config_yaml, err);
         if (!rc) rc = kd_dataset_prepare(opt->out_dir, &info, err);
         if (rc == KD_ERR_INVALID) {
             char m[KD_ERROR_MSG_MAX];

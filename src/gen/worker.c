@@ -172,14 +172,13 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    /* the shard's attributes must match meta.json, which rank 0 wrote from the same inputs */
     kd_dataset_info info;
-    kd_dataset_info_init(&info);
-    info.topk = w->K;
-    info.process_supervision = opt->cfg->process_supervision.enabled;
-    /* the shard checks its attributes against meta.json, which rank 0 wrote from the same inputs */
-    snprintf(info.tokenizer_sha256, sizeof info.tokenizer_sha256, "%s", kd_tokenizer_sha256(w->tok));
-    snprintf(info.registry_sha256, sizeof info.registry_sha256, "%s", w->reg->sha256);
-    if ((rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err))) goto fail;
+    char *config_yaml = NULL;
+    if ((rc = kd_gen_dataset_info(opt, &info, &config_yaml, err))) goto fail;
+    rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err);
+    free(config_yaml);
+    if (rc) goto fail;
     w->slots = calloc((size_t)w->capacity, sizeof(conv));
     if (!w->slots) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");

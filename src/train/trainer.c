@@ -241,8 +241,9 @@ static int scan_dataset(trainer *tr, kd_error *err) {
         for (int64_t i = 0; i < cnt; i++) {
             sample_meta sm = {first + i, b.prompt_id[i], b.offsets[i + 1] - b.offsets[i], b.prompt_len[i], 0};
             if (sm.n > tr->T) tr->n_truncated++;
-            /* No scored target survives truncation: the first response token is at prompt_len. */
-            int keep = sm.prompt_len < tr->T && sm.n >= 2;
+            /* A longer sample keeps the window of T tokens that ends with it (see window_start), so
+             * the response always survives; only samples without two tokens are dropped. */
+            int keep = sm.n >= 2;
             if (keep && ps) {
                 const uint8_t *jm = b.json_mask + b.offsets[i];
                 int any = 0;
@@ -287,7 +288,18 @@ static int64_t *epoch_perm(trainer *tr, int64_t epoch) {
     return tr->perm;
 }
 
-/* Fill row r of mb with sample sm (truncated to T). */
+/* Truncation policy: a sample longer than T keeps the T tokens that end it (the tail of the prompt,
+ * then the response), so the response is never cut while the prompt's head (the tools block of the
+ * system turn) goes first; if the response alone is longer than T, the window starts one token
+ * before it and the response's end is cut. Eval renders prompts the same way (kd_eval_run keeps the
+ * prompt's last seq_len - max_new_tokens tokens). */
+static int64_t window_start(int64_t n, int64_t prompt_len, int64_t T) {
+    if (n <= T) return 0;
+    int64_t s0 = n - T, limit = prompt_len > 0 ? prompt_len - 1 : 0;
+    return s0 < limit ? s0 : limit;
+}
+
+/* Fill row r of mb with sample sm (its window of at most T tokens). */
 static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, kd_error *err) {
     kd_batch b;
     memset(&b, 0, sizeof b);
@@ -295,14 +307,15 @@ static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, 
     if (rc) return rc;
     mb_clear_row(mb, r);
     int64_t n = b.offsets[1];
-    int64_t L = n < mb->T ? n : mb->T;
+    int64_t s0 = window_start(n, sm->prompt_len, mb->T);
+    int64_t L = n - s0 < mb->T ? n - s0 : mb->T;
     size_t o = (size_t)r * mb->T;
-    memcpy(mb->ids + o, b.input_ids, (size_t)L * sizeof(int32_t));
-    memcpy(mb->loss + o, b.loss_mask, (size_t)L);
+    memcpy(mb->ids + o, b.input_ids + s0, (size_t)L * sizeof(int32_t));
+    memcpy(mb->loss + o, b.loss_mask + s0, (size_t)L);
     if (tr->cfg->process_supervision.enabled) {
-        memcpy(mb->tool + o, b.tool_name_mask, (size_t)L);
-        memcpy(mb->json + o, b.json_mask, (size_t)L);
-        memcpy(mb->integ + o, b.integration_mask, (size_t)L);
+        memcpy(mb->tool + o, b.tool_name_mask + s0, (size_t)L);
+        memcpy(mb->json + o, b.json_mask + s0, (size_t)L);
+        memcpy(mb->integ + o, b.integration_mask + s0, (size_t)L);
         if (sm->fallback) {
             uint8_t *tool = kd_calloc((size_t)n, 1), *json = kd_calloc((size_t)n, 1);
             int found = 0;
@@ -315,8 +328,8 @@ static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, 
             int any_tool = 0;
             for (int64_t t = 0; t < L; t++) any_tool |= mb->tool[o + t];
             for (int64_t t = 0; t < L; t++) {
-                mb->json[o + t] = json[t] & mb->loss[o + t];
-                if (!any_tool) mb->tool[o + t] = tool[t] & mb->loss[o + t];
+                mb->json[o + t] = json[s0 + t] & mb->loss[o + t];
+                if (!any_tool) mb->tool[o + t] = tool[s0 + t] & mb->loss[o + t];
             }
             free(tool);
             free(json);
@@ -324,9 +337,9 @@ static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, 
     }
     int K = mb->K;
     if (K > 0 && b.topk == K) {
-        memcpy(mb->tk_ids + o * K, b.topk_ids, (size_t)L * K * sizeof(int32_t));
-        memcpy(mb->tk_lp + o * K, b.topk_logprobs, (size_t)L * K * sizeof(float));
-        memcpy(mb->tail + o, b.tail_logprob, (size_t)L * sizeof(float));
+        memcpy(mb->tk_ids + o * K, b.topk_ids + s0 * K, (size_t)L * K * sizeof(int32_t));
+        memcpy(mb->tk_lp + o * K, b.topk_logprobs + s0 * K, (size_t)L * K * sizeof(float));
+        memcpy(mb->tail + o, b.tail_logprob + s0, (size_t)L * sizeof(float));
     }
     mb->lengths[r] = (int32_t)L;
     mb->tokens += L;
@@ -775,18 +788,18 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
     if ((rc = scan_dataset(&tr, err))) goto done;
     if (tr.n_train == 0) {
         rc = kd_error_set(err, KD_ERR_INVALID,
-                          "train: no training samples: %lld held out, %lld dropped because their prompt fills seq_len=%d "
-                          "(raise train.seq_len or lower train.eval_fraction)",
+                          "train: no training samples: %lld held out, %lld dropped (fewer than 2 tokens) at seq_len=%d "
+                          "(lower train.eval_fraction or generate more prompts)",
                           (long long)tr.n_held, (long long)tr.n_dropped, tr.T);
         goto done;
     }
     if (tr.rank == 0) {
-        KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d: %lld longer samples truncated to their first "
-                "%d tokens, %lld dropped (prompt fills seq_len); %lld without JSON masks use spans extracted from their text",
+        KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d: %lld longer samples keep their last "
+                "%d tokens (prompt head cut, response kept), %lld dropped; %lld without JSON masks use spans extracted from their text",
                 (long long)kd_dataset_count(tr.ds), (long long)tr.n_train, (long long)tr.n_held, tr.T,
                 (long long)tr.n_truncated, tr.T, (long long)tr.n_dropped, (long long)tr.n_fallback);
         if (tr.n_truncated)
-            KD_WARN("train: %lld of %lld samples are longer than train.seq_len=%d and are truncated (tail cut)",
+            KD_WARN("train: %lld of %lld samples are longer than train.seq_len=%d: their prompt's head is cut",
                     (long long)tr.n_truncated, (long long)kd_dataset_count(tr.ds), tr.T);
     }
     res->samples_truncated = tr.n_truncated;
