@@ -690,7 +690,13 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
     int rc = forward_body(m, ids, lengths, err);
     if (rc) return rc;
     acts *a = m->priv;
-    matmul_fwd(m->logits, a->lnf, m->w.lm_head, m->B * m->T, m->cfg.hidden_size, m->cfg.vocab_size, 0);
+    int T = m->T, C = m->cfg.hidden_size, V = m->cfg.vocab_size, full = 1;
+    for (int b = 0; b < m->B; b++) full &= a->len[b] == T;
+    /* lm_head is the largest product: with padding, only the real rows of each sequence */
+    if (full) matmul_fwd(m->logits, a->lnf, m->w.lm_head, m->B * T, C, V, 0);
+    else
+        for (int b = 0; b < m->B; b++)
+            matmul_fwd(m->logits + (size_t)b * T * V, a->lnf + (size_t)b * T * C, m->w.lm_head, a->len[b], C, V, 0);
     return KD_OK;
 }
 
@@ -775,7 +781,15 @@ int kd_model_backward(kd_model *m, kd_error *err) {
     float *nscratch = malloc((size_t)omp_get_max_threads() * (size_t)(C > D ? C : D) * sizeof(float));
     if (!nscratch) return kd_error_set(err, KD_ERR_NOMEM, "model backward: out of memory");
     /* lm_head and final norm */
-    matmul_bwd(a->dln, m->g.lm_head, m->logits, a->lnf, m->w.lm_head, (int)BT, C, V, 0);
+    int full = 1;
+    for (int b = 0; b < m->B; b++) full &= a->len[b] == T;
+    if (full) matmul_bwd(a->dln, m->g.lm_head, m->logits, a->lnf, m->w.lm_head, (int)BT, C, V, 0);
+    else
+        for (int b = 0; b < m->B; b++) { /* real rows only; padding rows get zero gradient */
+            size_t r0 = (size_t)b * T, n = (size_t)a->len[b];
+            matmul_bwd(a->dln + r0 * C, m->g.lm_head, m->logits + r0 * V, a->lnf + r0 * C, m->w.lm_head, (int)n, C, V, 0);
+            memset(a->dln + (r0 + n) * C, 0, ((size_t)T - n) * C * sizeof(float));
+        }
     rmsnorm_bwd(a->dres, m->g.final_norm, a->dln, a->res[L], a->rstdf, m->w.final_norm, BT, C, 0, nscratch);
     for (int l = L - 1; l >= 0; l--) {
         const kd_layer_weights *w = &m->w.layers[l];
