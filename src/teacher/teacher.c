@@ -238,7 +238,7 @@ static int parse_content_logprobs(const json_t *content, kd_teacher_logprobs *lp
 
 int kd_teacher_parse_chat_response_ref(const char *body, size_t len, kd_teacher_completion *c, kd_error *err) {
     json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) return kd_error_set(err, KD_ERR_PARSE, "teacher response: invalid JSON at byte %d: %s", je.position, je.text);
     int rc = KD_OK;
     const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
