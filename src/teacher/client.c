@@ -338,7 +338,7 @@ static void finish(struct kd_teacher_client *c, job *j, int status, const char *
         kd_redact(msg, c->key);
         cp->error = kd_strdup(msg);
         if (j->resp.len) {
-            cp->body_excerpt = kd_strndup(j->resp.data, EXCERPT_MAX);
+            cp->body_excerpt = kd_strndup(j->resp.data, strnlen(j->resp.data, EXCERPT_MAX)); /* kd_strndup copies n bytes */
             kd_redact(cp->body_excerpt, c->key);
         }
     }
