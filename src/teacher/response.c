@@ -326,7 +326,7 @@ static int parse_tool_calls(parse *P) {
     arr_begin(s);
     first = 1;
     for (size_t i = 0; (r = arr_next(s, &first)) == 1; i++) {
-        kd_tool_call *t = &P->c->tool_calls[P->c->n_tool_calls++];
+        kd_teacher_tool_call *t = &P->c->tool_calls[P->c->n_tool_calls++];
         int f1 = 1, r1;
         sspan k;
         if (peek(s) != '{') {

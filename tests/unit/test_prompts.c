@@ -174,8 +174,14 @@ static void test_seek_and_stream(void) {
     }
     getrusage(RUSAGE_SELF, &ru1);
     CU_ASSERT_EQUAL(n, N);
-    /* the file is ~11 MB; reading it must not grow the process by anything like that */
+    /* the file is ~11 MB; reading it must not grow the process by anything like that (AddressSanitizer
+     * keeps freed memory in quarantine, so the check means nothing there) */
+#ifndef __SANITIZE_ADDRESS__
     CU_ASSERT_TRUE(ru1.ru_maxrss - ru0.ru_maxrss < 4096);
+#else
+    (void)ru0;
+    (void)ru1;
+#endif
     const int64_t targets[] = {150000, 5, 131072, 131071, 65536, 199999, 0, 70000};
     for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
         CU_ASSERT_EQUAL(kd_prompts_seek(r, targets[t], &e), KD_OK);

@@ -1,0 +1,51 @@
+/* Job files: one YAML file describes a whole run (prompts or synthesizer settings, registry,
+ * tokenizer, teacher, output folders and the training config), so that `kdstep run JOB.yaml`,
+ * `jobs/quickstart.sh` and the Slurm scripts all read the same description.
+ *
+ *   job:        name, workdir (outputs go under it), ranks (for launchers)
+ *   prompts:    file (a prompt set; empty = synthesize), synth_count, synth_seed,
+ *               heldout_file, heldout_count, heldout_seed, total
+ *   tools, tokenizer, config: paths (relative paths are taken from the current directory)
+ *   overrides:  a list of "section.key=value" applied over `config`
+ *   tokenizer_train: vocab_size (used when the tokenizer is missing)
+ *
+ * Loading is strict like the config: unknown keys name file:line:column and the nearest key.
+ */
+#ifndef KDSTEP_JOB_H
+#define KDSTEP_JOB_H
+
+#include <stdint.h>
+
+#include "kdstep/config.h"
+#include "kdstep/error.h"
+
+typedef struct kd_job {
+    char path[KD_CFG_PATH];
+    char name[KD_CFG_STR];
+    char workdir[KD_CFG_PATH];
+    int64_t ranks;
+    char prompts_file[KD_CFG_PATH];
+    int64_t synth_count;
+    int64_t synth_seed;
+    char heldout_file[KD_CFG_PATH];
+    int64_t heldout_count;
+    int64_t heldout_seed;
+    int64_t total;          /* cap on prompts used for generation; 0 = all */
+    char tools[KD_CFG_PATH];
+    char tokenizer[KD_CFG_PATH];
+    char config[KD_CFG_PATH];
+    int64_t tokenizer_vocab_size;
+    kd_string_list overrides;
+} kd_job;
+
+void kd_job_defaults(kd_job *job);
+int kd_job_load_file(kd_job *job, const char *path, kd_error *err);
+int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error *err);
+void kd_job_free(kd_job *job);
+/* The training/generation config the job describes: defaults, then `config`, then overrides. */
+int kd_job_config(const kd_job *job, kd_config *cfg, kd_error *err);
+
+/* Paths of the stage outputs under workdir (buffers of KD_CFG_PATH bytes). */
+void kd_job_path(const kd_job *job, const char *rel, char *out);
+
+#endif

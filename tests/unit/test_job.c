@@ -1,0 +1,67 @@
+/* CUnit suite: job files (src/core/job.c). */
+#include <string.h>
+
+#include "kdstep/job.h"
+#include "testutil.h"
+
+static void test_demo_job(void) {
+    kd_job j;
+    kd_error e;
+    kd_job_defaults(&j);
+    int rc = kd_job_load_file(&j, kd_test_src("jobs/demo.yaml"), &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_STRING_EQUAL(j.name, "demo");
+    CU_ASSERT_STRING_EQUAL(j.workdir, "runs/demo");
+    CU_ASSERT_EQUAL(j.ranks, 2);
+    CU_ASSERT_EQUAL(j.synth_count, 2000);
+    CU_ASSERT_STRING_EQUAL(j.prompts_file, "");
+    CU_ASSERT_TRUE(j.overrides.count >= 1);
+    char p[KD_CFG_PATH];
+    kd_job_path(&j, "dataset", p);
+    CU_ASSERT_STRING_EQUAL(p, "runs/demo/dataset");
+    kd_job_free(&j);
+}
+
+static void test_job_config_overrides(void) {
+    kd_job j;
+    kd_error e;
+    kd_config c;
+    kd_job_defaults(&j);
+    snprintf(j.config, sizeof j.config, "%s", kd_test_src("configs/process_supervision.yaml"));
+    CU_ASSERT_EQUAL(kd_job_load_string(&j, "overrides: [train.steps=7, kd.divergence=jsd]\n", "j.yaml", &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_job_config(&j, &c, &e), KD_OK);
+    CU_ASSERT_EQUAL(c.train.steps, 7);
+    CU_ASSERT_STRING_EQUAL(c.kd.divergence, "jsd");
+    kd_config_free(&c);
+    CU_ASSERT_EQUAL(kd_job_load_string(&j, "overrides: [train.stepz=7]\n", "j.yaml", &e), KD_OK);
+    snprintf(j.path, sizeof j.path, "j.yaml");
+    CU_ASSERT_NOT_EQUAL(kd_job_config(&j, &c, &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml: overrides[0]: --set train.stepz=7:2:3: unknown key 'stepz' in section 'train' (did you mean 'steps'?)");
+    kd_config_free(&c);
+    kd_job_free(&j);
+}
+
+static void test_job_errors(void) {
+    kd_job j;
+    kd_error e;
+    kd_job_defaults(&j);
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "job:\n  nmae: x\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:2:3: unknown key 'nmae' in 'job' (did you mean 'name'?)");
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "promts:\n  file: x\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:1:1: unknown key 'promts' (did you mean 'prompts'?)");
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "job:\n  ranks: two\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:2:10: job.ranks: expected an integer, got 'two'");
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "overrides: x\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:1:12: overrides: expected a list");
+    kd_job_free(&j);
+}
+
+int main(void) {
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("job", NULL, NULL);
+    CU_add_test(s, "jobs/demo.yaml loads", test_demo_job);
+    CU_add_test(s, "config + overrides", test_job_config_overrides);
+    CU_add_test(s, "errors name file:line:column", test_job_errors);
+    return kd_test_main();
+}
