@@ -2221,8 +2221,9 @@ int32_t kd_tokenizer_token_to_id(const kd_tokenizer *t, const char *token) {
     int32_t id = rl >= 0 ? vocab_find(t, tmp, (size_t)rl) : -1;
     if (tmp != stackbuf) free(tmp);
     if (id >= 0 && t->tok_str[id] && strcmp(t->tok_str[id], token) == 0) return id;
+    if (!t->tok_dup) return -1;
     for (int32_t k = 0; k < t->n_ids; k++) /* strings outside the byte-level alphabet */
-        if (t->tok_str[k] && strcmp(t->tok_str[k], token) == 0) return k;
+        if (t->tok_dup[k] && t->tok_str[k] && strcmp(t->tok_str[k], token) == 0) return k;
     return -1;
 }
 
