@@ -1770,7 +1770,7 @@ static int nfc_region(enc_ctx *c, const seg *g, size_t ri, size_t rj, size_t *wp
         utf8proc_int32_t d[8];
         int lb = 0;
         utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)cp, d, 8, UTF8PROC_DECOMPOSE, &lb);
-        if (k < 1 || k > 8) d[0] = (utf8proc_int32_t)cp, k = 1;
+        if (k < 1 || k > 8 || nd + (size_t)k > NFC_MAX_REGION * 4) d[0] = (utf8proc_int32_t)cp, k = 1;
         for (utf8proc_ssize_t q = 0; q < k; q++) {
             cps[nd] = d[q];
             chg[nd] = q ? 1 : 0;
