@@ -3,7 +3,8 @@
  *
  * kd_extract_tool_calls finds calls in the formats teachers emit (inline JSON in prose, Hermes/Qwen
  * <tool_call> blocks, OpenAI `tool_calls` message objects with string arguments, Llama 3.1
- * "parameters" objects with <|python_tag|> and `;` separators, glaive's <functioncall>), in text
+ * "parameters" objects with <|python_tag|> and `;` separators or <function=NAME>{...}</function>,
+ * glaive's <functioncall>), in text
  * order, with byte spans of the name and of the arguments, and checks each against the registry.
  * Text inside <think>...</think> is reasoning, not a call, and is skipped. An unregistered name is
  * reported (registered = 0), never dropped; a cut-off call is reported with json_valid = 0.
@@ -31,7 +32,8 @@ typedef enum kd_call_format {
     KD_CALL_INLINE_JSON = 0, /* {"name": ..., "arguments": {...}} anywhere in prose */
     KD_CALL_HERMES,          /* <tool_call>\n{...}\n</tool_call> (Hermes, Qwen) */
     KD_CALL_OPENAI,          /* {"tool_calls": [{"function": {"name", "arguments": "<JSON string>"}}]} */
-    KD_CALL_LLAMA,           /* {"name", "parameters"}, optional <|python_tag|>, `;`-separated */
+    KD_CALL_LLAMA,           /* {"name", "parameters"}, optional <|python_tag|>, `;`-separated;
+                                or <function=NAME>{...}</function> (name span: NAME, unquoted) */
     KD_CALL_GLAIVE           /* <functioncall> {"name", "arguments": '<JSON>'} */
 } kd_call_format;
 

@@ -26,6 +26,7 @@
 
 #include <stdint.h>
 
+#include "kdstep/config.h"
 #include "kdstep/error.h"
 #include "kdstep/jsonprefix.h"
 
@@ -52,8 +53,10 @@ const char *kd_divergence_name(kd_divergence d);
 /* The teacher's top-k at each target position (same indexing as ids). */
 typedef struct kd_teacher_topk {
     int K;                      /* entries per position; 0 = no teacher anywhere */
-    const int32_t *ids;         /* [N, K] token ids; entries outside [0, V) or repeated are padding */
-    const float *logprobs;      /* [N, K] teacher log-probabilities (temperature 1) */
+    const int32_t *ids;         /* [N, K] student token ids; -1 (or >= V) for a teacher token the student
+                                   vocabulary lacks: its mass joins the tail bucket */
+    const float *logprobs;      /* [N, K] teacher log-probabilities (temperature 1); -inf or NaN = padding;
+                                   a repeated id's mass joins that id's bucket */
     const float *tail_logprob;  /* [N] log of the teacher mass outside its top-k (may be -inf) */
     const uint8_t *has_teacher; /* [N] or NULL: 0 marks positions without teacher log-probs */
 } kd_teacher_topk;
@@ -66,6 +69,9 @@ typedef struct kd_kd_opts {
 
 /* Check T > 0 and beta in [0, 1]; KD_ERR_INVALID with the key name otherwise. */
 int kd_kd_opts_check(const kd_kd_opts *opts, kd_error *err);
+/* kd.divergence / kd.temperature / kd.jsd_beta of a config, parsed and checked (the trainer calls this
+ * before any step, so a bad value fails early). */
+int kd_kd_opts_from_config(const kd_config *cfg, kd_kd_opts *out, kd_error *err);
 
 /* KD over masked targets (normally loss_mask). At each target the teacher distribution has K + 1
  * buckets (its top-k ids and one tail bucket), tempered as softmax(logprob / T) over the buckets; the
@@ -75,7 +81,7 @@ int kd_kd_opts_check(const kd_kd_opts *opts, kd_error *err);
  *   reverse KL  sum_b p_b log(p_b / q_b)
  *   JSD(beta)   beta KL(q || m) + (1 - beta) KL(p || m), m = beta q + (1 - beta) p
  * (q teacher, p student), never negative. A target without teacher log-probs (K == 0, has_teacher 0,
- * no valid top-k id, or a NaN tail) falls back to plain CE on ids[t] at temperature 1, counted in
+ * no top-k id in [0, V) with a log-prob, or a NaN tail) falls back to plain CE on ids[t] at temperature 1, counted in
  * *n_fallback (may be NULL). Returns the count (fallback positions included). */
 int64_t kd_loss_kd(const float *logits, const int32_t *ids, const uint8_t *mask, int B, int T, int V,
                    const kd_teacher_topk *teacher, const kd_kd_opts *opts, float grad_scale, float *dlogits,

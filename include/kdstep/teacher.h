@@ -42,11 +42,11 @@ typedef struct kd_teacher_request {
 /* Set every override to "use the config". */
 void kd_teacher_request_init(kd_teacher_request *req);
 
-typedef struct kd_tool_call {
+typedef struct kd_teacher_tool_call {
     char *id;
     char *name;
     char *arguments; /* JSON text, as the teacher wrote it (may be invalid: it is the teacher's) */
-} kd_tool_call;
+} kd_teacher_tool_call;
 
 /* Per-token top-k log-probabilities of the response, flat arrays. */
 typedef struct kd_teacher_logprobs {
@@ -80,7 +80,7 @@ typedef struct kd_teacher_completion {
     kd_teacher_attempt attempt_log[KD_TEACHER_MAX_ATTEMPTS_LOGGED];
 
     char *text;           /* assistant text; for the stub, the raw text with tool-call markup */
-    kd_tool_call *tool_calls;
+    kd_teacher_tool_call *tool_calls;
     int n_tool_calls;
     char *finish_reason;  /* "stop", "tool_calls", "length" */
     int64_t prompt_tokens, completion_tokens;

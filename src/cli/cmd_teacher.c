@@ -19,6 +19,7 @@ static const char USAGE[] =
     "  --port P             port (default 8000; 0 picks a free one, printed on stdout)\n"
     "  --host ADDR          address to bind (default 127.0.0.1, loopback only)\n"
     "  --tools FILE         registry used when a request carries no tools (default configs/tools.json)\n"
+    "  --tokenizer PATH     student tokenizer.json (or folder): logprobs over its tokens (default: one per byte)\n"
     "  --config FILE        YAML config (teacher.* keys: seed, tool_call_format, malformed_rate, temperature)\n"
     "  --set K=V            override a config key (repeatable)\n"
     "  --latency-ms MS      delay before every answer\n"
@@ -55,13 +56,13 @@ static int cmd_serve(int argc, char **argv) {
         {"retry-after", required_argument, 0, 'R'},   {"malformed-rate", required_argument, 0, 'm'},
         {"truncate-rate", required_argument, 0, 'T'}, {"drop-rate", required_argument, 0, 'd'},
         {"stall-rate", required_argument, 0, 'S'},    {"duration", required_argument, 0, 'D'},
-        {"echo-auth-for-tests", no_argument, 0, 'E'}, {"help", no_argument, 0, 'h'},
+        {"echo-auth-for-tests", no_argument, 0, 'E'}, {"tokenizer", required_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     kd_server_options so;
     memset(&so, 0, sizeof so);
     so.port = 8000;
     so.retry_after_s = 1;
-    const char *tools = "configs/tools.json", *cfg_path = NULL;
+    const char *tools = "configs/tools.json", *cfg_path = NULL, *tok_path = NULL;
     char *sets[64];
     int nsets = 0, c, rc;
     double duration = 0;
@@ -98,6 +99,7 @@ static int cmd_serve(int argc, char **argv) {
             if (*end || duration < 0) return kd_cli_usage_error(USAGE, "teacher serve: bad --duration '%s'", optarg);
             break;
         case 'E': so.echo_auth = 1; break;
+        case 'k': tok_path = optarg; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "teacher serve: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -108,8 +110,9 @@ static int cmd_serve(int argc, char **argv) {
     kd_registry *reg = NULL;
     kd_stub_teacher *stub = NULL;
     kd_server *srv = NULL;
+    kd_tokenizer *tok = NULL;
     if (kd_cli_load_config(&cfg, cfg_path, sets, nsets, &err) || kd_registry_open(&reg, &err) ||
-        kd_registry_load_file(reg, tools, &err)) {
+        kd_registry_load_file(reg, tools, &err) || (tok_path && kd_tokenizer_open(&tok, tok_path, &err))) {
         kd_registry_close(reg);
         kd_config_free(&cfg);
         return kd_cli_fail(&err);
@@ -120,8 +123,9 @@ static int cmd_serve(int argc, char **argv) {
     o.seed = cfg.teacher.seed;
     so.seed = cfg.teacher.seed;
     if (kd_tool_format_from_name(cfg.teacher.tool_call_format, &o.tool_call_format, &err) ||
-        kd_stub_open(&stub, &o, reg, NULL, &err) || kd_server_start(&srv, &so, stub, cfg.teacher.model, &err)) {
+        kd_stub_open(&stub, &o, reg, tok, &err) || kd_server_start(&srv, &so, stub, cfg.teacher.model, &err)) {
         kd_stub_close(stub);
+        kd_tokenizer_close(tok);
         kd_registry_close(reg);
         kd_config_free(&cfg);
         return kd_cli_fail(&err);
@@ -157,6 +161,7 @@ static int cmd_serve(int argc, char **argv) {
     kd_server_stop(srv);
     KD_INFO("teacher serve: stopped; %s", line);
     kd_stub_close(stub);
+    kd_tokenizer_close(tok);
     kd_registry_close(reg);
     kd_config_free(&cfg);
     return 0;

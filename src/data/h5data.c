@@ -776,8 +776,8 @@ static int check_sample(const kd_sample *s, int k, const char *where, kd_error *
         }
     }
     for (int64_t t = 0; t < s->n * k; t++)
-        if (s->topk_ids[t] < 0)
-            return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: negative teacher top-k id at %lld", where,
+        if (s->topk_ids[t] < -1) /* -1 = no teacher entry (padding, or a position without logprobs) */
+            return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: teacher top-k id below -1 at %lld", where,
                                 (long long)s->prompt_id, (long long)(t / k));
     return KD_OK;
 }

@@ -9,6 +9,7 @@
  * written; a log-softmax over the whole vocabulary (background logit 0) gives exact tails.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +19,12 @@
 #include "kdstep/hash.h"
 #include "kdstep/teacher.h"
 
-/* The tokenizer lands on another branch; until it is linked, a NULL tokenizer (one token per byte)
- * is the only kind that can be passed, and these stay unresolved. */
-#pragma weak kd_tokenizer_encode
-#pragma weak kd_tokenizer_token_bytes
-#pragma weak kd_tokenizer_vocab_size
-#pragma weak kd_encoding_free
+
+struct tool_view;
+static int index_tools(const kd_stub_teacher *s, const json_t *tools, struct tool_view **out);
+static void free_tools(struct tool_view *v, int n);
+static pthread_once_t g_syn_once = PTHREAD_ONCE_INIT;
+static void stem_synonyms(void);
 
 struct kd_stub_teacher {
     kd_stub_options opt;
@@ -34,6 +35,8 @@ struct kd_stub_teacher {
     int n_json_alts;
     int32_t text_alts[16];
     int n_text_alts;
+    struct tool_view *reg_tools; /* index of the registry, built at open */
+    int n_reg_tools;
 };
 
 int kd_tool_format_from_name(const char *name, int *fmt, kd_error *err) {
@@ -107,8 +110,6 @@ static int add_unique(int32_t *arr, int n, int cap, int32_t id) {
 int kd_stub_open(kd_stub_teacher **out, const kd_stub_options *opt, const kd_registry *reg, const kd_tokenizer *tok,
                  kd_error *err) {
     *out = NULL;
-    if (tok && (!kd_tokenizer_encode || !kd_tokenizer_token_bytes || !kd_tokenizer_vocab_size))
-        return kd_error_set(err, KD_ERR_UNSUPPORTED, "stub teacher: this build has no tokenizer support linked");
     kd_stub_teacher *s = calloc(1, sizeof *s);
     if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory opening the stub teacher");
     s->opt = *opt;
@@ -122,45 +123,20 @@ int kd_stub_open(kd_stub_teacher **out, const kd_stub_options *opt, const kd_reg
     static const char *text_alt[] = {" the", " I", ",", ".", " The", " is", " a", " result", "\n", " and", " it"};
     for (size_t i = 0; i < sizeof text_alt / sizeof *text_alt; i++)
         s->n_text_alts = add_unique(s->text_alts, s->n_text_alts, 16, first_token(s, text_alt[i]));
+    pthread_once(&g_syn_once, stem_synonyms);
+    s->n_reg_tools = index_tools(s, NULL, &s->reg_tools);
+    if (s->n_reg_tools < 0) {
+        free(s);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory indexing the registry");
+    }
     *out = s;
     return KD_OK;
 }
 
-void kd_stub_close(kd_stub_teacher *s) { free(s); }
-
-/* ---- the tools a request offers ---- */
-
-typedef struct tool_view {
-    const char *name;
-    const char *description;
-    const json_t *parameters;
-} tool_view;
-
-static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
-    size_t n = tools ? json_array_size(tools) : (size_t)(s->reg ? s->reg->count : 0);
-    tool_view *v = calloc(n ? n : 1, sizeof *v);
-    if (!v) return -1;
-    int m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (tools) {
-            const json_t *t = json_array_get(tools, i);
-            const json_t *fn = json_object_get(t, "function");
-            if (!fn) fn = t; /* BFCL entries have no wrapper */
-            const char *name = json_string_value(json_object_get(fn, "name"));
-            if (!name) continue;
-            const char *desc = json_string_value(json_object_get(fn, "description"));
-            v[m].name = name;
-            v[m].description = desc ? desc : "";
-            v[m].parameters = json_object_get(fn, "parameters");
-        } else {
-            v[m].name = s->reg->tools[i].name;
-            v[m].description = s->reg->tools[i].description ? s->reg->tools[i].description : "";
-            v[m].parameters = s->reg->tools[i].parameters;
-        }
-        m++;
-    }
-    *out = v;
-    return m;
+void kd_stub_close(kd_stub_teacher *s) {
+    if (!s) return;
+    free_tools(s->reg_tools, s->n_reg_tools);
+    free(s);
 }
 
 /* ---- words ---- */
@@ -171,11 +147,12 @@ typedef struct words {
     int n;
 } words;
 
-static const char *STOP[] = {"the", "a", "an", "of", "to", "and", "or", "in", "for", "from", "with", "its", "it",
+static const char *STOP[] = {"once", "done", "after", "now", "hey", "quick", "need", "thanks", "thank", "urgent",
+                             "rush", "keep", "short", "advance", "want", "like", "could", "would", "good", "use", "set","the", "a", "an", "of", "to", "and", "or", "in", "for", "from", "with", "its", "it",
                              "this", "that", "is", "are", "by", "as", "into", "on", "at", "be", "me", "my", "please",
                              "can", "you", "your", "i", "what", "whats", "how", "do", "does", "return", "returns",
-                             "get", "all", "one", "another", "their", "them", "then", "also", "give", "tell", "show",
-                             "such", "top", "there", "these", "those", "there", "some", "current", "latest", "text",
+                             "get", "all", "one", "another", "their", "them", "then", "also", "give", "tell",
+                             "such", "top", "there", "these", "those", "there", "some", "current", "latest", "text", "just", "wanted",
                              "content", "contents", NULL};
 
 static int is_stop(const char *w) {
@@ -228,6 +205,113 @@ static int has_word(const words *w, const char *x) {
     return 0;
 }
 
+/* ---- the tools a request offers, with their words and weights precomputed ---- */
+
+typedef struct tool_view tool_view;
+struct tool_view {
+    const char *name;
+    const char *description;
+    const json_t *parameters;
+    words *tw;          /* name, description, then parameter-name words */
+    int n_name, first_param;
+    double *weight;     /* per word: idf across the offered tools x (3 name | 1 description | 1.2 parameter) */
+    int32_t *name_ids;  /* the name as the student tokenizer splits it */
+    int n_name_ids;
+};
+
+static void tool_words(const tool_view *t, words *tw, int *n_name, int *first_param) {
+    char nbuf[256];
+    snprintf(nbuf, sizeof nbuf, "%s", t->name);
+    for (char *q = nbuf; *q; q++)
+        if (*q == '.' || *q == '_') *q = ' ';
+    split_words(nbuf, tw, 0);
+    *n_name = tw->n;
+    split_words(t->description, tw, 1);
+    *first_param = tw->n;
+    const char *pn;
+    const json_t *pv;
+    json_object_foreach((json_t *)json_object_get(t->parameters, "properties"), pn, pv) {
+        snprintf(nbuf, sizeof nbuf, "%s", pn);
+        for (char *q = nbuf; *q; q++)
+            if (*q == '_') *q = ' ';
+        split_words(nbuf, tw, 1);
+    }
+}
+
+static int stub_encode(const kd_stub_teacher *s, const char *text, size_t len, kd_encoding *enc, kd_error *err);
+static void stub_encoding_free(const kd_stub_teacher *s, kd_encoding *enc);
+
+static void free_tools(tool_view *v, int n) {
+    if (!v) return;
+    for (int i = 0; i < n; i++) {
+        free(v[i].tw);
+        free(v[i].weight);
+        free(v[i].name_ids);
+    }
+    free(v);
+}
+
+static int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
+    size_t n = tools ? json_array_size(tools) : (size_t)(s->reg ? s->reg->count : 0);
+    tool_view *v = calloc(n ? n : 1, sizeof *v);
+    if (!v) return -1;
+    int m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tools) {
+            const json_t *t = json_array_get(tools, i);
+            const json_t *fn = json_object_get(t, "function");
+            if (!fn) fn = t; /* BFCL entries have no wrapper */
+            const char *name = json_string_value(json_object_get(fn, "name"));
+            if (!name) continue;
+            const char *desc = json_string_value(json_object_get(fn, "description"));
+            v[m].name = name;
+            v[m].description = desc ? desc : "";
+            v[m].parameters = json_object_get(fn, "parameters");
+        } else {
+            v[m].name = s->reg->tools[i].name;
+            v[m].description = s->reg->tools[i].description ? s->reg->tools[i].description : "";
+            v[m].parameters = s->reg->tools[i].parameters;
+        }
+        v[m].tw = malloc(sizeof(words));
+        if (!v[m].tw) {
+            free_tools(v, m + 1);
+            return -1;
+        }
+        tool_words(&v[m], v[m].tw, &v[m].n_name, &v[m].first_param);
+        m++;
+    }
+    for (int i = 0; i < m; i++) {
+        v[i].weight = calloc((size_t)(v[i].tw->n ? v[i].tw->n : 1), sizeof(double));
+        if (!v[i].weight) {
+            free_tools(v, m);
+            return -1;
+        }
+        for (int w = 0; w < v[i].tw->n; w++) {
+            int df = 0;
+            for (int j = 0; j < m; j++) df += has_word(v[j].tw, v[i].tw->w[w]);
+            double idf = log(1.0 + (double)m / (df ? df : 1));
+            int in_name = 0;
+            for (int j = 0; j < v[i].n_name; j++) in_name |= word_match(v[i].tw->w[j], v[i].tw->w[w]);
+            v[i].weight[w] = idf * (in_name ? 3.0 : w >= v[i].first_param ? 1.2 : 1.0);
+        }
+        kd_encoding enc = {0};
+        if (stub_encode(s, v[i].name, strlen(v[i].name), &enc, NULL) == KD_OK && enc.count) {
+            v[i].name_ids = malloc(enc.count * sizeof(int32_t));
+            if (v[i].name_ids) {
+                memcpy(v[i].name_ids, enc.ids, enc.count * sizeof(int32_t));
+                v[i].n_name_ids = (int)enc.count;
+            }
+        }
+        stub_encoding_free(s, &enc);
+    }
+    *out = v;
+    return m;
+}
+
+/* The registry's index is built once at open and shared (read-only) by every request. */
+static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out);
+static void release_tools(const kd_stub_teacher *s, tool_view *tv, int n);
+
 /* Words a user says for a tool that its own text lacks. */
 static const char *SYNONYMS[][2] = {
     {"open", "read"},         {"temperature", "weather"}, {"rain", "weather"},     {"sunny", "weather"},
@@ -235,10 +319,21 @@ static const char *SYNONYMS[][2] = {
     {"execute", "run"},       {"folder", "directory"},    {"download", "fetch"},   {"look", "search"},
     {"google", "search"},     {"meeting", "event"},       {"schedule", "calendar"}, {"appointment", "event"},
     {"save", "write"},        {"share", "stock"},         {"ticker", "symbol"},    {"quote", "price"},
-    {"trading", "stock"},     {"ls", "list"},             {"cat", "read"},         {"week", "forecast"},
+    {"trading", "stock"},     {"ls", "list"},             {"show", "read"},         {"week", "forecast"},
     {"next", "forecast"},     {"multiply", "arithmetic"}, {"sum", "arithmetic"},   {"inche", "convert"},
+    {"find", "search"},       {"mention", "search"},      {"containing", "write"},    {"express", "convert"},
     {"spanish", "translate"}, {"french", "translate"},    {"german", "translate"}, {"agenda", "calendar"},
     {NULL, NULL}};
+
+static char g_syn[64][2][32];
+static int g_nsyn;
+static void stem_synonyms(void) {
+    for (g_nsyn = 0; SYNONYMS[g_nsyn][0] && g_nsyn < 64; g_nsyn++)
+        for (int k = 0; k < 2; k++) {
+            snprintf(g_syn[g_nsyn][k], 32, "%s", SYNONYMS[g_nsyn][k]);
+            stem(g_syn[g_nsyn][k]);
+        }
+}
 
 /* ---- argument extraction from the prompt ---- */
 
@@ -298,6 +393,9 @@ static int pred_url(const char *b, size_t n) { return (n > 8 && strncmp(b, "http
 static int pred_path(const char *b, size_t n) {
     if (pred_url(b, n)) return 0;
     if (memchr(b, '@', n)) return 0;
+    int alnum = 0;
+    for (size_t i = 0; i < n; i++) alnum += isalnum((unsigned char)b[i]) != 0;
+    if (alnum == 0 || b[0] == '(' || b[n - 1] == ')') return 0;
     if (memchr(b, '/', n)) return 1;
     const char *dot = NULL;
     for (size_t i = 1; i + 1 < n; i++)
@@ -504,6 +602,13 @@ static json_t *fill_string(argctx *a, const char *pname, const json_t *schema, i
     if (name_has(pname, "url")) return find_token(text, pred_url, &s, 0) ? span_str(s) : NULL;
     if (name_has(pname, "path") || name_has(pname, "file") || strcmp(pname, "cwd") == 0) {
         if (find_token(text, pred_path, &s, 0)) return span_str(s);
+        static const char *dtrig[] = {"files in ", "folder ", "directory ", "contents of ", "open ", "Open ", NULL};
+        if (strcmp(pname, "cwd") != 0 && text_after(text, dtrig, &s)) {
+            size_t n = 0;
+            while (n < s.n && is_tokch(s.p[n])) n++;
+            while (n && strchr(".?!:;)", s.p[n - 1])) n--;
+            if (n) return json_stringn(s.p, n);
+        }
         return strcmp(pname, "cwd") == 0 ? NULL : (required ? json_string(".") : NULL);
     }
     if (name_has(pname, "date")) {
@@ -673,115 +778,265 @@ static json_t *fill_args(const char *text, const json_t *params) {
 
 /* ---- choosing a tool ---- */
 
-static double score_tool(const tool_view *t, const words *pw, const tool_view *all, int n, const char *text) {
-    words tw, nw;
-    char nbuf[256];
-    snprintf(nbuf, sizeof nbuf, "%s", t->name);
-    for (char *q = nbuf; *q; q++)
-        if (*q == '.' || *q == '_') *q = ' ';
-    split_words(nbuf, &nw, 0);
-    tw = nw;
-    split_words(t->description, &tw, 1);
-    const json_t *props = json_object_get(t->parameters, "properties");
-    const char *pn;
-    const json_t *pv;
-    int first_param = tw.n;
-    json_object_foreach((json_t *)props, pn, pv) {
-        snprintf(nbuf, sizeof nbuf, "%s", pn);
-        for (char *q = nbuf; *q; q++)
-            if (*q == '_') *q = ' ';
-        split_words(nbuf, &tw, 1);
+/* The prompt with quoted strings, URLs, paths and e-mail addresses blanked: their words are values,
+ * not requests ("~/Downloads/x.pdf" asks for no download). */
+static void word_text(const char *text, char *out, size_t cap) {
+    snprintf(out, cap, "%s", text);
+    span s;
+    for (int i = 0; nth_quoted(out, 0, &s) && i < 32; i++) memset((char *)s.p - 1, ' ', s.n + 2);
+    int (*preds[])(const char *, size_t) = {pred_url, pred_email, pred_path};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; find_token(out, preds[k], &s, 0) && i < 32; i++) memset((char *)s.p, ' ', s.n);
+}
+
+/* A number followed by a unit word ("25 km", "143 fahrenheit"). */
+static const char *UNIT_WORDS[] = {"m", "ft", "mi", "km", "cm", "mm", "in", "yd", "lb", "lbs", "kg", "g", "oz", "l", "ml",
+                                   "gal", "celsius", "fahrenheit", "kelvin", "c", "f", "k", "kilometers", "kilometres",
+                                   "miles", "meters", "metres", "feet", "inches", "centimeters", "kilograms", "pounds",
+                                   "grams", "ounces", "liters", "litres", "gallons", "yards", "mph", "kph", NULL};
+
+static int is_unit_word(const char *p, size_t n) {
+    for (int i = 0; UNIT_WORDS[i]; i++)
+        if (strlen(UNIT_WORDS[i]) == n && strncasecmp(UNIT_WORDS[i], p, n) == 0) return 1;
+    return 0;
+}
+
+/* The i-th unit word that follows a number; *at its position. */
+static int number_unit(const char *text, span *out) {
+    span s;
+    for (int i = 0; i < 16 && find_token(text, pred_number, &s, i); i++) {
+        const char *q = s.p + s.n;
+        if (*q != ' ') continue;
+        q++;
+        size_t n = 0;
+        while (isalpha((unsigned char)q[n])) n++;
+        if (n && is_unit_word(q, n)) {
+            out->p = q;
+            out->n = n;
+            return 1;
+        }
     }
-    double score = 0;
-    for (int i = 0; i < tw.n; i++) {
-        const char *w = tw.w[i];
+    return 0;
+}
+
+typedef struct tool_score {
+    double total;   /* everything */
+    double request; /* name and description words and shape evidence: what makes a clause a request */
+} tool_score;
+
+static tool_score score_tool(const tool_view *t, const words *pw, const tool_view *all, int n, const char *text,
+                             const char *wt) {
+    (void)all;
+    (void)n;
+    const json_t *props = json_object_get(t->parameters, "properties");
+    tool_score sc = {0, 0};
+    for (int i = 0; i < t->tw->n; i++) {
+        const char *w = t->tw->w[i];
         int hit = has_word(pw, w);
-        for (int j = 0; !hit && SYNONYMS[j][0]; j++) {
-            char a[32], b[32];
-            snprintf(a, sizeof a, "%s", SYNONYMS[j][0]);
-            snprintf(b, sizeof b, "%s", SYNONYMS[j][1]);
-            stem(a);
-            stem(b);
-            hit = word_match(b, w) && has_word(pw, a);
-        }
+        for (int j = 0; !hit && j < g_nsyn; j++) hit = word_match(g_syn[j][1], w) && has_word(pw, g_syn[j][0]);
         if (!hit) continue;
-        /* rarer words across the offered tools say more */
-        int df = 0;
-        for (int j = 0; j < n; j++) {
-            char d[1024];
-            snprintf(d, sizeof d, "%s %s", all[j].name, all[j].description);
-            for (char *q = d; *q; q++)
-                if (*q == '.' || *q == '_') *q = ' ';
-            words dw;
-            split_words(d, &dw, 0);
-            const char *k2;
-            const json_t *v2;
-            json_object_foreach((json_t *)json_object_get(all[j].parameters, "properties"), k2, v2) {
-                char kb[128];
-                snprintf(kb, sizeof kb, "%s", k2);
-                for (char *q = kb; *q; q++)
-                    if (*q == '_') *q = ' ';
-                split_words(kb, &dw, 1);
-            }
-            df += has_word(&dw, w);
-        }
-        double idf = log(1.0 + (double)n / (df ? df : 1));
-        int in_name = 0;
-        for (int j = 0; j < nw.n; j++) in_name |= word_match(nw.w[j], w);
-        score += idf * (in_name ? 3.0 : i >= first_param ? 1.2 : 1.0);
+        sc.total += t->weight[i];
+        if (i < t->first_param) sc.request += t->weight[i];
     }
     /* evidence from the shape of the prompt */
     span s;
-    if (json_object_get(props, "url") && find_token(text, pred_url, &s, 0)) score += 3;
-    if (json_object_get(props, "expression") && find_expression(text, &s)) score += 4;
-    if (json_object_get(props, "symbol") && find_token(text, pred_ticker, &s, 0)) score += 1.5;
-    if (json_object_get(props, "city") && find_listed(text, CITIES, NULL, NULL)) score += 1.5;
-    if (json_object_get(props, "target_language") && find_listed(text, LANGS, NULL, NULL)) score += 2;
-    if (json_object_get(props, "from_unit") && find_listed(text, UNITS, NULL, NULL)) score += 1.5;
-    if (json_object_get(props, "path") && find_token(text, pred_path, &s, 0)) score += 1;
-    if (json_object_get(props, "start_date") && json_object_get(props, "end_date") && find_token(text, pred_date, &s, 1)) score += 2.5;
-    if (json_object_get(props, "start_time") && find_token(text, pred_time, &s, 0)) score += 1.5;
-    return score;
+    double ev = 0;
+    int has_path = find_token(text, pred_path, &s, 0);
+    int path_has_ext = 0;
+    if (has_path) {
+        const char *slash = s.p, *dot = NULL;
+        for (const char *q = s.p; q < s.p + s.n; q++) {
+            if (*q == '/') slash = q;
+            if (*q == '.') dot = q;
+        }
+        path_has_ext = dot && dot > slash && dot + 1 < s.p + s.n;
+    }
+    const json_t *req = json_object_get(t->parameters, "required");
+    int req_path = 0, req_url = 0, req_expr = 0, req_to = 0, req_date = 0;
+    size_t ri;
+    const json_t *rv;
+    json_array_foreach(req, ri, rv) {
+        const char *r = json_string_value(rv);
+        if (!r) continue;
+        req_path |= strcmp(r, "path") == 0;
+        req_url |= strcmp(r, "url") == 0;
+        req_expr |= strcmp(r, "expression") == 0;
+        req_to |= strcmp(r, "to") == 0;
+        req_date |= strcmp(r, "date") == 0 || strcmp(r, "start_date") == 0;
+    }
+    if (json_object_get(props, "url") && find_token(text, pred_url, &s, 0)) ev += 3;
+    else if (req_url) ev -= 2;
+    if (json_object_get(props, "expression") && find_expression(wt, &s)) ev += 4;
+    else if (req_expr) ev -= 2;
+    if (json_object_get(props, "symbol") && find_token(text, pred_ticker, &s, 0)) ev += 1.5;
+    if (json_object_get(props, "city") && find_listed(text, CITIES, NULL, NULL)) ev += 1.5;
+    if (json_object_get(props, "target_language") && find_listed(text, LANGS, NULL, NULL)) ev += 2;
+    if (json_object_get(props, "from_unit") && number_unit(text, &s)) ev += 5;
+    int dir_tool = strstr(t->name, "dir") != NULL || (strstr(t->name, "list") != NULL && strstr(t->name, "file") != NULL);
+    int dir_words = ci_find(text, "files in") || ci_find(text, "folder") || ci_find(text, "directory");
+    if (json_object_get(props, "path")) {
+        if (has_path) ev += 1 + (!dir_tool && path_has_ext ? 1.5 : 0);
+        else if (req_path && strstr(t->name, "file")) ev -= 6; /* a file tool without a file name */
+        if (dir_tool && dir_words) ev += 3;
+    }
+    if (req_date && !find_token(text, pred_date, &s, 0) && !ci_find(text, "today") && !ci_find(text, "tomorrow")) ev -= 2;
+    if (json_object_get(props, "target_language") && ci_find(text, "say") && nth_quoted(text, 0, &s)) ev += 4;
+    if (json_object_get(props, "to") || json_object_get(props, "from")) {
+        /* "to x@y", "email x@y", "write to x@y" call for sending; "from x@y" for searching */
+        int send = 0, from = 0;
+        for (int i = 0; i < 8 && find_token(text, pred_email, &s, i); i++) {
+            const char *b = s.p;
+            while (b > text && b[-1] == ' ') b--;
+            const char *w = b;
+            while (w > text && isalpha((unsigned char)w[-1])) w--;
+            size_t wl = (size_t)(b - w);
+            if ((wl == 2 && strncasecmp(w, "to", 2) == 0) || (wl == 5 && strncasecmp(w, "email", 5) == 0)) send = 1;
+            if (wl == 4 && strncasecmp(w, "from", 4) == 0) from = 1;
+            if (i == 0 && b > text && (b[-1] == '"' || b[-1] == ':')) from = 1; /* (from: "x@y") */
+        }
+        if (req_to && send) ev += 8;
+        else if (req_to) ev -= 2;
+        if (!req_to && json_object_get(props, "from") && from) ev += 1.5;
+    }
+    if (json_object_get(props, "start_date") && json_object_get(props, "end_date") && find_token(text, pred_date, &s, 1)) ev += 2.5;
+    if (json_object_get(props, "start_time") && find_token(text, pred_time, &s, 0)) ev += 1.5;
+    sc.total += ev;
+    sc.request += ev;
+    return sc;
 }
 
-static int choose(const tool_view *tools, int n, const char *text, double *best_score) {
+static int choose_scored(const tool_view *tools, int n, const char *text, tool_score *best_out) {
+    char wt[2048];
+    word_text(text, wt, sizeof wt);
     words pw;
-    split_words(text, &pw, 0);
+    split_words(wt, &pw, 0);
     int best = -1;
-    double bs = 0;
+    tool_score bs = {0, 0};
     for (int i = 0; i < n; i++) {
-        double sc = score_tool(&tools[i], &pw, tools, n, text);
-        if (sc > bs + 1e-9) {
+        tool_score sc = score_tool(&tools[i], &pw, tools, n, text, wt);
+        if (sc.total > bs.total + 1e-9) {
             bs = sc;
             best = i;
         }
     }
-    if (best_score) *best_score = bs;
-    return bs >= 2.5 ? best : -1;
+    if (best_out) *best_out = bs;
+    return bs.total >= 2.5 ? best : -1;
 }
 
-/* Several requests in one prompt are separated by "then", "also", ";" (one clause each). */
-static int split_requests(const char *text, char parts[][1024], int maxp) {
-    static const char *seps[] = {", and then ", " and then ", ". Then ", ", then ", " then ", ". Also ", " and also ",
-                                 "; ", ". After that, ", NULL};
+static int choose(const tool_view *tools, int n, const char *text, double *best_score) {
+    tool_score sc;
+    int i = choose_scored(tools, n, text, &sc);
+    if (best_score) *best_score = sc.total;
+    return i;
+}
+
+/* Sentences (split at . ? ! ; followed by a space, outside quotes). */
+static int split_sentences(const char *text, char parts[][1024], int maxp) {
     int n = 0;
-    const char *p = text;
+    const char *b = text, *p = text;
+    char q = 0;
     while (*p && n < maxp) {
-        const char *cut = NULL, *sep = NULL;
-        for (int i = 0; seps[i]; i++) {
-            const char *q = strstr(p, seps[i]);
-            if (q && (!cut || q < cut)) {
-                cut = q;
-                sep = seps[i];
+        if (q) {
+            if (*p == q) {
+                q = 0;
+                /* a closing quote ends a sentence when a capital follows: "...attached." Once */
+                if (p[1] == ' ' && isupper((unsigned char)p[2]) && p > b && strchr(".?!", p[-1])) {
+                    size_t len = (size_t)(p + 1 - b);
+                    if (len > 1023) len = 1023;
+                    memcpy(parts[n], b, len);
+                    parts[n++][len] = 0;
+                    b = p + 2;
+                    if (n >= maxp) break;
+                }
             }
+        } else if (strncmp(p, ", then ", 7) == 0 || strncmp(p, " and then ", 10) == 0) {
+            size_t len = (size_t)(p - b);
+            if (len > 1023) len = 1023;
+            memcpy(parts[n], b, len);
+            parts[n++][len] = 0;
+            b = p + (p[0] == ',' ? 7 : 10);
+            p = b;
+            continue;
+        } else if (*p == ')' && p[1] == ' ' && isupper((unsigned char)p[2])) {
+            size_t len = (size_t)(p + 1 - b);
+            if (len > 1023) len = 1023;
+            memcpy(parts[n], b, len);
+            parts[n++][len] = 0;
+            b = p + 2;
+        } else if ((*p == '"' || *p == '`' || (*p == '\'' && (p == text || !isalnum((unsigned char)p[-1]))))) {
+            q = *p;
+        } else if (strchr(".?!;", *p) && (p[1] == ' ' || p[1] == 0)) {
+            size_t len = (size_t)(p + 1 - b);
+            if (len > 1023) len = 1023;
+            memcpy(parts[n], b, len);
+            parts[n++][len] = 0;
+            b = p + 1;
+            while (*b == ' ') b++;
         }
-        size_t len = cut ? (size_t)(cut - p) : strlen(p);
+        p++;
+    }
+    if (*b && n < maxp) {
+        size_t len = strlen(b);
         if (len > 1023) len = 1023;
-        memcpy(parts[n], p, len);
-        parts[n][len] = 0;
-        n++;
-        if (!cut) break;
-        p = cut + strlen(sep);
+        memcpy(parts[n], b, len);
+        parts[n++][len] = 0;
+    }
+    return n;
+}
+
+/* A sentence that sets a parameter of the request before it: "(units: ...)", "Use limit 5.", or one
+ * that names one of that tool's parameters. */
+static int continues(const tool_view *t, const char *sentence) {
+    const char *p = sentence;
+    while (*p == ' ') p++;
+    if (*p == '(' || strncasecmp(p, "use ", 4) == 0 || strncasecmp(p, "set ", 4) == 0) return 1;
+    words sw;
+    split_words(sentence, &sw, 0);
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)json_object_get(t->parameters, "properties"), k, v) {
+        char kb[128];
+        snprintf(kb, sizeof kb, "%s", k);
+        for (char *q = kb; *q; q++)
+            if (*q == '_') *q = ' ';
+        words pw;
+        split_words(kb, &pw, 0);
+        if (pw.n && has_word(&sw, pw.w[pw.n - 1]) && strlen(pw.w[pw.n - 1]) > 3) return 1;
+    }
+    return 0;
+}
+
+/* Requests in a prompt: a sentence whose name/description words (or shape) point at a tool starts a
+ * request; other sentences ("Use max bytes 200.", "Thanks!") add detail to the one before; a sentence
+ * pointing at the same tool as the one before continues it. */
+static int split_requests(const tool_view *tv, int ntools, const char *text, char parts[][1024], int *picks, int maxp) {
+    char sent[16][1024];
+    int ns = split_sentences(text, sent, 16), n = 0;
+    char prefix[1024] = "";
+    for (int i = 0; i < ns; i++) {
+        tool_score sc;
+        int t = choose_scored(tv, ntools, sent[i], &sc);
+        int starts = t >= 0 && sc.request >= 2.0;
+        if (starts && n > 0 && (picks[n - 1] == t || continues(&tv[picks[n - 1]], sent[i]))) starts = 0;
+        if (starts && n < maxp) {
+            snprintf(parts[n], 1024, "%s%s%s", prefix, prefix[0] ? " " : "", sent[i]);
+            picks[n++] = t;
+            prefix[0] = 0;
+        } else if (n > 0) {
+            size_t l = strlen(parts[n - 1]);
+            snprintf(parts[n - 1] + l, 1024 - l, " %s", sent[i]);
+        } else {
+            size_t l = strlen(prefix);
+            snprintf(prefix + l, sizeof prefix - l, "%s%s", l ? " " : "", sent[i]);
+        }
+    }
+    if (n == 0) { /* no sentence alone: the prompt as a whole */
+        int t = choose(tv, ntools, text, NULL);
+        if (t >= 0) {
+            snprintf(parts[0], 1024, "%s", text);
+            picks[0] = t;
+            n = 1;
+        }
     }
     return n;
 }
@@ -792,8 +1047,20 @@ const char *kd_stub_choose_tool(kd_stub_teacher *s, const char *prompt, const js
     if (n < 0) return NULL;
     int i = choose(tv, n, prompt, NULL);
     const char *name = i >= 0 ? tv[i].name : NULL;
-    free(tv);
+    release_tools(s, tv, n);
     return name;
+}
+
+static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
+    if (!tools) {
+        *out = s->reg_tools;
+        return s->n_reg_tools;
+    }
+    return index_tools(s, tools, out);
+}
+
+static void release_tools(const kd_stub_teacher *s, tool_view *tv, int n) {
+    if (tv != s->reg_tools) free_tools(tv, n);
 }
 
 /* ---- writing the answer ---- */
@@ -971,15 +1238,13 @@ static void position_topk(const kd_stub_teacher *s, kd_teacher_logprobs *lp, int
 
 static int name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
                              int32_t *out, int cap) {
+    (void)s;
     int m = 0;
-    kd_encoding enc = {0};
     for (int i = 0; i < n && m < cap; i++) {
-        if (i == actual_tool) continue;
-        if (stub_encode(s, tv[i].name, strlen(tv[i].name), &enc, NULL) || enc.count == 0) continue;
-        size_t j = tok_index < enc.count ? tok_index : enc.count - 1;
-        m = add_unique(out, m, cap, enc.ids[j]);
+        if (i == actual_tool || tv[i].n_name_ids == 0) continue;
+        size_t j = tok_index < (size_t)tv[i].n_name_ids ? tok_index : (size_t)tv[i].n_name_ids - 1;
+        m = add_unique(out, m, cap, tv[i].name_ids[j]);
     }
-    stub_encoding_free(s, &enc);
     return m;
 }
 
@@ -1098,7 +1363,7 @@ int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, size_t respo
         } else p = ne;
     }
     int rc = build_logprobs(s, text, len, response_start, spans, ns, tv, ntools, top_k, (uint64_t)seed, 1, lp, &n, err);
-    free(tv);
+    release_tools(s, tv, ntools);
     return rc;
 }
 
@@ -1118,7 +1383,7 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     const json_t *last = json_array_get(messages, nm - 1);
     const char *role = json_string_value(json_object_get(last, "role"));
     if (!role) {
-        free(tv);
+        release_tools(s, tv, ntools);
         return kd_error_set(err, KD_ERR_INVALID, "stub teacher: messages[%zu] has no role", nm - 1);
     }
     uint64_t rng = messages_hash(messages, seed);
@@ -1131,17 +1396,9 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     } else {
         const char *prompt = message_text(last);
         char parts[8][1024];
-        int np = split_requests(prompt, parts, 8);
-        int picks[8], npk = 0;
-        for (int i = 0; i < np; i++) picks[npk++] = choose(tv, ntools, parts[i], NULL);
-        int ncalls = 0;
-        for (int i = 0; i < npk; i++) ncalls += picks[i] >= 0;
-        if (np > 1 && ncalls < np) { /* one of the clauses names no tool: read the prompt whole */
-            np = 1;
-            snprintf(parts[0], sizeof parts[0], "%s", prompt);
-            picks[0] = choose(tv, ntools, prompt, NULL);
-            ncalls = picks[0] >= 0;
-        }
+        int picks[8];
+        int np = split_requests(tv, ntools, prompt, parts, picks, 8);
+        int ncalls = np;
         if (!ncalls) {
             kd_sbuf_printf(&a.text, "I can answer this without a tool. You asked: \"%.200s\". ", prompt);
             kd_sbuf_puts(&a.text, "No tool is needed for that, so here is my answer directly.");
@@ -1193,7 +1450,7 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     if (a.text.oom) {
         kd_sbuf_free(&a.text);
         json_decref(calls);
-        free(tv);
+        release_tools(s, tv, ntools);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory writing the stub answer");
     }
     c->text = kd_sbuf_take(&a.text);
@@ -1223,6 +1480,6 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     c->prompt_tokens = pt;
     int rc = build_logprobs(s, c->text, strlen(c->text), 0, a.spans, a.nspans, tv, ntools, top_k,
                             (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1, 0, &c->lp, &c->completion_tokens, err);
-    free(tv);
+    release_tools(s, tv, ntools);
     return rc;
 }

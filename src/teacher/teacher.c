@@ -271,7 +271,7 @@ int kd_teacher_parse_chat_response(const char *body, size_t len, kd_teacher_comp
                 rc = kd_error_set(err, KD_ERR_PARSE, "teacher response: tool_calls[%zu].function.name is missing", i);
                 goto done;
             }
-            kd_tool_call *t = &c->tool_calls[c->n_tool_calls++];
+            kd_teacher_tool_call *t = &c->tool_calls[c->n_tool_calls++];
             const char *id = json_string_value(json_object_get(tc, "id"));
             t->id = kd_strdup(id ? id : "");
             t->name = kd_strdup(name);

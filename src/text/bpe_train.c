@@ -324,14 +324,56 @@ static int count_piece(kd_bpe_trainer *t, const char *p, size_t n, kd_error *err
     return KD_OK;
 }
 
+/* NFC line by line (a line break is a starter that composes with nothing, so normalizing lines
+ * separately is exact), with ASCII lines copied as they are: utf8proc is the slow part otherwise. */
+static int nfc_lines(const char *s, size_t n, char **out, size_t *outlen, kd_error *err) {
+    size_t cap = n + n / 8 + 16, len = 0;
+    char *o = malloc(cap);
+    if (!o) return kd_error_set(err, KD_ERR_NOMEM, "out of memory normalizing training text");
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(s + i, '\n', n - i);
+        size_t e = nl ? (size_t)(nl - s) + 1 : n, ascii = 1;
+        for (size_t k = i; k < e && ascii; k++) ascii = (unsigned char)s[k] < 0x80;
+        utf8proc_uint8_t *m = NULL;
+        const char *src = s + i;
+        size_t mlen = e - i;
+        if (!ascii) {
+            utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(e - i), &m,
+                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (r < 0) {
+                free(o);
+                return kd_error_set(err, KD_ERR_INVALID, "NFC normalization failed: %s", utf8proc_errmsg(r));
+            }
+            src = (const char *)m;
+            mlen = (size_t)r;
+        }
+        if (len + mlen > cap) {
+            while (len + mlen > cap) cap *= 2;
+            char *p = realloc(o, cap);
+            if (!p) {
+                free(m);
+                free(o);
+                return kd_error_set(err, KD_ERR_NOMEM, "out of memory normalizing training text");
+            }
+            o = p;
+        }
+        memcpy(o + len, src, mlen);
+        len += mlen;
+        free(m);
+        i = e;
+    }
+    *out = o;
+    *outlen = len;
+    return KD_OK;
+}
+
 /* NFC, then Qwen2's regex split (matches and the gaps between them are pieces: "Isolated"). */
 static int count_segment(kd_bpe_trainer *t, const char *s, size_t n, kd_error *err) {
     if (!n) return KD_OK;
-    utf8proc_uint8_t *nfc = NULL;
-    utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &nfc,
-                                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (m < 0) return kd_error_set(err, KD_ERR_INVALID, "NFC normalization failed: %s", utf8proc_errmsg(m));
-    size_t len = (size_t)m, off = 0;
+    char *nfcs = NULL;
+    size_t len = 0, off = 0;
+    if (nfc_lines(s, n, &nfcs, &len, err)) return err ? err->code : KD_ERR_NOMEM;
+    const unsigned char *nfc = (const unsigned char *)nfcs;
     int rc = KD_OK;
     while (off < len && rc == KD_OK) {
         int r = pcre2_match(t->re, nfc, len, off, PCRE2_NO_UTF_CHECK, t->md, NULL);
@@ -352,8 +394,22 @@ static int count_segment(kd_bpe_trainer *t, const char *s, size_t n, kd_error *e
             off = ov[1];
         }
     }
-    free(nfc);
+    free(nfcs);
     return rc;
+}
+
+static int valid_utf8(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0) return 0;
+        i += (size_t)k;
+    }
+    return 1;
 }
 
 /* Copy with each invalid UTF-8 sequence replaced by U+FFFD. */
@@ -362,6 +418,10 @@ static char *lossy_utf8(const char *s, size_t n, size_t *outlen) {
     if (!o) return NULL;
     size_t j = 0;
     for (size_t i = 0; i < n;) {
+        if ((unsigned char)s[i] < 0x80) {
+            o[j++] = s[i++];
+            continue;
+        }
         utf8proc_int32_t cp;
         utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
         if (k > 0) {
@@ -381,9 +441,14 @@ static char *lossy_utf8(const char *s, size_t n, size_t *outlen) {
 int kd_bpe_trainer_add_text(kd_bpe_trainer *t, const char *text, size_t len, kd_error *err) {
     if (t->trained) return kd_error_set(err, KD_ERR_INVALID, "BPE trainer: text added after training");
     double t0 = kd_now_s();
-    size_t n;
-    char *s = lossy_utf8(text, len, &n);
-    if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory reading training text");
+    size_t n = len;
+    char *copy = NULL;
+    const char *s = text;
+    if (!valid_utf8(text, len)) { /* only then pay for a copy */
+        copy = lossy_utf8(text, len, &n);
+        if (!copy) return kd_error_set(err, KD_ERR_NOMEM, "out of memory reading training text");
+        s = copy;
+    }
     size_t seg = 0;
     int rc = KD_OK;
     for (size_t i = 0; i < n && rc == KD_OK;) {
@@ -406,7 +471,7 @@ int kd_bpe_trainer_add_text(kd_bpe_trainer *t, const char *text, size_t len, kd_
         seg = i;
     }
     if (rc == KD_OK) rc = count_segment(t, s + seg, n - seg, err);
-    free(s);
+    free(copy);
     t->stats.bytes += len;
     t->stats.unique_words = t->words.n;
     t->stats.pretokenize_s += kd_now_s() - t0;

@@ -7,6 +7,7 @@
  * Jansson then decides whether the arguments are valid JSON. */
 #include "kdstep/extract.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,6 +253,7 @@ static void check_arguments(const char *text, const jnode *a, kd_tool_call *c) {
     json_error_t je;
     json_t *v = NULL;
     char *owned = NULL;
+    je.text[0] = 0;
     if (!a->complete) {
         c->schema_error = strdup("arguments are cut off: the JSON does not end");
         return;
@@ -292,7 +294,9 @@ static void check_arguments(const char *text, const jnode *a, kd_tool_call *c) {
     c->schema_error = dup_error("arguments are not valid JSON: %s%s", je.text, "");
 }
 
-static int emit_call(ctx *x, const jparser *p, const jnode *obj, const jnode *name, const jnode *args, int via_function) {
+/* name_quoted: [name_s, name_e) is a JSON string with its quotes; else the raw name bytes. */
+static int emit_call(ctx *x, const jparser *p, kd_text_span call, size_t name_s, size_t name_e, int name_quoted, const jnode *args,
+                     int via_function) {
     kd_tool_calls *o = x->out;
     if (o->count == o->cap) {
         size_t ncap = o->cap ? o->cap * 2 : 8;
@@ -308,10 +312,9 @@ static int emit_call(ctx *x, const jparser *p, const jnode *obj, const jnode *na
     else if (via_function) c->format = KD_CALL_OPENAI;
     else if (key_is(p, args, "parameters")) c->format = KD_CALL_LLAMA;
     else c->format = KD_CALL_INLINE_JSON;
-    c->call.start = obj->start;
-    c->call.end = obj->end;
-    c->name.start = name->start + 1;
-    c->name.end = name->end - 1;
+    c->call = call;
+    c->name.start = name_s + (size_t)name_quoted;
+    c->name.end = name_e - (size_t)name_quoted;
     if (args->complete && (args->type == JN_STR || args->type == JN_SQSTR)) {
         c->args_is_string = 1;
         c->arguments.start = args->start + 1;
@@ -320,11 +323,11 @@ static int emit_call(ctx *x, const jparser *p, const jnode *obj, const jnode *na
         c->args_is_string = args->type == JN_STR || args->type == JN_SQSTR;
         c->arguments.start = args->start + (size_t)c->args_is_string;
         size_t e = args->end;
-        while (e > c->arguments.start && strchr(" \t\r\n", t[e - 1])) e--;
+        while (e > c->arguments.start && (t[e - 1] == ' ' || t[e - 1] == '\t' || t[e - 1] == '\r' || t[e - 1] == '\n')) e--;
         c->arguments.end = e;
     }
     json_error_t je;
-    json_t *ns = json_loadb(t + name->start, name->end - name->start, JSON_DECODE_ANY, &je);
+    json_t *ns = name_quoted ? json_loadb(t + name_s, name_e - name_s, JSON_DECODE_ANY, &je) : NULL;
     if (ns && json_is_string(ns)) c->name_text = strdup(json_string_value(ns));
     else c->name_text = kd_strndup(t + c->name.start, c->name.end - c->name.start);
     json_decref(ns);
@@ -341,7 +344,7 @@ static int emit_call(ctx *x, const jparser *p, const jnode *obj, const jnode *na
         if (kd_registry_validate(tool, c->args, &e) == KD_OK) c->schema_valid = 1;
         else c->schema_error = strdup(e.msg);
     }
-    x->last_call_end = obj->end;
+    x->last_call_end = call.end;
     x->found++;
     return 0;
 }
@@ -358,7 +361,7 @@ static int walk(ctx *x, const jparser *p, int id, int via_function) {
             if (key_is(p, ch, "name") && ch->type == JN_STR && ch->complete) name = ch;
             else if (key_is(p, ch, "arguments") || key_is(p, ch, "parameters")) args = ch;
         }
-        if (name && args) return emit_call(x, p, n, name, args, via_function);
+        if (name && args) return emit_call(x, p, (kd_text_span){n->start, n->end}, name->start, name->end, 1, args, via_function);
     }
     for (int k = n->first_child; k >= 0; k = p->nodes[k].next)
         if (walk(x, p, k, n->type == JN_OBJ && key_is(p, &p->nodes[k], "function"))) return -1;
@@ -402,6 +405,35 @@ int kd_extract_tool_calls(const char *text, size_t len, const kd_registry *reg, 
             } else if (starts(text, len, pos, "<functioncall>")) {
                 x.has_marker = 1, x.marker_fmt = KD_CALL_GLAIVE;
                 pos += 14;
+            } else if (starts(text, len, pos, "<function=")) {
+                /* Llama 3.1's custom-tool form: <function=NAME>{...}</function> */
+                size_t ns = pos + 10, ne = ns;
+                while (ne < len && (isalnum((unsigned char)text[ne]) || text[ne] == '_' || text[ne] == '.' || text[ne] == '-')) ne++;
+                if (ne > ns && ne < len && text[ne] == '>') {
+                    p.pos = ne + 1;
+                    p.n = 0;
+                    p.depth = 0;
+                    p.failed = 0;
+                    jp_ws(&p);
+                    int root = p.pos < len && text[p.pos] == '{' ? jp_value(&p, 0) : -1;
+                    if (p.nomem) {
+                        free(p.nodes);
+                        return kd_error_set(err, KD_ERR_NOMEM, "out of memory extracting tool calls");
+                    }
+                    if (root >= 0) {
+                        int saved = x.has_marker;
+                        kd_call_format sf = x.marker_fmt;
+                        x.has_marker = 1, x.marker_fmt = KD_CALL_LLAMA;
+                        if (emit_call(&x, &p, (kd_text_span){pos, p.nodes[root].end}, ns, ne, 0, &p.nodes[root], 0)) {
+                            free(p.nodes);
+                            return kd_error_set(err, KD_ERR_NOMEM, "out of memory extracting tool calls");
+                        }
+                        x.has_marker = saved, x.marker_fmt = sf;
+                        pos = p.nodes[root].end > pos ? p.nodes[root].end : pos + 1;
+                        continue;
+                    }
+                }
+                pos++;
             } else if (starts(text, len, pos, "<|python_tag|>")) {
                 x.has_marker = 1, x.marker_fmt = KD_CALL_LLAMA;
                 pos += 14;

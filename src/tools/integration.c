@@ -301,9 +301,17 @@ typedef struct widx {
     size_t pos; /* index into the value-word array */
 } widx;
 
-static int widx_cmp(const void *a, const void *b) {
+static int widx_cmp_hash(const void *a, const void *b) {
     const widx *x = a, *y = b;
     return x->h < y->h ? -1 : x->h > y->h;
+}
+
+/* by hash, then by position, so "the first occurrences" of a word are the first in the text */
+static int widx_cmp(const void *a, const void *b) {
+    int c = widx_cmp_hash(a, b);
+    if (c) return c;
+    const widx *x = a, *y = b;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
 static int match_boundary(const norm *a, size_t s, size_t e) {
@@ -403,12 +411,17 @@ int kd_identify_integration_spans(const char *answer, size_t len, const char *co
         }
         for (size_t i = first_answer_word; i < nw && nvw;) {
             widx key = {words[i].h, 0};
-            widx *f = bsearch(&key, index, nvw, sizeof(widx), widx_cmp);
+            widx *f = bsearch(&key, index, nvw, sizeof(widx), widx_cmp_hash);
             size_t best = 0;
             if (f) {
                 while (f > index && f[-1].h == key.h) f--;
-                for (; f < index + nvw && f->h == key.h; f++) {
+                /* a word repeated thousands of times in a value must not make this quadratic: look
+                 * at its first occurrences only, and skip those that continue a run already seen */
+                int looked = 0;
+                for (; f < index + nvw && f->h == key.h && looked < 256; f++, looked++) {
                     size_t j = f->pos, k = 0;
+                    if (i > first_answer_word && j > 0 && words[j - 1].value == words[j].value && words[j - 1].h == words[i - 1].h)
+                        continue;
                     while (i + k < nw && j + k < nvw && words[j + k].value == words[j].value && words[i + k].h == words[j + k].h) k++;
                     if (k > best) best = k;
                 }

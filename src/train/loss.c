@@ -188,6 +188,14 @@ int kd_kd_opts_check(const kd_kd_opts *opts, kd_error *err) {
     return KD_OK;
 }
 
+int kd_kd_opts_from_config(const kd_config *cfg, kd_kd_opts *out, kd_error *err) {
+    int rc = kd_divergence_parse(cfg->kd.divergence, &out->divergence, err);
+    if (rc != KD_OK) return rc;
+    out->temperature = (float)cfg->kd.temperature;
+    out->jsd_beta = (float)cfg->kd.jsd_beta;
+    return kd_kd_opts_check(out, err);
+}
+
 static double logaddexp(double a, double b) {
     if (a == -INFINITY) return b;
     if (b == -INFINITY) return a;
@@ -199,15 +207,26 @@ static double logaddexp(double a, double b) {
 static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp, float tail_lp, int K,
                      const kd_kd_opts *o, float scale, float *d, uint8_t *mark, int *bid, double *lq, double *lp,
                      double *r, float *e) {
+    /* Buckets: each distinct valid id once (a repeated id's mass joins its bucket); the mass of ids the
+     * student does not have (-1, >= V) joins the tail, which is where the student keeps those tokens. */
     int nb = 0;
+    double extra_tail = -INFINITY;
     for (int k = 0; k < K; k++) {
         int32_t v = tid[k];
-        if (v < 0 || v >= V || mark[v]) continue; /* padding or a repeat */
-        mark[v] = 1;
-        bid[nb] = v;
-        lq[nb] = fmax((double)tlp[k], KD_TEACHER_LOGPROB_FLOOR);
-        nb++;
+        double l = tlp[k];
+        if (isnan(l)) continue;
+        if (v < 0 || v >= V) {
+            extra_tail = logaddexp(extra_tail, l);
+        } else if (mark[v]) {
+            for (int b = 0; b < nb; b++)
+                if (bid[b] == v) lq[b] = logaddexp(lq[b], l);
+        } else {
+            mark[v] = 1;
+            bid[nb] = v;
+            lq[nb++] = l;
+        }
     }
+    for (int b = 0; b < nb; b++) lq[b] = fmax(lq[b], KD_TEACHER_LOGPROB_FLOOR);
     if (nb == 0 || isnan(tail_lp)) {
         for (int b = 0; b < nb; b++) mark[bid[b]] = 0;
         return NAN;
@@ -237,7 +256,7 @@ static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp
     int n_all = nb + has_tail;
     for (int b = 0; b < nb; b++) lp[b] = (double)((z[bid[b]] - m) * invT) + (double)m * invT - lse;
     if (has_tail) {
-        lq[nb] = fmax((double)tail_lp, KD_TEACHER_LOGPROB_FLOOR);
+        lq[nb] = fmax(logaddexp((double)tail_lp, extra_tail), KD_TEACHER_LOGPROB_FLOOR);
         lp[nb] = log(S_tail) - log(S);
     }
     /* teacher tempered over its buckets */

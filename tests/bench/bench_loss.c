@@ -2,6 +2,8 @@
  *
  *   bench_loss ref DIR     write random cases (inputs + our losses and gradients) to DIR for
  *                          tests/reference/loss_ref.py; DIR/cases.json lists them
+ *   bench_loss states GLAIVE.json [V]
+ *                          distinct automaton states over real tool calls (cache misses to expect)
  *   bench_loss grammar [V B T json_share steps]
  *                          time the grammar term on a synthetic vocabulary and batch; prints figures
  *                          and one JSON line
@@ -135,8 +137,9 @@ static int kd_case(const char *dir, json_t *cases, const char *name, kd_divergen
         }
         tail[j] = (float)log1p(-top_mass);
         has[j] = unif() < 0.85 && j % 5 != 2;
-        if (j % 7 == 3) tid[j * K + K - 1] = -1;       /* padding */
-        if (j % 9 == 4) tid[j * K + 2] = tid[j * K + 1]; /* a repeat is padding too */
+        if (j % 7 == 3) tid[j * K + K - 1] = -1;       /* a token the student lacks: its mass goes to the tail */
+        if (j % 6 == 1) tid[j * K + K - 2] = -1, tlp[j * K + K - 2] = -INFINITY; /* padding */
+        if (j % 9 == 4) tid[j * K + 2] = tid[j * K + 1]; /* a repeat: its mass joins the bucket */
         if (j % 13 == 5) tail[j] = -INFINITY;           /* the teacher claims its top-k is everything */
     }
     kd_teacher_topk teacher = {K, tid, tlp, tail, has};
@@ -393,6 +396,78 @@ static int cmd_grammar(int V, int B, int T, double share, int steps) {
     return ok ? 0 : 1;
 }
 
+/* Distinct automaton states that real tool calls visit: every glaive function_call JSON, tokenized with
+ * the synthetic vocabulary (punctuation merges, byte fallback) and, as an upper bound, byte by byte. */
+static int cmd_states(const char *path, int V) {
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root || !json_is_array(root)) {
+        fprintf(stderr, "bench_loss: %s: %s\n", path, je.text);
+        return 1;
+    }
+    size_t *lens = calloc((size_t)V, sizeof *lens);
+    char **tok = synth_vocab(V, lens);
+    kd_jsongrammar *g, *gb;
+    kd_error err;
+    const char *one_byte[1] = {""};
+    size_t zero[1] = {0};
+    if (kd_jsongrammar_new((const char **)tok, lens, V, 0, &g, &err) != KD_OK ||
+        kd_jsongrammar_new(one_byte, zero, 1, 1 << 16, &gb, &err) != KD_OK) {
+        fprintf(stderr, "bench_loss: %s\n", err.msg);
+        return 1;
+    }
+    int64_t calls = 0, positions = 0, bytes = 0, invalid = 0;
+    size_t i;
+    json_t *conv;
+    json_array_foreach(root, i, conv) {
+        size_t k;
+        json_t *turn;
+        json_array_foreach(json_object_get(conv, "conversations"), k, turn) {
+            if (strcmp(json_string_value(json_object_get(turn, "from")), "function_call") != 0) continue;
+            const char *text = json_string_value(json_object_get(turn, "value"));
+            size_t n = strlen(text);
+            calls++;
+            kd_jsonprefix st;
+            kd_jsonprefix_init(&st);
+            for (size_t b = 0; b < n && kd_jsonprefix_valid(&st); b++) { /* byte-level states */
+                kd_jsongrammar_valid_set(gb, &st);
+                kd_jsonprefix_feed(&st, text + b, 1);
+                bytes++;
+            }
+            kd_jsonprefix_init(&st);
+            for (size_t b = 0; b < n && kd_jsonprefix_valid(&st);) { /* token-level, the real lookups */
+                int best = (unsigned char)text[b];
+                size_t bl = 1;
+                for (int v = 256; v < 256 + 25 && v < V; v++)
+                    if (lens[v] > bl && lens[v] <= n - b && memcmp(text + b, tok[v], lens[v]) == 0) best = v, bl = lens[v];
+                kd_jsongrammar_valid_set(g, &st);
+                kd_jsongrammar_feed_token(g, &st, best);
+                positions++;
+                b += bl;
+            }
+            invalid += !kd_jsonprefix_valid(&st);
+        }
+    }
+    kd_jsongrammar_stats st_tok, st_byte;
+    kd_jsongrammar_get_stats(g, &st_tok);
+    kd_jsongrammar_get_stats(gb, &st_byte);
+    printf("glaive function calls: %lld (%lld not valid JSON), %lld token positions, %lld bytes\n", (long long)calls,
+           (long long)invalid, (long long)positions, (long long)bytes);
+    printf("  distinct states at token boundaries: %lld (sets built in %.2f ms, %.1f us each, V=%d)\n",
+           (long long)st_tok.misses, 1e3 * st_tok.build_s, 1e6 * st_tok.build_s / (double)st_tok.misses, V);
+    printf("  distinct states at byte boundaries (upper bound): %lld\n", (long long)st_byte.misses);
+    printf("{\"calls\": %lld, \"token_positions\": %lld, \"token_states\": %lld, \"byte_states\": %lld, "
+           "\"us_per_new_state\": %.1f}\n",
+           (long long)calls, (long long)positions, (long long)st_tok.misses, (long long)st_byte.misses,
+           1e6 * st_tok.build_s / (double)st_tok.misses);
+    kd_jsongrammar_free(g);
+    kd_jsongrammar_free(gb);
+    for (int v = 0; v < V; v++) free(tok[v]);
+    free(tok), free(lens);
+    json_decref(root);
+    return calls > 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "ref")) return cmd_ref(argv[2]);
     if (argc >= 2 && !strcmp(argv[1], "grammar")) {
@@ -401,6 +476,7 @@ int main(int argc, char **argv) {
         int steps = argc > 6 ? atoi(argv[6]) : 5;
         return cmd_grammar(V, B, T, share, steps);
     }
-    fprintf(stderr, "usage: bench_loss ref DIR | bench_loss grammar [V B T json_share steps]\n");
+    if (argc >= 3 && !strcmp(argv[1], "states")) return cmd_states(argv[2], argc > 3 ? atoi(argv[3]) : 8192);
+    fprintf(stderr, "usage: bench_loss ref DIR | bench_loss grammar [V B T json_share steps] | bench_loss states GLAIVE.json [V]\n");
     return 2;
 }

@@ -8,6 +8,12 @@ drv="$B/tests/bench_loss"
 threads="${KD_BENCH_THREADS:-1}"
 out=$(OMP_NUM_THREADS="$threads" "$drv" grammar 8192 8 256 0.3 10) || { echo "FAIL: bench_loss grammar"; exit 1; }
 echo "threads: $threads"
+glaive="${KD_SOURCE_DIR:-.}/../shared/data/glaive/glaive_toolcall_en_demo.json"
+if [ -f "$glaive" ]; then
+  "$drv" states "$glaive" 8192 || { echo "FAIL: bench_loss states"; exit 1; }
+else
+  echo "note: $glaive absent, skipping the real tool-call state count"
+fi
 echo "$out"
 json=$(tail -n 1 <<<"$out")
 /usr/bin/python3 - "$json" <<'PY' || { echo "FAIL: implausible figures"; exit 1; }

@@ -51,6 +51,9 @@ err=$("$K" extract --tools "$tmp/nope.json" </dev/null 2>&1); rc=$?
 check "missing registry file fails" '[ $rc -eq 1 ] && grep -q "nope.json" <<<"$err"'
 echo '[{"text": "x"}]' | "$K" extract --tools "$SRC/configs/tools.json" >"$tmp/o2" 2>&1
 check "non-object line is an error entry" 'grep -q "line 1: expected an object" "$tmp/o2"'
+echo '{"text": "It is 5 degrees", "tool_results": "5"}' | "$K" extract --tools "$SRC/configs/tools.json" >"$tmp/o3" 2>&1
+want='line 1: \"tool_results\" must be an array of strings (or JSON values)'
+check "tool_results must be an array" 'grep -qF -- "$want" "$tmp/o3"'
 
 tok="$SRC/tests/.cache/tokenizers/qwen3"
 head -n 1 "$tmp/in.jsonl" >"$tmp/one.jsonl"

@@ -7,6 +7,7 @@ loopcontrols, tojson = json.dumps(ensure_ascii=False), raise_exception global).
   chat_template.py render CONFIG CONV.jsonl   Jinja renderings, one JSON string per line
   chat_template.py check CONFIG CONV.jsonl KDSTEP_OUT.jsonl   compare text + check spans
 """
+import functools
 import json
 import random
 import sys
@@ -105,7 +106,9 @@ def gen(n, tools_path):
         print(json.dumps(conversation(r, i, all_tools), ensure_ascii=False))
 
 
-def jinja_render(template, conv):
+@functools.lru_cache(maxsize=4)
+def compiled(template):
+    """The template compiled once, as transformers caches it."""
     import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -119,12 +122,16 @@ def jinja_render(template, conv):
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
+    return env.from_string(template)
+
+
+def jinja_render(template, conv):
     kw = {}
     if "enable_thinking" in conv:
         kw["enable_thinking"] = conv["enable_thinking"]
-    return env.from_string(template).render(messages=conv["messages"], tools=conv.get("tools"),
-                                            add_generation_prompt=conv.get("add_generation_prompt", False),
-                                            bos_token="", eos_token="<|im_end|>", **kw)
+    return compiled(template).render(messages=conv["messages"], tools=conv.get("tools"),
+                                     add_generation_prompt=conv.get("add_generation_prompt", False),
+                                     bos_token="", eos_token="<|im_end|>", **kw)
 
 
 def check(config_path, conv_path, out_path):

@@ -49,14 +49,19 @@ def kd_ref(z, ids, mask, B, T, V, c, d):
     loss = torch.zeros((), dtype=torch.float64)
     fallback = 0
     for r, j in targets(mask, B, T):
-        seen, buckets, lq = set(), [], []
+        # buckets: distinct ids (a repeat adds its mass), ids the student lacks go to the tail
+        mass, extra_tail = {}, 0.0
         for k in range(K):
-            v = int(tid[j, k])
-            if v < 0 or v >= V or v in seen:
+            v, l = int(tid[j, k]), tlp[j, k]
+            if np.isnan(l):
                 continue
-            seen.add(v)
-            buckets.append(v)
-            lq.append(max(tlp[j, k], FLOOR))
+            if v < 0 or v >= V:
+                extra_tail += np.exp(l)
+            else:
+                mass[v] = mass.get(v, 0.0) + np.exp(l)
+        buckets = list(mass)
+        seen = set(buckets)
+        lq = [max(np.log(mass[v]) if mass[v] > 0 else -np.inf, FLOOR) for v in buckets]
         if not has[j] or not buckets or np.isnan(tail[j]):
             fallback += 1
             loss = loss - torch.log_softmax(z[r], 0)[int(ids[j])]
@@ -64,7 +69,8 @@ def kd_ref(z, ids, mask, B, T, V, c, d):
         s = torch.log_softmax(z[r] / Tt, 0)
         rest = torch.tensor([v for v in range(V) if v not in seen], dtype=torch.long)
         lp = torch.cat([s[torch.tensor(buckets)], torch.logsumexp(s[rest], 0).reshape(1)])
-        lq.append(max(tail[j], FLOOR))
+        with np.errstate(divide="ignore"):
+            lq.append(max(np.log(np.exp(tail[j]) + extra_tail), FLOOR))
         lq = torch.log_softmax(torch.tensor(lq, dtype=torch.float64) / Tt, 0)
         q, p = lq.exp(), lp.exp()
         if div == "forward_kl":

@@ -232,6 +232,22 @@ static void test_openai_message_and_sequence(void) {
     CU_ASSERT_EQUAL_FATAL(c.count, 1);
     CU_ASSERT_EQUAL(c.v[0].format, KD_CALL_LLAMA);
     kd_tool_calls_free(&c);
+    /* Llama 3.1's custom-tool form, two calls, the second cut off */
+    const char *lt = "<function=get_weather>{\"city\": \"Rome {x}\"}</function>\n<function=web.search>{\"query\": \"pizza";
+    extract(lt, &c);
+    CU_ASSERT_EQUAL_FATAL(c.count, 2);
+    CU_ASSERT_EQUAL(c.v[0].format, KD_CALL_LLAMA);
+    CU_ASSERT_TRUE(span_is(lt, c.v[0].name, "get_weather"));
+    CU_ASSERT_TRUE(span_is(lt, c.v[0].arguments, "{\"city\": \"Rome {x}\"}"));
+    CU_ASSERT_TRUE(c.v[0].schema_valid);
+    CU_ASSERT_STRING_EQUAL(c.v[1].name_text, "web.search");
+    CU_ASSERT_FALSE(c.v[1].json_valid);
+    CU_ASSERT_TRUE(span_is(lt, c.v[1].arguments, "{\"query\": \"pizza"));
+    kd_tool_calls_free(&c);
+    /* not the form: no name, no '>', no object */
+    extract("<function=>{\"a\": 1}</function> <function=x {\"b\": 2} <function=y>not json</function>", &c);
+    CU_ASSERT_EQUAL(c.count, 0);
+    kd_tool_calls_free(&c);
     CU_ASSERT_STRING_EQUAL(kd_call_format_name(KD_CALL_INLINE_JSON), "inline_json");
     CU_ASSERT_STRING_EQUAL(kd_call_format_name(KD_CALL_GLAIVE), "glaive");
 }
@@ -341,7 +357,7 @@ static void test_glaive_conversations(void) {
     json_error_t je;
     json_t *all = json_load_file(path, 0, &je);
     CU_ASSERT_PTR_NOT_NULL_FATAL(all);
-    size_t convs = 0, expected = 0, found = 0, bad = 0;
+    size_t convs = 0, expected = 0, found = 0, bad = 0, raw_bad = 0, raw_schema_valid = 0;
     size_t i;
     json_t *conv;
     json_array_foreach(all, i, conv) {
@@ -364,6 +380,16 @@ static void test_glaive_conversations(void) {
             } else if (strcmp(from, "function_call") == 0) {
                 json_t *fc = json_loads(val, 0, NULL);
                 CU_ASSERT_PTR_NOT_NULL_FATAL(fc);
+                /* the turn as glaive stores it is itself an inline call */
+                kd_tool_calls raw = {0};
+                CU_ASSERT_EQUAL(kd_extract_tool_calls(val, strlen(val), reg, &raw, &e), KD_OK);
+                if (!(raw.count == 1 && raw.v[0].format == KD_CALL_INLINE_JSON && 1 &&
+                      json_equal(raw.v[0].args, json_object_get(fc, "arguments")))) {
+                    raw_bad++;
+                    fprintf(stderr, "\n  raw function_call not extracted: %s\n", val);
+                }
+                raw_schema_valid += raw.count == 1 && raw.v[0].schema_valid;
+                kd_tool_calls_free(&raw);
                 char *a = json_dumps(json_object_get(fc, "arguments"), 0);
                 char *at = kd_render_args_text(KD_CALL_GLAIVE, a);
                 char *nt = kd_render_name_text(json_string_value(json_object_get(fc, "name")));
@@ -408,8 +434,11 @@ static void test_glaive_conversations(void) {
     json_decref(all);
     fprintf(stderr, "\n  glaive: %zu conversations, %zu function_call turns, %zu extracted, %zu conversations wrong\n", convs,
             expected, found, bad);
+    fprintf(stderr, "  glaive raw function_call values: %zu not extracted, %zu of %zu valid against their tools' schemas\n", raw_bad,
+            raw_schema_valid, expected);
     CU_ASSERT_EQUAL(convs, 300);
     CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(raw_bad, 0);
 }
 
 int main(void) {

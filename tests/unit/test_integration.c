@@ -56,6 +56,23 @@ static void test_phrases_and_plain_text(void) {
                  "{\"steps\": \"Heat the oil in a pan over medium heat and add onions.\"}", "heat the oil in a pan");
     /* runs of stop words alone do not count */
     EXPECT_SPANS("It is in the box of the car.", "{\"x\": \"This is in the middle of the road\"}", "");
+    /* a word repeated many times in both: bounded work, one merged span */
+    {
+        char *val = malloc(3 * 40000 + 1), *ans = malloc(3 * 8000 + 1);
+        for (int i = 0; i < 40000; i++) memcpy(val + 3 * i, "go ", 3);
+        val[3 * 40000] = 0;
+        for (int i = 0; i < 8000; i++) memcpy(ans + 3 * i, "go ", 3);
+        ans[3 * 8000] = 0;
+        size_t vl = strlen(val);
+        const char *vp = val;
+        kd_spans s = {0};
+        CU_ASSERT_EQUAL(kd_identify_integration_spans(ans, strlen(ans), &vp, &vl, 1, NULL, &s, NULL), KD_OK);
+        CU_ASSERT_EQUAL(s.count, 1);
+        if (s.count) CU_ASSERT_EQUAL(s.v[0].end - s.v[0].start, 3 * 8000 - 1);
+        kd_spans_free(&s);
+        free(val);
+        free(ans);
+    }
     /* a plain-text (non-JSON) result */
     EXPECT_SPANS("The file says hello world from kdstep today.", "hello world from kdstep\n", "hello world from kdstep");
 }

@@ -168,6 +168,35 @@ static void test_kd_zero_at_teacher(void) {
     }
 }
 
+/* A teacher token the student lacks (-1) counts in the tail; a repeated id adds to its bucket. */
+static void test_kd_unknown_and_repeated_ids(void) {
+    enum { T = 2, V = 12 };
+    float z[T * V];
+    for (int i = 0; i < T * V; i++) z[i] = randn();
+    int32_t ids[T] = {0, 4};
+    uint8_t mask[T] = {0, 1};
+    float tail0 = logf(0.2f);
+    int32_t tid_a[2 * 3] = {0, 0, 0, 3, -1, 5};
+    float tlp_a[2 * 3] = {0, 0, 0, logf(0.5f), logf(0.1f), logf(0.2f)};
+    float tail_a[T] = {0, tail0};
+    int32_t tid_b[2 * 3] = {0, 0, 0, 3, 5, -1};
+    float tlp_b[2 * 3] = {0, 0, 0, logf(0.5f), logf(0.2f), -INFINITY}; /* padding */
+    float tail_b[T] = {0, logf(0.3f)};
+    int32_t tid_c[2 * 3] = {0, 0, 0, 3, 5, 3};
+    float tlp_c[2 * 3] = {0, 0, 0, logf(0.3f), logf(0.2f), logf(0.2f)};
+    float tail_c[T] = {0, logf(0.3f)};
+    kd_teacher_topk a = {3, tid_a, tlp_a, tail_a, NULL}, b = {3, tid_b, tlp_b, tail_b, NULL},
+                    c = {3, tid_c, tlp_c, tail_c, NULL};
+    const kd_divergence divs[3] = {KD_DIV_FORWARD_KL, KD_DIV_REVERSE_KL, KD_DIV_JSD};
+    for (int dv = 0; dv < 3; dv++) {
+        double la = kd_value(z, ids, mask, 1, T, V, &a, divs[dv], 1.5f, 0.4f);
+        double lb = kd_value(z, ids, mask, 1, T, V, &b, divs[dv], 1.5f, 0.4f);
+        double lc = kd_value(z, ids, mask, 1, T, V, &c, divs[dv], 1.5f, 0.4f);
+        CU_ASSERT_DOUBLE_EQUAL(la, lb, 1e-6);
+        CU_ASSERT_DOUBLE_EQUAL(lb, lc, 1e-6);
+    }
+}
+
 static void test_kd_fallback_and_gradcheck(void) {
     enum { B = 2, T = 7, V = 25, K = 4 };
     float z[B * T * V], tlp[B * T * K], tail[B * T], d[B * T * V], dce[B * T * V];
@@ -291,6 +320,20 @@ static void test_divergence_names_and_opts(void) {
     KD_ASSERT_CONTAINS(err.msg, "kd.jsd_beta must be in [0, 1], got 1.5");
     o.jsd_beta = 0.5f;
     CU_ASSERT_EQUAL(kd_kd_opts_check(&o, &err), KD_OK);
+    /* from the config: defaults are valid; a bad name is caught before any step */
+    kd_config cfg;
+    kd_config_defaults(&cfg);
+    CU_ASSERT_EQUAL(kd_kd_opts_from_config(&cfg, &o, &err), KD_OK);
+    CU_ASSERT_EQUAL(o.divergence, KD_DIV_FORWARD_KL);
+    CU_ASSERT_EQUAL(kd_config_set(&cfg, "kd.divergence=jsd", &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_config_set(&cfg, "kd.jsd_beta=0.25", &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_kd_opts_from_config(&cfg, &o, &err), KD_OK);
+    CU_ASSERT_EQUAL(o.divergence, KD_DIV_JSD);
+    CU_ASSERT_EQUAL(o.jsd_beta, 0.25f);
+    snprintf(cfg.kd.divergence, sizeof cfg.kd.divergence, "%s", "tvd");
+    CU_ASSERT_EQUAL(kd_kd_opts_from_config(&cfg, &o, &err), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(err.msg, "unknown kd.divergence 'tvd'");
+    kd_config_free(&cfg);
 }
 
 /* Toy vocabulary for the grammar term. */
@@ -410,6 +453,7 @@ int main(void) {
     CU_add_test(s, "CE adds scaled gradients", test_ce_accumulates_and_scales);
     CU_add_test(s, "KD >= 0 on random inputs", test_kd_nonnegative_random);
     CU_add_test(s, "KD is 0 when the student is the teacher", test_kd_zero_at_teacher);
+    CU_add_test(s, "KD: unknown ids join the tail, repeats their bucket", test_kd_unknown_and_repeated_ids);
     CU_add_test(s, "KD fallback to CE and finite-difference gradients", test_kd_fallback_and_gradcheck);
     CU_add_test(s, "thread count does not change results", test_threads_do_not_change_results);
     CU_add_test(s, "non-finite logits poison loss and gradient", test_nonfinite_logits_poison);

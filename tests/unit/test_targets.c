@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "extract_render.h"
+#include "kdstep/chat.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/targets.h"
 #include "kdstep/tokenizer.h"
@@ -244,12 +245,137 @@ static void test_alignment_qwen3_bfcl(void) {
     CU_ASSERT_EQUAL(bad, 0);
 }
 
+/* The generation job's path on real conversations: every glaive conversation with calls rendered
+ * in Qwen3's chat template (kd_chat_render), tokenized with Qwen3, spans from
+ * kd_targets_spans_for_conversation: the masks cover each call's name and arguments, and answers
+ * after a tool result get integration tokens. */
+static void test_glaive_rendered_conversations(void) {
+    const char *data = kd_test_shared_data();
+    const char *tokdir = kd_test_src("tests/.cache/tokenizers/qwen3");
+    if (!data || !kd_is_dir(tokdir)) {
+        kd_test_skip("../shared/data or tests/.cache/tokenizers/qwen3 is absent: rendered glaive conversations not checked");
+        return;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/glaive/glaive_toolcall_en_demo.json", data);
+    json_t *all = json_load_file(path, 0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(all);
+    kd_tokenizer *tok = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_tokenizer_open(&tok, tokdir, &e), KD_OK);
+    kd_encoding enc = {0};
+    size_t convs = 0, calls_want = 0, calls_ok = 0, answers = 0, answers_integrated = 0;
+    size_t ci;
+    json_t *conv;
+    json_array_foreach(all, ci, conv) {
+        json_t *turns = json_object_get(conv, "conversations");
+        size_t nt = json_array_size(turns), k;
+        kd_chat_message *msgs = calloc(nt + 1, sizeof *msgs);
+        json_t **tc = calloc(nt + 1, sizeof *tc);
+        json_t **want = calloc(nt + 1, sizeof *want);
+        int has_call = 0;
+        json_t *t;
+        json_array_foreach(turns, k, t) {
+            const char *from = json_string_value(json_object_get(t, "from"));
+            const char *val = json_string_value(json_object_get(t, "value"));
+            if (strcmp(from, "human") == 0) msgs[k] = (kd_chat_message){"user", val, NULL};
+            else if (strcmp(from, "gpt") == 0) msgs[k] = (kd_chat_message){"assistant", val, NULL};
+            else if (strcmp(from, "observation") == 0) msgs[k] = (kd_chat_message){"tool", val, NULL};
+            else {
+                want[k] = json_loads(val, 0, NULL);
+                tc[k] = json_pack("[O]", want[k]);
+                msgs[k] = (kd_chat_message){"assistant", NULL, tc[k]};
+                has_call = 1;
+            }
+        }
+        if (has_call) {
+            convs++;
+            kd_chat_result r = {0};
+            CU_ASSERT_EQUAL_FATAL(kd_chat_render(msgs, (int)nt, NULL, 0, &r, &e), KD_OK);
+            kd_text_span *asst = calloc(nt + 1, sizeof *asst), *res = calloc(nt + 1, sizeof *res);
+            size_t na = 0, nr = 0;
+            for (k = 0; k < nt; k++) {
+                if (strcmp(msgs[k].role, "assistant") == 0) asst[na++] = (kd_text_span){r.message_spans[k].start, r.message_spans[k].end};
+                if (strcmp(msgs[k].role, "tool") == 0) res[nr++] = (kd_text_span){r.content_spans[k].start, r.content_spans[k].end};
+            }
+            kd_target_spans sp = {0};
+            kd_targets m = {0};
+            CU_ASSERT_EQUAL_FATAL(kd_targets_spans_for_conversation(r.text, r.len, asst, na, res, nr, NULL, &sp, &e), KD_OK);
+            CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(tok, r.text, r.len, 0, &enc, &e), KD_OK);
+            CU_ASSERT_EQUAL_FATAL(kd_targets_build((const int32_t(*)[2])enc.offsets, enc.count, r.len, &sp, 1, &m, &e), KD_OK);
+            /* the bytes under each mask, joined */
+            char *under[2];
+            for (int w = 0; w < 2; w++) {
+                const uint8_t *mk = w ? m.json_mask : m.tool_name_mask;
+                under[w] = calloc(r.len + 1, 1);
+                size_t q = 0;
+                for (size_t i = 0; i < enc.count; i++)
+                    if (mk[i]) {
+                        memcpy(under[w] + q, r.text + enc.offsets[i][0], (size_t)(enc.offsets[i][1] - enc.offsets[i][0]));
+                        q += (size_t)(enc.offsets[i][1] - enc.offsets[i][0]);
+                    }
+            }
+            size_t ncall = 0;
+            for (k = 0; k < nt; k++) {
+                if (!want[k]) continue;
+                calls_want++;
+                const char *nm = json_string_value(json_object_get(want[k], "name"));
+                int ok = ncall < sp.tool_name.count && ncall < sp.json.count;
+                if (ok) {
+                    kd_text_span js = sp.json.v[ncall];
+                    json_t *got = json_loadb(r.text + js.start, js.end - js.start, 0, NULL);
+                    char *jt = kd_strndup(r.text + js.start, js.end - js.start);
+                    ok = strstr(under[0], nm) && got && json_equal(got, json_object_get(want[k], "arguments")) && strstr(under[1], jt);
+                    free(jt);
+                    json_decref(got);
+                }
+                calls_ok += ok;
+                ncall++;
+            }
+            /* answers right after a tool result */
+            for (k = 1; k < nt; k++)
+                if (strcmp(msgs[k].role, "assistant") == 0 && msgs[k].content && strcmp(msgs[k - 1].role, "tool") == 0) {
+                    answers++;
+                    int any = 0;
+                    for (size_t i = 0; i < enc.count && !any; i++)
+                        any = m.integration_mask[i] && (size_t)enc.offsets[i][0] >= r.message_spans[k].start &&
+                              (size_t)enc.offsets[i][1] <= r.message_spans[k].end;
+                    answers_integrated += any;
+                }
+            free(under[0]);
+            free(under[1]);
+            kd_targets_free(&m);
+            kd_target_spans_free(&sp);
+            free(asst);
+            free(res);
+            kd_chat_render_free(&r);
+        }
+        for (k = 0; k < nt; k++) {
+            json_decref(tc[k]);
+            json_decref(want[k]);
+        }
+        free(tc);
+        free(want);
+        free(msgs);
+    }
+    kd_encoding_free(&enc);
+    kd_tokenizer_close(tok);
+    json_decref(all);
+    fprintf(stderr, "\n  glaive rendered in Qwen3's template: %zu conversations, %zu/%zu calls aligned, %zu/%zu answers after a "
+                    "tool result with integration tokens\n",
+            convs, calls_ok, calls_want, answers_integrated, answers);
+    CU_ASSERT_TRUE(convs > 100);
+    CU_ASSERT_EQUAL(calls_ok, calls_want);
+    CU_ASSERT_TRUE(answers_integrated * 10 >= answers * 8);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("targets", NULL, NULL);
     CU_add_test(s, "straddling tokens, seed fields, supervision off, errors", test_straddling_tokens);
     CU_add_test(s, "intersection rule at edges, unsorted spans", test_mask_rule_edges);
     CU_add_test(s, "all spans of a rendered conversation", test_conversation_spans);
+    CU_add_test(s, "glaive conversations rendered in Qwen3's template", test_glaive_rendered_conversations);
     CU_add_test(s, "alignment with Qwen3 over BFCL renderings", test_alignment_qwen3_bfcl);
     return kd_test_main();
 }

@@ -11,6 +11,7 @@
 #include "kdstep/log.h"
 #include "kdstep/registry.h"
 #include "kdstep/server.h"
+#include "kdstep/synth.h"
 #include "kdstep/teacher.h"
 #include "kdstep/toolsim.h"
 #include "testutil.h"
@@ -224,6 +225,54 @@ static void bfcl_accuracy(const char *set, int expect_call, double floor_pct) {
 static void test_stub_bfcl_multiple(void) { bfcl_accuracy("multiple", 1, 90); }
 static void test_stub_bfcl_irrelevance(void) { bfcl_accuracy("irrelevance", 0, 75); }
 
+/* The acceptance measure: prompts from `kdstep prompts synth` (another module's generator, with the
+ * intended calls in metadata). A prompt counts as right when the stub calls exactly the intended tools in
+ * order, or answers in text when none is intended. */
+static void test_stub_synth_accuracy(void) {
+    kd_stub_teacher *s = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    enum { N = 600 };
+    int right = 0, single = 0, single_right = 0, valid = 0, calls = 0;
+    for (int i = 0; i < N; i++) {
+        json_t *rec = NULL;
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_synth_record(g_reg, 20261127, i, &rec, &e), KD_OK);
+        const char *prompt = json_string_value(json_object_get(rec, "prompt"));
+        const json_t *want = json_object_get(json_object_get(rec, "metadata"), "tool_calls");
+        json_t *m = user_msg(prompt);
+        kd_teacher_completion c;
+        memset(&c, 0, sizeof c);
+        CU_ASSERT_EQUAL(kd_stub_complete(s, m, NULL, 0, 1, &c, &e), KD_OK);
+        int ok = (size_t)c.n_tool_calls == json_array_size(want);
+        for (int j = 0; ok && j < c.n_tool_calls; j++)
+            ok = strcmp(c.tool_calls[j].name, json_string_value(json_object_get(json_array_get(want, (size_t)j), "name"))) == 0;
+        right += ok;
+        if (json_array_size(want) == 1) {
+            single++;
+            single_right += c.n_tool_calls >= 1 &&
+                            strcmp(c.tool_calls[0].name, json_string_value(json_object_get(json_array_get(want, 0), "name"))) == 0;
+        }
+        for (int j = 0; ok && j < c.n_tool_calls; j++) {
+            json_t *a = json_loads(c.tool_calls[j].arguments, 0, NULL);
+            calls++;
+            valid += a && kd_registry_validate(kd_registry_find(g_reg, c.tool_calls[j].name), a, NULL) == KD_OK;
+            json_decref(a);
+        }
+        if (!ok) {
+            char *w = json_dumps(want, JSON_COMPACT);
+            fprintf(stderr, "\n  miss: '%s' -> %s%s (want %s)", prompt, c.n_tool_calls ? c.tool_calls[0].name : "(text)",
+                    c.n_tool_calls > 1 ? " +more" : "", w);
+            free(w);
+        }
+        kd_teacher_completion_free(&c);
+        json_decref(m);
+        json_decref(rec);
+    }
+    fprintf(stderr, "\n  prompts synth: exact tool choice %d/%d = %.1f%% (single-tool prompts %d/%d); schema-valid arguments %d/%d\n",
+            right, N, 100.0 * right / N, single_right, single, valid, calls);
+    CU_ASSERT_TRUE(right * 100 >= 95 * N);
+    kd_stub_close(s);
+}
+
 static int lp_equal(const kd_teacher_logprobs *a, const kd_teacher_logprobs *b) {
     if (a->n != b->n || a->k != b->k) return 0;
     size_t nk = (size_t)a->n * a->k;
@@ -348,6 +397,69 @@ static void test_stub_position_boosting(void) {
     kd_teacher_logprobs_free(&lp);
     json_decref(m);
     kd_stub_close(s);
+}
+
+/* With the real student tokenizer (Qwen3's tokenizer.json, fetched by tests/fetch-tokenizers.sh): the
+ * logprob rows are its tokens of the response, ids in its vocabulary, normalized, and the runner-ups at
+ * a tool name are tokens of other registered names as that tokenizer splits them. */
+static void test_stub_real_tokenizer(void) {
+    const char *path = kd_test_src("tests/.cache/tokenizers/qwen3/tokenizer.json");
+    if (access(path, R_OK) != 0) {
+        kd_test_skip("tests/.cache/tokenizers/qwen3 absent (run tests/fetch-tokenizers.sh): real-tokenizer logprobs not checked");
+        return;
+    }
+    kd_tokenizer *tok = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_tokenizer_open(&tok, path, &e), KD_OK);
+    kd_stub_options o = {.tool_call_format = KD_TOOL_FORMAT_HERMES, .temperature = 1.0, .seed = 1};
+    kd_stub_teacher *s;
+    CU_ASSERT_EQUAL_FATAL(kd_stub_open(&s, &o, g_reg, tok, &e), KD_OK);
+    int32_t V = kd_tokenizer_vocab_size(tok);
+    double worst = 0;
+    gen_prompt p[30];
+    gen_prompts(p, 30, 5);
+    for (int i = 0; i < 30; i++) {
+        json_t *m = user_msg(p[i].text);
+        kd_teacher_completion c;
+        memset(&c, 0, sizeof c);
+        CU_ASSERT_EQUAL_FATAL(kd_stub_complete(s, m, NULL, 8, 2, &c, &e), KD_OK);
+        kd_encoding enc = {0};
+        CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(tok, c.text, strlen(c.text), 0, &enc, &e), KD_OK);
+        CU_ASSERT_EQUAL(c.lp.n, (int)enc.count);
+        CU_ASSERT_TRUE(c.lp.n < (int)strlen(c.text)); /* real merges, not bytes */
+        size_t len = 0;
+        for (int r = 0; r < c.lp.n && r < (int)enc.count; r++) {
+            CU_ASSERT_EQUAL(c.lp.token_ids[r], enc.ids[r]);
+            len += strlen(c.lp.tokens[r]);
+            for (int j = 0; j < c.lp.k; j++) CU_ASSERT_TRUE(c.lp.topk_ids[(size_t)r * c.lp.k + j] >= 0 && c.lp.topk_ids[(size_t)r * c.lp.k + j] < V);
+        }
+        CU_ASSERT_EQUAL(len, strlen(c.text));
+        check_normalized(&c.lp, &worst);
+        if (c.n_tool_calls) { /* the first token of the name: runner-up is another tool's first token */
+            const char *nm = strstr(c.text, c.tool_calls[0].name);
+            size_t off = (size_t)(nm - c.text);
+            for (size_t r = 0; r < enc.count; r++)
+                if ((size_t)enc.offsets[r][0] == off) {
+                    int32_t second = c.lp.topk_ids[r * c.lp.k + 1];
+                    int found = 0;
+                    for (int t = 0; t < g_reg->count && !found; t++) {
+                        if (strcmp(g_reg->tools[t].name, c.tool_calls[0].name) == 0) continue;
+                        kd_encoding ne = {0};
+                        kd_tokenizer_encode(tok, g_reg->tools[t].name, strlen(g_reg->tools[t].name), 0, &ne, NULL);
+                        found = ne.count && ne.ids[0] == second;
+                        kd_encoding_free(&ne);
+                    }
+                    CU_ASSERT_TRUE(found);
+                }
+        }
+        kd_encoding_free(&enc);
+        kd_teacher_completion_free(&c);
+        json_decref(m);
+    }
+    fprintf(stderr, "\n  qwen3 tokenizer: worst |log-sum-exp| = %.3g\n", worst);
+    CU_ASSERT_TRUE(worst < 1e-5);
+    kd_stub_close(s);
+    kd_tokenizer_close(tok);
 }
 
 static void test_stub_formats_text_multi_final(void) {
@@ -915,11 +1027,13 @@ int main(void) {
     }
     CU_pSuite s = CU_add_suite("teacher", NULL, NULL);
     CU_add_test(s, "stub tool choice >= 95% on generated prompts", test_stub_tool_choice_accuracy);
+    CU_add_test(s, "stub tool choice >= 95% on kdstep prompts synth", test_stub_synth_accuracy);
     CU_add_test(s, "stub tool choice on BFCL multiple (outside truth)", test_stub_bfcl_multiple);
     CU_add_test(s, "stub on BFCL irrelevance (outside truth)", test_stub_bfcl_irrelevance);
     CU_add_test(s, "stub is deterministic for a seed", test_stub_deterministic);
     CU_add_test(s, "stub top-k + tail log-sum-exp to 0", test_stub_logprobs_normalized);
     CU_add_test(s, "stub boosts by position, not over the prompt", test_stub_position_boosting);
+    CU_add_test(s, "stub logprobs over the real Qwen3 tokenizer", test_stub_real_tokenizer);
     CU_add_test(s, "stub formats, text answers, several calls, final answer", test_stub_formats_text_multi_final);
     CU_add_test(s, "stub malformed outputs", test_stub_malformed);
     CU_add_test(s, "teacher interface over the stub", test_teacher_interface_stub);

@@ -1,0 +1,51 @@
+/* A generation worker: runs many conversations at once through the teacher (submit, collect, tool
+ * simulator, resubmit), and turns each finished one into a sample in its HDF5 shard, or into a
+ * failure record. Driven by the coordinator loop in src/gen/gen.c; it never talks MPI itself.
+ */
+#ifndef KDSTEP_GENWORKER_H
+#define KDSTEP_GENWORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kdstep/error.h"
+#include "kdstep/gen.h"
+
+typedef struct kd_gen_worker kd_gen_worker;
+
+enum {
+    KD_GEN_C_SAMPLES = 0,  /* samples appended */
+    KD_GEN_C_FAILURES,     /* failure records produced */
+    KD_GEN_C_TOKENS,       /* tokens appended */
+    KD_GEN_C_RETRIES,      /* teacher retries */
+    KD_GEN_C_USAGE_PROMPT, /* teacher usage: prompt tokens */
+    KD_GEN_C_USAGE_COMPLETION,
+    KD_GEN_C_T_TEACHER_US, /* time in the teacher (submit + collect), microseconds */
+    KD_GEN_C_T_TOKENIZE_US,
+    KD_GEN_C_T_EXTRACT_US, /* extraction + mask alignment */
+    KD_GEN_C_T_HDF5_US,
+    KD_GEN_C_T_OTHER_US,   /* rendering, top-k assembly */
+    KD_GEN_NCOUNTERS
+};
+
+/* `shard_rank` names the shard file this worker writes. */
+int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard_rank, kd_error *err);
+/* Start one prompt (a raw JSON Lines record and its 0-based index in the prompt set). A line that
+ * does not parse becomes a failure record, not an error. */
+int kd_gen_worker_submit(kd_gen_worker *w, int64_t index, const char *line, size_t len, kd_error *err);
+/* Make progress for up to timeout_s. Returns the status of a fatal error (disk full, HDF5 failure). */
+int kd_gen_worker_poll(kd_gen_worker *w, double timeout_s, kd_error *err);
+/* Conversations started and not finished. */
+int kd_gen_worker_in_flight(const kd_gen_worker *w);
+/* The worker's capacity: how many conversations it keeps in flight. */
+int kd_gen_worker_capacity(const kd_gen_worker *w);
+/* Failure records (one JSON object per line, no newline) produced since the last call; the caller
+ * frees each string and the array. */
+int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n);
+void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]);
+/* Seal the shard and close. */
+int kd_gen_worker_close(kd_gen_worker *w, kd_error *err);
+/* Close without sealing (fatal error paths). */
+void kd_gen_worker_abandon(kd_gen_worker *w);
+
+#endif

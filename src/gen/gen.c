@@ -1,0 +1,750 @@
+/* The MPI generation job: coordinator and worker loops. See include/kdstep/gen.h.
+ *
+ * Protocol (all messages on the job's communicator, rank 0 <-> worker r):
+ *   r -> 0  TAG_WANT   int64[KD_GEN_NCOUNTERS]  "send me a chunk" + the worker's cumulative counters
+ *   r -> 0  TAG_STAT   int64[KD_GEN_NCOUNTERS]  counters only (every second while busy)
+ *   r -> 0  TAG_FAIL   char[]                   one failure record (JSON), appended to failures.jsonl
+ *   r -> 0  TAG_ERROR  char[]                   a fatal error; the worker has stopped
+ *   r -> 0  TAG_DONE   int64[KD_GEN_NCOUNTERS]  the worker sealed its shard and finished
+ *   0 -> r  TAG_WORK   packed chunk             n records: int64 index, int64 len, bytes; n == 0: no more work
+ * Chunks are handed out on request (self-scheduling), so a slow teacher on one rank leaves no rank
+ * idle. Rank 0 streams the prompt file and never holds it; it skips ids already done (sealed in a
+ * shard or recorded in failures.jsonl by an earlier run). MPI keeps the order of messages between
+ * two ranks, so a worker's failures always arrive before its DONE.
+ */
+#include "kdstep/gen.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kdstep/fsutil.h"
+#include "kdstep/genworker.h"
+#include "kdstep/h5data.h"
+#include "kdstep/hash.h"
+#include "kdstep/log.h"
+#include "kdstep/progress.h"
+#include "kdstep/registry.h"
+#include "kdstep/tokenizer.h"
+#include "kdstep/version.h"
+
+enum { TAG_WANT = 101, TAG_STAT, TAG_FAIL, TAG_ERROR, TAG_DONE, TAG_WORK };
+
+/* ---- a growable bitmap of done prompt indices ---- */
+typedef struct bitmap {
+    uint8_t *bits;
+    int64_t nbits;
+} bitmap;
+
+static int bm_set(bitmap *b, int64_t i) {
+    if (i < 0) return 0;
+    if (i >= b->nbits) {
+        int64_t n = b->nbits ? b->nbits : 1024;
+        while (n <= i) n *= 2;
+        uint8_t *nb = realloc(b->bits, (size_t)(n / 8));
+        if (!nb) return -1;
+        memset(nb + b->nbits / 8, 0, (size_t)((n - b->nbits) / 8));
+        b->bits = nb;
+        b->nbits = n;
+    }
+    b->bits[i >> 3] |= (uint8_t)(1u << (i & 7));
+    return 0;
+}
+static int bm_get(const bitmap *b, int64_t i) { return i >= 0 && i < b->nbits && (b->bits[i >> 3] >> (i & 7)) & 1; }
+
+/* ---- the prompt stream (rank 0) ---- */
+typedef struct prompt_stream {
+    FILE *f;
+    char *line;
+    size_t cap;
+    int64_t next_index; /* index of the next line */
+    int64_t taken;      /* non-blank lines counted towards `total` */
+    int64_t total;      /* 0 = all */
+    int slice_index, slice_count;
+} prompt_stream;
+
+/* Next line to hand out: skips blank lines, lines of other slices and done ids. Returns 1 with the
+ * line, 0 at the end. */
+static int stream_next(prompt_stream *s, const bitmap *done, int64_t *index, const char **line, size_t *len,
+                       int64_t *skipped_done) {
+    for (;;) {
+        if (s->total > 0 && s->taken >= s->total) return 0;
+        ssize_t n = getline(&s->line, &s->cap, s->f);
+        if (n < 0) return 0;
+        int64_t i = s->next_index++;
+        while (n > 0 && (s->line[n - 1] == '\n' || s->line[n - 1] == '\r')) s->line[--n] = '\0';
+        int blank = 1;
+        for (ssize_t k = 0; k < n && blank; k++)
+            if (s->line[k] != ' ' && s->line[k] != '\t') blank = 0;
+        if (blank) continue;
+        if (s->slice_count > 1 && i % s->slice_count != s->slice_index) continue;
+        s->taken++;
+        if (bm_get(done, i)) {
+            (*skipped_done)++;
+            continue;
+        }
+        *index = i;
+        *line = s->line;
+        *len = (size_t)n;
+        return 1;
+    }
+}
+
+/* Count the prompts this run covers (for progress and ETA): one fast pass over the file. */
+static int64_t count_prompts(const char *path, int64_t total, int slice_index, int slice_count) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char *line = NULL;
+    size_t cap = 0;
+    int64_t i = 0, n = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        int blank = 1;
+        for (ssize_t k = 0; k < len && blank; k++)
+            if (line[k] != ' ' && line[k] != '\t' && line[k] != '\n' && line[k] != '\r') blank = 0;
+        if (!blank && (slice_count <= 1 || i % slice_count == slice_index)) n++;
+        i++;
+        if (total > 0 && n >= total) break;
+    }
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* Failures of earlier runs: each line's "prompt_index" is done. A torn last line is ignored. */
+static int load_failures(const char *path, bitmap *done, int64_t *count, kd_error *err) {
+    *count = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return KD_OK;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *pi = j ? json_object_get(j, "prompt_index") : NULL;
+        if (json_is_integer(pi)) {
+            if (!bm_get(done, json_integer_value(pi))) (*count)++;
+            if (bm_set(done, json_integer_value(pi))) {
+                json_decref(j);
+                free(line);
+                fclose(f);
+                return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            }
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return KD_OK;
+}
+
+/* ---- small helpers ---- */
+
+static int bcast_status(int rc, kd_error *err, MPI_Comm comm) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    int code = rc;
+    MPI_Bcast(&code, 1, MPI_INT, 0, comm);
+    if (code != KD_OK) {
+        char msg[KD_ERROR_MSG_MAX];
+        if (rank == 0) memcpy(msg, err->msg, sizeof msg);
+        MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, comm);
+        if (rank != 0) kd_error_set(err, code, "%s", msg);
+    }
+    return code;
+}
+
+/* Agree across ranks: the first failing rank's error wins (by rank order). */
+static int agree_status(int rc, kd_error *err, MPI_Comm comm) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int mine = rc != KD_OK ? rank : size, first;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first == size) return KD_OK;
+    int code = rc;
+    MPI_Bcast(&code, 1, MPI_INT, first, comm);
+    char msg[KD_ERROR_MSG_MAX];
+    if (rank == first) memcpy(msg, err->msg, sizeof msg);
+    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
+    if (rank != first) kd_error_set(err, code, "rank %d: %s", first, msg);
+    return code;
+}
+
+static const char *kind_of(const char *rec, char *buf, size_t cap) {
+    json_t *j = json_loads(rec, 0, NULL);
+    const char *k = j ? json_string_value(json_object_get(j, "kind")) : NULL;
+    snprintf(buf, cap, "%s", k ? k : "unknown");
+    json_decref(j);
+    return buf;
+}
+
+/* Make the dataset's identity (hashes) from the inputs, as every rank sees them. */
+static int dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
+    kd_dataset_info_init(info);
+    info->topk = opt->cfg->teacher.top_logprobs > 0 ? (int)opt->cfg->teacher.top_logprobs : 1;
+    info->process_supervision = opt->cfg->process_supervision.enabled;
+    kd_tokenizer *tok = NULL;
+    int rc = kd_tokenizer_open(&tok, opt->tokenizer_path, err);
+    if (rc) return kd_error_prefix(err, "student tokenizer (--tokenizer-path %s): ", opt->tokenizer_path);
+    snprintf(info->tokenizer_sha256, sizeof info->tokenizer_sha256, "%s", kd_tokenizer_sha256(tok));
+    kd_tokenizer_close(tok);
+    kd_registry *reg = NULL;
+    if ((rc = kd_registry_open(&reg, err))) return rc;
+    if (opt->tools_path && (rc = kd_registry_load_file(reg, opt->tools_path, err))) {
+        kd_registry_close(reg);
+        return rc;
+    }
+    snprintf(info->registry_sha256, sizeof info->registry_sha256, "%s", reg->sha256);
+    kd_registry_close(reg);
+    /* The config hash covers what shapes the samples: teacher and generation settings and process
+     * supervision; training settings may change between runs on the same dataset. */
+    kd_config c;
+    kd_config_defaults(&c);
+    c.teacher = opt->cfg->teacher;
+    c.generate = opt->cfg->generate;
+    c.process_supervision.enabled = opt->cfg->process_supervision.enabled;
+    c.generate.strict = 0;
+    c.teacher.max_in_flight = 0; /* concurrency does not change samples */
+    char *dump = kd_config_dump(&c);
+    kd_sha256_hex(dump ? dump : "", dump ? strlen(dump) : 0, info->config_sha256);
+    free(dump);
+    *config_yaml = kd_config_dump(opt->cfg);
+    info->config_yaml = *config_yaml;
+    return KD_OK;
+}
+
+static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *sum, json_t *kinds, int64_t failures_total,
+                       int64_t samples_total, int64_t tokens_total, int ranks, kd_error *err) {
+    double busy = 0;
+    for (int c = KD_GEN_C_T_TEACHER_US; c <= KD_GEN_C_T_OTHER_US; c++) busy += (double)sum[c];
+    if (busy <= 0) busy = 1;
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:O, s:f, s:i, s:{s:f, s:f, s:f, s:f, s:f}}",
+                          "kdstep_version", KD_VERSION, "prompts_seen", (json_int_t)st->prompts_seen,
+                          "already_done", (json_int_t)st->already_done, "samples", (json_int_t)samples_total,
+                          "samples_this_run", (json_int_t)st->samples, "tokens", (json_int_t)tokens_total,
+                          "tokens_this_run", (json_int_t)st->tokens, "failures", (json_int_t)failures_total,
+                          "failures_this_run", (json_int_t)st->failures, "teacher_usage", "prompt_tokens",
+                          (json_int_t)sum[KD_GEN_C_USAGE_PROMPT], "completion_tokens", (json_int_t)sum[KD_GEN_C_USAGE_COMPLETION],
+                          "retries", (json_int_t)st->teacher_retries, "failures_by_kind", kinds, "wall_s", st->wall_s,
+                          "ranks", ranks, "time_share", "teacher", sum[KD_GEN_C_T_TEACHER_US] / busy, "tokenize",
+                          sum[KD_GEN_C_T_TOKENIZE_US] / busy, "extract", sum[KD_GEN_C_T_EXTRACT_US] / busy, "hdf5",
+                          sum[KD_GEN_C_T_HDF5_US] / busy, "other", sum[KD_GEN_C_T_OTHER_US] / busy);
+    json_object_set_new(j, "time_s", json_pack("{s:f, s:f, s:f, s:f, s:f}", "teacher", sum[KD_GEN_C_T_TEACHER_US] * 1e-6,
+                                               "tokenize", sum[KD_GEN_C_T_TOKENIZE_US] * 1e-6, "extract",
+                                               sum[KD_GEN_C_T_EXTRACT_US] * 1e-6, "hdf5", sum[KD_GEN_C_T_HDF5_US] * 1e-6,
+                                               "other", sum[KD_GEN_C_T_OTHER_US] * 1e-6));
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    char path[4096];
+    kd_path_join(path, sizeof path, dir, "stats.json");
+    int rc = kd_write_file_atomic(path, s, strlen(s), err);
+    free(s);
+    return rc;
+}
+
+/* ---- worker side ---- */
+
+/* Counters, plus (last) how many prompts the worker has room for. */
+static void send_counters(kd_gen_worker *w, int tag, MPI_Comm comm) {
+    int64_t c[KD_GEN_NCOUNTERS + 1];
+    kd_gen_worker_counters(w, c);
+    c[KD_GEN_NCOUNTERS] = kd_gen_worker_capacity(w) - kd_gen_worker_in_flight(w);
+    MPI_Send(c, (int)sizeof c, MPI_CHAR, 0, tag, comm);
+}
+
+static void send_failures(kd_gen_worker *w, MPI_Comm comm) {
+    char **lines = NULL;
+    int n = 0;
+    kd_gen_worker_take_failures(w, &lines, &n);
+    for (int i = 0; i < n; i++) {
+        MPI_Send(lines[i], (int)strlen(lines[i]) + 1, MPI_CHAR, 0, TAG_FAIL, comm);
+        free(lines[i]);
+    }
+    free(lines);
+}
+
+static int unpack_and_submit(kd_gen_worker *w, const char *buf, int bytes, int *count, kd_error *err) {
+    int64_t n;
+    if (bytes < 8) return kd_error_set(err, KD_ERR_MPI, "generation: malformed work message (%d bytes)", bytes);
+    memcpy(&n, buf, 8);
+    const char *p = buf + 8, *end = buf + bytes;
+    *count = (int)n;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t idx, len;
+        if (end - p < 16) return kd_error_set(err, KD_ERR_MPI, "generation: truncated work message");
+        memcpy(&idx, p, 8);
+        memcpy(&len, p + 8, 8);
+        p += 16;
+        if (len < 0 || end - p < len) return kd_error_set(err, KD_ERR_MPI, "generation: truncated work message");
+        int rc = kd_gen_worker_submit(w, idx, p, (size_t)len, err);
+        if (rc) return rc;
+        p += len;
+    }
+    return KD_OK;
+}
+
+static int worker_loop(const kd_gen_options *opt, MPI_Comm comm, int rank, kd_error *err) {
+    kd_gen_worker *w = NULL;
+    int rc = kd_gen_worker_open(&w, opt, rank, err);
+    if (rc) {
+        MPI_Send(err->msg, (int)strlen(err->msg) + 1, MPI_CHAR, 0, TAG_ERROR, comm);
+        return rc;
+    }
+    int waiting = 0, no_more = 0;
+    double last_stat = kd_now_s();
+    char *buf = NULL;
+    while (!(no_more && kd_gen_worker_in_flight(w) == 0)) {
+        if (!no_more && !waiting && kd_gen_worker_in_flight(w) < kd_gen_worker_capacity(w)) {
+            send_counters(w, TAG_WANT, comm);
+            waiting = 1;
+        }
+        if (waiting) {
+            int flag = 0;
+            MPI_Status st;
+            MPI_Iprobe(0, TAG_WORK, comm, &flag, &st);
+            if (flag) {
+                int bytes;
+                MPI_Get_count(&st, MPI_CHAR, &bytes);
+                char *nb = realloc(buf, (size_t)bytes + 1);
+                if (!nb) {
+                    rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory receiving work");
+                    break;
+                }
+                buf = nb;
+                MPI_Recv(buf, bytes, MPI_CHAR, 0, TAG_WORK, comm, MPI_STATUS_IGNORE);
+                int count = 0;
+                if ((rc = unpack_and_submit(w, buf, bytes, &count, err))) break;
+                waiting = 0;
+                if (count == 0) no_more = 1;
+            }
+        }
+        double timeout = (waiting || kd_gen_worker_in_flight(w) == 0) ? 0.002 : 0.02;
+        if ((rc = kd_gen_worker_poll(w, timeout, err))) break;
+        send_failures(w, comm);
+        if (kd_now_s() - last_stat > 1.0) {
+            send_counters(w, TAG_STAT, comm);
+            last_stat = kd_now_s();
+        }
+    }
+    free(buf);
+    int64_t final[KD_GEN_NCOUNTERS] = {0};
+    if (rc == KD_OK) {
+        kd_gen_worker_counters(w, final);
+        rc = kd_gen_worker_close(w, err);
+        w = NULL;
+    }
+    if (rc) {
+        if (w) kd_gen_worker_abandon(w);
+        KD_ERROR("%s", err->msg);
+        MPI_Send(err->msg, (int)strlen(err->msg) + 1, MPI_CHAR, 0, TAG_ERROR, comm);
+        /* drain: rank 0 may still answer an outstanding request */
+        return rc;
+    }
+    MPI_Send(final, (int)sizeof final, MPI_CHAR, 0, TAG_DONE, comm);
+    return KD_OK;
+}
+
+/* ---- coordinator (rank 0) ---- */
+
+typedef struct coord {
+    FILE *failures;
+    double last_fsync;
+    json_t *kinds;
+    int64_t failures_new;
+    int64_t (*counters)[KD_GEN_NCOUNTERS]; /* per rank, cumulative */
+} coord;
+
+static int record_failure(coord *c, const char *rec, kd_error *err) {
+    if (fprintf(c->failures, "%s\n", rec) < 0 || fflush(c->failures) != 0)
+        return kd_error_errno(err, errno, "failures.jsonl: write failed");
+    char kb[64];
+    const char *k = kind_of(rec, kb, sizeof kb);
+    json_object_set_new(c->kinds, k, json_integer(json_integer_value(json_object_get(c->kinds, k)) + 1));
+    c->failures_new++;
+    if (kd_now_s() - c->last_fsync > 1.0) {
+        fsync(fileno(c->failures));
+        c->last_fsync = kd_now_s();
+    }
+    return KD_OK;
+}
+
+static void sum_counters(const coord *c, int size, int64_t out[KD_GEN_NCOUNTERS]) {
+    memset(out, 0, sizeof(int64_t) * KD_GEN_NCOUNTERS);
+    for (int r = 0; r < size; r++)
+        for (int k = 0; k < KD_GEN_NCOUNTERS; k++) out[k] += c->counters[r][k];
+}
+
+static void progress_extra(const int64_t *sum, char *buf, size_t cap) {
+    snprintf(buf, cap, "samples %lld | failures %lld | retries %lld", (long long)sum[KD_GEN_C_SAMPLES],
+             (long long)sum[KD_GEN_C_FAILURES], (long long)sum[KD_GEN_C_RETRIES]);
+}
+
+/* Build a chunk message of up to `want` prompts. */
+static int make_chunk(prompt_stream *s, const bitmap *done, int want, char **buf, size_t *cap, int *bytes,
+                      int64_t *handed, int64_t *skipped) {
+    size_t n = 8;
+    int64_t count = 0;
+    int64_t idx;
+    const char *line;
+    size_t len;
+    while (count < want && stream_next(s, done, &idx, &line, &len, skipped)) {
+        size_t need = n + 16 + len;
+        if (need > *cap) {
+            size_t nc = need * 2;
+            char *nb = realloc(*buf, nc);
+            if (!nb) return -1;
+            *buf = nb;
+            *cap = nc;
+        }
+        int64_t l = (int64_t)len;
+        memcpy(*buf + n, &idx, 8);
+        memcpy(*buf + n + 8, &l, 8);
+        memcpy(*buf + n + 16, line, len);
+        n += 16 + len;
+        count++;
+    }
+    if (*cap < 8) {
+        char *nb = realloc(*buf, 64);
+        if (!nb) return -1;
+        *buf = nb;
+        *cap = 64;
+    }
+    memcpy(*buf, &count, 8);
+    *bytes = (int)n;
+    *handed += count;
+    return 0;
+}
+
+/* `stop` != KD_OK: rank 0 already failed (its error is in err); hand out no work, let workers finish. */
+static int coordinator_loop(const kd_gen_options *opt, MPI_Comm comm, int size, prompt_stream *s, const bitmap *done,
+                            coord *c, kd_progress *prog, int64_t base_done, int stop, kd_gen_stats *stats, kd_error *err) {
+    int active = size - 1, first_error = stop;
+    char *buf = NULL, *msg = NULL;
+    size_t cap = 0, mcap = 0;
+    int64_t handed = 0, skipped = 0;
+    int chunk = (int)opt->cfg->generate.chunk_size;
+    while (active > 0) {
+        int flag = 0;
+        MPI_Status st;
+        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm, &flag, &st);
+        if (!flag) {
+            usleep(500);
+            int64_t sum[KD_GEN_NCOUNTERS];
+            sum_counters(c, size, sum);
+            char extra[256];
+            progress_extra(sum, extra, sizeof extra);
+            kd_progress_update(prog, base_done + sum[KD_GEN_C_SAMPLES] + sum[KD_GEN_C_FAILURES], extra);
+            continue;
+        }
+        int src = st.MPI_SOURCE, bytes;
+        MPI_Get_count(&st, MPI_CHAR, &bytes);
+        if ((size_t)bytes + 1 > mcap) {
+            mcap = (size_t)bytes + 1;
+            msg = realloc(msg, mcap);
+        }
+        MPI_Recv(msg, bytes, MPI_CHAR, src, st.MPI_TAG, comm, MPI_STATUS_IGNORE);
+        msg[bytes] = '\0';
+        switch (st.MPI_TAG) {
+        case TAG_WANT:
+        case TAG_STAT:
+        case TAG_DONE:
+            memcpy(c->counters[src], msg, sizeof(int64_t) * KD_GEN_NCOUNTERS);
+            if (st.MPI_TAG == TAG_DONE) active--;
+            if (st.MPI_TAG == TAG_WANT) {
+                int b;
+                int64_t room = 0;
+                if ((size_t)bytes >= sizeof(int64_t) * (KD_GEN_NCOUNTERS + 1))
+                    memcpy(&room, msg + sizeof(int64_t) * KD_GEN_NCOUNTERS, sizeof room);
+                int want = first_error ? 0 : (int)(room < chunk ? (room > 0 ? room : 1) : chunk);
+                if (make_chunk(s, done, want, &buf, &cap, &b, &handed, &skipped) != 0) {
+                    first_error = kd_error_set(err, KD_ERR_NOMEM, "out of memory building a work chunk");
+                    int64_t zero = 0;
+                    MPI_Send(&zero, 8, MPI_CHAR, src, TAG_WORK, comm);
+                } else {
+                    MPI_Send(buf, b, MPI_CHAR, src, TAG_WORK, comm);
+                }
+            }
+            break;
+        case TAG_FAIL: {
+            int rc = record_failure(c, msg, err);
+            if (rc && !first_error) first_error = rc;
+            break;
+        }
+        case TAG_ERROR:
+            if (!first_error) first_error = kd_error_set(err, KD_ERR_IO, "rank %d: %s", src, msg);
+            active--;
+            break;
+        default:
+            break;
+        }
+    }
+    free(buf);
+    free(msg);
+    stats->already_done += skipped;
+    stats->prompts_seen += handed + skipped;
+    return first_error;
+}
+
+/* One rank alone: rank 0 is the worker. */
+static int local_loop(const kd_gen_options *opt, prompt_stream *s, const bitmap *done, coord *c, kd_progress *prog,
+                      int64_t base_done, kd_gen_stats *stats, kd_error *err) {
+    kd_gen_worker *w = NULL;
+    int rc = kd_gen_worker_open(&w, opt, 0, err);
+    if (rc) return rc;
+    int64_t handed = 0, skipped = 0, idx;
+    const char *line;
+    size_t len;
+    int eof = 0;
+    while (!(eof && kd_gen_worker_in_flight(w) == 0)) {
+        while (!eof && kd_gen_worker_in_flight(w) < kd_gen_worker_capacity(w)) {
+            if (!stream_next(s, done, &idx, &line, &len, &skipped)) {
+                eof = 1;
+                break;
+            }
+            handed++;
+            if ((rc = kd_gen_worker_submit(w, idx, line, len, err))) goto fail;
+        }
+        if ((rc = kd_gen_worker_poll(w, 0.02, err))) goto fail;
+        char **lines = NULL;
+        int n = 0;
+        kd_gen_worker_take_failures(w, &lines, &n);
+        for (int i = 0; i < n; i++) {
+            if (!rc) rc = record_failure(c, lines[i], err);
+            free(lines[i]);
+        }
+        free(lines);
+        if (rc) goto fail;
+        kd_gen_worker_counters(w, c->counters[0]);
+        char extra[256];
+        progress_extra(c->counters[0], extra, sizeof extra);
+        kd_progress_update(prog, base_done + c->counters[0][KD_GEN_C_SAMPLES] + c->counters[0][KD_GEN_C_FAILURES], extra);
+    }
+    kd_gen_worker_counters(w, c->counters[0]);
+    rc = kd_gen_worker_close(w, err);
+    stats->already_done += skipped;
+    stats->prompts_seen += handed + skipped;
+    return rc;
+fail:
+    kd_gen_worker_abandon(w);
+    return rc;
+}
+
+int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd_error *err) {
+    int rank, size, rc = KD_OK;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    memset(stats, 0, sizeof *stats);
+    double t0 = kd_now_s();
+    kd_dataset_info info;
+    char *config_yaml = NULL;
+
+    /* 1. the output folder and the dataset's identity (checked against an earlier run's) */
+    if (rank == 0) {
+        if (opt->force) rc = kd_rm_rf(opt->out_dir, err);
+        if (!rc && !kd_path_exists(opt->prompts_path))
+            rc = kd_error_set(err, KD_ERR_NOTFOUND, "%s: prompt set not found (make one with `kdstep prompts synth`)", opt->prompts_path);
+        if (!rc) rc = dataset_info(opt, &info, &config_yaml, err);
+        if (!rc) rc = kd_dataset_prepare(opt->out_dir, &info, err);
+        if (rc == KD_ERR_INVALID) {
+            char m[KD_ERROR_MSG_MAX];
+            snprintf(m, sizeof m, "%s", err->msg);
+            kd_error_set(err, rc, "cannot resume into %s: %s (use a new --out folder, or --force to start over)", opt->out_dir, m);
+        }
+    }
+    if ((rc = bcast_status(rc, err, comm))) {
+        free(config_yaml);
+        return rc;
+    }
+
+    /* 2. what earlier runs finished: sealed samples and recorded failures */
+    bitmap done = {0};
+    int64_t base_done = 0, failures_before = 0;
+    if (rank == 0) {
+        int64_t *ids = NULL;
+        size_t n = 0;
+        rc = kd_dataset_recover(opt->out_dir, &ids, &n, err);
+        for (size_t i = 0; !rc && i < n; i++)
+            if (bm_set(&done, ids[i])) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        free(ids);
+        base_done = (int64_t)n;
+        char fp[4096];
+        kd_path_join(fp, sizeof fp, opt->out_dir, "failures.jsonl");
+        if (!rc) rc = load_failures(fp, &done, &failures_before, err);
+        base_done += failures_before;
+        if (!rc && base_done > 0) KD_INFO("resuming %s: %lld prompts already done (%lld samples, %lld failures)", opt->out_dir,
+                                          (long long)base_done, (long long)n, (long long)failures_before);
+    }
+    if ((rc = bcast_status(rc, err, comm))) {
+        free(done.bits);
+        free(config_yaml);
+        return rc;
+    }
+
+    /* 3. the loops */
+    if (rank == 0) {
+        coord c = {0};
+        c.kinds = json_object();
+        c.counters = calloc((size_t)size, sizeof *c.counters);
+        char fp[4096];
+        kd_path_join(fp, sizeof fp, opt->out_dir, "failures.jsonl");
+        c.failures = fopen(fp, "a");
+        prompt_stream s = {0};
+        s.f = fopen(opt->prompts_path, "r");
+        s.total = opt->total;
+        s.slice_index = opt->slice_index;
+        s.slice_count = opt->slice_count;
+        if (!c.failures) rc = kd_error_errno(err, errno, "%s: cannot open for appending", fp);
+        else if (!s.f) rc = kd_error_errno(err, errno, "%s: cannot open", opt->prompts_path);
+        int64_t total = count_prompts(opt->prompts_path, opt->total, opt->slice_index, opt->slice_count);
+        kd_progress prog;
+        kd_progress_open(&prog, "generate", total, "prompts");
+        if (size == 1) {
+            if (!rc) rc = local_loop(opt, &s, &done, &c, &prog, base_done, stats, err);
+        } else {
+            int rc2 = coordinator_loop(opt, comm, size, &s, &done, &c, &prog, base_done, rc, stats, err);
+            if (!rc) rc = rc2;
+        }
+        int64_t sum[KD_GEN_NCOUNTERS];
+        sum_counters(&c, size, sum);
+        stats->samples = sum[KD_GEN_C_SAMPLES];
+        stats->failures = c.failures_new;
+        stats->tokens = sum[KD_GEN_C_TOKENS];
+        stats->teacher_retries = sum[KD_GEN_C_RETRIES];
+        char extra[256];
+        progress_extra(sum, extra, sizeof extra);
+        kd_progress_close(&prog, extra);
+        if (c.failures) {
+            fflush(c.failures);
+            fsync(fileno(c.failures));
+            fclose(c.failures);
+        }
+        if (s.f) fclose(s.f);
+        free(s.line);
+        /* 4. one dataset over every sealed shard, and the stats */
+        if (!rc) {
+            int64_t samples_total = 0;
+            rc = kd_dataset_finalize(opt->out_dir, &samples_total, err);
+            int64_t tokens_total = 0;
+            if (!rc) {
+                kd_dataset *ds = NULL;
+                if (kd_dataset_open(&ds, opt->out_dir, err) == KD_OK) {
+                    tokens_total = kd_dataset_tokens(ds);
+                    kd_dataset_close(ds);
+                }
+            }
+            stats->wall_s = kd_now_s() - t0;
+            if (!rc) rc = write_stats(opt->out_dir, stats, sum, c.kinds, failures_before + c.failures_new, samples_total,
+                                      tokens_total, size, err);
+        }
+        json_decref(c.kinds);
+        free(c.counters);
+    } else {
+        rc = worker_loop(opt, comm, rank, err);
+    }
+    free(done.bits);
+    free(config_yaml);
+    stats->wall_s = kd_now_s() - t0;
+    return agree_status(rc, err, comm);
+}
+
+/* Hard-link src to dst (same filesystem), or copy it. dst must not exist. */
+static int link_or_copy(const char *src, const char *dst, kd_error *err) {
+    if (link(src, dst) == 0) return KD_OK;
+    char *data = NULL;
+    size_t len = 0;
+    int rc = kd_read_file(src, &data, &len, err);
+    if (!rc) rc = kd_write_file_atomic(dst, data, len, err);
+    free(data);
+    return rc;
+}
+
+static int cmp_ints(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int kd_gen_merge(const char *out_dir, const char *const *slice_dirs, int n, kd_error *err) {
+    int rc = kd_mkdir_p(out_dir, err);
+    if (rc) return rc;
+    char path[4096], dst[4096];
+    /* every slice must have been made with the same inputs */
+    char *meta0 = NULL;
+    for (int i = 0; i < n && !rc; i++) {
+        char *meta = NULL;
+        kd_path_join(path, sizeof path, slice_dirs[i], "meta.json");
+        if ((rc = kd_read_file(path, &meta, NULL, err))) break;
+        if (!meta0) meta0 = meta;
+        else {
+            if (strcmp(meta, meta0) != 0)
+                rc = kd_error_set(err, KD_ERR_INVALID, "merge: %s differs from %s/meta.json: the slices were made with different "
+                                                       "tokenizers, registries or configs", path, slice_dirs[0]);
+            free(meta);
+        }
+    }
+    if (!rc && meta0) {
+        kd_path_join(path, sizeof path, out_dir, "meta.json");
+        rc = kd_write_file_atomic(path, meta0, strlen(meta0), err);
+    }
+    free(meta0);
+    /* start from a clean set of shards: a rerun of the merge gives the same result */
+    DIR *od = rc ? NULL : opendir(out_dir);
+    for (struct dirent *e; od && (e = readdir(od));) {
+        if (strncmp(e->d_name, "shard-", 6) != 0) continue;
+        kd_path_join(path, sizeof path, out_dir, e->d_name);
+        unlink(path);
+    }
+    if (od) closedir(od);
+    /* the slices' sealed shards, renumbered, each journal after its shard */
+    int next = 0;
+    size_t fail_len = 0;
+    char *failures = NULL;
+    for (int i = 0; i < n && !rc; i++) {
+        DIR *d = opendir(slice_dirs[i]);
+        if (!d) {
+            rc = kd_error_errno(err, errno, "merge: %s", slice_dirs[i]);
+            break;
+        }
+        int ranks[4096], nr = 0;
+        for (struct dirent *e; (e = readdir(d)) && nr < 4096;) {
+            int r;
+            char ext[32];
+            if (sscanf(e->d_name, "shard-%d.%31s", &r, ext) == 2 && strcmp(ext, "journal") == 0) ranks[nr++] = r;
+        }
+        closedir(d);
+        qsort(ranks, (size_t)nr, sizeof(int), cmp_ints);
+        for (int k = 0; k < nr && !rc; k++, next++) {
+            static const char *exts[] = {"h5", "journal"};
+            for (int x = 0; x < 2 && !rc; x++) {
+                snprintf(path, sizeof path, "%s/shard-%05d.%s", slice_dirs[i], ranks[k], exts[x]);
+                snprintf(dst, sizeof dst, "%s/shard-%05d.%s", out_dir, next, exts[x]);
+                rc = link_or_copy(path, dst, err);
+            }
+        }
+        char *f = NULL;
+        size_t len = 0;
+        kd_path_join(path, sizeof path, slice_dirs[i], "failures.jsonl");
+        if (!rc && kd_path_exists(path) && !(rc = kd_read_file(path, &f, &len, err))) {
+            char *nf = realloc(failures, fail_len + len + 1);
+            if (!nf) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            else {
+                failures = nf;
+                memcpy(failures + fail_len, f, len);
+                fail_len += len;
+            }
+        }
+        free(f);
+    }
+    if (!rc) {
+        kd_path_join(path, sizeof path, out_dir, "failures.jsonl");
+        rc = kd_write_file_atomic(path, failures ? failures : "", fail_len, err);
+    }
+    free(failures);
+    int64_t samples = 0;
+    if (!rc) rc = kd_dataset_finalize(out_dir, &samples, err);
+    if (!rc) KD_INFO("merge: %d slices, %d shards, %lld samples into %s", n, next, (long long)samples, out_dir);
+    return rc;
+}

@@ -1,0 +1,615 @@
+/* A generation worker: see include/kdstep/genworker.h.
+ *
+ * Each prompt becomes a conversation slot: the prompt goes to the teacher; tool calls go to the tool
+ * simulator and their results back to the teacher, up to generate.max_turns rounds; the finished
+ * conversation is rendered in the student's chat template, tokenized with offsets, its process-step
+ * spans are extracted from the rendering (so every span is in sequence coordinates), and the aligned
+ * masks plus the teacher's top-k go into the shard. Anything that goes wrong with one prompt becomes
+ * a failure record naming the prompt and the reason; only errors that threaten the dataset (disk
+ * full, HDF5) stop the worker.
+ */
+#include "kdstep/genworker.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdstep/chat.h"
+#include "kdstep/extract.h"
+#include "kdstep/h5data.h"
+#include "kdstep/hash.h"
+#include "kdstep/log.h"
+#include "kdstep/progress.h"
+#include "kdstep/prompts.h"
+#include "kdstep/synth.h"
+#include "kdstep/registry.h"
+#include "kdstep/targets.h"
+#include "kdstep/teacher.h"
+#include "kdstep/tokenizer.h"
+#include "kdstep/toolsim.h"
+
+#define ASSISTANT_HEADER "<|im_start|>assistant\n"
+
+typedef struct conv {
+    int used;
+    int64_t index;
+    char *key;
+    char *prompt_text;
+    char *metadata;
+    json_t *messages;   /* the conversation so far (OpenAI format) */
+    int n_prompt_messages;
+    json_t *tools;      /* OpenAI tools array for this prompt (owned reference) */
+    kd_registry *reg;   /* per-prompt registry, or NULL: the worker's */
+    int turns;
+    int64_t attempts;
+    kd_teacher_logprobs last_lp; /* the final completion's logprobs (HTTP teachers), owned */
+} conv;
+
+struct kd_gen_worker {
+    const kd_gen_options *opt;
+    const kd_config *cfg;
+    kd_tokenizer *tok;
+    kd_registry *reg;
+    json_t *reg_tools; /* the registry as an OpenAI tools array */
+    kd_teacher *teacher;
+    kd_stub_teacher *scorer; /* teacher-forced top-k when the teacher is the stub */
+    kd_toolsim *sim;
+    kd_shard *shard;
+    int K;
+    conv *slots;
+    int capacity, in_flight;
+    char **failures;
+    int n_failures, cap_failures;
+    int64_t counters[KD_GEN_NCOUNTERS];
+    int64_t teacher_retries_seen;
+    kd_encoding enc;
+    /* token bytes -> student id, to read an endpoint's top-k given as token strings */
+    uint64_t *byte_keys;
+    int32_t *byte_ids;
+    size_t byte_slots;
+};
+
+static int32_t id_of_bytes(const kd_gen_worker *w, const char *b, size_t n) {
+    if (!w->byte_slots || !b) return -1;
+    uint64_t h = kd_hash64(b, n) | 1;
+    for (size_t j = h % w->byte_slots;; j = (j + 1) % w->byte_slots) {
+        if (w->byte_keys[j] == 0) return -1;
+        if (w->byte_keys[j] == h) {
+            const char *tb;
+            size_t tl;
+            if (kd_tokenizer_token_bytes(w->tok, w->byte_ids[j], &tb, &tl) == 0 && tl == n && memcmp(tb, b, n) == 0)
+                return w->byte_ids[j];
+        }
+    }
+}
+
+static int build_byte_index(kd_gen_worker *w) {
+    int32_t V = kd_tokenizer_vocab_size(w->tok);
+    w->byte_slots = (size_t)V * 2 + 1;
+    w->byte_keys = calloc(w->byte_slots, sizeof(uint64_t));
+    w->byte_ids = calloc(w->byte_slots, sizeof(int32_t));
+    if (!w->byte_keys || !w->byte_ids) return -1;
+    for (int32_t id = 0; id < V; id++) {
+        const char *b;
+        size_t n;
+        if (kd_tokenizer_token_bytes(w->tok, id, &b, &n) != 0 || n == 0 || kd_tokenizer_is_special(w->tok, id)) continue;
+        if (id_of_bytes(w, b, n) >= 0) continue; /* first id wins for duplicate byte strings */
+        uint64_t h = kd_hash64(b, n) | 1;
+        size_t j = h % w->byte_slots;
+        while (w->byte_keys[j]) j = (j + 1) % w->byte_slots;
+        w->byte_keys[j] = h;
+        w->byte_ids[j] = id;
+    }
+    return 0;
+}
+
+static void add_time(kd_gen_worker *w, int counter, double t0) {
+    w->counters[counter] += (int64_t)((kd_now_s() - t0) * 1e6);
+}
+
+static void conv_clear(conv *c) {
+    free(c->key);
+    free(c->prompt_text);
+    free(c->metadata);
+    json_decref(c->messages);
+    json_decref(c->tools);
+    kd_registry_close(c->reg);
+    kd_teacher_logprobs_free(&c->last_lp);
+    memset(c, 0, sizeof *c);
+}
+
+static int push_failure(kd_gen_worker *w, int64_t index, const char *key, const char *kind, const char *reason) {
+    json_t *j = json_pack("{s:I, s:I, s:s, s:s, s:s}", "prompt_index", (json_int_t)index, "line", (json_int_t)(index + 1),
+                          "id", key ? key : "", "kind", kind, "reason", reason ? reason : "");
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s) return -1;
+    if (w->n_failures == w->cap_failures) {
+        int nc = w->cap_failures ? w->cap_failures * 2 : 16;
+        char **nf = realloc(w->failures, sizeof(char *) * (size_t)nc);
+        if (!nf) {
+            free(s);
+            return -1;
+        }
+        w->failures = nf;
+        w->cap_failures = nc;
+    }
+    w->failures[w->n_failures++] = s;
+    w->counters[KD_GEN_C_FAILURES]++;
+    return 0;
+}
+
+static void fail_conv(kd_gen_worker *w, conv *c, const char *kind, const char *reason) {
+    push_failure(w, c->index, c->key, kind, reason);
+    conv_clear(c);
+    w->in_flight--;
+}
+
+int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard_rank, kd_error *err) {
+    kd_gen_worker *w = calloc(1, sizeof *w);
+    if (!w) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    w->opt = opt;
+    w->cfg = opt->cfg;
+    w->K = opt->cfg->teacher.top_logprobs > 0 ? (int)opt->cfg->teacher.top_logprobs : 1;
+    w->capacity = (int)opt->cfg->teacher.max_in_flight;
+    int rc;
+    if ((rc = kd_tokenizer_open(&w->tok, opt->tokenizer_path, err))) goto fail;
+    if ((rc = kd_registry_open(&w->reg, err))) goto fail;
+    if (opt->tools_path && (rc = kd_registry_load_file(w->reg, opt->tools_path, err))) goto fail;
+    w->reg_tools = kd_registry_to_openai(w->reg);
+    if ((rc = kd_teacher_open(&w->teacher, opt->cfg, w->reg, w->tok, err))) goto fail;
+    if (strcmp(opt->cfg->teacher.url, "stub") == 0) {
+        kd_stub_options so = {0};
+        if ((rc = kd_tool_format_from_name(opt->cfg->teacher.tool_call_format, &so.tool_call_format, err))) goto fail;
+        so.malformed_rate = opt->cfg->teacher.malformed_rate;
+        so.temperature = 1.0;
+        so.seed = opt->cfg->teacher.seed;
+        if ((rc = kd_stub_open(&w->scorer, &so, w->reg, w->tok, err))) goto fail;
+    }
+    if ((rc = kd_toolsim_open(&w->sim, w->reg, opt->cfg->teacher.tool_fixtures, err))) goto fail;
+    if (!w->scorer && build_byte_index(w) != 0) {
+        rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    kd_dataset_info info;
+    kd_dataset_info_init(&info);
+    info.topk = w->K;
+    info.process_supervision = opt->cfg->process_supervision.enabled;
+    /* the shard checks its attributes against meta.json, which rank 0 wrote from the same inputs */
+    snprintf(info.tokenizer_sha256, sizeof info.tokenizer_sha256, "%s", kd_tokenizer_sha256(w->tok));
+    snprintf(info.registry_sha256, sizeof info.registry_sha256, "%s", w->reg->sha256);
+    if ((rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err))) goto fail;
+    w->slots = calloc((size_t)w->capacity, sizeof(conv));
+    if (!w->slots) {
+        rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    *out = w;
+    return KD_OK;
+fail:
+    kd_gen_worker_abandon(w);
+    return rc;
+}
+
+static int submit_conv(kd_gen_worker *w, int slot, kd_error *err) {
+    conv *c = &w->slots[slot];
+    kd_teacher_request req;
+    kd_teacher_request_init(&req);
+    req.messages = c->messages;
+    req.tools = c->tools;
+    req.tag = (uint64_t)slot;
+    double t0 = kd_now_s();
+    int rc = kd_teacher_submit(w->teacher, &req, err);
+    add_time(w, KD_GEN_C_T_TEACHER_US, t0);
+    return rc;
+}
+
+int kd_gen_worker_submit(kd_gen_worker *w, int64_t index, const char *line, size_t len, kd_error *err) {
+    int slot = -1;
+    for (int i = 0; i < w->capacity; i++)
+        if (!w->slots[i].used) {
+            slot = i;
+            break;
+        }
+    if (slot < 0) return kd_error_set(err, KD_ERR_INVALID, "generation worker: no free slot (capacity %d)", w->capacity);
+    conv *c = &w->slots[slot];
+    memset(c, 0, sizeof *c);
+    c->used = 1;
+    c->index = index;
+    w->in_flight++;
+    kd_prompt p;
+    kd_error perr;
+    memset(&p, 0, sizeof p);
+    kd_prompt_parse(line, len, index + 1, &p);
+    if (p.status != KD_OK) {
+        char why[700];
+        snprintf(why, sizeof why, "%s:%lld: %s", w->opt->prompts_path, (long long)index + 1, p.reason);
+        kd_prompt_clear(&p);
+        if (w->cfg->generate.strict)
+            return kd_error_set(err, KD_ERR_PARSE, "%s (--strict: a bad prompt line is fatal)", why);
+        fail_conv(w, c, "prompt", why);
+        return KD_OK;
+    }
+    c->key = kd_strdup(p.id ? p.id : "");
+    /* the prompt text kept for inspection: the last user message */
+    for (size_t i = json_array_size(p.messages); i-- > 0;) {
+        json_t *m = json_array_get(p.messages, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role && strcmp(role, "user") == 0) {
+            c->prompt_text = kd_strdup(json_string_value(json_object_get(m, "content")));
+            break;
+        }
+    }
+    if (!c->prompt_text) c->prompt_text = kd_strdup("");
+    c->metadata = p.metadata ? json_dumps(p.metadata, JSON_COMPACT) : kd_strdup("{}");
+    c->messages = json_deep_copy(p.messages);
+    c->n_prompt_messages = (int)json_array_size(p.messages);
+    if (p.tools && json_array_size(p.tools) > 0) {
+        char src[128];
+        snprintf(src, sizeof src, "prompt line %lld: tools", (long long)index + 1);
+        if (kd_registry_from_json(&c->reg, p.tools, src, &perr) != KD_OK) {
+            kd_prompt_clear(&p);
+            fail_conv(w, c, "prompt", perr.msg);
+            return KD_OK;
+        }
+        c->tools = kd_registry_to_openai(c->reg);
+    } else {
+        c->tools = json_incref(w->reg_tools);
+    }
+    kd_prompt_clear(&p);
+    return submit_conv(w, slot, err);
+}
+
+/* The assistant message the teacher's completion becomes, and the calls to run. */
+static json_t *assistant_message(const kd_gen_worker *w, const kd_teacher_completion *comp, int *n_calls) {
+    json_t *msg = json_object();
+    json_object_set_new(msg, "role", json_string("assistant"));
+    *n_calls = comp->n_tool_calls;
+    const char *text = comp->text ? comp->text : "";
+    if (comp->n_tool_calls == 0) {
+        json_object_set_new(msg, "content", json_string(text));
+        return msg;
+    }
+    /* Structured calls render as the template's <tool_call> blocks; the prose before the first
+     * block (if any) stays as the content. */
+    const char *cut = strstr(text, "<tool_call>");
+    size_t n = cut ? (size_t)(cut - text) : strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' ')) n--;
+    if (!cut && comp->n_tool_calls > 0 && strcmp(w->cfg->teacher.tool_call_format, "inline_json") == 0) {
+        /* the seed's inline format: the call stays in the prose, where the teacher wrote it */
+        json_object_set_new(msg, "content", json_string(text));
+        return msg;
+    }
+    json_object_set_new(msg, "content", json_stringn(text, n));
+    json_t *calls = json_array();
+    for (int i = 0; i < comp->n_tool_calls; i++) {
+        const kd_teacher_tool_call *tc = &comp->tool_calls[i];
+        json_t *args = json_loads(tc->arguments ? tc->arguments : "", JSON_DECODE_ANY, NULL);
+        json_t *fn = json_pack("{s:s, s:o}", "name", tc->name ? tc->name : "",
+                               "arguments", args ? args : json_string(tc->arguments ? tc->arguments : ""));
+        char id[32];
+        snprintf(id, sizeof id, "call_%d", i);
+        json_array_append_new(calls, json_pack("{s:s, s:s, s:o}", "id", tc->id ? tc->id : id, "type", "function", "function", fn));
+    }
+    json_object_set_new(msg, "tool_calls", calls);
+    return msg;
+}
+
+/* Teacher top-k at each position t = the teacher's distribution of the token AT t, given the tokens
+ * before it (the target's position, as the losses index it: include/kdstep/loss.h). Positions without
+ * teacher information (the prompt) get ids -1 and a tail of 0; training falls back to CE there. */
+/* An endpoint's logprobs describe its own tokens of the final answer. Where one of them covers
+ * exactly the bytes of a student token in the rendered final answer (and is that token), its top-k
+ * is kept, each alternative mapped to the student id with the same bytes (-1, i.e. the tail bucket,
+ * when the student has no such token). Everything else has no teacher entry. */
+static void align_endpoint_topk(kd_gen_worker *w, const conv *c, kd_text_span answer, int32_t *ids, float *lps, float *tail) {
+    const kd_teacher_logprobs *lp = &c->last_lp;
+    int K = w->K;
+    size_t t = 0, pos = answer.start;
+    for (int i = 0; i < lp->n && pos < answer.end; i++) {
+        const char *tok = lp->tokens ? lp->tokens[i] : NULL;
+        size_t len = tok ? strlen(tok) : 0;
+        if (!len) break; /* no text for this token: alignment is lost from here on */
+        while (t < w->enc.count && (size_t)w->enc.offsets[t][0] < pos) t++;
+        if (t < w->enc.count && (size_t)w->enc.offsets[t][0] == pos && (size_t)w->enc.offsets[t][1] == pos + len) {
+            int32_t sid = lp->token_ids[i] >= 0 ? lp->token_ids[i] : id_of_bytes(w, tok, len);
+            if (sid == w->enc.ids[t]) {
+                for (int k = 0; k < K && k < lp->k; k++) {
+                    size_t at = (size_t)i * (size_t)lp->k + (size_t)k;
+                    const char *alt = lp->topk_tokens ? lp->topk_tokens[at] : NULL;
+                    ids[t * K + k] = lp->topk_ids[at] >= 0 ? lp->topk_ids[at] : alt ? id_of_bytes(w, alt, strlen(alt)) : -1;
+                    lps[t * K + k] = lp->topk_logprobs[at];
+                }
+                tail[t] = lp->tail_logprob[i];
+            }
+        }
+        pos += len;
+    }
+}
+
+static int fill_topk(kd_gen_worker *w, const conv *c, const kd_chat_result *r, size_t response_start, kd_text_span answer,
+                     int32_t *ids, float *lps, float *tail, kd_error *err) {
+    size_t n = w->enc.count;
+    int K = w->K;
+    for (size_t i = 0; i < n * (size_t)K; i++) {
+        ids[i] = -1;
+        lps[i] = -INFINITY;
+    }
+    for (size_t i = 0; i < n; i++) tail[i] = 0.0f;
+    if (!w->scorer) {
+        if (c->last_lp.n > 0) align_endpoint_topk(w, c, answer, ids, lps, tail);
+        return KD_OK;
+    }
+    kd_teacher_logprobs lp = {0};
+    int rc = kd_stub_score(w->scorer, r->text, r->len, response_start, K, w->cfg->teacher.seed, &lp, err);
+    if (rc) return rc;
+    if ((size_t)lp.n != n) {
+        kd_teacher_logprobs_free(&lp);
+        return kd_error_set(err, KD_ERR_INVALID, "teacher scoring gave %d positions for %zu tokens", lp.n, n);
+    }
+    for (size_t t = 0; t < n; t++) {
+        size_t src = t;
+        if (w->enc.offsets[src][0] < (int32_t)response_start) continue; /* the prompt is not distilled */
+        for (int k = 0; k < K && k < lp.k; k++) {
+            ids[t * K + k] = lp.topk_ids[src * lp.k + k];
+            lps[t * K + k] = lp.topk_logprobs[src * lp.k + k];
+        }
+        tail[t] = lp.tail_logprob[src];
+    }
+    kd_teacher_logprobs_free(&lp);
+    return KD_OK;
+}
+
+/* The conversation is over: render, tokenize, extract, align, append. */
+static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
+    conv *c = &w->slots[slot];
+    double t0 = kd_now_s();
+    kd_chat_result r;
+    kd_error e;
+    if (kd_chat_render_json(c->messages, c->tools, NULL, &r, &e) != KD_OK) {
+        fail_conv(w, c, "render", e.msg);
+        return KD_OK;
+    }
+    /* response spans: every assistant turn after the prompt, from after its header through
+     * <|im_end|>; tool results: the content of each tool message */
+    int nm = r.n_messages;
+    kd_text_span *resp = calloc((size_t)nm + 1, sizeof(kd_text_span));
+    kd_text_span *res = calloc((size_t)nm + 1, sizeof(kd_text_span));
+    size_t nresp = 0, nres = 0;
+    for (int i = c->n_prompt_messages; i < nm; i++) {
+        const char *role = json_string_value(json_object_get(json_array_get(c->messages, (size_t)i), "role"));
+        if (role && strcmp(role, "assistant") == 0) {
+            kd_text_span s = {r.message_spans[i].start + strlen(ASSISTANT_HEADER), r.message_spans[i].end};
+            if (s.end > s.start && r.text[s.end - 1] == '\n') s.end--;
+            resp[nresp++] = s;
+        } else if (role && strcmp(role, "tool") == 0) {
+            res[nres].start = r.content_spans[i].start;
+            res[nres++].end = r.content_spans[i].end;
+        }
+    }
+    add_time(w, KD_GEN_C_T_OTHER_US, t0);
+    int rc;
+    if (nresp == 0) {
+        rc = KD_ERR_INVALID;
+        snprintf(e.msg, sizeof e.msg, "the teacher gave no answer");
+        goto bad_sample;
+    }
+    t0 = kd_now_s();
+    rc = kd_tokenizer_encode(w->tok, r.text, r.len, 0, &w->enc, &e);
+    add_time(w, KD_GEN_C_T_TOKENIZE_US, t0);
+    if (rc) goto bad_sample;
+    size_t n = w->enc.count;
+    if ((int64_t)n > w->cfg->generate.max_seq_len) {
+        free(resp);
+        free(res);
+        kd_chat_render_free(&r);
+        char why[160];
+        snprintf(why, sizeof why, "%zu tokens is more than generate.max_seq_len %lld", n, (long long)w->cfg->generate.max_seq_len);
+        fail_conv(w, c, "too_long", why);
+        return KD_OK;
+    }
+
+    /* process-step spans in rendered-text coordinates, then masks aligned with the tokens */
+    t0 = kd_now_s();
+    const kd_registry *reg = c->reg ? c->reg : w->reg;
+    kd_target_spans ts;
+    memset(&ts, 0, sizeof ts);
+    if (w->cfg->process_supervision.enabled) {
+        rc = kd_targets_spans_for_conversation(r.text, r.len, resp, nresp, res, nres, reg, &ts, &e);
+    } else {
+        rc = KD_OK;
+        for (size_t i = 0; i < nresp && !rc; i++) rc = kd_spans_push(&ts.response, resp[i].start, resp[i].end);
+    }
+    kd_targets tg;
+    memset(&tg, 0, sizeof tg);
+    if (!rc) rc = kd_targets_build(w->enc.offsets, n, r.len, &ts, w->cfg->process_supervision.enabled, &tg, &e);
+    add_time(w, KD_GEN_C_T_EXTRACT_US, t0);
+    kd_target_spans_free(&ts);
+    if (rc) {
+        kd_targets_free(&tg);
+        goto bad_sample;
+    }
+
+    /* teacher top-k, then the sample */
+    t0 = kd_now_s();
+    int K = w->K;
+    /* teacher-forced scoring by the stub is the teacher's work, timed as such */
+    int32_t *topk_ids = malloc(sizeof(int32_t) * n * (size_t)K);
+    float *topk_lp = malloc(sizeof(float) * n * (size_t)K), *tail = malloc(sizeof(float) * n);
+    size_t response_start = resp[0].start;
+    kd_text_span answer = {r.content_spans[nm - 1].start, r.content_spans[nm - 1].end};
+    rc = (topk_ids && topk_lp && tail) ? fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err)
+                                       : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    int64_t prompt_len = 0;
+    while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
+    add_time(w, w->scorer ? KD_GEN_C_T_TEACHER_US : KD_GEN_C_T_OTHER_US, t0);
+    if (rc == KD_OK) {
+        kd_sample s = {0};
+        s.prompt_id = c->index;
+        s.prompt_len = prompt_len;
+        s.n = (int64_t)n;
+        s.input_ids = w->enc.ids;
+        s.loss_mask = tg.loss_mask;
+        s.tool_name_mask = tg.tool_name_mask;
+        s.json_mask = tg.json_mask;
+        s.integration_mask = tg.integration_mask;
+        s.topk_ids = topk_ids;
+        s.topk_logprobs = topk_lp;
+        s.tail_logprob = tail;
+        s.prompt_key = c->key;
+        s.prompt_text = c->prompt_text;
+        s.teacher_text = r.text + response_start;
+        s.metadata = c->metadata;
+        t0 = kd_now_s();
+        rc = kd_shard_append(w->shard, &s, err);
+        add_time(w, KD_GEN_C_T_HDF5_US, t0);
+        if (rc == KD_OK) {
+            w->counters[KD_GEN_C_SAMPLES]++;
+            w->counters[KD_GEN_C_TOKENS] += (int64_t)n;
+        }
+    } else if (rc != KD_ERR_NOMEM) {
+        /* a scoring problem is this prompt's, not the dataset's */
+        fail_conv(w, c, "teacher_logprobs", err->msg);
+        rc = KD_OK;
+        c = NULL;
+    }
+    free(topk_ids);
+    free(topk_lp);
+    free(tail);
+    kd_targets_free(&tg);
+    free(resp);
+    free(res);
+    kd_chat_render_free(&r);
+    if (c) {
+        conv_clear(c);
+        w->in_flight--;
+    }
+    return rc;
+bad_sample:
+    free(resp);
+    free(res);
+    kd_chat_render_free(&r);
+    fail_conv(w, c, nresp == 0 ? "teacher" : "sample", e.msg);
+    return KD_OK;
+}
+
+static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error *err) {
+    int slot = (int)comp->tag;
+    if (slot < 0 || slot >= w->capacity || !w->slots[slot].used)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher returned an unknown tag %llu", (unsigned long long)comp->tag);
+    conv *c = &w->slots[slot];
+    c->attempts += comp->attempts;
+    w->counters[KD_GEN_C_RETRIES] += comp->attempts > 1 ? comp->attempts - 1 : 0;
+    w->counters[KD_GEN_C_USAGE_PROMPT] += comp->prompt_tokens;
+    w->counters[KD_GEN_C_USAGE_COMPLETION] += comp->completion_tokens;
+    if (comp->status != KD_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s (HTTP %d after %d attempts)%s%s", comp->error ? comp->error : "teacher failed",
+                 comp->http_status, comp->attempts, comp->body_excerpt ? ": " : "", comp->body_excerpt ? comp->body_excerpt : "");
+        fail_conv(w, c, "teacher", why);
+        return KD_OK;
+    }
+    kd_teacher_logprobs_free(&c->last_lp);
+    c->last_lp = comp->lp; /* taken over: the completion no longer owns it */
+    memset(&comp->lp, 0, sizeof comp->lp);
+    int n_calls = 0;
+    json_t *msg = assistant_message(w, comp, &n_calls);
+    json_array_append_new(c->messages, msg);
+    c->turns++;
+    if (n_calls == 0 || c->turns >= w->cfg->generate.max_turns) return finish_conv(w, slot, err);
+    /* run the tools; a call the simulator cannot run (bad JSON, unknown tool) ends the
+     * conversation here: the sample keeps the teacher's malformed call for the extractor */
+    const kd_registry *reg = c->reg ? c->reg : w->reg;
+    json_t *tool_msgs = json_array();
+    int ok = 1;
+    for (int i = 0; i < comp->n_tool_calls && ok; i++) {
+        const kd_teacher_tool_call *tc = &comp->tool_calls[i];
+        char *text = NULL;
+        kd_error e;
+        if (!tc->name || !kd_registry_find(reg, tc->name) ||
+            kd_toolsim_run_text(w->sim, tc->name, tc->arguments ? tc->arguments : "", &text, &e) != KD_OK) {
+            ok = 0;
+            break;
+        }
+        char id[32];
+        snprintf(id, sizeof id, "call_%d", i);
+        json_array_append_new(tool_msgs, json_pack("{s:s, s:s, s:s, s:s}", "role", "tool", "tool_call_id", tc->id ? tc->id : id,
+                                                   "name", tc->name, "content", text));
+        free(text);
+    }
+    if (!ok) {
+        json_decref(tool_msgs);
+        return finish_conv(w, slot, err);
+    }
+    json_array_extend(c->messages, tool_msgs);
+    json_decref(tool_msgs);
+    return submit_conv(w, slot, err);
+}
+
+int kd_gen_worker_poll(kd_gen_worker *w, double timeout_s, kd_error *err) {
+    double t0 = kd_now_s();
+    for (;;) {
+        kd_teacher_completion *comp = NULL;
+        double tt = kd_now_s();
+        int rc = kd_teacher_next(w->teacher, timeout_s, &comp, err);
+        add_time(w, KD_GEN_C_T_TEACHER_US, tt);
+        if (rc) return rc;
+        if (!comp) return KD_OK;
+        rc = on_completion(w, comp, err);
+        kd_teacher_completion_free(comp);
+        free(comp);
+        if (rc) return rc;
+        timeout_s = 0; /* drain what is ready, then return */
+        if (kd_now_s() - t0 > 0.5) return KD_OK;
+    }
+}
+
+int kd_gen_worker_in_flight(const kd_gen_worker *w) { return w->in_flight; }
+int kd_gen_worker_capacity(const kd_gen_worker *w) { return w->capacity; }
+
+int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n) {
+    *lines = w->failures;
+    *n = w->n_failures;
+    w->failures = NULL;
+    w->n_failures = w->cap_failures = 0;
+    return KD_OK;
+}
+
+void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]) {
+    memcpy(out, w->counters, sizeof w->counters);
+}
+
+static void release(kd_gen_worker *w) {
+    for (int i = 0; w->slots && i < w->capacity; i++)
+        if (w->slots[i].used) conv_clear(&w->slots[i]);
+    free(w->slots);
+    for (int i = 0; i < w->n_failures; i++) free(w->failures[i]);
+    free(w->failures);
+    kd_encoding_free(&w->enc);
+    free(w->byte_keys);
+    free(w->byte_ids);
+    kd_toolsim_close(w->sim);
+    kd_stub_close(w->scorer);
+    kd_teacher_close(w->teacher);
+    json_decref(w->reg_tools);
+    kd_registry_close(w->reg);
+    kd_tokenizer_close(w->tok);
+    free(w);
+}
+
+int kd_gen_worker_close(kd_gen_worker *w, kd_error *err) {
+    double t0 = kd_now_s();
+    int rc = kd_shard_close(w->shard, err);
+    add_time(w, KD_GEN_C_T_HDF5_US, t0);
+    w->shard = NULL;
+    release(w);
+    return rc;
+}
+
+void kd_gen_worker_abandon(kd_gen_worker *w) {
+    if (!w) return;
+    if (w->shard) kd_shard_abandon(w->shard);
+    w->shard = NULL;
+    release(w);
+}
