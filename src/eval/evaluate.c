@@ -431,9 +431,9 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     d.opt = opt;
     rc = kd_student_open(opt->model_dir, &d.student, err);
     if (!rc) {
-        /* the prompt window training used: train.seq_len minus room for the answer */
-        int64_t window = opt->cfg->train.seq_len - opt->cfg->eval.max_new_tokens;
-        d.student->max_prompt_tokens = window >= 16 ? (int)window : 16;
+        /* the prompt window training used (trainer.c window_start): the prompt's last P tokens */
+        int64_t window = opt->cfg->train.prompt_window > 0 ? opt->cfg->train.prompt_window : opt->cfg->train.seq_len / 2;
+        d.student->max_prompt_tokens = (int)window;
         /* Batch-1 decoding is matrix-vector work: below ~20M parameters the matrices are too small
          * for threads to pay (5x slower with 2 threads on the small presets); KDSTEP_THREADS or
          * OMP_NUM_THREADS still decide when set. */
