@@ -208,7 +208,13 @@ static int dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char *
     c.generate = opt->cfg->generate;
     c.process_supervision.enabled = opt->cfg->process_supervision.enabled;
     c.generate.strict = 0;
-    c.teacher.max_in_flight = 0; /* concurrency does not change samples */
+    /* neither do concurrency, timeouts, retries, credentials or the endpoint's address (a restarted
+     * server on another port, or another node serving the same model): only stub vs remote counts */
+    c.teacher.max_in_flight = 0;
+    c.teacher.connect_timeout_s = c.teacher.timeout_s = c.teacher.backoff_base_s = 0;
+    c.teacher.max_retries = 0;
+    c.teacher.api_key_env[0] = 0;
+    if (strcmp(c.teacher.url, "stub") != 0) snprintf(c.teacher.url, sizeof c.teacher.url, "remote");
     char *dump = kd_config_dump(&c);
     kd_sha256_hex(dump ? dump : "", dump ? strlen(dump) : 0, info->config_sha256);
     free(dump);
