@@ -1394,9 +1394,10 @@ int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_
             for (int m = 0; m < 4; m++) {
                 if (masks[m][t] > 1 || (m > 0 && masks[m][t] && !masks[0][t])) {
                     int v = masks[m][t];
+                    int64_t at = t - b->offsets[i]; /* before the free: kd_batch_free clears b (fuzz_h5data) */
                     kd_batch_free(b);
                     return kd_error_set(err, KD_ERR_INVALID, "%s: sample %lld token %lld: %s = %d %s", ds->path,
-                                        (long long)(first + i), (long long)(t - b->offsets[i]), names[m], v,
+                                        (long long)(first + i), (long long)at, names[m], v,
                                         v > 1 ? "(masks hold 0 or 1)" : "outside loss_mask");
                 }
             }
