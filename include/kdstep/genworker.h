@@ -28,6 +28,11 @@ enum {
     KD_GEN_NCOUNTERS
 };
 
+/* The dataset's identity from the options: K, process supervision, tokenizer/registry/config hashes
+ * and the config as YAML (*config_yaml, malloc'd, referenced by info->config_yaml). */
+struct kd_dataset_info;
+int kd_gen_dataset_info(const kd_gen_options *opt, struct kd_dataset_info *info, char **config_yaml, kd_error *err);
+
 /* `shard_rank` names the shard file this worker writes. */
 int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard_rank, kd_error *err);
 /* Start one prompt (a raw JSON Lines record and its 0-based index in the prompt set). A line that

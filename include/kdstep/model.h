@@ -113,12 +113,22 @@ struct kd_model {
     float *logits;
 
     void *priv; /* activations, scratch, RoPE tables */
+
+    /* Optional hook (NULL by default): kd_model_backward calls it as soon as layer `layer`'s
+     * parameter gradients are final (layers finish from L-1 down to 0; the embedding, final norm and
+     * lm_head are final only when kd_model_backward returns). The trainer starts the allreduce of
+     * that layer's slice of m->grads here, overlapping communication with the rest of backward. */
+    void (*on_layer_grads)(void *ctx, int layer);
+    void *on_layer_grads_ctx;
 };
 
 /* Allocate a model for batches of B sequences of T tokens (T <= max_position_embeddings) with
  * parameters zeroed. Call kd_model_init_random or kd_model_load_weights next. To match a
  * tokenizer, set cfg.vocab_size = kd_tokenizer_vocab_size(tok) before calling. */
 int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err);
+/* The same for evaluation and decoding only: no gradients, no AdamW moments (grads, adam_m, adam_v
+ * and g are NULL), one set of activations shared by all layers. Backward refuses it. */
+int kd_model_new_inference(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err);
 void kd_model_free(kd_model *m);
 
 /* HF-style init: matrices ~ N(0, initializer_range) from a seeded RNG, norm weights = 1. */
@@ -154,8 +164,9 @@ int kd_model_save_safetensors(const kd_model *m, const char *path, kd_error *err
 /* Load weights from a safetensors file (F32/F16/BF16) into an allocated model; every tensor must be
  * present with the right shape. */
 int kd_model_load_safetensors(kd_model *m, const char *path, kd_error *err);
-/* Open a HF folder (config.json + model.safetensors) and allocate for (B, T). */
-int kd_model_open_dir(const char *dir, int B, int T, kd_model **out, kd_error *err);
+/* Open a HF folder (config.json + model.safetensors) and allocate for (B, T), for training or
+ * (inference != 0) as kd_model_new_inference. */
+int kd_model_open_dir(const char *dir, int B, int T, int inference, kd_model **out, kd_error *err);
 
 /* ---- Decoding with a KV cache (batch 1) ---- */
 typedef struct kd_kv_cache {

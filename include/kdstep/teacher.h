@@ -59,6 +59,7 @@ typedef struct kd_teacher_logprobs {
     char **topk_tokens;     /* [n*k] NULL for padding */
     float *topk_logprobs;   /* [n*k] -INFINITY for padding, sorted descending */
     float *tail_logprob;    /* [n] log of the mass outside the top-k (-INFINITY if none) */
+    char *arena;            /* when set, the token strings point into it (one allocation) */
 } kd_teacher_logprobs;
 
 #define KD_TEACHER_MAX_ATTEMPTS_LOGGED 32
@@ -123,6 +124,9 @@ double kd_teacher_now(void);
 /* Parse an OpenAI /v1/chat/completions response body into c (content, tool_calls, finish_reason,
  * usage, logprobs.content[].top_logprobs). The tail is log(1 - sum of the top-k). */
 int kd_teacher_parse_chat_response(const char *body, size_t len, kd_teacher_completion *c, kd_error *err);
+/* The same with jansson: slower (a tree of objects), kept as the reference the fast scanner is tested
+ * and fuzzed against. */
+int kd_teacher_parse_chat_response_ref(const char *body, size_t len, kd_teacher_completion *c, kd_error *err);
 /* Parse a vLLM /v1/completions response with prompt_logprobs = top_k for a prompt of prompt_len bytes:
  * keep the positions whose text starts at or after byte `response_start`, into lp. */
 int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, size_t prompt_len, size_t response_start,

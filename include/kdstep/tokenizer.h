@@ -28,6 +28,8 @@ typedef struct kd_encoding {
 
 /* `path` is a tokenizer.json file or a folder holding one. */
 int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err);
+/* The same from tokenizer.json bytes in memory; `name` stands for the file in messages. */
+int kd_tokenizer_open_memory(kd_tokenizer **out, const char *json, size_t len, const char *name, kd_error *err);
 void kd_tokenizer_close(kd_tokenizer *tok);
 
 /* Encode `len` bytes of `text` (need not be NUL-terminated). `out` is reset, then filled; its

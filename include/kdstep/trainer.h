@@ -27,9 +27,15 @@ typedef struct kd_train_result {
     double heldout_loss;
     double heldout_tool_acc;
     int interrupted; /* stopped by SIGTERM/SIGUSR1 after writing a checkpoint */
+    int64_t samples_truncated; /* samples longer than seq_len (their tail was cut) */
+    int64_t samples_dropped;   /* samples whose prompt fills seq_len (no response token left) */
 } kd_train_result;
 
 /* Collective over comm. Returns KD_ERR_INTERRUPTED (after checkpointing) when signalled. */
 int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *res, kd_error *err);
+
+/* What the SIGTERM/SIGUSR1 handler does: ask the running kd_train_run to checkpoint and stop at
+ * the next step boundary (for embedding programs and tests). */
+void kd_train_request_stop(int sig);
 
 #endif

@@ -661,6 +661,47 @@ static void shard_free(kd_shard *sh) {
     free(sh);
 }
 
+/* Create an empty shard under a temporary name and rename it into place, so a crash during creation
+ * leaves no half-made shard (only a shard-*.h5.tmp.<pid> that nothing reads). */
+static int shard_create(const char *h5, const char *journal, const kd_dataset_info *info, kd_error *err) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", h5, (int)getpid());
+    hid_t fapl = fapl_shard();
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (f < 0) return kd_error_set(err, KD_ERR_IO, "%s: cannot create the shard file (is the folder writable?)", h5);
+    for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(f, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    int bad = write_info_attrs(f, info);
+    for (int i = 0; i < NCOL && !bad; i++) {
+        int is_off = COLS[i].kind == COL_OFFSETS;
+        /* Token ids and teacher top-k are most of the bytes and compress poorly (deflate costs ~3x the
+         * write time for ~30% space, docs/performance-data.md), so they are compressed only on request;
+         * masks, offsets and texts compress many-fold for little time. */
+        int heavy = i == C_INPUT_IDS || i == C_TOPK_IDS || i == C_TOPK_LP || i == C_TAIL;
+        int level = heavy && !info->compress_token_data ? 0 : info->deflate_level;
+        hid_t d = create_column(f, &COLS[i], info->topk, level, is_off ? 1 : 0);
+        if (d < 0) bad = 1;
+        if (is_off && !bad) {
+            int64_t zero = 0;
+            hid_t ms = H5Screate_simple(1, (hsize_t[]){1}, NULL);
+            if (H5Dwrite(d, H5T_NATIVE_INT64, ms, H5S_ALL, H5P_DEFAULT, &zero) < 0) bad = 1;
+            H5Sclose(ms);
+        }
+        if (d >= 0) H5Dclose(d);
+    }
+    if (H5Fclose(f) < 0) bad = 1;
+    if (bad) {
+        unlink(tmp);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot create the shard's datasets", h5);
+    }
+    if (rename(tmp, h5) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return kd_error_errno(err, e, "cannot rename %s to %s", tmp, h5);
+    }
+    return journal_write(journal, 0, 0, err);
+}
+
 int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_info *info, int seal_every,
                   kd_error *err) {
     *out = NULL;
@@ -680,56 +721,29 @@ int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_in
         shard_free(sh);
         return err ? err->code : KD_ERR_IO;
     }
+    if (!kd_path_exists(sh->h5) && shard_create(sh->h5, sh->journal, info, err)) {
+        shard_free(sh);
+        return err ? err->code : KD_ERR_IO;
+    }
     hid_t fapl = fapl_shard();
-    if (kd_path_exists(sh->h5)) {
-        sh->file = H5Fopen(sh->h5, H5F_ACC_RDWR, fapl);
-        H5Pclose(fapl);
-        if (sh->file < 0) {
+    sh->file = H5Fopen(sh->h5, H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
+    if (sh->file < 0) {
+        shard_free(sh);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot open for appending", sh->h5);
+    }
+    kd_dataset_info st;
+    if (read_info_attrs(sh->file, sh->h5, &st, NULL, NULL, err) || info_compare(&st, info, sh->h5, err)) {
+        shard_free(sh);
+        return err ? err->code : KD_ERR_INVALID;
+    }
+    for (int i = 0; i < NCOL; i++) {
+        sh->d[i] = H5Dopen2(sh->file, COLS[i].path, H5P_DEFAULT);
+        if (sh->d[i] < 0) {
             shard_free(sh);
-            return kd_error_set(err, KD_ERR_IO, "%s: cannot open for appending", sh->h5);
+            return kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", sh->h5, COLS[i].path);
         }
-        kd_dataset_info st;
-        if (read_info_attrs(sh->file, sh->h5, &st, NULL, NULL, err) || info_compare(&st, info, sh->h5, err)) {
-            shard_free(sh);
-            return err ? err->code : KD_ERR_INVALID;
-        }
-        for (int i = 0; i < NCOL; i++) {
-            sh->d[i] = H5Dopen2(sh->file, COLS[i].path, H5P_DEFAULT);
-            if (sh->d[i] < 0) {
-                shard_free(sh);
-                return kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", sh->h5, COLS[i].path);
-            }
-            sh->rows[i] = (int64_t)dset_len(sh->d[i]);
-        }
-    } else {
-        hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
-        sh->file = H5Fcreate(sh->h5, H5F_ACC_EXCL, fcpl, fapl);
-        H5Pclose(fcpl);
-        H5Pclose(fapl);
-        if (sh->file < 0) {
-            shard_free(sh);
-            return kd_error_set(err, KD_ERR_IO, "%s: cannot create the shard file (is the folder writable?)",
-                                sh->h5);
-        }
-        for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(sh->file, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-        int bad = write_info_attrs(sh->file, info);
-        for (int i = 0; i < NCOL && !bad; i++) {
-            int is_off = COLS[i].kind == COL_OFFSETS;
-            sh->d[i] = create_column(sh->file, &COLS[i], info->topk, info->deflate_level, is_off ? 1 : 0);
-            if (sh->d[i] < 0) bad = 1;
-            if (is_off && !bad) {
-                int64_t zero = 0;
-                hid_t ms = H5Screate_simple(1, (hsize_t[]){1}, NULL);
-                if (H5Dwrite(sh->d[i], H5T_NATIVE_INT64, ms, H5S_ALL, H5P_DEFAULT, &zero) < 0) bad = 1;
-                H5Sclose(ms);
-            }
-            sh->rows[i] = is_off ? 1 : 0;
-        }
-        if (bad || H5Fflush(sh->file, H5F_SCOPE_GLOBAL) < 0 || journal_write(sh->journal, 0, 0, err)) {
-            shard_free(sh);
-            unlink(sh->h5);
-            return err && err->code ? err->code : kd_error_set(err, KD_ERR_IO, "%s: cannot create datasets", sh->h5);
-        }
+        sh->rows[i] = (int64_t)dset_len(sh->d[i]);
     }
     sh->sealed = sealed;
     for (int i = 0; i < NCOL; i++) {
@@ -1394,10 +1408,10 @@ int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_
             for (int m = 0; m < 4; m++) {
                 if (masks[m][t] > 1 || (m > 0 && masks[m][t] && !masks[0][t])) {
                     int v = masks[m][t];
-                    int64_t at = t - b->offsets[i]; /* before the free: kd_batch_free clears b (fuzz_h5data) */
+                    int64_t tok = t - b->offsets[i];
                     kd_batch_free(b);
                     return kd_error_set(err, KD_ERR_INVALID, "%s: sample %lld token %lld: %s = %d %s", ds->path,
-                                        (long long)(first + i), (long long)at, names[m], v,
+                                        (long long)(first + i), (long long)tok, names[m], v,
                                         v > 1 ? "(masks hold 0 or 1)" : "outside loss_mask");
                 }
             }

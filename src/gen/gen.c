@@ -182,8 +182,8 @@ static const char *kind_of(const char *rec, char *buf, size_t cap) {
     return buf;
 }
 
-/* Make the dataset's identity (hashes) from the inputs, as every rank sees them. */
-static int dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
+/* The dataset's identity (hashes) from the inputs, as every rank sees them. */
+int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
     kd_dataset_info_init(info);
     info->topk = opt->cfg->teacher.top_logprobs > 0 ? (int)opt->cfg->teacher.top_logprobs : 1;
     info->process_supervision = opt->cfg->process_supervision.enabled;
@@ -321,6 +321,10 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
                           "ranks", ranks, "time_share", "teacher", sum[KD_GEN_C_T_TEACHER_US] / busy, "tokenize",
                           sum[KD_GEN_C_T_TOKENIZE_US] / busy, "extract", sum[KD_GEN_C_T_EXTRACT_US] / busy, "hdf5",
                           sum[KD_GEN_C_T_HDF5_US] / busy, "other", sum[KD_GEN_C_T_OTHER_US] / busy);
+    json_object_set_new(j, "time_s", json_pack("{s:f, s:f, s:f, s:f, s:f}", "teacher", sum[KD_GEN_C_T_TEACHER_US] * 1e-6,
+                                               "tokenize", sum[KD_GEN_C_T_TOKENIZE_US] * 1e-6, "extract",
+                                               sum[KD_GEN_C_T_EXTRACT_US] * 1e-6, "hdf5", sum[KD_GEN_C_T_HDF5_US] * 1e-6,
+                                               "other", sum[KD_GEN_C_T_OTHER_US] * 1e-6));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     char path[4096];
@@ -332,9 +336,11 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
 
 /* ---- worker side ---- */
 
+/* Counters, plus (last) how many prompts the worker has room for. */
 static void send_counters(kd_gen_worker *w, int tag, MPI_Comm comm) {
-    int64_t c[KD_GEN_NCOUNTERS];
+    int64_t c[KD_GEN_NCOUNTERS + 1];
     kd_gen_worker_counters(w, c);
+    c[KD_GEN_NCOUNTERS] = kd_gen_worker_capacity(w) - kd_gen_worker_in_flight(w);
     MPI_Send(c, (int)sizeof c, MPI_CHAR, 0, tag, comm);
 }
 
@@ -538,7 +544,10 @@ static int coordinator_loop(const kd_gen_options *opt, MPI_Comm comm, int size, 
             if (st.MPI_TAG == TAG_DONE) active--;
             if (st.MPI_TAG == TAG_WANT) {
                 int b;
-                int want = first_error ? 0 : chunk;
+                int64_t room = 0;
+                if ((size_t)bytes >= sizeof(int64_t) * (KD_GEN_NCOUNTERS + 1))
+                    memcpy(&room, msg + sizeof(int64_t) * KD_GEN_NCOUNTERS, sizeof room);
+                int want = first_error ? 0 : (int)(room < chunk ? (room > 0 ? room : 1) : chunk);
                 if (make_chunk(s, done, want, &buf, &cap, &b, &handed, &skipped) != 0) {
                     first_error = kd_error_set(err, KD_ERR_NOMEM, "out of memory building a work chunk");
                     int64_t zero = 0;
@@ -627,7 +636,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         if (!rc) rc = check_out_dir(opt->out_dir, err);
         if (!rc && !kd_path_exists(opt->prompts_path))
             rc = kd_error_set(err, KD_ERR_NOTFOUND, "%s: prompt set not found (make one with `kdstep prompts synth`)", opt->prompts_path);
-        if (!rc) rc = dataset_info(opt, &info, &config_yaml, err);
+        if (!rc) rc = kd_gen_dataset_info(opt, &info, &config_yaml, err);
         if (!rc) rc = kd_dataset_prepare(opt->out_dir, &info, err);
         if (!rc) rc = check_prompt_set(opt, err);
         if (rc == KD_ERR_INVALID) {

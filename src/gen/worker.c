@@ -43,6 +43,7 @@ typedef struct conv {
     kd_registry *reg;   /* per-prompt registry, or NULL: the worker's */
     int turns;
     int64_t attempts;
+    kd_teacher_logprobs last_lp; /* the final completion's logprobs (HTTP teachers), owned */
 } conv;
 
 struct kd_gen_worker {
@@ -63,7 +64,45 @@ struct kd_gen_worker {
     int64_t counters[KD_GEN_NCOUNTERS];
     int64_t teacher_retries_seen;
     kd_encoding enc;
+    /* token bytes -> student id, to read an endpoint's top-k given as token strings */
+    uint64_t *byte_keys;
+    int32_t *byte_ids;
+    size_t byte_slots;
 };
+
+static int32_t id_of_bytes(const kd_gen_worker *w, const char *b, size_t n) {
+    if (!w->byte_slots || !b) return -1;
+    uint64_t h = kd_hash64(b, n) | 1;
+    for (size_t j = h % w->byte_slots;; j = (j + 1) % w->byte_slots) {
+        if (w->byte_keys[j] == 0) return -1;
+        if (w->byte_keys[j] == h) {
+            const char *tb;
+            size_t tl;
+            if (kd_tokenizer_token_bytes(w->tok, w->byte_ids[j], &tb, &tl) == 0 && tl == n && memcmp(tb, b, n) == 0)
+                return w->byte_ids[j];
+        }
+    }
+}
+
+static int build_byte_index(kd_gen_worker *w) {
+    int32_t V = kd_tokenizer_vocab_size(w->tok);
+    w->byte_slots = (size_t)V * 2 + 1;
+    w->byte_keys = calloc(w->byte_slots, sizeof(uint64_t));
+    w->byte_ids = calloc(w->byte_slots, sizeof(int32_t));
+    if (!w->byte_keys || !w->byte_ids) return -1;
+    for (int32_t id = 0; id < V; id++) {
+        const char *b;
+        size_t n;
+        if (kd_tokenizer_token_bytes(w->tok, id, &b, &n) != 0 || n == 0 || kd_tokenizer_is_special(w->tok, id)) continue;
+        if (id_of_bytes(w, b, n) >= 0) continue; /* first id wins for duplicate byte strings */
+        uint64_t h = kd_hash64(b, n) | 1;
+        size_t j = h % w->byte_slots;
+        while (w->byte_keys[j]) j = (j + 1) % w->byte_slots;
+        w->byte_keys[j] = h;
+        w->byte_ids[j] = id;
+    }
+    return 0;
+}
 
 static void add_time(kd_gen_worker *w, int counter, double t0) {
     w->counters[counter] += (int64_t)((kd_now_s() - t0) * 1e6);
@@ -76,6 +115,7 @@ static void conv_clear(conv *c) {
     json_decref(c->messages);
     json_decref(c->tools);
     kd_registry_close(c->reg);
+    kd_teacher_logprobs_free(&c->last_lp);
     memset(c, 0, sizeof *c);
 }
 
@@ -128,14 +168,17 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
         if ((rc = kd_stub_open(&w->scorer, &so, w->reg, w->tok, err))) goto fail;
     }
     if ((rc = kd_toolsim_open(&w->sim, w->reg, opt->cfg->teacher.tool_fixtures, err))) goto fail;
+    if (!w->scorer && build_byte_index(w) != 0) {
+        rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* the shard's attributes must match meta.json, which rank 0 wrote from the same inputs */
     kd_dataset_info info;
-    kd_dataset_info_init(&info);
-    info.topk = w->K;
-    info.process_supervision = opt->cfg->process_supervision.enabled;
-    /* the shard checks its attributes against meta.json, which rank 0 wrote from the same inputs */
-    snprintf(info.tokenizer_sha256, sizeof info.tokenizer_sha256, "%s", kd_tokenizer_sha256(w->tok));
-    snprintf(info.registry_sha256, sizeof info.registry_sha256, "%s", w->reg->sha256);
-    if ((rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err))) goto fail;
+    char *config_yaml = NULL;
+    if ((rc = kd_gen_dataset_info(opt, &info, &config_yaml, err))) goto fail;
+    rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err);
+    free(config_yaml);
+    if (rc) goto fail;
     w->slots = calloc((size_t)w->capacity, sizeof(conv));
     if (!w->slots) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
@@ -255,8 +298,37 @@ static json_t *assistant_message(const kd_gen_worker *w, const kd_teacher_comple
 /* Teacher top-k at each position t = the teacher's distribution of the token AT t, given the tokens
  * before it (the target's position, as the losses index it: include/kdstep/loss.h). Positions without
  * teacher information (the prompt) get ids -1 and a tail of 0; training falls back to CE there. */
-static int fill_topk(kd_gen_worker *w, const kd_chat_result *r, size_t response_start, int32_t *ids, float *lps,
-                     float *tail, kd_error *err) {
+/* An endpoint's logprobs describe its own tokens of the final answer. Where one of them covers
+ * exactly the bytes of a student token in the rendered final answer (and is that token), its top-k
+ * is kept, each alternative mapped to the student id with the same bytes (-1, i.e. the tail bucket,
+ * when the student has no such token). Everything else has no teacher entry. */
+static void align_endpoint_topk(kd_gen_worker *w, const conv *c, kd_text_span answer, int32_t *ids, float *lps, float *tail) {
+    const kd_teacher_logprobs *lp = &c->last_lp;
+    int K = w->K;
+    size_t t = 0, pos = answer.start;
+    for (int i = 0; i < lp->n && pos < answer.end; i++) {
+        const char *tok = lp->tokens ? lp->tokens[i] : NULL;
+        size_t len = tok ? strlen(tok) : 0;
+        if (!len) break; /* no text for this token: alignment is lost from here on */
+        while (t < w->enc.count && (size_t)w->enc.offsets[t][0] < pos) t++;
+        if (t < w->enc.count && (size_t)w->enc.offsets[t][0] == pos && (size_t)w->enc.offsets[t][1] == pos + len) {
+            int32_t sid = lp->token_ids[i] >= 0 ? lp->token_ids[i] : id_of_bytes(w, tok, len);
+            if (sid == w->enc.ids[t]) {
+                for (int k = 0; k < K && k < lp->k; k++) {
+                    size_t at = (size_t)i * (size_t)lp->k + (size_t)k;
+                    const char *alt = lp->topk_tokens ? lp->topk_tokens[at] : NULL;
+                    ids[t * K + k] = lp->topk_ids[at] >= 0 ? lp->topk_ids[at] : alt ? id_of_bytes(w, alt, strlen(alt)) : -1;
+                    lps[t * K + k] = lp->topk_logprobs[at];
+                }
+                tail[t] = lp->tail_logprob[i];
+            }
+        }
+        pos += len;
+    }
+}
+
+static int fill_topk(kd_gen_worker *w, const conv *c, const kd_chat_result *r, size_t response_start, kd_text_span answer,
+                     int32_t *ids, float *lps, float *tail, kd_error *err) {
     size_t n = w->enc.count;
     int K = w->K;
     for (size_t i = 0; i < n * (size_t)K; i++) {
@@ -264,7 +336,10 @@ static int fill_topk(kd_gen_worker *w, const kd_chat_result *r, size_t response_
         lps[i] = -INFINITY;
     }
     for (size_t i = 0; i < n; i++) tail[i] = 0.0f;
-    if (!w->scorer) return KD_OK;
+    if (!w->scorer) {
+        if (c->last_lp.n > 0) align_endpoint_topk(w, c, answer, ids, lps, tail);
+        return KD_OK;
+    }
     kd_teacher_logprobs lp = {0};
     int rc = kd_stub_score(w->scorer, r->text, r->len, response_start, K, w->cfg->teacher.seed, &lp, err);
     if (rc) return rc;
@@ -358,14 +433,16 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     /* teacher top-k, then the sample */
     t0 = kd_now_s();
     int K = w->K;
+    /* teacher-forced scoring by the stub is the teacher's work, timed as such */
     int32_t *topk_ids = malloc(sizeof(int32_t) * n * (size_t)K);
     float *topk_lp = malloc(sizeof(float) * n * (size_t)K), *tail = malloc(sizeof(float) * n);
     size_t response_start = resp[0].start;
-    rc = (topk_ids && topk_lp && tail) ? fill_topk(w, &r, response_start, topk_ids, topk_lp, tail, err)
+    kd_text_span answer = {r.content_spans[nm - 1].start, r.content_spans[nm - 1].end};
+    rc = (topk_ids && topk_lp && tail) ? fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err)
                                        : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     int64_t prompt_len = 0;
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
-    add_time(w, KD_GEN_C_T_OTHER_US, t0);
+    add_time(w, w->scorer ? KD_GEN_C_T_TEACHER_US : KD_GEN_C_T_OTHER_US, t0);
     if (rc == KD_OK) {
         kd_sample s = {0};
         s.prompt_id = c->index;
@@ -432,6 +509,9 @@ static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error
         fail_conv(w, c, "teacher", why);
         return KD_OK;
     }
+    kd_teacher_logprobs_free(&c->last_lp);
+    c->last_lp = comp->lp; /* taken over: the completion no longer owns it */
+    memset(&comp->lp, 0, sizeof comp->lp);
     int n_calls = 0;
     json_t *msg = assistant_message(w, comp, &n_calls);
     json_array_append_new(c->messages, msg);
@@ -506,6 +586,8 @@ static void release(kd_gen_worker *w) {
     for (int i = 0; i < w->n_failures; i++) free(w->failures[i]);
     free(w->failures);
     kd_encoding_free(&w->enc);
+    free(w->byte_keys);
+    free(w->byte_ids);
     kd_toolsim_close(w->sim);
     kd_stub_close(w->scorer);
     kd_teacher_close(w->teacher);

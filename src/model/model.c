@@ -207,7 +207,7 @@ static float *falloc(size_t n) {
     return p;
 }
 
-int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err) {
+static int model_alloc(const kd_model_config *cfg, int B, int T, int training, kd_model **out, kd_error *err) {
     *out = NULL;
     int rc = kd_model_config_validate(cfg, err);
     if (rc) return rc;
@@ -258,20 +258,26 @@ int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_er
     if (!cfg->tie_word_embeddings) add_tensor(m, &off, "lm_head.weight", 2, (int64_t)V, (int64_t)C, 1);
     m->n_params = off;
     m->params = falloc(off);
-    m->grads = falloc(off);
-    m->adam_m = falloc(off);
-    m->adam_v = falloc(off);
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) goto oom;
+    if (!m->params) goto oom;
+    if (training) {
+        m->grads = falloc(off);
+        m->adam_m = falloc(off);
+        m->adam_v = falloc(off);
+        if (!m->grads || !m->adam_m || !m->adam_v) goto oom;
+        point_weights(m, m->grads, &m->g);
+    }
     point_weights(m, m->params, &m->w);
-    point_weights(m, m->grads, &m->g);
 
     /* Activations: one allocation, carved up below. */
     a->L = L;
     a->nthreads = omp_get_max_threads();
     size_t per_layer = BT * C * 4 + BT * 2 + BT * QD * 3 + BT * KD * 3 + BT * (Hq + Hkv) + (size_t)B * Hq * (size_t)T * (size_t)T + BT * FF * 3;
-    size_t total = (size_t)L * per_layer + BT * C * 2 + BT /* res[L], lnf, rstdf */ + BT * V /* logits */ +
-                   BT * C * 2 + BT * QD * 2 + BT * KD * 2 + BT * FF * 3 /* backward scratch */ +
-                   (size_t)a->nthreads * (size_t)T * (size_t)T + (size_t)T * D /* rope */;
+    /* Inference keeps no per-layer activations: every layer reuses one set, the residual alternates
+     * between two buffers, and there is no backward scratch. */
+    int nsets = training ? L : 1;
+    size_t total = (size_t)nsets * per_layer + BT * C * 3 + BT /* res[L] (+1 alternate), lnf, rstdf */ + BT * V /* logits */ +
+                   (training ? BT * C * 2 + BT * QD * 2 + BT * KD * 2 + BT * FF * 3 + (size_t)a->nthreads * (size_t)T * (size_t)T : 0) +
+                   (size_t)T * D /* rope */;
     a->buf = falloc(total);
     float ***lists[] = {&a->res, &a->ln1, &a->rstd1, &a->qraw, &a->kraw, &a->qrstd, &a->krstd, &a->q, &a->k, &a->v,
                         &a->att, &a->y, &a->mid, &a->ln2, &a->rstd2, &a->gate, &a->up, &a->h};
@@ -285,6 +291,12 @@ int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_er
     float *p = a->buf;
 #define TAKE(n) (p += (n), p - (n))
     for (int l = 0; l < L; l++) {
+        if (l >= nsets) {
+            float ***all[] = {&a->ln1, &a->rstd1, &a->qraw, &a->kraw, &a->qrstd, &a->krstd, &a->q, &a->k, &a->v,
+                              &a->att, &a->y, &a->mid, &a->ln2, &a->rstd2, &a->gate, &a->up, &a->h};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++) (*all[i])[l] = (*all[i])[0];
+            continue;
+        }
         a->res[l] = TAKE(BT * C);
         a->ln1[l] = TAKE(BT * C);
         a->rstd1[l] = TAKE(BT);
@@ -304,20 +316,26 @@ int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_er
         a->up[l] = TAKE(BT * FF);
         a->h[l] = TAKE(BT * FF);
     }
-    a->res[L] = TAKE(BT * C);
+    if (training) a->res[L] = TAKE(BT * C);
+    else { /* the residual alternates between res[0] and one more buffer */
+        float *alt = TAKE(BT * C);
+        for (int l = 1; l <= L; l++) a->res[l] = l % 2 ? alt : a->res[0];
+    }
     a->lnf = TAKE(BT * C);
     a->rstdf = TAKE(BT);
     m->logits = TAKE(BT * V);
-    a->dres = TAKE(BT * C);
-    a->dln = TAKE(BT * C);
-    a->dq = TAKE(BT * QD);
-    a->dy = TAKE(BT * QD);
-    a->dk = TAKE(BT * KD);
-    a->dv = TAKE(BT * KD);
-    a->dgate = TAKE(BT * FF);
-    a->dup = TAKE(BT * FF);
-    a->dh = TAKE(BT * FF);
-    a->dscratch = TAKE((size_t)a->nthreads * (size_t)T * (size_t)T);
+    if (training) {
+        a->dres = TAKE(BT * C);
+        a->dln = TAKE(BT * C);
+        a->dq = TAKE(BT * QD);
+        a->dy = TAKE(BT * QD);
+        a->dk = TAKE(BT * KD);
+        a->dv = TAKE(BT * KD);
+        a->dgate = TAKE(BT * FF);
+        a->dup = TAKE(BT * FF);
+        a->dh = TAKE(BT * FF);
+        a->dscratch = TAKE((size_t)a->nthreads * (size_t)T * (size_t)T);
+    }
     a->rope_cos = TAKE((size_t)T * D / 2);
     a->rope_sin = TAKE((size_t)T * D / 2);
 #undef TAKE
@@ -335,6 +353,14 @@ int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_er
 oom:
     kd_model_free(m);
     return kd_error_set(err, KD_ERR_NOMEM, "model: out of memory allocating %zu parameters for batch %d x %d", kd_model_config_num_params(cfg), B, T);
+}
+
+int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err) {
+    return model_alloc(cfg, B, T, 1, out, err);
+}
+
+int kd_model_new_inference(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err) {
+    return model_alloc(cfg, B, T, 0, out, err);
 }
 
 void kd_model_free(kd_model *m) {
@@ -374,7 +400,9 @@ void kd_model_init_random(kd_model *m, uint64_t seed) {
     }
 }
 
-void kd_model_zero_grad(kd_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+void kd_model_zero_grad(kd_model *m) {
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+}
 
 /* ------------------------------------------------------------------ kernels */
 
@@ -414,6 +442,7 @@ static void rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w,
         const float *xr = x + r * (size_t)C;
         float *o = out + r * (size_t)C;
         float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
         for (int i = 0; i < C; i++) ss += xr[i] * xr[i];
         float s = 1.0f / sqrtf(ss / (float)C + eps);
         rstd[r] = s;
@@ -434,6 +463,7 @@ static void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, c
             const float *xr = x + r * (size_t)C, *dyr = dy + r * (size_t)C;
             float *dxr = dx + r * (size_t)C;
             float s = rstd[r], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
             for (int i = 0; i < C; i++) {
                 dot += w[i] * dyr[i] * xr[i];
                 mydw[i] += dyr[i] * xr[i] * s;
@@ -477,6 +507,7 @@ static void qk_norm_rope_fwd(float *out, float *rstd, const float *raw, const fl
             const float *x = raw + o;
             float *y = out + o;
             float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
             for (int i = 0; i < D; i++) ss += x[i] * x[i];
             float s = 1.0f / sqrtf(ss / (float)D + eps);
             rstd[r * (size_t)H + (size_t)h] = s;
@@ -503,6 +534,7 @@ static void qk_norm_rope_bwd(float *d, float *dw, const float *raw, const float 
                 const float *x = raw + o;
                 rope_back(dr, cosT + (size_t)t * (size_t)D / 2, sinT + (size_t)t * (size_t)D / 2, D);
                 float s = rstd[r * (size_t)H + (size_t)h], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                 for (int i = 0; i < D; i++) {
                     dot += w[i] * dr[i] * x[i];
                     mydw[i] += dr[i] * x[i] * s;
@@ -543,7 +575,9 @@ static void attention_fwd(const kd_model *m, float *y, float *att, const float *
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, Q, QD, K, KD, 0.0f, P, T);
         for (int i = 0; i < n; i++) {
             float *row = P + (size_t)i * T, mx = row[0], sum = 0.0f;
+#pragma omp simd reduction(max : mx)
             for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+#pragma omp simd reduction(+ : sum)
             for (int j = 0; j <= i; j++) {
                 row[j] = kd_expf(row[j] - mx);
                 sum += row[j];
@@ -585,6 +619,7 @@ static void attention_bwd(const kd_model *m, float *dq, float *dk, float *dv, co
             for (int i = 0; i < n; i++) {
                 const float *pr = P + (size_t)i * T;
                 float *dr = dP + (size_t)i * T, dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                 for (int j = 0; j <= i; j++) dot += pr[j] * dr[j];
                 for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot);
                 for (int j = i + 1; j < n; j++) dr[j] = 0.0f;
@@ -653,9 +688,12 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
 
 /* Softmax CE of one row; writes the gradient (p - onehot) * gscale into row when gscale != 0. */
 static float ce_row(float *row, int V, int target, float gscale) {
+    /* omp simd: a float reduction vectorizes only when reordering is allowed */
     float mx = row[0];
+#pragma omp simd reduction(max : mx)
     for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int j = 0; j < V; j++) {
         row[j] = kd_expf(row[j] - mx);
         sum += row[j];
@@ -719,7 +757,7 @@ int kd_model_forward_loss(kd_model *m, const int32_t *ids, const int32_t *length
 }
 
 int kd_model_backward(kd_model *m, kd_error *err) {
-    (void)err;
+    if (!m->grads) return kd_error_set(err, KD_ERR_INVALID, "model backward: this model was allocated for inference (kd_model_new_inference)");
     acts *a = m->priv;
     const kd_model_config *c = &m->cfg;
     int T = m->T, C = c->hidden_size, FF = c->intermediate_size, D = c->head_dim;
@@ -758,6 +796,7 @@ int kd_model_backward(kd_model *m, kd_error *err) {
         matmul_bwd(a->dln, g->k_proj, a->dk, a->ln1[l], w->k_proj, (int)BT, C, KD, 1);
         matmul_bwd(a->dln, g->v_proj, a->dv, a->ln1[l], w->v_proj, (int)BT, C, KD, 1);
         rmsnorm_bwd(a->dres, g->input_norm, a->dln, a->res[l], a->rstd1[l], w->input_norm, BT, C, 1, nscratch);
+        if (m->on_layer_grads) m->on_layer_grads(m->on_layer_grads_ctx, l);
     }
     /* Embedding rows: serial because ids repeat. */
     for (size_t i = 0; i < BT; i++) {
@@ -790,6 +829,7 @@ void kd_adamw_update(float *p, const float *g, float *mm, float *vv, size_t n, c
 }
 
 void kd_model_adamw_step(kd_model *m, const kd_adamw_params *hp, float lr, int64_t t) {
+    if (!m->grads) return;
     for (int i = 0; i < m->n_tensors; i++) {
         const kd_model_tensor *tt = &m->tensors[i];
         size_t o = tt->offset;

@@ -6,6 +6,9 @@
  * on a 429 from a request started after the last cut (one cut per round trip, like TCP).
  */
 #include <curl/curl.h>
+#include <errno.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,6 +45,9 @@ typedef struct jobq {
 
 struct kd_teacher_client {
     CURLM *multi;
+    int epfd;         /* curl tells us its sockets (CURLMOPT_SOCKETFUNCTION); we wait on them with epoll */
+    long timer_ms;    /* from CURLMOPT_TIMERFUNCTION; -1: none */
+    double timer_set_s;
     struct curl_slist *headers;
     char *key; /* only to redact echoes; never printed */
     char chat_url[KD_CFG_PATH + 32], score_url[KD_CFG_PATH + 32];
@@ -84,6 +90,29 @@ int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req,
 int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err);
 void kd_client_stats(const struct kd_teacher_client *c, kd_teacher_stats *st);
 
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *user, void *socketp) {
+    (void)easy;
+    (void)socketp;
+    struct kd_teacher_client *c = user;
+    struct epoll_event ev = {0};
+    ev.data.fd = fd;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT) epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *user) {
+    (void)multi;
+    struct kd_teacher_client *c = user;
+    c->timer_ms = timeout_ms;
+    c->timer_set_s = kd_teacher_now();
+    return 0;
+}
+
 int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err) {
     *out = NULL;
     const char *url = cfg->teacher.url;
@@ -105,6 +134,18 @@ int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_erro
         return kd_error_set(err, KD_ERR_NET, "curl_multi_init failed");
     }
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)cfg->teacher.max_in_flight);
+    /* socket_action + epoll: work per event, not per transfer (curl_multi_perform polls every transfer) */
+    c->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (c->epfd < 0) {
+        int e = errno;
+        kd_client_close(c);
+        return kd_error_errno(err, e, "epoll_create1");
+    }
+    c->timer_ms = -1;
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     c->headers = curl_slist_append(NULL, "Content-Type: application/json");
     c->headers = curl_slist_append(c->headers, "Expect:"); /* no 100-continue round trip on big bodies */
     const char *env = cfg->teacher.api_key_env[0] ? getenv(cfg->teacher.api_key_env) : NULL;
@@ -154,6 +195,7 @@ void kd_client_close(struct kd_teacher_client *c) {
     for (int i = 0; i < c->n_free_easy; i++) curl_easy_cleanup(c->free_easy[i]);
     free(c->free_easy);
     if (c->multi) curl_multi_cleanup(c->multi);
+    if (c->epfd > 0) close(c->epfd);
     curl_slist_free_all(c->headers);
     if (c->key) {
         memset(c->key, 0, strlen(c->key));
@@ -495,46 +537,71 @@ static void start_ready(struct kd_teacher_client *c, double now) {
     c->st.in_flight_limit = (int)c->limit;
 }
 
+static int pop_done(struct kd_teacher_client *c, kd_teacher_completion **out) {
+    if (!c->done.n) return 0;
+    job *j = c->done.v[0];
+    memmove(c->done.v, c->done.v + 1, (c->done.n - 1) * sizeof *c->done.v);
+    c->done.n--;
+    *out = j->c;
+    j->c = NULL;
+    if ((*out)->status == KD_OK) c->st.completed++;
+    else c->st.failed++;
+    job_free(j);
+    return 1;
+}
+
+static void drain_messages(struct kd_teacher_client *c) {
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(c->multi, &left)))
+        if (msg->msg == CURLMSG_DONE) on_done(c, msg);
+}
+
 int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err) {
     *out = NULL;
     double deadline = kd_teacher_now() + (timeout_s > 0 ? timeout_s : 0);
+    int running = 0;
     for (;;) {
+        /* finished ones first: no system call while completions are waiting */
+        if (pop_done(c, out)) return KD_OK;
         double now = kd_teacher_now();
+        int before = c->active;
         start_ready(c, now);
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(c->multi, &running);
-        if (mc != CURLM_OK) return kd_error_set(err, KD_ERR_NET, "curl_multi_perform: %s", curl_multi_strerror(mc));
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(c->multi, &left)))
-            if (msg->msg == CURLMSG_DONE) on_done(c, msg);
-        if (c->done.n) {
-            job *j = c->done.v[0];
-            memmove(c->done.v, c->done.v + 1, (c->done.n - 1) * sizeof *c->done.v);
-            c->done.n--;
-            *out = j->c;
-            j->c = NULL;
-            if ((*out)->status == KD_OK) c->st.completed++;
-            else c->st.failed++;
-            job_free(j);
-            start_ready(c, kd_teacher_now());
-            return KD_OK;
+        if (c->active != before || (c->timer_ms >= 0 && now - c->timer_set_s >= c->timer_ms / 1000.0)) {
+            c->timer_ms = -1;
+            CURLMcode mc = curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            if (mc != CURLM_OK) return kd_error_set(err, KD_ERR_NET, "curl_multi_socket_action: %s", curl_multi_strerror(mc));
+            drain_messages(c);
+            if (c->done.n) continue;
         }
         now = kd_teacher_now();
-        if (now >= deadline) return KD_OK;
         if (c->active == 0 && c->waiting.n == 0 && c->delayed.n == 0) return KD_OK;
+        if (now >= deadline && timeout_s > 0) return KD_OK;
         double wait = deadline - now;
+        if (wait < 0) wait = 0;
         for (size_t i = 0; i < c->delayed.n; i++)
             if (c->delayed.v[i]->due_s - now < wait) wait = c->delayed.v[i]->due_s - now;
-        if (c->waiting.n && c->active < (int)c->limit) wait = 0;
-        int ms = (int)ceil(wait * 1000);
-        if (ms < 0) ms = 0;
-        if (ms > 1000) ms = 1000;
-        if (c->active) curl_multi_poll(c->multi, NULL, 0, ms, NULL);
-        else if (ms) {
-            struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
+        if (c->timer_ms >= 0) {
+            double tw = c->timer_set_s + c->timer_ms / 1000.0 - now;
+            if (tw < wait) wait = tw;
         }
+        if (c->waiting.n && c->active < (int)c->limit) wait = 0;
+        int ms = wait <= 0 ? 0 : (int)ceil(wait * 1000);
+        if (ms > 1000) ms = 1000;
+        struct epoll_event ev[64];
+        int n = epoll_wait(c->epfd, ev, 64, ms);
+        if (n < 0 && errno != EINTR) return kd_error_errno(err, errno, "epoll_wait");
+        for (int i = 0; i < n; i++) {
+            int flags = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                        (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            curl_multi_socket_action(c->multi, ev[i].data.fd, flags, &running);
+        }
+        if (n == 0 && c->timer_ms >= 0 && kd_teacher_now() - c->timer_set_s >= c->timer_ms / 1000.0) {
+            c->timer_ms = -1;
+            curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        drain_messages(c);
+        if (!c->done.n && timeout_s <= 0 && n == 0) return KD_OK;
     }
 }
 

@@ -122,6 +122,11 @@ int kd_teacher_logprobs_alloc(kd_teacher_logprobs *lp, int n, int k) {
 
 void kd_teacher_logprobs_free(kd_teacher_logprobs *lp) {
     if (!lp) return;
+    if (lp->arena) {
+        free(lp->arena);
+        if (lp->tokens) memset(lp->tokens, 0, sizeof *lp->tokens * (size_t)lp->n);
+        if (lp->topk_tokens) memset(lp->topk_tokens, 0, sizeof *lp->topk_tokens * (size_t)lp->n * (size_t)lp->k);
+    }
     if (lp->tokens)
         for (int i = 0; i < lp->n; i++) free(lp->tokens[i]);
     if (lp->topk_tokens)
@@ -231,7 +236,7 @@ static int parse_content_logprobs(const json_t *content, kd_teacher_logprobs *lp
     return KD_OK;
 }
 
-int kd_teacher_parse_chat_response(const char *body, size_t len, kd_teacher_completion *c, kd_error *err) {
+int kd_teacher_parse_chat_response_ref(const char *body, size_t len, kd_teacher_completion *c, kd_error *err) {
     json_error_t je;
     json_t *root = json_loadb(body, len, 0, &je);
     if (!root) return kd_error_set(err, KD_ERR_PARSE, "teacher response: invalid JSON at byte %d: %s", je.position, je.text);

@@ -41,7 +41,9 @@ void tj_linecol(const tj_doc *doc, size_t pos, size_t *line, size_t *col) {
 static tj_val *arena_alloc(tj_parser *p, size_t n) {
     if (n == 0) return NULL;
     if (n > p->arena_left) {
-        size_t sz = n > 65536 ? n : 65536;
+        size_t want = p->n / 16 + 64; /* small documents get small blocks */
+        if (want > (1u << 18)) want = 1u << 18;
+        size_t sz = n > want ? n : want;
         tj_val *blk = malloc(sz * sizeof(tj_val));
         tj_val **nb = realloc(p->doc->blocks, (p->doc->nblocks + 1) * sizeof(*nb));
         if (!blk || !nb) {
@@ -331,6 +333,13 @@ int tj_parse(tj_doc *doc, char *buf, size_t n, char *msg, size_t msgcap) {
     if (msgcap) msg[0] = 0;
     if (n > 0xFFFFFFF0u) {
         snprintf(msg, msgcap, "file too large for a tokenizer.json");
+        return -1;
+    }
+    /* a big vocabulary object is one container with ~n/36 items: size the stack once */
+    p.scap = n / 32 + 1024;
+    p.stack = malloc(p.scap * sizeof(tj_val));
+    if (!p.stack) {
+        snprintf(msg, msgcap, "out of memory");
         return -1;
     }
     tj_val *root = NULL;

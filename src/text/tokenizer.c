@@ -9,7 +9,10 @@
 #include "kdstep/tokenizer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,9 @@ static void build_classes(void) {
     if (!t) return;
     for (int32_t cp = 0; cp < 0x110000; cp++) {
         if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        /* planes 4-13 are unassigned, 15-16 private use: class 0 (saves most of the start-up) */
+        if (cp == 0x40000) cp = 0xE0000;
+        if (cp == 0xE1000) break;
         const utf8proc_property_t *p = utf8proc_get_property(cp);
         uint8_t k = 0;
         switch (p->category) {
@@ -235,6 +241,7 @@ struct kd_tokenizer {
     uint32_t *tok_off, *tok_len; /* tok_len == UINT32_MAX: unused id */
     char **tok_str;               /* the vocabulary string as written (for token_to_id), or NULL */
     uint8_t *special;
+    uint8_t *tok_dup; /* ids whose bytes another id also has (non-byte-level strings), or NULL */
     /* raw bytes -> id for byte-level vocabulary tokens */
     int32_t *vhash;
     size_t vmask;
@@ -286,6 +293,9 @@ static int32_t vocab_find(const kd_tokenizer *t, const uint8_t *b, size_t n) {
         i = (i + 1) & m;
     }
 }
+
+/* Is id the vocabulary's entry for its own bytes (not a duplicate string shadowed by another)? */
+static int vocab_find_is(const kd_tokenizer *t, int32_t id) { return !t->tok_dup || !t->tok_dup[id]; }
 
 static inline uint64_t mix64(uint64_t k) {
     k ^= k >> 33;
@@ -671,18 +681,24 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             const tj_val *idv = tj_get(&added->u.items[k], "id");
             if (!idv || idv->type != TJ_NUM || idv->u.num < 0 || idv->u.num > 1e8)
                 return invalid(c, "added token without a valid \"id\"", &added->u.items[k]);
-            if ((int64_t)idv->u.num > maxid) maxid = (int64_t)idv->u.num;
         }
     }
-    t->n_ids = (int32_t)(maxid + 1);
-    size_t N = (size_t)t->n_ids;
+    /* HF assigns added-token ids itself (the file's ids only draw a warning there): the vocabulary
+     * id when the content is a vocabulary string, else the next id after the vocabulary. */
+    size_t N = (size_t)(maxid + 1);
+    size_t nadd = added && added->type == TJ_ARR ? added->len : 0;
+    if (vocab->len + nadd > N) N = vocab->len + nadd;
+    t->n_ids = (int32_t)N;
     t->tok_off = calloc(N + 1, sizeof(uint32_t));
     t->tok_len = malloc((N + 1) * sizeof(uint32_t));
     t->tok_str = calloc(N + 1, sizeof(char *));
     t->special = calloc(N + 1, 1);
     if (!t->tok_off || !t->tok_len || !t->tok_str || !t->special) return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
     for (size_t k = 0; k <= N; k++) t->tok_len[k] = UINT32_MAX;
-    size_t pool_cap = 0;
+    /* every token's bytes are no longer than its string in the file: one allocation suffices */
+    size_t pool_cap = c->doc.n + 1024;
+    t->pool = malloc(pool_cap);
+    if (!t->pool) return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
     uint8_t *tmp = malloc(65536);
     if (!tmp) return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
     t->vmask = pow2_at_least(vocab->len * 2 + 16) - 1;
@@ -703,7 +719,14 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             free(tmp);
             return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
         }
-        if (rl < 0) continue; /* not byte-level: reachable only as an exact string */
+        if (rl < 0) { /* not byte-level: reachable only as an exact string */
+            if (!t->tok_dup && !(t->tok_dup = calloc(N + 1, 1))) {
+                free(tmp);
+                return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory");
+            }
+            t->tok_dup[id] = 1;
+            continue;
+        }
         size_t i = hash_bytes(t->pool + t->tok_off[id], (size_t)rl) & t->vmask;
         while (t->vhash[i] >= 0) {
             int32_t o = t->vhash[i];
@@ -723,7 +746,8 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
         if (rl >= 0) t->unk_id = vocab_find(t, tmp, (size_t)rl);
     }
     /* merges */
-    t->mmask = pow2_at_least(merges->len * 2 + 16) - 1;
+    int32_t merge_base = 0;
+    t->mmask = pow2_at_least(merges->len + merges->len / 2 + 16) - 1;
     t->merges = calloc(t->mmask + 1, sizeof(merge_slot));
     if (!t->merges) {
         free(tmp);
@@ -757,7 +781,15 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
         long rb = ra >= 0 ? bl_decode(b, bl, tmp + ra) : -1;
         if (ra < 0 || rb < 0) continue; /* merges of non-byte-level strings never apply */
         int32_t ia = vocab_find(t, tmp, (size_t)ra), ib = vocab_find(t, tmp + ra, (size_t)rb);
-        int32_t in = vocab_find(t, tmp, (size_t)(ra + rb));
+        /* BPE vocabularies number merged tokens in merge order: try that id before hashing */
+        int32_t in = -1, guess = (int32_t)k + merge_base;
+        if (guess >= 0 && guess < t->n_ids && t->tok_len[guess] == (uint32_t)(ra + rb) &&
+            !memcmp(t->pool + t->tok_off[guess], tmp, (size_t)(ra + rb)) && vocab_find_is(t, guess))
+            in = guess;
+        if (in < 0) {
+            in = vocab_find(t, tmp, (size_t)(ra + rb));
+            if (in >= 0) merge_base = in - (int32_t)k;
+        }
         if (ia < 0 || ib < 0 || in < 0) {
             char msg[512];
             snprintf(msg, sizeof msg, "merge #%u (\"%.*s\" + \"%.*s\") uses a token that is not in the vocabulary", k,
@@ -771,6 +803,7 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
         t->merges[i] = (merge_slot){key, k, in}; /* a repeated merge keeps the last rank, as HF */
     }
     /* added tokens */
+    int32_t max_used = (int32_t)(maxid + 1);
     if (added && added->type == TJ_ARR) {
         t->added = calloc(added->len + 1, sizeof(added_token));
         if (!t->added) {
@@ -787,7 +820,26 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             added_token *at = &t->added[t->nadded++];
             at->content = (char *)cv->u.str;
             at->len = cv->len;
-            at->id = (int32_t)tj_get(a, "id")->u.num;
+            at->id = -1;
+            for (size_t q = 0; q + 1 < t->nadded; q++)
+                if (t->added[q].len == at->len && !memcmp(t->added[q].content, at->content, at->len)) at->id = t->added[q].id;
+            if (at->id < 0) {
+                long rl0 = cv->len < 65536 ? bl_decode(cv->u.str, cv->len, tmp) : -1;
+                int32_t vid = rl0 >= 0 ? vocab_find(t, tmp, (size_t)rl0) : -1;
+                if (vid >= 0 && t->tok_str[vid] && strlen(t->tok_str[vid]) == cv->len && !memcmp(t->tok_str[vid], cv->u.str, cv->len))
+                    at->id = vid;
+            }
+            if (at->id < 0) {
+                int32_t mx = -1;
+                for (size_t q = 0; q + 1 < t->nadded; q++)
+                    if (t->added[q].id > mx) mx = t->added[q].id;
+                at->id = mx >= (int32_t)vocab->len ? mx + 1 : (int32_t)vocab->len;
+            }
+            if (at->id >= (int32_t)N) {
+                free(tmp);
+                return invalid(c, "added token ids overflow the vocabulary", a);
+            }
+            if (at->id + 1 > max_used) max_used = at->id + 1;
             at->special = get_bool(a, "special", 0);
             at->lstrip = get_bool(a, "lstrip", 0);
             at->rstrip = get_bool(a, "rstrip", 0);
@@ -811,6 +863,7 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
             }
         }
     }
+    t->n_ids = max_used;
     free(tmp);
     return 0;
 }
@@ -832,17 +885,132 @@ static int load_all(load_ctx *c, kd_tokenizer *t) {
     return 0;
 }
 
+/* One read of the whole file (kd_read_file grows a buffer by doubling, which costs copies). */
+static int read_whole(const char *path, char **data, size_t *len, kd_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return kd_error_errno(err, errno, "%s: cannot open the tokenizer", path);
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return kd_read_file(path, data, len, err);
+    }
+    size_t n = (size_t)st.st_size, got = 0;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        close(fd);
+        return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            free(buf);
+            close(fd);
+            return kd_error_errno(err, e, "%s: read failed", path);
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return KD_OK;
+}
+
+typedef struct sha_job {
+    const char *path; /* hash this file, read in chunks ... */
+    const char *data; /* ... or these bytes */
+    size_t len;
+    char *hex;
+    int failed;
+} sha_job;
+
+static void *sha_thread(void *arg) {
+    sha_job *j = arg;
+    if (!j->path) {
+        kd_sha256_hex(j->data, j->len, j->hex);
+        return NULL;
+    }
+    int fd = open(j->path, O_RDONLY | O_CLOEXEC);
+    char *buf = fd >= 0 ? malloc(1 << 20) : NULL;
+    if (!buf) {
+        if (fd >= 0) close(fd);
+        j->failed = 1;
+        return NULL;
+    }
+    kd_sha256 h;
+    kd_sha256_init(&h);
+    for (;;) {
+        ssize_t r = read(fd, buf, 1 << 20);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) j->failed = 1;
+        if (r <= 0) break;
+        kd_sha256_update(&h, buf, (size_t)r);
+    }
+    close(fd);
+    free(buf);
+    uint8_t d[32];
+    kd_sha256_final(&h, d);
+    for (int k = 0; k < 32; k++) snprintf(j->hex + 2 * k, 3, "%02x", d[k]);
+    return NULL;
+}
+
 /* We keep the parsed document alive: token strings point into it. */
 typedef struct kd_tokenizer_full {
     kd_tokenizer t;
     tj_doc doc;
 } kd_tokenizer_full;
 
-int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
+/* Takes ownership of data (len bytes + 1 spare) and of file (the name used in messages). */
+static int open_buffer(kd_tokenizer **out, char *file, const char *hash_path, char *data, size_t len, kd_error *err) {
     *out = NULL;
     pthread_once(&g_cls_once, build_classes);
     pthread_once(&g_bl_once, build_bytelevel);
-    if (!g_cls) return kd_error_set(err, KD_ERR_NOMEM, "out of memory building Unicode tables");
+    if (!g_cls) {
+        free(file);
+        free(data);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory building Unicode tables");
+    }
+    kd_tokenizer_full *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(file);
+        free(data);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    }
+    kd_tokenizer *t = &f->t;
+    t->path = file;
+    t->generation = atomic_fetch_add(&g_generation, 1);
+    /* SHA-256 is about a third of the work: a second thread reads and hashes the file while we
+     * parse (the parser rewrites its own buffer in place). */
+    sha_job job = {hash_path, data, len, t->sha256, 0};
+    pthread_t th;
+    int threaded = hash_path && pthread_create(&th, NULL, sha_thread, &job) == 0;
+    if (!threaded) {
+        job.path = NULL;
+        sha_thread(&job);
+    }
+    char msg[512];
+    load_ctx c = {.path = file, .err = err};
+    int rc;
+    if (tj_parse(&f->doc, data, len, msg, sizeof msg)) {
+        rc = kd_error_set(err, KD_ERR_PARSE, "%s: malformed JSON at %s", file, msg);
+    } else {
+        c.doc = f->doc;
+        rc = load_all(&c, t);
+    }
+    if (threaded) pthread_join(th, NULL);
+    if (!rc && job.failed) rc = kd_error_set(err, KD_ERR_IO, "%s: reading the file again to hash it failed", file);
+    if (rc) {
+        kd_tokenizer_close(t);
+        return rc;
+    }
+    *out = t;
+    return KD_OK;
+}
+
+int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
+    *out = NULL;
     char *file = NULL;
     if (kd_is_dir(path)) {
         size_t n = strlen(path) + 32;
@@ -855,36 +1023,26 @@ int kd_tokenizer_open(kd_tokenizer **out, const char *path, kd_error *err) {
     }
     char *data = NULL;
     size_t len = 0;
-    int rc = kd_read_file(file, &data, &len, err);
+    int rc = read_whole(file, &data, &len, err);
     if (rc) {
         free(file);
         return rc;
     }
-    kd_tokenizer_full *f = calloc(1, sizeof *f);
-    if (!f) {
-        free(file);
+    return open_buffer(out, file, file, data, len, err);
+}
+
+int kd_tokenizer_open_memory(kd_tokenizer **out, const char *json, size_t len, const char *name, kd_error *err) {
+    *out = NULL;
+    char *data = malloc(len + 1);
+    char *file = kd_strdup(name ? name : "(memory)");
+    if (!data || !file) {
         free(data);
+        free(file);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     }
-    kd_tokenizer *t = &f->t;
-    t->path = file;
-    t->generation = atomic_fetch_add(&g_generation, 1);
-    kd_sha256_hex(data, len, t->sha256);
-    char msg[512];
-    load_ctx c = {.path = file, .err = err};
-    if (tj_parse(&f->doc, data, len, msg, sizeof msg)) {
-        rc = kd_error_set(err, KD_ERR_PARSE, "%s: malformed JSON at %s", file, msg);
-        kd_tokenizer_close(t);
-        return rc;
-    }
-    c.doc = f->doc;
-    rc = load_all(&c, t);
-    if (rc) {
-        kd_tokenizer_close(t);
-        return rc;
-    }
-    *out = t;
-    return KD_OK;
+    memcpy(data, json, len);
+    data[len] = 0;
+    return open_buffer(out, file, NULL, data, len, err);
 }
 
 void kd_tokenizer_close(kd_tokenizer *t) {
@@ -901,6 +1059,7 @@ void kd_tokenizer_close(kd_tokenizer *t) {
     free(t->tok_len);
     free(t->tok_str);
     free(t->special);
+    free(t->tok_dup);
     free(t->vhash);
     free(t->merges);
     free(t->added);
@@ -1968,7 +2127,7 @@ int kd_tokenizer_encode(const kd_tokenizer *t, const char *text, size_t len, int
         g = (seg){w->lb, wp, w->la0, w->la1, 0};
     }
     if (split_added(&c, &g, &t->trie_raw, stage_normalize)) return err ? err->code : KD_ERR_NOMEM;
-    if (t->post_trim_offsets) {
+    if (t->post_trim_offsets && out->count > pre) {
         kd_encoding view = {out->ids + pre, out->offsets + pre, out->count - pre, 0, NULL};
         trim_offsets(t, &view);
     }

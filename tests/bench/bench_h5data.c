@@ -1,6 +1,6 @@
 /* HDF5 dataset driver and benchmark.
  *   bench_h5data write DIR RANKS SAMPLES [SEAL_EVERY]  write h5gen samples, id i to shard i % RANKS, finalize
- *   bench_h5data bench DIR SAMPLES TOKENS_PER_SAMPLE K [DEFLATE]  time append+seal+finalize and a full read
+ *   bench_h5data bench DIR SAMPLES TOKENS_PER_SAMPLE K [MODE]  MODE 0 no compression, 1 default, 2 all; time append+seal+finalize and a full read
  * The write mode is what tests/e2e/h5py_reads.sh checks from Python. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +22,8 @@ static kd_dataset_info info_for(int k, int deflate) {
     kd_dataset_info info;
     kd_dataset_info_init(&info);
     info.topk = k;
-    info.deflate_level = deflate;
+    info.deflate_level = deflate > 0 ? 1 : 0;
+    info.compress_token_data = deflate > 1; /* bench modes: 0 none, 1 default (light columns), 2 everything */
     snprintf(info.tokenizer_sha256, 65, "%064d", 1);
     snprintf(info.registry_sha256, 65, "%064d", 2);
     snprintf(info.config_sha256, 65, "%064d", 3);
@@ -118,14 +119,14 @@ static int cmd_bench(const char *dir, int64_t samples, int64_t tps, int k, int d
     double total_tokens = (double)samples * (double)tps;
     uint64_t bytes = dir_bytes(dir);
     double raw = total_tokens * (4 + 4 + 4 + 8.0 * k) + (double)samples * 2048;
-    printf("samples %lld, tokens/sample %lld, K %d, deflate %d\n", (long long)samples, (long long)tps, k, deflate);
+    printf("samples %lld, tokens/sample %lld, K %d, compression mode %d\n", (long long)samples, (long long)tps, k, deflate);
     printf("write+seal+finalize: %.2f s, %.0f tokens/s\n", t1 - t0, total_tokens / (t1 - t0));
     printf("read (batches of 64, masks checked): %.2f s, %.0f tokens/s (%lld tokens)\n", t2 - t1,
            total_tokens / (t2 - t1), (long long)tokens);
     printf("bytes on disk: %llu, %.2f bytes/token (raw %.2f)\n", (unsigned long long)bytes, (double)bytes / total_tokens,
            raw / total_tokens);
     printf("{\"write_tokens_s\": %.0f, \"read_tokens_s\": %.0f, \"bytes_per_token\": %.2f, \"raw_bytes_per_token\": %.2f, "
-           "\"deflate\": %d}\n",
+           "\"mode\": %d}\n",
            total_tokens / (t1 - t0), total_tokens / (t2 - t1), (double)bytes / total_tokens, raw / total_tokens, deflate);
     free(ids);
     free(tk);
@@ -142,6 +143,6 @@ int main(int argc, char **argv) {
     if (argc >= 6 && strcmp(argv[1], "bench") == 0)
         return cmd_bench(argv[2], atoll(argv[3]), atoll(argv[4]), atoi(argv[5]), argc > 6 ? atoi(argv[6]) : 1);
     fprintf(stderr, "usage: bench_h5data write DIR RANKS SAMPLES [SEAL_EVERY]\n"
-                    "       bench_h5data bench DIR SAMPLES TOKENS_PER_SAMPLE K [DEFLATE]\n");
+                    "       bench_h5data bench DIR SAMPLES TOKENS_PER_SAMPLE K [MODE 0|1|2]\n");
     return 2;
 }

@@ -3,6 +3,7 @@
  *   bench_model_ref dump CONFIG.json OUTDIR SEED B T   seeded model -> OUTDIR/{config.json,model.safetensors};
  *                                                      a padded batch, its logits, loss, every gradient and
  *                                                      the losses of 10 AdamW steps -> OUTDIR/out.safetensors
+ *   bench_model_ref dump-inference PRESET OUTDIR SEED T   (see dump_inference)
  *   bench_model_ref resave INDIR OUTDIR                load a HF folder, save it again
  *   bench_model_ref logits DIR B T OUT.safetensors     load DIR, forward on DIR/batch.safetensors, write logits
  */
@@ -116,10 +117,53 @@ static int dump(const char *cfg_path, const char *dir, uint64_t seed, int B, int
     return 0;
 }
 
+/* A big preset, inference only: seeded weights saved as a HF folder, a batch of ids, its logits, and
+ * the KV-cache decode agreeing with the batched forward (checked here, rel 1e-4). */
+static int dump_inference(const char *preset, const char *dir, uint64_t seed, int T) {
+    kd_error err = {0};
+    kd_model_config cfg;
+    kd_model *m = NULL;
+    CHECK(kd_model_config_preset(preset, &cfg, &err));
+    CHECK(kd_model_new_inference(&cfg, 1, T, &m, &err));
+    kd_model_init_random(m, seed);
+    CHECK(kd_model_save(m, dir, &err));
+    int32_t *ids = malloc((size_t)T * 4), len = T;
+    uint64_t s = seed;
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)(kd_splitmix64(&s) % (uint64_t)cfg.vocab_size);
+    CHECK(kd_model_forward(m, ids, &len, &err));
+    kd_kv_cache *kc = NULL;
+    CHECK(kd_kv_cache_new(m, T, &kc, &err));
+    float worst = 0.0f;
+    for (int t = 0; t < T; t++) {
+        const float *lg = kd_model_decode_step(m, kc, ids[t]), *ref = m->logits + (size_t)t * cfg.vocab_size;
+        float md = 0.0f, mr = 0.0f;
+        for (int j = 0; j < cfg.vocab_size; j++) {
+            float d = lg[j] - ref[j];
+            md = d < 0 ? (-d > md ? -d : md) : (d > md ? d : md);
+            mr = ref[j] < 0 ? (-ref[j] > mr ? -ref[j] : mr) : (ref[j] > mr ? ref[j] : mr);
+        }
+        if (md / mr > worst) worst = md / mr;
+    }
+    printf("kdstep %s: %zu parameters; KV-cache decode vs forward over %d steps: max rel diff %.2e\n", preset, m->n_params, T, worst);
+    float *fids = to_f(ids, T), flen = (float)T;
+    kd_st_write_tensor t[2] = {{"ids", 2, {1, T}, fids}, {"lengths", 1, {1}, &flen}};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/batch.safetensors", dir);
+    CHECK(kd_safetensors_write(path, t, 2, &err));
+    kd_st_write_tensor lt = {"logits", 3, {1, T, cfg.vocab_size}, m->logits};
+    snprintf(path, sizeof path, "%s/c_logits.safetensors", dir);
+    CHECK(kd_safetensors_write(path, &lt, 1, &err));
+    kd_kv_cache_free(kc);
+    kd_model_free(m);
+    free(ids);
+    free(fids);
+    return worst <= 1e-4f ? 0 : 1;
+}
+
 static int resave(const char *in, const char *out) {
     kd_error err = {0};
     kd_model *m = NULL;
-    CHECK(kd_model_open_dir(in, 1, 1, &m, &err));
+    CHECK(kd_model_open_dir(in, 1, 1, 1, &m, &err));
     CHECK(kd_model_save(m, out, &err));
     kd_model_free(m);
     return 0;
@@ -145,7 +189,7 @@ static int logits_cmd(const char *dir, const char *outp) {
     for (int i = 0; i < B * T; i++) ids[i] = (int32_t)fi[i];
     for (int i = 0; i < B; i++) len[i] = (int32_t)fl[i];
     kd_model *m = NULL;
-    CHECK(kd_model_open_dir(dir, B, T, &m, &err));
+    CHECK(kd_model_open_dir(dir, B, T, 1, &m, &err));
     CHECK(kd_model_forward(m, ids, len, &err));
     kd_st_write_tensor t = {"logits", 3, {B, T, m->cfg.vocab_size}, m->logits};
     CHECK(kd_safetensors_write(outp, &t, 1, &err));
@@ -161,6 +205,7 @@ static int logits_cmd(const char *dir, const char *outp) {
 int main(int argc, char **argv) {
     kd_runtime_set_threads(1, 0);
     if (argc == 7 && strcmp(argv[1], "dump") == 0) return dump(argv[2], argv[3], strtoull(argv[4], NULL, 10), atoi(argv[5]), atoi(argv[6]));
+    if (argc == 6 && strcmp(argv[1], "dump-inference") == 0) return dump_inference(argv[2], argv[3], strtoull(argv[4], NULL, 10), atoi(argv[5]));
     if (argc == 4 && strcmp(argv[1], "resave") == 0) return resave(argv[2], argv[3]);
     if (argc == 4 && strcmp(argv[1], "logits") == 0) return logits_cmd(argv[2], argv[3]);
     fprintf(stderr, "usage: bench_model_ref dump CONFIG.json OUTDIR SEED B T | resave INDIR OUTDIR | logits DIR OUT.safetensors\n");

@@ -3,7 +3,7 @@
  * Python (tests/e2e/h5py_reads.sh) from the same rules:
  *   n = 5 + id % 13 tokens; prompt_len = n / 3; input_ids[t] = id * 100 + t;
  *   loss_mask = t >= prompt_len; tool_name_mask at t == prompt_len; json_mask at prompt_len+1, +2;
- *   integration_mask at n-1 when n-1 > prompt_len+2;
+ *   integration_mask at n-1 when n-1 > prompt_len+2 and id % 4 != 0;
  *   topk_ids[t][j] = (id + t + j) % 1000; topk_logprobs[t][j] = -0.5 * (j + 1) - 0.01 * t;
  *   tail_logprob[t] = -4 - 0.001 * id; texts "key-<id>", "prompt <id> \u00fc", "teacher <id>", {"i": id}. */
 #ifndef KD_H5GEN_H
@@ -30,7 +30,7 @@ static inline void h5gen_fill(h5gen *g, int64_t id, int k) {
         g->loss[t] = t >= pl;
         g->tool[t] = t == pl;
         g->json[t] = t == pl + 1 || t == pl + 2;
-        g->integ[t] = t == n - 1 && n - 1 > pl + 2;
+        g->integ[t] = t == n - 1 && n - 1 > pl + 2 && id % 4 != 0;
         for (int j = 0; j < k; j++) {
             g->topk_ids[t * k + j] = (int32_t)((id + t + j) % 1000);
             g->lp[t * k + j] = -0.5f * (float)(j + 1) - 0.01f * (float)t;

@@ -55,7 +55,7 @@ for i in range(N):
     assert np.array_equal(loss[a0:b0], (t >= pl).astype(np.uint8))
     assert np.array_equal(masks["tool_name_mask"][a0:b0], (t == pl).astype(np.uint8))
     assert np.array_equal(masks["json_mask"][a0:b0], ((t == pl + 1) | (t == pl + 2)).astype(np.uint8))
-    assert np.array_equal(masks["integration_mask"][a0:b0], ((t == n - 1) & (n - 1 > pl + 2)).astype(np.uint8))
+    assert np.array_equal(masks["integration_mask"][a0:b0], ((t == n - 1) & (n - 1 > pl + 2) & (p % 4 != 0)).astype(np.uint8))
     j = np.arange(K)
     assert np.array_equal(tk[a0:b0], (p + t[:, None] + j[None, :]) % 1000)
     want_lp = (np.float32(-0.5) * (j[None, :] + 1).astype(np.float32) - np.float32(0.01) * t[:, None].astype(np.float32))

@@ -1,5 +1,6 @@
 /* CUnit suite: HDF5 shards, sealing, crash recovery, finalize (virtual datasets) and the reader
  * (src/data/h5data.c). h5py checks the same files from outside in tests/e2e/h5py_reads.sh. */
+#include <hdf5.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,10 +9,13 @@
 
 #include "../bench/h5gen.h"
 #include "kdstep/fsutil.h"
+#include "kdstep/hash.h"
 #include "kdstep/h5data.h"
 #include "testutil.h"
 
 #define K 3
+
+static void quiet_for_test(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 static kd_dataset_info test_info(void) {
     kd_dataset_info info;
@@ -195,6 +199,75 @@ static void test_crash_loses_only_unsealed_tail(void) {
     for (int i = 0; i < 12; i++) CU_ASSERT_EQUAL(seen[i], 1);
 }
 
+/* SIGKILL at random moments (mid-append, mid-seal, mid-journal) over and over: after each crash the
+ * shard reopens, every sealed sample is intact, and writing on from the done set ends with every id
+ * exactly once. */
+static void test_random_kills(void) {
+    const char *dir = fresh_dir("kills");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    const int64_t N = 3000;
+    uint64_t rng = 12345;
+    int kills = 0;
+    for (int round = 0; round < 12; round++) {
+        int64_t *done = NULL;
+        size_t ndone = 0;
+        CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &done, &ndone, &e), KD_OK);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+            kd_shard *sh = NULL;
+            if (kd_shard_open(&sh, dir, 0, &info, 3, &e)) _exit(3);
+            size_t j = 0;
+            for (int64_t id = 0; id < N; id++) {
+                while (j < ndone && done[j] < id) j++;
+                if (j < ndone && done[j] == id) continue;
+                h5gen g;
+                h5gen_fill(&g, id, K);
+                if (kd_shard_append(sh, &g.s, &e)) _exit(4);
+            }
+            _exit(kd_shard_close(sh, &e) ? 5 : 0);
+        }
+        free(done);
+        usleep((useconds_t)(2000 + kd_splitmix64(&rng) % 40000));
+        kill(pid, SIGKILL);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (WIFSIGNALED(status)) kills++;
+        else CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
+        /* whatever survived must be exactly what was written */
+        kd_shard *sh = NULL;
+        CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 3, &e), KD_OK);
+        kd_shard_abandon(sh);
+    }
+    /* finish the job without interruption */
+    int64_t *done = NULL;
+    size_t ndone = 0;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &done, &ndone, &e), KD_OK);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 64, &e), KD_OK);
+    size_t j = 0;
+    for (int64_t id = 0; id < N; id++) {
+        while (j < ndone && done[j] < id) j++;
+        if (j < ndone && done[j] == id) continue;
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    free(done);
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int *seen = calloc((size_t)N, sizeof(int));
+    CU_ASSERT_EQUAL(check_dataset(dir, N, seen), N);
+    int64_t once = 0;
+    for (int64_t i = 0; i < N; i++) once += seen[i] == 1;
+    CU_ASSERT_EQUAL(once, N);
+    free(seen);
+    fprintf(stderr, "\n  %d of 12 writers killed mid-run; final dataset has all %lld ids once\n", kills, (long long)N);
+    CU_ASSERT_TRUE(kills >= 6);
+}
+
 /* A crash between the flush and the journal write leaves rows the journal does not count: they are
  * cut off on reopen. */
 static void test_rows_beyond_journal_are_cut(void) {
@@ -364,14 +437,120 @@ static void test_errors(void) {
     KD_ASSERT_CONTAINS(e.msg, "not.h5: not an HDF5 file");
 }
 
+/* Damage one value of a written shard with the HDF5 API, then read it with the C reader. */
+static void patch(const char *file, const char *dset, hid_t type, hsize_t index, const void *value) {
+    hid_t f = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(f >= 0);
+    hid_t d = H5Dopen2(f, dset, H5P_DEFAULT);
+    hid_t fs = H5Dget_space(d);
+    hsize_t count = 1;
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &index, NULL, &count, NULL);
+    hid_t ms = H5Screate_simple(1, &count, NULL);
+    CU_ASSERT_TRUE(H5Dwrite(d, type, ms, fs, H5P_DEFAULT, value) >= 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static const char *damaged_shard(const char *name) {
+    const char *dir = fresh_dir(name);
+    write_ids(dir, 0, 0, 6, 6);
+    static char path[8][600];
+    static int slot;
+    char *p = path[slot++ % 8];
+    snprintf(p, 600, "%s/shard-00000.h5", dir);
+    return p;
+}
+
+static void expect_open_error(const char *file, int code, const char *msg) {
+    kd_dataset *ds = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_open(&ds, file, &e), code);
+    KD_ASSERT_CONTAINS(e.msg, file);
+    KD_ASSERT_CONTAINS(e.msg, msg);
+    kd_dataset_close(ds);
+}
+
+static void expect_read_error(const char *file, int flags, const char *msg) {
+    kd_dataset *ds = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_open(&ds, file, &e), KD_OK);
+    kd_batch b;
+    CU_ASSERT_EQUAL(kd_dataset_read(ds, 0, kd_dataset_count(ds), flags, &b, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, file);
+    KD_ASSERT_CONTAINS(e.msg, msg);
+    kd_dataset_close(ds);
+}
+
+static void test_damaged_files(void) {
+    quiet_for_test();
+    int64_t v;
+    uint8_t u;
+    const char *f = damaged_shard("dmg1");
+    v = 0;
+    patch(f, "/samples/offsets", H5T_NATIVE_INT64, 3, &v);
+    expect_open_error(f, KD_ERR_INVALID, "/samples/offsets decreases at sample 2 (11 -> 0)");
+    f = damaged_shard("dmg2");
+    v = 4;
+    patch(f, "/samples/offsets", H5T_NATIVE_INT64, 0, &v);
+    expect_open_error(f, KD_ERR_INVALID, "/samples/offsets[0] is 4, expected 0");
+    f = damaged_shard("dmg3");
+    v = 1000;
+    patch(f, "/samples/offsets", H5T_NATIVE_INT64, 6, &v);
+    expect_open_error(f, KD_ERR_INVALID, "/tokens/input_ids has 45 rows, expected 1000 from /samples/offsets");
+    f = damaged_shard("dmg4");
+    u = 2;
+    patch(f, "/tokens/json_mask", H5T_NATIVE_UINT8, 0, &u);
+    expect_read_error(f, 0, "sample 0 token 0: json_mask = 2 (masks hold 0 or 1)");
+    f = damaged_shard("dmg5");
+    u = 1;
+    patch(f, "/tokens/tool_name_mask", H5T_NATIVE_UINT8, 6, &u); /* sample 1 starts at 5, prompt_len 2 */
+    expect_read_error(f, 0, "sample 1 token 1: tool_name_mask = 1 outside loss_mask");
+    f = damaged_shard("dmg6");
+    v = 99;
+    patch(f, "/samples/prompt_len", H5T_NATIVE_INT64, 2, &v);
+    expect_read_error(f, 0, "sample 2: prompt_len 99 outside 0..7 tokens");
+    f = damaged_shard("dmg7");
+    v = 0;
+    patch(f, "/text/prompt_offsets", H5T_NATIVE_INT64, 2, &v);
+    expect_read_error(f, KD_READ_TEXT, "/text/prompt_offsets is not monotone within /text/prompt at sample 1");
+    /* attributes and structure */
+    f = damaged_shard("dmg8");
+    hid_t h = H5Fopen(f, H5F_ACC_RDWR, H5P_DEFAULT);
+    int64_t nine = 9;
+    hid_t a = H5Aopen(h, "format_version", H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &nine);
+    H5Aclose(a);
+    H5Fclose(h);
+    expect_open_error(f, KD_ERR_UNSUPPORTED, "dataset format version 9, this kdstep reads version 1");
+    f = damaged_shard("dmg9");
+    h = H5Fopen(f, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Adelete(h, "topk");
+    H5Fclose(h);
+    expect_open_error(f, KD_ERR_INVALID, "missing or invalid topk attribute");
+    f = damaged_shard("dmg10");
+    h = H5Fopen(f, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Adelete(h, "format_version");
+    H5Fclose(h);
+    expect_open_error(f, KD_ERR_INVALID, "not a kdstep dataset (no format_version attribute)");
+    f = damaged_shard("dmg11");
+    h = H5Fopen(f, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(h, "/teacher/tail_logprob", H5P_DEFAULT);
+    H5Fclose(h);
+    expect_open_error(f, KD_ERR_INVALID, "dataset /teacher/tail_logprob missing; not a kdstep dataset or a damaged file");
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("h5data", NULL, NULL);
     CU_add_test(s, "shards -> finalize (VDS) -> reader, resume appends, folder moves", test_write_finalize_read);
     CU_add_test(s, "empty dataset", test_empty_dataset);
     CU_add_test(s, "SIGKILL loses only the unsealed tail", test_crash_loses_only_unsealed_tail);
+    CU_add_test(s, "12 writers killed at random moments, then resumed", test_random_kills);
     CU_add_test(s, "rows beyond the journal are cut off", test_rows_beyond_journal_are_cut);
     CU_add_test(s, "corrupt shards are moved aside", test_corrupt_shard_moved_aside);
     CU_add_test(s, "error messages", test_errors);
+    CU_add_test(s, "damaged files: clear errors naming the file", test_damaged_files);
     return kd_test_main();
 }

@@ -224,6 +224,38 @@ static void test_sampling(void) {
     }
 }
 
+/* The inference allocation (shared activations, no gradients) computes the same logits, bit for bit,
+ * for an odd and an even number of layers; backward refuses it. */
+static void test_inference_model(void) {
+    for (int layers = 2; layers <= 3; layers++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{%s,\"num_hidden_layers\":%d,\"initializer_range\":0.3}", BASE, layers);
+        kd_model_config c;
+        kd_error err = {0};
+        CU_ASSERT_EQUAL_FATAL(kd_model_config_load(kd_test_write("inf.json", text), &c, &err), KD_OK);
+        CU_ASSERT_EQUAL(c.num_layers, layers);
+        kd_model *t = NULL, *i = NULL;
+        CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 2, 12, &t, &err), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_model_new_inference(&c, 2, 12, &i, &err), KD_OK);
+        CU_ASSERT_PTR_NULL(i->grads);
+        CU_ASSERT_PTR_NULL(i->adam_m);
+        kd_model_init_random(t, 9);
+        memcpy(i->params, t->params, t->n_params * sizeof(float));
+        int32_t ids[24], len[2] = {12, 7};
+        for (int k = 0; k < 24; k++) ids[k] = (k * 31 + 5) % c.vocab_size;
+        CU_ASSERT_EQUAL_FATAL(kd_model_forward(t, ids, len, &err), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_model_forward(i, ids, len, &err), KD_OK);
+        int same = 1;
+        for (int r = 0; r < 24; r++)
+            if (r % 12 < len[r / 12]) same &= memcmp(t->logits + (size_t)r * c.vocab_size, i->logits + (size_t)r * c.vocab_size, (size_t)c.vocab_size * 4) == 0;
+        CU_ASSERT_TRUE(same);
+        CU_ASSERT_EQUAL(kd_model_backward(i, &err), KD_ERR_INVALID);
+        KD_ASSERT_CONTAINS(err.msg, "model backward: this model was allocated for inference (kd_model_new_inference)");
+        kd_model_free(t);
+        kd_model_free(i);
+    }
+}
+
 static void test_adamw_decay_mask(void) {
     kd_model_config c;
     kd_error err = {0};
@@ -249,6 +281,7 @@ int main(void) {
     CU_add_test(s, "kv_cache_tiny", test_kv_cache_tiny);
     CU_add_test(s, "kv_cache_gqa", test_kv_cache_gqa);
     CU_add_test(s, "sampling", test_sampling);
+    CU_add_test(s, "inference_model", test_inference_model);
     CU_add_test(s, "adamw_decay_mask", test_adamw_decay_mask);
     return kd_test_main();
 }

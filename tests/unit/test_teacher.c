@@ -637,10 +637,14 @@ static void test_parse_openai_response(void) {
         "\"bytes\":[72,105]}]},{\"token\":\"!\",\"logprob\":-0.02380986,\"bytes\":[33],\"top_logprobs\":[{\"token\":\"!\","
         "\"logprob\":-0.02380986,\"bytes\":[33]},{\"token\":\" there\",\"logprob\":-3.787621,\"bytes\":[32,116,104,101,114,101]}]}]},"
         "\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}";
+    typedef int (*parser)(const char *, size_t, kd_teacher_completion *, kd_error *);
+    parser parsers[2] = {kd_teacher_parse_chat_response, kd_teacher_parse_chat_response_ref};
+    for (int pi = 0; pi < 2; pi++) {
+    parser parse = parsers[pi];
     kd_teacher_completion c;
     memset(&c, 0, sizeof c);
     kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_chat_response(body, strlen(body), &c, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(parse(body, strlen(body), &c, &e), KD_OK);
     CU_ASSERT_STRING_EQUAL(c.text, "Hello!");
     CU_ASSERT_EQUAL_FATAL(c.n_tool_calls, 1);
     CU_ASSERT_STRING_EQUAL(c.tool_calls[0].name, "get_weather");
@@ -664,9 +668,10 @@ static void test_parse_openai_response(void) {
                              "logprobs.content[0].logprob is missing"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&c, 0, sizeof c);
-        CU_ASSERT_NOT_EQUAL(kd_teacher_parse_chat_response(bad[i][0], strlen(bad[i][0]), &c, &e), KD_OK);
+        CU_ASSERT_NOT_EQUAL(parse(bad[i][0], strlen(bad[i][0]), &c, &e), KD_OK);
         KD_ASSERT_CONTAINS(e.msg, bad[i][1]);
         kd_teacher_completion_free(&c);
+    }
     }
 }
 

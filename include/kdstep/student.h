@@ -1,0 +1,64 @@
+/* A student checkpoint opened for answering prompts: the model (decode-only, batch 1), its
+ * tokenizer, the stop tokens and a KV cache that keeps the longest common token prefix of
+ * consecutive prompts. Held-out prompts share the whole system block (the tools), so reusing its
+ * keys/values skips most of each prompt's prefill; the result is bit-identical to a fresh cache
+ * because position j's keys/values depend only on tokens 0..j.
+ *
+ * A checkpoint folder holds config.json, model.safetensors and tokenizer.json (what the trainer
+ * writes). The tokenizer may not have more ids than the model's vocabulary; a model vocabulary
+ * larger than the tokenizer (HF pads it) is fine: ids the tokenizer cannot decode are never sampled.
+ * Decoding stops after <|im_end|> or <|endoftext|> (whichever the tokenizer has) or max_new tokens.
+ */
+#ifndef KDSTEP_STUDENT_H
+#define KDSTEP_STUDENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kdstep/error.h"
+#include "kdstep/model.h"
+#include "kdstep/tokenizer.h"
+
+typedef struct kd_student {
+    kd_model *model;
+    kd_tokenizer *tok;
+    int32_t stop[2]; /* <|im_end|>, <|endoftext|> (those the tokenizer has) */
+    int n_stop;
+    uint8_t *decodable; /* [vocab_size]: 1 for ids the tokenizer can decode */
+    kd_kv_cache *cache;
+    int32_t *cached; /* the tokens whose keys/values are in the cache, [cache->max_T] */
+    kd_encoding enc;
+    float *logits; /* [vocab_size] scratch for sampling */
+    int max_prompt_tokens; /* > 0: keep only the prompt's last tokens, as training windows do */
+} kd_student;
+
+/* What one answer cost. */
+typedef struct kd_student_stats {
+    int prompt_tokens;   /* tokens of the rendered prompt */
+    int reused_tokens;   /* of those, taken from the cache (common prefix with the previous call) */
+    int new_tokens;      /* tokens generated, the stop token included */
+    int stopped;         /* 1: ended on a stop token; 0: ran out of max_new (or of positions) */
+    int truncated;       /* 1: the prompt does not fit max_position_embeddings; nothing was generated */
+} kd_student_stats;
+
+int kd_student_open(const char *dir, kd_student **out, kd_error *err);
+void kd_student_close(kd_student *s);
+
+/* Render `messages` (OpenAI messages array) with `tools` (OpenAI tools array or NULL) in the chat
+ * template with the generation prompt, as the generation job renders training conversations. */
+int kd_student_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err);
+
+/* Decode up to max_new tokens after prompt[n_prompt] into out (capacity max_new); *n_out receives
+ * how many (the stop token included). sampler->temperature 0 is greedy. */
+int kd_student_generate(kd_student *s, const int32_t *prompt, int n_prompt, int max_new, kd_sampler *sampler,
+                        int32_t *out, int *n_out, kd_student_stats *st, kd_error *err);
+
+/* Render, encode, generate and decode: *text (malloc'd) is the raw output without the stop token. */
+int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools, int max_new, kd_sampler *sampler,
+                      char **text, kd_student_stats *st, kd_error *err);
+
+/* Forget the cached prefix (the next call prefills from scratch). */
+void kd_student_reset(kd_student *s);
+
+#endif

@@ -1,0 +1,256 @@
+/* kdstep run: run a whole job file, stage by stage (generate, train, eval), skipping stages whose
+ * output is complete and resuming partial ones. Runs under mpirun/srun; every stage is collective. */
+#include <errno.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "kdstep/evaluate.h"
+#include "kdstep/fsutil.h"
+#include "kdstep/gen.h"
+#include "kdstep/job.h"
+#include "kdstep/log.h"
+#include "kdstep/registry.h"
+#include "kdstep/synth.h"
+#include "kdstep/trainer.h"
+
+static const char USAGE[] =
+    "usage: kdstep run JOB.yaml [--stage generate|merge|train|eval|all] [--slice I/N]\n"
+    "\n"
+    "Runs the job's stages in order (all = generate, train, eval). A stage whose output is complete is\n"
+    "skipped; a partial one resumes. Run it under mpirun/srun for several ranks, e.g.\n"
+    "  mpirun -np 2 kdstep run jobs/demo.yaml\n"
+    "\n"
+    "  --stage S     run one stage only (merge joins the slices of a job-array generation)\n"
+    "  --slice I/N   generation slice for job arrays (prompt index % N == I)\n"
+    "Exit status 75 means training stopped on a signal after writing a checkpoint (requeue to resume).\n";
+
+#define EXIT_REQUEUE 75
+
+static int done_marker(const kd_job *job, const char *rel) {
+    char p[KD_CFG_PATH];
+    kd_job_path(job, rel, p);
+    return kd_path_exists(p);
+}
+
+static int write_marker(const kd_job *job, const char *rel, const char *text, kd_error *err) {
+    char p[KD_CFG_PATH];
+    kd_job_path(job, rel, p);
+    return kd_write_file_atomic(p, text, strlen(text), err);
+}
+
+/* Synthesize n prompts into path (temporary name, then rename: a crash leaves no half file). */
+static int synth_file(const kd_registry *reg, int64_t n, uint64_t seed, const char *path, kd_error *err) {
+    char tmp[KD_CFG_PATH + 16];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return kd_error_errno(err, errno, "%s: cannot create", tmp);
+    int rc = kd_synth_write(reg, seed, n, f, err);
+    if (fclose(f) != 0 && !rc) rc = kd_error_errno(err, errno, "%s: write failed", tmp);
+    if (!rc && rename(tmp, path) != 0) rc = kd_error_errno(err, errno, "%s: cannot rename into place", path);
+    return rc;
+}
+
+/* Rank 0 makes the synthesized prompt sets the job asks for. */
+static int ensure_prompts(const kd_job *job, char *prompts, char *heldout, kd_error *err) {
+    int rc = kd_mkdir_p(job->workdir, err);
+    if (rc) return rc;
+    if (job->prompts_file[0]) snprintf(prompts, KD_CFG_PATH, "%s", job->prompts_file);
+    else kd_job_path(job, "prompts.jsonl", prompts);
+    if (job->heldout_file[0]) snprintf(heldout, KD_CFG_PATH, "%s", job->heldout_file);
+    else kd_job_path(job, "heldout.jsonl", heldout);
+    kd_registry *reg = NULL;
+    if ((rc = kd_registry_open(&reg, err)) || (rc = kd_registry_load_file(reg, job->tools, err))) {
+        kd_registry_close(reg);
+        return rc;
+    }
+    if (!job->prompts_file[0] && !kd_path_exists(prompts)) {
+        KD_INFO("run: synthesizing %lld prompts (seed %lld) into %s", (long long)job->synth_count, (long long)job->synth_seed, prompts);
+        rc = synth_file(reg, job->synth_count, (uint64_t)job->synth_seed, prompts, err);
+    }
+    if (!rc && !job->heldout_file[0] && job->heldout_count > 0 && !kd_path_exists(heldout)) {
+        KD_INFO("run: synthesizing %lld held-out prompts (seed %lld) into %s", (long long)job->heldout_count,
+                (long long)job->heldout_seed, heldout);
+        /* distinct ids from the training set: the synthesizer prefixes ids with the seed */
+        rc = synth_file(reg, job->heldout_count, (uint64_t)job->heldout_seed, heldout, err);
+    }
+    kd_registry_close(reg);
+    return rc;
+}
+
+static int bcast_rc(int rc, kd_error *err, int rank) {
+    int code = rc;
+    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (code) {
+        char msg[KD_ERROR_MSG_MAX];
+        if (rank == 0) memcpy(msg, err->msg, sizeof msg);
+        MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, MPI_COMM_WORLD);
+        if (rank) kd_error_set(err, code, "%s", msg);
+    }
+    return code;
+}
+
+static int stage_generate(const kd_job *job, const kd_config *cfg, int slice_index, int slice_count, int rank, kd_error *err) {
+    char prompts[KD_CFG_PATH] = "", heldout[KD_CFG_PATH] = "", out[KD_CFG_PATH], marker[KD_CFG_PATH + 64];
+    int rc = rank == 0 ? ensure_prompts(job, prompts, heldout, err) : KD_OK;
+    if ((rc = bcast_rc(rc, err, rank))) return rc;
+    MPI_Bcast(prompts, KD_CFG_PATH, MPI_CHAR, 0, MPI_COMM_WORLD);
+    if (slice_count > 1) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "dataset/slice-%d-of-%d", slice_index, slice_count);
+        kd_job_path(job, rel, out);
+    } else {
+        kd_job_path(job, "dataset", out);
+    }
+    snprintf(marker, sizeof marker, "%s/COMPLETE", out);
+    if (kd_path_exists(marker)) {
+        if (rank == 0) KD_INFO("run: generate: %s is complete, skipping", out);
+        return KD_OK;
+    }
+    kd_gen_options o = {0};
+    o.prompts_path = prompts;
+    o.out_dir = out;
+    o.tools_path = job->tools;
+    o.tokenizer_path = job->tokenizer;
+    o.total = job->total;
+    o.slice_index = slice_index;
+    o.slice_count = slice_count;
+    o.cfg = cfg;
+    kd_gen_stats st;
+    rc = kd_gen_run(&o, MPI_COMM_WORLD, &st, err);
+    if (!rc && rank == 0) rc = kd_write_file_atomic(marker, "complete\n", 9, err);
+    return bcast_rc(rc, err, rank);
+}
+
+static int stage_merge(const kd_job *job, int rank, kd_error *err) {
+    int rc = KD_OK;
+    if (rank == 0 && !done_marker(job, "dataset/COMPLETE")) {
+        char out[KD_CFG_PATH];
+        kd_job_path(job, "dataset", out);
+        /* every slice folder of the array */
+        char **dirs = NULL;
+        int n = 0;
+        for (int count = 1; count <= 4096 && n == 0; count++) {
+            char p[KD_CFG_PATH + 64];
+            snprintf(p, sizeof p, "%s/slice-0-of-%d", out, count);
+            if (!kd_is_dir(p)) continue;
+            dirs = calloc((size_t)count, sizeof(char *));
+            for (int i = 0; i < count; i++) {
+                char q[KD_CFG_PATH + 64], m[KD_CFG_PATH + 80];
+                snprintf(q, sizeof q, "%s/slice-%d-of-%d", out, i, count);
+                snprintf(m, sizeof m, "%s/COMPLETE", q);
+                if (!kd_path_exists(m)) rc = kd_error_set(err, KD_ERR_NOTFOUND, "merge: slice %s is missing or incomplete (rerun its array element)", q);
+                dirs[n++] = strdup(q);
+            }
+        }
+        if (!rc && n == 0) rc = kd_error_set(err, KD_ERR_NOTFOUND, "merge: no slice-*-of-N folders under %s", out);
+        if (!rc) rc = kd_gen_merge(out, (const char *const *)dirs, n, err);
+        if (!rc) rc = write_marker(job, "dataset/COMPLETE", "complete\n", err);
+        for (int i = 0; i < n; i++) free(dirs[i]);
+        free(dirs);
+    }
+    return bcast_rc(rc, err, rank);
+}
+
+static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *interrupted, kd_error *err) {
+    if (done_marker(job, "train/COMPLETE")) {
+        if (rank == 0) KD_INFO("run: train: %s/train is complete, skipping", job->workdir);
+        return KD_OK;
+    }
+    char data[KD_CFG_PATH], out[KD_CFG_PATH];
+    kd_job_path(job, "dataset", data);
+    kd_job_path(job, "train", out);
+    kd_train_options o = {0};
+    o.data_dir = data;
+    o.out_dir = out;
+    o.tokenizer_path = job->tokenizer;
+    o.resume = kd_is_dir(out);
+    o.cfg = cfg;
+    kd_train_result res;
+    int rc = kd_train_run(&o, MPI_COMM_WORLD, &res, err);
+    if (rc == KD_ERR_INTERRUPTED) {
+        *interrupted = 1;
+        return rc;
+    }
+    if (!rc && rank == 0) rc = write_marker(job, "train/COMPLETE", "complete\n", err);
+    return bcast_rc(rc, err, rank);
+}
+
+static int stage_eval(const kd_job *job, const kd_config *cfg, int rank, kd_error *err) {
+    if (done_marker(job, "eval/report.json")) {
+        if (rank == 0) KD_INFO("run: eval: %s/eval/report.json exists, skipping", job->workdir);
+        return KD_OK;
+    }
+    char model[KD_CFG_PATH], prompts[KD_CFG_PATH], out[KD_CFG_PATH];
+    kd_job_path(job, "train/final", model);
+    if (job->heldout_file[0]) snprintf(prompts, sizeof prompts, "%s", job->heldout_file);
+    else kd_job_path(job, "heldout.jsonl", prompts);
+    kd_job_path(job, "eval", out);
+    kd_eval_options o = {0};
+    o.model_dir = model;
+    o.prompts_path = prompts;
+    o.tools_path = job->tools;
+    o.out_dir = out;
+    o.cfg = cfg;
+    char *report = NULL;
+    int rc = kd_eval_run(&o, MPI_COMM_WORLD, &report, err);
+    free(report);
+    return rc;
+}
+
+int kd_cmd_run(int argc, char **argv) {
+    static const struct option opts[] = {{"stage", required_argument, 0, 's'}, {"slice", required_argument, 0, 'l'},
+                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    const char *stage = "all";
+    int slice_index = 0, slice_count = 0, c;
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': stage = optarg; break;
+        case 'l':
+            if (sscanf(optarg, "%d/%d", &slice_index, &slice_count) != 2 || slice_count < 1 || slice_index < 0 || slice_index >= slice_count)
+                return kd_cli_usage_error(USAGE, "run: --slice expects I/N with 0 <= I < N, got '%s'", optarg);
+            break;
+        case 'h': fputs(USAGE, stdout); return 0;
+        default: return kd_cli_usage_error(USAGE, "run: unknown or incomplete flag '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return kd_cli_usage_error(USAGE, "run: expected one job file");
+    static const char *stages[] = {"generate", "merge", "train", "eval", "all"};
+    int known = 0;
+    for (int i = 0; i < 5; i++) known |= strcmp(stage, stages[i]) == 0;
+    if (!known) return kd_cli_usage_error(USAGE, "run: unknown stage '%s'", stage);
+
+    kd_job job;
+    kd_config cfg;
+    kd_error err;
+    kd_job_defaults(&job);
+    kd_config_defaults(&cfg);
+    int rc = kd_job_load_file(&job, argv[optind], &err);
+    if (!rc) {
+        kd_config_free(&cfg);
+        rc = kd_job_config(&job, &cfg, &err);
+    }
+    if (rc) {
+        kd_job_free(&job);
+        kd_config_free(&cfg);
+        return kd_cli_fail(&err);
+    }
+    int rank, size;
+    if (kd_cli_mpi_init(&argc, &argv, &rank, &size) != 0) {
+        kd_error_set(&err, KD_ERR_MPI, "MPI_Init failed");
+        return kd_cli_fail(&err);
+    }
+    int all = strcmp(stage, "all") == 0, interrupted = 0;
+    if (!rc && (all || strcmp(stage, "generate") == 0)) rc = stage_generate(&job, &cfg, slice_index, slice_count, rank, &err);
+    if (!rc && strcmp(stage, "merge") == 0) rc = stage_merge(&job, rank, &err);
+    if (!rc && (all || strcmp(stage, "train") == 0)) rc = stage_train(&job, &cfg, rank, &interrupted, &err);
+    if (!rc && (all || strcmp(stage, "eval") == 0)) rc = stage_eval(&job, &cfg, rank, &err);
+    if (rc && rank == 0 && !interrupted) kd_cli_fail(&err);
+    if (interrupted && rank == 0) KD_INFO("run: training stopped on a signal after writing a checkpoint; rerun to resume");
+    kd_job_free(&job);
+    kd_config_free(&cfg);
+    kd_cli_mpi_finalize();
+    return interrupted ? EXIT_REQUEUE : rc ? 1 : 0;
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Generation benchmark with the in-process stub teacher: samples/s and tokens/s per rank, the share of
+# time in teacher, tokenize, extract (+ mask alignment) and HDF5, the pipeline's own throughput (all
+# but the teacher) against the bare tokenizer's on the same texts (measured inside the same run), and
+# bytes on disk per token. Goals: own work >= 50% of the tokenizer's tokens/s; HDF5 < 10% of the time.
+#   tests/bench/generate.sh [N_PROMPTS] [RANKS]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+: "${KD_BUILD_DIR:=$root/build}" "${KDSTEP:=$KD_BUILD_DIR/kdstep}" "${KD_SOURCE_DIR:=$root}"
+export KD_BUILD_DIR KDSTEP KD_SOURCE_DIR
+source "$root/tests/lib/fixtures.sh"
+n=${1:-2000}; ranks=${2:-1}
+tok=$(kd_student_tokenizer)
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+"$KDSTEP" prompts synth --tools "$root/configs/tools.json" -n "$n" --seed 1 -o "$tmp/p.jsonl" >/dev/null
+KDSTEP_NO_PROGRESS=1 kd_mpirun "$ranks" "$KDSTEP" generate --prompts "$tmp/p.jsonl" --out "$tmp/ds" --tokenizer-path "$tok" \
+  --tools "$root/configs/tools.json" 2>"$tmp/log" || { cat "$tmp/log"; exit 1; }
+bytes=$(du -sb "$tmp/ds" | cut -f1)
+/usr/bin/python3 - "$tmp/ds/stats.json" "$bytes" "$ranks" <<'PY'
+import json, sys
+st, nbytes, ranks = json.load(open(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+t = st["time_s"]; tok = st["tokens"]; wall = st["wall_s"]
+busy = sum(t.values())
+own = busy - t["teacher"]
+out = {
+    "samples": st["samples"], "tokens": tok, "ranks": ranks,
+    "samples_per_s_per_rank": round(st["samples"] / wall / max(1, ranks - (1 if ranks > 1 else 0)), 1),
+    "tokens_per_s_per_rank": round(tok / wall / max(1, ranks - (1 if ranks > 1 else 0))),
+    "share_teacher": round(t["teacher"] / busy, 3), "share_tokenize": round(t["tokenize"] / busy, 3),
+    "share_extract": round(t["extract"] / busy, 3), "share_hdf5": round(t["hdf5"] / busy, 3),
+    "share_other": round(t["other"] / busy, 3),
+    "tokenizer_tokens_per_s": round(tok / t["tokenize"]),
+    "pipeline_own_tokens_per_s": round(tok / own),
+    "own_vs_tokenizer": round(t["tokenize"] / own, 3),
+    "bytes_per_token": round(nbytes / tok, 3),
+}
+for k, v in out.items():
+    print(f"{k:28s} {v}")
+print(json.dumps(out))
+PY
