@@ -106,7 +106,7 @@ int kd_plot_metrics(const char *run_dir, const char *png_path, kd_error *err) {
         char *q = p ? strstr(p + 1, "\nset ylabel 'held-out") : NULL;
         if (q) snprintf(q, sizeof script - (size_t)(q - script), "\nunset multiplot\n");
     }
-    FILE *gp = popen("gnuplot 2>&1", "w");
+    FILE *gp = popen("gnuplot >/dev/null 2>&1", "w");
     if (!gp) {
         unlink(dpath);
         return kd_error_errno(err, errno, "cannot run gnuplot");

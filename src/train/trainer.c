@@ -920,6 +920,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
         tr.comm_s = 0.0;
         double grammar_s = 0.0;
         /* ---- data ---- */
+        double t_data = kd_now_s();
         int64_t counts[T_COUNT + 1] = {0};
         for (int64_t a = 0; a < accum; a++) {
             micro_batch *b = &mbs[a];
@@ -937,6 +938,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
             micro_counts(&tc, b, counts);
             counts[T_COUNT] += b->tokens;
         }
+        t_data = kd_now_s() - t_data;
         if ((rc = agree(comm, rc, err))) goto loop_done;
         double t0 = kd_now_s();
         MPI_Allreduce(MPI_IN_PLACE, counts, T_COUNT + 1, MPI_INT64_T, MPI_SUM, comm);
@@ -1019,6 +1021,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
             json_object_set_new(js, "mfu", json_real(mfu));
             json_object_set_new(js, "allreduce_share", json_real(comm_share));
             json_object_set_new(js, "grammar_s", json_real(grammar_s));
+            json_object_set_new(js, "data_s", json_real(t_data));
             json_object_set_new(js, "step_s", json_real(dt));
             if (skipped) json_object_set_new(js, "skipped", json_true());
             if (last_eval == step) {

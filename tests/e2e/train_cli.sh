@@ -31,6 +31,8 @@ expect_err "is empty (0 samples)" $T --train-data "$tmp/empty" --out "$tmp/r2"
 expect_err "kd.divergence: unknown value 'kl' (expected one of: forward_kl|reverse_kl|jsd)" $T --train-data "$tmp/ds" --out "$tmp/r3" --set kd.divergence=kl
 # pretrained without a path
 expect_err "model.init is pretrained but model.path is empty" $T --train-data "$tmp/ds" --out "$tmp/r4" --set model.init=pretrained
+# seq_len beyond the model's positions (tiny: 2048)
+expect_err "train.seq_len 4096 exceeds the model's max_position_embeddings 2048" $T --train-data "$tmp/ds" --out "$tmp/r6" --set train.seq_len=4096
 # no student tokenizer anywhere
 expect_err "no student tokenizer: pass --tokenizer-path" "$KDSTEP" train --train-data "$tmp/ds" --out "$tmp/r5"
 
@@ -59,6 +61,13 @@ mkdir -p "$tmp/nometrics"
 expect_err "cannot read the training metrics" "$KDSTEP" plot "$tmp/nometrics"
 # the run folder already holds checkpoints
 expect_err "already holds checkpoints; pass --resume" $T --train-data "$tmp/ds" --out "$tmp/run" --set train.seq_len=64
+
+# resuming with another layout continues, with a warning that it is not bit-exact
+$T --train-data "$tmp/ds" --out "$tmp/run" --resume --set train.seq_len=64 --set train.steps=6 --set train.micro_batch=3 \
+   --set train.eval_every=0 2>"$tmp/re.log" || { cat "$tmp/re.log"; fail "resume with another layout"; }
+grep -q "resuming from $tmp/run/checkpoints/step-000004 at step 4" "$tmp/re.log" || { cat "$tmp/re.log"; fail "resume line"; }
+grep -q "this run differs, so it continues correctly but not bit-exactly" "$tmp/re.log" || { cat "$tmp/re.log"; fail "layout warning"; }
+[[ "$(cat "$tmp/run/checkpoints/latest")" == step-000006 ]] || fail "latest after resume"
 
 # seed fallback: no JSON/tool-name masks in the dataset, spans come from the text
 "$MAKEDATA" "$tmp/tok" "$KD_SOURCE_DIR/configs/tools.json" 30 "$tmp/nojs" 8 --no-json-mask >/dev/null
