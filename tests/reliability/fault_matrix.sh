@@ -158,7 +158,7 @@ unserve
 
 # ---- training faults (need the trainer) --------------------------------------------------------------
 if "$KDSTEP" train --help >/dev/null 2>&1; then
-  if [[ -x "$KD_SOURCE_DIR/tests/reliability/train_faults.sh" ]]; then
+  if [[ -f "$KD_SOURCE_DIR/tests/reliability/train_faults.sh" ]]; then
     while IFS= read -r l; do rows+=("$l"); [[ "$l" == *"| FAIL |"* ]] && fails=$((fails + 1)); done < <(bash "$KD_SOURCE_DIR/tests/reliability/train_faults.sh")
   fi
 else
