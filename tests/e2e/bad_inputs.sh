@@ -154,5 +154,30 @@ mkdir -p "$tmp/notours"; echo keep >"$tmp/notours/notes.txt"
 run not_ours 1 gen --prompts "$tmp/p6.jsonl" --out "$tmp/notours" && says not_ours "$tmp/notours" "holds notes.txt" "--force"
 [[ -f "$tmp/notours/notes.txt" ]] || problem "not_ours: the folder was touched"
 
+# Training and evaluation inputs: a dataset tokenized with another tokenizer, a truncated dataset.h5,
+# a checkpoint whose model.safetensors is cut short.
+TRAIN=("$KDSTEP" train --config "$KD_SOURCE_DIR/configs/process_supervision.yaml" --set model.preset=tiny
+       --set train.seq_len=128 --set train.steps=2 --set train.micro_batch=2 --set train.warmup_steps=1)
+if "$KDSTEP" train --help >/dev/null 2>&1; then
+  run train_tok 1 "${TRAIN[@]}" --train-data "$tmp/dt-ref" --tokenizer-path "$tmp/tok2" --out "$tmp/tr-tok" &&
+    says train_tok "$tmp/dt-ref" "different tokenizer"
+  [[ ! -e "$tmp/tr-tok/metrics.jsonl" ]] || problem "train_tok: a step ran despite the tokenizer mismatch"
+  cp -r "$tmp/dt-ref" "$tmp/dt-cut"
+  head -c 4000 "$tmp/dt-ref/dataset.h5" >"$tmp/dt-cut/dataset.h5"
+  run train_h5cut 1 "${TRAIN[@]}" --train-data "$tmp/dt-cut" --tokenizer-path "$tok" --out "$tmp/tr-cut" &&
+    says train_h5cut "$tmp/dt-cut/dataset.h5" "dt-cut/dataset.h5: cannot be opened as HDF5"
+  if run train_ok 0 "${TRAIN[@]}" --train-data "$tmp/dt-ref" --tokenizer-path "$tok" --out "$tmp/tr"; then
+    cp -r "$tmp/tr/final" "$tmp/ck"
+    head -c 5000 "$tmp/tr/final/model.safetensors" >"$tmp/ck/model.safetensors"
+    run eval_stcut 1 "$KDSTEP" eval --model "$tmp/ck" --prompts "$tmp/p6.jsonl" --out "$tmp/ev" &&
+      says eval_stcut "$tmp/ck/model.safetensors" "data_offsets \[[0-9]+, [0-9]+\] run past the [0-9]+ data bytes \(truncated file\?\)"
+    head -c 100 "$tmp/tr/final/model.safetensors" >"$tmp/ck/model.safetensors"
+    run eval_sthdr 1 "$KDSTEP" eval --model "$tmp/ck" --prompts "$tmp/p6.jsonl" --out "$tmp/ev2" &&
+      says eval_sthdr "$tmp/ck/model.safetensors" "safetensors"
+  fi
+else
+  echo "bad inputs: no trainer in this build; training/eval entries skipped"
+fi
+
 echo "bad inputs: $nchecked commands checked, $nfail problems"
 ((nfail == 0))
