@@ -34,8 +34,17 @@ kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=""
 grep -rqE 'you sent Bearer \*{20,}' "$tmp/ds/failures.jsonl" "$tmp/stderr" ||
   { echo "FAIL: no redacted echo found: the test did not exercise the leak path"; head -3 "$tmp/ds/failures.jsonl"; exit 1; }
 
+# training on that dataset, with the key still in the environment: metrics, checkpoints, final
+if "$KDSTEP" train --help >/dev/null 2>&1; then
+  KDSTEP_LOG=debug "$KDSTEP" train --config "$KD_SOURCE_DIR/configs/process_supervision.yaml" --set model.preset=tiny \
+    --set train.seq_len=128 --set train.steps=2 --set train.micro_batch=2 --set train.warmup_steps=1 \
+    --set train.checkpoint_every=1 --set teacher.api_key_env=KD_TEST_TEACHER_KEY \
+    --train-data "$tmp/ds" --tokenizer-path "$tok" --out "$tmp/run" >>"$tmp/stdout" 2>>"$tmp/stderr" ||
+    { echo "FAIL: train"; tail -5 "$tmp/stderr"; exit 1; }
+  [[ -s "$tmp/run/metrics.jsonl" && -d "$tmp/run/final" ]] || { echo "FAIL: train wrote no metrics/final"; exit 1; }
+fi
 files=("$tmp/stdout" "$tmp/stderr" "$tmp/srv.out")
-while IFS= read -r -d '' f; do files+=("$f"); done < <(find "$tmp/ds" -type f -print0)
+while IFS= read -r -d '' f; do files+=("$f"); done < <(find "$tmp/ds" "$tmp/run" -type f -print0 2>/dev/null)
 for f in "$tmp"/ds/*.h5; do h5dump -A "$f" >"$f.attrs.txt" 2>/dev/null || true; files+=("$f.attrs.txt"); done
 leaks=0
 for ((i = 0; i + 12 <= ${#KEY}; i += 6)); do
@@ -46,4 +55,4 @@ for ((i = 0; i + 12 <= ${#KEY}; i += 6)); do
   fi
 done
 ((leaks == 0))
-echo "secrets: key absent from ${#files[@]} files (stdout, stderr, stats.json, failures.jsonl, meta.json, HDF5 data and attributes); echo arrived redacted"
+echo "secrets: key absent from ${#files[@]} files (stdout, stderr, stats.json, failures.jsonl, meta.json, HDF5 data and attributes, metrics.jsonl, checkpoints); echo arrived redacted"
