@@ -34,6 +34,8 @@ fi
 
 missing=()
 for p in "${pkgs[@]}"; do
+  # NodeSource's nodejs bundles npm and conflicts with Debian's npm package
+  [[ "$p" == npm ]] && command -v npm >/dev/null && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then

@@ -85,10 +85,14 @@ void *kd_reallocarray(void *p, size_t n, size_t size) {
 
 char *kd_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
+/* Like strndup: stops at a NUL within the first n bytes (callers pass caps such as "at most 120
+ * bytes" on short strings). The buffer is n+1 bytes, zero-filled past the copy, so a caller that
+ * treats it as n bytes never reads uninitialized memory. */
 char *kd_strndup(const char *s, size_t n) {
+    size_t len = strnlen(s, n);
     char *d = malloc(n + 1);
     if (!d) return NULL;
-    memcpy(d, s, n);
-    d[n] = '\0';
+    memcpy(d, s, len);
+    memset(d + len, 0, n - len + 1);
     return d;
 }

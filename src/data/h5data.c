@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "kdstep/fsutil.h"
@@ -647,6 +648,7 @@ struct kd_shard {
     int64_t buffered;
     int64_t *done;
     size_t ndone, capdone;
+    double bytes_ratio;    /* file growth per buffered byte at the last seal (compression); 0 = unknown */
 };
 
 static void shard_free(kd_shard *sh) {
@@ -828,17 +830,63 @@ int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
     return KD_OK;
 }
 
+static size_t pending_bytes(const kd_shard *sh) {
+    size_t need = 0;
+    for (int i = 0; i < NCOL; i++) need += sh->pending[i].len;
+    return need;
+}
+static long long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* A write, flush or fsync of a shard failed. HDF5 does not say why, so look at the disk: when the
+ * folder's filesystem has less room than this seal needed (or errno says so), say the disk is full
+ * and what to do, instead of a bare "flush failed". */
+static int seal_io_error(const kd_shard *sh, kd_error *err, const char *what) {
+    int e = errno;
+    size_t need = pending_bytes(sh);
+    struct statvfs vs;
+    int full = e == ENOSPC || e == EDQUOT;
+    unsigned long long avail = 0;
+    if (statvfs(sh->h5, &vs) == 0) {
+        avail = (unsigned long long)vs.f_bavail * vs.f_frsize;
+        if (avail < need + (1u << 20)) full = 1;
+    }
+    if (full)
+        return kd_error_set(err, KD_ERR_NOSPACE,
+                            "%s: %s: the disk is full (%llu KiB free, this chunk needs %zu KiB); the %lld samples "
+                            "sealed before are safe: free some space and rerun the same command to resume",
+                            sh->h5, what, avail / 1024, need / 1024 + 1, (long long)sh->sealed);
+    return kd_error_set(err, KD_ERR_IO, "%s: %s (I/O error); rerun the same command to resume from the %lld samples "
+                                        "sealed before", sh->h5, what, (long long)sh->sealed);
+}
+
 int kd_shard_seal(kd_shard *sh, kd_error *err) {
     if (sh->buffered == 0) return KD_OK;
     int k = sh->topk;
+    /* An HDF5 file whose write or flush fails half-way cannot be trusted afterwards (its metadata may
+     * be torn), so a full disk is caught before writing when possible: twice the expected growth
+     * (from the last seal's compression) plus 256 KiB must be free. Sealed data then stays intact. */
+    size_t need = pending_bytes(sh);
+    double ratio = sh->bytes_ratio > 0 ? sh->bytes_ratio : 0.25; /* deflate: ~0.05 on real samples */
+    unsigned long long want = (unsigned long long)((double)need * ratio * 2) + (256u << 10);
+    struct statvfs vs;
+    if (statvfs(sh->h5, &vs) == 0 && (unsigned long long)vs.f_bavail * vs.f_frsize < want)
+        return kd_error_set(err, KD_ERR_NOSPACE,
+                            "%s: the disk is full (%llu KiB free, sealing the next %lld samples needs about %llu KiB); "
+                            "nothing was written and the %lld samples sealed before are safe: free some space and "
+                            "rerun the same command to resume",
+                            sh->h5, (unsigned long long)vs.f_bavail * vs.f_frsize / 1024, (long long)sh->buffered,
+                            want / 1024, (long long)sh->sealed);
+    long long size_before = file_size(sh->h5);
     for (int i = 0; i < NCOL; i++) {
         const col_def *c = &COLS[i];
         size_t row = TYPE_SIZE[c->type] * (c->wide ? (size_t)k : 1);
         hsize_t add = sh->pending[i].len / row;
         if (add == 0) continue;
         hsize_t dims[2] = {(hsize_t)sh->rows[i] + add, (hsize_t)k};
-        if (H5Dset_extent(sh->d[i], dims) < 0)
-            return kd_error_set(err, KD_ERR_IO, "%s: cannot extend %s", sh->h5, c->path);
+        if (H5Dset_extent(sh->d[i], dims) < 0) return seal_io_error(sh, err, "cannot extend a column");
         hid_t fs = H5Dget_space(sh->d[i]);
         hsize_t start[2] = {(hsize_t)sh->rows[i], 0}, count[2] = {add, (hsize_t)k};
         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
@@ -846,13 +894,17 @@ int kd_shard_seal(kd_shard *sh, kd_error *err) {
         herr_t r = H5Dwrite(sh->d[i], mem_type(c->type), ms, fs, H5P_DEFAULT, sh->pending[i].p);
         H5Sclose(ms);
         H5Sclose(fs);
-        if (r < 0)
-            return kd_error_set(err, KD_ERR_IO, "%s: writing %s failed (disk full?)", sh->h5, c->path);
+        if (r < 0) return seal_io_error(sh, err, "writing a column failed");
     }
-    if (H5Fflush(sh->file, H5F_SCOPE_GLOBAL) < 0) return kd_error_set(err, KD_ERR_IO, "%s: flush failed", sh->h5);
+    if (H5Fflush(sh->file, H5F_SCOPE_GLOBAL) < 0) return seal_io_error(sh, err, "flush failed");
     void *handle = NULL;
     if (H5Fget_vfd_handle(sh->file, H5P_DEFAULT, &handle) >= 0 && handle) {
-        if (fsync(*(int *)handle) != 0) return kd_error_errno(err, errno, "%s: fsync failed", sh->h5);
+        if (fsync(*(int *)handle) != 0) return seal_io_error(sh, err, "fsync failed");
+    }
+    long long size_after = file_size(sh->h5);
+    if (size_before >= 0 && size_after > size_before && need > 0) {
+        double r = (double)(size_after - size_before) / (double)need;
+        sh->bytes_ratio = r < 0.01 ? 0.01 : r > 2 ? 2 : r;
     }
     /* Only now is the data durable; the journal is the commit point. */
     if (journal_write(sh->journal, sh->sealed + sh->buffered, sh->total[C_OFFSETS], err))

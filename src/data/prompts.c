@@ -57,12 +57,18 @@ void kd_prompt_clear(kd_prompt *p) {
     memset(p, 0, sizeof *p);
 }
 
+static long utf8_invalid_at(const unsigned char *s, size_t n);
 static void fail(kd_prompt *p, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail(kd_prompt *p, int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(p->reason, sizeof p->reason, fmt, ap);
     va_end(ap);
+    /* The reason quotes the line ("near '...'"), possibly cut inside a character or quoting invalid
+     * bytes; it must stay valid UTF-8 or the failures.jsonl record cannot be written (found by
+     * tests/fuzz/fuzz_prompts). */
+    for (long bad; (bad = utf8_invalid_at((const unsigned char *)p->reason, strlen(p->reason))) >= 0;)
+        p->reason[bad] = '?';
     p->status = code;
     json_decref(p->messages);
     json_decref(p->tools);

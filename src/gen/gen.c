@@ -208,13 +208,101 @@ int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char *
     c.generate = opt->cfg->generate;
     c.process_supervision.enabled = opt->cfg->process_supervision.enabled;
     c.generate.strict = 0;
-    c.teacher.max_in_flight = 0; /* concurrency does not change samples */
+    /* neither do concurrency, timeouts, retries, credentials or the endpoint's address (a restarted
+     * server on another port, or another node serving the same model): only stub vs remote counts */
+    c.teacher.max_in_flight = 0;
+    c.teacher.connect_timeout_s = c.teacher.timeout_s = c.teacher.backoff_base_s = 0;
+    c.teacher.max_retries = 0;
+    c.teacher.api_key_env[0] = 0;
+    if (strcmp(c.teacher.url, "stub") != 0) snprintf(c.teacher.url, sizeof c.teacher.url, "remote");
     char *dump = kd_config_dump(&c);
     kd_sha256_hex(dump ? dump : "", dump ? strlen(dump) : 0, info->config_sha256);
     free(dump);
     *config_yaml = kd_config_dump(opt->cfg);
     info->config_yaml = *config_yaml;
     return KD_OK;
+}
+
+/* The prompt set an output folder was made from: the SHA-256 of the file's first bytes (at most 1 MiB,
+ * so the check costs nothing on a 10 GB set and a set that only grew at the end still resumes) and the
+ * slice. Rerunning on the folder with another prompt set would mark the wrong prompts as done, so it
+ * is refused. Recorded in DIR/prompt_set.json (written atomically) on the first run. */
+#define KD_PROMPTS_HEAD_MAX (1 << 20)
+static int prompts_head_sha(const char *path, int64_t want, int64_t *got, char hex[65], kd_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return kd_error_errno(err, errno, "%s: cannot open", path);
+    char *buf = malloc(KD_PROMPTS_HEAD_MAX);
+    if (!buf) {
+        fclose(f);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    }
+    size_t n = fread(buf, 1, want > 0 && want < KD_PROMPTS_HEAD_MAX ? (size_t)want : KD_PROMPTS_HEAD_MAX, f);
+    fclose(f);
+    kd_sha256_hex(buf, n, hex);
+    free(buf);
+    *got = (int64_t)n;
+    return KD_OK;
+}
+
+/* An existing folder is continued only when an earlier generate made it (meta.json); any other
+ * non-empty folder is refused rather than written into. */
+static int check_out_dir(const char *dir, kd_error *err) {
+    if (!kd_path_exists(dir)) return KD_OK;
+    if (!kd_is_dir(dir)) return kd_error_set(err, KD_ERR_INVALID, "--out %s exists and is not a folder", dir);
+    char meta[4096];
+    kd_path_join(meta, sizeof meta, dir, "meta.json");
+    if (kd_path_exists(meta)) return KD_OK;
+    DIR *d = opendir(dir);
+    if (!d) return kd_error_errno(err, errno, "%s: cannot list", dir);
+    const char *other = NULL;
+    char name[256] = "";
+    for (struct dirent *e; !other && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(name, sizeof name, "%s", e->d_name);
+            other = name;
+        }
+    closedir(d);
+    if (other)
+        return kd_error_set(err, KD_ERR_INVALID,
+                            "%s is not empty (it holds %s) and no earlier generate made it (no meta.json)",
+                            dir, other);
+    return KD_OK;
+}
+
+static int check_prompt_set(const kd_gen_options *opt, kd_error *err) {
+    char fp[4096], slice[64], hex[65];
+    kd_path_join(fp, sizeof fp, opt->out_dir, "prompt_set.json");
+    snprintf(slice, sizeof slice, "%d/%d", opt->slice_index, opt->slice_count > 1 ? opt->slice_count : 1);
+    int64_t n = 0;
+    int rc;
+    if (kd_path_exists(fp)) {
+        json_error_t je;
+        json_t *j = json_load_file(fp, 0, &je);
+        if (!j) return kd_error_set(err, KD_ERR_INVALID, "%s:%d: unreadable (%s); remove it to accept the prompt set as it is", fp, je.line, je.text);
+        int64_t want = json_integer_value(json_object_get(j, "head_bytes"));
+        const char *sha = json_string_value(json_object_get(j, "head_sha256"));
+        const char *was_slice = json_string_value(json_object_get(j, "slice"));
+        const char *was_path = json_string_value(json_object_get(j, "path"));
+        rc = prompts_head_sha(opt->prompts_path, want, &n, hex, err);
+        if (!rc && (n != want || !sha || strcmp(sha, hex) != 0))
+            rc = kd_error_set(err, KD_ERR_INVALID,
+                              "%s was made from another prompt set (%s; its first %lld bytes differ from %s's)",
+                              opt->out_dir, was_path ? was_path : "?", (long long)want, opt->prompts_path);
+        else if (!rc && (!was_slice || strcmp(was_slice, slice) != 0))
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s was made with --slice %s, this run uses %s", opt->out_dir,
+                              was_slice ? was_slice : "?", slice);
+        json_decref(j);
+        return rc;
+    }
+    if ((rc = prompts_head_sha(opt->prompts_path, KD_PROMPTS_HEAD_MAX, &n, hex, err))) return rc;
+    json_t *j = json_pack("{s:s, s:I, s:s, s:s}", "path", opt->prompts_path, "head_bytes", (json_int_t)n, "head_sha256", hex,
+                          "slice", slice);
+    char *text = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    if (!text) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    rc = kd_write_file_atomic(fp, text, strlen(text), err);
+    free(text);
+    return rc;
 }
 
 static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *sum, json_t *kinds, int64_t failures_total,
@@ -545,10 +633,12 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
     /* 1. the output folder and the dataset's identity (checked against an earlier run's) */
     if (rank == 0) {
         if (opt->force) rc = kd_rm_rf(opt->out_dir, err);
+        if (!rc) rc = check_out_dir(opt->out_dir, err);
         if (!rc && !kd_path_exists(opt->prompts_path))
             rc = kd_error_set(err, KD_ERR_NOTFOUND, "%s: prompt set not found (make one with `kdstep prompts synth`)", opt->prompts_path);
         if (!rc) rc = kd_gen_dataset_info(opt, &info, &config_yaml, err);
         if (!rc) rc = kd_dataset_prepare(opt->out_dir, &info, err);
+        if (!rc) rc = check_prompt_set(opt, err);
         if (rc == KD_ERR_INVALID) {
             char m[KD_ERROR_MSG_MAX];
             snprintf(m, sizeof m, "%s", err->msg);
@@ -591,7 +681,14 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         c.counters = calloc((size_t)size, sizeof *c.counters);
         char fp[4096];
         kd_path_join(fp, sizeof fp, opt->out_dir, "failures.jsonl");
-        c.failures = fopen(fp, "a");
+        c.failures = fopen(fp, "a+");
+        /* A crash mid-append leaves a torn last line (skipped by load_failures, so that prompt is
+         * redone); end it here so the next record starts on a line of its own. */
+        if (c.failures && fseek(c.failures, -1, SEEK_END) == 0) {
+            int last = fgetc(c.failures);
+            fseek(c.failures, 0, SEEK_END); /* a read may not be followed by a write without a seek */
+            if (last != '\n') fputc('\n', c.failures);
+        }
         prompt_stream s = {0};
         s.f = fopen(opt->prompts_path, "r");
         s.total = opt->total;
@@ -667,11 +764,42 @@ static int cmp_ints(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Samples a slice's journals say are sealed; kd_dataset_recover then must find them all, or a shard
+ * was damaged and moved aside, and merging would silently drop its prompts. */
+static int merge_check_slice(const char *slice, kd_error *err) {
+    DIR *d = opendir(slice);
+    if (!d) return kd_error_errno(err, errno, "merge: %s", slice);
+    int64_t journaled = 0;
+    char path[4096];
+    for (struct dirent *e; (e = readdir(d));) {
+        int r;
+        char ext[32];
+        if (sscanf(e->d_name, "shard-%d.%31s", &r, ext) != 2 || strcmp(ext, "journal") != 0) continue;
+        kd_path_join(path, sizeof path, slice, e->d_name);
+        json_t *j = json_load_file(path, 0, NULL);
+        journaled += json_integer_value(json_object_get(j, "samples"));
+        json_decref(j);
+    }
+    closedir(d);
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int rc = kd_dataset_recover(slice, &ids, &n, err);
+    free(ids);
+    if (rc) return kd_error_prefix(err, "merge: slice %s: ", slice);
+    if ((int64_t)n < journaled)
+        return kd_error_set(err, KD_ERR_INVALID,
+                            "merge: slice %s: %lld of its %lld sealed samples are in damaged shards (moved aside as "
+                            "*.corrupt); rerun generate on that slice folder to make them again, then merge",
+                            slice, (long long)(journaled - (int64_t)n), (long long)journaled);
+    return KD_OK;
+}
+
 int kd_gen_merge(const char *out_dir, const char *const *slice_dirs, int n, kd_error *err) {
     int rc = kd_mkdir_p(out_dir, err);
     if (rc) return rc;
     char path[4096], dst[4096];
-    /* every slice must have been made with the same inputs */
+    /* every slice must be whole and made with the same inputs */
+    for (int i = 0; i < n && !rc; i++) rc = merge_check_slice(slice_dirs[i], err);
     char *meta0 = NULL;
     for (int i = 0; i < n && !rc; i++) {
         char *meta = NULL;

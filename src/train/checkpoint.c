@@ -105,7 +105,7 @@ int kd_checkpoint_write(const char *dir, const kd_model *m, const char *tokenize
     if ((rc = kd_fsync_dir(parent, err))) return rc;
     return KD_OK;
 fail:
-    kd_error_prefix(err, "writing checkpoint %s", dir);
+    kd_error_prefix(err, "writing checkpoint %s: ", dir);
     kd_rm_rf(tmp, NULL);
     return rc;
 }

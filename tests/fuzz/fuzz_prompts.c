@@ -1,5 +1,6 @@
-/* libFuzzer target: one prompt-set line through kd_prompt_parse, and a good record through the MPI
- * wire format and back. Seed corpus: tests/fuzz/corpus/prompts/. */
+/* libFuzzer target: the JSONL prompt reader's line parser (kd_prompt_parse), the failures.jsonl record
+ * of a bad line, and the serialize/deserialize round trip workers use. Any bytes must give a good
+ * record or a bad one with a reason, never a crash or a leak. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,22 +8,33 @@
 #include "kdstep/prompts.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    kd_prompt p;
-    kd_prompt_parse((const char *)data, size, 1 + (size % 3), &p);
+    /* Not NUL-terminated on purpose: the parser must honour len. */
+    char *text = malloc(size ? size : 1);
+    if (!text) return 0;
+    memcpy(text, data, size);
+    kd_prompt p = {0};
+    kd_prompt_parse(text, size, 7, &p);
     if (p.status == KD_OK) {
-        char *s = kd_prompt_to_json(&p);
-        if (s) {
-            kd_prompt q;
-            kd_error e;
-            if (kd_prompt_from_json(&q, s, strlen(s), &e) != KD_OK || !json_equal(q.messages, p.messages)) abort();
-            kd_prompt_clear(&q);
-            free(s);
-        }
+        if (!p.messages || !json_is_array(p.messages) || p.reason[0]) abort();
+        char *js = kd_prompt_to_json(&p);
+        if (!js) abort();
+        kd_prompt q = {0};
+        kd_error err;
+        /* what a worker receives must be what rank 0 sent */
+        if (kd_prompt_from_json(&q, js, strlen(js), &err) != KD_OK) abort();
+        if (!json_equal(p.messages, q.messages) || strcmp(p.id ? p.id : "", q.id ? q.id : "") != 0) abort();
+        kd_prompt_clear(&q);
+        free(js);
     } else {
-        char *s = kd_prompt_failure_json(&p, "fuzz");
-        if (!s || p.reason[0] == 0) abort();
-        free(s);
+        if (!p.reason[0]) abort();
+        char *fj = kd_prompt_failure_json(&p, "fuzz.jsonl");
+        if (!fj) abort();
+        json_t *rec = json_loads(fj, 0, NULL);  /* failures.jsonl lines must be valid JSON */
+        if (!rec) abort();
+        json_decref(rec);
+        free(fj);
     }
     kd_prompt_clear(&p);
+    free(text);
     return 0;
 }

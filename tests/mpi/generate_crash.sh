@@ -29,8 +29,10 @@ kill_run() { # rank-to-kill
   gen "$tmp/crash" >"$tmp/crash-$1.log" 2>&1 &
   local mpirun_pid=$! pid=""
   # wait until some samples are sealed, then a random extra moment
-  for _ in $(seq 200); do
-    ls "$tmp"/crash/shard-*.journal >/dev/null 2>&1 && break
+  # (a journal exists from the shard's open with 0 samples: wait for a seal, which under the
+  # sanitizers can take seconds)
+  for _ in $(seq 1200); do
+    cat "$tmp"/crash/shard-*.journal 2>/dev/null | grep -q '"samples": [1-9]' && break
     sleep 0.05
   done
   sleep "0.$((RANDOM % 9 + 1))"
