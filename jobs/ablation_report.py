@@ -146,6 +146,18 @@ for v in variants:
     if c is not None and c < 0.05:
         sentences.append(f"{LABEL.get(v, v)} almost never produced a call the extractor could read "
                          f"({100 * c:.0f}% of answers), so its no-call and AST figures reflect silence, not skill.")
+no_call_share = None
+try:
+    held = [json.loads(l) for l in open(os.path.join(work, "heldout.jsonl"))]
+    no_call_share = sum(1 for r in held if not r.get("metadata", {}).get("tool_calls")) / max(len(held), 1)
+except OSError:
+    pass
+top_ast = max((data[v]["ast_accuracy"][0] for v in variants if data[v]["ast_accuracy"][0] is not None), default=None)
+if top_ast is not None and no_call_share is not None and top_ast <= no_call_share + 0.01:
+    sentences.append(f"At this budget no student writes a correct call on its own: no mean AST accuracy rises above "
+                     f"the {100 * no_call_share:.0f}% that silence earns on the no-call prompts, so the table cannot rank "
+                     f"the losses on argument quality; that needs longer runs (raise `train.steps` in "
+                     f"`jobs/ablation.yaml` and rerun the command below).")
 callers = [v for v in variants if data[v]["ast_accuracy"][0] is not None and (data[v]["called"][0] or 0) >= 0.05]
 best = max(callers, key=lambda v: data[v]["ast_accuracy"][0], default=None)
 n_seeds = max((len(data[v]["seeds"]) for v in variants), default=0)
