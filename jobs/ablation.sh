@@ -40,6 +40,13 @@ if [[ ! -s "$TOK/tokenizer.json" ]]; then
 fi
 [[ -s "$WORK/prompts.jsonl" ]] || "$K" prompts synth --tools "$TOOLS" -n "$N_TRAIN" --seed "$SEED_TRAIN" -o "$WORK/prompts.jsonl"
 [[ -s "$WORK/heldout.jsonl" ]] || "$K" prompts synth --tools "$TOOLS" -n "$N_HELD" --seed "$SEED_HELD" -o "$WORK/heldout.jsonl"
+# the prompt sets and the dataset are remade when the job's data settings change
+stamp="$TOOLS $VOCAB $N_TRAIN $SEED_TRAIN $N_HELD $SEED_HELD ${OVERRIDES[*]}"
+if [[ -e "$WORK/data.settings" && "$(cat "$WORK/data.settings")" != "$stamp" ]]; then
+  echo "ablation: the job's settings changed; starting over in $WORK" >&2
+  rm -rf "$WORK/prompts.jsonl" "$WORK/heldout.jsonl" "$WORK/dataset" "$WORK/runs"
+fi
+printf '%s' "$stamp" >"$WORK/data.settings"
 if [[ ! -e "$WORK/dataset/COMPLETE" ]]; then
   "$K" generate --prompts "$WORK/prompts.jsonl" --out "$WORK/dataset" --tools "$TOOLS" --tokenizer-path "$TOK" \
     --config "$CONFIG" "${OVERRIDES[@]}"
@@ -48,8 +55,12 @@ fi
 
 one_run() { # VARIANT SEED
   local v=$1 s=$2 dir="$WORK/runs/$1-seed$2"
+  # a run made with other settings (e.g. after train.steps changed in the job file) is redone
+  local settings="${OVERRIDES[*]} ${VARIANT[$v]} --set=train.seed=$s"
+  if [[ -e "$dir.settings" && "$(cat "$dir.settings")" != "$settings" ]]; then rm -rf "$dir" "$dir.settings"; fi
   if [[ ! -s "$dir/final/model.safetensors" ]]; then
     rm -rf "$dir"; mkdir -p "$WORK/runs"
+    printf '%s' "$settings" >"$dir.settings"
     # shellcheck disable=SC2086
     "$K" train --config "$CONFIG" --train-data "$WORK/dataset" --out "$dir" --tokenizer-path "$TOK" \
       "${OVERRIDES[@]}" ${VARIANT[$v]} --set=train.seed="$s" >"$dir.train.log" 2>&1 || { cat "$dir.train.log" >&2; return 1; }

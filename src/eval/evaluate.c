@@ -183,6 +183,7 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
     kd_prompt p;
     memset(&p, 0, sizeof p);
     int got;
+    /* kd_prompts_next zeroes the record without freeing it: each one is cleared here */
     while ((got = kd_prompts_next(r, &p, err)) == 1) {
         if (opt->max_prompts > 0 && p.index >= opt->max_prompts) break;
         if (p.status != KD_OK) {
@@ -197,11 +198,13 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
             break;
         }
         if (p.tools && json_array_size(p.tools) > 0) d->any_prompt_tools = 1;
-        if (p.index % size != rank) continue;
-        if ((rc = answer_prompt(d, &p, opt->prompts_path, err))) break;
-        char extra[96];
-        snprintf(extra, sizeof extra, "%.1f tok/s", d->seconds > 0 ? (double)d->t.new_tokens / d->seconds : 0.0);
-        kd_progress_update(&prog, d->t.prompts, extra);
+        if (p.index % size == rank) {
+            if ((rc = answer_prompt(d, &p, opt->prompts_path, err))) break;
+            char extra[96];
+            snprintf(extra, sizeof extra, "%.1f tok/s", d->seconds > 0 ? (double)d->t.new_tokens / d->seconds : 0.0);
+            kd_progress_update(&prog, d->t.prompts, extra);
+        }
+        kd_prompt_clear(&p);
     }
     if (got < 0) rc = -got;
     kd_prompt_clear(&p);

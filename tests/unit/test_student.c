@@ -46,6 +46,23 @@ static void test_vocab_mismatch(void) {
     expect_open_error(dir, "the tokenizer is not the one this model was trained with");
 }
 
+/* Errors of the files themselves come back prefixed with the checkpoint they belong to. */
+static void test_bad_files(void) {
+    const char *dir = fx_checkpoint("ck-truncated", 0, 1, 7);
+    char p[4200], want[4300];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CU_ASSERT_EQUAL_FATAL(kd_write_file_atomic(p, "\x08\0\0\0\0\0\0\0{}", 10, NULL), KD_OK);
+    snprintf(want, sizeof want, "checkpoint %s: ", dir);
+    expect_open_error(dir, want);
+    expect_open_error(dir, "model.safetensors");
+    dir = fx_checkpoint("ck-badtok", 0, 1, 7);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    CU_ASSERT_EQUAL_FATAL(kd_write_file_atomic(p, "{\"model\": ", 10, NULL), KD_OK);
+    snprintf(want, sizeof want, "checkpoint %s: ", dir);
+    expect_open_error(dir, want);
+    expect_open_error(dir, "tokenizer.json");
+}
+
 static void test_no_stop_tokens(void) {
     const char *dir = fx_checkpoint("ck-nostop", 0, 1, 7);
     char p[4200];
@@ -292,6 +309,7 @@ int main(void) {
     CU_add_test(s, "open errors name the missing file", test_open_errors);
     CU_add_test(s, "tokenizer with more ids than the model is refused", test_vocab_mismatch);
     CU_add_test(s, "tokenizer without stop tokens is refused", test_no_stop_tokens);
+    CU_add_test(s, "unreadable weights or tokenizer name the checkpoint", test_bad_files);
     CU_add_test(s, "prompt rendering with the generation prompt", test_render_prompt);
     CU_add_test(s, "greedy decode matches the batched forward", test_greedy_matches_batched_forward);
     CU_add_test(s, "prefix reuse is exact", test_prefix_reuse_is_exact);
