@@ -8,7 +8,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 job="${1:-jobs/demo.yaml}"
 "$root/jobs/setup.sh"
-kdstep="$root/build/kdstep"
+kdstep="${KD_BUILD_DIR:-$root/build}/kdstep"
 export KDSTEP="$kdstep"
 # The job file names the tokenizer folder and its vocabulary size; make it when missing.
 tok=$(sed -n 's/^tokenizer: *\([^ #]*\).*/\1/p' "$job" | head -n 1)
