@@ -2,6 +2,7 @@
  * output is complete and resuming partial ones. Runs under mpirun/srun; every stage is collective. */
 #include <errno.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,6 +243,9 @@ int kd_cmd_run(int argc, char **argv) {
         kd_error_set(&err, KD_ERR_MPI, "MPI_Init failed");
         return kd_cli_fail(&err);
     }
+    /* A preemption signal outside training (Slurm's USR1 can land while a stage is finishing) must not
+     * kill the job: the trainer installs its own handler while it runs and restores this one. */
+    signal(SIGUSR1, SIG_IGN);
     int all = strcmp(stage, "all") == 0, interrupted = 0;
     if (!rc && (all || strcmp(stage, "generate") == 0)) rc = stage_generate(&job, &cfg, slice_index, slice_count, rank, &err);
     if (!rc && strcmp(stage, "merge") == 0) rc = stage_merge(&job, rank, &err);

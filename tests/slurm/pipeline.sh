@@ -73,8 +73,8 @@ check "the eval report exists" '[[ -s "$tmp/demo out/eval/report.json" && -s "$t
 [[ $fail -eq 0 ]] || { tail -n 20 "$tmp"/*.out; }
 
 # 2. preemption: USR1 -> checkpoint -> requeue -> resume -> same final weights
-job_file pre "  - train.steps=24
-  - train.checkpoint_every=4
+job_file pre "  - train.steps=400
+  - train.checkpoint_every=20
   - train.eval_every=0"
 cp -r "$tmp/demo out/dataset" "$tmp/dataset-copy"
 for d in "pre out" "ref out"; do mkdir -p "$tmp/$d"; cp -r "$tmp/dataset-copy" "$tmp/$d/dataset"; done
