@@ -170,7 +170,9 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
     kd_prompt p;
     memset(&p, 0, sizeof p);
     int got;
-    while ((got = kd_prompts_next(r, &p, err)) == 1) {
+    for (;;) {
+        kd_prompt_clear(&p); /* kd_prompts_next overwrites *p without freeing it (LeakSanitizer) */
+        if ((got = kd_prompts_next(r, &p, err)) != 1) break;
         if (opt->max_prompts > 0 && p.index >= opt->max_prompts) break;
         if (p.status != KD_OK) {
             rc = kd_error_set(err, p.status, "%s:%lld: %s (eval needs every prompt line to parse)", opt->prompts_path,
