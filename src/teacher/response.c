@@ -281,11 +281,17 @@ static int parse_tool_calls(parse *P) {
         n++;
     }
     if (r < 0) return bad(P);
+    /* a second "tool_calls" (e.g. a repeated "message" key) is malformed: its calls would be
+     * counted from zero but appended after the first ones (fuzz_teacher_response) */
+    if (P->c->tool_calls) return bad(P);
     P->c->tool_calls = calloc(n ? n : 1, sizeof *P->c->tool_calls);
     if (!P->c->tool_calls) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for tool calls"), -1;
     arr_begin(s);
     first = 1;
     for (size_t i = 0; (r = arr_next(s, &first)) == 1; i++) {
+        /* the counting pass (skip) and this one must agree; a body where they do not is malformed
+         * (fuzz_teacher_response: wrote past the array) */
+        if ((size_t)P->c->n_tool_calls >= n) return bad(P);
         kd_teacher_tool_call *t = &P->c->tool_calls[P->c->n_tool_calls++];
         int f1 = 1, r1;
         sspan k;
