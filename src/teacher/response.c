@@ -473,6 +473,7 @@ static int parse_lp_content(parse *P) {
     if (r < 0) return bad(P);
     if (k > 1024) return kd_error_set(P->err, KD_ERR_PARSE, "teacher response: %zu top_logprobs per token is too many", k), -1;
     kd_teacher_logprobs *lp = &P->c->lp;
+    if (lp->token_ids || lp->arena) return bad(P); /* a second logprobs "content" (fuzz_teacher_response: leak) */
     if (kd_teacher_logprobs_alloc(lp, (int)n, (int)k)) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1;
     /* decoded text is never longer than its JSON; one NUL per string */
     lp->arena = malloc((size_t)(s->p - start.p) + n * (k + 1) + 16);
