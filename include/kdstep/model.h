@@ -19,8 +19,8 @@
  *     kd_model_adamw_step(m, &hp, lr, step);         // step counts from 1
  *
  * Padding: sequences are right-padded; lengths[b] (1..T) is the number of real tokens of row b
- * (NULL = all T). Row t of sequence b attends to 0..t (causal); rows t >= lengths[b] produce
- * logits of no meaning and must get zero dlogits (kd_model_ce_loss gives them zero).
+ * (NULL = all T). Row t of sequence b attends to 0..t (causal); rows t >= lengths[b] hold
+ * logits of no meaning (not even computed) and their dlogits are ignored by backward.
  *
  * Matrix products use CBLAS sgemm with HF's [out, in] weight layout; attention and element-wise
  * work use OpenMP. Threads are set by the caller (kd_runtime_set_threads).

@@ -45,16 +45,12 @@ typedef struct kd_student_stats {
 int kd_student_open(const char *dir, kd_student **out, kd_error *err);
 void kd_student_close(kd_student *s);
 
-/* Render `messages` (OpenAI messages array) with `tools` (OpenAI tools array or NULL) in the chat
- * template with the generation prompt, as the generation job renders training conversations. */
-int kd_student_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err);
-
 /* Decode up to max_new tokens after prompt[n_prompt] into out (capacity max_new); *n_out receives
  * how many (the stop token included). sampler->temperature 0 is greedy. */
 int kd_student_generate(kd_student *s, const int32_t *prompt, int n_prompt, int max_new, kd_sampler *sampler,
                         int32_t *out, int *n_out, kd_student_stats *st, kd_error *err);
 
-/* Render, encode, generate and decode: *text (malloc'd) is the raw output without the stop token. */
+/* Render (kd_eval_render_prompt), encode, generate and decode: *text (malloc'd) is the raw output without the stop token. */
 int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools, int max_new, kd_sampler *sampler,
                       char **text, kd_student_stats *st, kd_error *err);
 

@@ -205,7 +205,7 @@ int kd_cmd_run(int argc, char **argv) {
                                          {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *stage = "all";
     int slice_index = 0, slice_count = 0, c;
-    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) { /* options may follow the job file */
         switch (c) {
         case 's': stage = optarg; break;
         case 'l':

@@ -68,6 +68,8 @@ static const key_spec KEYS[] = {
     {"train", "eval_fraction", T_FLOAT, F(train, eval_fraction), 0, 0.9, "0.05", NULL, "Share of samples held out (by prompt-id hash)."},
     {"train", "max_bad_steps", T_INT, F(train, max_bad_steps), 1, 1000, "3", NULL, "Consecutive NaN/Inf steps skipped before the run aborts."},
     {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = cores on the node / ranks on the node."},
+    {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,
+     "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = seq_len / 2."},
 
     {"kd", "weight", T_FLOAT, F(kd, weight), 0, 1000, "1.0", NULL, "Weight of the distillation term."},
     {"kd", "temperature", T_FLOAT, F(kd, temperature), 0.01, 100, "1.0", NULL, "Softmax temperature T; the term is scaled by T^2."},

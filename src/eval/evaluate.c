@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kdstep/chat.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
@@ -22,6 +23,18 @@
 #include "kdstep/runtime.h"
 #include "kdstep/score.h"
 #include "kdstep/student.h"
+
+int kd_eval_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err) {
+    kd_chat_options o = {.add_generation_prompt = 1};
+    kd_chat_result r;
+    int rc = kd_chat_render_json(messages, tools && json_array_size(tools) > 0 ? tools : NULL, &o, &r, err);
+    if (rc) return rc;
+    *text = r.text;
+    *len = r.len;
+    r.text = NULL;
+    kd_chat_render_free(&r);
+    return KD_OK;
+}
 
 /* Every rank learns whether any rank failed; all of them return the first failing rank's error. */
 static int agree(int rc, kd_error *err, MPI_Comm comm) {
@@ -170,9 +183,8 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
     kd_prompt p;
     memset(&p, 0, sizeof p);
     int got;
-    for (;;) {
-        kd_prompt_clear(&p); /* kd_prompts_next overwrites *p without freeing it (LeakSanitizer) */
-        if ((got = kd_prompts_next(r, &p, err)) != 1) break;
+    /* kd_prompts_next zeroes the record without freeing it: each one is cleared here */
+    while ((got = kd_prompts_next(r, &p, err)) == 1) {
         if (opt->max_prompts > 0 && p.index >= opt->max_prompts) break;
         if (p.status != KD_OK) {
             rc = kd_error_set(err, p.status, "%s:%lld: %s (eval needs every prompt line to parse)", opt->prompts_path,
@@ -186,11 +198,13 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
             break;
         }
         if (p.tools && json_array_size(p.tools) > 0) d->any_prompt_tools = 1;
-        if (p.index % size != rank) continue;
-        if ((rc = answer_prompt(d, &p, opt->prompts_path, err))) break;
-        char extra[96];
-        snprintf(extra, sizeof extra, "%.1f tok/s", d->seconds > 0 ? (double)d->t.new_tokens / d->seconds : 0.0);
-        kd_progress_update(&prog, d->t.prompts, extra);
+        if (p.index % size == rank) {
+            if ((rc = answer_prompt(d, &p, opt->prompts_path, err))) break;
+            char extra[96];
+            snprintf(extra, sizeof extra, "%.1f tok/s", d->seconds > 0 ? (double)d->t.new_tokens / d->seconds : 0.0);
+            kd_progress_update(&prog, d->t.prompts, extra);
+        }
+        kd_prompt_clear(&p);
     }
     if (got < 0) rc = -got;
     kd_prompt_clear(&p);
@@ -420,9 +434,9 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     d.opt = opt;
     rc = kd_student_open(opt->model_dir, &d.student, err);
     if (!rc) {
-        /* the prompt window training used: train.seq_len minus room for the answer */
-        int64_t window = opt->cfg->train.seq_len - opt->cfg->eval.max_new_tokens;
-        d.student->max_prompt_tokens = window >= 16 ? (int)window : 16;
+        /* the prompt window training used (trainer.c window_start): the prompt's last P tokens */
+        int64_t window = opt->cfg->train.prompt_window > 0 ? opt->cfg->train.prompt_window : opt->cfg->train.seq_len / 2;
+        d.student->max_prompt_tokens = (int)window;
         /* Batch-1 decoding is matrix-vector work: below ~20M parameters the matrices are too small
          * for threads to pay (5x slower with 2 threads on the small presets); KDSTEP_THREADS or
          * OMP_NUM_THREADS still decide when set. */

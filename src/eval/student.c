@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kdstep/chat.h"
+#include "kdstep/evaluate.h"
 #include "kdstep/fsutil.h"
 
 static const char *const CHECKPOINT_FILES[] = {"config.json", "model.safetensors", "tokenizer.json"};
@@ -92,18 +92,6 @@ void kd_student_reset(kd_student *s) {
     if (s->cache) kd_kv_cache_reset(s->cache);
 }
 
-int kd_student_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err) {
-    kd_chat_options o = {.add_generation_prompt = 1};
-    kd_chat_result r;
-    int rc = kd_chat_render_json(messages, tools && json_array_size(tools) > 0 ? tools : NULL, &o, &r, err);
-    if (rc) return rc;
-    *text = r.text;
-    *len = r.len;
-    r.text = NULL;
-    kd_chat_render_free(&r);
-    return KD_OK;
-}
-
 /* A cache holding at least `need` positions; the cached prefix survives only when the cache does. */
 static int ensure_cache(kd_student *s, int need, kd_error *err) {
     if (s->cache && s->cache->max_T >= need) return KD_OK;
@@ -176,7 +164,7 @@ int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools
     memset(st, 0, sizeof *st);
     char *prompt = NULL;
     size_t plen = 0;
-    int rc = kd_student_render_prompt(messages, tools, &prompt, &plen, err);
+    int rc = kd_eval_render_prompt(messages, tools, &prompt, &plen, err);
     if (rc) return rc;
     rc = kd_tokenizer_encode(s->tok, prompt, plen, 0, &s->enc, err);
     free(prompt);

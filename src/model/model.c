@@ -267,6 +267,8 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
         point_weights(m, m->grads, &m->g);
     }
     point_weights(m, m->params, &m->w);
+    for (int l = 0; l < L; l++) /* the fused gate/up products rely on it */
+        if (m->w.layers[l].up_proj != m->w.layers[l].gate_proj + FF * C) goto oom;
 
     /* Activations: one allocation, carved up below. */
     a->L = L;
@@ -312,8 +314,10 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
         a->mid[l] = TAKE(BT * C);
         a->ln2[l] = TAKE(BT * C);
         a->rstd2[l] = TAKE(BT);
-        a->gate[l] = TAKE(BT * FF);
-        a->up[l] = TAKE(BT * FF);
+        /* gate and up share one [BT, 2*FF] buffer (row r: gate then up): gate_proj and up_proj are
+         * adjacent in params, so one sgemm computes both, and one pair does their backward */
+        a->gate[l] = TAKE(2 * BT * FF);
+        a->up[l] = a->gate[l] + FF;
         a->h[l] = TAKE(BT * FF);
     }
     if (training) a->res[L] = TAKE(BT * C);
@@ -331,8 +335,8 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
         a->dy = TAKE(BT * QD);
         a->dk = TAKE(BT * KD);
         a->dv = TAKE(BT * KD);
-        a->dgate = TAKE(BT * FF);
-        a->dup = TAKE(BT * FF);
+        a->dgate = TAKE(2 * BT * FF);
+        a->dup = a->dgate + FF;
         a->dh = TAKE(BT * FF);
         a->dscratch = TAKE((size_t)a->nthreads * (size_t)T * (size_t)T);
     }
@@ -666,11 +670,15 @@ static int forward_body(kd_model *m, const int32_t *ids, const int32_t *lengths,
         memcpy(a->mid[l], a->res[l], BT * C * sizeof(float));
         matmul_fwd(a->mid[l], a->y[l], w->o_proj, (int)BT, QD, C, 1);
         rmsnorm_fwd(a->ln2[l], a->rstd2[l], a->mid[l], w->post_norm, BT, C, eps);
-        matmul_fwd(a->gate[l], a->ln2[l], w->gate_proj, (int)BT, C, FF, 0);
-        matmul_fwd(a->up[l], a->ln2[l], w->up_proj, (int)BT, C, FF, 0);
-        float *g = a->gate[l], *u = a->up[l], *h = a->h[l];
+        matmul_fwd(a->gate[l], a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0); /* gate_proj + up_proj */
+        const float *gu = a->gate[l];
+        float *h = a->h[l];
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < BT * FF; i++) h[i] = g[i] / (1.0f + kd_expf(-g[i])) * u[i];
+        for (size_t r = 0; r < BT; r++) {
+            const float *g = gu + r * 2 * FF, *u = g + FF;
+            float *hr = h + r * FF;
+            for (int i = 0; i < FF; i++) hr[i] = g[i] / (1.0f + kd_expf(-g[i])) * u[i];
+        }
         memcpy(a->res[l + 1], a->mid[l], BT * C * sizeof(float));
         matmul_fwd(a->res[l + 1], a->h[l], w->down_proj, (int)BT, FF, C, 1);
     }
@@ -682,7 +690,13 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
     int rc = forward_body(m, ids, lengths, err);
     if (rc) return rc;
     acts *a = m->priv;
-    matmul_fwd(m->logits, a->lnf, m->w.lm_head, m->B * m->T, m->cfg.hidden_size, m->cfg.vocab_size, 0);
+    int T = m->T, C = m->cfg.hidden_size, V = m->cfg.vocab_size, full = 1;
+    for (int b = 0; b < m->B; b++) full &= a->len[b] == T;
+    /* lm_head is the largest product: with padding, only the real rows of each sequence */
+    if (full) matmul_fwd(m->logits, a->lnf, m->w.lm_head, m->B * T, C, V, 0);
+    else
+        for (int b = 0; b < m->B; b++)
+            matmul_fwd(m->logits + (size_t)b * T * V, a->lnf + (size_t)b * T * C, m->w.lm_head, a->len[b], C, V, 0);
     return KD_OK;
 }
 
@@ -767,7 +781,15 @@ int kd_model_backward(kd_model *m, kd_error *err) {
     float *nscratch = malloc((size_t)omp_get_max_threads() * (size_t)(C > D ? C : D) * sizeof(float));
     if (!nscratch) return kd_error_set(err, KD_ERR_NOMEM, "model backward: out of memory");
     /* lm_head and final norm */
-    matmul_bwd(a->dln, m->g.lm_head, m->logits, a->lnf, m->w.lm_head, (int)BT, C, V, 0);
+    int full = 1;
+    for (int b = 0; b < m->B; b++) full &= a->len[b] == T;
+    if (full) matmul_bwd(a->dln, m->g.lm_head, m->logits, a->lnf, m->w.lm_head, (int)BT, C, V, 0);
+    else
+        for (int b = 0; b < m->B; b++) { /* real rows only; padding rows get zero gradient */
+            size_t r0 = (size_t)b * T, n = (size_t)a->len[b];
+            matmul_bwd(a->dln + r0 * C, m->g.lm_head, m->logits + r0 * V, a->lnf + r0 * C, m->w.lm_head, (int)n, C, V, 0);
+            memset(a->dln + (r0 + n) * C, 0, ((size_t)T - n) * C * sizeof(float));
+        }
     rmsnorm_bwd(a->dres, m->g.final_norm, a->dln, a->res[L], a->rstdf, m->w.final_norm, BT, C, 0, nscratch);
     for (int l = L - 1; l >= 0; l--) {
         const kd_layer_weights *w = &m->w.layers[l];
@@ -775,16 +797,20 @@ int kd_model_backward(kd_model *m, kd_error *err) {
         /* MLP: res[l+1] = mid + down(h) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)BT, FF, C, 1.0f, a->dres, C, w->down_proj, FF, 0.0f, a->dh, FF);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, FF, (int)BT, 1.0f, a->dres, C, a->h[l], FF, 1.0f, g->down_proj, FF);
-        const float *gt = a->gate[l], *up = a->up[l];
-        float *dh = a->dh, *dg = a->dgate, *du = a->dup;
+        const float *gu = a->gate[l];
+        const float *dh = a->dh;
+        float *dgu = a->dgate;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < BT * FF; i++) {
-            float s = 1.0f / (1.0f + kd_expf(-gt[i])), silu = gt[i] * s;
-            du[i] = dh[i] * silu;
-            dg[i] = dh[i] * up[i] * s * (1.0f + gt[i] * (1.0f - s));
+        for (size_t r = 0; r < BT; r++) {
+            const float *gt = gu + r * 2 * FF, *up = gt + FF, *dhr = dh + r * FF;
+            float *dg = dgu + r * 2 * FF, *du = dg + FF;
+            for (int i = 0; i < FF; i++) {
+                float s = 1.0f / (1.0f + kd_expf(-gt[i])), silu = gt[i] * s;
+                du[i] = dhr[i] * silu;
+                dg[i] = dhr[i] * up[i] * s * (1.0f + gt[i] * (1.0f - s));
+            }
         }
-        matmul_bwd(a->dln, g->gate_proj, a->dgate, a->ln2[l], w->gate_proj, (int)BT, C, FF, 0);
-        matmul_bwd(a->dln, g->up_proj, a->dup, a->ln2[l], w->up_proj, (int)BT, C, FF, 1);
+        matmul_bwd(a->dln, g->gate_proj, a->dgate, a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0); /* + up_proj */
         rmsnorm_bwd(a->dres, g->post_norm, a->dln, a->mid[l], a->rstd2[l], w->post_norm, BT, C, 1, nscratch);
         /* attention: mid = res[l] + o(y) */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)BT, QD, C, 1.0f, a->dres, C, w->o_proj, QD, 0.0f, a->dy, QD);

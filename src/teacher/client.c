@@ -259,6 +259,14 @@ int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req,
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
     job *j = user;
+    if (j->resp.cap == 0) { /* size the buffer once from Content-Length: no regrowing copies */
+        curl_off_t cl = -1;
+        curl_easy_getinfo(j->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        if (cl > 0 && cl < (64 << 20)) {
+            j->resp.data = malloc((size_t)cl + 1);
+            if (j->resp.data) j->resp.cap = (size_t)cl + 1;
+        }
+    }
     kd_sbuf_add(&j->resp, data, size * nmemb);
     return j->resp.oom ? 0 : size * nmemb;
 }
@@ -330,7 +338,7 @@ static void finish(struct kd_teacher_client *c, job *j, int status, const char *
         kd_redact(msg, c->key);
         cp->error = kd_strdup(msg);
         if (j->resp.len) {
-            cp->body_excerpt = kd_strndup(j->resp.data, EXCERPT_MAX);
+            cp->body_excerpt = kd_strndup(j->resp.data, strnlen(j->resp.data, EXCERPT_MAX)); /* kd_strndup copies n bytes */
             kd_redact(cp->body_excerpt, c->key);
         }
     }

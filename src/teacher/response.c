@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kdstep/teacher.h"
@@ -157,6 +158,37 @@ static int num(scan *s, double *out) {
         while (s->p < s->end && isdigit((unsigned char)*s->p)) s->p++;
     }
     if (out) {
+        /* Clinger's fast path: <= 19 digits and a small power of ten are exact in double arithmetic
+         * (logprobs are written like -4.77221203); anything else goes to strtod. */
+        static const double P10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+        const char *q = b;
+        int neg = *q == '-';
+        q += neg;
+        uint64_t m = 0;
+        int digits = 0, frac = 0, seen_dot = 0, simple = 1;
+        for (; q < s->p; q++) {
+            if (*q == '.') {
+                seen_dot = 1;
+                continue;
+            }
+            if (*q == 'e' || *q == 'E') {
+                simple = 0;
+                break;
+            }
+            if (m == 0 && *q == '0' && !seen_dot) continue;
+            if (++digits > 19) {
+                simple = 0;
+                break;
+            }
+            m = m * 10 + (uint64_t)(*q - '0');
+            frac += seen_dot;
+        }
+        if (simple && m < (1ULL << 53) && frac <= 22) {
+            double x = (double)m / P10[frac];
+            *out = neg ? -x : x;
+            return 0;
+        }
         char buf[64];
         size_t n = (size_t)(s->p - b);
         if (n >= sizeof buf) n = sizeof buf - 1;
@@ -281,17 +313,19 @@ static int parse_tool_calls(parse *P) {
         n++;
     }
     if (r < 0) return bad(P);
-    /* a second "tool_calls" (e.g. a repeated "message" key) is malformed: its calls would be
-     * counted from zero but appended after the first ones (fuzz_teacher_response) */
-    if (P->c->tool_calls) return bad(P);
+    /* a repeated key: the last one wins, as in jansson */
+    for (int i = 0; i < P->c->n_tool_calls; i++) {
+        free(P->c->tool_calls[i].id);
+        free(P->c->tool_calls[i].name);
+        free(P->c->tool_calls[i].arguments);
+    }
+    free(P->c->tool_calls);
+    P->c->n_tool_calls = 0;
     P->c->tool_calls = calloc(n ? n : 1, sizeof *P->c->tool_calls);
     if (!P->c->tool_calls) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for tool calls"), -1;
     arr_begin(s);
     first = 1;
     for (size_t i = 0; (r = arr_next(s, &first)) == 1; i++) {
-        /* the counting pass (skip) and this one must agree; a body where they do not is malformed
-         * (fuzz_teacher_response: wrote past the array) */
-        if ((size_t)P->c->n_tool_calls >= n) return bad(P);
         kd_teacher_tool_call *t = &P->c->tool_calls[P->c->n_tool_calls++];
         int f1 = 1, r1;
         sspan k;
@@ -473,7 +507,7 @@ static int parse_lp_content(parse *P) {
     if (r < 0) return bad(P);
     if (k > 1024) return kd_error_set(P->err, KD_ERR_PARSE, "teacher response: %zu top_logprobs per token is too many", k), -1;
     kd_teacher_logprobs *lp = &P->c->lp;
-    if (lp->token_ids || lp->arena) return bad(P); /* a second logprobs "content" (fuzz_teacher_response: leak) */
+    kd_teacher_logprobs_free(lp); /* a repeated key: the last one wins */
     if (kd_teacher_logprobs_alloc(lp, (int)n, (int)k)) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1;
     /* decoded text is never longer than its JSON; one NUL per string */
     lp->arena = malloc((size_t)(s->p - start.p) + n * (k + 1) + 16);

@@ -1123,7 +1123,7 @@ static void collect_leaves(const json_t *v, const char *key, kd_sbuf *out, int *
             collect_leaves(x, key, out, n, max);
         }
     } else if (key) {
-        char *s = json_is_string(v) ? kd_strndup(json_string_value(v), 120) : json_dumps(v, JSON_ENCODE_ANY);
+        char *s = json_is_string(v) ? kd_strndup(json_string_value(v), strnlen(json_string_value(v), 120)) : json_dumps(v, JSON_ENCODE_ANY);
         if (!s) return;
         kd_sbuf_printf(out, "%s%s is %s", *n ? ", " : "", key, s);
         free(s);

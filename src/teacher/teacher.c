@@ -238,7 +238,7 @@ static int parse_content_logprobs(const json_t *content, kd_teacher_logprobs *lp
 
 int kd_teacher_parse_chat_response_ref(const char *body, size_t len, kd_teacher_completion *c, kd_error *err) {
     json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) return kd_error_set(err, KD_ERR_PARSE, "teacher response: invalid JSON at byte %d: %s", je.position, je.text);
     int rc = KD_OK;
     const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
@@ -509,10 +509,8 @@ int64_t kd_teacher_pending(const kd_teacher *t) {
 }
 
 void kd_teacher_get_stats(const kd_teacher *t, kd_teacher_stats *st) {
-    if (t->is_stub) {
+    if (t->is_stub) { /* the stub answers at submit: "completed" counts queued ones, pending adds them back */
         *st = t->st;
-        /* "completed" counts collected and queued alike; pending adds the queue back */
-        st->completed -= 0;
         return;
     }
     kd_client_stats(t->client, st);

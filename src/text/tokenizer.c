@@ -1770,7 +1770,7 @@ static int nfc_region(enc_ctx *c, const seg *g, size_t ri, size_t rj, size_t *wp
         utf8proc_int32_t d[8];
         int lb = 0;
         utf8proc_ssize_t k = utf8proc_decompose_char((utf8proc_int32_t)cp, d, 8, UTF8PROC_DECOMPOSE, &lb);
-        if (k < 1 || k > 8) d[0] = (utf8proc_int32_t)cp, k = 1;
+        if (k < 1 || k > 8 || nd + (size_t)k > NFC_MAX_REGION * 4) d[0] = (utf8proc_int32_t)cp, k = 1;
         for (utf8proc_ssize_t q = 0; q < k; q++) {
             cps[nd] = d[q];
             chg[nd] = q ? 1 : 0;
@@ -2221,8 +2221,9 @@ int32_t kd_tokenizer_token_to_id(const kd_tokenizer *t, const char *token) {
     int32_t id = rl >= 0 ? vocab_find(t, tmp, (size_t)rl) : -1;
     if (tmp != stackbuf) free(tmp);
     if (id >= 0 && t->tok_str[id] && strcmp(t->tok_str[id], token) == 0) return id;
+    if (!t->tok_dup) return -1;
     for (int32_t k = 0; k < t->n_ids; k++) /* strings outside the byte-level alphabet */
-        if (t->tok_str[k] && strcmp(t->tok_str[k], token) == 0) return k;
+        if (t->tok_dup[k] && t->tok_str[k] && strcmp(t->tok_str[k], token) == 0) return k;
     return -1;
 }
 

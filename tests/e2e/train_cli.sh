@@ -39,8 +39,8 @@ expect_err "no student tokenizer: pass --tokenizer-path" "$KDSTEP" train --train
 # a short run: truncation reported, checkpoints, final, curves
 $T --train-data "$tmp/ds" --out "$tmp/run" --set train.seq_len=64 --set train.steps=4 --set train.micro_batch=2 \
    --set train.eval_every=2 --set train.checkpoint_every=2 --set train.eval_fraction=0.2 2>"$tmp/run.log" || { cat "$tmp/run.log"; fail "short run"; }
-grep -Eq "warning: train: [1-9][0-9]* of 60 samples are longer than train.seq_len=64: their prompt's head is cut" "$tmp/run.log" || { cat "$tmp/run.log"; fail "truncation not reported"; }
-grep -Eq "keep their last 64 tokens \(prompt head cut, response kept\), 0 dropped" "$tmp/run.log" || fail "truncation policy not reported"
+grep -Eq "warning: train: [1-9][0-9]* of 60 samples do not fit train.seq_len=64 with a prompt window of 32: cut" "$tmp/run.log" || { cat "$tmp/run.log"; fail "truncation not reported"; }
+grep -Eq "seq_len 64, prompt window 32: [0-9]+ samples cut \(prompt head or answer tail\), 0 dropped" "$tmp/run.log" || fail "truncation policy not reported"
 [[ "$(cat "$tmp/run/checkpoints/latest")" == step-000004 ]] || fail "latest"
 for f in model.safetensors config.json tokenizer.json trainer_state.json optimizer.bin; do [[ -s "$tmp/run/final/$f" ]] || fail "final/$f"; done
 "$PY" - "$tmp/run/metrics.jsonl" <<'PY'

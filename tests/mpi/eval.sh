@@ -2,7 +2,8 @@
 # kdstep eval end to end on a student checkpoint (BPE tokenizer trained here, random Qwen3 weights
 # written by tests/e2e/make_student.py with numpy): the report equals re-scoring predictions.jsonl
 # with `kdstep score`; -np 1 and -np 2 give byte-identical predictions and reports (greedy and
-# seeded sampling); CLI errors and exit codes.
+# seeded sampling); a student trained by `kdstep train` (tiny preset, stub-teacher dataset) evaluates
+# at -np 2 and its report equals re-scoring too; CLI errors and exit codes.
 set -u
 K="${KDSTEP:?}"; S="${KD_SOURCE_DIR:?}"
 command -v mpirun >/dev/null || { echo "mpirun missing"; exit 77; }
@@ -50,6 +51,22 @@ run_eval 1 t1 --temperature 0.9 --set eval.seed=4; r1=$?
 run_eval 2 t2 --temperature 0.9 --set eval.seed=4; r2=$?
 check "sampling np1 == np2" '[ $r1 -eq 0 ] && [ $r2 -eq 0 ] && cmp -s "$tmp/t1/predictions.jsonl" "$tmp/t2/predictions.jsonl"'
 check "sampling differs from greedy" '! cmp -s "$tmp/t1/predictions.jsonl" "$tmp/np1/predictions.jsonl"'
+
+# a trained student: stub-teacher dataset over the same tools, a few `kdstep train` steps of the tiny
+# preset, then eval of its final checkpoint (the folder the trainer writes) at -np 2
+"$K" prompts synth --tools "$tmp/tools.json" -n 40 --seed 6 -o "$tmp/train.jsonl" >/dev/null 2>&1
+"$K" generate --prompts "$tmp/train.jsonl" --out "$tmp/ds" --tools "$tmp/tools.json" --tokenizer-path "$tmp/tok" >/dev/null 2>"$tmp/gen.err"
+rc=$?
+check "generate for the trained student" '[ $rc -eq 0 ] || { cat "$tmp/gen.err"; false; }'
+KDSTEP_THREADS=1 "$K" train --train-data "$tmp/ds" --out "$tmp/run" --tokenizer-path "$tmp/tok" --set model.preset=tiny \
+  --set train.seq_len=1024 --set train.micro_batch=2 --set train.steps=6 --set train.warmup_steps=1 --set train.eval_every=0 \
+  >/dev/null 2>"$tmp/train.err"; rc=$?
+check "train a tiny student" '[ $rc -eq 0 ] && [ -s "$tmp/run/final/tokenizer.json" ] || { cat "$tmp/train.err"; false; }'
+mpi 2 "$K" eval --model "$tmp/run/final" --prompts "$tmp/held.jsonl" --tools "$tmp/tools.json" --max-new-tokens 24 \
+  --out "$tmp/trained" >"$tmp/trained.stdout" 2>"$tmp/trained.stderr"; rc=$?
+check "eval of the trained checkpoint exits 0" '[ $rc -eq 0 ] || { cat "$tmp/trained.stderr"; false; }'
+"$K" score --predictions "$tmp/trained/predictions.jsonl" --answers "$tmp/held.jsonl" --tools "$tmp/tools.json" >"$tmp/trained.rescore" 2>/dev/null
+check "trained: report equals re-scoring predictions.jsonl" 'jq -e --slurpfile r "$tmp/trained/report.json" ". == \$r[0]" "$tmp/trained.rescore" >/dev/null'
 
 # CLI errors
 "$K" eval --help >"$tmp/help" 2>&1; rc=$?

@@ -18,16 +18,22 @@ const { Tokenizer } = require(path.join(nodeModules, 'tokenizers'));
   if (process.env.BENCH === '1') {
     let bytes = 0;
     for (const s of lines) bytes += Buffer.byteLength(s, 'utf8');
-    const a = process.hrtime.bigint();
-    const c0 = process.cpuUsage();
-    for (const s of lines) {
-      const enc = await tok.encode(s, null, opts);
-      enc.getIds();
-      enc.getOffsets();
+    // best of 2 passes, as bench_tokenizer (HF's own BPE cache stays warm in the second pass)
+    let best = 1e30, bestCpu = 1e30;
+    for (let pass = 0; pass < 2; pass++) {
+      const a = process.hrtime.bigint();
+      const c0 = process.cpuUsage();
+      for (const s of lines) {
+        const enc = await tok.encode(s, null, opts);
+        enc.getIds();
+        enc.getOffsets();
+      }
+      const b = process.hrtime.bigint();
+      const c1 = process.cpuUsage(c0);
+      best = Math.min(best, Number(b - a) / 1e9);
+      bestCpu = Math.min(bestCpu, (c1.user + c1.system) / 1e6);
     }
-    const b = process.hrtime.bigint();
-    const c1 = process.cpuUsage(c0);
-    console.log(JSON.stringify({ mb: bytes / 1e6, seconds: Number(b - a) / 1e9, cpu_seconds: (c1.user + c1.system) / 1e6,
+    console.log(JSON.stringify({ mb: bytes / 1e6, seconds: best, cpu_seconds: bestCpu,
       load_seconds: Number(t1 - t0) / 1e9, load_cpu_seconds: (u1.user + u1.system) / 1e6 }));
     return;
   }

@@ -1,6 +1,7 @@
 /* Test helper: a small student checkpoint made in-process (a BPE trained on the synthetic tool-use
  * corpus over three tools of configs/tools.json, the tiny preset sized to it, random weights), and a
- * three-tool registry file. Shared by test_student.c and test_evaluate.c. */
+ * three-tool registry file. Shared by test_student.c, test_evaluate.c and test_evaluate_dataset.c
+ * (which defines KD_FIXTURE_NO_MODEL: it needs no checkpoint). */
 #ifndef KD_STUDENT_FIXTURE_H
 #define KD_STUDENT_FIXTURE_H
 
@@ -11,13 +12,12 @@
 
 #include "kdstep/bpe_train.h"
 #include "kdstep/fsutil.h"
-#include "kdstep/model.h"
 #include "kdstep/tokenizer.h"
 #include "kdstep/tokenizer_corpus.h"
 #include "testutil.h"
 
 /* configs/tools.json's first three tools, written to the temp dir once. */
-static const char *fx_tools_path(void) {
+static inline const char *fx_tools_path(void) {
     static char path[4096];
     if (path[0]) return path;
     json_t *all = json_load_file(kd_test_src("configs/tools.json"), 0, NULL);
@@ -32,7 +32,7 @@ static const char *fx_tools_path(void) {
 }
 
 /* A tokenizer folder trained once per process. */
-static const char *fx_tokenizer_dir(void) {
+static inline const char *fx_tokenizer_dir(void) {
     static char dir[4096];
     if (dir[0]) return dir;
     snprintf(dir, sizeof dir, "%s/tok", kd_test_tmpdir());
@@ -56,7 +56,7 @@ static const char *fx_tokenizer_dir(void) {
     return dir;
 }
 
-static int fx_tokenizer_ids(void) {
+static inline int fx_tokenizer_ids(void) {
     kd_tokenizer *tok = NULL;
     if (kd_tokenizer_open(&tok, fx_tokenizer_dir(), NULL)) abort();
     int n = kd_tokenizer_vocab_size(tok);
@@ -64,12 +64,15 @@ static int fx_tokenizer_ids(void) {
     return n;
 }
 
-static void fx_copy(const char *from, const char *to) {
+static inline void fx_copy(const char *from, const char *to) {
     char *data = NULL;
     size_t len = 0;
     if (kd_read_file(from, &data, &len, NULL) || kd_write_file_atomic(to, data, len, NULL)) abort();
     free(data);
 }
+
+#ifndef KD_FIXTURE_NO_MODEL /* model.h's kd_sample() clashes with h5data.h's kd_sample type */
+#include "kdstep/model.h"
 
 /* A checkpoint folder `name` under the temp dir: vocab = tokenizer ids + extra_vocab; which files
  * to write is a mask (1 config.json, 2 model.safetensors, 4 tokenizer.json). */
@@ -104,5 +107,6 @@ static const char *fx_checkpoint(const char *name, int extra_vocab, uint64_t see
     }
     return dir;
 }
+#endif
 
 #endif

@@ -52,6 +52,7 @@ static void test_end_to_end(void) {
     const char *ckpt = fx_checkpoint("ck-eval", 0, 42, 7), *prompts = prompts_file("p12.jsonl", 12);
     const char *out = out_dir("ev-e2e");
     g_cfg.eval.max_new_tokens = 24;
+    g_cfg.train.prompt_window = 4096; /* whole prompts, so the shared tools block is reused from the cache */
     kd_eval_options o = {.model_dir = ckpt, .prompts_path = prompts, .tools_path = fx_tools_path(), .out_dir = out, .cfg = &g_cfg};
     char *report = NULL;
     kd_error err;
@@ -81,6 +82,7 @@ static void test_end_to_end(void) {
     /* predictions in prompt order, each the student's own answer to that prompt */
     kd_student *st = NULL;
     CU_ASSERT_EQUAL_FATAL(kd_student_open(ckpt, &st, &err), KD_OK);
+    st->max_prompt_tokens = (int)g_cfg.train.prompt_window; /* eval's prompt window */
     json_t *tools = json_load_file(fx_tools_path(), 0, NULL);
     FILE *pf = fopen(prompts, "r"), *qf = fopen(preds, "r");
     char *pl = NULL, *ql = NULL;

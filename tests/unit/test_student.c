@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kdstep/chat.h"
+#include "kdstep/evaluate.h"
 #include "kdstep/student.h"
 #include "student_fixture.h"
 #include "testutil.h"
@@ -46,6 +46,23 @@ static void test_vocab_mismatch(void) {
     expect_open_error(dir, "the tokenizer is not the one this model was trained with");
 }
 
+/* Errors of the files themselves come back prefixed with the checkpoint they belong to. */
+static void test_bad_files(void) {
+    const char *dir = fx_checkpoint("ck-truncated", 0, 1, 7);
+    char p[4200], want[4300];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CU_ASSERT_EQUAL_FATAL(kd_write_file_atomic(p, "\x08\0\0\0\0\0\0\0{}", 10, NULL), KD_OK);
+    snprintf(want, sizeof want, "checkpoint %s: ", dir);
+    expect_open_error(dir, want);
+    expect_open_error(dir, "model.safetensors");
+    dir = fx_checkpoint("ck-badtok", 0, 1, 7);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    CU_ASSERT_EQUAL_FATAL(kd_write_file_atomic(p, "{\"model\": ", 10, NULL), KD_OK);
+    snprintf(want, sizeof want, "checkpoint %s: ", dir);
+    expect_open_error(dir, want);
+    expect_open_error(dir, "tokenizer.json");
+}
+
 static void test_no_stop_tokens(void) {
     const char *dir = fx_checkpoint("ck-nostop", 0, 1, 7);
     char p[4200];
@@ -66,7 +83,7 @@ static void test_render_prompt(void) {
     char *text = NULL;
     size_t len = 0;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     CU_ASSERT_EQUAL(strlen(text), len);
     KD_ASSERT_CONTAINS(text, "<tools>");
     KD_ASSERT_CONTAINS(text, "\"name\": \"read_file\"");
@@ -75,7 +92,7 @@ static void test_render_prompt(void) {
     free(text);
     /* no tools: no tools block (an empty array counts as none, as in the template) */
     json_t *none = json_array();
-    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, none, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, none, &text, &len, &err), KD_OK);
     CU_ASSERT_PTR_NULL(strstr(text, "<tools>"));
     CU_ASSERT_EQUAL(strncmp(text, "<|im_start|>user\n", 17), 0);
     free(text);
@@ -100,7 +117,7 @@ static void test_greedy_matches_batched_forward(void) {
     json_t *msgs = user_messages("Please read /etc/hosts for me."), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     kd_encoding enc = {0};
     CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, text, len, 0, &enc, &err), KD_OK);
     int np = (int)enc.count, max_new = 24, n = 0;
@@ -188,7 +205,7 @@ static void test_max_new_and_stop(void) {
     json_t *msgs = user_messages("hello"), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     kd_encoding enc = {0};
     CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, text, len, 0, &enc, &err), KD_OK);
     int32_t out[5];
@@ -223,7 +240,7 @@ static void test_padded_model_vocab(void) {
     json_t *msgs = user_messages("hi"), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     kd_encoding enc = {0};
     CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, text, len, 0, &enc, &err), KD_OK);
     int32_t out[48];
@@ -292,6 +309,7 @@ int main(void) {
     CU_add_test(s, "open errors name the missing file", test_open_errors);
     CU_add_test(s, "tokenizer with more ids than the model is refused", test_vocab_mismatch);
     CU_add_test(s, "tokenizer without stop tokens is refused", test_no_stop_tokens);
+    CU_add_test(s, "unreadable weights or tokenizer name the checkpoint", test_bad_files);
     CU_add_test(s, "prompt rendering with the generation prompt", test_render_prompt);
     CU_add_test(s, "greedy decode matches the batched forward", test_greedy_matches_batched_forward);
     CU_add_test(s, "prefix reuse is exact", test_prefix_reuse_is_exact);

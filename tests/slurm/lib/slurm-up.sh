@@ -107,6 +107,7 @@ CONF
 
 cat >"$dir/env" <<ENV
 export KD_SLURM_DIR="$dir"
+export SLURM_CONF="$conf"
 ENV
 
 slurmctld -c -f "$conf" 2>>"$dir/log/slurmctld.log" \
