@@ -1315,6 +1315,12 @@ static int read_texts(kd_dataset *ds, int off_col, int64_t first, int64_t count,
         goto out;
     }
     int bc = COLS[off_col].bytes_of;
+    /* a negative first offset would size the read by garbage (fuzz_h5data: a 2^52-byte malloc) */
+    if (off[0] < 0 || off[0] > (int64_t)dset_len(ds->d[bc])) {
+        rc = kd_error_set(err, KD_ERR_INVALID, "%s: %s[%lld] = %lld is outside %s", ds->path, COLS[off_col].path,
+                          (long long)first, (long long)off[0], COLS[bc].path);
+        goto out;
+    }
     for (int64_t i = 0; i < count; i++)
         if (off[i + 1] < off[i] || off[i + 1] > (int64_t)dset_len(ds->d[bc])) {
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: %s is not monotone within %s at sample %lld", ds->path,

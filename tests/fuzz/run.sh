@@ -18,9 +18,9 @@ for t in "${targets[@]}"; do
   corpus="$root/tests/fuzz/corpus/${name#fuzz_}"
   work=$(mktemp -d)
   [[ -d "$corpus" ]] && cp -r "$corpus"/. "$work"/ 2>/dev/null || true
-  if "$KD_BUILD_DIR/tests/$name" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
+  if "$KD_BUILD_DIR/tests/$name" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
        -artifact_prefix="$root/tests/fuzz/crashes/$name-" "$work" >"$work.log" 2>&1; then
-    echo "fuzz: $name ok ($(grep -o 'stat::number_of_executed_runs: *[0-9]*' "$work.log" | grep -o '[0-9]*$' || echo "?") runs in ${secs}s)"
+    echo "fuzz: $name ok ($(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work.log" | grep -o '[0-9]*$' || echo "?") runs in ${secs}s)"
   else
     echo "fuzz: $name FAILED"; tail -30 "$work.log"; fail=1
   fi

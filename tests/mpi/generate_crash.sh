@@ -39,6 +39,10 @@ kill_run() { # rank-to-kill
   pid=$(rank_pid "$1")
   if [[ -z "$pid" ]]; then echo "rank $1 already gone (run finished too early?)"; cat "$tmp/crash-$1.log"; exit 1; fi
   kill -9 "$pid"
+  # mpirun normally aborts the job at once; it can hang after a rank dies (PMIx "UNREACHABLE"),
+  # so give it 60 s and then end it by pid
+  for _ in $(seq 600); do kill -0 "$mpirun_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$mpirun_pid" 2>/dev/null || true
   wait "$mpirun_pid" && { echo "the run survived SIGKILL of rank $1?"; exit 1; } || true
   echo "killed rank $1 (pid $pid): $(cat "$tmp"/crash/shard-*.journal 2>/dev/null | tr '\n' ' ')"
 }
