@@ -3,6 +3,10 @@
 # binding, tests/.cache) encodes the parity corpus and the ../shared/data strings; we keep one short
 # hash per document. Slow (HF runs at ~1-2 MB/s); tokenizer_parity.sh compares kdstep against these.
 set -euo pipefail
+# It lives beside the tests, so ctest finds it; it is a tool, not a test: skip under ctest.
+if [[ -n "${KD_BUILD_DIR:-}" && -z "${KDSTEP_REGEN_GOLDENS:-}" ]]; then
+  echo "skip: regenerates the goldens (run it directly, or set KDSTEP_REGEN_GOLDENS=1)"; exit 77
+fi
 src="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cache="$(bash "$src/tests/fetch-tokenizers.sh")"
 work="${1:-$(mktemp -d)}"
