@@ -358,63 +358,125 @@ int kd_config_set(kd_config *cfg, const char *assignment, kd_error *err) {
     return rc;
 }
 
+/* A YAML double-quoted scalar: backslash, quote and control bytes escaped, so that any string
+ * (newlines included, which plain YAML line folding would turn into spaces) reads back unchanged. */
 static void yaml_quote(char *out, size_t cap, const char *s) {
     size_t n = 0;
     if (n + 1 < cap) out[n++] = '"';
-    for (; *s && n + 3 < cap; s++) {
-        if (*s == '"' || *s == '\\') out[n++] = '\\';
-        out[n++] = *s;
+    for (; *s && n + 8 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        const unsigned char *u = (const unsigned char *)s;
+        /* YAML reads these as line breaks (and folds them) or as a BOM: escape them too */
+        if (c == 0xE2 && u[1] == 0x80 && (u[2] == 0xA8 || u[2] == 0xA9)) {
+            out[n++] = '\\';
+            out[n++] = u[2] == 0xA8 ? 'L' : 'P';
+            s += 2;
+            continue;
+        }
+        if (c == 0xC2 && u[1] == 0x85) {
+            out[n++] = '\\';
+            out[n++] = 'N';
+            s += 1;
+            continue;
+        }
+        if (c == 0xEF && u[1] == 0xBB && u[2] == 0xBF) {
+            n += (size_t)snprintf(out + n, cap - n, "\\uFEFF");
+            s += 2;
+            continue;
+        }
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else if (c == '\t') {
+            out[n++] = '\\';
+            out[n++] = 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(out + n, cap - n, "\\x%02x", c);
+        } else {
+            out[n++] = (char)c;
+        }
     }
     if (n + 1 < cap) out[n++] = '"';
     out[n] = 0;
 }
 
+/* A growable output buffer for the dump; `ok` turns 0 on allocation failure. */
+typedef struct dump_buf {
+    char *p;
+    size_t n, cap;
+    int ok;
+} dump_buf;
+
+static void db_put(dump_buf *b, const char *s) {
+    size_t len = strlen(s);
+    if (!b->ok) return;
+    if (b->n + len + 1 > b->cap) {
+        size_t cap = (b->cap + len + 1) * 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->ok = 0;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, len + 1);
+    b->n += len;
+}
+
+static void db_put_quoted(dump_buf *b, const char *s) {
+    size_t cap = strlen(s) * 4 + 12; /* every byte may become \xHH, plus the quotes and room */
+    char *q = malloc(cap);
+    if (!q) {
+        b->ok = 0;
+        return;
+    }
+    yaml_quote(q, cap, s);
+    db_put(b, q);
+    free(q);
+}
+
 char *kd_config_dump(const kd_config *cfg) {
-    size_t cap = 1 << 16, n = 0;
-    char *out = malloc(cap);
-    if (!out) return NULL;
+    dump_buf b = {NULL, 0, 0, 1};
     const char *cur = "";
     for (int i = 0; i < NKEYS; i++) {
         const key_spec *k = &KEYS[i];
         const char *base = (const char *)cfg + k->offset;
-        char val[2 * KD_CFG_PATH + 8];
+        if (strcmp(cur, k->section) != 0) {
+            db_put(&b, k->section);
+            db_put(&b, ":\n");
+            cur = k->section;
+        }
+        db_put(&b, "  ");
+        db_put(&b, k->key);
+        db_put(&b, ": ");
+        char num[64];
         switch (k->type) {
-        case T_FLOAT: snprintf(val, sizeof val, "%.17g", *(const double *)base); break;
-        case T_INT: snprintf(val, sizeof val, "%lld", (long long)*(const int64_t *)base); break;
-        case T_BOOL: snprintf(val, sizeof val, "%s", *(const int *)base ? "true" : "false"); break;
-        case T_STR: yaml_quote(val, sizeof val, base); break;
+        case T_FLOAT: snprintf(num, sizeof num, "%.17g", *(const double *)base); db_put(&b, num); break;
+        case T_INT: snprintf(num, sizeof num, "%lld", (long long)*(const int64_t *)base); db_put(&b, num); break;
+        case T_BOOL: db_put(&b, *(const int *)base ? "true" : "false"); break;
+        case T_STR: db_put_quoted(&b, base); break;
         case T_LIST: {
             const kd_string_list *l = (const kd_string_list *)base;
-            size_t m = 0;
-            val[m++] = '[';
+            db_put(&b, "[");
             for (int j = 0; j < l->count; j++) {
-                char q[600];
-                yaml_quote(q, sizeof q, l->items[j]);
-                m += (size_t)snprintf(val + m, sizeof val - m, "%s%s", j ? ", " : "", q);
-                if (m >= sizeof val - 2) break;
+                if (j) db_put(&b, ", ");
+                db_put_quoted(&b, l->items[j]);
             }
-            snprintf(val + m, sizeof val - m, "]");
+            db_put(&b, "]");
             break;
         }
         }
-        char line[4096];
-        int len = 0;
-        if (strcmp(cur, k->section) != 0) {
-            len = snprintf(line, sizeof line, "%s:\n", k->section);
-            cur = k->section;
-        }
-        len += snprintf(line + len, sizeof line - (size_t)len, "  %s: %s\n", k->key, val);
-        if (n + (size_t)len + 1 > cap) {
-            cap = cap * 2 + (size_t)len;
-            char *nb = realloc(out, cap);
-            if (!nb) { free(out); return NULL; }
-            out = nb;
-        }
-        memcpy(out + n, line, (size_t)len);
-        n += (size_t)len;
+        db_put(&b, "\n");
     }
-    out[n] = 0;
-    return out;
+    if (!b.ok) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
 }
 
 void kd_config_hash(const kd_config *cfg, char hex[65]) {
