@@ -12,6 +12,8 @@
 
 #include "kdstep/bpe_train.h"
 #include "kdstep/fsutil.h"
+#include "kdstep/registry.h"
+#include "kdstep/synth.h"
 #include "kdstep/tokenizer.h"
 #include "kdstep/tokenizer_corpus.h"
 #include "testutil.h"
@@ -69,6 +71,31 @@ static inline void fx_copy(const char *from, const char *to) {
     size_t len = 0;
     if (kd_read_file(from, &data, &len, NULL) || kd_write_file_atomic(to, data, len, NULL)) abort();
     free(data);
+}
+
+/* n synthesized prompts over the three fixture tools (seed 9), written to the temp dir. */
+static inline const char *prompts_file(const char *name, int n) {
+    static char bufs[4][4096];
+    static int k;
+    char *p = bufs[k++ & 3];
+    snprintf(p, 4096, "%s/%s", kd_test_tmpdir(), name);
+    kd_registry *reg = NULL;
+    kd_error err;
+    if (kd_registry_open(&reg, &err) || kd_registry_load_file(reg, fx_tools_path(), &err)) abort();
+    FILE *f = fopen(p, "w");
+    if (!f || kd_synth_write(reg, 9, n, f, &err)) abort();
+    fclose(f);
+    kd_registry_close(reg);
+    return p;
+}
+
+/* A path in the temp dir. */
+static inline const char *out_dir(const char *name) {
+    static char bufs[4][4096];
+    static int k;
+    char *p = bufs[k++ & 3];
+    snprintf(p, 4096, "%s/%s", kd_test_tmpdir(), name);
+    return p;
 }
 
 #ifndef KD_FIXTURE_NO_MODEL /* model.h's kd_sample() clashes with h5data.h's kd_sample type */

@@ -18,30 +18,6 @@
 
 static kd_config g_cfg;
 
-/* n synthesized prompts over the three fixture tools, seed 9. */
-static const char *prompts_file(const char *name, int n) {
-    static char bufs[4][4096];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, 4096, "%s/%s", kd_test_tmpdir(), name);
-    kd_registry *reg = NULL;
-    kd_error err;
-    if (kd_registry_open(&reg, &err) || kd_registry_load_file(reg, fx_tools_path(), &err)) abort();
-    FILE *f = fopen(p, "w");
-    if (!f || kd_synth_write(reg, 9, n, f, &err)) abort();
-    fclose(f);
-    kd_registry_close(reg);
-    return p;
-}
-
-static const char *out_dir(const char *name) {
-    static char bufs[4][4096];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, 4096, "%s/%s", kd_test_tmpdir(), name);
-    return p;
-}
-
 /* The prompt eval feeds the student is token for token the prompt of the training samples the
  * generation job wrote for the same records (same template, tools and tokenizer), so the student is
  * asked to continue exactly where it learned to answer. */
