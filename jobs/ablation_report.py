@@ -185,9 +185,13 @@ para = (f"What the numbers say, for this small setting ({steps} steps of a {n_se
         "or refute beyond the differences above: the stub teacher is a deterministic rule-based model, the runs are "
         "minutes long, and a difference inside the seeds' spread is noise at this scale.")
 
+try:
+    n_tools = len(json.load(open(JOB["tools"])))
+except (OSError, ValueError, TypeError):
+    n_tools = "registered"
 lines = ["# Results: what process-step supervision buys (loss ablation)", "",
          "Produced by `jobs/ablation.sh` (job file `jobs/ablation.yaml`): one dataset from the built-in stub teacher "
-         "over the four tools of `configs/tools_ablation.json`, then the same `small` student trained with the same "
+         f"over the {n_tools} tools of `{JOB['tools']}`, then the same `small` student trained with the same "
          "steps, data order and hyper-parameters under four losses, with the seeds the table counts (`train.seed` = 1, 2, 3 when the job is complete), every "
          "final checkpoint evaluated with `kdstep eval` (greedy) on the same held-out synthesized prompts "
          "(docs/eval.md explains the metrics). Cells are mean ± sample standard deviation over the seeds, in percent.", "",
