@@ -200,6 +200,12 @@ lines = ["# Results: what process-step supervision buys (loss ablation)", "",
 for v in variants:
     lines.append(f"| {LABEL.get(v, v)} | {len(data[v]['seeds'])} | " + " | ".join(fmt(*data[v][k]) for k, _ in METRICS) +
                  f" | {fmt(*data[v]['called'])} | {fmt(*data[v]['stopped'])} |")
+teacher_report = os.path.join(work, "teacher", "report.json")
+teacher = json.load(open(teacher_report)) if os.path.exists(teacher_report) else None
+if teacher:
+    lines.append("| the stub teacher itself (ceiling) | – | " +
+                 " | ".join("n/a" if teacher[k] is None else f"{100 * teacher[k]:.1f}" for k, _ in METRICS) +
+                 " | | |")
 lines += ["", "The last two columns are behaviour, not scores: the share of answers in which the extractor finds at "
           "least one call, and the share that ended with `<|im_end|>` instead of running into `eval.max_new_tokens`. "
           "JSON validity is computed only over answers with a call, and a student that never calls gets full no-call "
