@@ -12,6 +12,7 @@
 set -uo pipefail
 cd "$KD_SOURCE_DIR"
 fail=0 checked=0
+declare -A HELP  # --help text per "subcommand verb", asked once
 /usr/bin/python3 tests/lib/doc_commands.py check || fail=1
 
 subs=" $("$KDSTEP" --help | awk '/^commands:/{f=1;next} /^$/{f=0} f{print $1}' | tr '\n' ' ') "
@@ -19,8 +20,12 @@ while IFS= read -r cmd; do
   read -r _ sub word _ <<<"$cmd"
   [[ "$sub" == --help || "$sub" == --version ]] && continue
   if [[ "$subs" != *" $sub "* ]]; then echo "FAIL no subcommand '$sub' in: $cmd"; fail=1; continue; fi
-  help=$("$KDSTEP" "$sub" --help 2>&1)
-  [[ "$word" =~ ^[a-z]+$ ]] && help+=$("$KDSTEP" "$sub" "$word" --help 2>&1)
+  [[ "$word" =~ ^[a-z]+$ ]] || word=""
+  if [[ -z "${HELP[$sub $word]+x}" ]]; then
+    HELP[$sub $word]=$("$KDSTEP" "$sub" --help 2>&1)
+    [[ -n "$word" ]] && HELP[$sub $word]+=$("$KDSTEP" "$sub" "$word" --help 2>&1)
+  fi
+  help=${HELP[$sub $word]}
   for flag in $(grep -o -- ' --[a-z][a-z-]*' <<<" $cmd" | tr -d ' '); do
     grep -q -- "$flag" <<<"$help" || { echo "FAIL 'kdstep $sub' has no flag $flag (in: $cmd)"; fail=1; }
   done
