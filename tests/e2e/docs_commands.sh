@@ -15,6 +15,64 @@ fail=0 checked=0
 declare -A HELP  # --help text per "subcommand verb", asked once
 /usr/bin/python3 tests/lib/doc_commands.py check || fail=1
 
+# The rule itself, on a made-up tree: what is extracted, and each way the check fails.
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+mkdir -p "$t/docs" "$t/tests/lib" "$t/tests/e2e"
+touch "$t/tests/e2e/docs_run_g.sh" "$t/tests/e2e/other.sh"
+cat >"$t/README.md" <<'MD'
+Run `kdstep inspect d --sample 0`, not `kdstep eval` or `kdstep prompts synth` or `tests/e2e/other.sh`;
+`X=1 tests/e2e/other.sh` and `kdstep --help` are commands.
+```sh
+kdstep a --x 1 \
+    --y 2          # a comment
+# a comment line
+
+kdstep b ...
+```
+```console
+$ kdstep c
+output line
+```
+```python
+print(1)
+```
+```text
+kdstep not-a-command
+```
+```
+unlabelled
+```
+MD
+cat >"$t/tests/lib/doc_commands.txt" <<'TXT'
+README.md: kdstep a --x 1 --y 2
+    run g
+README.md: kdstep b ...
+    by tests/e2e/other.sh: a reason
+README.md: kdstep c
+    manual: a reason
+README.md: python: print(1)
+    run nogroup
+README.md: kdstep gone
+    run g
+README.md: X=1 tests/e2e/other.sh
+    by tests/e2e/missing.sh: a reason
+TXT
+listed=$(KD_DOCS_ROOT="$t" /usr/bin/python3 tests/lib/doc_commands.py list | cut -f3 | tr '\n' '|')
+want="kdstep a --x 1 --y 2|kdstep b ...|kdstep c|python: print(1)|kdstep inspect d --sample 0|X=1 tests/e2e/other.sh|kdstep --help|"
+[[ "$listed" == "$want" ]] || { echo "FAIL the rule extracted: $listed"; echo "     expected:          $want"; fail=1; }
+out=$(KD_DOCS_ROOT="$t" /usr/bin/python3 tests/lib/doc_commands.py check); rc=$?
+[[ $rc -eq 1 ]] || { echo "FAIL check exited $rc on a tree with problems"; fail=1; }
+for want in "README.md:20: a fenced block with no language: say sh for commands, text for the rest" \
+            "no test tests/*/docs_run_nogroup.sh runs group nogroup" \
+            "tests/e2e/missing.sh does not exist" \
+            "'kdstep gone' is no longer in README.md (remove or update the record)" \
+            "unclassified command (add it to tests/lib/doc_commands.txt" \
+            "    kdstep inspect d --sample 0" "    kdstep --help"; do
+  grep -qF -- "$want" <<<"$out" || { echo "FAIL the check did not say: $want"; echo "$out"; fail=1; }
+done
+script=$(KD_DOCS_ROOT="$t" /usr/bin/python3 tests/lib/doc_commands.py script g)
+grep -qF '{ kdstep a --x 1 --y 2 "${MORE[@]}"' <<<"$script" || { echo "FAIL script g does not run 'kdstep a' with MORE appended"; fail=1; }
+
 subs=" $("$KDSTEP" --help | awk '/^commands:/{f=1;next} /^$/{f=0} f{print $1}' | tr '\n' ' ') "
 while IFS= read -r cmd; do
   read -r _ sub word _ <<<"$cmd"
