@@ -42,6 +42,13 @@ kdstep not-a-command
 ```
 unlabelled
 ```
+1. a list item:
+   ```console
+   $ kdstep d
+   ```
+~~~
+kdstep hidden
+~~~
 MD
 cat >"$t/tests/lib/doc_commands.txt" <<'TXT'
 README.md: kdstep a --x 1 --y 2
@@ -58,11 +65,12 @@ README.md: X=1 tests/e2e/other.sh
     by tests/e2e/missing.sh: a reason
 TXT
 listed=$(KD_DOCS_ROOT="$t" /usr/bin/python3 tests/lib/doc_commands.py list | cut -f3 | tr '\n' '|')
-want="kdstep a --x 1 --y 2|kdstep b ...|kdstep c|python: print(1)|kdstep inspect d --sample 0|X=1 tests/e2e/other.sh|kdstep --help|"
+want="kdstep a --x 1 --y 2|kdstep b ...|kdstep c|python: print(1)|kdstep d|kdstep inspect d --sample 0|X=1 tests/e2e/other.sh|kdstep --help|"
 [[ "$listed" == "$want" ]] || { echo "FAIL the rule extracted: $listed"; echo "     expected:          $want"; fail=1; }
 out=$(KD_DOCS_ROOT="$t" /usr/bin/python3 tests/lib/doc_commands.py check); rc=$?
 [[ $rc -eq 1 ]] || { echo "FAIL check exited $rc on a tree with problems"; fail=1; }
 for want in "README.md:20: a fenced block with no language: say sh for commands, text for the rest" \
+            "README.md:27: a ~~~ fence: use \`\`\` so the check sees it" "    kdstep d" \
             "no test tests/*/docs_run_nogroup.sh runs group nogroup" \
             "tests/e2e/missing.sh does not exist" \
             "'kdstep gone' is no longer in README.md (remove or update the record)" \

@@ -1,10 +1,11 @@
 """The commands written in README.md and docs/*.md, and what runs each of them.
 
 Which text is a command (the rule; tests/e2e/docs_commands.sh enforces it):
-  1. Every fenced block says what it holds. ```sh, ```bash, ```shell and ```console blocks hold
+  1. Fences are ``` (indented too, as inside a list; a ~~~ fence fails the check). Every fenced
+     block says what it holds. ```sh, ```bash, ```shell and ```console blocks hold
      commands; ```python blocks are programs; anything else (text, json, yaml, c, ...) is not run.
      A fence with no language fails the check (say `text` for output, layouts and diagrams), except
-     in the files listed in UNLABELLED_OK, which this helper may not edit.
+     in the files listed in UNLABELLED_OK (owned by the lead; to be labelled, then dropped from it).
   2. In a command block every line is a command: a line ending in a backslash continues on the next
      (joined with one space), `#` starts a comment when it begins the line or follows a blank, blank
      lines are skipped. In ```console only lines starting with "$ " are commands (the rest is output).
@@ -36,6 +37,7 @@ import glob
 import os
 import re
 import shlex
+import textwrap
 import sys
 
 # KD_DOCS_ROOT: another tree to check (the test of this rule runs it on a made-up one)
@@ -70,9 +72,9 @@ def shell_commands(body, lang):
         line = raw
         if lang == "console":
             if cur == "":
-                if not line.startswith("$ "):
+                if not line.lstrip().startswith("$ "):
                     continue
-                line = line[2:]
+                line = line.lstrip()[2:]
         line = strip_comment(line).rstrip()
         if line.endswith("\\"):
             cur += line[:-1].strip() + " "
@@ -115,7 +117,9 @@ def extract(problems):
     cmds = []
     for path in doc_files():
         text = open(os.path.join(ROOT, path), encoding="utf-8").read()
-        fences = list(re.finditer(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", text, re.S | re.M))
+        fences = list(re.finditer(r"^[ \t]*```([^\n`]*)\n(.*?)^[ \t]*```[ \t]*$", text, re.S | re.M))
+        for m in re.finditer(r"^[ \t]*~~~", text, re.M):
+            problems.append(f"{path}:{text.count(chr(10), 0, m.start()) + 1}: a ~~~ fence: use ``` so the check sees it")
         rest, last = [], 0
         for m in fences:
             line = text.count("\n", 0, m.start()) + 1
@@ -126,7 +130,7 @@ def extract(problems):
                 for c in shell_commands(m.group(2), lang):
                     cmds.append((path, "sh", c, line))
             elif lang == "python":
-                cmds.append((path, "python", m.group(2), line))
+                cmds.append((path, "python", textwrap.dedent(m.group(2)), line))
             rest.append(text[last:m.start()])
             last = m.end()
         rest.append(text[last:])
