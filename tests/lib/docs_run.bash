@@ -2,9 +2,9 @@
 # tests/lib/doc_commands.py says which text is a command; tests/lib/doc_commands.txt puts each one in
 # a group; `docs_run GROUP` runs that group's commands in the table's order, exactly as the docs
 # write them, in one bash session inside a sandbox that looks like the repository root:
-#   $SB/repo/{configs,slurm,tests,src,include} -> the source tree (read-only use), jobs/ a folder of
-#   links to jobs/* where demo.yaml is the real one with its size keys shrunk (docs_shrunk_demo), and
-#   $SB/shared -> ../shared, so ../shared/data paths resolve as they do in a checkout;
+#   $SB/repo/{configs,slurm,tests,src,include} -> the source tree (read-only use), build -> the build
+#   tree, jobs/ a folder of links to jobs/* where demo.yaml is the real one with its size keys shrunk
+#   (docs_shrunk_demo), and $SB/shared -> ../shared, so ../shared/data paths resolve as in a checkout;
 #   `kdstep` is on PATH; mpirun may oversubscribe the 2 cores.
 # Before command N the group's hook `kd_before N FILE COMMAND` runs: it prepares inputs the command
 # names, starts local stand-ins, and may set the MORE array, which is appended to the command (or
@@ -45,6 +45,7 @@ docs_sandbox() {
   ln -s "$(cd "$KD_SOURCE_DIR/../shared" 2>/dev/null && pwd || echo /nonexistent)" "$SB/shared"
   local d f
   for d in configs slurm tests src include; do ln -s "$KD_SOURCE_DIR/$d" "$SB/repo/$d"; done
+  ln -s "$KD_BUILD_DIR" "$SB/repo/build"   # build/kdstep, where scripts look when $KDSTEP is unset
   for f in "$KD_SOURCE_DIR"/jobs/*; do ln -s "$f" "$SB/repo/jobs/$(basename "$f")"; done
   cd "$SB/repo"
 }

@@ -13,7 +13,7 @@ tok=$(kd_student_tokenizer)
 docs_sandbox
 docs_shrunk_demo
 mkdir -p models/student && ln -s "$tok" models/student/tokenizer
-export KDSTEP
+export -n KDSTEP   # the jobs find build/kdstep under the submit directory, as docs/slurm.md says
 trap '[[ -f /tmp/kd-slurm/env ]] && "$KD_SOURCE_DIR/tests/slurm/lib/slurm-down.sh" /tmp/kd-slurm >/dev/null 2>&1; rm -rf /tmp/kd-slurm; docs_cleanup' EXIT
 
 kd_failed() { # N status: slurm-up.sh's 77 means no Slurm (or no root) here
