@@ -4,8 +4,7 @@ Which text is a command (the rule; tests/e2e/docs_commands.sh enforces it):
   1. Fences are ``` (indented too, as inside a list; a ~~~ fence fails the check). Every fenced
      block says what it holds. ```sh, ```bash, ```shell and ```console blocks hold
      commands; ```python blocks are programs; anything else (text, json, yaml, c, ...) is not run.
-     A fence with no language fails the check (say `text` for output, layouts and diagrams), except
-     in the files listed in UNLABELLED_OK (owned by the lead; to be labelled, then dropped from it).
+     A fence with no language fails the check (say `text` for output, layouts and diagrams).
   2. In a command block every line is a command: a line ending in a backslash continues on the next
      (joined with one space), `#` starts a comment when it begins the line or follows a blank, blank
      lines are skipped. In ```console only lines starting with "$ " are commands (the rest is output).
@@ -44,7 +43,7 @@ import sys
 ROOT = os.environ.get("KD_DOCS_ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TABLE = os.path.join(ROOT, "tests", "lib", "doc_commands.txt")
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
-UNLABELLED_OK = {"docs/architecture.md", "docs/performance.md"}
+UNLABELLED_OK = set()
 PROGRAMS = {"kdstep", "mpirun", "srun", "sbatch", "scancel", "squeue", "sinfo", "ctest", "cmake", "h5dump",
             "python3", "bash", "source"}
 SCRIPT = re.compile(r"^(?:\./|(?:jobs|slurm|tests)/)[\w./*<>-]+\.(?:sh|sbatch|py)$")
