@@ -19,7 +19,8 @@ static const char USAGE[] =
     "  --resume               continue from RUN_DIR/checkpoints/latest (bit-exact with the same ranks)\n"
     "  --set K=V              override one config key, e.g. --set train.steps=200 (repeatable)\n"
     "  --tokenizer-path DIR   the student tokenizer (tokenizer.json or its folder); default: model.path's,\n"
-    "                         then the dataset folder's. Its SHA-256 must match the dataset's.\n"
+    "                         then the dataset folder's, then models/student/tokenizer. Its SHA-256\n"
+    "                         must match the dataset's.\n"
     "\n"
     "SIGTERM or SIGUSR1 (Slurm: --signal=USR1@120) writes a checkpoint at the next step boundary and\n"
     "exits with status 75; rerun with --resume to continue.\n";

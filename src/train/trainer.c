@@ -713,8 +713,11 @@ static void trainer_free(trainer *tr) {
 }
 
 static int find_tokenizer(const kd_train_options *opt, char *path, size_t cap, kd_error *err) {
-    const char *cands[3] = {opt->tokenizer_path, opt->cfg->model.path[0] ? opt->cfg->model.path : NULL, opt->data_dir};
-    for (int i = 0; i < 3; i++) {
+    /* --tokenizer-path, then model.path's, the dataset folder's, and the default that generate
+       and inspect use as well */
+    const char *cands[4] = {opt->tokenizer_path, opt->cfg->model.path[0] ? opt->cfg->model.path : NULL, opt->data_dir,
+                            "models/student/tokenizer"};
+    for (int i = 0; i < 4; i++) {
         if (!cands[i]) continue;
         if (i == 0) {
             snprintf(path, cap, "%s", cands[i]);
@@ -724,7 +727,8 @@ static int find_tokenizer(const kd_train_options *opt, char *path, size_t cap, k
         if (kd_path_exists(path)) return KD_OK;
     }
     return kd_error_set(err, KD_ERR_INVALID,
-                        "train: no student tokenizer: pass --tokenizer-path DIR (the tokenizer the dataset was generated with)");
+                        "train: no student tokenizer: pass --tokenizer-path DIR (the tokenizer the dataset was generated "
+                        "with); none in model.path, the dataset folder or models/student/tokenizer");
 }
 
 int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *res, kd_error *err) {

@@ -35,6 +35,11 @@ expect_err "model.init is pretrained but model.path is empty" $T --train-data "$
 expect_err "train.seq_len 4096 exceeds the model's max_position_embeddings 2048" $T --train-data "$tmp/ds" --out "$tmp/r6" --set train.seq_len=4096
 # no student tokenizer anywhere
 expect_err "no student tokenizer: pass --tokenizer-path" "$KDSTEP" train --train-data "$tmp/ds" --out "$tmp/r5"
+# ... and the default models/student/tokenizer (under the working folder), as generate and inspect use
+mkdir -p "$tmp/cwd/models/student" && cp -r "$tmp/tok" "$tmp/cwd/models/student/tokenizer"
+(cd "$tmp/cwd" && "$KDSTEP" train $(tiny_flags) --train-data "$tmp/ds" --out "$tmp/r7" --set train.seq_len=64 \
+   --set train.steps=1 --set train.micro_batch=2 >"$tmp/r7.log" 2>&1) || { cat "$tmp/r7.log"; fail "default tokenizer path"; }
+cmp -s "$tmp/tok/tokenizer.json" "$tmp/r7/final/tokenizer.json" || fail "the run did not use models/student/tokenizer"
 
 # a short run: truncation reported, checkpoints, final, curves
 $T --train-data "$tmp/ds" --out "$tmp/run" --set train.seq_len=64 --set train.steps=4 --set train.micro_batch=2 \
