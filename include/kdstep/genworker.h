@@ -48,7 +48,9 @@ int kd_gen_worker_capacity(const kd_gen_worker *w);
  * frees each string and the array. */
 int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n);
 void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]);
-/* Seal the shard and close. */
+/* Seal the shard and compact its segments (timed as HDF5), keeping the worker for its counters. */
+int kd_gen_worker_finish(kd_gen_worker *w, kd_error *err);
+/* Finish (when not done yet) and close. */
 int kd_gen_worker_close(kd_gen_worker *w, kd_error *err);
 /* Close without sealing (fatal error paths). */
 void kd_gen_worker_abandon(kd_gen_worker *w);

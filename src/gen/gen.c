@@ -421,9 +421,12 @@ static int worker_loop(const kd_gen_options *opt, MPI_Comm comm, int rank, kd_er
     free(buf);
     int64_t final[KD_GEN_NCOUNTERS] = {0};
     if (rc == KD_OK) {
+        rc = kd_gen_worker_finish(w, err); /* the last seal and the compaction count as HDF5 time */
         kd_gen_worker_counters(w, final);
-        rc = kd_gen_worker_close(w, err);
-        w = NULL;
+        if (rc == KD_OK) {
+            rc = kd_gen_worker_close(w, err);
+            w = NULL;
+        }
     }
     if (rc) {
         if (w) kd_gen_worker_abandon(w);
@@ -611,8 +614,10 @@ static int local_loop(const kd_gen_options *opt, prompt_stream *s, const bitmap 
         progress_extra(c->counters[0], extra, sizeof extra);
         kd_progress_update(prog, base_done + c->counters[0][KD_GEN_C_SAMPLES] + c->counters[0][KD_GEN_C_FAILURES], extra);
     }
+    rc = kd_gen_worker_finish(w, err);
     kd_gen_worker_counters(w, c->counters[0]);
-    rc = kd_gen_worker_close(w, err);
+    if (rc == KD_OK) rc = kd_gen_worker_close(w, err);
+    else kd_gen_worker_abandon(w);
     stats->already_done += skipped;
     stats->prompts_seen += handed + skipped;
     return rc;
@@ -845,12 +850,23 @@ int kd_gen_merge(const char *out_dir, const char *const *slice_dirs, int n, kd_e
         closedir(d);
         qsort(ranks, (size_t)nr, sizeof(int), cmp_ints);
         for (int k = 0; k < nr && !rc; k++, next++) {
-            static const char *exts[] = {"h5", "journal"};
-            for (int x = 0; x < 2 && !rc; x++) {
-                snprintf(path, sizeof path, "%s/shard-%05d.%s", slice_dirs[i], ranks[k], exts[x]);
-                snprintf(dst, sizeof dst, "%s/shard-%05d.%s", out_dir, next, exts[x]);
+            /* the rank's base shard, its segments (a slice not compacted yet) and its journal last */
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "shard-%05d.", ranks[k]);
+            DIR *sd = opendir(slice_dirs[i]);
+            for (struct dirent *e; sd && !rc && (e = readdir(sd));) {
+                const char *rest = e->d_name + strlen(prefix);
+                if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 || strstr(rest, ".tmp.") || strcmp(rest, "journal") == 0 ||
+                    (strcmp(rest, "h5") != 0 && strncmp(rest, "seg-", 4) != 0) || strstr(rest, ".corrupt"))
+                    continue;
+                kd_path_join(path, sizeof path, slice_dirs[i], e->d_name);
+                snprintf(dst, sizeof dst, "%s/shard-%05d.%s", out_dir, next, rest);
                 rc = link_or_copy(path, dst, err);
             }
+            if (sd) closedir(sd);
+            snprintf(path, sizeof path, "%s/shard-%05d.journal", slice_dirs[i], ranks[k]);
+            snprintf(dst, sizeof dst, "%s/shard-%05d.journal", out_dir, next);
+            if (!rc) rc = link_or_copy(path, dst, err);
         }
         char *f = NULL;
         size_t len = 0;

@@ -597,11 +597,17 @@ static void release(kd_gen_worker *w) {
     free(w);
 }
 
-int kd_gen_worker_close(kd_gen_worker *w, kd_error *err) {
+int kd_gen_worker_finish(kd_gen_worker *w, kd_error *err) {
+    if (!w->shard) return KD_OK;
     double t0 = kd_now_s();
     int rc = kd_shard_close(w->shard, err);
     add_time(w, KD_GEN_C_T_HDF5_US, t0);
     w->shard = NULL;
+    return rc;
+}
+
+int kd_gen_worker_close(kd_gen_worker *w, kd_error *err) {
+    int rc = kd_gen_worker_finish(w, err);
     release(w);
     return rc;
 }
