@@ -23,8 +23,9 @@ enum {
     KD_GEN_C_T_TEACHER_US, /* time in the teacher (submit + collect), microseconds */
     KD_GEN_C_T_TOKENIZE_US,
     KD_GEN_C_T_EXTRACT_US, /* extraction + mask alignment */
-    KD_GEN_C_T_HDF5_US,
+    KD_GEN_C_T_HDF5_US,    /* HDF5 on the worker's own path: appends, waits for the writer thread, close */
     KD_GEN_C_T_OTHER_US,   /* rendering, top-k assembly */
+    KD_GEN_C_T_HDF5_BG_US, /* the shard's writer thread sealing, overlapped with the above (not in their sum) */
     KD_GEN_NCOUNTERS
 };
 

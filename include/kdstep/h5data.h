@@ -109,6 +109,14 @@ const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n);
 /* Seal what is buffered, compact the rank's segments into its base shard, then close. Returns the
  * first failure's status; the shard is freed either way (sealed data stays safe in its segments). */
 int kd_shard_close(kd_shard *sh, kd_error *err);
+/* Seal in the background from now on: a writer thread seals each full batch (and folds it into the
+ * rank's next base, so close has little left to do) while appends fill the next. A crash then loses
+ * at most the batch being sealed plus the one being filled (2 x seal_every samples); kd_shard_seal
+ * and kd_shard_close still return only when everything is sealed. Errors of a background seal are
+ * returned by the next append that seals, kd_shard_seal or kd_shard_close. */
+int kd_shard_background(kd_shard *sh, kd_error *err);
+/* Seconds the writer thread spent sealing (0 without kd_shard_background). */
+double kd_shard_background_seconds(const kd_shard *sh);
 /* Fold rank `rank`'s segments in DIR into its base shard-RRRRR.h5 (crash-safe: see above). */
 int kd_shard_compact(const char *dir, int rank, kd_error *err);
 /* Close WITHOUT sealing the buffered tail (what a crash does; for tests and for aborts). */

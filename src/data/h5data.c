@@ -7,6 +7,7 @@
 #include <hdf5.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #include "kdstep/fsutil.h"
 #include "kdstep/log.h"
+#include "kdstep/progress.h"
 #include "kdstep/version.h"
 
 /* Every array of the layout. Column kinds say what their length counts. */
@@ -396,6 +398,14 @@ static hid_t create_column(hid_t f, const col_def *c, int k, int deflate, hsize_
     return d;
 }
 
+/* Token ids and teacher top-k are most of the bytes and, on real data, do not repay deflate's time
+ * (docs/performance-data.md), so they are compressed only on request; masks, offsets and texts
+ * compress many-fold for little time. */
+static int column_deflate(const kd_dataset_info *info, int c) {
+    int heavy = c == C_INPUT_IDS || c == C_TOPK_IDS || c == C_TOPK_LP || c == C_TAIL;
+    return heavy && !info->compress_token_data ? 0 : info->deflate_level;
+}
+
 /* Shards keep the default (oldest) file format on purpose: superblock v3 (libver latest) marks a file
  * "open for writing" and refuses to reopen it after a crash until h5clear is run. Only dataset.h5, which
  * is written once and closed, uses the 1.10 format that virtual datasets need. */
@@ -757,6 +767,173 @@ static int fsync_path(const char *path) {
     return r;
 }
 
+/* A shard file written under a temporary name by appending whole files or batches in order: how
+ * segments are folded into a base (compaction). Offsets columns are rebased as parts are added. */
+typedef struct appender {
+    char tmp[4200];
+    hid_t f;
+    hid_t d[NCOL];
+    int k;
+    int64_t rows[NCOL], end[NCOL];
+    int nparts; /* parts completed */
+} appender;
+
+static void app_abort(appender *a) {
+    for (int c = 0; c < NCOL; c++)
+        if (a->d[c] >= 0) H5Dclose(a->d[c]);
+    if (a->f >= 0) H5Fclose(a->f);
+    a->f = -1;
+    for (int c = 0; c < NCOL; c++) a->d[c] = -1;
+    unlink(a->tmp);
+}
+
+static int app_open(appender *a, const char *tmp, const kd_dataset_info *info, kd_error *err) {
+    memset(a, 0, sizeof *a);
+    a->f = -1;
+    for (int c = 0; c < NCOL; c++) a->d[c] = -1;
+    snprintf(a->tmp, sizeof a->tmp, "%s", tmp);
+    a->k = info->topk;
+    quiet_hdf5();
+    hid_t fapl = fapl_shard();
+    a->f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (a->f < 0) return kd_error_set(err, KD_ERR_IO, "%s: cannot create (is the folder writable?)", tmp);
+    for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(a->f, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    int bad = write_info_attrs(a->f, info);
+    for (int c = 0; c < NCOL && !bad; c++) {
+        a->d[c] = create_column(a->f, &COLS[c], a->k, column_deflate(info, c), 0, 0);
+        if (a->d[c] < 0) bad = 1;
+    }
+    if (bad) {
+        app_abort(a);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot create its datasets", tmp);
+    }
+    return KD_OK;
+}
+
+/* Append n rows of column c. Offsets columns hold the part's own n entries from 0 (n = samples + 1):
+ * they are shifted in place past what the parts before hold, and all but the first part's leading 0
+ * is dropped. */
+static int app_add(appender *a, int c, void *data, hsize_t n, kd_error *err) {
+    const col_def *cd = &COLS[c];
+    size_t row = TYPE_SIZE[cd->type] * (cd->wide ? (size_t)a->k : 1);
+    hsize_t skip = 0;
+    if (cd->kind == COL_OFFSETS) {
+        int64_t *o = data;
+        for (hsize_t j = 0; j < n; j++) o[j] += a->end[c];
+        if (a->nparts > 0) skip = 1;
+        if (n > 0) a->end[c] = o[n - 1];
+    }
+    if (n <= skip) return KD_OK;
+    hsize_t add = n - skip;
+    hsize_t dims[2] = {(hsize_t)a->rows[c] + add, (hsize_t)a->k};
+    if (H5Dset_extent(a->d[c], dims) < 0) return kd_error_set(err, KD_ERR_IO, "%s: cannot extend %s", a->tmp, cd->path);
+    hid_t fs = H5Dget_space(a->d[c]);
+    hsize_t start[2] = {(hsize_t)a->rows[c], 0}, count[2] = {add, (hsize_t)a->k};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(cd->wide ? 2 : 1, count, NULL);
+    herr_t r = H5Dwrite(a->d[c], mem_type(cd->type), ms, fs, H5P_DEFAULT, (uint8_t *)data + skip * row);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (r < 0) return kd_error_set(err, KD_ERR_IO, "%s: writing %s failed (disk full?)", a->tmp, cd->path);
+    a->rows[c] += (int64_t)add;
+    return KD_OK;
+}
+
+/* Append a whole shard-format file (a base or a segment). */
+static int app_add_file(appender *a, const char *path, kd_error *err) {
+    hid_t src = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (src < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", path);
+    int rc = KD_OK;
+    void *buf = NULL;
+    size_t cap = 0;
+    for (int c = 0; c < NCOL && rc == KD_OK; c++) {
+        const col_def *cd = &COLS[c];
+        hid_t sd = H5Dopen2(src, cd->path, H5P_DEFAULT);
+        if (sd < 0) {
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", path, cd->path);
+            break;
+        }
+        hsize_t n = dset_len(sd);
+        size_t need = (size_t)n * TYPE_SIZE[cd->type] * (cd->wide ? (size_t)a->k : 1) + 8;
+        if (need > cap) {
+            void *nb = realloc(buf, need);
+            if (!nb) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory reading %s", path);
+            else {
+                buf = nb;
+                cap = need;
+            }
+        }
+        if (!rc && dset_read_rows(sd, cd, a->k, 0, n, buf) < 0) rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", path, cd->path);
+        H5Dclose(sd);
+        if (!rc) rc = app_add(a, c, buf, n, err);
+    }
+    free(buf);
+    H5Fclose(src);
+    a->nparts++;
+    return rc;
+}
+
+/* Record the last segment held, close and fsync. The file is then ready to be renamed into place. */
+static int app_finish(appender *a, int64_t through, kd_error *err) {
+    int bad = attr_write_int(a->f, "segments_through", through);
+    for (int c = 0; c < NCOL; c++) {
+        if (a->d[c] >= 0 && H5Dclose(a->d[c]) < 0) bad = 1;
+        a->d[c] = -1;
+    }
+    if (H5Fclose(a->f) < 0) bad = 1;
+    a->f = -1;
+    if (bad) {
+        unlink(a->tmp);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot close (disk full?)", a->tmp);
+    }
+    if (fsync_path(a->tmp) != 0) {
+        int rc = kd_error_errno(err, errno, "%s: fsync failed", a->tmp);
+        unlink(a->tmp);
+        return rc;
+    }
+    return KD_OK;
+}
+
+/* Put a finished compaction in place: rename over the base, fsync the folder, then remove the
+ * rank's segments up to `through` (the base holds them) and record the totals in the journal. */
+static int compaction_commit(const char *dir, int rank, const char *tmp, int64_t through, int64_t samples,
+                             int64_t tokens, int64_t nth, kd_error *err) {
+    char bpath[4096], jpath[4096], path[4400];
+    base_path(bpath, sizeof bpath, dir, rank);
+    journal_path(jpath, sizeof jpath, dir, rank);
+    debug_kill("compact-written", rank, nth);
+    if (rename(tmp, bpath) != 0) {
+        int rc = kd_error_errno(err, errno, "cannot rename %s to %s", tmp, bpath);
+        unlink(tmp);
+        return rc;
+    }
+    kd_fsync_dir(dir, NULL);
+    debug_kill("compact-renamed", rank, nth);
+    dir_entry *es = NULL;
+    size_t n = 0;
+    if (list_dir(dir, &es, &n, err)) return err ? err->code : KD_ERR_IO;
+    for (size_t i = 0; i < n; i++) {
+        if (es[i].rank != rank || es[i].kind != F_SEG || es[i].seq > through) continue;
+        kd_path_join(path, sizeof path, dir, es[i].name);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            int rc = kd_error_errno(err, errno, "cannot remove %s (already in %s)", path, bpath);
+            free(es);
+            return rc;
+        }
+    }
+    free(es);
+    kd_fsync_dir(dir, NULL);
+    return journal_write(jpath, samples, tokens, through, err);
+}
+
+/* Bytes of free space in dir, or -1 when unknown. */
+static long long free_bytes(const char *dir) {
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0) return -1;
+    return (long long)((unsigned long long)vs.f_bavail * vs.f_frsize);
+}
+
 /* Fold a rank's segments into its base: base + segments are copied, in order, into a temporary file,
  * which is closed, fsynced and renamed over the base (then the folder is fsynced); only then are the
  * segments removed. The new base records the last segment it holds (segments_through), so a crash
@@ -764,179 +941,56 @@ static int fsync_path(const char *path) {
 static int rank_compact(const char *dir, rank_state *st, int64_t nth, kd_error *err) {
     int nseg = st->nfiles - (st->has_base ? 1 : 0);
     if (nseg == 0) return KD_OK;
-    quiet_hdf5();
-    char bpath[4096], tmp[4200], jpath[4096];
+    char bpath[4096], tmp[4200];
     base_path(bpath, sizeof bpath, dir, st->rank);
-    journal_path(jpath, sizeof jpath, dir, st->rank);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", bpath, (int)getpid());
     int64_t last = st->seq[st->nfiles - 1];
-    /* room for a second copy of everything, or a clear message (the segments stay as they are) */
-    long long need = 0;
+    long long need = 0, avail = free_bytes(dir);
     struct stat sb;
     for (int i = 0; i < st->nfiles; i++)
         if (stat(st->path[i], &sb) == 0) need += (long long)sb.st_size;
-    struct statvfs vs;
-    if (statvfs(dir, &vs) == 0 && (unsigned long long)vs.f_bavail * vs.f_frsize < (unsigned long long)need + (1u << 20)) {
+    if (avail >= 0 && avail < need + (1 << 20)) {
         /* No room for the copy: the segments stay as they are (dataset.h5 maps them directly), and a
          * later finalize with more room folds them in. */
-        KD_WARN("%s: not enough free space to merge shard %d's %d sealed files (%llu KiB free, %lld KiB needed); "
+        KD_WARN("%s: not enough free space to merge shard %d's %d sealed files (%lld KiB free, %lld KiB needed); "
                 "they stay as separate files, which dataset.h5 maps as they are",
-                dir, st->rank, st->nfiles, (unsigned long long)vs.f_bavail * vs.f_frsize / 1024, need / 1024 + 1);
+                dir, st->rank, st->nfiles, avail / 1024, need / 1024 + 1);
         return KD_OK;
     }
-    int rc = KD_OK;
-    hid_t out = -1, src = -1, d[NCOL];
-    for (int c = 0; c < NCOL; c++) d[c] = -1;
-    int64_t rows[NCOL] = {0}, end[NCOL] = {0};
-    void *buf = NULL;
-    size_t bufcap = 0;
-    int k = 1;
-    hid_t fapl = fapl_shard();
-    out = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (out < 0) {
-        rc = kd_error_set(err, KD_ERR_IO, "%s: cannot create (is the folder writable?)", tmp);
-        goto done;
+    quiet_hdf5();
+    /* attributes (and compression) from the first file */
+    hid_t f0 = H5Fopen(st->path[0], H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f0 < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", st->path[0]);
+    kd_dataset_info info;
+    char *yaml = NULL;
+    int rc = read_info_attrs(f0, st->path[0], &info, &yaml, NULL, err);
+    if (!rc) {
+        hid_t d = H5Dopen2(f0, COLS[C_INPUT_IDS].path, H5P_DEFAULT);
+        hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : -1;
+        info.compress_token_data = dcpl >= 0 && H5Pget_nfilters(dcpl) > 0;
+        if (dcpl >= 0) H5Pclose(dcpl);
+        if (d >= 0) H5Dclose(d);
     }
-    for (int i = 0; i < st->nfiles && rc == KD_OK; i++) {
-        src = H5Fopen(st->path[i], H5F_ACC_RDONLY, H5P_DEFAULT);
-        if (src < 0) {
-            rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", st->path[i]);
-            break;
-        }
-        if (i == 0) {
-            kd_dataset_info info;
-            char *yaml = NULL;
-            if (read_info_attrs(src, st->path[i], &info, &yaml, NULL, err)) {
-                rc = err ? err->code : KD_ERR_INVALID;
-                break;
-            }
-            info.config_yaml = yaml;
-            k = info.topk;
-            for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(out, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-            int bad = write_info_attrs(out, &info) || attr_write_int(out, "segments_through", last);
-            free(yaml);
-            if (bad) {
-                rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write attributes", tmp);
-                break;
-            }
-        }
-        for (int c = 0; c < NCOL && rc == KD_OK; c++) {
-            const col_def *cd = &COLS[c];
-            hid_t sd = H5Dopen2(src, cd->path, H5P_DEFAULT);
-            if (sd < 0) {
-                rc = kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", st->path[i], cd->path);
-                break;
-            }
-            if (i == 0) {
-                /* the source's filters, with full-size chunks (a segment's chunks fit the segment) */
-                hid_t dcpl = H5Dget_create_plist(sd);
-                int rank = cd->wide ? 2 : 1;
-                hsize_t chunk[2] = {chunk_rows(cd, k), (hsize_t)k}, dims[2] = {0, (hsize_t)k};
-                hsize_t maxd[2] = {H5S_UNLIMITED, (hsize_t)k};
-                H5Pset_chunk(dcpl, rank, chunk);
-                hid_t sp = H5Screate_simple(rank, dims, maxd);
-                d[c] = H5Dcreate2(out, cd->path, file_type(cd->type), sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-                H5Sclose(sp);
-                H5Pclose(dcpl);
-                if (d[c] < 0) {
-                    H5Dclose(sd);
-                    rc = kd_error_set(err, KD_ERR_IO, "%s: cannot create %s", tmp, cd->path);
-                    break;
-                }
-            }
-            hsize_t n = dset_len(sd);
-            size_t row = TYPE_SIZE[cd->type] * (cd->wide ? (size_t)k : 1);
-            if ((size_t)n * row + 8 > bufcap) {
-                bufcap = (size_t)n * row + 8;
-                void *nb = realloc(buf, bufcap);
-                if (!nb) {
-                    H5Dclose(sd);
-                    rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory compacting %s", bpath);
-                    break;
-                }
-                buf = nb;
-            }
-            if (dset_read_rows(sd, cd, k, 0, n, buf) < 0) {
-                H5Dclose(sd);
-                rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", st->path[i], cd->path);
-                break;
-            }
-            H5Dclose(sd);
-            hsize_t skip = 0;
-            if (cd->kind == COL_OFFSETS) {
-                /* offsets are per file, from 0: shift them past what the files before hold; the
-                 * leading 0 of every file but the first is already there */
-                int64_t *o = buf;
-                for (hsize_t j = 0; j < n; j++) o[j] += end[c];
-                if (i > 0) skip = 1;
-                if (n > 0) end[c] = o[n - 1];
-            }
-            hsize_t add = n - skip;
-            if (add == 0) continue;
-            hsize_t dims[2] = {(hsize_t)rows[c] + add, (hsize_t)k};
-            if (H5Dset_extent(d[c], dims) < 0) {
-                rc = kd_error_set(err, KD_ERR_IO, "%s: cannot extend %s", tmp, cd->path);
-                break;
-            }
-            hid_t fs = H5Dget_space(d[c]);
-            hsize_t start[2] = {(hsize_t)rows[c], 0}, count[2] = {add, (hsize_t)k};
-            H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-            hid_t ms = H5Screate_simple(cd->wide ? 2 : 1, count, NULL);
-            herr_t r = H5Dwrite(d[c], mem_type(cd->type), ms, fs, H5P_DEFAULT, (uint8_t *)buf + skip * row);
-            H5Sclose(ms);
-            H5Sclose(fs);
-            if (r < 0) {
-                rc = kd_error_set(err, KD_ERR_IO, "%s: writing %s failed (disk full?)", tmp, cd->path);
-                break;
-            }
-            rows[c] += (int64_t)add;
-        }
-        H5Fclose(src);
-        src = -1;
+    H5Fclose(f0);
+    info.config_yaml = yaml;
+    appender a;
+    if (!rc) rc = app_open(&a, tmp, &info, err);
+    free(yaml);
+    if (rc) return rc;
+    for (int i = 0; i < st->nfiles && rc == KD_OK; i++) rc = app_add_file(&a, st->path[i], err);
+    if (rc) {
+        app_abort(&a);
+        return rc;
     }
-    for (int c = 0; c < NCOL; c++)
-        if (d[c] >= 0) H5Dclose(d[c]);
-    if (out >= 0 && H5Fclose(out) < 0 && rc == KD_OK) rc = kd_error_set(err, KD_ERR_IO, "%s: close failed (disk full?)", tmp);
-    out = -1;
-    if (rc) goto done;
-    if (fsync_path(tmp) != 0) {
-        rc = kd_error_errno(err, errno, "%s: fsync failed", tmp);
-        goto done;
-    }
-    debug_kill("compact-written", st->rank, nth);
-    if (rename(tmp, bpath) != 0) {
-        rc = kd_error_errno(err, errno, "cannot rename %s to %s", tmp, bpath);
-        goto done;
-    }
-    kd_fsync_dir(dir, NULL);
-    debug_kill("compact-renamed", st->rank, nth);
-    for (int i = 0; i < st->nfiles; i++)
-        if (st->seq[i] > 0 && unlink(st->path[i]) != 0 && errno != ENOENT) {
-            rc = kd_error_errno(err, errno, "cannot remove %s (already in %s)", st->path[i], bpath);
-            goto done;
-        }
-    kd_fsync_dir(dir, NULL);
-    if ((rc = journal_write(jpath, st->total_samples, st->total_tokens, last, err))) goto done;
+    if ((rc = app_finish(&a, last, err))) return rc;
+    if ((rc = compaction_commit(dir, st->rank, tmp, last, st->total_samples, st->total_tokens, nth, err))) return rc;
     int64_t s = st->total_samples, t = st->total_tokens;
-    free(st->path);
-    free(st->seq);
-    free(st->samples);
-    st->path = NULL;
-    st->seq = st->samples = NULL;
     st->nfiles = 0;
     st->total_samples = st->total_tokens = 0;
     st->has_base = 1;
     st->through = last;
-    if (rank_state_add(st, bpath, 0, s, t)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-done:
-    if (src >= 0) H5Fclose(src);
-    for (int c = 0; c < NCOL && out >= 0; c++)
-        if (d[c] >= 0) H5Dclose(d[c]);
-    if (out >= 0) H5Fclose(out);
-    if (rc) unlink(tmp);
-    free(buf);
-    return rc;
+    if (rank_state_add(st, bpath, 0, s, t)) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    return KD_OK;
 }
 
 /* Recover every rank in dir (and, with `compact`, fold each rank's segments into its base). */
@@ -1022,24 +1076,37 @@ typedef struct buf {
     uint8_t *p;
     size_t len, cap;
 } buf;
-static int buf_reserve(buf *b, size_t n) {
-    if (b->len + n <= b->cap) return 0;
-    size_t nc = b->cap ? b->cap : 4096;
-    while (nc < b->len + n) nc *= 2;
-    uint8_t *np = realloc(b->p, nc);
-    if (!np) return -1;
-    b->p = np;
-    b->cap = nc;
-    return 0;
-}
 static int buf_add(buf *b, const void *data, size_t n) {
-    if (buf_reserve(b, n)) return -1;
+    if (b->len + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + n) nc *= 2;
+        uint8_t *np = realloc(b->p, nc);
+        if (!np) return -1;
+        b->p = np;
+        b->cap = nc;
+    }
     if (data)
         memcpy(b->p + b->len, data, n);
     else
         memset(b->p + b->len, 0, n);
     b->len += n;
     return 0;
+}
+
+/* Samples on their way to a segment: one buffer per column (offsets columns from 0). */
+typedef struct batch {
+    buf col[NCOL];
+    int64_t samples, tokens;
+} batch;
+
+static void batch_free(batch *b) {
+    for (int i = 0; i < NCOL; i++) free(b->col[i].p);
+    memset(b, 0, sizeof *b);
+}
+static size_t batch_bytes(const batch *b) {
+    size_t n = 0;
+    for (int i = 0; i < NCOL; i++) n += b->col[i].len;
+    return n;
 }
 
 struct kd_shard {
@@ -1052,18 +1119,34 @@ struct kd_shard {
     int64_t sealed;        /* samples sealed (in the base and the segments) */
     int64_t sealed_tokens;
     int64_t next_seq;      /* number of the next segment */
-    int64_t last_seq;      /* number of the last segment written (or folded into the base) */
-    int64_t seals;         /* seals done by this writer (for the test hook) */
-    int64_t total[NCOL];   /* offsets columns: the running end within the buffered batch */
-    buf pending[NCOL];
-    int64_t buffered;
+    int64_t last_seq;      /* number of the last segment sealed (or folded into the base) */
+    int64_t seals;         /* seals started by this writer (for the test hook) */
+    int64_t total[NCOL];   /* offsets columns: the running end within the pending batch */
+    batch pending;         /* appended, not sealed */
     int64_t *done;
     size_t ndone, capdone;
-    double bytes_ratio;    /* file size per buffered byte at the last seal (compression); 0 = unknown */
+    double bytes_ratio;    /* segment bytes per buffered byte at the last seal (compression); 0 = unknown */
+    /* background sealing (kd_shard_background): a writer thread seals `flight` while appends fill
+     * `pending`, and folds every sealed batch into the rank's next base as it goes (`app`). */
+    int bg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int job;               /* 1: seal `flight`; 2: quit */
+    int busy;
+    batch flight;
+    int64_t flight_seq, flight_nth;
+    int bg_rc;
+    kd_error bg_err;
+    double bg_seconds;     /* the writer thread's time in seals */
+    appender app;          /* the next base, being built (bg only) */
+    int app_state;         /* 0 not started, 1 open, -1 given up (no room): compact on close instead */
+    int64_t app_through;
 };
 
 static void shard_free(kd_shard *sh) {
-    for (int i = 0; i < NCOL; i++) free(sh->pending[i].p);
+    batch_free(&sh->pending);
+    batch_free(&sh->flight);
     free(sh->yaml);
     free(sh->done);
     free(sh);
@@ -1128,15 +1211,8 @@ int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_in
     return KD_OK;
 }
 
-static int check_sample(const kd_sample *s, int k, const char *where, kd_error *err) {
-    if (s->n < 0 || s->prompt_len < 0 || s->prompt_len > s->n)
-        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: prompt_len %lld outside 0..%lld tokens", where,
-                            (long long)s->prompt_id, (long long)s->prompt_len, (long long)s->n);
-    if (s->prompt_id < 0)
-        return kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", where, (long long)s->prompt_id);
-    if (s->n > 0 && (!s->input_ids || !s->topk_ids || !s->topk_logprobs || !s->tail_logprob))
-        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: input_ids and teacher top-k are required",
-                            where, (long long)s->prompt_id);
+/* Say what is wrong with a sample the fast checks below rejected. */
+static int sample_error(const kd_sample *s, int k, const char *where, kd_error *err) {
     const uint8_t *masks[4] = {s->loss_mask, s->tool_name_mask, s->json_mask, s->integration_mask};
     static const char *names[4] = {"loss_mask", "tool_name_mask", "json_mask", "integration_mask"};
     for (int m = 0; m < 4; m++) {
@@ -1156,8 +1232,36 @@ static int check_sample(const kd_sample *s, int k, const char *where, kd_error *
         if (s->topk_ids[t] < -1) /* -1 = no teacher entry (padding, or a position without logprobs) */
             return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: teacher top-k id below -1 at %lld", where,
                                 (long long)s->prompt_id, (long long)(t / k));
+    return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: invalid sample", where, (long long)s->prompt_id);
+}
+
+static int check_sample(const kd_sample *s, int k, const char *where, kd_error *err) {
+    if (s->n < 0 || s->prompt_len < 0 || s->prompt_len > s->n)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: prompt_len %lld outside 0..%lld tokens", where,
+                            (long long)s->prompt_id, (long long)s->prompt_len, (long long)s->n);
+    if (s->prompt_id < 0)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", where, (long long)s->prompt_id);
+    if (s->n > 0 && (!s->input_ids || !s->topk_ids || !s->topk_logprobs || !s->tail_logprob))
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: input_ids and teacher top-k are required",
+                            where, (long long)s->prompt_id);
+    /* one branch-free pass (this runs on every token of every sample); the slow pass above names the
+     * problem when there is one */
+    static const uint8_t zeros[256];
+    const uint8_t *lm = s->loss_mask, *tm = s->tool_name_mask, *jm = s->json_mask, *im = s->integration_mask;
+    unsigned bad = 0;
+    for (int64_t t0 = 0; t0 < s->n; t0 += 256) {
+        int64_t len = s->n - t0 < 256 ? s->n - t0 : 256;
+        const uint8_t *l = lm ? lm + t0 : zeros, *a = tm ? tm + t0 : zeros, *b = jm ? jm + t0 : zeros,
+                      *c = im ? im + t0 : zeros;
+        for (int64_t t = 0; t < len; t++) bad |= (unsigned)((l[t] | a[t] | b[t] | c[t]) > 1) | (unsigned)((a[t] | b[t] | c[t]) & ~l[t]);
+    }
+    int32_t lo = 0;
+    for (int64_t t = 0; t < s->n * k; t++) lo = s->topk_ids[t] < lo ? s->topk_ids[t] : lo;
+    if (bad || lo < -1) return sample_error(s, k, where, err);
     return KD_OK;
 }
+
+static int seal_pending(kd_shard *sh, int wait, kd_error *err);
 
 int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
     if (check_sample(s, sh->topk, sh->base, err)) return err ? err->code : KD_ERR_INVALID;
@@ -1165,45 +1269,42 @@ int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
     const char *texts[4] = {s->prompt_key ? s->prompt_key : "", s->prompt_text ? s->prompt_text : "",
                             s->teacher_text ? s->teacher_text : "", s->metadata ? s->metadata : "{}"};
     const int tcols[4] = {C_KEY, C_PROMPT, C_TEACHER, C_META};
+    buf *b = sh->pending.col;
     int bad = 0;
-    if (sh->buffered == 0) {
+    if (sh->pending.samples == 0) {
         /* every segment's offsets start at 0 */
         for (int i = 0; i < NCOL; i++) {
             if (COLS[i].kind != COL_OFFSETS) continue;
             sh->total[i] = 0;
-            bad |= buf_add(&sh->pending[i], &sh->total[i], 8);
+            bad |= buf_add(&b[i], &sh->total[i], 8);
         }
     }
-    bad |= buf_add(&sh->pending[C_PROMPT_ID], &s->prompt_id, 8);
-    bad |= buf_add(&sh->pending[C_PROMPT_LEN], &s->prompt_len, 8);
-    bad |= buf_add(&sh->pending[C_INPUT_IDS], s->input_ids, n * 4);
-    bad |= buf_add(&sh->pending[C_LOSS], s->loss_mask, n);
-    bad |= buf_add(&sh->pending[C_TOOL], s->tool_name_mask, n);
-    bad |= buf_add(&sh->pending[C_JSON], s->json_mask, n);
-    bad |= buf_add(&sh->pending[C_INTEG], s->integration_mask, n);
-    bad |= buf_add(&sh->pending[C_TOPK_IDS], s->topk_ids, n * k * 4);
-    bad |= buf_add(&sh->pending[C_TOPK_LP], s->topk_logprobs, n * k * 4);
-    bad |= buf_add(&sh->pending[C_TAIL], s->tail_logprob, n * 4);
+    bad |= buf_add(&b[C_PROMPT_ID], &s->prompt_id, 8);
+    bad |= buf_add(&b[C_PROMPT_LEN], &s->prompt_len, 8);
+    bad |= buf_add(&b[C_INPUT_IDS], s->input_ids, n * 4);
+    bad |= buf_add(&b[C_LOSS], s->loss_mask, n);
+    bad |= buf_add(&b[C_TOOL], s->tool_name_mask, n);
+    bad |= buf_add(&b[C_JSON], s->json_mask, n);
+    bad |= buf_add(&b[C_INTEG], s->integration_mask, n);
+    bad |= buf_add(&b[C_TOPK_IDS], s->topk_ids, n * k * 4);
+    bad |= buf_add(&b[C_TOPK_LP], s->topk_logprobs, n * k * 4);
+    bad |= buf_add(&b[C_TAIL], s->tail_logprob, n * 4);
     sh->total[C_OFFSETS] += s->n;
-    bad |= buf_add(&sh->pending[C_OFFSETS], &sh->total[C_OFFSETS], 8);
+    bad |= buf_add(&b[C_OFFSETS], &sh->total[C_OFFSETS], 8);
     for (int i = 0; i < 4; i++) {
         size_t len = strlen(texts[i]);
-        bad |= buf_add(&sh->pending[tcols[i]], texts[i], len);
+        bad |= buf_add(&b[tcols[i]], texts[i], len);
         int oc = COLS[tcols[i]].bytes_of;
         sh->total[oc] += (int64_t)len;
-        bad |= buf_add(&sh->pending[oc], &sh->total[oc], 8);
+        bad |= buf_add(&b[oc], &sh->total[oc], 8);
     }
     if (bad) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory buffering a sample", sh->base);
-    sh->buffered++;
-    if (sh->buffered >= sh->seal_every) return kd_shard_seal(sh, err);
+    sh->pending.samples++;
+    sh->pending.tokens = sh->total[C_OFFSETS];
+    if (sh->pending.samples >= sh->seal_every) return seal_pending(sh, 0, err);
     return KD_OK;
 }
 
-static size_t pending_bytes(const kd_shard *sh) {
-    size_t need = 0;
-    for (int i = 0; i < NCOL; i++) need += sh->pending[i].len;
-    return need;
-}
 static long long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
@@ -1212,27 +1313,22 @@ static long long file_size(const char *path) {
 /* A write, close or fsync of a segment failed. HDF5 does not say why, so look at the disk: when the
  * folder's filesystem has less room than this seal needed (or errno says so), say the disk is full
  * and what to do, instead of a bare "flush failed". */
-static int seal_io_error(const kd_shard *sh, const char *file, kd_error *err, const char *what) {
+static int seal_io_error(const kd_shard *sh, const char *file, size_t need, int64_t sealed, kd_error *err, const char *what) {
     int e = errno;
-    size_t need = pending_bytes(sh);
-    struct statvfs vs;
     int full = e == ENOSPC || e == EDQUOT;
-    unsigned long long avail = 0;
-    if (statvfs(sh->dir, &vs) == 0) {
-        avail = (unsigned long long)vs.f_bavail * vs.f_frsize;
-        if (avail < need + (1u << 20)) full = 1;
-    }
+    long long avail = free_bytes(sh->dir);
+    if (avail >= 0 && avail < (long long)need + (1 << 20)) full = 1;
     if (full)
         return kd_error_set(err, KD_ERR_NOSPACE,
-                            "%s: %s: the disk is full (%llu KiB free, this chunk needs %zu KiB); the %lld samples "
+                            "%s: %s: the disk is full (%lld KiB free, this chunk needs %zu KiB); the %lld samples "
                             "sealed before are safe: free some space and rerun the same command to resume",
-                            file, what, avail / 1024, need / 1024 + 1, (long long)sh->sealed);
+                            file, what, avail > 0 ? avail / 1024 : 0, need / 1024 + 1, (long long)sealed);
     return kd_error_set(err, KD_ERR_IO, "%s: %s (I/O error); rerun the same command to resume from the %lld samples "
-                                        "sealed before", file, what, (long long)sh->sealed);
+                                        "sealed before", file, what, (long long)sealed);
 }
 
-/* Write the buffered samples as a complete shard-format file at `path` (a temporary name). */
-static int write_segment(kd_shard *sh, const char *path, int64_t seq, const char **what) {
+/* Write a batch as a complete shard-format file at `path` (a temporary name). */
+static int write_segment(kd_shard *sh, const batch *bt, const char *path, int64_t seq, int64_t nth, const char **what) {
     int k = sh->topk;
     hid_t fapl = fapl_shard();
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -1246,23 +1342,18 @@ static int write_segment(kd_shard *sh, const char *path, int64_t seq, const char
     for (int i = 0; i < NCOL && !bad; i++) {
         const col_def *c = &COLS[i];
         size_t row = TYPE_SIZE[c->type] * (c->wide ? (size_t)k : 1);
-        hsize_t rows = sh->pending[i].len / row;
-        /* Token ids and teacher top-k are most of the bytes and compress poorly on real data for their
-         * cost (docs/performance-data.md), so they are compressed only on request; masks, offsets and
-         * texts compress many-fold for little time. */
-        int heavy = i == C_INPUT_IDS || i == C_TOPK_IDS || i == C_TOPK_LP || i == C_TAIL;
-        int level = heavy && !sh->info.compress_token_data ? 0 : sh->info.deflate_level;
+        hsize_t rows = bt->col[i].len / row;
         /* written once: equal chunks that cover the rows exactly, instead of a partial last chunk
          * that is stored at full size */
         hsize_t chunk = chunk_rows(c, k), nchunks = rows > 0 ? (rows + chunk - 1) / chunk : 1;
         chunk = rows > 0 ? (rows + nchunks - 1) / nchunks : 1;
-        hid_t d = create_column(f, c, k, level, rows, chunk);
+        hid_t d = create_column(f, c, k, column_deflate(&sh->info, i), rows, chunk);
         if (d < 0) bad = 1;
-        else if (rows > 0 && H5Dwrite(d, mem_type(c->type), H5S_ALL, H5S_ALL, H5P_DEFAULT, sh->pending[i].p) < 0)
+        else if (rows > 0 && H5Dwrite(d, mem_type(c->type), H5S_ALL, H5S_ALL, H5P_DEFAULT, bt->col[i].p) < 0)
             bad = 1;
         if (d >= 0) H5Dclose(d);
     }
-    debug_kill("written", sh->rank, sh->seals);
+    debug_kill("written", sh->rank, nth);
     if (H5Fclose(f) < 0 && !bad) {
         *what = "closing the segment file failed";
         bad = 1;
@@ -1270,85 +1361,247 @@ static int write_segment(kd_shard *sh, const char *path, int64_t seq, const char
     return bad ? -1 : 0;
 }
 
-int kd_shard_seal(kd_shard *sh, kd_error *err) {
-    if (sh->buffered == 0) return KD_OK;
-    sh->seals++;
-    /* A failed seal leaves no trace but a temporary (removed on the next open), so a full disk costs
-     * nothing sealed; still, say it before writing when possible: twice the expected size (from the
-     * last seal's compression) plus 256 KiB must be free. */
-    size_t need = pending_bytes(sh);
-    double ratio = sh->bytes_ratio > 0 ? sh->bytes_ratio : 0.25; /* deflate: ~0.05 on real samples */
-    unsigned long long want = (unsigned long long)((double)need * ratio * 2) + (256u << 10);
-    struct statvfs vs;
-    if (statvfs(sh->dir, &vs) == 0 && (unsigned long long)vs.f_bavail * vs.f_frsize < want)
-        return kd_error_set(err, KD_ERR_NOSPACE,
-                            "%s: the disk is full (%llu KiB free, sealing the next %lld samples needs about %llu KiB); "
-                            "nothing was written and the %lld samples sealed before are safe: free some space and "
-                            "rerun the same command to resume",
-                            sh->base, (unsigned long long)vs.f_bavail * vs.f_frsize / 1024, (long long)sh->buffered,
-                            want / 1024, (long long)sh->sealed);
-    int64_t seq = sh->next_seq;
+/* Seal one batch as segment `seq`: temporary name, fsync, rename (the commit point), fsync the
+ * folder; then count it sealed and record it in the journal. A failure leaves nothing but a
+ * temporary (removed on the next open): everything sealed before is untouched. */
+static int seal_batch(kd_shard *sh, batch *bt, int64_t seq, int64_t nth, kd_error *err) {
+    size_t need = batch_bytes(bt);
     char path[4096], tmp[4200];
     seg_path(path, sizeof path, sh->dir, sh->rank, seq);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     const char *what = "";
-    if (write_segment(sh, tmp, seq, &what) != 0) {
-        int rc = seal_io_error(sh, path, err, what);
+    if (write_segment(sh, bt, tmp, seq, nth, &what) != 0) {
+        int rc = seal_io_error(sh, path, need, sh->sealed, err, what);
         unlink(tmp);
         return rc;
     }
     if (fsync_path(tmp) != 0) {
-        int rc = seal_io_error(sh, path, err, "fsync failed");
+        int rc = seal_io_error(sh, path, need, sh->sealed, err, "fsync failed");
         unlink(tmp);
         return rc;
     }
     long long size = file_size(tmp);
-    debug_kill("closed", sh->rank, sh->seals);
-    /* The rename is the commit point: the segment is either wholly there or not at all. */
+    debug_kill("closed", sh->rank, nth);
     if (rename(tmp, path) != 0) {
         int rc = kd_error_errno(err, errno, "cannot rename %s to %s", tmp, path);
         unlink(tmp);
         return rc;
     }
     kd_fsync_dir(sh->dir, NULL);
-    debug_kill("renamed", sh->rank, sh->seals);
+    debug_kill("renamed", sh->rank, nth);
     if (size > 0 && need > 0) {
         double r = (double)size / (double)need;
         sh->bytes_ratio = r < 0.01 ? 0.01 : r > 2 ? 2 : r;
     }
-    int64_t tokens = sh->total[C_OFFSETS];
-    sh->next_seq = seq + 1;
-    sh->last_seq = seq;
-    sh->sealed += sh->buffered;
-    sh->sealed_tokens += tokens;
-    size_t nd = sh->ndone + (size_t)sh->buffered;
+    size_t nd = sh->ndone + (size_t)bt->samples;
     if (nd > sh->capdone) {
         int64_t *p = kd_reallocarray(sh->done, nd * 2, sizeof(int64_t));
         if (!p) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         sh->done = p;
         sh->capdone = nd * 2;
     }
-    /* a batch's ids are usually ascending: merge instead of sorting everything again */
-    int64_t *ids = (int64_t *)sh->pending[C_PROMPT_ID].p;
-    memcpy(sh->done + sh->ndone, ids, (size_t)sh->buffered * 8);
-    qsort(sh->done + sh->ndone, (size_t)sh->buffered, sizeof(int64_t), cmp_i64);
+    /* a batch's ids mostly ascend: sort the batch, and everything only when they interleave */
+    memcpy(sh->done + sh->ndone, bt->col[C_PROMPT_ID].p, (size_t)bt->samples * 8);
+    qsort(sh->done + sh->ndone, (size_t)bt->samples, sizeof(int64_t), cmp_i64);
     if (sh->ndone > 0 && sh->done[sh->ndone - 1] > sh->done[sh->ndone]) qsort(sh->done, nd, sizeof(int64_t), cmp_i64);
     sh->ndone = nd;
-    for (int i = 0; i < NCOL; i++) {
-        sh->pending[i].len = 0;
-        sh->total[i] = 0;
-    }
-    sh->buffered = 0;
+    sh->sealed += bt->samples;
+    sh->sealed_tokens += bt->tokens;
+    sh->last_seq = seq;
     /* the journal records what is sealed, for people and for `generate --merge`'s completeness check */
-    if (journal_write(sh->journal, sh->sealed, sh->sealed_tokens, sh->last_seq, err)) return err ? err->code : KD_ERR_IO;
+    return journal_write(sh->journal, sh->sealed, sh->sealed_tokens, seq, err);
+}
+
+/* Background only: add a sealed batch to the next base, which starts as a copy of what the rank had
+ * sealed before this writer. Running out of room is not an error: the base is given up and close
+ * compacts (or leaves the segments) instead. Runs after seal_batch, so the batch may be modified. */
+static void fold_batch(kd_shard *sh, batch *bt, int64_t seq) {
+    if (sh->app_state < 0) return;
+    kd_error e;
+    kd_error_clear(&e);
+    int rc = KD_OK;
+    long long avail = free_bytes(sh->dir);
+    if (avail >= 0 && avail < (long long)(batch_bytes(bt) * 2) + (64 << 20)) {
+        KD_WARN("%s: little free space (%lld KiB): shard %d's segments will be merged at the end, if there is room then",
+                sh->dir, avail / 1024, sh->rank);
+        if (sh->app_state > 0) app_abort(&sh->app);
+        sh->app_state = -1;
+        return;
+    }
+    if (sh->app_state == 0) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", sh->base, (int)getpid());
+        rc = app_open(&sh->app, tmp, &sh->info, &e);
+        if (!rc) {
+            sh->app_state = 1;
+            /* what this rank sealed before this writer: its base and segments before `seq` */
+            dir_entry *es = NULL;
+            size_t n = 0;
+            if ((rc = list_dir(sh->dir, &es, &n, &e)) == KD_OK) {
+                int hb = 0;
+                for (size_t i = 0; i < n && !rc; i++)
+                    if (es[i].rank == sh->rank && es[i].kind == F_BASE) {
+                        hb = 1;
+                        rc = app_add_file(&sh->app, sh->base, &e);
+                    }
+                int64_t through = 0;
+                if (hb) {
+                    int64_t t = 0;
+                    if (file_attr_int(sh->base, "segments_through", &t) == 1) through = t;
+                }
+                for (size_t i = 0; i < n && !rc; i++) {
+                    if (es[i].rank != sh->rank || es[i].kind != F_SEG || es[i].seq >= seq || es[i].seq <= through) continue;
+                    char path[4400];
+                    kd_path_join(path, sizeof path, sh->dir, es[i].name);
+                    rc = app_add_file(&sh->app, path, &e);
+                }
+            }
+            free(es);
+        }
+    }
+    for (int c = 0; c < NCOL && !rc; c++) {
+        const col_def *cd = &COLS[c];
+        size_t row = TYPE_SIZE[cd->type] * (cd->wide ? (size_t)sh->topk : 1);
+        rc = app_add(&sh->app, c, bt->col[c].p, bt->col[c].len / row, &e);
+    }
+    sh->app.nparts++;
+    if (!rc) {
+        /* written back as it goes (here, beside the pipeline), so the fsync at close has little
+         * left to do */
+        H5Fflush(sh->app.f, H5F_SCOPE_LOCAL);
+        void *fd = NULL;
+        if (H5Fget_vfd_handle(sh->app.f, H5P_DEFAULT, &fd) >= 0 && fd) fdatasync(*(int *)fd);
+        sh->app_through = seq;
+        return;
+    }
+    KD_WARN("%s; shard %d's segments will be merged at the end instead", e.msg, sh->rank);
+    if (sh->app_state > 0) app_abort(&sh->app);
+    sh->app_state = -1;
+}
+
+static void *writer_main(void *arg) {
+    kd_shard *sh = arg;
+    pthread_mutex_lock(&sh->mu);
+    for (;;) {
+        while (sh->job == 0) pthread_cond_wait(&sh->cv, &sh->mu);
+        if (sh->job == 2) break;
+        pthread_mutex_unlock(&sh->mu);
+        double t0 = kd_now_s();
+        kd_error e;
+        kd_error_clear(&e);
+        int rc = seal_batch(sh, &sh->flight, sh->flight_seq, sh->flight_nth, &e);
+        if (rc == KD_OK) fold_batch(sh, &sh->flight, sh->flight_seq);
+        for (int i = 0; i < NCOL; i++) sh->flight.col[i].len = 0;
+        sh->flight.samples = sh->flight.tokens = 0;
+        double dt = kd_now_s() - t0;
+        pthread_mutex_lock(&sh->mu);
+        sh->bg_seconds += dt;
+        if (rc && !sh->bg_rc) {
+            sh->bg_rc = rc;
+            sh->bg_err = e;
+        }
+        sh->job = 0;
+        sh->busy = 0;
+        pthread_cond_broadcast(&sh->cv);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return NULL;
+}
+
+/* Wait until the writer thread is idle; its first error, if any. */
+static int bg_wait(kd_shard *sh, kd_error *err) {
+    if (!sh->bg) return KD_OK;
+    pthread_mutex_lock(&sh->mu);
+    while (sh->busy) pthread_cond_wait(&sh->cv, &sh->mu);
+    int rc = sh->bg_rc;
+    if (rc && err) *err = sh->bg_err;
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int kd_shard_background(kd_shard *sh, kd_error *err) {
+    if (sh->bg) return KD_OK;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv, NULL);
+    if (pthread_create(&sh->thread, NULL, writer_main, sh) != 0) {
+        pthread_mutex_destroy(&sh->mu);
+        pthread_cond_destroy(&sh->cv);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot start the shard writer thread", sh->base);
+    }
+    sh->bg = 1;
     return KD_OK;
 }
 
+static void bg_stop(kd_shard *sh) {
+    if (!sh->bg) return;
+    pthread_mutex_lock(&sh->mu);
+    while (sh->busy) pthread_cond_wait(&sh->cv, &sh->mu);
+    sh->job = 2;
+    pthread_cond_broadcast(&sh->cv);
+    pthread_mutex_unlock(&sh->mu);
+    pthread_join(sh->thread, NULL);
+    pthread_mutex_destroy(&sh->mu);
+    pthread_cond_destroy(&sh->cv);
+    sh->bg = 0;
+}
+
+/* Seal the pending batch: in the background (handed to the writer thread once it is idle) or here.
+ * `wait`: return only when it is sealed. */
+static int seal_pending(kd_shard *sh, int wait, kd_error *err) {
+    int rc = bg_wait(sh, err);
+    if (rc || sh->pending.samples == 0) return rc;
+    /* A failed seal costs nothing sealed, but say a full disk before writing when possible: twice the
+     * expected size (from the last seal's compression) plus 256 KiB must be free. */
+    size_t need = batch_bytes(&sh->pending);
+    double ratio = sh->bytes_ratio > 0 ? sh->bytes_ratio : 0.25;
+    long long want = (long long)((double)need * ratio * 2) + (256 << 10), avail = free_bytes(sh->dir);
+    if (avail >= 0 && avail < want)
+        return kd_error_set(err, KD_ERR_NOSPACE,
+                            "%s: the disk is full (%lld KiB free, sealing the next %lld samples needs about %lld KiB); "
+                            "nothing was written and the %lld samples sealed before are safe: free some space and "
+                            "rerun the same command to resume",
+                            sh->base, avail / 1024, (long long)sh->pending.samples, want / 1024, (long long)sh->sealed);
+    int64_t seq = sh->next_seq++;
+    int64_t nth = ++sh->seals;
+    if (!sh->bg) {
+        rc = seal_batch(sh, &sh->pending, seq, nth, err);
+    } else {
+        /* swap the buffers: the thread seals what was pending, appends go on into the emptied ones */
+        pthread_mutex_lock(&sh->mu);
+        batch t = sh->flight;
+        sh->flight = sh->pending;
+        sh->pending = t;
+        sh->flight_seq = seq;
+        sh->flight_nth = nth;
+        sh->job = 1;
+        sh->busy = 1;
+        pthread_cond_broadcast(&sh->cv);
+        pthread_mutex_unlock(&sh->mu);
+        if (wait) rc = bg_wait(sh, err);
+    }
+    for (int i = 0; i < NCOL; i++) {
+        sh->pending.col[i].len = 0;
+        sh->total[i] = 0;
+    }
+    sh->pending.samples = sh->pending.tokens = 0;
+    return rc;
+}
+
+int kd_shard_seal(kd_shard *sh, kd_error *err) { return seal_pending(sh, 1, err); }
+
 int64_t kd_shard_sealed(const kd_shard *sh) { return sh->sealed; }
-int64_t kd_shard_buffered(const kd_shard *sh) { return sh->buffered; }
+int64_t kd_shard_buffered(const kd_shard *sh) { return sh->pending.samples; }
 const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n) {
     *n = sh->ndone;
     return sh->done;
+}
+double kd_shard_background_seconds(const kd_shard *sh) {
+    if (!sh->bg) return sh->bg_seconds;
+    kd_shard *m = (kd_shard *)sh; /* the lock, not the value, is mutated */
+    pthread_mutex_lock(&m->mu);
+    double s = m->bg_seconds;
+    pthread_mutex_unlock(&m->mu);
+    return s;
 }
 
 int kd_shard_compact(const char *dir, int rank, kd_error *err) {
@@ -1366,14 +1619,27 @@ int kd_shard_compact(const char *dir, int rank, kd_error *err) {
 
 int kd_shard_close(kd_shard *sh, kd_error *err) {
     if (!sh) return KD_OK;
-    int rc = kd_shard_seal(sh, err);
-    if (!rc) rc = kd_shard_compact(sh->dir, sh->rank, err);
+    int rc = seal_pending(sh, 1, err);
+    bg_stop(sh);
+    if (!rc && sh->app_state > 0 && sh->app_through == sh->last_seq) {
+        /* the next base already holds everything: finish it and put it in place */
+        rc = app_finish(&sh->app, sh->app_through, err);
+        sh->app_state = 0;
+        if (!rc) rc = compaction_commit(sh->dir, sh->rank, sh->app.tmp, sh->app_through, sh->sealed, sh->sealed_tokens, 1, err);
+    } else {
+        if (sh->app_state > 0) app_abort(&sh->app);
+        sh->app_state = 0;
+        if (!rc) rc = kd_shard_compact(sh->dir, sh->rank, err);
+    }
     shard_free(sh);
     return rc;
 }
 
 void kd_shard_abandon(kd_shard *sh) {
-    if (sh) shard_free(sh);
+    if (!sh) return;
+    bg_stop(sh);
+    if (sh->app_state > 0) app_abort(&sh->app);
+    shard_free(sh);
 }
 
 /* ---- finalize ------------------------------------------------------------------------------------ */

@@ -179,6 +179,8 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
     rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err);
     free(config_yaml);
     if (rc) goto fail;
+    /* seals (and folding them into the next base) run beside the teacher and the pipeline */
+    if ((rc = kd_shard_background(w->shard, err))) goto fail;
     w->slots = calloc((size_t)w->capacity, sizeof(conv));
     if (!w->slots) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
@@ -577,6 +579,7 @@ int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n) {
 
 void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]) {
     memcpy(out, w->counters, sizeof w->counters);
+    if (w->shard) out[KD_GEN_C_T_HDF5_BG_US] = (int64_t)(kd_shard_background_seconds(w->shard) * 1e6);
 }
 
 static void release(kd_gen_worker *w) {
@@ -600,7 +603,14 @@ static void release(kd_gen_worker *w) {
 int kd_gen_worker_finish(kd_gen_worker *w, kd_error *err) {
     if (!w->shard) return KD_OK;
     double t0 = kd_now_s();
-    int rc = kd_shard_close(w->shard, err);
+    int rc = kd_shard_seal(w->shard, err);
+    w->counters[KD_GEN_C_T_HDF5_BG_US] = (int64_t)(kd_shard_background_seconds(w->shard) * 1e6);
+    if (rc) {
+        kd_shard_abandon(w->shard);
+        w->shard = NULL;
+        return rc;
+    }
+    rc = kd_shard_close(w->shard, err);
     add_time(w, KD_GEN_C_T_HDF5_US, t0);
     w->shard = NULL;
     return rc;

@@ -220,6 +220,7 @@ static void test_random_kills(void) {
         if (pid == 0) {
             kd_shard *sh = NULL;
             if (kd_shard_open(&sh, dir, 0, &info, 3, &e)) _exit(3);
+            if (round % 2 && kd_shard_background(sh, &e)) _exit(6); /* odd rounds seal in the background */
             size_t j = 0;
             for (int64_t id = 0; id < N; id++) {
                 while (j < ndone && done[j] < id) j++;
@@ -292,6 +293,7 @@ static int64_t journal_samples(const char *dir, int rank) {
 
 /* In a child: write ids [from, to) skipping done ones to shard `rank` (seal_every 3), with the kill
  * hook set to `hook`, then close. Returns the wait status. */
+static int child_bg; /* the child seals in the background (kd_shard_background), as generate does */
 static int child_write(const char *dir, const char *hook, int64_t from, int64_t to, int seal_every) {
     int64_t *done = NULL;
     size_t ndone = 0;
@@ -304,6 +306,7 @@ static int child_write(const char *dir, const char *hook, int64_t from, int64_t 
         if (hook) setenv("KD_DEBUG_KILL_IN_SEAL", hook, 1);
         kd_shard *sh = NULL;
         if (kd_shard_open(&sh, dir, 0, &info, seal_every, &e)) _exit(3);
+        if (child_bg && kd_shard_background(sh, &e)) _exit(6);
         size_t j = 0;
         for (int64_t id = from; id < to; id++) {
             while (j < ndone && done[j] < id) j++;
@@ -344,13 +347,16 @@ static void test_kill_inside_seal(void) {
         int64_t survive;
     } cases[] = {{"written:3", 6}, {"closed:3", 6}, {"renamed:3", 9},
                  {"compact-written:1", 10}, {"compact-renamed:1", 10}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    for (size_t c = 0; c < 2 * sizeof cases / sizeof cases[0]; c++) {
+        /* each case twice: sealing inline, then in the background (the next base built as it goes) */
+        child_bg = c >= sizeof cases / sizeof cases[0];
+        size_t ci = c % (sizeof cases / sizeof cases[0]);
         const char *dir = fresh_dir("sealkill");
         CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
         /* ids 0..9 with seal_every 3: seals at 3, 6, 9, the 4th (1 sample) on close, then the compaction */
-        int status = child_write(dir, cases[c].hook, 0, 10, 3);
+        int status = child_write(dir, cases[ci].hook, 0, 10, 3);
         CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-        expect_done_prefix(dir, cases[c].survive, cases[c].hook);
+        expect_done_prefix(dir, cases[ci].survive, cases[ci].hook);
         CU_ASSERT_EQUAL(count_files(dir, ".corrupt"), 0);
         CU_ASSERT_EQUAL(count_files(dir, ".tmp."), 0);
         /* resume: the rest, then finalize */
@@ -362,6 +368,7 @@ static void test_kill_inside_seal(void) {
         CU_ASSERT_EQUAL(check_dataset(dir, 16, seen), 16);
         for (int i = 0; i < 16; i++) CU_ASSERT_EQUAL(seen[i], 1);
     }
+    child_bg = 0;
 }
 
 /* Many seals, each run killed at a random point of a random seal: after every kill the shard holds
@@ -394,7 +401,9 @@ static void test_random_seal_kills(void) {
         snprintf(hook, sizeof hook, "%s:%lld", points[p], (long long)nth);
         /* each round writes the next 20 ids in 7 seals of 3 (the last of 2) */
         int64_t to = 20 * (round + 1) < N ? 20 * (round + 1) : N;
+        child_bg = round % 2;
         int status = child_write(dir, hook, 0, to, 3);
+        child_bg = 0;
         int64_t *ids = NULL;
         size_t m = 0;
         CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &ids, &m, &e), KD_OK);
