@@ -84,6 +84,14 @@ int kd_dataset_prepare(const char *dir, const kd_dataset_info *info, kd_error *e
  * before the workers open their shards (which then find nothing to repair). */
 int kd_dataset_recover(const char *dir, int64_t **ids, size_t *n, kd_error *err);
 
+/* The same, as a bitmap: bit i of (*bits)[i / 8] is set when prompt id i is done (*bits malloc'd,
+ * *nbits a multiple of 8, may be NULL when *count == 0). Memory is 1 bit per prompt id, not 8 bytes
+ * per sample: what the coordinator uses to resume a 10-million-prompt run. */
+int kd_dataset_recover_done(const char *dir, uint8_t **bits, int64_t *nbits, int64_t *count, kd_error *err);
+
+/* Samples and tokens of DIR/dataset.h5 (its num_samples and last offset: O(1), no full read). */
+int kd_dataset_totals(const char *dir, int64_t *samples, int64_t *tokens, kd_error *err);
+
 /* Write DIR/dataset.h5 (atomically) presenting every sealed shard as one dataset: virtual datasets
  * for per-sample and per-token arrays, real global offsets. *samples gets the total (may be NULL). */
 int kd_dataset_finalize(const char *dir, int64_t *samples, kd_error *err);
@@ -104,8 +112,9 @@ int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err);
 int kd_shard_seal(kd_shard *sh, kd_error *err);
 int64_t kd_shard_sealed(const kd_shard *sh);   /* samples sealed in this shard */
 int64_t kd_shard_buffered(const kd_shard *sh); /* samples waiting for the next seal */
-/* Prompt ids sealed in this shard (sorted), valid until the next seal/close. */
-const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n);
+/* Prompt ids sealed in this shard (sorted, read back from its files), valid until the next call or
+ * close. */
+const int64_t *kd_shard_done_ids(kd_shard *sh, size_t *n);
 /* Seal what is buffered, compact the rank's segments into its base shard, then close. Returns the
  * first failure's status; the shard is freed either way (sealed data stays safe in its segments). */
 int kd_shard_close(kd_shard *sh, kd_error *err);

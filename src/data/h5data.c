@@ -1070,6 +1070,89 @@ int kd_dataset_recover(const char *dir, int64_t **ids, size_t *n, kd_error *err)
     return KD_OK;
 }
 
+/* Set bit id in a growable bitmap; 1 when it was set already, -1 out of memory. */
+static int bits_set(uint8_t **bits, int64_t *nbits, int64_t id) {
+    if (id >= *nbits) {
+        int64_t n = *nbits ? *nbits : 1 << 16;
+        while (n <= id) n *= 2;
+        uint8_t *nb = realloc(*bits, (size_t)(n / 8));
+        if (!nb) return -1;
+        memset(nb + *nbits / 8, 0, (size_t)((n - *nbits) / 8));
+        *bits = nb;
+        *nbits = n;
+    }
+    int was = ((*bits)[id >> 3] >> (id & 7)) & 1;
+    (*bits)[id >> 3] |= (uint8_t)(1u << (id & 7));
+    return was;
+}
+
+int kd_dataset_recover_done(const char *dir, uint8_t **bits, int64_t *nbits, int64_t *count, kd_error *err) {
+    *bits = NULL;
+    *nbits = 0;
+    *count = 0;
+    rank_state *st;
+    int ns;
+    if (recover_all(dir, 0, &st, &ns, err)) return err ? err->code : KD_ERR_IO;
+    int rc = KD_OK;
+    const hsize_t block = 1 << 16;
+    int64_t *ids = kd_calloc(block, sizeof(int64_t));
+    if (!ids) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ns && !rc; i++)
+        for (int f = 0; f < st[i].nfiles && !rc; f++) {
+            hid_t h = H5Fopen(st[i].path[f], H5F_ACC_RDONLY, H5P_DEFAULT);
+            hid_t d = h < 0 ? -1 : H5Dopen2(h, COLS[C_PROMPT_ID].path, H5P_DEFAULT);
+            if (d < 0) rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read /samples/prompt_id", st[i].path[f]);
+            for (hsize_t r = 0; !rc && r < (hsize_t)st[i].samples[f]; r += block) {
+                hsize_t n = (hsize_t)st[i].samples[f] - r < block ? (hsize_t)st[i].samples[f] - r : block;
+                if (dset_read_rows(d, &COLS[C_PROMPT_ID], 1, r, n, ids) < 0) {
+                    rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read /samples/prompt_id", st[i].path[f]);
+                    break;
+                }
+                for (hsize_t j = 0; j < n && !rc; j++) {
+                    int was = ids[j] < 0 ? -2 : bits_set(bits, nbits, ids[j]);
+                    if (was == 1)
+                        rc = kd_error_set(err, KD_ERR_INVALID,
+                                          "%s: prompt id %lld is stored twice; the dataset was written by two runs at once?",
+                                          dir, (long long)ids[j]);
+                    else if (was == -2)
+                        rc = kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", st[i].path[f], (long long)ids[j]);
+                    else if (was < 0)
+                        rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+                    else
+                        (*count)++;
+                }
+            }
+            if (d >= 0) H5Dclose(d);
+            if (h >= 0) H5Fclose(h);
+        }
+    free(ids);
+    free_states(st, ns);
+    if (rc) {
+        free(*bits);
+        *bits = NULL;
+        *nbits = *count = 0;
+    }
+    return rc;
+}
+
+int kd_dataset_totals(const char *dir, int64_t *samples, int64_t *tokens, kd_error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/dataset.h5", dir);
+    quiet_hdf5();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return kd_error_set(err, KD_ERR_NOTFOUND, "%s: cannot be opened as HDF5", path);
+    hid_t d = H5Dopen2(f, COLS[C_OFFSETS].path, H5P_DEFAULT);
+    hsize_t n = d < 0 ? 0 : dset_len(d);
+    int64_t last = 0;
+    int r = n < 1 ? -1 : dset_read_rows(d, &COLS[C_OFFSETS], 1, n - 1, 1, &last);
+    if (d >= 0) H5Dclose(d);
+    H5Fclose(f);
+    if (r < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot read /samples/offsets", path);
+    *samples = (int64_t)n - 1;
+    *tokens = last;
+    return KD_OK;
+}
+
 /* ---- shard writer -------------------------------------------------------------------------------- */
 
 typedef struct buf {
@@ -1123,8 +1206,7 @@ struct kd_shard {
     int64_t seals;         /* seals started by this writer (for the test hook) */
     int64_t total[NCOL];   /* offsets columns: the running end within the pending batch */
     batch pending;         /* appended, not sealed */
-    int64_t *done;
-    size_t ndone, capdone;
+    int64_t *done;         /* kd_shard_done_ids' answer */
     double bytes_ratio;    /* segment bytes per buffered byte at the last seal (compression); 0 = unknown */
     /* background sealing (kd_shard_background): a writer thread seals `flight` while appends fill
      * `pending`, and folds every sealed batch into the rank's next base as it goes (`app`). */
@@ -1191,13 +1273,6 @@ int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_in
     if (!rc) rc = rank_recover(dir, rank, es, n, &st, err);
     free(es);
     if (!rc) rc = check_rank_attrs(&st, info, err);
-    if (!rc && st.total_samples > 0) {
-        sh->done = kd_calloc((size_t)st.total_samples, sizeof(int64_t));
-        if (!sh->done) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-        else rc = rank_read_ids(&st, sh->done, err);
-        sh->ndone = sh->capdone = (size_t)st.total_samples;
-        if (!rc) qsort(sh->done, sh->ndone, sizeof(int64_t), cmp_i64);
-    }
     sh->sealed = st.total_samples;
     sh->sealed_tokens = st.total_tokens;
     sh->next_seq = st.next_seq;
@@ -1393,18 +1468,6 @@ static int seal_batch(kd_shard *sh, batch *bt, int64_t seq, int64_t nth, kd_erro
         double r = (double)size / (double)need;
         sh->bytes_ratio = r < 0.01 ? 0.01 : r > 2 ? 2 : r;
     }
-    size_t nd = sh->ndone + (size_t)bt->samples;
-    if (nd > sh->capdone) {
-        int64_t *p = kd_reallocarray(sh->done, nd * 2, sizeof(int64_t));
-        if (!p) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-        sh->done = p;
-        sh->capdone = nd * 2;
-    }
-    /* a batch's ids mostly ascend: sort the batch, and everything only when they interleave */
-    memcpy(sh->done + sh->ndone, bt->col[C_PROMPT_ID].p, (size_t)bt->samples * 8);
-    qsort(sh->done + sh->ndone, (size_t)bt->samples, sizeof(int64_t), cmp_i64);
-    if (sh->ndone > 0 && sh->done[sh->ndone - 1] > sh->done[sh->ndone]) qsort(sh->done, nd, sizeof(int64_t), cmp_i64);
-    sh->ndone = nd;
     sh->sealed += bt->samples;
     sh->sealed_tokens += bt->tokens;
     sh->last_seq = seq;
@@ -1591,8 +1654,30 @@ int kd_shard_seal(kd_shard *sh, kd_error *err) { return seal_pending(sh, 1, err)
 
 int64_t kd_shard_sealed(const kd_shard *sh) { return sh->sealed; }
 int64_t kd_shard_buffered(const kd_shard *sh) { return sh->pending.samples; }
-const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n) {
-    *n = sh->ndone;
+const int64_t *kd_shard_done_ids(kd_shard *sh, size_t *n) {
+    /* read from the sealed files on request (a writer keeps no per-sample state, so its memory does
+     * not grow with the samples it writes) */
+    *n = 0;
+    free(sh->done);
+    sh->done = NULL;
+    if (bg_wait(sh, NULL)) return NULL;
+    dir_entry *es = NULL;
+    size_t ne = 0;
+    if (list_dir(sh->dir, &es, &ne, NULL)) return NULL;
+    int64_t through = 0, t = 0;
+    if (kd_path_exists(sh->base) && file_attr_int(sh->base, "segments_through", &t) == 1) through = t;
+    size_t cap = (size_t)sh->sealed + 1;
+    sh->done = kd_calloc(cap, sizeof(int64_t));
+    for (size_t i = 0; sh->done && i < ne; i++) {
+        if (es[i].rank != sh->rank || !(es[i].kind == F_BASE || (es[i].kind == F_SEG && es[i].seq > through))) continue;
+        char path[4400];
+        kd_path_join(path, sizeof path, sh->dir, es[i].name);
+        int64_t s = 0, tk = 0;
+        if (file_check(path, -1, -1, &s, &tk, NULL) || *n + (size_t)s > cap || read_prompt_ids(path, s, sh->done + *n, NULL)) continue;
+        *n += (size_t)s;
+    }
+    free(es);
+    if (sh->done) qsort(sh->done, *n, sizeof(int64_t), cmp_i64);
     return sh->done;
 }
 double kd_shard_background_seconds(const kd_shard *sh) {
@@ -1645,11 +1730,11 @@ void kd_shard_abandon(kd_shard *sh) {
 /* ---- finalize ------------------------------------------------------------------------------------ */
 
 int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
-    int64_t *ids = NULL;
-    size_t nids = 0;
-    /* Recovery also proves there are no duplicates. */
-    if (kd_dataset_recover(dir, &ids, &nids, err)) return err->code;
-    free(ids);
+    uint8_t *bits = NULL;
+    int64_t nbits = 0, ndone = 0;
+    /* Recovery also proves there are no duplicates (1 bit per prompt id). */
+    if (kd_dataset_recover_done(dir, &bits, &nbits, &ndone, err)) return err->code;
+    free(bits);
     /* Every rank's segments folded into its base shard, which dataset.h5 then maps. */
     rank_state *st;
     int ns;
@@ -1755,27 +1840,48 @@ int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
         const col_def *cd = &COLS[c];
         int rank = cd->wide ? 2 : 1;
         if (cd->kind == COL_OFFSETS) {
-            /* Offsets are global: each shard's are shifted by what the shards before it hold. */
-            int64_t *vals = kd_calloc((size_t)total_samples + 1, sizeof(int64_t));
-            if (!vals) {
-                rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            /* Offsets are global: each shard's are shifted by what the shards before it hold. Copied
+             * in blocks, so finalize's memory does not grow with the samples. */
+            hid_t d = create_column(out, cd, k, info.deflate_level ? info.deflate_level : 1, (hsize_t)total_samples + 1, 0);
+            if (d < 0) {
+                rc = kd_error_set(err, KD_ERR_IO, "%s: cannot create %s", tmp, cd->path);
                 goto done;
             }
+            const hsize_t block = 1 << 16;
+            int64_t *vals = kd_calloc(block, sizeof(int64_t));
             int64_t at = 0, base = 0;
+            if (!vals) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            if (!rc && total_samples == 0) {
+                hid_t ms = H5Screate_simple(1, (hsize_t[]){1}, NULL);
+                if (H5Dwrite(d, H5T_NATIVE_INT64, ms, H5S_ALL, H5P_DEFAULT, vals) < 0)
+                    rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write %s", tmp, cd->path);
+                H5Sclose(ms);
+            }
             for (int i = 0; i < ne && rc == KD_OK; i++) {
-                hid_t d = H5Dopen2(src[i], cd->path, H5P_DEFAULT);
-                if (d < 0 || dset_read_rows(d, cd, 1, 0, (hsize_t)es[i].samples + 1, vals + at) < 0)
-                    rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", es[i].h5, cd->path);
-                if (d >= 0) H5Dclose(d);
-                for (int64_t j = 0; j <= es[i].samples; j++) vals[at + j] += base;
-                base = vals[at + es[i].samples];
+                hid_t sd = H5Dopen2(src[i], cd->path, H5P_DEFAULT);
+                /* rows 0..samples of this shard; all but the first shard's leading 0 are already there */
+                for (hsize_t r = i == 0 ? 0 : 1; sd >= 0 && rc == KD_OK && r <= (hsize_t)es[i].samples; r += block) {
+                    hsize_t n = (hsize_t)es[i].samples + 1 - r < block ? (hsize_t)es[i].samples + 1 - r : block;
+                    if (dset_read_rows(sd, cd, 1, r, n, vals) < 0) {
+                        rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", es[i].h5, cd->path);
+                        break;
+                    }
+                    for (hsize_t j = 0; j < n; j++) vals[j] += base;
+                    hid_t fs = H5Dget_space(d);
+                    hsize_t start = (hsize_t)at + r;
+                    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &n, NULL);
+                    hid_t ms = H5Screate_simple(1, &n, NULL);
+                    if (H5Dwrite(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, vals) < 0)
+                        rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write %s", tmp, cd->path);
+                    H5Sclose(ms);
+                    H5Sclose(fs);
+                    if (r + n == (hsize_t)es[i].samples + 1) base = vals[n - 1];
+                }
+                if (sd < 0) rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", es[i].h5, cd->path);
+                if (sd >= 0) H5Dclose(sd);
                 at += es[i].samples;
             }
-            hid_t d = rc ? -1 : create_column(out, cd, k, info.deflate_level ? info.deflate_level : 1,
-                                              (hsize_t)total_samples + 1, 0);
-            if (rc == KD_OK && (d < 0 || H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, vals) < 0))
-                rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write %s", tmp, cd->path);
-            if (d >= 0) H5Dclose(d);
+            H5Dclose(d);
             free(vals);
             if (rc) goto done;
             continue;

@@ -661,13 +661,10 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
     bitmap done = {0};
     int64_t base_done = 0, failures_before = 0;
     if (rank == 0) {
-        int64_t *ids = NULL;
-        size_t n = 0;
-        rc = kd_dataset_recover(opt->out_dir, &ids, &n, err);
-        for (size_t i = 0; !rc && i < n; i++)
-            if (bm_set(&done, ids[i])) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-        free(ids);
-        base_done = (int64_t)n;
+        /* 1 bit per prompt id (1.25 MB for 10 million), never a list of ids */
+        int64_t n = 0;
+        rc = kd_dataset_recover_done(opt->out_dir, &done.bits, &done.nbits, &n, err);
+        base_done = n;
         char fp[4096];
         kd_path_join(fp, sizeof fp, opt->out_dir, "failures.jsonl");
         if (!rc) rc = load_failures(fp, &done, &failures_before, err);
@@ -732,14 +729,8 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         if (!rc) {
             int64_t samples_total = 0;
             rc = kd_dataset_finalize(opt->out_dir, &samples_total, err);
-            int64_t tokens_total = 0;
-            if (!rc) {
-                kd_dataset *ds = NULL;
-                if (kd_dataset_open(&ds, opt->out_dir, err) == KD_OK) {
-                    tokens_total = kd_dataset_tokens(ds);
-                    kd_dataset_close(ds);
-                }
-            }
+            int64_t tokens_total = 0, samples_check = 0;
+            if (!rc) kd_dataset_totals(opt->out_dir, &samples_check, &tokens_total, NULL);
             stats->wall_s = kd_now_s() - t0;
             if (!rc) rc = write_stats(opt->out_dir, stats, sum, c.kinds, failures_before + c.failures_new, samples_total,
                                       tokens_total, size, err);

@@ -115,6 +115,20 @@ static void test_write_finalize_read(void) {
     CU_ASSERT_EQUAL(n, 58);
     for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(ids[i], (int64_t)i);
     free(ids);
+    /* the same as a bitmap (what the coordinator resumes from), and the totals without a full read */
+    uint8_t *bits = NULL;
+    int64_t nbits = 0, count = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover_done(dir, &bits, &nbits, &count, &e), KD_OK);
+    CU_ASSERT_EQUAL(count, 58);
+    CU_ASSERT_TRUE(nbits >= 58 && nbits % 8 == 0);
+    for (int64_t i = 0; i < nbits; i++) CU_ASSERT_EQUAL((bits[i / 8] >> (i % 8)) & 1, i < 58);
+    free(bits);
+    int64_t ts = 0, tt = 0;
+    CU_ASSERT_EQUAL(kd_dataset_totals(dir, &ts, &tt, &e), KD_OK);
+    CU_ASSERT_EQUAL(ts, 58);
+    int64_t want_tokens = 0;
+    for (int64_t id = 0; id < 58; id++) want_tokens += 5 + id % 13;
+    CU_ASSERT_EQUAL(tt, want_tokens);
     /* resume appends to an existing shard; finalize again replaces dataset.h5 */
     write_ids(dir, 0, 58, 61, 2);
     CU_ASSERT_EQUAL(kd_dataset_finalize(dir, &total, &e), KD_OK);
@@ -600,6 +614,11 @@ static void test_errors(void) {
     write_ids(dir, 4, 1, 2, 1);
     CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(e.msg, "prompt id 1 is stored twice");
+    uint8_t *bits = NULL;
+    int64_t nbits = 0, count = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover_done(dir, &bits, &nbits, &count, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "prompt id 1 is stored twice");
+    CU_ASSERT_PTR_NULL(bits);
     CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_ERR_INVALID);
 
     /* reader errors */
