@@ -107,6 +107,11 @@ int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_in
                   kd_error *err);
 /* Buffer one sample (copied); seals when seal_every samples are buffered. */
 int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err);
+/* Room for the next sample's teacher arrays ([n*K], [n*K], [n]) inside the shard's buffer: fill
+ * them and pass the same pointers in the kd_sample given to kd_shard_append, which then does not copy
+ * them (they are most of a sample's bytes). Valid until the next append or seal. */
+int kd_shard_reserve_teacher(kd_shard *sh, int64_t n, int32_t **topk_ids, float **topk_logprobs, float **tail,
+                             kd_error *err);
 /* Write the buffered samples as a new segment (temporary name, fsync, rename, fsync the folder), then
  * record the sealed count in the journal. On failure nothing sealed before is touched. */
 int kd_shard_seal(kd_shard *sh, kd_error *err);

@@ -1361,9 +1361,17 @@ int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
     bad |= buf_add(&b[C_TOOL], s->tool_name_mask, n);
     bad |= buf_add(&b[C_JSON], s->json_mask, n);
     bad |= buf_add(&b[C_INTEG], s->integration_mask, n);
-    bad |= buf_add(&b[C_TOPK_IDS], s->topk_ids, n * k * 4);
-    bad |= buf_add(&b[C_TOPK_LP], s->topk_logprobs, n * k * 4);
-    bad |= buf_add(&b[C_TAIL], s->tail_logprob, n * 4);
+    /* teacher arrays written in place (kd_shard_reserve_teacher) are already where they belong */
+    const void *src[3] = {s->topk_ids, s->topk_logprobs, s->tail_logprob};
+    const int tcol[3] = {C_TOPK_IDS, C_TOPK_LP, C_TAIL};
+    const size_t tlen[3] = {n * k * 4, n * k * 4, n * 4};
+    for (int i = 0; i < 3; i++) {
+        buf *tb = &b[tcol[i]];
+        if (n > 0 && tb->p && src[i] == tb->p + tb->len && tb->len + tlen[i] <= tb->cap)
+            tb->len += tlen[i];
+        else
+            bad |= buf_add(tb, src[i], tlen[i]);
+    }
     sh->total[C_OFFSETS] += s->n;
     bad |= buf_add(&b[C_OFFSETS], &sh->total[C_OFFSETS], 8);
     for (int i = 0; i < 4; i++) {
@@ -1377,6 +1385,24 @@ int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
     sh->pending.samples++;
     sh->pending.tokens = sh->total[C_OFFSETS];
     if (sh->pending.samples >= sh->seal_every) return seal_pending(sh, 0, err);
+    return KD_OK;
+}
+
+int kd_shard_reserve_teacher(kd_shard *sh, int64_t n, int32_t **topk_ids, float **topk_logprobs, float **tail,
+                             kd_error *err) {
+    size_t k = (size_t)sh->topk, need[3] = {(size_t)n * k * 4, (size_t)n * k * 4, (size_t)n * 4};
+    const int col[3] = {C_TOPK_IDS, C_TOPK_LP, C_TAIL};
+    void *out[3];
+    for (int i = 0; i < 3; i++) {
+        buf *b = &sh->pending.col[col[i]];
+        size_t len = b->len;
+        if (buf_add(b, NULL, need[i] + 4)) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", sh->base);
+        b->len = len; /* room only: kd_shard_append counts it */
+        out[i] = b->p + len;
+    }
+    *topk_ids = out[0];
+    *topk_logprobs = out[1];
+    *tail = out[2];
     return KD_OK;
 }
 

@@ -434,14 +434,14 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
 
     /* teacher top-k, then the sample */
     t0 = kd_now_s();
-    int K = w->K;
     /* teacher-forced scoring by the stub is the teacher's work, timed as such */
-    int32_t *topk_ids = malloc(sizeof(int32_t) * n * (size_t)K);
-    float *topk_lp = malloc(sizeof(float) * n * (size_t)K), *tail = malloc(sizeof(float) * n);
+    /* written straight into the shard's buffer: no copy of the biggest arrays on append */
+    int32_t *topk_ids = NULL;
+    float *topk_lp = NULL, *tail = NULL;
     size_t response_start = resp[0].start;
     kd_text_span answer = {r.content_spans[nm - 1].start, r.content_spans[nm - 1].end};
-    rc = (topk_ids && topk_lp && tail) ? fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err)
-                                       : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    rc = kd_shard_reserve_teacher(w->shard, (int64_t)n, &topk_ids, &topk_lp, &tail, err);
+    if (rc == KD_OK) rc = fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err);
     int64_t prompt_len = 0;
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
     add_time(w, w->scorer ? KD_GEN_C_T_TEACHER_US : KD_GEN_C_T_OTHER_US, t0);
@@ -475,9 +475,6 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         rc = KD_OK;
         c = NULL;
     }
-    free(topk_ids);
-    free(topk_lp);
-    free(tail);
     kd_targets_free(&tg);
     free(resp);
     free(res);

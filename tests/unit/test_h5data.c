@@ -153,6 +153,39 @@ static void test_write_finalize_read(void) {
     KD_ASSERT_CONTAINS(e.msg, "copy the whole dataset folder");
 }
 
+/* Teacher arrays written in place (kd_shard_reserve_teacher) read back like copied ones, also across
+ * background seals, and mixed with samples whose arrays are copied. */
+static void test_reserve_teacher(void) {
+    const char *dir = fresh_dir("reserve");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 4, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_shard_background(sh, &e), KD_OK);
+    for (int64_t id = 0; id < 30; id++) {
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        if (id % 3 != 0) {
+            int32_t *ti;
+            float *tl, *tt;
+            CU_ASSERT_EQUAL_FATAL(kd_shard_reserve_teacher(sh, g.s.n, &ti, &tl, &tt, &e), KD_OK);
+            memcpy(ti, g.topk_ids, sizeof(int32_t) * (size_t)(g.s.n * K));
+            memcpy(tl, g.lp, sizeof(float) * (size_t)(g.s.n * K));
+            memcpy(tt, g.tail, sizeof(float) * (size_t)g.s.n);
+            g.s.topk_ids = ti;
+            g.s.topk_logprobs = tl;
+            g.s.tail_logprob = tt;
+        }
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int seen[30] = {0};
+    CU_ASSERT_EQUAL(check_dataset(dir, 30, seen), 30);
+    for (int i = 0; i < 30; i++) CU_ASSERT_EQUAL(seen[i], 1);
+}
+
 static void test_empty_dataset(void) {
     const char *dir = fresh_dir("empty");
     kd_dataset_info info = test_info();
@@ -741,6 +774,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("h5data", NULL, NULL);
     CU_add_test(s, "shards -> finalize (VDS) -> reader, resume appends, folder moves", test_write_finalize_read);
     CU_add_test(s, "empty dataset", test_empty_dataset);
+    CU_add_test(s, "teacher arrays written in place, background seals", test_reserve_teacher);
     CU_add_test(s, "SIGKILL loses only the unsealed tail", test_crash_loses_only_unsealed_tail);
     CU_add_test(s, "12 writers killed at random moments, then resumed", test_random_kills);
     CU_add_test(s, "legacy shard: rows beyond the journal are cut off", test_rows_beyond_journal_are_cut);
