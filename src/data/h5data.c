@@ -964,10 +964,20 @@ static int rank_compact(const char *dir, rank_state *st, int64_t nth, kd_error *
     kd_dataset_info info;
     char *yaml = NULL;
     int rc = read_info_attrs(f0, st->path[0], &info, &yaml, NULL, err);
-    if (!rc) {
-        hid_t d = H5Dopen2(f0, COLS[C_INPUT_IDS].path, H5P_DEFAULT);
+    /* compression is not an attribute: take it from the first file's filters (a mask column: the
+     * deflate level; input_ids: whether token data is compressed) */
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        hid_t d = H5Dopen2(f0, COLS[pass ? C_INPUT_IDS : C_LOSS].path, H5P_DEFAULT);
         hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : -1;
-        info.compress_token_data = dcpl >= 0 && H5Pget_nfilters(dcpl) > 0;
+        int level = 0;
+        for (int fi = 0; dcpl >= 0 && fi < H5Pget_nfilters(dcpl); fi++) {
+            unsigned flags, cd[8];
+            size_t ncd = 8;
+            if (H5Pget_filter2(dcpl, (unsigned)fi, &flags, &ncd, cd, 0, NULL, NULL) == H5Z_FILTER_DEFLATE)
+                level = ncd > 0 ? (int)cd[0] : 1;
+        }
+        if (pass == 0) info.deflate_level = level;
+        else info.compress_token_data = level > 0;
         if (dcpl >= 0) H5Pclose(dcpl);
         if (d >= 0) H5Dclose(d);
     }
@@ -1159,6 +1169,18 @@ typedef struct buf {
     uint8_t *p;
     size_t len, cap;
 } buf;
+/* Room for n more bytes (contents undefined). */
+static int buf_reserve(buf *b, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + n) nc *= 2;
+        uint8_t *np = realloc(b->p, nc);
+        if (!np) return -1;
+        b->p = np;
+        b->cap = nc;
+    }
+    return 0;
+}
 static int buf_add(buf *b, const void *data, size_t n) {
     if (b->len + n > b->cap) {
         size_t nc = b->cap ? b->cap : 4096;
@@ -1395,10 +1417,9 @@ int kd_shard_reserve_teacher(kd_shard *sh, int64_t n, int32_t **topk_ids, float 
     void *out[3];
     for (int i = 0; i < 3; i++) {
         buf *b = &sh->pending.col[col[i]];
-        size_t len = b->len;
-        if (buf_add(b, NULL, need[i] + 4)) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", sh->base);
-        b->len = len; /* room only: kd_shard_append counts it */
-        out[i] = b->p + len;
+        /* room only: kd_shard_append counts it */
+        if (buf_reserve(b, need[i] + 4)) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", sh->base);
+        out[i] = b->p + b->len;
     }
     *topk_ids = out[0];
     *topk_logprobs = out[1];
