@@ -572,7 +572,7 @@ static int list_dir(const char *dir, dir_entry **out, size_t *n, kd_error *err) 
         (*out)[(*n)++] = de;
     }
     closedir(dp);
-    qsort(*out, *n, sizeof **out, cmp_entry);
+    if (*n > 1) qsort(*out, *n, sizeof **out, cmp_entry);
     return KD_OK;
 }
 
