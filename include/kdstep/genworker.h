@@ -23,8 +23,9 @@ enum {
     KD_GEN_C_T_TEACHER_US, /* time in the teacher (submit + collect), microseconds */
     KD_GEN_C_T_TOKENIZE_US,
     KD_GEN_C_T_EXTRACT_US, /* extraction + mask alignment */
-    KD_GEN_C_T_HDF5_US,
+    KD_GEN_C_T_HDF5_US,    /* HDF5 on the worker's own path: appends, waits for the writer thread, close */
     KD_GEN_C_T_OTHER_US,   /* rendering, top-k assembly */
+    KD_GEN_C_T_HDF5_BG_US, /* the shard's writer thread sealing, overlapped with the above (not in their sum) */
     KD_GEN_NCOUNTERS
 };
 
@@ -48,7 +49,9 @@ int kd_gen_worker_capacity(const kd_gen_worker *w);
  * frees each string and the array. */
 int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n);
 void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]);
-/* Seal the shard and close. */
+/* Seal the shard and compact its segments (timed as HDF5), keeping the worker for its counters. */
+int kd_gen_worker_finish(kd_gen_worker *w, kd_error *err);
+/* Finish (when not done yet) and close. */
 int kd_gen_worker_close(kd_gen_worker *w, kd_error *err);
 /* Close without sealing (fatal error paths). */
 void kd_gen_worker_abandon(kd_gen_worker *w);

@@ -1,21 +1,29 @@
 /* The HDF5 dataset: per-rank shard writers that seal in chunks, resume after a crash, a finalize
  * step that presents all shards as one dataset.h5 (virtual datasets), and the reader training uses.
  *
- * A dataset is a folder: meta.json (format, K, hashes, config), shard-RRRRR.h5 + shard-RRRRR.journal
- * per writer rank, dataset.h5 after finalize. Every array is flat (CSR) with int64 offsets, chunked,
- * shuffle+deflate compressed, extendable; there are no variable-length HDF5 types (texts are UTF-8
- * bytes with their own offsets), so virtual datasets map shards 1:1 and a crash can only damage the
- * chunk being written. The layout is documented in docs/dataset-format.md.
+ * A dataset is a folder: meta.json (format, K, hashes, config), per writer rank a shard-RRRRR.h5 and
+ * a shard-RRRRR.journal, dataset.h5 after finalize; while a run is going, also the rank's sealed
+ * segments shard-RRRRR.seg-NNNNNNNN.h5. Every array is flat (CSR) with int64 offsets, chunked,
+ * compressed where it pays, and there are no variable-length HDF5 types (texts are UTF-8 bytes with
+ * their own offsets), so virtual datasets map shards 1:1. The layout is in docs/dataset-format.md.
  *
- * Sealing: a shard writer buffers appended samples in memory; every `seal_every` samples (and on
- * close) it writes them, H5Fflush + fsync, then atomically rewrites the journal with the sealed count.
- * A crash loses at most the unsealed tail. On reopen the shard is checked against its journal: rows
- * beyond the sealed count are cut off (H5Dset_extent); a shard that fails to open or to read back its
- * sealed tail is moved aside to shard-RRRRR.h5.corrupt (its prompts are not done and will be redone,
- * never half-present). Shards of ranks that no longer exist (resume with fewer ranks) stay valid and
- * are included by finalize.
+ * Sealed data is immutable. A shard writer buffers appended samples in memory; every `seal_every`
+ * samples (and on close) it writes them as a new segment file, complete in itself (the shard layout
+ * with segment-local offsets): written under a temporary name, closed, fsynced, renamed into place,
+ * the folder fsynced, then the journal ({"samples", "tokens", "last_segment"}) rewritten atomically.
+ * The rename is the commit point, so a crash at any moment, inside a seal included, loses at most the
+ * samples not yet sealed; no sealed file is ever opened for writing again. On close, each rank
+ * compacts: its base shard-RRRRR.h5 and its segments are copied into a new base (temporary name,
+ * fsync, rename, fsync), which records the last segment it holds (attribute segments_through); only
+ * then are the segments removed, and recovery removes leftovers the base already holds. Finalize
+ * compacts what is left (ranks of an earlier, larger run) before it writes dataset.h5.
  *
- * Threads: HDF5 is used through its serial API (each rank its own file), which is not thread-safe;
+ * Recovery (on open, and by rank 0 before a run) removes temporaries, and moves a file that cannot be
+ * read back aside to *.corrupt (its prompts are then not done and are generated again, never
+ * half-present); that needs damage from outside (a disk fault, a truncated copy). Shards written by
+ * the earlier append-in-place writer (journal without last_segment) are cut back to their journal.
+ *
+ * Threads: HDF5 is used through its serial API (each rank its own files), which is not thread-safe;
  * call a shard's functions from one thread (the worker's main loop), not from teacher-request threads.
  */
 #ifndef KDSTEP_H5DATA_H
@@ -76,6 +84,14 @@ int kd_dataset_prepare(const char *dir, const kd_dataset_info *info, kd_error *e
  * before the workers open their shards (which then find nothing to repair). */
 int kd_dataset_recover(const char *dir, int64_t **ids, size_t *n, kd_error *err);
 
+/* The same, as a bitmap: bit i of (*bits)[i / 8] is set when prompt id i is done (*bits malloc'd,
+ * *nbits a multiple of 8, may be NULL when *count == 0). Memory is 1 bit per prompt id, not 8 bytes
+ * per sample: what the coordinator uses to resume a 10-million-prompt run. */
+int kd_dataset_recover_done(const char *dir, uint8_t **bits, int64_t *nbits, int64_t *count, kd_error *err);
+
+/* Samples and tokens of DIR/dataset.h5 (its num_samples and last offset: O(1), no full read). */
+int kd_dataset_totals(const char *dir, int64_t *samples, int64_t *tokens, kd_error *err);
+
 /* Write DIR/dataset.h5 (atomically) presenting every sealed shard as one dataset: virtual datasets
  * for per-sample and per-token arrays, real global offsets. *samples gets the total (may be NULL). */
 int kd_dataset_finalize(const char *dir, int64_t *samples, kd_error *err);
@@ -84,20 +100,39 @@ int kd_dataset_finalize(const char *dir, int64_t *samples, kd_error *err);
 
 typedef struct kd_shard kd_shard;
 
-/* Open DIR/shard-<rank>.h5 for appending (created when absent; recovered against its journal when
- * present; its attributes must match `info`). seal_every >= 1. */
+/* Open rank `rank`'s shard in DIR for appending: recover its files (see above), check their
+ * attributes against `info`, and continue after its last segment. Nothing is created until the first
+ * seal. seal_every >= 1. */
 int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_info *info, int seal_every,
                   kd_error *err);
 /* Buffer one sample (copied); seals when seal_every samples are buffered. */
 int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err);
-/* Write the buffered samples, flush + fsync the file, then record the sealed count in the journal. */
+/* Room for the next sample's teacher arrays ([n*K], [n*K], [n]) inside the shard's buffer: fill
+ * them and pass the same pointers in the kd_sample given to kd_shard_append, which then does not copy
+ * them (they are most of a sample's bytes). Valid until the next append or seal. */
+int kd_shard_reserve_teacher(kd_shard *sh, int64_t n, int32_t **topk_ids, float **topk_logprobs, float **tail,
+                             kd_error *err);
+/* Write the buffered samples as a new segment (temporary name, fsync, rename, fsync the folder), then
+ * record the sealed count in the journal. On failure nothing sealed before is touched. */
 int kd_shard_seal(kd_shard *sh, kd_error *err);
 int64_t kd_shard_sealed(const kd_shard *sh);   /* samples sealed in this shard */
 int64_t kd_shard_buffered(const kd_shard *sh); /* samples waiting for the next seal */
-/* Prompt ids sealed in this shard (sorted), valid until the next seal/close. */
-const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n);
-/* Seal what is buffered, then close. Returns the seal's status; the shard is freed either way. */
+/* Prompt ids sealed in this shard (sorted, read back from its files), valid until the next call or
+ * close. */
+const int64_t *kd_shard_done_ids(kd_shard *sh, size_t *n);
+/* Seal what is buffered, compact the rank's segments into its base shard, then close. Returns the
+ * first failure's status; the shard is freed either way (sealed data stays safe in its segments). */
 int kd_shard_close(kd_shard *sh, kd_error *err);
+/* Seal in the background from now on: a writer thread seals each full batch (and folds it into the
+ * rank's next base, so close has little left to do) while appends fill the next. A crash then loses
+ * at most the batch being sealed plus the one being filled (2 x seal_every samples); kd_shard_seal
+ * and kd_shard_close still return only when everything is sealed. Errors of a background seal are
+ * returned by the next append that seals, kd_shard_seal or kd_shard_close. */
+int kd_shard_background(kd_shard *sh, kd_error *err);
+/* Seconds the writer thread spent sealing (0 without kd_shard_background). */
+double kd_shard_background_seconds(const kd_shard *sh);
+/* Fold rank `rank`'s segments in DIR into its base shard-RRRRR.h5 (crash-safe: see above). */
+int kd_shard_compact(const char *dir, int rank, kd_error *err);
 /* Close WITHOUT sealing the buffered tail (what a crash does; for tests and for aborts). */
 void kd_shard_abandon(kd_shard *sh);
 

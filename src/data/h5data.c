@@ -3,9 +3,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 
 #include "kdstep/fsutil.h"
 #include "kdstep/log.h"
+#include "kdstep/progress.h"
 #include "kdstep/version.h"
 
 /* Every array of the layout. Column kinds say what their length counts. */
@@ -263,36 +267,90 @@ int kd_dataset_prepare(const char *dir, const kd_dataset_info *info, kd_error *e
     return rc;
 }
 
-/* ---- journal ------------------------------------------------------------------------------------ */
+/* ---- file names and the journal ----------------------------------------------------------------- */
 
-static void shard_paths(const char *dir, int rank, char *h5, char *journal, size_t cap) {
-    snprintf(h5, cap, "%s/shard-%05d.h5", dir, rank);
-    snprintf(journal, cap, "%s/shard-%05d.journal", dir, rank);
+static void base_path(char *out, size_t cap, const char *dir, int rank) {
+    snprintf(out, cap, "%s/shard-%05d.h5", dir, rank);
+}
+static void journal_path(char *out, size_t cap, const char *dir, int rank) {
+    snprintf(out, cap, "%s/shard-%05d.journal", dir, rank);
+}
+static void seg_path(char *out, size_t cap, const char *dir, int rank, int64_t seq) {
+    snprintf(out, cap, "%s/shard-%05d.seg-%08lld.h5", dir, rank, (long long)seq);
 }
 
-/* Returns 1 and the sealed count when the journal exists, 0 when absent, <0 (err set) when unreadable. */
-static int journal_read(const char *path, int64_t *samples, int64_t *tokens, kd_error *err) {
-    *samples = 0;
-    *tokens = 0;
-    if (!kd_path_exists(path)) return 0;
+enum { F_BASE, F_JOURNAL, F_SEG, F_TMP, F_OTHER };
+
+/* What a file in the dataset folder is: shard-R.h5 (base), shard-R.journal, shard-R.seg-N.h5
+ * (segment), a temporary of rank R (*.tmp.<pid>, never read), or anything else (*.corrupt ...). */
+static int parse_name(const char *name, int *rank, int64_t *seq) {
+    int r = 0, pos = 0;
+    if (sscanf(name, "shard-%d.%n", &r, &pos) != 1 || pos == 0 || r < 0) return F_OTHER;
+    const char *rest = name + pos;
+    *rank = r;
+    *seq = 0;
+    if (strstr(rest, ".tmp.")) return F_TMP;
+    if (strcmp(rest, "h5") == 0) return F_BASE;
+    if (strcmp(rest, "journal") == 0) return F_JOURNAL;
+    long long s = 0;
+    int p2 = 0;
+    if (sscanf(rest, "seg-%lld.h5%n", &s, &p2) == 1 && p2 > 0 && rest[p2] == '\0' && s > 0) {
+        *seq = s;
+        return F_SEG;
+    }
+    return F_OTHER;
+}
+
+typedef struct journal {
+    int present;
+    int legacy;           /* no "last_segment": written by the append-in-place writer, counts the base only */
+    int64_t samples, tokens, last_segment;
+} journal;
+
+/* KD_OK with j->present 0 when absent; an error when unreadable. */
+static int journal_read(const char *path, journal *jr, kd_error *err) {
+    memset(jr, 0, sizeof *jr);
+    if (!kd_path_exists(path)) return KD_OK;
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
-    if (!j) return -kd_error_set(err, KD_ERR_PARSE, "%s: unreadable journal: %s", path, je.text);
+    if (!j) return kd_error_set(err, KD_ERR_PARSE, "%s: unreadable journal: %s", path, je.text);
     json_t *s = json_object_get(j, "samples"), *t = json_object_get(j, "tokens");
+    json_t *l = json_object_get(j, "last_segment");
     if (!json_is_integer(s) || !json_is_integer(t) || json_integer_value(s) < 0) {
         json_decref(j);
-        return -kd_error_set(err, KD_ERR_PARSE, "%s: journal lacks integer \"samples\"/\"tokens\"", path);
+        return kd_error_set(err, KD_ERR_PARSE, "%s: journal lacks integer \"samples\"/\"tokens\"", path);
     }
-    *samples = json_integer_value(s);
-    *tokens = json_integer_value(t);
+    jr->present = 1;
+    jr->legacy = !json_is_integer(l);
+    jr->samples = json_integer_value(s);
+    jr->tokens = json_integer_value(t);
+    jr->last_segment = json_is_integer(l) ? json_integer_value(l) : 0;
     json_decref(j);
-    return 1;
+    return KD_OK;
 }
-static int journal_write(const char *path, int64_t samples, int64_t tokens, kd_error *err) {
+static int journal_write(const char *path, int64_t samples, int64_t tokens, int64_t last_segment, kd_error *err) {
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "{\"samples\": %lld, \"tokens\": %lld}\n", (long long)samples,
-                     (long long)tokens);
+    int n = snprintf(buf, sizeof buf, "{\"samples\": %lld, \"tokens\": %lld, \"last_segment\": %lld}\n",
+                     (long long)samples, (long long)tokens, (long long)last_segment);
     return kd_write_file_atomic(path, buf, (size_t)n, err);
+}
+
+/* Test hook for crash tests: KD_DEBUG_KILL_IN_SEAL="POINT[:N[:RANK]]" raises SIGKILL at POINT of the
+ * Nth seal (or compaction) of shard RANK (default: the first, any rank). POINT is one of
+ *   written          segment data written, its file not yet closed (what a kill mid-H5Fflush hits)
+ *   closed           segment file closed and fsynced, not yet renamed into place
+ *   renamed          segment in place, the journal not yet updated
+ *   compact-written  compacted base written to its temp name, not yet renamed
+ *   compact-renamed  compacted base in place, its segments not yet removed */
+static void debug_kill(const char *point, int rank, int64_t nth) {
+    const char *v = getenv("KD_DEBUG_KILL_IN_SEAL");
+    if (!v || !*v) return;
+    char p[32] = "";
+    long long n = 1;
+    int r = -1;
+    if (sscanf(v, "%31[^:]:%lld:%d", p, &n, &r) < 1) return;
+    if (strcmp(p, point) != 0 || n != nth || (r >= 0 && r != rank)) return;
+    raise(SIGKILL);
 }
 
 /* ---- low-level dataset helpers ------------------------------------------------------------------ */
@@ -319,9 +377,10 @@ static int dset_read_rows(hid_t d, const col_def *c, int k, hsize_t first, hsize
     return r < 0 ? -1 : 0;
 }
 
-static hid_t create_column(hid_t f, const col_def *c, int k, int deflate, hsize_t initial) {
+/* chunk_n: rows per chunk, 0 = the layout's default */
+static hid_t create_column(hid_t f, const col_def *c, int k, int deflate, hsize_t initial, hsize_t chunk_n) {
     hsize_t dims[2] = {initial, (hsize_t)k}, maxd[2] = {H5S_UNLIMITED, (hsize_t)k};
-    hsize_t chunk[2] = {chunk_rows(c, k), (hsize_t)k};
+    hsize_t chunk[2] = {chunk_n ? chunk_n : chunk_rows(c, k), (hsize_t)k};
     int rank = c->wide ? 2 : 1;
     hid_t sp = H5Screate_simple(rank, dims, maxd);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -339,6 +398,14 @@ static hid_t create_column(hid_t f, const col_def *c, int k, int deflate, hsize_
     return d;
 }
 
+/* Token ids and teacher top-k are most of the bytes and, on real data, do not repay deflate's time
+ * (docs/performance-data.md), so they are compressed only on request; masks, offsets and texts
+ * compress many-fold for little time. */
+static int column_deflate(const kd_dataset_info *info, int c) {
+    int heavy = c == C_INPUT_IDS || c == C_TOPK_IDS || c == C_TOPK_LP || c == C_TAIL;
+    return heavy && !info->compress_token_data ? 0 : info->deflate_level;
+}
+
 /* Shards keep the default (oldest) file format on purpose: superblock v3 (libver latest) marks a file
  * "open for writing" and refuses to reopen it after a crash until h5clear is run. Only dataset.h5, which
  * is written once and closed, uses the 1.10 format that virtual datasets need. */
@@ -352,18 +419,40 @@ static hid_t fapl_latest(void) {
 
 /* ---- shard recovery ------------------------------------------------------------------------------ */
 
-/* Cut every column of an open shard to `samples` sealed rows, then read back the last chunk of each
- * column so damage from a crash during a seal shows up now, not in training. */
-static int shard_truncate_verify(hid_t f, const char *path, int64_t samples, int64_t jtokens, int k,
-                                 kd_error *err) {
+/* Check one shard-format file (base or segment). `cut` >= 0 (a legacy append-in-place shard): cut
+ * every column back to `cut` samples and `cut_tokens` tokens, as its journal says. Otherwise the file
+ * was written whole and holds exactly what its offsets say. Then read back the last chunks of every
+ * column, so damage shows up now, not in training. Fills samples/tokens; an error says why the file
+ * cannot be trusted. */
+static int file_check(const char *path, int64_t cut, int64_t cut_tokens, int64_t *samples_out, int64_t *tokens_out,
+                      kd_error *err) {
+    quiet_hdf5();
+    hid_t fapl = fapl_shard();
+    hid_t f = H5Fopen(path, cut >= 0 ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (f < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", path);
     hid_t d[NCOL];
     for (int i = 0; i < NCOL; i++) d[i] = -1;
     int rc = KD_OK;
-    int64_t ends[NCOL];
+    int64_t ends[NCOL], k64 = 0;
+    if (attr_read_int(f, "topk", &k64) < 0 || k64 < 1 || k64 > 1 << 16) {
+        rc = kd_error_set(err, KD_ERR_INVALID, "%s: no topk attribute", path);
+        goto out;
+    }
+    int k = (int)k64;
     for (int i = 0; i < NCOL; i++) {
         d[i] = H5Dopen2(f, COLS[i].path, H5P_DEFAULT);
         if (d[i] < 0) {
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", path, COLS[i].path);
+            goto out;
+        }
+    }
+    int64_t samples = cut;
+    if (samples < 0) {
+        samples = (int64_t)dset_len(d[C_PROMPT_ID]);
+        if ((int64_t)dset_len(d[C_OFFSETS]) != samples + 1) {
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: %lld samples but %llu offsets", path, (long long)samples,
+                              (unsigned long long)dset_len(d[C_OFFSETS]));
             goto out;
         }
     }
@@ -382,19 +471,19 @@ static int shard_truncate_verify(hid_t f, const char *path, int64_t samples, int
         }
         ends[i] = e;
     }
-    if (ends[C_OFFSETS] != jtokens) {
+    if (cut >= 0 && ends[C_OFFSETS] != cut_tokens) {
         rc = kd_error_set(err, KD_ERR_INVALID, "%s: %lld tokens in the first %lld samples, the journal says %lld",
-                          path, (long long)ends[C_OFFSETS], (long long)samples, (long long)jtokens);
+                          path, (long long)ends[C_OFFSETS], (long long)samples, (long long)cut_tokens);
         goto out;
     }
     for (int i = 0; i < NCOL; i++) {
         const col_def *c = &COLS[i];
-        hsize_t want = c->kind == COL_SAMPLE ? (hsize_t)samples
+        hsize_t want = c->kind == COL_SAMPLE    ? (hsize_t)samples
                        : c->kind == COL_OFFSETS ? (hsize_t)samples + 1
                        : c->kind == COL_TOKEN   ? (hsize_t)ends[C_OFFSETS]
                                                 : (hsize_t)ends[c->bytes_of];
         hsize_t have = dset_len(d[i]);
-        if (have < want) {
+        if (have < want || (cut < 0 && have != want)) {
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: %s has %llu rows, %llu are sealed", path, c->path,
                               (unsigned long long)have, (unsigned long long)want);
             goto out;
@@ -422,93 +511,223 @@ static int shard_truncate_verify(hid_t f, const char *path, int64_t samples, int
             goto out;
         }
     }
+    *samples_out = samples;
+    *tokens_out = ends[C_OFFSETS];
 out:
     for (int i = 0; i < NCOL; i++)
         if (d[i] >= 0) H5Dclose(d[i]);
+    if (H5Fclose(f) < 0 && rc == KD_OK) rc = kd_error_set(err, KD_ERR_IO, "%s: close failed", path);
     return rc;
 }
 
-/* Bring one shard in line with its journal. Returns the sealed samples (>= 0), with the file gone
- * (moved to .corrupt) when it could not be trusted; < 0 on an error the caller must report. */
-static int64_t shard_recover(const char *h5, const char *journal, kd_error *err) {
-    int64_t samples = 0, tokens = 0;
-    int jr = journal_read(journal, &samples, &tokens, err);
-    if (jr < 0) return -1;
-    if (!kd_path_exists(h5)) {
-        if (jr > 0 && samples > 0)
-            return -kd_error_set(err, KD_ERR_NOTFOUND,
-                                 "%s: the journal says %lld samples are sealed but the shard file is missing", h5,
-                                 (long long)samples);
-        return 0;
-    }
+/* 1 and *v when the file opens and has the attribute, 0 when it opens without it, -1 when it does not open. */
+static int file_attr_int(const char *path, const char *name, int64_t *v) {
     quiet_hdf5();
-    kd_error why;
-    kd_error_clear(&why);
-    hid_t fapl = fapl_shard();
-    hid_t f = H5Fopen(h5, H5F_ACC_RDWR, fapl);
-    H5Pclose(fapl);
-    int bad = 0;
-    if (f < 0) {
-        kd_error_set(&why, KD_ERR_INVALID, "%s: cannot be opened as HDF5", h5);
-        bad = 1;
-    } else {
-        int64_t k = 0;
-        if (attr_read_int(f, "topk", &k) < 0 || k < 1) {
-            kd_error_set(&why, KD_ERR_INVALID, "%s: no topk attribute", h5);
-            bad = 1;
-        } else if (shard_truncate_verify(f, h5, samples, tokens, (int)k, &why)) {
-            bad = 1;
-        }
-        if (H5Fclose(f) < 0 && !bad) {
-            kd_error_set(&why, KD_ERR_IO, "%s: close failed", h5);
-            bad = 1;
-        }
-    }
-    if (!bad) return samples;
-    char aside[4200];
-    snprintf(aside, sizeof aside, "%s.corrupt", h5);
-    KD_WARN("%s; moving it to %s, its %lld sealed samples will be generated again", why.msg, aside,
-            (long long)samples);
-    if (rename(h5, aside) != 0) return -kd_error_errno(err, errno, "cannot move %s aside", h5);
-    if (jr > 0 && unlink(journal) != 0) return -kd_error_errno(err, errno, "cannot remove %s", journal);
-    return 0;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return -1;
+    int r = attr_read_int(f, name, v) == 0 ? 1 : 0;
+    H5Fclose(f);
+    return r;
 }
 
-/* Shard ranks present in dir (by shard-*.h5 or shard-*.journal), sorted. */
-static int list_shards(const char *dir, int **ranks, int *n, kd_error *err) {
-    *ranks = NULL;
+/* One entry of the dataset folder that belongs to a shard rank. */
+typedef struct dir_entry {
+    int rank, kind;
+    int64_t seq;
+    char name[256];
+} dir_entry;
+
+static int cmp_entry(const void *a, const void *b) {
+    const dir_entry *x = a, *y = b;
+    if (x->rank != y->rank) return (x->rank > y->rank) - (x->rank < y->rank);
+    if (x->kind != y->kind) return (x->kind > y->kind) - (x->kind < y->kind);
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* Every shard file in dir, sorted by rank, kind, segment number. */
+static int list_dir(const char *dir, dir_entry **out, size_t *n, kd_error *err) {
+    *out = NULL;
     *n = 0;
     DIR *dp = opendir(dir);
     if (!dp) return kd_error_errno(err, errno, "%s: cannot list the dataset folder", dir);
-    int cap = 0;
+    size_t cap = 0;
     struct dirent *e;
     while ((e = readdir(dp))) {
-        int r;
-        char ext[32];
-        if (sscanf(e->d_name, "shard-%d.%31s", &r, ext) != 2) continue;
-        if (strcmp(ext, "h5") && strcmp(ext, "journal")) continue;
-        int seen = 0;
-        for (int i = 0; i < *n; i++) seen |= (*ranks)[i] == r;
-        if (seen) continue;
+        dir_entry de;
+        memset(&de, 0, sizeof de);
+        de.kind = parse_name(e->d_name, &de.rank, &de.seq);
+        if (de.kind == F_OTHER || strlen(e->d_name) >= sizeof de.name) continue;
+        snprintf(de.name, sizeof de.name, "%s", e->d_name);
         if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            int *nr = kd_reallocarray(*ranks, (size_t)cap, sizeof(int));
-            if (!nr) {
+            cap = cap ? cap * 2 : 64;
+            dir_entry *ne = kd_reallocarray(*out, cap, sizeof *ne);
+            if (!ne) {
                 closedir(dp);
+                free(*out);
+                *out = NULL;
                 return kd_error_set(err, KD_ERR_NOMEM, "out of memory listing %s", dir);
             }
-            *ranks = nr;
+            *out = ne;
         }
-        (*ranks)[(*n)++] = r;
+        (*out)[(*n)++] = de;
     }
     closedir(dp);
-    for (int i = 1; i < *n; i++)
-        for (int j = i; j > 0 && (*ranks)[j - 1] > (*ranks)[j]; j--) {
-            int t = (*ranks)[j];
-            (*ranks)[j] = (*ranks)[j - 1];
-            (*ranks)[j - 1] = t;
-        }
+    if (*n > 1) qsort(*out, *n, sizeof **out, cmp_entry);
     return KD_OK;
+}
+
+/* A rank's sealed files after recovery: its base (optional) then its live segments, in order. */
+typedef struct rank_state {
+    int rank;
+    int has_base;
+    int64_t through;         /* segments_through of the base: segments up to this number are folded in */
+    int nfiles;
+    char (*path)[4096];      /* [nfiles] base first (when present), then segments by number */
+    int64_t *seq;            /* [nfiles] 0 for the base */
+    int64_t *samples;        /* [nfiles] */
+    int64_t total_samples, total_tokens;
+    int64_t next_seq;        /* the number the next segment gets */
+} rank_state;
+
+static void rank_state_free(rank_state *st) {
+    free(st->path);
+    free(st->seq);
+    free(st->samples);
+    memset(st, 0, sizeof *st);
+}
+
+static int rank_state_add(rank_state *st, const char *path, int64_t seq, int64_t samples, int64_t tokens) {
+    char(*p)[4096] = realloc(st->path, sizeof *p * (size_t)(st->nfiles + 1));
+    if (!p) return -1;
+    st->path = p;
+    int64_t *s = kd_reallocarray(st->seq, (size_t)st->nfiles + 1, sizeof(int64_t));
+    if (!s) return -1;
+    st->seq = s;
+    s = kd_reallocarray(st->samples, (size_t)st->nfiles + 1, sizeof(int64_t));
+    if (!s) return -1;
+    st->samples = s;
+    snprintf(st->path[st->nfiles], 4096, "%s", path);
+    st->seq[st->nfiles] = seq;
+    st->samples[st->nfiles] = samples;
+    st->nfiles++;
+    st->total_samples += samples;
+    st->total_tokens += tokens;
+    return 0;
+}
+
+/* lost < 0: not known (the file cannot be read) */
+static int move_aside(const char *path, const char *why, int64_t lost, kd_error *err) {
+    char aside[4200];
+    snprintf(aside, sizeof aside, "%s.corrupt", path);
+    if (lost >= 0)
+        KD_WARN("%s; moving it to %s, its %lld sealed samples will be generated again", why, aside, (long long)lost);
+    else
+        KD_WARN("%s; moving it to %s, its sealed samples will be generated again", why, aside);
+    if (rename(path, aside) != 0) return kd_error_errno(err, errno, "cannot move %s aside", path);
+    return KD_OK;
+}
+
+/* Bring rank `rank`'s files (entries es[0..n) of the folder listing) in line: remove temporaries of
+ * interrupted writes and segments already folded into the base, cut a legacy shard to its journal,
+ * move files that cannot be read back aside (*.corrupt: their prompts are not done and will be
+ * generated again, never half-present). Sealed files are never modified. */
+static int rank_recover(const char *dir, int rank, const dir_entry *es, size_t n, rank_state *st, kd_error *err) {
+    memset(st, 0, sizeof *st);
+    st->rank = rank;
+    char jpath[4096], path[4400];
+    journal_path(jpath, sizeof jpath, dir, rank);
+    journal jr;
+    if (journal_read(jpath, &jr, err)) return err ? err->code : KD_ERR_PARSE;
+    int64_t max_seq = jr.last_segment, lost_files = 0;
+    int any_file = 0, rc = KD_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (es[i].rank != rank || es[i].kind != F_TMP) continue;
+        kd_path_join(path, sizeof path, dir, es[i].name);
+        unlink(path); /* an interrupted seal, compaction or journal write: never part of the dataset */
+    }
+    /* the base */
+    char bpath[4096];
+    base_path(bpath, sizeof bpath, dir, rank);
+    int base_bad = 0;
+    kd_error why;
+    kd_error_clear(&why);
+    int64_t bs = 0, bt = 0;
+    if (kd_path_exists(bpath)) {
+        any_file = 1;
+        int64_t through = 0;
+        int a = file_attr_int(bpath, "segments_through", &through);
+        int legacy = a == 0 && jr.present && jr.legacy;
+        if (a < 0) {
+            kd_error_set(&why, KD_ERR_INVALID, "%s: cannot be opened as HDF5", bpath);
+            base_bad = 1;
+        } else if (file_check(bpath, legacy ? jr.samples : -1, legacy ? jr.tokens : -1, &bs, &bt, &why)) {
+            base_bad = 1;
+        } else {
+            st->has_base = 1;
+            st->through = a == 1 ? through : 0;
+            if (st->through > max_seq) max_seq = st->through;
+            if (rank_state_add(st, bpath, 0, bs, bt)) goto nomem;
+        }
+    }
+    /* the segments */
+    for (size_t i = 0; i < n; i++) {
+        if (es[i].rank != rank || es[i].kind != F_SEG) continue;
+        kd_path_join(path, sizeof path, dir, es[i].name);
+        if (es[i].seq > max_seq) max_seq = es[i].seq;
+        if (es[i].seq <= st->through) {
+            /* folded into the base by a compaction that was cut before it removed them */
+            if (unlink(path) != 0 && errno != ENOENT) {
+                rc = kd_error_errno(err, errno, "cannot remove %s (already in %s)", path, bpath);
+                goto fail;
+            }
+            continue;
+        }
+        any_file = 1;
+        int64_t s = 0, t = 0;
+        kd_error we;
+        kd_error_clear(&we);
+        if (file_check(path, -1, -1, &s, &t, &we)) {
+            lost_files++;
+            if ((rc = move_aside(path, we.msg, -1, err))) goto fail;
+            continue;
+        }
+        if (rank_state_add(st, path, es[i].seq, s, t)) goto nomem;
+    }
+    if (base_bad) {
+        lost_files++;
+        int64_t lost = jr.present && jr.samples > st->total_samples ? jr.samples - st->total_samples : 0;
+        if ((rc = move_aside(bpath, why.msg, lost, err))) goto fail;
+    }
+    st->next_seq = max_seq + 1;
+    if (jr.present && !any_file && jr.samples > 0) {
+        rc = kd_error_set(err, KD_ERR_NOTFOUND,
+                          "%s: the journal says %lld samples are sealed but the shard file is missing", bpath,
+                          (long long)jr.samples);
+        goto fail;
+    }
+    if (!lost_files && jr.present && !jr.legacy && st->total_samples < jr.samples) {
+        KD_WARN("%s: shard %d's journal counts %lld sealed samples, its files hold %lld (a file was removed?); the "
+                "missing ones will be generated again",
+                dir, rank, (long long)jr.samples, (long long)st->total_samples);
+        lost_files++;
+    }
+    if (lost_files) {
+        /* the journal now describes what is left, so the loss is reported once */
+        if (st->nfiles == 0) {
+            if (unlink(jpath) != 0 && errno != ENOENT) {
+                rc = kd_error_errno(err, errno, "cannot remove %s", jpath);
+                goto fail;
+            }
+        } else if ((rc = journal_write(jpath, st->total_samples, st->total_tokens, max_seq, err))) {
+            goto fail;
+        }
+    }
+    return KD_OK;
+nomem:
+    rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+fail:
+    rank_state_free(st);
+    return rc;
 }
 
 static int cmp_i64(const void *a, const void *b) {
@@ -530,85 +749,417 @@ static int read_prompt_ids(const char *h5, int64_t n, int64_t *out, kd_error *er
     return KD_OK;
 }
 
-typedef struct shard_entry {
-    int rank;
-    int64_t samples;
-    char h5[4096];
-} shard_entry;
+/* The prompt ids of a rank's sealed files into out[0 .. st->total_samples). */
+static int rank_read_ids(const rank_state *st, int64_t *out, kd_error *err) {
+    int64_t at = 0;
+    for (int i = 0; i < st->nfiles; i++) {
+        if (read_prompt_ids(st->path[i], st->samples[i], out + at, err)) return err ? err->code : KD_ERR_INVALID;
+        at += st->samples[i];
+    }
+    return KD_OK;
+}
 
-/* Recover all shards; entries with samples > 0 are returned. */
-static int recover_all(const char *dir, shard_entry **out, int *nout, kd_error *err) {
+static int fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+/* A shard file written under a temporary name by appending whole files or batches in order: how
+ * segments are folded into a base (compaction). Offsets columns are rebased as parts are added. */
+typedef struct appender {
+    char tmp[4200];
+    hid_t f;
+    hid_t d[NCOL];
+    int k;
+    int64_t rows[NCOL], end[NCOL];
+    int nparts; /* parts completed */
+} appender;
+
+static void app_abort(appender *a) {
+    for (int c = 0; c < NCOL; c++)
+        if (a->d[c] >= 0) H5Dclose(a->d[c]);
+    if (a->f >= 0) H5Fclose(a->f);
+    a->f = -1;
+    for (int c = 0; c < NCOL; c++) a->d[c] = -1;
+    unlink(a->tmp);
+}
+
+static int app_open(appender *a, const char *tmp, const kd_dataset_info *info, kd_error *err) {
+    memset(a, 0, sizeof *a);
+    a->f = -1;
+    for (int c = 0; c < NCOL; c++) a->d[c] = -1;
+    snprintf(a->tmp, sizeof a->tmp, "%s", tmp);
+    a->k = info->topk;
+    quiet_hdf5();
+    hid_t fapl = fapl_shard();
+    a->f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (a->f < 0) return kd_error_set(err, KD_ERR_IO, "%s: cannot create (is the folder writable?)", tmp);
+    for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(a->f, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    int bad = write_info_attrs(a->f, info);
+    for (int c = 0; c < NCOL && !bad; c++) {
+        a->d[c] = create_column(a->f, &COLS[c], a->k, column_deflate(info, c), 0, 0);
+        if (a->d[c] < 0) bad = 1;
+    }
+    if (bad) {
+        app_abort(a);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot create its datasets", tmp);
+    }
+    return KD_OK;
+}
+
+/* Append n rows of column c. Offsets columns hold the part's own n entries from 0 (n = samples + 1):
+ * they are shifted in place past what the parts before hold, and all but the first part's leading 0
+ * is dropped. */
+static int app_add(appender *a, int c, void *data, hsize_t n, kd_error *err) {
+    const col_def *cd = &COLS[c];
+    size_t row = TYPE_SIZE[cd->type] * (cd->wide ? (size_t)a->k : 1);
+    hsize_t skip = 0;
+    if (cd->kind == COL_OFFSETS) {
+        int64_t *o = data;
+        for (hsize_t j = 0; j < n; j++) o[j] += a->end[c];
+        if (a->nparts > 0) skip = 1;
+        if (n > 0) a->end[c] = o[n - 1];
+    }
+    if (n <= skip) return KD_OK;
+    hsize_t add = n - skip;
+    hsize_t dims[2] = {(hsize_t)a->rows[c] + add, (hsize_t)a->k};
+    if (H5Dset_extent(a->d[c], dims) < 0) return kd_error_set(err, KD_ERR_IO, "%s: cannot extend %s", a->tmp, cd->path);
+    hid_t fs = H5Dget_space(a->d[c]);
+    hsize_t start[2] = {(hsize_t)a->rows[c], 0}, count[2] = {add, (hsize_t)a->k};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(cd->wide ? 2 : 1, count, NULL);
+    herr_t r = H5Dwrite(a->d[c], mem_type(cd->type), ms, fs, H5P_DEFAULT, (uint8_t *)data + skip * row);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (r < 0) return kd_error_set(err, KD_ERR_IO, "%s: writing %s failed (disk full?)", a->tmp, cd->path);
+    a->rows[c] += (int64_t)add;
+    return KD_OK;
+}
+
+/* Append a whole shard-format file (a base or a segment). */
+static int app_add_file(appender *a, const char *path, kd_error *err) {
+    hid_t src = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (src < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", path);
+    int rc = KD_OK;
+    void *buf = NULL;
+    size_t cap = 0;
+    for (int c = 0; c < NCOL && rc == KD_OK; c++) {
+        const col_def *cd = &COLS[c];
+        hid_t sd = H5Dopen2(src, cd->path, H5P_DEFAULT);
+        if (sd < 0) {
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", path, cd->path);
+            break;
+        }
+        hsize_t n = dset_len(sd);
+        size_t need = (size_t)n * TYPE_SIZE[cd->type] * (cd->wide ? (size_t)a->k : 1) + 8;
+        if (need > cap) {
+            void *nb = realloc(buf, need);
+            if (!nb) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory reading %s", path);
+            else {
+                buf = nb;
+                cap = need;
+            }
+        }
+        if (!rc && dset_read_rows(sd, cd, a->k, 0, n, buf) < 0) rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", path, cd->path);
+        H5Dclose(sd);
+        if (!rc) rc = app_add(a, c, buf, n, err);
+    }
+    free(buf);
+    H5Fclose(src);
+    a->nparts++;
+    return rc;
+}
+
+/* Record the last segment held, close and fsync. The file is then ready to be renamed into place. */
+static int app_finish(appender *a, int64_t through, kd_error *err) {
+    int bad = attr_write_int(a->f, "segments_through", through);
+    for (int c = 0; c < NCOL; c++) {
+        if (a->d[c] >= 0 && H5Dclose(a->d[c]) < 0) bad = 1;
+        a->d[c] = -1;
+    }
+    if (H5Fclose(a->f) < 0) bad = 1;
+    a->f = -1;
+    if (bad) {
+        unlink(a->tmp);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot close (disk full?)", a->tmp);
+    }
+    if (fsync_path(a->tmp) != 0) {
+        int rc = kd_error_errno(err, errno, "%s: fsync failed", a->tmp);
+        unlink(a->tmp);
+        return rc;
+    }
+    return KD_OK;
+}
+
+/* Put a finished compaction in place: rename over the base, fsync the folder, then remove the
+ * rank's segments up to `through` (the base holds them) and record the totals in the journal. */
+static int compaction_commit(const char *dir, int rank, const char *tmp, int64_t through, int64_t samples,
+                             int64_t tokens, int64_t nth, kd_error *err) {
+    char bpath[4096], jpath[4096], path[4400];
+    base_path(bpath, sizeof bpath, dir, rank);
+    journal_path(jpath, sizeof jpath, dir, rank);
+    debug_kill("compact-written", rank, nth);
+    if (rename(tmp, bpath) != 0) {
+        int rc = kd_error_errno(err, errno, "cannot rename %s to %s", tmp, bpath);
+        unlink(tmp);
+        return rc;
+    }
+    kd_fsync_dir(dir, NULL);
+    debug_kill("compact-renamed", rank, nth);
+    dir_entry *es = NULL;
+    size_t n = 0;
+    if (list_dir(dir, &es, &n, err)) return err ? err->code : KD_ERR_IO;
+    for (size_t i = 0; i < n; i++) {
+        if (es[i].rank != rank || es[i].kind != F_SEG || es[i].seq > through) continue;
+        kd_path_join(path, sizeof path, dir, es[i].name);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            int rc = kd_error_errno(err, errno, "cannot remove %s (already in %s)", path, bpath);
+            free(es);
+            return rc;
+        }
+    }
+    free(es);
+    kd_fsync_dir(dir, NULL);
+    return journal_write(jpath, samples, tokens, through, err);
+}
+
+/* Bytes of free space in dir, or -1 when unknown. */
+static long long free_bytes(const char *dir) {
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0) return -1;
+    return (long long)((unsigned long long)vs.f_bavail * vs.f_frsize);
+}
+
+/* Fold a rank's segments into its base: base + segments are copied, in order, into a temporary file,
+ * which is closed, fsynced and renamed over the base (then the folder is fsynced); only then are the
+ * segments removed. The new base records the last segment it holds (segments_through), so a crash
+ * before the removal leaves no duplicates: recovery drops segments the base already holds. */
+static int rank_compact(const char *dir, rank_state *st, int64_t nth, kd_error *err) {
+    int nseg = st->nfiles - (st->has_base ? 1 : 0);
+    if (nseg == 0) return KD_OK;
+    char bpath[4096], tmp[4200];
+    base_path(bpath, sizeof bpath, dir, st->rank);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", bpath, (int)getpid());
+    int64_t last = st->seq[st->nfiles - 1];
+    long long need = 0, avail = free_bytes(dir);
+    struct stat sb;
+    for (int i = 0; i < st->nfiles; i++)
+        if (stat(st->path[i], &sb) == 0) need += (long long)sb.st_size;
+    if (avail >= 0 && avail < need + (1 << 20)) {
+        /* No room for the copy: the segments stay as they are (dataset.h5 maps them directly), and a
+         * later finalize with more room folds them in. */
+        KD_WARN("%s: not enough free space to merge shard %d's %d sealed files (%lld KiB free, %lld KiB needed); "
+                "they stay as separate files, which dataset.h5 maps as they are",
+                dir, st->rank, st->nfiles, avail / 1024, need / 1024 + 1);
+        return KD_OK;
+    }
+    quiet_hdf5();
+    /* attributes (and compression) from the first file */
+    hid_t f0 = H5Fopen(st->path[0], H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f0 < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", st->path[0]);
+    kd_dataset_info info;
+    char *yaml = NULL;
+    int rc = read_info_attrs(f0, st->path[0], &info, &yaml, NULL, err);
+    /* compression is not an attribute: take it from the first file's filters (a mask column: the
+     * deflate level; input_ids: whether token data is compressed) */
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        hid_t d = H5Dopen2(f0, COLS[pass ? C_INPUT_IDS : C_LOSS].path, H5P_DEFAULT);
+        hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : -1;
+        int level = 0;
+        for (int fi = 0; dcpl >= 0 && fi < H5Pget_nfilters(dcpl); fi++) {
+            unsigned flags, cd[8];
+            size_t ncd = 8;
+            if (H5Pget_filter2(dcpl, (unsigned)fi, &flags, &ncd, cd, 0, NULL, NULL) == H5Z_FILTER_DEFLATE)
+                level = ncd > 0 ? (int)cd[0] : 1;
+        }
+        if (pass == 0) info.deflate_level = level;
+        else info.compress_token_data = level > 0;
+        if (dcpl >= 0) H5Pclose(dcpl);
+        if (d >= 0) H5Dclose(d);
+    }
+    H5Fclose(f0);
+    info.config_yaml = yaml;
+    appender a;
+    if (!rc) rc = app_open(&a, tmp, &info, err);
+    free(yaml);
+    if (rc) return rc;
+    for (int i = 0; i < st->nfiles && rc == KD_OK; i++) rc = app_add_file(&a, st->path[i], err);
+    if (rc) {
+        app_abort(&a);
+        return rc;
+    }
+    if ((rc = app_finish(&a, last, err))) return rc;
+    if ((rc = compaction_commit(dir, st->rank, tmp, last, st->total_samples, st->total_tokens, nth, err))) return rc;
+    int64_t s = st->total_samples, t = st->total_tokens;
+    st->nfiles = 0;
+    st->total_samples = st->total_tokens = 0;
+    st->has_base = 1;
+    st->through = last;
+    if (rank_state_add(st, bpath, 0, s, t)) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    return KD_OK;
+}
+
+/* Recover every rank in dir (and, with `compact`, fold each rank's segments into its base). */
+static int recover_all(const char *dir, int compact, rank_state **out, int *nout, kd_error *err) {
     *out = NULL;
     *nout = 0;
-    int *ranks = NULL, n = 0;
-    if (list_shards(dir, &ranks, &n, err)) return err ? err->code : KD_ERR_IO;
-    shard_entry *es = kd_calloc((size_t)n + 1, sizeof *es);
-    if (!es) {
-        free(ranks);
+    dir_entry *es = NULL;
+    size_t n = 0;
+    if (list_dir(dir, &es, &n, err)) return err ? err->code : KD_ERR_IO;
+    int nr = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i == 0 || es[i].rank != es[i - 1].rank) nr++;
+    rank_state *st = kd_calloc((size_t)nr + 1, sizeof *st);
+    if (!st) {
+        free(es);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     }
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        char journal[4096];
-        shard_paths(dir, ranks[i], es[m].h5, journal, sizeof journal);
-        int64_t s = shard_recover(es[m].h5, journal, err);
-        if (s < 0) {
-            free(ranks);
-            free(es);
-            return err ? err->code : KD_ERR_IO;
-        }
-        if (s == 0) continue;
-        es[m].rank = ranks[i];
-        es[m].samples = s;
-        m++;
+    int m = 0, rc = KD_OK;
+    for (size_t i = 0; i < n && rc == KD_OK; i++) {
+        if (i > 0 && es[i].rank == es[i - 1].rank) continue;
+        size_t j = i;
+        while (j < n && es[j].rank == es[i].rank) j++;
+        rc = rank_recover(dir, es[i].rank, es + i, j - i, &st[m], err);
+        if (rc == KD_OK && compact) rc = rank_compact(dir, &st[m], 1, err);
+        if (rc == KD_OK) m++;
     }
-    free(ranks);
-    *out = es;
+    free(es);
+    if (rc) {
+        for (int i = 0; i < m; i++) rank_state_free(&st[i]);
+        free(st);
+        return rc;
+    }
+    *out = st;
     *nout = m;
     return KD_OK;
+}
+
+static void free_states(rank_state *st, int n) {
+    for (int i = 0; i < n; i++) rank_state_free(&st[i]);
+    free(st);
 }
 
 int kd_dataset_recover(const char *dir, int64_t **ids, size_t *n, kd_error *err) {
     *ids = NULL;
     *n = 0;
-    shard_entry *es;
-    int ne;
-    if (recover_all(dir, &es, &ne, err)) return err ? err->code : KD_ERR_IO;
+    rank_state *st;
+    int ns;
+    if (recover_all(dir, 0, &st, &ns, err)) return err ? err->code : KD_ERR_IO;
     int64_t total = 0;
-    for (int i = 0; i < ne; i++) total += es[i].samples;
+    for (int i = 0; i < ns; i++) total += st[i].total_samples;
     int64_t *all = kd_calloc((size_t)total + 1, sizeof(int64_t));
-    int *owner = kd_calloc((size_t)total + 1, sizeof(int));
-    if (!all || !owner) {
-        free(all);
-        free(owner);
-        free(es);
+    if (!all) {
+        free_states(st, ns);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory reading done prompt ids");
     }
     int64_t at = 0;
-    for (int i = 0; i < ne; i++) {
-        if (read_prompt_ids(es[i].h5, es[i].samples, all + at, err)) {
+    for (int i = 0; i < ns; i++) {
+        if (rank_read_ids(&st[i], all + at, err)) {
             free(all);
-            free(owner);
-            free(es);
+            free_states(st, ns);
             return err->code;
         }
-        at += es[i].samples;
+        at += st[i].total_samples;
     }
+    free_states(st, ns);
     qsort(all, (size_t)total, sizeof(int64_t), cmp_i64);
     for (int64_t i = 1; i < total; i++)
         if (all[i] == all[i - 1]) {
             int64_t dup = all[i];
             free(all);
-            free(owner);
-            free(es);
             return kd_error_set(err, KD_ERR_INVALID,
                                 "%s: prompt id %lld is stored twice; the dataset was written by two runs at once?",
                                 dir, (long long)dup);
         }
-    free(owner);
-    free(es);
     *ids = all;
     *n = (size_t)total;
+    return KD_OK;
+}
+
+/* Set bit id in a growable bitmap; 1 when it was set already, -1 out of memory. */
+static int bits_set(uint8_t **bits, int64_t *nbits, int64_t id) {
+    if (id >= *nbits) {
+        int64_t n = *nbits ? *nbits : 1 << 16;
+        while (n <= id) n *= 2;
+        uint8_t *nb = realloc(*bits, (size_t)(n / 8));
+        if (!nb) return -1;
+        memset(nb + *nbits / 8, 0, (size_t)((n - *nbits) / 8));
+        *bits = nb;
+        *nbits = n;
+    }
+    int was = ((*bits)[id >> 3] >> (id & 7)) & 1;
+    (*bits)[id >> 3] |= (uint8_t)(1u << (id & 7));
+    return was;
+}
+
+int kd_dataset_recover_done(const char *dir, uint8_t **bits, int64_t *nbits, int64_t *count, kd_error *err) {
+    *bits = NULL;
+    *nbits = 0;
+    *count = 0;
+    rank_state *st;
+    int ns;
+    if (recover_all(dir, 0, &st, &ns, err)) return err ? err->code : KD_ERR_IO;
+    int rc = KD_OK;
+    const hsize_t block = 1 << 16;
+    int64_t *ids = kd_calloc(block, sizeof(int64_t));
+    if (!ids) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < ns && !rc; i++)
+        for (int f = 0; f < st[i].nfiles && !rc; f++) {
+            hid_t h = H5Fopen(st[i].path[f], H5F_ACC_RDONLY, H5P_DEFAULT);
+            hid_t d = h < 0 ? -1 : H5Dopen2(h, COLS[C_PROMPT_ID].path, H5P_DEFAULT);
+            if (d < 0) rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read /samples/prompt_id", st[i].path[f]);
+            for (hsize_t r = 0; !rc && r < (hsize_t)st[i].samples[f]; r += block) {
+                hsize_t n = (hsize_t)st[i].samples[f] - r < block ? (hsize_t)st[i].samples[f] - r : block;
+                if (dset_read_rows(d, &COLS[C_PROMPT_ID], 1, r, n, ids) < 0) {
+                    rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read /samples/prompt_id", st[i].path[f]);
+                    break;
+                }
+                for (hsize_t j = 0; j < n && !rc; j++) {
+                    int was = ids[j] < 0 ? -2 : bits_set(bits, nbits, ids[j]);
+                    if (was == 1)
+                        rc = kd_error_set(err, KD_ERR_INVALID,
+                                          "%s: prompt id %lld is stored twice; the dataset was written by two runs at once?",
+                                          dir, (long long)ids[j]);
+                    else if (was == -2)
+                        rc = kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", st[i].path[f], (long long)ids[j]);
+                    else if (was < 0)
+                        rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+                    else
+                        (*count)++;
+                }
+            }
+            if (d >= 0) H5Dclose(d);
+            if (h >= 0) H5Fclose(h);
+        }
+    free(ids);
+    free_states(st, ns);
+    if (rc) {
+        free(*bits);
+        *bits = NULL;
+        *nbits = *count = 0;
+    }
+    return rc;
+}
+
+int kd_dataset_totals(const char *dir, int64_t *samples, int64_t *tokens, kd_error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/dataset.h5", dir);
+    quiet_hdf5();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return kd_error_set(err, KD_ERR_NOTFOUND, "%s: cannot be opened as HDF5", path);
+    hid_t d = H5Dopen2(f, COLS[C_OFFSETS].path, H5P_DEFAULT);
+    hsize_t n = d < 0 ? 0 : dset_len(d);
+    int64_t last = 0;
+    int r = n < 1 ? -1 : dset_read_rows(d, &COLS[C_OFFSETS], 1, n - 1, 1, &last);
+    if (d >= 0) H5Dclose(d);
+    H5Fclose(f);
+    if (r < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot read /samples/offsets", path);
+    *samples = (int64_t)n - 1;
+    *tokens = last;
     return KD_OK;
 }
 
@@ -618,6 +1169,18 @@ typedef struct buf {
     uint8_t *p;
     size_t len, cap;
 } buf;
+/* Room for n more bytes (contents undefined). */
+static int buf_reserve(buf *b, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc < b->len + n) nc *= 2;
+        uint8_t *np = realloc(b->p, nc);
+        if (!np) return -1;
+        b->p = np;
+        b->cap = nc;
+    }
+    return 0;
+}
 static int buf_add(buf *b, const void *data, size_t n) {
     if (b->len + n > b->cap) {
         size_t nc = b->cap ? b->cap : 4096;
@@ -635,71 +1198,75 @@ static int buf_add(buf *b, const void *data, size_t n) {
     return 0;
 }
 
+/* Samples on their way to a segment: one buffer per column (offsets columns from 0). */
+typedef struct batch {
+    buf col[NCOL];
+    int64_t samples, tokens;
+} batch;
+
+static void batch_free(batch *b) {
+    for (int i = 0; i < NCOL; i++) free(b->col[i].p);
+    memset(b, 0, sizeof *b);
+}
+static size_t batch_bytes(const batch *b) {
+    size_t n = 0;
+    for (int i = 0; i < NCOL; i++) n += b->col[i].len;
+    return n;
+}
+
 struct kd_shard {
-    char h5[4096], journal[4096];
-    hid_t file;
-    hid_t d[NCOL];
+    char dir[4096], base[4096], journal[4096];
+    int rank;
+    kd_dataset_info info;  /* config_yaml points at yaml */
+    char *yaml;
     int topk;
     int seal_every;
-    int64_t sealed;        /* samples sealed */
-    int64_t rows[NCOL];    /* rows in the file per column (sealed) */
-    int64_t total[NCOL];   /* rows sealed + buffered (offsets columns: the running end value) */
-    buf pending[NCOL];
-    int64_t buffered;
-    int64_t *done;
-    size_t ndone, capdone;
-    double bytes_ratio;    /* file growth per buffered byte at the last seal (compression); 0 = unknown */
+    int64_t sealed;        /* samples sealed (in the base and the segments) */
+    int64_t sealed_tokens;
+    int64_t next_seq;      /* number of the next segment */
+    int64_t last_seq;      /* number of the last segment sealed (or folded into the base) */
+    int64_t seals;         /* seals started by this writer (for the test hook) */
+    int64_t total[NCOL];   /* offsets columns: the running end within the pending batch */
+    batch pending;         /* appended, not sealed */
+    int64_t *done;         /* kd_shard_done_ids' answer */
+    double bytes_ratio;    /* segment bytes per buffered byte at the last seal (compression); 0 = unknown */
+    /* background sealing (kd_shard_background): a writer thread seals `flight` while appends fill
+     * `pending`, and folds every sealed batch into the rank's next base as it goes (`app`). */
+    int bg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int job;               /* 1: seal `flight`; 2: quit */
+    int busy;
+    batch flight;
+    int64_t flight_seq, flight_nth;
+    int bg_rc;
+    kd_error bg_err;
+    double bg_seconds;     /* the writer thread's time in seals */
+    appender app;          /* the next base, being built (bg only) */
+    int app_state;         /* 0 not started, 1 open, -1 given up (no room): compact on close instead */
+    int64_t app_through;
 };
 
 static void shard_free(kd_shard *sh) {
-    for (int i = 0; i < NCOL; i++) {
-        if (sh->d[i] >= 0) H5Dclose(sh->d[i]);
-        free(sh->pending[i].p);
-    }
-    if (sh->file >= 0) H5Fclose(sh->file);
+    batch_free(&sh->pending);
+    batch_free(&sh->flight);
+    free(sh->yaml);
     free(sh->done);
     free(sh);
 }
 
-/* Create an empty shard under a temporary name and rename it into place, so a crash during creation
- * leaves no half-made shard (only a shard-*.h5.tmp.<pid> that nothing reads). */
-static int shard_create(const char *h5, const char *journal, const kd_dataset_info *info, kd_error *err) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", h5, (int)getpid());
-    hid_t fapl = fapl_shard();
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (f < 0) return kd_error_set(err, KD_ERR_IO, "%s: cannot create the shard file (is the folder writable?)", h5);
-    for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(f, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    int bad = write_info_attrs(f, info);
-    for (int i = 0; i < NCOL && !bad; i++) {
-        int is_off = COLS[i].kind == COL_OFFSETS;
-        /* Token ids and teacher top-k are most of the bytes and compress poorly (deflate costs ~3x the
-         * write time for ~30% space, docs/performance-data.md), so they are compressed only on request;
-         * masks, offsets and texts compress many-fold for little time. */
-        int heavy = i == C_INPUT_IDS || i == C_TOPK_IDS || i == C_TOPK_LP || i == C_TAIL;
-        int level = heavy && !info->compress_token_data ? 0 : info->deflate_level;
-        hid_t d = create_column(f, &COLS[i], info->topk, level, is_off ? 1 : 0);
-        if (d < 0) bad = 1;
-        if (is_off && !bad) {
-            int64_t zero = 0;
-            hid_t ms = H5Screate_simple(1, (hsize_t[]){1}, NULL);
-            if (H5Dwrite(d, H5T_NATIVE_INT64, ms, H5S_ALL, H5P_DEFAULT, &zero) < 0) bad = 1;
-            H5Sclose(ms);
-        }
-        if (d >= 0) H5Dclose(d);
+/* The attributes of every sealed file of this rank must match `info` (meta.json's). */
+static int check_rank_attrs(const rank_state *st, const kd_dataset_info *info, kd_error *err) {
+    for (int i = 0; i < st->nfiles; i++) {
+        hid_t f = H5Fopen(st->path[i], H5F_ACC_RDONLY, H5P_DEFAULT);
+        if (f < 0) return kd_error_set(err, KD_ERR_INVALID, "%s: cannot be opened as HDF5", st->path[i]);
+        kd_dataset_info fi;
+        int rc = read_info_attrs(f, st->path[i], &fi, NULL, NULL, err);
+        H5Fclose(f);
+        if (rc || (rc = info_compare(&fi, info, st->path[i], err))) return rc;
     }
-    if (H5Fclose(f) < 0) bad = 1;
-    if (bad) {
-        unlink(tmp);
-        return kd_error_set(err, KD_ERR_IO, "%s: cannot create the shard's datasets", h5);
-    }
-    if (rename(tmp, h5) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return kd_error_errno(err, e, "cannot rename %s to %s", tmp, h5);
-    }
-    return journal_write(journal, 0, 0, err);
+    return KD_OK;
 }
 
 int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_info *info, int seal_every,
@@ -711,71 +1278,38 @@ int kd_shard_open(kd_shard **out, const char *dir, int rank, const kd_dataset_in
     quiet_hdf5();
     kd_shard *sh = kd_calloc(1, sizeof *sh);
     if (!sh) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-    sh->file = -1;
-    for (int i = 0; i < NCOL; i++) sh->d[i] = -1;
+    snprintf(sh->dir, sizeof sh->dir, "%s", dir);
+    sh->rank = rank;
+    sh->info = *info;
+    sh->yaml = kd_strdup(info->config_yaml ? info->config_yaml : "");
+    sh->info.config_yaml = sh->yaml;
     sh->topk = info->topk;
     sh->seal_every = seal_every;
-    shard_paths(dir, rank, sh->h5, sh->journal, sizeof sh->h5);
-    int64_t sealed = shard_recover(sh->h5, sh->journal, err);
-    if (sealed < 0) {
+    base_path(sh->base, sizeof sh->base, dir, rank);
+    journal_path(sh->journal, sizeof sh->journal, dir, rank);
+    dir_entry *es = NULL;
+    size_t n = 0;
+    rank_state st;
+    memset(&st, 0, sizeof st);
+    int rc = list_dir(dir, &es, &n, err);
+    if (!rc) rc = rank_recover(dir, rank, es, n, &st, err);
+    free(es);
+    if (!rc) rc = check_rank_attrs(&st, info, err);
+    sh->sealed = st.total_samples;
+    sh->sealed_tokens = st.total_tokens;
+    sh->next_seq = st.next_seq;
+    sh->last_seq = st.next_seq - 1;
+    rank_state_free(&st);
+    if (rc) {
         shard_free(sh);
-        return err ? err->code : KD_ERR_IO;
-    }
-    if (!kd_path_exists(sh->h5) && shard_create(sh->h5, sh->journal, info, err)) {
-        shard_free(sh);
-        return err ? err->code : KD_ERR_IO;
-    }
-    hid_t fapl = fapl_shard();
-    sh->file = H5Fopen(sh->h5, H5F_ACC_RDWR, fapl);
-    H5Pclose(fapl);
-    if (sh->file < 0) {
-        shard_free(sh);
-        return kd_error_set(err, KD_ERR_IO, "%s: cannot open for appending", sh->h5);
-    }
-    kd_dataset_info st;
-    if (read_info_attrs(sh->file, sh->h5, &st, NULL, NULL, err) || info_compare(&st, info, sh->h5, err)) {
-        shard_free(sh);
-        return err ? err->code : KD_ERR_INVALID;
-    }
-    for (int i = 0; i < NCOL; i++) {
-        sh->d[i] = H5Dopen2(sh->file, COLS[i].path, H5P_DEFAULT);
-        if (sh->d[i] < 0) {
-            shard_free(sh);
-            return kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", sh->h5, COLS[i].path);
-        }
-        sh->rows[i] = (int64_t)dset_len(sh->d[i]);
-    }
-    sh->sealed = sealed;
-    for (int i = 0; i < NCOL; i++) {
-        sh->total[i] = sh->rows[i];
-        if (COLS[i].kind == COL_OFFSETS) {
-            int64_t e = 0;
-            dset_read_rows(sh->d[i], &COLS[i], 1, (hsize_t)sealed, 1, &e);
-            sh->total[i] = e; /* running end for offsets columns */
-        }
-    }
-    if (sealed > 0) {
-        sh->done = kd_calloc((size_t)sealed, sizeof(int64_t));
-        if (!sh->done || dset_read_rows(sh->d[C_PROMPT_ID], &COLS[C_PROMPT_ID], 1, 0, (hsize_t)sealed, sh->done)) {
-            shard_free(sh);
-            return kd_error_set(err, KD_ERR_IO, "%s: cannot read /samples/prompt_id", sh->h5);
-        }
-        sh->ndone = sh->capdone = (size_t)sealed;
-        qsort(sh->done, sh->ndone, sizeof(int64_t), cmp_i64);
+        return rc;
     }
     *out = sh;
     return KD_OK;
 }
 
-static int check_sample(const kd_sample *s, int k, const char *where, kd_error *err) {
-    if (s->n < 0 || s->prompt_len < 0 || s->prompt_len > s->n)
-        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: prompt_len %lld outside 0..%lld tokens", where,
-                            (long long)s->prompt_id, (long long)s->prompt_len, (long long)s->n);
-    if (s->prompt_id < 0)
-        return kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", where, (long long)s->prompt_id);
-    if (s->n > 0 && (!s->input_ids || !s->topk_ids || !s->topk_logprobs || !s->tail_logprob))
-        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: input_ids and teacher top-k are required",
-                            where, (long long)s->prompt_id);
+/* Say what is wrong with a sample the fast checks below rejected. */
+static int sample_error(const kd_sample *s, int k, const char *where, kd_error *err) {
     const uint8_t *masks[4] = {s->loss_mask, s->tool_name_mask, s->json_mask, s->integration_mask};
     static const char *names[4] = {"loss_mask", "tool_name_mask", "json_mask", "integration_mask"};
     for (int m = 0; m < 4; m++) {
@@ -795,170 +1329,478 @@ static int check_sample(const kd_sample *s, int k, const char *where, kd_error *
         if (s->topk_ids[t] < -1) /* -1 = no teacher entry (padding, or a position without logprobs) */
             return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: teacher top-k id below -1 at %lld", where,
                                 (long long)s->prompt_id, (long long)(t / k));
+    return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: invalid sample", where, (long long)s->prompt_id);
+}
+
+static int check_sample(const kd_sample *s, int k, const char *where, kd_error *err) {
+    if (s->n < 0 || s->prompt_len < 0 || s->prompt_len > s->n)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: prompt_len %lld outside 0..%lld tokens", where,
+                            (long long)s->prompt_id, (long long)s->prompt_len, (long long)s->n);
+    if (s->prompt_id < 0)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", where, (long long)s->prompt_id);
+    if (s->n > 0 && (!s->input_ids || !s->topk_ids || !s->topk_logprobs || !s->tail_logprob))
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: input_ids and teacher top-k are required",
+                            where, (long long)s->prompt_id);
+    /* one branch-free pass (this runs on every token of every sample); the slow pass above names the
+     * problem when there is one */
+    static const uint8_t zeros[256];
+    const uint8_t *lm = s->loss_mask, *tm = s->tool_name_mask, *jm = s->json_mask, *im = s->integration_mask;
+    unsigned bad = 0;
+    for (int64_t t0 = 0; t0 < s->n; t0 += 256) {
+        int64_t len = s->n - t0 < 256 ? s->n - t0 : 256;
+        const uint8_t *l = lm ? lm + t0 : zeros, *a = tm ? tm + t0 : zeros, *b = jm ? jm + t0 : zeros,
+                      *c = im ? im + t0 : zeros;
+        for (int64_t t = 0; t < len; t++) bad |= (unsigned)((l[t] | a[t] | b[t] | c[t]) > 1) | (unsigned)((a[t] | b[t] | c[t]) & ~l[t]);
+    }
+    int32_t lo = 0;
+    for (int64_t t = 0; t < s->n * k; t++) lo = s->topk_ids[t] < lo ? s->topk_ids[t] : lo;
+    if (bad || lo < -1) return sample_error(s, k, where, err);
     return KD_OK;
 }
 
+static int seal_pending(kd_shard *sh, int wait, kd_error *err);
+
 int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
-    if (check_sample(s, sh->topk, sh->h5, err)) return err ? err->code : KD_ERR_INVALID;
+    if (check_sample(s, sh->topk, sh->base, err)) return err ? err->code : KD_ERR_INVALID;
     size_t n = (size_t)s->n, k = (size_t)sh->topk;
     const char *texts[4] = {s->prompt_key ? s->prompt_key : "", s->prompt_text ? s->prompt_text : "",
                             s->teacher_text ? s->teacher_text : "", s->metadata ? s->metadata : "{}"};
     const int tcols[4] = {C_KEY, C_PROMPT, C_TEACHER, C_META};
+    buf *b = sh->pending.col;
     int bad = 0;
-    bad |= buf_add(&sh->pending[C_PROMPT_ID], &s->prompt_id, 8);
-    bad |= buf_add(&sh->pending[C_PROMPT_LEN], &s->prompt_len, 8);
-    bad |= buf_add(&sh->pending[C_INPUT_IDS], s->input_ids, n * 4);
-    bad |= buf_add(&sh->pending[C_LOSS], s->loss_mask, n);
-    bad |= buf_add(&sh->pending[C_TOOL], s->tool_name_mask, n);
-    bad |= buf_add(&sh->pending[C_JSON], s->json_mask, n);
-    bad |= buf_add(&sh->pending[C_INTEG], s->integration_mask, n);
-    bad |= buf_add(&sh->pending[C_TOPK_IDS], s->topk_ids, n * k * 4);
-    bad |= buf_add(&sh->pending[C_TOPK_LP], s->topk_logprobs, n * k * 4);
-    bad |= buf_add(&sh->pending[C_TAIL], s->tail_logprob, n * 4);
+    if (sh->pending.samples == 0) {
+        /* every segment's offsets start at 0 */
+        for (int i = 0; i < NCOL; i++) {
+            if (COLS[i].kind != COL_OFFSETS) continue;
+            sh->total[i] = 0;
+            bad |= buf_add(&b[i], &sh->total[i], 8);
+        }
+    }
+    bad |= buf_add(&b[C_PROMPT_ID], &s->prompt_id, 8);
+    bad |= buf_add(&b[C_PROMPT_LEN], &s->prompt_len, 8);
+    bad |= buf_add(&b[C_INPUT_IDS], s->input_ids, n * 4);
+    bad |= buf_add(&b[C_LOSS], s->loss_mask, n);
+    bad |= buf_add(&b[C_TOOL], s->tool_name_mask, n);
+    bad |= buf_add(&b[C_JSON], s->json_mask, n);
+    bad |= buf_add(&b[C_INTEG], s->integration_mask, n);
+    /* teacher arrays written in place (kd_shard_reserve_teacher) are already where they belong */
+    const void *src[3] = {s->topk_ids, s->topk_logprobs, s->tail_logprob};
+    const int tcol[3] = {C_TOPK_IDS, C_TOPK_LP, C_TAIL};
+    const size_t tlen[3] = {n * k * 4, n * k * 4, n * 4};
+    for (int i = 0; i < 3; i++) {
+        buf *tb = &b[tcol[i]];
+        if (n > 0 && tb->p && src[i] == tb->p + tb->len && tb->len + tlen[i] <= tb->cap)
+            tb->len += tlen[i];
+        else
+            bad |= buf_add(tb, src[i], tlen[i]);
+    }
     sh->total[C_OFFSETS] += s->n;
-    bad |= buf_add(&sh->pending[C_OFFSETS], &sh->total[C_OFFSETS], 8);
+    bad |= buf_add(&b[C_OFFSETS], &sh->total[C_OFFSETS], 8);
     for (int i = 0; i < 4; i++) {
         size_t len = strlen(texts[i]);
-        bad |= buf_add(&sh->pending[tcols[i]], texts[i], len);
+        bad |= buf_add(&b[tcols[i]], texts[i], len);
         int oc = COLS[tcols[i]].bytes_of;
         sh->total[oc] += (int64_t)len;
-        bad |= buf_add(&sh->pending[oc], &sh->total[oc], 8);
+        bad |= buf_add(&b[oc], &sh->total[oc], 8);
     }
-    if (bad) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory buffering a sample", sh->h5);
-    sh->buffered++;
-    if (sh->buffered >= sh->seal_every) return kd_shard_seal(sh, err);
+    if (bad) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory buffering a sample", sh->base);
+    sh->pending.samples++;
+    sh->pending.tokens = sh->total[C_OFFSETS];
+    if (sh->pending.samples >= sh->seal_every) return seal_pending(sh, 0, err);
     return KD_OK;
 }
 
-static size_t pending_bytes(const kd_shard *sh) {
-    size_t need = 0;
-    for (int i = 0; i < NCOL; i++) need += sh->pending[i].len;
-    return need;
+int kd_shard_reserve_teacher(kd_shard *sh, int64_t n, int32_t **topk_ids, float **topk_logprobs, float **tail,
+                             kd_error *err) {
+    size_t k = (size_t)sh->topk, need[3] = {(size_t)n * k * 4, (size_t)n * k * 4, (size_t)n * 4};
+    const int col[3] = {C_TOPK_IDS, C_TOPK_LP, C_TAIL};
+    void *out[3];
+    for (int i = 0; i < 3; i++) {
+        buf *b = &sh->pending.col[col[i]];
+        /* room only: kd_shard_append counts it */
+        if (buf_reserve(b, need[i] + 4)) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", sh->base);
+        out[i] = b->p + b->len;
+    }
+    *topk_ids = out[0];
+    *topk_logprobs = out[1];
+    *tail = out[2];
+    return KD_OK;
 }
+
 static long long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
 
-/* A write, flush or fsync of a shard failed. HDF5 does not say why, so look at the disk: when the
+/* A write, close or fsync of a segment failed. HDF5 does not say why, so look at the disk: when the
  * folder's filesystem has less room than this seal needed (or errno says so), say the disk is full
  * and what to do, instead of a bare "flush failed". */
-static int seal_io_error(const kd_shard *sh, kd_error *err, const char *what) {
+static int seal_io_error(const kd_shard *sh, const char *file, size_t need, int64_t sealed, kd_error *err, const char *what) {
     int e = errno;
-    size_t need = pending_bytes(sh);
-    struct statvfs vs;
     int full = e == ENOSPC || e == EDQUOT;
-    unsigned long long avail = 0;
-    if (statvfs(sh->h5, &vs) == 0) {
-        avail = (unsigned long long)vs.f_bavail * vs.f_frsize;
-        if (avail < need + (1u << 20)) full = 1;
-    }
+    long long avail = free_bytes(sh->dir);
+    if (avail >= 0 && avail < (long long)need + (1 << 20)) full = 1;
     if (full)
         return kd_error_set(err, KD_ERR_NOSPACE,
-                            "%s: %s: the disk is full (%llu KiB free, this chunk needs %zu KiB); the %lld samples "
+                            "%s: %s: the disk is full (%lld KiB free, this chunk needs %zu KiB); the %lld samples "
                             "sealed before are safe: free some space and rerun the same command to resume",
-                            sh->h5, what, avail / 1024, need / 1024 + 1, (long long)sh->sealed);
+                            file, what, avail > 0 ? avail / 1024 : 0, need / 1024 + 1, (long long)sealed);
     return kd_error_set(err, KD_ERR_IO, "%s: %s (I/O error); rerun the same command to resume from the %lld samples "
-                                        "sealed before", sh->h5, what, (long long)sh->sealed);
+                                        "sealed before", file, what, (long long)sealed);
 }
 
-int kd_shard_seal(kd_shard *sh, kd_error *err) {
-    if (sh->buffered == 0) return KD_OK;
+/* Write a batch as a complete shard-format file at `path` (a temporary name). */
+static int write_segment(kd_shard *sh, const batch *bt, const char *path, int64_t seq, int64_t nth, const char **what) {
     int k = sh->topk;
-    /* An HDF5 file whose write or flush fails half-way cannot be trusted afterwards (its metadata may
-     * be torn), so a full disk is caught before writing when possible: twice the expected growth
-     * (from the last seal's compression) plus 256 KiB must be free. Sealed data then stays intact. */
-    size_t need = pending_bytes(sh);
-    double ratio = sh->bytes_ratio > 0 ? sh->bytes_ratio : 0.25; /* deflate: ~0.05 on real samples */
-    unsigned long long want = (unsigned long long)((double)need * ratio * 2) + (256u << 10);
-    struct statvfs vs;
-    if (statvfs(sh->h5, &vs) == 0 && (unsigned long long)vs.f_bavail * vs.f_frsize < want)
-        return kd_error_set(err, KD_ERR_NOSPACE,
-                            "%s: the disk is full (%llu KiB free, sealing the next %lld samples needs about %llu KiB); "
-                            "nothing was written and the %lld samples sealed before are safe: free some space and "
-                            "rerun the same command to resume",
-                            sh->h5, (unsigned long long)vs.f_bavail * vs.f_frsize / 1024, (long long)sh->buffered,
-                            want / 1024, (long long)sh->sealed);
-    long long size_before = file_size(sh->h5);
-    for (int i = 0; i < NCOL; i++) {
+    hid_t fapl = fapl_shard();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    *what = "cannot create the segment file (is the folder writable?)";
+    if (f < 0) return -1;
+    int bad = 0;
+    for (int g = 0; g < 4; g++) H5Gclose(H5Gcreate2(f, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    if (write_info_attrs(f, &sh->info) || attr_write_int(f, "segment", seq)) bad = 1;
+    *what = "writing a column failed";
+    for (int i = 0; i < NCOL && !bad; i++) {
         const col_def *c = &COLS[i];
         size_t row = TYPE_SIZE[c->type] * (c->wide ? (size_t)k : 1);
-        hsize_t add = sh->pending[i].len / row;
-        if (add == 0) continue;
-        hsize_t dims[2] = {(hsize_t)sh->rows[i] + add, (hsize_t)k};
-        if (H5Dset_extent(sh->d[i], dims) < 0) return seal_io_error(sh, err, "cannot extend a column");
-        hid_t fs = H5Dget_space(sh->d[i]);
-        hsize_t start[2] = {(hsize_t)sh->rows[i], 0}, count[2] = {add, (hsize_t)k};
-        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-        hid_t ms = H5Screate_simple(c->wide ? 2 : 1, count, NULL);
-        herr_t r = H5Dwrite(sh->d[i], mem_type(c->type), ms, fs, H5P_DEFAULT, sh->pending[i].p);
-        H5Sclose(ms);
-        H5Sclose(fs);
-        if (r < 0) return seal_io_error(sh, err, "writing a column failed");
+        hsize_t rows = bt->col[i].len / row;
+        /* written once: equal chunks that cover the rows exactly, instead of a partial last chunk
+         * that is stored at full size */
+        hsize_t chunk = chunk_rows(c, k), nchunks = rows > 0 ? (rows + chunk - 1) / chunk : 1;
+        chunk = rows > 0 ? (rows + nchunks - 1) / nchunks : 1;
+        hid_t d = create_column(f, c, k, column_deflate(&sh->info, i), rows, chunk);
+        if (d < 0) bad = 1;
+        else if (rows > 0 && H5Dwrite(d, mem_type(c->type), H5S_ALL, H5S_ALL, H5P_DEFAULT, bt->col[i].p) < 0)
+            bad = 1;
+        if (d >= 0) H5Dclose(d);
     }
-    if (H5Fflush(sh->file, H5F_SCOPE_GLOBAL) < 0) return seal_io_error(sh, err, "flush failed");
-    void *handle = NULL;
-    if (H5Fget_vfd_handle(sh->file, H5P_DEFAULT, &handle) >= 0 && handle) {
-        if (fsync(*(int *)handle) != 0) return seal_io_error(sh, err, "fsync failed");
+    debug_kill("written", sh->rank, nth);
+    if (H5Fclose(f) < 0 && !bad) {
+        *what = "closing the segment file failed";
+        bad = 1;
     }
-    long long size_after = file_size(sh->h5);
-    if (size_before >= 0 && size_after > size_before && need > 0) {
-        double r = (double)(size_after - size_before) / (double)need;
+    return bad ? -1 : 0;
+}
+
+/* Seal one batch as segment `seq`: temporary name, fsync, rename (the commit point), fsync the
+ * folder; then count it sealed and record it in the journal. A failure leaves nothing but a
+ * temporary (removed on the next open): everything sealed before is untouched. */
+static int seal_batch(kd_shard *sh, batch *bt, int64_t seq, int64_t nth, kd_error *err) {
+    size_t need = batch_bytes(bt);
+    char path[4096], tmp[4200];
+    seg_path(path, sizeof path, sh->dir, sh->rank, seq);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    const char *what = "";
+    if (write_segment(sh, bt, tmp, seq, nth, &what) != 0) {
+        int rc = seal_io_error(sh, path, need, sh->sealed, err, what);
+        unlink(tmp);
+        return rc;
+    }
+    if (fsync_path(tmp) != 0) {
+        int rc = seal_io_error(sh, path, need, sh->sealed, err, "fsync failed");
+        unlink(tmp);
+        return rc;
+    }
+    long long size = file_size(tmp);
+    debug_kill("closed", sh->rank, nth);
+    if (rename(tmp, path) != 0) {
+        int rc = kd_error_errno(err, errno, "cannot rename %s to %s", tmp, path);
+        unlink(tmp);
+        return rc;
+    }
+    kd_fsync_dir(sh->dir, NULL);
+    debug_kill("renamed", sh->rank, nth);
+    if (size > 0 && need > 0) {
+        double r = (double)size / (double)need;
         sh->bytes_ratio = r < 0.01 ? 0.01 : r > 2 ? 2 : r;
     }
-    /* Only now is the data durable; the journal is the commit point. */
-    if (journal_write(sh->journal, sh->sealed + sh->buffered, sh->total[C_OFFSETS], err))
-        return err ? err->code : KD_ERR_IO;
-    size_t nd = sh->ndone + (size_t)sh->buffered;
-    if (nd > sh->capdone) {
-        int64_t *p = kd_reallocarray(sh->done, nd * 2, sizeof(int64_t));
-        if (!p) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-        sh->done = p;
-        sh->capdone = nd * 2;
+    sh->sealed += bt->samples;
+    sh->sealed_tokens += bt->tokens;
+    sh->last_seq = seq;
+    /* the journal records what is sealed, for people and for `generate --merge`'s completeness check */
+    return journal_write(sh->journal, sh->sealed, sh->sealed_tokens, seq, err);
+}
+
+/* Background only: add a sealed batch to the next base, which starts as a copy of what the rank had
+ * sealed before this writer. Running out of room is not an error: the base is given up and close
+ * compacts (or leaves the segments) instead. Runs after seal_batch, so the batch may be modified. */
+static void fold_batch(kd_shard *sh, batch *bt, int64_t seq) {
+    if (sh->app_state < 0) return;
+    kd_error e;
+    kd_error_clear(&e);
+    int rc = KD_OK;
+    long long avail = free_bytes(sh->dir);
+    if (avail >= 0 && avail < (long long)(batch_bytes(bt) * 2) + (64 << 20)) {
+        KD_WARN("%s: little free space (%lld KiB): shard %d's segments will be merged at the end, if there is room then",
+                sh->dir, avail / 1024, sh->rank);
+        if (sh->app_state > 0) app_abort(&sh->app);
+        sh->app_state = -1;
+        return;
     }
-    memcpy(sh->done + sh->ndone, sh->pending[C_PROMPT_ID].p, (size_t)sh->buffered * 8);
-    sh->ndone = nd;
-    qsort(sh->done, sh->ndone, sizeof(int64_t), cmp_i64);
-    for (int i = 0; i < NCOL; i++) {
-        const col_def *c = &COLS[i];
-        size_t row = TYPE_SIZE[c->type] * (c->wide ? (size_t)k : 1);
-        sh->rows[i] += (int64_t)(sh->pending[i].len / row);
-        sh->pending[i].len = 0;
+    if (sh->app_state == 0) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%d", sh->base, (int)getpid());
+        rc = app_open(&sh->app, tmp, &sh->info, &e);
+        if (!rc) {
+            sh->app_state = 1;
+            /* what this rank sealed before this writer: its base and segments before `seq` */
+            dir_entry *es = NULL;
+            size_t n = 0;
+            if ((rc = list_dir(sh->dir, &es, &n, &e)) == KD_OK) {
+                int hb = 0;
+                for (size_t i = 0; i < n && !rc; i++)
+                    if (es[i].rank == sh->rank && es[i].kind == F_BASE) {
+                        hb = 1;
+                        rc = app_add_file(&sh->app, sh->base, &e);
+                    }
+                int64_t through = 0;
+                if (hb) {
+                    int64_t t = 0;
+                    if (file_attr_int(sh->base, "segments_through", &t) == 1) through = t;
+                }
+                for (size_t i = 0; i < n && !rc; i++) {
+                    if (es[i].rank != sh->rank || es[i].kind != F_SEG || es[i].seq >= seq || es[i].seq <= through) continue;
+                    char path[4400];
+                    kd_path_join(path, sizeof path, sh->dir, es[i].name);
+                    rc = app_add_file(&sh->app, path, &e);
+                }
+            }
+            free(es);
+        }
     }
-    sh->sealed += sh->buffered;
-    sh->buffered = 0;
+    for (int c = 0; c < NCOL && !rc; c++) {
+        const col_def *cd = &COLS[c];
+        size_t row = TYPE_SIZE[cd->type] * (cd->wide ? (size_t)sh->topk : 1);
+        rc = app_add(&sh->app, c, bt->col[c].p, bt->col[c].len / row, &e);
+    }
+    sh->app.nparts++;
+    if (!rc) {
+        /* written back as it goes (here, beside the pipeline), so the fsync at close has little
+         * left to do */
+        H5Fflush(sh->app.f, H5F_SCOPE_LOCAL);
+        void *fd = NULL;
+        if (H5Fget_vfd_handle(sh->app.f, H5P_DEFAULT, &fd) >= 0 && fd) fdatasync(*(int *)fd);
+        sh->app_through = seq;
+        return;
+    }
+    KD_WARN("%s; shard %d's segments will be merged at the end instead", e.msg, sh->rank);
+    if (sh->app_state > 0) app_abort(&sh->app);
+    sh->app_state = -1;
+}
+
+static void *writer_main(void *arg) {
+    kd_shard *sh = arg;
+    pthread_mutex_lock(&sh->mu);
+    for (;;) {
+        while (sh->job == 0) pthread_cond_wait(&sh->cv, &sh->mu);
+        if (sh->job == 2) break;
+        pthread_mutex_unlock(&sh->mu);
+        double t0 = kd_now_s();
+        kd_error e;
+        kd_error_clear(&e);
+        int rc = seal_batch(sh, &sh->flight, sh->flight_seq, sh->flight_nth, &e);
+        if (rc == KD_OK) fold_batch(sh, &sh->flight, sh->flight_seq);
+        for (int i = 0; i < NCOL; i++) sh->flight.col[i].len = 0;
+        sh->flight.samples = sh->flight.tokens = 0;
+        double dt = kd_now_s() - t0;
+        pthread_mutex_lock(&sh->mu);
+        sh->bg_seconds += dt;
+        if (rc && !sh->bg_rc) {
+            sh->bg_rc = rc;
+            sh->bg_err = e;
+        }
+        sh->job = 0;
+        sh->busy = 0;
+        pthread_cond_broadcast(&sh->cv);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return NULL;
+}
+
+/* Wait until the writer thread is idle; its first error, if any. */
+static int bg_wait(kd_shard *sh, kd_error *err) {
+    if (!sh->bg) return KD_OK;
+    pthread_mutex_lock(&sh->mu);
+    while (sh->busy) pthread_cond_wait(&sh->cv, &sh->mu);
+    int rc = sh->bg_rc;
+    if (rc && err) *err = sh->bg_err;
+    pthread_mutex_unlock(&sh->mu);
+    return rc;
+}
+
+int kd_shard_background(kd_shard *sh, kd_error *err) {
+    if (sh->bg) return KD_OK;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv, NULL);
+    if (pthread_create(&sh->thread, NULL, writer_main, sh) != 0) {
+        pthread_mutex_destroy(&sh->mu);
+        pthread_cond_destroy(&sh->cv);
+        return kd_error_set(err, KD_ERR_IO, "%s: cannot start the shard writer thread", sh->base);
+    }
+    sh->bg = 1;
     return KD_OK;
 }
 
+static void bg_stop(kd_shard *sh) {
+    if (!sh->bg) return;
+    pthread_mutex_lock(&sh->mu);
+    while (sh->busy) pthread_cond_wait(&sh->cv, &sh->mu);
+    sh->job = 2;
+    pthread_cond_broadcast(&sh->cv);
+    pthread_mutex_unlock(&sh->mu);
+    pthread_join(sh->thread, NULL);
+    pthread_mutex_destroy(&sh->mu);
+    pthread_cond_destroy(&sh->cv);
+    sh->bg = 0;
+}
+
+/* Seal the pending batch: in the background (handed to the writer thread once it is idle) or here.
+ * `wait`: return only when it is sealed. */
+static int seal_pending(kd_shard *sh, int wait, kd_error *err) {
+    int rc = bg_wait(sh, err);
+    if (rc || sh->pending.samples == 0) return rc;
+    /* A failed seal costs nothing sealed, but say a full disk before writing when possible: twice the
+     * expected size (from the last seal's compression) plus 256 KiB must be free. */
+    size_t need = batch_bytes(&sh->pending);
+    double ratio = sh->bytes_ratio > 0 ? sh->bytes_ratio : 0.25;
+    long long want = (long long)((double)need * ratio * 2) + (256 << 10), avail = free_bytes(sh->dir);
+    if (avail >= 0 && avail < want)
+        return kd_error_set(err, KD_ERR_NOSPACE,
+                            "%s: the disk is full (%lld KiB free, sealing the next %lld samples needs about %lld KiB); "
+                            "nothing was written and the %lld samples sealed before are safe: free some space and "
+                            "rerun the same command to resume",
+                            sh->base, avail / 1024, (long long)sh->pending.samples, want / 1024, (long long)sh->sealed);
+    int64_t seq = sh->next_seq++;
+    int64_t nth = ++sh->seals;
+    if (!sh->bg) {
+        rc = seal_batch(sh, &sh->pending, seq, nth, err);
+    } else {
+        /* swap the buffers: the thread seals what was pending, appends go on into the emptied ones */
+        pthread_mutex_lock(&sh->mu);
+        batch t = sh->flight;
+        sh->flight = sh->pending;
+        sh->pending = t;
+        sh->flight_seq = seq;
+        sh->flight_nth = nth;
+        sh->job = 1;
+        sh->busy = 1;
+        pthread_cond_broadcast(&sh->cv);
+        pthread_mutex_unlock(&sh->mu);
+        if (wait) rc = bg_wait(sh, err);
+    }
+    for (int i = 0; i < NCOL; i++) {
+        sh->pending.col[i].len = 0;
+        sh->total[i] = 0;
+    }
+    sh->pending.samples = sh->pending.tokens = 0;
+    return rc;
+}
+
+int kd_shard_seal(kd_shard *sh, kd_error *err) { return seal_pending(sh, 1, err); }
+
 int64_t kd_shard_sealed(const kd_shard *sh) { return sh->sealed; }
-int64_t kd_shard_buffered(const kd_shard *sh) { return sh->buffered; }
-const int64_t *kd_shard_done_ids(const kd_shard *sh, size_t *n) {
-    *n = sh->ndone;
+int64_t kd_shard_buffered(const kd_shard *sh) { return sh->pending.samples; }
+const int64_t *kd_shard_done_ids(kd_shard *sh, size_t *n) {
+    /* read from the sealed files on request (a writer keeps no per-sample state, so its memory does
+     * not grow with the samples it writes) */
+    *n = 0;
+    free(sh->done);
+    sh->done = NULL;
+    if (bg_wait(sh, NULL)) return NULL;
+    dir_entry *es = NULL;
+    size_t ne = 0;
+    if (list_dir(sh->dir, &es, &ne, NULL)) return NULL;
+    int64_t through = 0, t = 0;
+    if (kd_path_exists(sh->base) && file_attr_int(sh->base, "segments_through", &t) == 1) through = t;
+    size_t cap = (size_t)sh->sealed + 1;
+    sh->done = kd_calloc(cap, sizeof(int64_t));
+    for (size_t i = 0; sh->done && i < ne; i++) {
+        if (es[i].rank != sh->rank || !(es[i].kind == F_BASE || (es[i].kind == F_SEG && es[i].seq > through))) continue;
+        char path[4400];
+        kd_path_join(path, sizeof path, sh->dir, es[i].name);
+        int64_t s = 0, tk = 0;
+        if (file_check(path, -1, -1, &s, &tk, NULL) || *n + (size_t)s > cap || read_prompt_ids(path, s, sh->done + *n, NULL)) continue;
+        *n += (size_t)s;
+    }
+    free(es);
+    if (sh->done) qsort(sh->done, *n, sizeof(int64_t), cmp_i64);
     return sh->done;
+}
+double kd_shard_background_seconds(const kd_shard *sh) {
+    if (!sh->bg) return sh->bg_seconds;
+    kd_shard *m = (kd_shard *)sh; /* the lock, not the value, is mutated */
+    pthread_mutex_lock(&m->mu);
+    double s = m->bg_seconds;
+    pthread_mutex_unlock(&m->mu);
+    return s;
+}
+
+int kd_shard_compact(const char *dir, int rank, kd_error *err) {
+    dir_entry *es = NULL;
+    size_t n = 0;
+    rank_state st;
+    memset(&st, 0, sizeof st);
+    int rc = list_dir(dir, &es, &n, err);
+    if (!rc) rc = rank_recover(dir, rank, es, n, &st, err);
+    free(es);
+    if (!rc) rc = rank_compact(dir, &st, 1, err);
+    rank_state_free(&st);
+    return rc;
 }
 
 int kd_shard_close(kd_shard *sh, kd_error *err) {
     if (!sh) return KD_OK;
-    int rc = kd_shard_seal(sh, err);
+    int rc = seal_pending(sh, 1, err);
+    bg_stop(sh);
+    if (!rc && sh->app_state > 0 && sh->app_through == sh->last_seq) {
+        /* the next base already holds everything: finish it and put it in place */
+        rc = app_finish(&sh->app, sh->app_through, err);
+        sh->app_state = 0;
+        if (!rc) rc = compaction_commit(sh->dir, sh->rank, sh->app.tmp, sh->app_through, sh->sealed, sh->sealed_tokens, 1, err);
+    } else {
+        if (sh->app_state > 0) app_abort(&sh->app);
+        sh->app_state = 0;
+        if (!rc) rc = kd_shard_compact(sh->dir, sh->rank, err);
+    }
     shard_free(sh);
     return rc;
 }
 
 void kd_shard_abandon(kd_shard *sh) {
-    if (sh) shard_free(sh);
+    if (!sh) return;
+    bg_stop(sh);
+    if (sh->app_state > 0) app_abort(&sh->app);
+    shard_free(sh);
 }
 
 /* ---- finalize ------------------------------------------------------------------------------------ */
 
 int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
-    int64_t *ids = NULL;
-    size_t nids = 0;
-    /* Recovery also proves there are no duplicates. */
-    if (kd_dataset_recover(dir, &ids, &nids, err)) return err->code;
-    free(ids);
-    shard_entry *es;
-    int ne;
-    if (recover_all(dir, &es, &ne, err)) return err->code;
+    uint8_t *bits = NULL;
+    int64_t nbits = 0, ndone = 0;
+    /* Recovery also proves there are no duplicates (1 bit per prompt id). */
+    if (kd_dataset_recover_done(dir, &bits, &nbits, &ndone, err)) return err->code;
+    free(bits);
+    /* Every rank's segments folded into its base shard, which dataset.h5 then maps. */
+    rank_state *st;
+    int ns;
+    if (recover_all(dir, 1, &st, &ns, err)) return err->code;
+    struct shard_entry {
+        int64_t samples;
+        const char *h5;
+    } *es = kd_calloc((size_t)ns + 1, sizeof *es);
+    int ne = 0;
+    int nfiles = 0;
+    for (int i = 0; i < ns; i++) nfiles += st[i].nfiles;
+    es = kd_reallocarray(es, (size_t)nfiles + 1, sizeof *es);
+    /* normally one base per rank; a rank whose compaction had no room adds its segments, in order */
+    for (int i = 0; es && i < ns; i++)
+        for (int f = 0; f < st[i].nfiles; f++)
+            if (st[i].samples[f] > 0) {
+                es[ne].h5 = st[i].path[f];
+                es[ne++].samples = st[i].samples[f];
+            }
     char meta[4096];
     snprintf(meta, sizeof meta, "%s/meta.json", dir);
     kd_dataset_info info;
@@ -968,7 +1810,7 @@ int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
     hid_t out = -1;
     hid_t *src = kd_calloc((size_t)ne + 1, sizeof(hid_t));
     int64_t(*ends)[NCOL] = kd_calloc((size_t)ne + 1, sizeof *ends);
-    if (!src || !ends) {
+    if (!es || !src || !ends) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         goto done;
     }
@@ -1045,27 +1887,48 @@ int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
         const col_def *cd = &COLS[c];
         int rank = cd->wide ? 2 : 1;
         if (cd->kind == COL_OFFSETS) {
-            /* Offsets are global: each shard's are shifted by what the shards before it hold. */
-            int64_t *vals = kd_calloc((size_t)total_samples + 1, sizeof(int64_t));
-            if (!vals) {
-                rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            /* Offsets are global: each shard's are shifted by what the shards before it hold. Copied
+             * in blocks, so finalize's memory does not grow with the samples. */
+            hid_t d = create_column(out, cd, k, info.deflate_level ? info.deflate_level : 1, (hsize_t)total_samples + 1, 0);
+            if (d < 0) {
+                rc = kd_error_set(err, KD_ERR_IO, "%s: cannot create %s", tmp, cd->path);
                 goto done;
             }
+            const hsize_t block = 1 << 16;
+            int64_t *vals = kd_calloc(block, sizeof(int64_t));
             int64_t at = 0, base = 0;
+            if (!vals) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+            if (!rc && total_samples == 0) {
+                hid_t ms = H5Screate_simple(1, (hsize_t[]){1}, NULL);
+                if (H5Dwrite(d, H5T_NATIVE_INT64, ms, H5S_ALL, H5P_DEFAULT, vals) < 0)
+                    rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write %s", tmp, cd->path);
+                H5Sclose(ms);
+            }
             for (int i = 0; i < ne && rc == KD_OK; i++) {
-                hid_t d = H5Dopen2(src[i], cd->path, H5P_DEFAULT);
-                if (d < 0 || dset_read_rows(d, cd, 1, 0, (hsize_t)es[i].samples + 1, vals + at) < 0)
-                    rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", es[i].h5, cd->path);
-                if (d >= 0) H5Dclose(d);
-                for (int64_t j = 0; j <= es[i].samples; j++) vals[at + j] += base;
-                base = vals[at + es[i].samples];
+                hid_t sd = H5Dopen2(src[i], cd->path, H5P_DEFAULT);
+                /* rows 0..samples of this shard; all but the first shard's leading 0 are already there */
+                for (hsize_t r = i == 0 ? 0 : 1; sd >= 0 && rc == KD_OK && r <= (hsize_t)es[i].samples; r += block) {
+                    hsize_t n = (hsize_t)es[i].samples + 1 - r < block ? (hsize_t)es[i].samples + 1 - r : block;
+                    if (dset_read_rows(sd, cd, 1, r, n, vals) < 0) {
+                        rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", es[i].h5, cd->path);
+                        break;
+                    }
+                    for (hsize_t j = 0; j < n; j++) vals[j] += base;
+                    hid_t fs = H5Dget_space(d);
+                    hsize_t start = (hsize_t)at + r;
+                    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &n, NULL);
+                    hid_t ms = H5Screate_simple(1, &n, NULL);
+                    if (H5Dwrite(d, H5T_NATIVE_INT64, ms, fs, H5P_DEFAULT, vals) < 0)
+                        rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write %s", tmp, cd->path);
+                    H5Sclose(ms);
+                    H5Sclose(fs);
+                    if (r + n == (hsize_t)es[i].samples + 1) base = vals[n - 1];
+                }
+                if (sd < 0) rc = kd_error_set(err, KD_ERR_INVALID, "%s: cannot read %s", es[i].h5, cd->path);
+                if (sd >= 0) H5Dclose(sd);
                 at += es[i].samples;
             }
-            hid_t d = rc ? -1 : create_column(out, cd, k, info.deflate_level ? info.deflate_level : 1,
-                                              (hsize_t)total_samples + 1);
-            if (rc == KD_OK && (d < 0 || H5Dwrite(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, vals) < 0))
-                rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write %s", tmp, cd->path);
-            if (d >= 0) H5Dclose(d);
+            H5Dclose(d);
             free(vals);
             if (rc) goto done;
             continue;
@@ -1084,7 +1947,7 @@ int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
         }
         hid_t d;
         if (total == 0) {
-            d = create_column(out, cd, k, 1, 0);
+            d = create_column(out, cd, k, 1, 0, 0);
         } else {
             hsize_t dims[2] = {(hsize_t)total, (hsize_t)k};
             hid_t vs = H5Screate_simple(rank, dims, NULL);
@@ -1137,6 +2000,7 @@ done:
     free(src);
     free(ends);
     free(es);
+    free_states(st, ns);
     free(yaml);
     return rc;
 }

@@ -325,6 +325,8 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
                                                "tokenize", sum[KD_GEN_C_T_TOKENIZE_US] * 1e-6, "extract",
                                                sum[KD_GEN_C_T_EXTRACT_US] * 1e-6, "hdf5", sum[KD_GEN_C_T_HDF5_US] * 1e-6,
                                                "other", sum[KD_GEN_C_T_OTHER_US] * 1e-6));
+    /* the shard writer threads' sealing, overlapped with the work above (so not part of its shares) */
+    json_object_set_new(j, "hdf5_background_s", json_real(sum[KD_GEN_C_T_HDF5_BG_US] * 1e-6));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     char path[4096];
@@ -421,9 +423,12 @@ static int worker_loop(const kd_gen_options *opt, MPI_Comm comm, int rank, kd_er
     free(buf);
     int64_t final[KD_GEN_NCOUNTERS] = {0};
     if (rc == KD_OK) {
+        rc = kd_gen_worker_finish(w, err); /* the last seal and the compaction count as HDF5 time */
         kd_gen_worker_counters(w, final);
-        rc = kd_gen_worker_close(w, err);
-        w = NULL;
+        if (rc == KD_OK) {
+            rc = kd_gen_worker_close(w, err);
+            w = NULL;
+        }
     }
     if (rc) {
         if (w) kd_gen_worker_abandon(w);
@@ -611,8 +616,10 @@ static int local_loop(const kd_gen_options *opt, prompt_stream *s, const bitmap 
         progress_extra(c->counters[0], extra, sizeof extra);
         kd_progress_update(prog, base_done + c->counters[0][KD_GEN_C_SAMPLES] + c->counters[0][KD_GEN_C_FAILURES], extra);
     }
+    rc = kd_gen_worker_finish(w, err);
     kd_gen_worker_counters(w, c->counters[0]);
-    rc = kd_gen_worker_close(w, err);
+    if (rc == KD_OK) rc = kd_gen_worker_close(w, err);
+    else kd_gen_worker_abandon(w);
     stats->already_done += skipped;
     stats->prompts_seen += handed + skipped;
     return rc;
@@ -654,13 +661,10 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
     bitmap done = {0};
     int64_t base_done = 0, failures_before = 0;
     if (rank == 0) {
-        int64_t *ids = NULL;
-        size_t n = 0;
-        rc = kd_dataset_recover(opt->out_dir, &ids, &n, err);
-        for (size_t i = 0; !rc && i < n; i++)
-            if (bm_set(&done, ids[i])) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-        free(ids);
-        base_done = (int64_t)n;
+        /* 1 bit per prompt id (1.25 MB for 10 million), never a list of ids */
+        int64_t n = 0;
+        rc = kd_dataset_recover_done(opt->out_dir, &done.bits, &done.nbits, &n, err);
+        base_done = n;
         char fp[4096];
         kd_path_join(fp, sizeof fp, opt->out_dir, "failures.jsonl");
         if (!rc) rc = load_failures(fp, &done, &failures_before, err);
@@ -725,14 +729,8 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         if (!rc) {
             int64_t samples_total = 0;
             rc = kd_dataset_finalize(opt->out_dir, &samples_total, err);
-            int64_t tokens_total = 0;
-            if (!rc) {
-                kd_dataset *ds = NULL;
-                if (kd_dataset_open(&ds, opt->out_dir, err) == KD_OK) {
-                    tokens_total = kd_dataset_tokens(ds);
-                    kd_dataset_close(ds);
-                }
-            }
+            int64_t tokens_total = 0, samples_check = 0;
+            if (!rc) kd_dataset_totals(opt->out_dir, &samples_check, &tokens_total, NULL);
             stats->wall_s = kd_now_s() - t0;
             if (!rc) rc = write_stats(opt->out_dir, stats, sum, c.kinds, failures_before + c.failures_new, samples_total,
                                       tokens_total, size, err);
@@ -845,12 +843,23 @@ int kd_gen_merge(const char *out_dir, const char *const *slice_dirs, int n, kd_e
         closedir(d);
         qsort(ranks, (size_t)nr, sizeof(int), cmp_ints);
         for (int k = 0; k < nr && !rc; k++, next++) {
-            static const char *exts[] = {"h5", "journal"};
-            for (int x = 0; x < 2 && !rc; x++) {
-                snprintf(path, sizeof path, "%s/shard-%05d.%s", slice_dirs[i], ranks[k], exts[x]);
-                snprintf(dst, sizeof dst, "%s/shard-%05d.%s", out_dir, next, exts[x]);
+            /* the rank's base shard, its segments (a slice not compacted yet) and its journal last */
+            char prefix[32];
+            snprintf(prefix, sizeof prefix, "shard-%05d.", ranks[k]);
+            DIR *sd = opendir(slice_dirs[i]);
+            for (struct dirent *e; sd && !rc && (e = readdir(sd));) {
+                const char *rest = e->d_name + strlen(prefix);
+                if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 || strstr(rest, ".tmp.") || strcmp(rest, "journal") == 0 ||
+                    (strcmp(rest, "h5") != 0 && strncmp(rest, "seg-", 4) != 0) || strstr(rest, ".corrupt"))
+                    continue;
+                kd_path_join(path, sizeof path, slice_dirs[i], e->d_name);
+                snprintf(dst, sizeof dst, "%s/shard-%05d.%s", out_dir, next, rest);
                 rc = link_or_copy(path, dst, err);
             }
+            if (sd) closedir(sd);
+            snprintf(path, sizeof path, "%s/shard-%05d.journal", slice_dirs[i], ranks[k]);
+            snprintf(dst, sizeof dst, "%s/shard-%05d.journal", out_dir, next);
+            if (!rc) rc = link_or_copy(path, dst, err);
         }
         char *f = NULL;
         size_t len = 0;

@@ -179,6 +179,8 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
     rc = kd_shard_open(&w->shard, opt->out_dir, shard_rank, &info, (int)opt->cfg->generate.seal_every, err);
     free(config_yaml);
     if (rc) goto fail;
+    /* seals (and folding them into the next base) run beside the teacher and the pipeline */
+    if ((rc = kd_shard_background(w->shard, err))) goto fail;
     w->slots = calloc((size_t)w->capacity, sizeof(conv));
     if (!w->slots) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
@@ -432,14 +434,14 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
 
     /* teacher top-k, then the sample */
     t0 = kd_now_s();
-    int K = w->K;
     /* teacher-forced scoring by the stub is the teacher's work, timed as such */
-    int32_t *topk_ids = malloc(sizeof(int32_t) * n * (size_t)K);
-    float *topk_lp = malloc(sizeof(float) * n * (size_t)K), *tail = malloc(sizeof(float) * n);
+    /* written straight into the shard's buffer: no copy of the biggest arrays on append */
+    int32_t *topk_ids = NULL;
+    float *topk_lp = NULL, *tail = NULL;
     size_t response_start = resp[0].start;
     kd_text_span answer = {r.content_spans[nm - 1].start, r.content_spans[nm - 1].end};
-    rc = (topk_ids && topk_lp && tail) ? fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err)
-                                       : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    rc = kd_shard_reserve_teacher(w->shard, (int64_t)n, &topk_ids, &topk_lp, &tail, err);
+    if (rc == KD_OK) rc = fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err);
     int64_t prompt_len = 0;
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
     add_time(w, w->scorer ? KD_GEN_C_T_TEACHER_US : KD_GEN_C_T_OTHER_US, t0);
@@ -473,9 +475,6 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         rc = KD_OK;
         c = NULL;
     }
-    free(topk_ids);
-    free(topk_lp);
-    free(tail);
     kd_targets_free(&tg);
     free(resp);
     free(res);
@@ -577,6 +576,7 @@ int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n) {
 
 void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]) {
     memcpy(out, w->counters, sizeof w->counters);
+    if (w->shard) out[KD_GEN_C_T_HDF5_BG_US] = (int64_t)(kd_shard_background_seconds(w->shard) * 1e6);
 }
 
 static void release(kd_gen_worker *w) {
@@ -597,11 +597,24 @@ static void release(kd_gen_worker *w) {
     free(w);
 }
 
-int kd_gen_worker_close(kd_gen_worker *w, kd_error *err) {
+int kd_gen_worker_finish(kd_gen_worker *w, kd_error *err) {
+    if (!w->shard) return KD_OK;
     double t0 = kd_now_s();
-    int rc = kd_shard_close(w->shard, err);
+    int rc = kd_shard_seal(w->shard, err);
+    w->counters[KD_GEN_C_T_HDF5_BG_US] = (int64_t)(kd_shard_background_seconds(w->shard) * 1e6);
+    if (rc) {
+        kd_shard_abandon(w->shard);
+        w->shard = NULL;
+        return rc;
+    }
+    rc = kd_shard_close(w->shard, err);
     add_time(w, KD_GEN_C_T_HDF5_US, t0);
     w->shard = NULL;
+    return rc;
+}
+
+int kd_gen_worker_close(kd_gen_worker *w, kd_error *err) {
+    int rc = kd_gen_worker_finish(w, err);
     release(w);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* CUnit suite: HDF5 shards, sealing, crash recovery, finalize (virtual datasets) and the reader
  * (src/data/h5data.c). h5py checks the same files from outside in tests/e2e/h5py_reads.sh. */
+#include <dirent.h>
 #include <hdf5.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -114,6 +115,20 @@ static void test_write_finalize_read(void) {
     CU_ASSERT_EQUAL(n, 58);
     for (size_t i = 0; i < n; i++) CU_ASSERT_EQUAL(ids[i], (int64_t)i);
     free(ids);
+    /* the same as a bitmap (what the coordinator resumes from), and the totals without a full read */
+    uint8_t *bits = NULL;
+    int64_t nbits = 0, count = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover_done(dir, &bits, &nbits, &count, &e), KD_OK);
+    CU_ASSERT_EQUAL(count, 58);
+    CU_ASSERT_TRUE(nbits >= 58 && nbits % 8 == 0);
+    for (int64_t i = 0; i < nbits; i++) CU_ASSERT_EQUAL((bits[i / 8] >> (i % 8)) & 1, i < 58);
+    free(bits);
+    int64_t ts = 0, tt = 0;
+    CU_ASSERT_EQUAL(kd_dataset_totals(dir, &ts, &tt, &e), KD_OK);
+    CU_ASSERT_EQUAL(ts, 58);
+    int64_t want_tokens = 0;
+    for (int64_t id = 0; id < 58; id++) want_tokens += 5 + id % 13;
+    CU_ASSERT_EQUAL(tt, want_tokens);
     /* resume appends to an existing shard; finalize again replaces dataset.h5 */
     write_ids(dir, 0, 58, 61, 2);
     CU_ASSERT_EQUAL(kd_dataset_finalize(dir, &total, &e), KD_OK);
@@ -136,6 +151,39 @@ static void test_write_finalize_read(void) {
     CU_ASSERT_EQUAL(kd_dataset_open(&ds, moved, &e), KD_ERR_NOTFOUND);
     KD_ASSERT_CONTAINS(e.msg, "shard-00003.h5 is missing");
     KD_ASSERT_CONTAINS(e.msg, "copy the whole dataset folder");
+}
+
+/* Teacher arrays written in place (kd_shard_reserve_teacher) read back like copied ones, also across
+ * background seals, and mixed with samples whose arrays are copied. */
+static void test_reserve_teacher(void) {
+    const char *dir = fresh_dir("reserve");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 4, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_shard_background(sh, &e), KD_OK);
+    for (int64_t id = 0; id < 30; id++) {
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        if (id % 3 != 0) {
+            int32_t *ti;
+            float *tl, *tt;
+            CU_ASSERT_EQUAL_FATAL(kd_shard_reserve_teacher(sh, g.s.n, &ti, &tl, &tt, &e), KD_OK);
+            memcpy(ti, g.topk_ids, sizeof(int32_t) * (size_t)(g.s.n * K));
+            memcpy(tl, g.lp, sizeof(float) * (size_t)(g.s.n * K));
+            memcpy(tt, g.tail, sizeof(float) * (size_t)g.s.n);
+            g.s.topk_ids = ti;
+            g.s.topk_logprobs = tl;
+            g.s.tail_logprob = tt;
+        }
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int seen[30] = {0};
+    CU_ASSERT_EQUAL(check_dataset(dir, 30, seen), 30);
+    for (int i = 0; i < 30; i++) CU_ASSERT_EQUAL(seen[i], 1);
 }
 
 static void test_empty_dataset(void) {
@@ -219,6 +267,7 @@ static void test_random_kills(void) {
         if (pid == 0) {
             kd_shard *sh = NULL;
             if (kd_shard_open(&sh, dir, 0, &info, 3, &e)) _exit(3);
+            if (round % 2 && kd_shard_background(sh, &e)) _exit(6); /* odd rounds seal in the background */
             size_t j = 0;
             for (int64_t id = 0; id < N; id++) {
                 while (j < ndone && done[j] < id) j++;
@@ -268,13 +317,187 @@ static void test_random_kills(void) {
     CU_ASSERT_TRUE(kills >= 6);
 }
 
-/* A crash between the flush and the journal write leaves rows the journal does not count: they are
- * cut off on reopen. */
+/* Files in dir whose name contains `part` (".corrupt", ".tmp."). */
+static int count_files(const char *dir, const char *part) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, part) != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+static int64_t journal_samples(const char *dir, int rank) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/shard-%05d.journal", dir, rank);
+    char *text = NULL;
+    if (kd_read_file(path, &text, NULL, NULL) != KD_OK) return 0;
+    long long s = 0;
+    const char *p = strstr(text, "\"samples\": ");
+    if (p) s = atoll(p + 11);
+    free(text);
+    return s;
+}
+
+/* In a child: write ids [from, to) skipping done ones to shard `rank` (seal_every 3), with the kill
+ * hook set to `hook`, then close. Returns the wait status. */
+static int child_bg; /* the child seals in the background (kd_shard_background), as generate does */
+static int child_write(const char *dir, const char *hook, int64_t from, int64_t to, int seal_every) {
+    int64_t *done = NULL;
+    size_t ndone = 0;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &done, &ndone, &e), KD_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kd_dataset_info info = test_info();
+        if (hook) setenv("KD_DEBUG_KILL_IN_SEAL", hook, 1);
+        kd_shard *sh = NULL;
+        if (kd_shard_open(&sh, dir, 0, &info, seal_every, &e)) _exit(3);
+        if (child_bg && kd_shard_background(sh, &e)) _exit(6);
+        size_t j = 0;
+        for (int64_t id = from; id < to; id++) {
+            while (j < ndone && done[j] < id) j++;
+            if (j < ndone && done[j] == id) continue;
+            h5gen g;
+            h5gen_fill(&g, id, K);
+            if (kd_shard_append(sh, &g.s, &e)) _exit(4);
+        }
+        _exit(kd_shard_close(sh, &e) ? 5 : 0);
+    }
+    free(done);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+/* The ids recovered from dir must be exactly [0, n). */
+static void expect_done_prefix(const char *dir, int64_t n, const char *what) {
+    int64_t *ids = NULL;
+    size_t m = 0;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &ids, &m, &e), KD_OK);
+    if ((int64_t)m != n) fprintf(stderr, "\n  %s: %zu samples survived, expected %lld\n", what, m, (long long)n);
+    CU_ASSERT_EQUAL(m, (size_t)n);
+    for (size_t i = 0; i < m && (int64_t)i < n; i++) CU_ASSERT_EQUAL(ids[i], (int64_t)i);
+    free(ids);
+}
+
+/* A writer killed (SIGKILL, via the KD_DEBUG_KILL_IN_SEAL hook) at each point of its third seal, or of
+ * its compaction: every sample sealed before survives, nothing is moved aside, the interrupted
+ * seal's samples are either all there (after the rename) or not at all, and resuming ends with
+ * every id exactly once and every sample as written. */
+static void test_kill_inside_seal(void) {
+    kd_dataset_info info = test_info();
+    kd_error e;
+    struct {
+        const char *hook;
+        int64_t survive;
+    } cases[] = {{"written:3", 6}, {"closed:3", 6}, {"renamed:3", 9},
+                 {"compact-written:1", 10}, {"compact-renamed:1", 10}};
+    for (size_t c = 0; c < 2 * sizeof cases / sizeof cases[0]; c++) {
+        /* each case twice: sealing inline, then in the background (the next base built as it goes) */
+        child_bg = c >= sizeof cases / sizeof cases[0];
+        size_t ci = c % (sizeof cases / sizeof cases[0]);
+        const char *dir = fresh_dir("sealkill");
+        CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+        /* ids 0..9 with seal_every 3: seals at 3, 6, 9, the 4th (1 sample) on close, then the compaction */
+        int status = child_write(dir, cases[ci].hook, 0, 10, 3);
+        CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        expect_done_prefix(dir, cases[ci].survive, cases[ci].hook);
+        CU_ASSERT_EQUAL(count_files(dir, ".corrupt"), 0);
+        CU_ASSERT_EQUAL(count_files(dir, ".tmp."), 0);
+        /* resume: the rest, then finalize */
+        status = child_write(dir, NULL, 0, 16, 3);
+        CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+        CU_ASSERT_EQUAL(count_files(dir, ".seg-"), 0);
+        int seen[16] = {0};
+        CU_ASSERT_EQUAL(check_dataset(dir, 16, seen), 16);
+        for (int i = 0; i < 16; i++) CU_ASSERT_EQUAL(seen[i], 1);
+    }
+    child_bg = 0;
+}
+
+/* Many seals, each run killed at a random point of a random seal: after every kill the shard holds
+ * at least what its journal said was sealed before the kill (exactly the seals that reached their
+ * rename), no file is set aside, and the final dataset has every id once. */
+static void test_random_seal_kills(void) {
+    const char *dir = fresh_dir("randseal");
+    kd_dataset_info info = test_info();
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    static const char *points[] = {"written", "closed", "renamed", "compact-written", "compact-renamed"};
+    const int64_t N = 600;
+    uint64_t rng = 777;
+    int kills = 0;
+    for (int round = 0; round < 24; round++) {
+        /* what the journal promises, and what the files hold (more after a kill between a rename and
+         * the journal update) */
+        int64_t promised = journal_samples(dir, 0), before = 0;
+        {
+            int64_t *ids = NULL;
+            size_t m = 0;
+            CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &ids, &m, &e), KD_OK);
+            free(ids);
+            before = (int64_t)m;
+        }
+        CU_ASSERT_TRUE(before >= promised);
+        int p = (int)(kd_splitmix64(&rng) % 5);
+        int64_t nth = p >= 3 ? 1 : 1 + (int64_t)(kd_splitmix64(&rng) % 8);
+        char hook[64];
+        snprintf(hook, sizeof hook, "%s:%lld", points[p], (long long)nth);
+        /* each round writes the next 20 ids in 7 seals of 3 (the last of 2) */
+        int64_t to = 20 * (round + 1) < N ? 20 * (round + 1) : N;
+        child_bg = round % 2;
+        int status = child_write(dir, hook, 0, to, 3);
+        child_bg = 0;
+        int64_t *ids = NULL;
+        size_t m = 0;
+        CU_ASSERT_EQUAL_FATAL(kd_dataset_recover(dir, &ids, &m, &e), KD_OK);
+        free(ids);
+        CU_ASSERT_TRUE((int64_t)m >= before && (int64_t)m >= promised);
+        CU_ASSERT_EQUAL(count_files(dir, ".corrupt"), 0);
+        if (WIFSIGNALED(status)) {
+            kills++;
+            if (p <= 2) {
+                /* seals before the nth all reached their rename; the nth did only at "renamed" */
+                int64_t left = to - before, full = 3 * (nth - 1);
+                int64_t last = left - full < 3 ? left - full : 3; /* the nth seal may be the short one on close */
+                int64_t sealed_by_child = full + (p == 2 ? last : 0);
+                CU_ASSERT_EQUAL((int64_t)m, before + sealed_by_child);
+            } else {
+                CU_ASSERT_EQUAL((int64_t)m, to); /* killed in the compaction: everything was sealed */
+            }
+        } else {
+            CU_ASSERT_EQUAL(WEXITSTATUS(status), 0);
+        }
+    }
+    int status = child_write(dir, NULL, 0, N, 3);
+    CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int *seen = calloc((size_t)N, sizeof(int));
+    CU_ASSERT_EQUAL(check_dataset(dir, N, seen), N);
+    int64_t once = 0;
+    for (int64_t i = 0; i < N; i++) once += seen[i] == 1;
+    CU_ASSERT_EQUAL(once, N);
+    free(seen);
+    fprintf(stderr, "\n  %d of 24 writers killed inside a seal or compaction; all %lld ids once\n", kills, (long long)N);
+    CU_ASSERT_TRUE(kills >= 12);
+}
+
+/* A shard of the earlier append-in-place writer (no segments_through attribute, a journal without
+ * last_segment) whose crash left rows the journal does not count: they are cut off on reopen. */
 static void test_rows_beyond_journal_are_cut(void) {
     const char *dir = fresh_dir("beyond");
     kd_dataset_info info = test_info();
     kd_error e;
     write_ids(dir, 0, 0, 6, 3);
+    char base[600];
+    snprintf(base, sizeof base, "%s/shard-00000.h5", dir);
+    hid_t hf = H5Fopen(base, H5F_ACC_RDWR, H5P_DEFAULT);
+    CU_ASSERT_TRUE_FATAL(hf >= 0);
+    CU_ASSERT_TRUE(H5Adelete(hf, "segments_through") >= 0);
+    H5Fclose(hf);
     char journal[600];
     snprintf(journal, sizeof journal, "%s/shard-00000.journal", dir);
     h5gen g;
@@ -424,6 +647,11 @@ static void test_errors(void) {
     write_ids(dir, 4, 1, 2, 1);
     CU_ASSERT_EQUAL(kd_dataset_recover(dir, &ids, &n, &e), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(e.msg, "prompt id 1 is stored twice");
+    uint8_t *bits = NULL;
+    int64_t nbits = 0, count = 0;
+    CU_ASSERT_EQUAL(kd_dataset_recover_done(dir, &bits, &nbits, &count, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "prompt id 1 is stored twice");
+    CU_ASSERT_PTR_NULL(bits);
     CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_ERR_INVALID);
 
     /* reader errors */
@@ -546,9 +774,12 @@ int main(void) {
     CU_pSuite s = CU_add_suite("h5data", NULL, NULL);
     CU_add_test(s, "shards -> finalize (VDS) -> reader, resume appends, folder moves", test_write_finalize_read);
     CU_add_test(s, "empty dataset", test_empty_dataset);
+    CU_add_test(s, "teacher arrays written in place, background seals", test_reserve_teacher);
     CU_add_test(s, "SIGKILL loses only the unsealed tail", test_crash_loses_only_unsealed_tail);
     CU_add_test(s, "12 writers killed at random moments, then resumed", test_random_kills);
-    CU_add_test(s, "rows beyond the journal are cut off", test_rows_beyond_journal_are_cut);
+    CU_add_test(s, "legacy shard: rows beyond the journal are cut off", test_rows_beyond_journal_are_cut);
+    CU_add_test(s, "SIGKILL inside a seal or a compaction keeps every sealed sample", test_kill_inside_seal);
+    CU_add_test(s, "SIGKILL at random points of random seals, 24 rounds", test_random_seal_kills);
     CU_add_test(s, "corrupt shards are moved aside", test_corrupt_shard_moved_aside);
     CU_add_test(s, "error messages", test_errors);
     CU_add_test(s, "damaged files: clear errors naming the file", test_damaged_files);
