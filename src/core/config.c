@@ -95,7 +95,7 @@ static const key_spec KEYS[] = {
     {"teacher", "tool_fixtures", T_STR, F(teacher, tool_fixtures), 0, 0, "", NULL, "JSON file mapping tool name + arguments to results."},
 
     {"generate", "chunk_size", T_INT, F(generate, chunk_size), 1, 1000000, "8", NULL, "Prompt ids per work request from a worker."},
-    {"generate", "seal_every", T_INT, F(generate, seal_every), 1, 1000000, "64", NULL, "Samples per sealed HDF5 chunk (a crash loses at most this many)."},
+    {"generate", "seal_every", T_INT, F(generate, seal_every), 1, 1000000, "64", NULL, "Samples per sealed HDF5 segment (a crash loses at most this many, twice that with background sealing)."},
     {"generate", "max_turns", T_INT, F(generate, max_turns), 1, 64, "4", NULL, "Teacher/tool rounds per conversation."},
     {"generate", "max_seq_len", T_INT, F(generate, max_seq_len), 16, 1048576, "4096", NULL, "Longer samples are recorded in failures.jsonl."},
     {"generate", "strict", T_BOOL, F(generate, strict), 0, 1, "false", NULL, "A bad prompt line is fatal instead of recorded."},

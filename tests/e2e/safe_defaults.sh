@@ -5,9 +5,9 @@
 #     handshake.
 #  2. `kdstep teacher serve` binds loopback by default (ss shows 127.0.0.1:PORT, not 0.0.0.0).
 #  3. Outputs are written to temporary names and renamed (strace of generate and prompts synth):
-#     no file in the output folder is ever opened with O_TRUNC under its final name. By design the
-#     HDF5 shards are appended in place (journaled: a crash loses only the unsealed tail) and
-#     failures.jsonl is append-only (O_APPEND).
+#     no file in the output folder is ever opened with O_TRUNC under its final name. HDF5 seals
+#     write new segment files and compactions new shard files, each under a temp name then renamed
+#     (a crash loses only unsealed samples), and failures.jsonl is append-only (O_APPEND).
 #  (Output folders are not overwritten without --force: tests/e2e/bad_inputs.sh, "resume_*",
 #  "not_ours" and "force".)
 set -euo pipefail
