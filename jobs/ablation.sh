@@ -44,7 +44,7 @@ fi
 stamp="$TOOLS $VOCAB $N_TRAIN $SEED_TRAIN $N_HELD $SEED_HELD ${OVERRIDES[*]}"
 if [[ -e "$WORK/data.settings" && "$(cat "$WORK/data.settings")" != "$stamp" ]]; then
   echo "ablation: the job's settings changed; starting over in $WORK" >&2
-  rm -rf "$WORK/prompts.jsonl" "$WORK/heldout.jsonl" "$WORK/dataset" "$WORK/runs"
+  rm -rf "$WORK/prompts.jsonl" "$WORK/heldout.jsonl" "$WORK/dataset" "$WORK/runs" "$WORK/teacher"
 fi
 printf '%s' "$stamp" >"$WORK/data.settings"
 if [[ ! -e "$WORK/dataset/COMPLETE" ]]; then
@@ -52,6 +52,19 @@ if [[ ! -e "$WORK/dataset/COMPLETE" ]]; then
     --config "$CONFIG" "${OVERRIDES[@]}"
   touch "$WORK/dataset/COMPLETE"
 fi
+
+# The ceiling: the stub teacher's own answers to the held-out prompts, scored by the same rules
+if [[ ! -s "$WORK/teacher/report.json" ]]; then
+  rm -rf "$WORK/teacher"; mkdir -p "$WORK/teacher"
+  "$K" generate --prompts "$WORK/heldout.jsonl" --out "$WORK/teacher/dataset" --tools "$TOOLS" --tokenizer-path "$TOK" \
+    --config "$CONFIG" "${OVERRIDES[@]}" >/dev/null
+  "$K" export "$WORK/teacher/dataset" --format jsonl -o "$WORK/teacher/export.jsonl"
+  jq -c '{id, text: .teacher_text}' "$WORK/teacher/export.jsonl" >"$WORK/teacher/predictions.jsonl"
+  "$K" score --predictions "$WORK/teacher/predictions.jsonl" --answers "$WORK/heldout.jsonl" --tools "$TOOLS" \
+    >"$WORK/teacher/report.json.tmp"
+  mv "$WORK/teacher/report.json.tmp" "$WORK/teacher/report.json"
+fi
+echo "ablation: teacher: $(jq -c '{tool_name_accuracy, json_validity, ast_accuracy, no_call_accuracy}' "$WORK/teacher/report.json")"
 
 one_run() { # VARIANT SEED
   local v=$1 s=$2 dir="$WORK/runs/$1-seed$2"
