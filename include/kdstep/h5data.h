@@ -45,8 +45,9 @@ typedef struct kd_dataset_info {
     char config_sha256[65];
     const char *config_yaml;   /* the config as YAML (may be NULL); owned by the caller on write */
     int deflate_level;         /* 0 = no compression, 1..9 (default 1): masks, offsets, texts */
-    int compress_token_data;   /* also deflate input_ids and the teacher arrays (default 0: they compress
-                                  ~1.5x at ~3x the write time) */
+    int compress_token_data;   /* also deflate input_ids and the teacher arrays (default 1: on real
+                                  data, ~95% prompt rows of -1/-inf, they shrink ~21x; the writer
+                                  thread pays the time, off the pipeline's path) */
 } kd_dataset_info;
 
 void kd_dataset_info_init(kd_dataset_info *info);

@@ -90,6 +90,7 @@ void kd_dataset_info_init(kd_dataset_info *info) {
     info->topk = 1;
     info->process_supervision = 1;
     info->deflate_level = 1;
+    info->compress_token_data = 1;
 }
 
 /* ---- attributes --------------------------------------------------------------------------------- */
@@ -398,9 +399,9 @@ static hid_t create_column(hid_t f, const col_def *c, int k, int deflate, hsize_
     return d;
 }
 
-/* Token ids and teacher top-k are most of the bytes and, on real data, do not repay deflate's time
- * (docs/performance-data.md), so they are compressed only on request; masks, offsets and texts
- * compress many-fold for little time. */
+/* Token ids and teacher top-k are most of the bytes. On generated data they are mostly prompt rows
+ * with no teacher entry (-1 / -inf) and deflate ~21x; the background writer thread pays for it, so
+ * they are compressed by default (compress_token_data = 0 turns it off, docs/performance-data.md). */
 static int column_deflate(const kd_dataset_info *info, int c) {
     int heavy = c == C_INPUT_IDS || c == C_TOPK_IDS || c == C_TOPK_LP || c == C_TAIL;
     return heavy && !info->compress_token_data ? 0 : info->deflate_level;

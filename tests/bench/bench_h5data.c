@@ -23,7 +23,7 @@ static kd_dataset_info info_for(int k, int deflate) {
     kd_dataset_info_init(&info);
     info.topk = k;
     info.deflate_level = deflate > 0 ? 1 : 0;
-    info.compress_token_data = deflate > 1; /* bench modes: 0 none, 1 default (light columns), 2 everything */
+    info.compress_token_data = deflate > 1; /* bench modes: 0 none, 1 light columns only, 2 everything (the default) */
     snprintf(info.tokenizer_sha256, 65, "%064d", 1);
     snprintf(info.registry_sha256, 65, "%064d", 2);
     snprintf(info.config_sha256, 65, "%064d", 3);
