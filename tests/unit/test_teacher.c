@@ -1119,6 +1119,63 @@ static void test_client_teacher_forced_scoring(void) {
     CU_ASSERT_EQUAL(rr.scored_ok, 60);
 }
 
+/* The server keeps answers per request body: asking the same thing again gives what the stub itself
+ * says (token by token, logprobs exact through %.9g), and every answer still waits --latency-ms. */
+static void test_server_repeats_answer_after_latency(void) {
+    kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    kd_server_options so = {.latency_ms = 30, .seed = 11};
+    kd_server *srv;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
+    kd_config cfg;
+    kd_config_defaults(&cfg);
+    snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+    cfg.teacher.top_logprobs = 3;
+    cfg.teacher.timeout_s = 30;
+    kd_teacher *t;
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
+    json_t *m = user_msg("What's the weather in Paris?");
+    kd_teacher_completion want;
+    memset(&want, 0, sizeof want);
+    CU_ASSERT_EQUAL_FATAL(kd_stub_complete(stub, m, NULL, 3, cfg.teacher.seed, &want, &e), KD_OK);
+    CU_ASSERT_TRUE_FATAL(want.lp.n > 0);
+    for (int round = 0; round < 3; round++) {
+        kd_teacher_request r;
+        kd_teacher_request_init(&r);
+        r.messages = m;
+        r.tag = (uint64_t)round;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_submit(t, &r, &e), KD_OK);
+        kd_teacher_completion *c = NULL;
+        for (int w = 0; w < 100 && !c; w++) CU_ASSERT_EQUAL_FATAL(kd_teacher_next(t, 1.0, &c, &e), KD_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+        CU_ASSERT_EQUAL(c->status, KD_OK);
+        CU_ASSERT_TRUE(c->attempt_log[0].end_s - c->attempt_log[0].start_s >= 0.030);
+        CU_ASSERT_EQUAL(c->n_tool_calls, want.n_tool_calls);
+        for (int i = 0; i < c->n_tool_calls && i < want.n_tool_calls; i++) {
+            CU_ASSERT_STRING_EQUAL(c->tool_calls[i].name, want.tool_calls[i].name);
+            CU_ASSERT_STRING_EQUAL(c->tool_calls[i].arguments, want.tool_calls[i].arguments);
+        }
+        CU_ASSERT_EQUAL_FATAL(c->lp.n, want.lp.n);
+        CU_ASSERT_EQUAL_FATAL(c->lp.k, want.lp.k);
+        for (int i = 0; i < c->lp.n; i++) {
+            CU_ASSERT_STRING_EQUAL(c->lp.tokens[i], want.lp.tokens[i]);
+            CU_ASSERT_EQUAL(c->lp.token_logprobs[i], want.lp.token_logprobs[i]);
+            for (int j = 0; j < c->lp.k; j++) CU_ASSERT_EQUAL(c->lp.topk_logprobs[i * c->lp.k + j], want.lp.topk_logprobs[i * want.lp.k + j]);
+        }
+        kd_teacher_completion_free(c);
+        free(c);
+    }
+    kd_server_counts k;
+    kd_server_get_counts(srv, &k);
+    CU_ASSERT_EQUAL(k.requests, 3);
+    kd_teacher_completion_free(&want);
+    json_decref(m);
+    kd_teacher_close(t);
+    kd_server_stop(srv);
+    kd_stub_close(stub);
+    kd_config_free(&cfg);
+}
+
 int main(void) {
     CU_initialize_registry();
     kd_error e;
@@ -1150,6 +1207,7 @@ int main(void) {
     CU_add_test(s, "client: gives up with status and excerpt", test_client_gives_up);
     CU_add_test(s, "client: API key never shown", test_client_api_key_never_shown);
     CU_add_test(s, "client: teacher-forced scoring", test_client_teacher_forced_scoring);
+    CU_add_test(s, "server: a repeated request, same answer, after the latency", test_server_repeats_answer_after_latency);
     int rc = kd_test_main();
     kd_registry_close(g_reg);
     return rc;
