@@ -504,6 +504,37 @@ static int bytes_array(scan *s, lp_ctx *X, lp_entry *f) {
     int first = 1, r, n = 0;
     if (arena_room(X, 16)) return -2;
     f->bytes_off = X->alen;
+    /* the usual form first: [60] or [226,150,129], compact, integers of up to three digits */
+    const char *p = s->p, *e = s->end;
+    if (p < e && *p == '[') {
+        p++;
+        if (p < e && *p == ']') {
+            s->p = p + 1;
+            f->nbytes = 0;
+            X->arena[X->alen++] = 0;
+            return 0;
+        }
+        for (;;) {
+            if (p >= e || !is_digit(*p) || n >= LP_MAX_BYTES - 1) goto general;
+            unsigned v = (unsigned)(*p++ - '0');
+            if (v && p < e && is_digit(*p)) {
+                v = v * 10 + (unsigned)(*p++ - '0');
+                if (p < e && is_digit(*p)) v = v * 10 + (unsigned)(*p++ - '0');
+            }
+            if (p >= e || (*p != ',' && *p != ']')) goto general;
+            if (arena_room(X, 2)) return -2;
+            X->arena[X->alen++] = (char)(unsigned char)(v & 0xff);
+            n++;
+            if (*p++ == ']') break;
+        }
+        X->arena[X->alen++] = 0;
+        f->nbytes = n;
+        s->p = p;
+        return 0;
+    }
+general:
+    X->alen = f->bytes_off;
+    n = 0;
     if (arr_begin(s)) return -1;
     while ((r = arr_next(s, &first)) == 1) {
         unsigned v;
@@ -584,10 +615,49 @@ static int entry_key(scan *s, int *first) {
 
 static int nomem(parse *P) { return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1; }
 
+/* The entry as OpenAI and vLLM write it, compact and in their key order:
+ *   {"token":"..","logprob":-1.5,"bytes":[..],"top_logprobs":[..]}   (bytes and top_logprobs optional)
+ * read without looking keys up. Returns 1 when it was that, 0 (nothing consumed) when the general
+ * reader must look, -1 on an error that is one whatever the layout. */
+static int fast_entry(parse *P, lp_ctx *X, int level, lp_entry *f) {
+    scan *s = &P->s;
+    const char *start = s->p, *e = s->end;
+    int depth = s->depth;
+    if (e - s->p < 12 || memcmp(s->p, "{\"token\":\"", 10) != 0) return 0;
+    s->p += 9;
+    if (str(s, &f->token)) goto back;
+    f->has_token = 1;
+    if (e - s->p < 11 || memcmp(s->p, ",\"logprob\":", 11) != 0) goto back;
+    s->p += 11;
+    if (num(s, &f->logprob)) goto back;
+    f->has_logprob = 1;
+    if (e - s->p >= 10 && memcmp(s->p, ",\"bytes\":[", 10) == 0) {
+        s->p += 9;
+        int br = bytes_array(s, X, f);
+        if (br == -2) return nomem(P);
+        if (br) goto back;
+    }
+    if (level == 0 && e - s->p >= 17 && memcmp(s->p, ",\"top_logprobs\":[", 17) == 0) {
+        s->p += 16;
+        if (top_row(P, X)) return -1;
+    }
+    if (s->p < e && *s->p == '}') {
+        s->p++;
+        return 1;
+    }
+back:
+    s->p = start;
+    s->depth = depth;
+    memset(f, 0, sizeof *f);
+    return 0;
+}
+
 /* One entry object; level 0 (a response token) also reads its top_logprobs into X. */
 static int read_entry(parse *P, lp_ctx *X, int level, lp_entry *f) {
     scan *s = &P->s;
     memset(f, 0, sizeof *f);
+    int fast = fast_entry(P, X, level, f);
+    if (fast) return fast > 0 ? 0 : -1;
     int first = 1, key;
     if (obj_begin(s)) return bad(P);
     while ((key = entry_key(s, &first)) > 0) {

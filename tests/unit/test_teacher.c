@@ -726,7 +726,7 @@ static void test_parse_fast_matches_reference(void) {
         "{\"token\":\"f\",\"logprob\":-0.0001,\"top_logprobs\":[{\"token\":\"f\",\"logprob\":-0.0001},{\"token\":\"g\",\"logprob\":-9999.0}]}]",
         /* bytes: used when non-empty; reals count as 0, negatives wrap, an empty array falls back to the token */
         "[{\"token\":\"x\",\"logprob\":-1,\"bytes\":[226,150,129],\"top_logprobs\":[{\"token\":\"\\u2581\",\"logprob\":-1,"
-        "\"bytes\":[226,150,129]},{\"token\":\"q\",\"logprob\":-2,\"bytes\":[]},{\"token\":\"r\",\"logprob\":-3,\"bytes\":[-1,1.5,2e1,-0,0]}]}]",
+        "\"bytes\":[226,150,129]},{\"token\":\"q\",\"logprob\":-2,\"bytes\":[]},{\"token\":\"w\",\"logprob\":-2.5,\"bytes\":[321,66,0,9]},{\"token\":\"r\",\"logprob\":-3,\"bytes\":[-1,1.5,2e1,-0,0]}]}]",
         /* numbers off the fast path: exponents, long mantissas, many leading zeros, integers */
         "[{\"token\":\"n\",\"logprob\":-1.234567890123456789e-3,\"top_logprobs\":[{\"token\":\"n\",\"logprob\":-0.000000000000000000000012345},"
         "{\"token\":\"m\",\"logprob\":-1234567890123456789012.5},{\"token\":\"o\",\"logprob\":-4.77221203},"
