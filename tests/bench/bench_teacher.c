@@ -13,6 +13,12 @@
 #include "kdstep/config.h"
 #include "kdstep/teacher.h"
 
+static long minflt(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
 static double cpu_s(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -114,6 +120,7 @@ int main(int argc, char **argv) {
         free(cp);
     }
     double t0 = kd_teacher_now(), c0 = cpu_s();
+    long f0 = minflt();
     while (done + failed < n) {
         while (submitted < n && kd_teacher_pending(t) < inflight) {
             kd_teacher_request r;
@@ -136,6 +143,7 @@ int main(int argc, char **argv) {
         free(cp);
     }
     double wall = kd_teacher_now() - t0, cpu = cpu_s() - c0;
+    long faults = minflt() - f0;
     kd_teacher_stats st;
     kd_teacher_get_stats(t, &st);
     kd_teacher_close(t);
@@ -146,7 +154,8 @@ int main(int argc, char **argv) {
     printf("requests %ld (failed %ld), in flight %ld, server latency %.0f ms, top_logprobs %ld (%.1f logprob rows/request)\n",
            done + failed, failed, inflight, latency_ms, topk, done ? (double)tokens / done : 0.0);
     printf("throughput %.1f req/s, ideal %.1f req/s: %.1f%% of ideal\n", rps, ideal, 100 * rps / ideal);
-    printf("client CPU %.1f us/request (user+sys, %.3f s over %.2f s wall)\n", us, cpu, wall);
+    printf("client CPU %.1f us/request (user+sys, %.3f s over %.2f s wall), %.2f page faults/request\n", us, cpu, wall,
+           (double)faults / (double)(done + failed));
     printf("{\"requests\": %ld, \"failed\": %ld, \"in_flight\": %ld, \"top_logprobs\": %ld, \"req_per_s\": %.1f, \"ideal_req_per_s\": %.1f, "
            "\"pct_of_ideal\": %.1f, \"client_cpu_us_per_req\": %.1f}\n",
            done + failed, failed, inflight, topk, rps, ideal, 100 * rps / ideal, us);
