@@ -751,6 +751,36 @@ static void test_parse_fast_matches_reference(void) {
     snprintf(big + n, 64 * 1024 - (size_t)n, "],\"top_logprobs\":[]}]}}]}");
     assert_same_parse(big);
     free(big);
+    /* 2000 random numbers of every length and shape (signs, leading zeros, 0-25 fraction digits,
+     * exponents), 8 per row, read exactly as the reference (strtod) reads them */
+    uint64_t rng = 77;
+    for (int rep = 0; rep < 5; rep++) {
+        char *nb = malloc(256 * 1024);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(nb);
+        int len = snprintf(nb, 256 * 1024, "%s[", head);
+        for (int row = 0; row < 50; row++) {
+            len += snprintf(nb + len, 256 * 1024 - (size_t)len, "%s{\"token\":\"t\",\"logprob\":-1,\"top_logprobs\":[", row ? "," : "");
+            for (int j = 0; j < 8; j++) {
+                char num[64];
+                int q = 0;
+                if (kd_splitmix64(&rng) % 4) num[q++] = '-';
+                int ilen = (int)(kd_splitmix64(&rng) % 4);
+                if (ilen == 0) num[q++] = '0';
+                for (int d = 0; d < ilen; d++) num[q++] = (char)('0' + (d == 0 ? 1 + kd_splitmix64(&rng) % 9 : kd_splitmix64(&rng) % 10));
+                int flen = (int)(kd_splitmix64(&rng) % 26);
+                if (flen) num[q++] = '.';
+                for (int d = 0; d < flen; d++) num[q++] = (char)('0' + kd_splitmix64(&rng) % 10);
+                if (kd_splitmix64(&rng) % 8 == 0) q += sprintf(num + q, "e%d", (int)(kd_splitmix64(&rng) % 21) - 10);
+                num[q] = 0;
+                len += snprintf(nb + len, 256 * 1024 - (size_t)len, "%s{\"token\":\"%c\",\"logprob\":%s,\"bytes\":[%d]}", j ? "," : "",
+                                'a' + j, num, 'a' + j);
+            }
+            len += snprintf(nb + len, 256 * 1024 - (size_t)len, "]}");
+        }
+        snprintf(nb + len, 256 * 1024 - (size_t)len, "]}}]}");
+        assert_same_parse(nb);
+        free(nb);
+    }
     /* a backslash before a NUL byte is not an escape */
     const char nul[] = "{\"choices\":[{\"message\":{\"content\":\"a\\\0\"}}]}";
     kd_teacher_completion c;
