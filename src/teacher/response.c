@@ -226,6 +226,20 @@ static int num(scan *s, double *out) {
     return 0;
 }
 
+/* A count: a JSON number read as jansson's json_integer_value reads it, 0 for a real (9.0 included). */
+static int num_int(scan *s, int64_t *out) {
+    ws(s);
+    const char *b = s->p;
+    if (num(s, NULL)) return -1;
+    *out = 0;
+    for (const char *p = b; p < s->p; p++)
+        if (*p == '.' || *p == 'e' || *p == 'E') return 0;
+    uint64_t v = 0;
+    for (const char *p = b + (*b == '-'); p < s->p; p++) v = v * 10 + (uint64_t)(*p - '0'); /* jansson refuses what overflows */
+    *out = *b == '-' ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
 /* One element of a `bytes` array: a JSON number whose value as jansson reads it (an integer, or 0 for a
  * real) is kept modulo 256, which is all a byte needs. */
 static int num_byte(scan *s, unsigned *out) {
@@ -905,15 +919,15 @@ int kd_teacher_parse_chat_response(const char *body, size_t len, kd_teacher_comp
             sspan k2;
             obj_begin(s);
             while ((r2 = obj_next(s, &f2, &k2)) == 1) {
-                double x;
+                int64_t x;
                 int c2 = peek(s);
                 if ((key_is(&k2, "prompt_tokens") || key_is(&k2, "completion_tokens")) && (c2 == '-' || isdigit(c2))) {
-                    if (num(s, &x)) {
+                    if (num_int(s, &x)) {
                         bad(&P);
                         goto out;
                     }
-                    if (key_is(&k2, "prompt_tokens")) c->prompt_tokens = (int64_t)x;
-                    else c->completion_tokens = (int64_t)x;
+                    if (key_is(&k2, "prompt_tokens")) c->prompt_tokens = x;
+                    else c->completion_tokens = x;
                 } else if (skip(s)) {
                     bad(&P);
                     goto out;

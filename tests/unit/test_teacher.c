@@ -693,6 +693,8 @@ static void assert_same_parse(const char *body) {
         kd_teacher_completion_free(&b);
         return;
     }
+    CU_ASSERT_EQUAL(a.prompt_tokens, b.prompt_tokens);
+    CU_ASSERT_EQUAL(a.completion_tokens, b.completion_tokens);
     CU_ASSERT_EQUAL_FATAL(a.lp.n, b.lp.n);
     CU_ASSERT_EQUAL_FATAL(a.lp.k, b.lp.k);
     for (int i = 0; i < a.lp.n; i++) {
@@ -740,7 +742,8 @@ static void test_parse_fast_matches_reference(void) {
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char body[4096];
-        snprintf(body, sizeof body, "%s%s}}]}", head, rows[i]);
+        snprintf(body, sizeof body, "%s%s}}],\"usage\":{\"prompt_tokens\":%s,\"completion_tokens\":%s}}", head, rows[i],
+                 i == 0 ? "9.02" : i == 1 ? "-7" : "1234567890123", i == 2 ? "3e1" : "12");
         assert_same_parse(body);
     }
     /* a long bytes array (>= 4096 elements) is ignored for the text, as in the reference */
