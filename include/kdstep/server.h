@@ -6,6 +6,7 @@
  * fault from the configured rates (deterministic in seed and arrival order): 500, 429 with
  * Retry-After, a 200 with a broken JSON body, a body cut off mid-transfer, a dropped connection, or
  * a stall that never answers. One thread per connection, so latency and stalls block nobody else.
+ * The stub is deterministic, so answers are cached per request body (only the id differs).
  */
 #ifndef KDSTEP_SERVER_H
 #define KDSTEP_SERVER_H
@@ -18,7 +19,7 @@
 typedef struct kd_server_options {
     const char *host;    /* NULL: 127.0.0.1 */
     int port;            /* 0: any free port (see kd_server_port) */
-    double latency_ms;   /* added before every answer */
+    double latency_ms;   /* every answer goes out this long after its request came in (computing it included) */
     double fail_rate;    /* 500 */
     double rate_limit;   /* 429 + Retry-After */
     double malformed_rate;

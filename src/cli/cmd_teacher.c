@@ -22,7 +22,7 @@ static const char USAGE[] =
     "  --tokenizer PATH     student tokenizer.json (or folder): logprobs over its tokens (default: one per byte)\n"
     "  --config FILE        YAML config (teacher.* keys: seed, tool_call_format, malformed_rate, temperature)\n"
     "  --set K=V            override a config key (repeatable)\n"
-    "  --latency-ms MS      delay before every answer\n"
+    "  --latency-ms MS      answer every request MS after it came in\n"
     "  --fail-rate R        share of requests answered 500\n"
     "  --rate-limit R       share of requests answered 429 with Retry-After\n"
     "  --retry-after S      Retry-After seconds sent with a 429 (default 1)\n"

@@ -22,7 +22,10 @@
 
 #define EXCERPT_MAX 300
 
+struct kd_teacher_client;
+
 typedef struct job {
+    struct kd_teacher_client *cl;
     kd_teacher_completion *c;
     char *body;          /* the request body of the current phase */
     char *chat_body;     /* kept for retries of phase 0 */
@@ -46,6 +49,11 @@ typedef struct jobq {
 struct kd_teacher_client {
     CURLM *multi;
     int epfd;         /* curl tells us its sockets (CURLMOPT_SOCKETFUNCTION); we wait on them with epoll */
+    /* Per socket (by fd): what epoll watches now (SOCK_* bits), and whether curl wants it. A kept-alive
+     * connection goes idle and back to work on every request; leaving it registered saves two or three
+     * epoll_ctl calls per request. Entries are reset when curl closes the socket (on_close). */
+    unsigned char *fds;
+    int n_fds;
     long timer_ms;    /* from CURLMOPT_TIMERFUNCTION; -1: none */
     double timer_set_s;
     struct curl_slist *headers;
@@ -55,6 +63,10 @@ struct kd_teacher_client {
     jobq waiting, delayed, done, running;
     CURL **free_easy;
     int n_free_easy;
+    /* Response buffers of finished requests, kept for the next ones: a fresh 40 KB buffer per answer
+     * costs page faults and heap trimming on every request (more than parsing it). */
+    kd_sbuf *free_bufs;
+    int n_free_bufs, cap_free_bufs;
     int active;
     double limit;       /* AIMD in-flight limit */
     double last_cut_s;
@@ -90,19 +102,56 @@ int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req,
 int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err);
 void kd_client_stats(const struct kd_teacher_client *c, kd_teacher_stats *st);
 
+enum { SOCK_IN = 1, SOCK_OUT = 2, SOCK_REGISTERED = 4, SOCK_WANTED = 8 };
+
+static unsigned char *fd_state(struct kd_teacher_client *c, curl_socket_t fd) {
+    if (fd < 0) return NULL;
+    if (fd >= c->n_fds) {
+        int n = c->n_fds ? c->n_fds : 64;
+        while (n <= fd) n *= 2;
+        unsigned char *v = realloc(c->fds, (size_t)n);
+        if (!v) return NULL;
+        memset(v + c->n_fds, 0, (size_t)(n - c->n_fds));
+        c->fds = v;
+        c->n_fds = n;
+    }
+    return &c->fds[fd];
+}
+
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *user, void *socketp) {
     (void)easy;
     (void)socketp;
     struct kd_teacher_client *c = user;
+    unsigned char *st = fd_state(c, fd);
     struct epoll_event ev = {0};
     ev.data.fd = fd;
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+        /* keep it registered: the next request on this connection will want it again */
+        if (st) *st &= (unsigned char)~SOCK_WANTED;
+        else epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
         return 0;
     }
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT) epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev);
+    unsigned char want = (unsigned char)((what & CURL_POLL_IN ? SOCK_IN : 0) | (what & CURL_POLL_OUT ? SOCK_OUT : 0));
+    ev.events = (want & SOCK_IN ? EPOLLIN : 0) | (want & SOCK_OUT ? EPOLLOUT : 0);
+    if (st && (*st & SOCK_REGISTERED) && (*st & (SOCK_IN | SOCK_OUT)) == want) {
+        *st |= SOCK_WANTED;
+        return 0;
+    }
+    int op = st && (*st & SOCK_REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(c->epfd, op, fd, &ev) != 0) {
+        if (errno == ENOENT) epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev);
+        else if (errno == EEXIST) epoll_ctl(c->epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    if (st) *st = (unsigned char)(want | SOCK_REGISTERED | SOCK_WANTED);
     return 0;
+}
+
+/* curl closes its sockets through here, so a reused fd number never inherits a stale registration
+ * (closing the fd takes it out of the epoll set). */
+static int on_close(void *user, curl_socket_t fd) {
+    struct kd_teacher_client *c = user;
+    if (fd >= 0 && fd < c->n_fds) c->fds[fd] = 0;
+    return close(fd);
 }
 
 static int on_timer(CURLM *multi, long timeout_ms, void *user) {
@@ -194,8 +243,11 @@ void kd_client_close(struct kd_teacher_client *c) {
     }
     for (int i = 0; i < c->n_free_easy; i++) curl_easy_cleanup(c->free_easy[i]);
     free(c->free_easy);
+    for (int i = 0; i < c->n_free_bufs; i++) free(c->free_bufs[i].data);
+    free(c->free_bufs);
     if (c->multi) curl_multi_cleanup(c->multi);
     if (c->epfd > 0) close(c->epfd);
+    free(c->fds);
     curl_slist_free_all(c->headers);
     if (c->key) {
         memset(c->key, 0, strlen(c->key));
@@ -231,6 +283,7 @@ static char *build_chat_body(const struct kd_teacher_client *c, const kd_teacher
 int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err) {
     job *j = calloc(1, sizeof *j);
     if (!j) return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
+    j->cl = c;
     j->c = calloc(1, sizeof *j->c);
     j->chat_body = build_chat_body(c, req, &j->top_k);
     if (!j->c || !j->chat_body || q_push(&c->waiting, j)) {
@@ -257,43 +310,83 @@ int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req,
     return KD_OK;
 }
 
+#define BUF_KEEP_MAX (4u << 20) /* a buffer bigger than this goes back to the heap */
+
+static void buf_recycle(struct kd_teacher_client *c, kd_sbuf *b) {
+    if (b->data && !b->oom && b->cap <= BUF_KEEP_MAX && c->n_free_bufs < (int)c->cfg.teacher.max_in_flight + 8) {
+        if (c->n_free_bufs == c->cap_free_bufs) {
+            int cap = c->cap_free_bufs ? 2 * c->cap_free_bufs : 16;
+            kd_sbuf *v = realloc(c->free_bufs, (size_t)cap * sizeof *v);
+            if (!v) goto drop;
+            c->free_bufs = v;
+            c->cap_free_bufs = cap;
+        }
+        c->free_bufs[c->n_free_bufs] = (kd_sbuf){b->data, 0, b->cap, 0};
+        c->n_free_bufs++;
+        memset(b, 0, sizeof *b);
+        return;
+    }
+drop:
+    kd_sbuf_free(b);
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
     job *j = user;
-    if (j->resp.cap == 0) { /* size the buffer once from Content-Length: no regrowing copies */
+    struct kd_teacher_client *c = j->cl;
+    if (j->resp.cap == 0) { /* once per answer: a kept buffer, sized from Content-Length, so no regrowing copies */
         curl_off_t cl = -1;
         curl_easy_getinfo(j->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        if (cl > 0 && cl < (64 << 20)) {
-            j->resp.data = malloc((size_t)cl + 1);
-            if (j->resp.data) j->resp.cap = (size_t)cl + 1;
+        size_t want = cl > 0 && cl < (64 << 20) ? (size_t)cl + 1 : 0;
+        if (c->n_free_bufs) {
+            j->resp = c->free_bufs[--c->n_free_bufs];
+            if (j->resp.cap < want) {
+                free(j->resp.data);
+                memset(&j->resp, 0, sizeof j->resp);
+            }
+        }
+        if (j->resp.cap == 0 && want) {
+            j->resp.data = malloc(want);
+            if (j->resp.data) j->resp.cap = want;
         }
     }
     kd_sbuf_add(&j->resp, data, size * nmemb);
     return j->resp.oom ? 0 : size * nmemb;
 }
 
-static int start_job(struct kd_teacher_client *c, job *j) {
-    CURL *e = c->n_free_easy ? c->free_easy[--c->n_free_easy] : curl_easy_init();
-    if (!e) return -1;
-    curl_easy_reset(e);
-    const char *body = j->phase == 0 ? j->chat_body : j->body;
-    curl_easy_setopt(e, CURLOPT_URL, j->phase == 0 ? c->chat_url : c->score_url);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+/* Options that are the same for every transfer are set once, when the handle is made. */
+static CURL *new_easy(const struct kd_teacher_client *c) {
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, (void *)c);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->cfg.teacher.connect_timeout_s * 1000));
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->cfg.teacher.timeout_s * 1000));
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* A 40-60 KB logprobs answer in one recv instead of four (each read is followed by a poll in
+     * libcurl, and system calls are the dearest part of a request on a VM) */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.teacher.insecure_tls ? 0L : 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.teacher.insecure_tls ? 0L : 2L);
+    return e;
+}
+
+static int start_job(struct kd_teacher_client *c, job *j) {
+    CURL *e = c->n_free_easy ? c->free_easy[--c->n_free_easy] : new_easy(c);
+    if (!e) return -1;
+    const char *body = j->phase == 0 ? j->chat_body : j->body;
+    curl_easy_setopt(e, CURLOPT_URL, j->phase == 0 ? c->chat_url : c->score_url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
     j->errbuf[0] = 0;
-    kd_sbuf_free(&j->resp);
+    buf_recycle(c, &j->resp);
     j->easy = e;
     j->start_s = kd_teacher_now();
     if (q_push(&c->running, j) || curl_multi_add_handle(c->multi, e) != CURLM_OK) {
@@ -464,6 +557,7 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
             }
         }
         if (prc == KD_OK) {
+            buf_recycle(c, &j->resp);
             /* AIMD: additive increase, one step per window of successes */
             c->limit += 1.0 / c->limit;
             if (c->limit > (double)c->cfg.teacher.max_in_flight) c->limit = (double)c->cfg.teacher.max_in_flight;
@@ -552,6 +646,7 @@ static int pop_done(struct kd_teacher_client *c, kd_teacher_completion **out) {
     c->done.n--;
     *out = j->c;
     j->c = NULL;
+    buf_recycle(c, &j->resp);
     if ((*out)->status == KD_OK) c->st.completed++;
     else c->st.failed++;
     job_free(j);
@@ -600,6 +695,14 @@ int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_com
         int n = epoll_wait(c->epfd, ev, 64, ms);
         if (n < 0 && errno != EINTR) return kd_error_errno(err, errno, "epoll_wait");
         for (int i = 0; i < n; i++) {
+            int fd = ev[i].data.fd;
+            if (fd >= 0 && fd < c->n_fds && (c->fds[fd] & SOCK_REGISTERED) && !(c->fds[fd] & SOCK_WANTED)) {
+                /* an idle kept-alive connection the server closed or wrote to: curl looks at it when it
+                 * reuses it; stop watching it, or epoll would report it forever */
+                epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
+                c->fds[fd] = 0;
+                continue;
+            }
             int flags = (ev[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) | (ev[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                         (ev[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
             curl_multi_socket_action(c->multi, ev[i].data.fd, flags, &running);

@@ -25,16 +25,17 @@ typedef struct sspan {
     int esc;           /* has backslash escapes */
 } sspan;
 
-static void ws(scan *s) {
+static inline void ws(scan *s) {
     while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t')) s->p++;
 }
 
-static int peek(scan *s) {
+static inline int peek(scan *s) {
+    if (s->p < s->end && (unsigned char)*s->p > ' ') return (unsigned char)*s->p; /* compact JSON: no blanks */
     ws(s);
     return s->p < s->end ? (unsigned char)*s->p : -1;
 }
 
-static int expect(scan *s, char c) {
+static inline int expect(scan *s, char c) {
     if (peek(s) != (unsigned char)c) return -1;
     s->p++;
     return 0;
@@ -47,11 +48,18 @@ static int hexval(int c) {
     return -1;
 }
 
-static int str(scan *s, sspan *out) {
+/* Bytes that end a run of plain string characters: the quote, the backslash, control characters. */
+static const unsigned char STR_STOP[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, ['\\'] = 1};
+
+static inline int str(scan *s, sspan *out) {
     if (expect(s, '"')) return -1;
     const char *b = s->p;
     int esc = 0;
-    while (s->p < s->end) {
+    for (;;) {
+        while (s->p < s->end && !STR_STOP[(unsigned char)*s->p]) s->p++;
+        if (s->p >= s->end) return -1;
         unsigned char c = (unsigned char)*s->p;
         if (c == '"') {
             out->b = b;
@@ -61,24 +69,20 @@ static int str(scan *s, sspan *out) {
             return 0;
         }
         if (c < 0x20) return -1;
-        if (c == '\\') {
-            esc = 1;
-            if (s->p + 1 >= s->end) return -1;
-            char e = s->p[1];
-            if (e == 'u') {
-                if (s->p + 6 > s->end) return -1;
-                for (int i = 2; i < 6; i++)
-                    if (hexval((unsigned char)s->p[i]) < 0) return -1;
-                s->p += 6;
-                continue;
-            }
-            if (!strchr("\"\\/bfnrt", e)) return -1;
-            s->p += 2;
+        /* a backslash */
+        esc = 1;
+        if (s->p + 1 >= s->end) return -1;
+        char e = s->p[1];
+        if (e == 'u') {
+            if (s->p + 6 > s->end) return -1;
+            for (int i = 2; i < 6; i++)
+                if (hexval((unsigned char)s->p[i]) < 0) return -1;
+            s->p += 6;
             continue;
         }
-        s->p++;
+        if (!strchr("\"\\/bfnrt", e) || !e) return -1;
+        s->p += 2;
     }
-    return -1;
 }
 
 /* Decode a string span into out (room for e-b bytes + NUL); returns the length. */
@@ -138,64 +142,134 @@ static char *str_dup(const sspan *sp) {
     return o;
 }
 
+static inline int is_digit(char c) { return (unsigned)(c - '0') < 10; }
+
+/* Eight ASCII digits at p as one number, or -1 when they are not all digits (SWAR, little-endian). */
+static inline int64_t digits8(const char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    if (((x & 0xF0F0F0F0F0F0F0F0ULL) | (((x + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) != 0x3333333333333333ULL)
+        return -1;
+    x -= 0x3030303030303030ULL;
+    x = x * 10 + (x >> 8);
+    x = (((x & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) + (((x >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+    return (int64_t)x;
+}
+
+/* A JSON number: grammar checked and value computed in the same pass. Clinger's fast path: a mantissa
+ * below 2^53 divided by an exact power of ten (<= 1e22) is correctly rounded by one IEEE division, and
+ * logprobs are written like -4.77221203; anything else (exponents, long mantissas) goes to strtod. */
 static int num(scan *s, double *out) {
+    static const double P10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    ws(s);
+    const char *b = s->p, *p = s->p, *e = s->end;
+    int neg = 0, frac = 0, simple = 1;
+    uint64_t m = 0;
+    if (p < e && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= e || !is_digit(*p)) return -1;
+    if (*p == '0') p++;
+    else
+        for (; p < e && is_digit(*p); p++) {
+            if (m >= (1ULL << 53) / 10) simple = 0;
+            else m = m * 10 + (uint64_t)(*p - '0');
+        }
+    if (p < e && *p == '.') {
+        p++;
+        if (p >= e || !is_digit(*p)) return -1;
+        int64_t d8;
+        while (e - p >= 8 && m < (1ULL << 53) / 100000000 && frac <= 14 && (d8 = digits8(p)) >= 0) {
+            m = m * 100000000 + (uint64_t)d8;
+            frac += 8;
+            p += 8;
+        }
+        for (; p < e && is_digit(*p); p++) {
+            if (m >= (1ULL << 53) / 10 || frac >= 22) simple = 0;
+            else {
+                m = m * 10 + (uint64_t)(*p - '0');
+                frac++;
+            }
+        }
+    }
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        simple = 0;
+        p++;
+        if (p < e && (*p == '+' || *p == '-')) p++;
+        if (p >= e || !is_digit(*p)) return -1;
+        while (p < e && is_digit(*p)) p++;
+    }
+    s->p = p;
+    if (!out) return 0;
+    if (simple) {
+        double x = (double)m / P10[frac];
+        *out = neg ? -x : x;
+        return 0;
+    }
+    char buf[64];
+    size_t n = (size_t)(p - b);
+    if (n >= sizeof buf) {
+        /* a long literal: strtod on a copy big enough (the body is not NUL-terminated) */
+        char *big = malloc(n + 1);
+        if (!big) return -1;
+        memcpy(big, b, n);
+        big[n] = 0;
+        *out = strtod(big, NULL);
+        free(big);
+        return 0;
+    }
+    memcpy(buf, b, n);
+    buf[n] = 0;
+    *out = strtod(buf, NULL);
+    return 0;
+}
+
+/* A count: a JSON number read as jansson's json_integer_value reads it, 0 for a real (9.0 included). */
+static int num_int(scan *s, int64_t *out) {
     ws(s);
     const char *b = s->p;
-    if (s->p < s->end && *s->p == '-') s->p++;
-    if (s->p >= s->end || !isdigit((unsigned char)*s->p)) return -1;
-    if (*s->p == '0') s->p++;
+    if (num(s, NULL)) return -1;
+    *out = 0;
+    for (const char *p = b; p < s->p; p++)
+        if (*p == '.' || *p == 'e' || *p == 'E') return 0;
+    uint64_t v = 0;
+    for (const char *p = b + (*b == '-'); p < s->p; p++) v = v * 10 + (uint64_t)(*p - '0'); /* jansson refuses what overflows */
+    *out = *b == '-' ? (int64_t)(0 - v) : (int64_t)v;
+    return 0;
+}
+
+/* One element of a `bytes` array: a JSON number whose value as jansson reads it (an integer, or 0 for a
+ * real) is kept modulo 256, which is all a byte needs. */
+static int num_byte(scan *s, unsigned *out) {
+    ws(s);
+    const char *p = s->p, *e = s->end;
+    int neg = 0, real = 0;
+    unsigned v = 0;
+    if (p < e && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p >= e || !is_digit(*p)) return -1;
+    if (*p == '0') p++;
     else
-        while (s->p < s->end && isdigit((unsigned char)*s->p)) s->p++;
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (s->p >= s->end || !isdigit((unsigned char)*s->p)) return -1;
-        while (s->p < s->end && isdigit((unsigned char)*s->p)) s->p++;
+        for (; p < e && is_digit(*p); p++) v = (v * 10 + (unsigned)(*p - '0')) & 0xff;
+    if (p < e && *p == '.') {
+        real = 1;
+        p++;
+        if (p >= e || !is_digit(*p)) return -1;
+        while (p < e && is_digit(*p)) p++;
     }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-        s->p++;
-        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
-        if (s->p >= s->end || !isdigit((unsigned char)*s->p)) return -1;
-        while (s->p < s->end && isdigit((unsigned char)*s->p)) s->p++;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+        if (p < e && (*p == '+' || *p == '-')) p++;
+        if (p >= e || !is_digit(*p)) return -1;
+        while (p < e && is_digit(*p)) p++;
     }
-    if (out) {
-        /* Clinger's fast path: <= 19 digits and a small power of ten are exact in double arithmetic
-         * (logprobs are written like -4.77221203); anything else goes to strtod. */
-        static const double P10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-        const char *q = b;
-        int neg = *q == '-';
-        q += neg;
-        uint64_t m = 0;
-        int digits = 0, frac = 0, seen_dot = 0, simple = 1;
-        for (; q < s->p; q++) {
-            if (*q == '.') {
-                seen_dot = 1;
-                continue;
-            }
-            if (*q == 'e' || *q == 'E') {
-                simple = 0;
-                break;
-            }
-            if (m == 0 && *q == '0' && !seen_dot) continue;
-            if (++digits > 19) {
-                simple = 0;
-                break;
-            }
-            m = m * 10 + (uint64_t)(*q - '0');
-            frac += seen_dot;
-        }
-        if (simple && m < (1ULL << 53) && frac <= 22) {
-            double x = (double)m / P10[frac];
-            *out = neg ? -x : x;
-            return 0;
-        }
-        char buf[64];
-        size_t n = (size_t)(s->p - b);
-        if (n >= sizeof buf) n = sizeof buf - 1;
-        memcpy(buf, b, n);
-        buf[n] = 0;
-        *out = strtod(buf, NULL);
-    }
+    s->p = p;
+    *out = real ? 0 : neg ? (0u - v) & 0xff : v;
     return 0;
 }
 
@@ -399,76 +473,117 @@ static int parse_message(parse *P) {
     return r < 0 ? bad(P) : 0;
 }
 
-/* One token entry's text: "bytes" when present and non-empty, else the unescaped "token". */
-typedef struct tok_fields {
+/* ---- logprobs.content[]: one pass, rows written straight into growable arrays ---- */
+
+#define LP_MAX_K 1024     /* more top_logprobs per token than this is refused */
+#define LP_MAX_BYTES 4096 /* a longer `bytes` array is ignored for the token string, as in the reference */
+
+/* What one entry (a token, or one of its top alternatives) said. */
+typedef struct lp_entry {
     sspan token;
     int has_token;
-    const char *bytes_b; /* the '[' of the bytes array */
-    int nbytes;
+    int nbytes;       /* elements of the last `bytes` array */
+    size_t bytes_off; /* where their values were written in the arena */
     double logprob;
     int has_logprob;
-    const char *top_b; /* the '[' of top_logprobs */
-} tok_fields;
+} lp_entry;
 
-static int read_entry(parse *P, tok_fields *f) {
-    scan *s = &P->s;
-    memset(f, 0, sizeof *f);
-    int first = 1, r;
-    sspan k;
-    if (obj_begin(s)) return bad(P);
-    while ((r = obj_next(s, &first, &k)) == 1) {
-        int c = peek(s);
-        if (key_is(&k, "token") && c == '"') {
-            if (str(s, &f->token)) return bad(P);
-            f->has_token = 1;
-        } else if (key_is(&k, "logprob") && c != 'n' && c != '"' && c != '[' && c != '{' && c != 't' && c != 'f') {
-            if (num(s, &f->logprob)) return bad(P);
-            f->has_logprob = 1;
-        } else if (key_is(&k, "bytes") && c == '[') {
-            f->bytes_b = s->p;
-            int f2 = 1, r2;
-            arr_begin(s);
-            while ((r2 = arr_next(s, &f2)) == 1) {
-                if (num(s, NULL)) return bad(P);
-                f->nbytes++;
-            }
-            if (r2 < 0) return bad(P);
-        } else if (key_is(&k, "top_logprobs") && c == '[') {
-            f->top_b = s->p;
-            if (skip(s)) return bad(P);
-        } else if (skip(s)) return bad(P);
-    }
-    return r < 0 ? bad(P) : 0;
+/* While parsing, token strings live in a growable arena and the arrays hold offsets into it (+1, so
+ * that 0 stays "no string"); they become pointers once the arena stops moving. */
+typedef struct lp_ctx {
+    char *arena;
+    size_t alen, acap;
+    /* the top alternatives of the token being read */
+    int m, mcap;
+    int top_err; /* 1 + the index of the first alternative without a logprob, or 0 */
+    float *lps;
+    int32_t *ids;
+    size_t *offs;
+} lp_ctx;
+
+static int arena_room(lp_ctx *X, size_t n) {
+    if (X->acap - X->alen >= n) return 0;
+    size_t cap = X->acap ? X->acap : 1024;
+    while (cap - X->alen < n) cap *= 2;
+    char *a = realloc(X->arena, cap);
+    if (!a) return -1;
+    X->arena = a;
+    X->acap = cap;
+    return 0;
 }
 
-static char *entry_text(const tok_fields *f, char **arena) {
-    char *o = *arena;
-    if (f->bytes_b && f->nbytes > 0 && f->nbytes < 4096) {
-        scan b = {f->bytes_b, f->bytes_b + 1 + 8 * (size_t)f->nbytes + 4096, f->bytes_b, 0};
-        /* the array was validated: read its integers directly */
-        const char *p = f->bytes_b + 1;
-        for (int i = 0; i < f->nbytes; i++) {
-            while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r') p++;
-            long v = strtol(p, (char **)&p, 10);
-            o[i] = (char)(unsigned char)(v & 0xff);
+/* The values go straight to the arena: the token's text when they are used, wasted bytes when not.
+ * Returns 0, -1 (bad JSON) or -2 (out of memory). */
+static int bytes_array(scan *s, lp_ctx *X, lp_entry *f) {
+    int first = 1, r, n = 0;
+    if (arena_room(X, 16)) return -2;
+    f->bytes_off = X->alen;
+    /* the usual form first: [60] or [226,150,129], compact, integers of up to three digits */
+    const char *p = s->p, *e = s->end;
+    if (p < e && *p == '[') {
+        p++;
+        if (p < e && *p == ']') {
+            s->p = p + 1;
+            f->nbytes = 0;
+            X->arena[X->alen++] = 0;
+            return 0;
         }
-        (void)b;
-        o[f->nbytes] = 0;
-        *arena += f->nbytes + 1;
-        return o;
+        for (;;) {
+            if (p >= e || !is_digit(*p) || n >= LP_MAX_BYTES - 1) goto general;
+            unsigned v = (unsigned)(*p++ - '0');
+            if (v && p < e && is_digit(*p)) {
+                v = v * 10 + (unsigned)(*p++ - '0');
+                if (p < e && is_digit(*p)) v = v * 10 + (unsigned)(*p++ - '0');
+            }
+            if (p >= e || (*p != ',' && *p != ']')) goto general;
+            if (arena_room(X, 2)) return -2;
+            X->arena[X->alen++] = (char)(unsigned char)(v & 0xff);
+            n++;
+            if (*p++ == ']') break;
+        }
+        X->arena[X->alen++] = 0;
+        f->nbytes = n;
+        s->p = p;
+        return 0;
     }
-    size_t n = f->has_token ? unescape(&f->token, o) : (o[0] = 0, 0);
-    *arena += n + 1;
-    return o;
+general:
+    X->alen = f->bytes_off;
+    n = 0;
+    if (arr_begin(s)) return -1;
+    while ((r = arr_next(s, &first)) == 1) {
+        unsigned v;
+        if (num_byte(s, &v)) return -1;
+        if (n < LP_MAX_BYTES) {
+            if (arena_room(X, 2)) return -2;
+            X->arena[X->alen++] = (char)v;
+        }
+        if (n < INT32_MAX) n++;
+    }
+    f->nbytes = n;
+    if (r == 0) X->arena[X->alen++] = 0; /* room: arena_room(2) kept one byte, or 16 for an empty array */
+    return r;
 }
 
-static int32_t entry_id(const tok_fields *f) {
+/* The arena offset (+1) of an entry's text: the `bytes` when there are some (tokens may split UTF-8),
+ * else the unescaped `token`; 0 when out of memory. */
+static size_t entry_text(lp_ctx *X, const lp_entry *f) {
+    if (f->nbytes > 0 && f->nbytes < LP_MAX_BYTES) return f->bytes_off + 1;
+    size_t need = f->has_token ? (size_t)(f->token.e - f->token.b) : 0;
+    if (arena_room(X, need + 1)) return 0;
+    size_t at = X->alen;
+    if (f->has_token) X->alen += unescape(&f->token, X->arena + at) + 1;
+    else X->arena[X->alen++] = 0;
+    return at + 1;
+}
+
+/* vLLM's return_tokens_as_token_ids writes tokens as "token_id:123". */
+static int32_t entry_id(const lp_entry *f) {
     if (!f->has_token || f->token.esc) return -1;
     size_t n = (size_t)(f->token.e - f->token.b);
     if (n > 9 && n < 24 && memcmp(f->token.b, "token_id:", 9) == 0) {
         long v = 0;
         for (const char *p = f->token.b + 9; p < f->token.e; p++) {
-            if (!isdigit((unsigned char)*p)) return -1;
+            if (!is_digit(*p)) return -1;
             v = v * 10 + (*p - '0');
             if (v >= INT32_MAX) return -1;
         }
@@ -477,78 +592,278 @@ static int32_t entry_id(const tok_fields *f) {
     return -1;
 }
 
+static int key_eq(const sspan *k, const char *w, size_t n) {
+    return (size_t)(k->e - k->b) == n && !k->esc && memcmp(k->b, w, n) == 0;
+}
+
+static int top_row(parse *P, lp_ctx *X);
+
+enum { K_END = 0, K_TOKEN, K_LOGPROB, K_BYTES, K_TOP, K_OTHER };
+
+/* The next key of an entry object, matched with its quotes and colon in one comparison where the JSON
+ * is compact (as every server writes it); anything else goes through the general scanner. */
+static int entry_key(scan *s, int *first) {
+    int c = peek(s);
+    if (c == '}') {
+        s->p++;
+        s->depth--;
+        return K_END;
+    }
+    if (!*first) {
+        if (c != ',') return -1;
+        s->p++;
+    }
+    *first = 0;
+    if (s->end - s->p >= 16 && s->p[0] == '"') {
+        const char *p = s->p;
+        if (memcmp(p, "\"token\":", 8) == 0) return s->p += 8, K_TOKEN;
+        if (memcmp(p, "\"logprob\":", 10) == 0) return s->p += 10, K_LOGPROB;
+        if (memcmp(p, "\"bytes\":", 8) == 0) return s->p += 8, K_BYTES;
+        if (memcmp(p, "\"top_logprobs\":", 15) == 0) return s->p += 15, K_TOP;
+    }
+    sspan k;
+    if (str(s, &k) || expect(s, ':')) return -1;
+    return key_eq(&k, "token", 5) ? K_TOKEN : key_eq(&k, "logprob", 7) ? K_LOGPROB : key_eq(&k, "bytes", 5) ? K_BYTES
+           : key_eq(&k, "top_logprobs", 12) ? K_TOP : K_OTHER;
+}
+
+static int nomem(parse *P) { return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1; }
+
+/* The entry as OpenAI and vLLM write it, compact and in their key order:
+ *   {"token":"..","logprob":-1.5,"bytes":[..],"top_logprobs":[..]}   (bytes and top_logprobs optional)
+ * read without looking keys up. Returns 1 when it was that, 0 (nothing consumed) when the general
+ * reader must look, -1 on an error that is one whatever the layout. */
+static int fast_entry(parse *P, lp_ctx *X, int level, lp_entry *f) {
+    scan *s = &P->s;
+    const char *start = s->p, *e = s->end;
+    int depth = s->depth;
+    if (e - s->p < 12 || memcmp(s->p, "{\"token\":\"", 10) != 0) return 0;
+    s->p += 9;
+    if (str(s, &f->token)) goto back;
+    f->has_token = 1;
+    if (e - s->p < 11 || memcmp(s->p, ",\"logprob\":", 11) != 0) goto back;
+    s->p += 11;
+    if (num(s, &f->logprob)) goto back;
+    f->has_logprob = 1;
+    if (e - s->p >= 10 && memcmp(s->p, ",\"bytes\":[", 10) == 0) {
+        s->p += 9;
+        int br = bytes_array(s, X, f);
+        if (br == -2) return nomem(P);
+        if (br) goto back;
+    }
+    if (level == 0 && e - s->p >= 17 && memcmp(s->p, ",\"top_logprobs\":[", 17) == 0) {
+        s->p += 16;
+        if (top_row(P, X)) return -1;
+    }
+    if (s->p < e && *s->p == '}') {
+        s->p++;
+        return 1;
+    }
+back:
+    s->p = start;
+    s->depth = depth;
+    memset(f, 0, sizeof *f);
+    return 0;
+}
+
+/* One entry object; level 0 (a response token) also reads its top_logprobs into X. */
+static int read_entry(parse *P, lp_ctx *X, int level, lp_entry *f) {
+    scan *s = &P->s;
+    memset(f, 0, sizeof *f);
+    int fast = fast_entry(P, X, level, f);
+    if (fast) return fast > 0 ? 0 : -1;
+    int first = 1, key;
+    if (obj_begin(s)) return bad(P);
+    while ((key = entry_key(s, &first)) > 0) {
+        int c = peek(s);
+        if (key == K_TOKEN && c == '"') {
+            if (str(s, &f->token)) return bad(P);
+            f->has_token = 1;
+        } else if (key == K_LOGPROB && (c == '-' || (c >= '0' && c <= '9'))) {
+            if (num(s, &f->logprob)) return bad(P);
+            f->has_logprob = 1;
+        } else if (key == K_BYTES && c == '[') {
+            int br = bytes_array(s, X, f);
+            if (br) return br == -2 ? nomem(P) : bad(P);
+        } else if (level == 0 && key == K_TOP && c == '[') {
+            if (top_row(P, X)) return -1;
+        } else if (skip(s)) return bad(P);
+    }
+    return key < 0 ? bad(P) : 0;
+}
+
+static int top_row(parse *P, lp_ctx *X) {
+    scan *s = &P->s;
+    int first = 1, r;
+    X->m = 0; /* a repeated key: the last one wins */
+    X->top_err = 0;
+    arr_begin(s);
+    for (int j = 0; (r = arr_next(s, &first)) == 1; j++) {
+        if (j >= LP_MAX_K)
+            return kd_error_set(P->err, KD_ERR_PARSE, "teacher response: more than %d top_logprobs per token is too many", LP_MAX_K), -1;
+        lp_entry t;
+        if (peek(s) != '{') {
+            if (skip(s)) return bad(P);
+            t.has_logprob = 0;
+        } else if (read_entry(P, X, 1, &t)) return -1;
+        if (!t.has_logprob) {
+            if (!X->top_err) X->top_err = j + 1;
+            continue;
+        }
+        if (X->m == X->mcap) {
+            int cap = X->mcap ? 2 * X->mcap : 16;
+            float *a = realloc(X->lps, (size_t)cap * sizeof *a);
+            if (a) X->lps = a;
+            int32_t *b = realloc(X->ids, (size_t)cap * sizeof *b);
+            if (b) X->ids = b;
+            size_t *o = realloc(X->offs, (size_t)cap * sizeof *o);
+            if (o) X->offs = o;
+            if (!a || !b || !o) return nomem(P);
+            X->mcap = cap;
+        }
+        size_t off = entry_text(X, &t);
+        if (!off) return nomem(P);
+        X->offs[X->m] = off;
+        X->ids[X->m] = entry_id(&t);
+        X->lps[X->m] = t.logprob < -1e30 ? -INFINITY : (float)t.logprob;
+        X->m++;
+    }
+    return r < 0 ? bad(P) : 0;
+}
+
+static int grow(void **p, size_t n, size_t size) {
+    void *q = realloc(*p, (n ? n : 1) * size);
+    if (!q) return -1;
+    *p = q;
+    return 0;
+}
+
+/* Room for ncap rows of k columns (the rows stay at their old stride until lp_widen moves them). */
+static int lp_reserve(kd_teacher_logprobs *lp, size_t ncap, size_t k) {
+    size_t nk = ncap * (k ? k : 1);
+    if (grow((void **)&lp->token_ids, ncap, sizeof *lp->token_ids) || grow((void **)&lp->tokens, ncap, sizeof *lp->tokens) ||
+        grow((void **)&lp->token_logprobs, ncap, sizeof *lp->token_logprobs) ||
+        grow((void **)&lp->tail_logprob, ncap, sizeof *lp->tail_logprob) ||
+        grow((void **)&lp->topk_ids, nk, sizeof *lp->topk_ids) || grow((void **)&lp->topk_tokens, nk, sizeof *lp->topk_tokens) ||
+        grow((void **)&lp->topk_logprobs, nk, sizeof *lp->topk_logprobs))
+        return -1;
+    return 0;
+}
+
+/* A token with more alternatives than any before it: move the rows to the wider stride, last row first
+ * (a row only moves up), and pad the new columns. */
+static void lp_widen(kd_teacher_logprobs *lp, size_t n, size_t k_old, size_t k_new) {
+    for (size_t i = n; i-- > 0;) {
+        memmove(lp->topk_ids + i * k_new, lp->topk_ids + i * k_old, k_old * sizeof *lp->topk_ids);
+        memmove(lp->topk_tokens + i * k_new, lp->topk_tokens + i * k_old, k_old * sizeof *lp->topk_tokens);
+        memmove(lp->topk_logprobs + i * k_new, lp->topk_logprobs + i * k_old, k_old * sizeof *lp->topk_logprobs);
+        for (size_t j = k_old; j < k_new; j++) {
+            lp->topk_ids[i * k_new + j] = -1;
+            lp->topk_tokens[i * k_new + j] = NULL;
+            lp->topk_logprobs[i * k_new + j] = -INFINITY;
+        }
+    }
+}
+
 static int parse_lp_content(parse *P) {
     scan *s = &P->s;
     if (peek(s) == 'n') return lit(s, "null") ? bad(P) : 0;
     if (peek(s) != '[') return skip(s) ? bad(P) : 0;
-    /* pass 1: how many tokens, how many columns; every entry validated */
-    scan start = *s;
-    int first = 1, r;
-    size_t n = 0, k = 0;
-    if (arr_begin(s)) return bad(P);
-    while ((r = arr_next(s, &first)) == 1) {
-        if (peek(s) != '{') return fail(P, "logprobs.content[%zu] is not an object", n, 0);
-        tok_fields f;
-        if (read_entry(P, &f)) return -1;
-        if (!f.has_logprob) return fail(P, "logprobs.content[%zu].logprob is missing", n, 0);
-        if (f.top_b) {
-            scan t = {f.top_b, s->end, s->base, 0};
-            int f2 = 1, r2;
-            size_t m = 0;
-            arr_begin(&t);
-            while ((r2 = arr_next(&t, &f2)) == 1) {
-                if (skip(&t)) return bad(P);
-                m++;
-            }
-            if (m > k) k = m;
-        }
-        n++;
-    }
-    if (r < 0) return bad(P);
-    if (k > 1024) return kd_error_set(P->err, KD_ERR_PARSE, "teacher response: %zu top_logprobs per token is too many", k), -1;
     kd_teacher_logprobs *lp = &P->c->lp;
     kd_teacher_logprobs_free(lp); /* a repeated key: the last one wins */
-    if (kd_teacher_logprobs_alloc(lp, (int)n, (int)k)) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1;
-    /* decoded text is never longer than its JSON; one NUL per string */
-    lp->arena = malloc((size_t)(s->p - start.p) + n * (k + 1) + 16);
-    if (!lp->arena) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1;
-    char *arena = lp->arena;
-    /* pass 2: fill */
-    scan *saved = s;
-    scan w = start;
-    first = 1;
-    arr_begin(&w);
-    P->s = w;
-    for (size_t i = 0; (r = arr_next(&P->s, &first)) == 1; i++) {
-        tok_fields f;
-        read_entry(P, &f);
-        lp->tokens[i] = entry_text(&f, &arena);
-        lp->token_ids[i] = entry_id(&f);
-        lp->token_logprobs[i] = (float)f.logprob;
-        double mass = 0;
-        if (f.top_b) {
-            scan keep = P->s;
-            P->s.p = f.top_b;
-            int f2 = 1;
-            arr_begin(&P->s);
-            for (size_t j = 0; arr_next(&P->s, &f2) == 1; j++) {
-                tok_fields t;
-                if (peek(&P->s) != '{' || read_entry(P, &t) || !t.has_logprob) {
-                    P->s = keep;
-                    *saved = P->s;
-                    return fail(P, "logprobs.content[%zu].top_logprobs[%zu].logprob is missing", i, j);
-                }
-                size_t at = i * k + j;
-                lp->topk_tokens[at] = entry_text(&t, &arena);
-                lp->topk_ids[at] = entry_id(&t);
-                lp->topk_logprobs[at] = t.logprob < -1e30 ? -INFINITY : (float)t.logprob;
-                if (isfinite(lp->topk_logprobs[at])) mass += exp((double)lp->topk_logprobs[at]);
-            }
-            P->s = keep;
+    lp_ctx X;
+    memset(&X, 0, sizeof X);
+    int first = 1, r, rc = -1;
+    size_t n = 0, ncap = 0, k = 0;
+    arr_begin(s);
+    while ((r = arr_next(s, &first)) == 1) {
+        const char *b = s->p;
+        lp_entry f;
+        if (peek(s) != '{') {
+            fail(P, "logprobs.content[%zu] is not an object", n, 0);
+            goto out;
         }
-        lp->tail_logprob[i] = mass < 1.0 ? (float)log1p(-mass) : -INFINITY;
+        X.m = 0;
+        X.top_err = 0;
+        if (read_entry(P, &X, 0, &f)) goto out;
+        if (!f.has_logprob) {
+            fail(P, "logprobs.content[%zu].logprob is missing", n, 0);
+            goto out;
+        }
+        if (X.top_err) {
+            fail(P, "logprobs.content[%zu].top_logprobs[%zu].logprob is missing", n, (size_t)X.top_err - 1);
+            goto out;
+        }
+        size_t off = entry_text(&X, &f);
+        if (!off) {
+            nomem(P);
+            goto out;
+        }
+        size_t m = (size_t)X.m;
+        if (n == ncap || m > k) {
+            /* the first row's size says about how many rows the rest of the body holds */
+            size_t want = n < ncap ? ncap : ncap ? 2 * ncap : 2 + (size_t)(s->end - s->p) / (size_t)(s->p - b + 1);
+            if (lp_reserve(lp, want, m > k ? m : k)) {
+                nomem(P);
+                goto out;
+            }
+            ncap = want;
+            if (m > k) {
+                lp_widen(lp, n, k, m);
+                k = m;
+                lp->k = (int)k;
+            }
+        }
+        lp->tokens[n] = (char *)(uintptr_t)off;
+        lp->token_ids[n] = entry_id(&f);
+        lp->token_logprobs[n] = (float)f.logprob;
+        double mass = 0;
+        size_t at = n * k;
+        for (size_t j = 0; j < m; j++) {
+            lp->topk_tokens[at + j] = (char *)(uintptr_t)X.offs[j];
+            lp->topk_ids[at + j] = X.ids[j];
+            lp->topk_logprobs[at + j] = X.lps[j];
+            if (isfinite(X.lps[j])) mass += exp((double)X.lps[j]);
+        }
+        for (size_t j = m; j < k; j++) {
+            lp->topk_tokens[at + j] = NULL;
+            lp->topk_ids[at + j] = -1;
+            lp->topk_logprobs[at + j] = -INFINITY;
+        }
+        lp->tail_logprob[n] = mass < 1.0 ? (float)log1p(-mass) : -INFINITY;
+        lp->n = (int)++n;
     }
-    return 0;
+    if (r < 0) {
+        bad(P);
+        goto out;
+    }
+    if (n == 0) { /* the same empty arrays the reference makes */
+        kd_teacher_logprobs_free(lp);
+        if (kd_teacher_logprobs_alloc(lp, 0, 0)) {
+            nomem(P);
+            goto out;
+        }
+    } else {
+        char *a = realloc(X.arena, X.alen); /* give back what the strings do not use */
+        if (a) X.arena = a;
+        lp->arena = X.arena;
+        X.arena = NULL;
+        for (size_t i = 0; i < n; i++) lp->tokens[i] = lp->arena + ((uintptr_t)lp->tokens[i] - 1);
+        for (size_t i = 0; i < n * k; i++)
+            if (lp->topk_tokens[i]) lp->topk_tokens[i] = lp->arena + ((uintptr_t)lp->topk_tokens[i] - 1);
+    }
+    rc = 0;
+out:
+    if (rc) { /* the arrays hold offsets, not strings: drop them */
+        if (lp->tokens) memset(lp->tokens, 0, n * sizeof *lp->tokens);
+        if (lp->topk_tokens) memset(lp->topk_tokens, 0, n * k * sizeof *lp->topk_tokens);
+        kd_teacher_logprobs_free(lp);
+    }
+    free(X.arena);
+    free(X.lps);
+    free(X.ids);
+    free(X.offs);
+    return rc;
 }
 
 static int parse_choice(parse *P) {
@@ -604,15 +919,15 @@ int kd_teacher_parse_chat_response(const char *body, size_t len, kd_teacher_comp
             sspan k2;
             obj_begin(s);
             while ((r2 = obj_next(s, &f2, &k2)) == 1) {
-                double x;
+                int64_t x;
                 int c2 = peek(s);
                 if ((key_is(&k2, "prompt_tokens") || key_is(&k2, "completion_tokens")) && (c2 == '-' || isdigit(c2))) {
-                    if (num(s, &x)) {
+                    if (num_int(s, &x)) {
                         bad(&P);
                         goto out;
                     }
-                    if (key_is(&k2, "prompt_tokens")) c->prompt_tokens = (int64_t)x;
-                    else c->completion_tokens = (int64_t)x;
+                    if (key_is(&k2, "prompt_tokens")) c->prompt_tokens = x;
+                    else c->completion_tokens = x;
                 } else if (skip(s)) {
                     bad(&P);
                     goto out;

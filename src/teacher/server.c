@@ -5,6 +5,7 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +16,25 @@
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
 
+/* The stub is deterministic in the request (messages, tools, options, seed), so an answer, serialized
+ * without its id, is kept per request body and served again to the same request: on a 2-core machine
+ * the stub's log-softmax and ~60 KB of printed numbers per logprobs answer would otherwise compete with
+ * the client it serves (and add queueing delay to --latency-ms). Direct-mapped, collisions overwrite. */
+#define ANSWER_CACHE_SLOTS 256
+#define ANSWER_CACHE_MAX_BYTES (1u << 20)
+
+typedef struct cached_answer {
+    uint64_t h;
+    char *key; /* url, NUL, body */
+    size_t klen;
+    char *tail; /* the JSON after the id */
+    size_t tlen;
+} cached_answer;
+
 struct kd_server {
     struct MHD_Daemon *d;
+    pthread_mutex_t cache_mu;
+    cached_answer cache[ANSWER_CACHE_SLOTS];
     kd_server_options opt;
     kd_stub_teacher *stub;
     char model[256];
@@ -39,6 +57,51 @@ static void sleep_ms(double ms) {
     if (ms <= 0) return;
     struct timespec ts = {(time_t)(ms / 1000), (long)(fmod(ms, 1000.0) * 1e6)};
     nanosleep(&ts, NULL);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static char *cache_key(const char *url, const char *body, size_t blen, size_t *klen) {
+    size_t ul = strlen(url);
+    char *k = malloc(ul + 1 + blen);
+    if (!k) return NULL;
+    memcpy(k, url, ul + 1);
+    memcpy(k + ul + 1, body, blen);
+    *klen = ul + 1 + blen;
+    return k;
+}
+
+/* A copy of the cached answer's tail for this key, or NULL. */
+static char *cache_get(kd_server *s, const char *key, size_t klen, uint64_t h, size_t *tlen) {
+    char *out = NULL;
+    pthread_mutex_lock(&s->cache_mu);
+    cached_answer *a = &s->cache[h % ANSWER_CACHE_SLOTS];
+    if (a->tail && a->h == h && a->klen == klen && memcmp(a->key, key, klen) == 0 && (out = malloc(a->tlen + 1))) {
+        memcpy(out, a->tail, a->tlen + 1);
+        *tlen = a->tlen;
+    }
+    pthread_mutex_unlock(&s->cache_mu);
+    return out;
+}
+
+/* Keep a copy of tail for this key; takes ownership of key. */
+static void cache_put(kd_server *s, char *key, size_t klen, uint64_t h, const char *tail, size_t tlen) {
+    char *t = tlen <= ANSWER_CACHE_MAX_BYTES ? malloc(tlen + 1) : NULL;
+    if (!t) {
+        free(key);
+        return;
+    }
+    memcpy(t, tail, tlen + 1);
+    pthread_mutex_lock(&s->cache_mu);
+    cached_answer *a = &s->cache[h % ANSWER_CACHE_SLOTS];
+    free(a->key);
+    free(a->tail);
+    *a = (cached_answer){h, key, klen, t, tlen};
+    pthread_mutex_unlock(&s->cache_mu);
 }
 
 static int draw_fault(kd_server *s, int64_t n) {
@@ -104,8 +167,16 @@ static void json_token(kd_sbuf *b, const char *t) {
 }
 
 static void json_bytes(kd_sbuf *b, const char *t) {
+    char buf[4];
     kd_sbuf_puts(b, "[");
-    for (const unsigned char *p = (const unsigned char *)(t ? t : ""); *p; p++) kd_sbuf_printf(b, "%s%u", p == (const unsigned char *)t ? "" : ",", *p);
+    for (const unsigned char *p = (const unsigned char *)(t ? t : ""); *p; p++) {
+        int n = 0;
+        if (p != (const unsigned char *)t) buf[n++] = ',';
+        if (*p >= 100) buf[n++] = (char)('0' + *p / 100);
+        if (*p >= 10) buf[n++] = (char)('0' + *p / 10 % 10);
+        buf[n++] = (char)('0' + *p % 10);
+        kd_sbuf_add(b, buf, (size_t)n);
+    }
     kd_sbuf_puts(b, "]");
 }
 
@@ -114,9 +185,10 @@ static void json_logprob(kd_sbuf *b, float x) {
     else kd_sbuf_puts(b, "-9999.0");
 }
 
-static char *chat_response(kd_server *s, const kd_teacher_completion *c, int64_t n, int want_lp) {
+/* The answer's JSON after its id (the id is the only part that differs between equal requests). */
+static char *chat_response(kd_server *s, const kd_teacher_completion *c, int want_lp) {
     kd_sbuf b = {0};
-    kd_sbuf_printf(&b, "{\"id\":\"chatcmpl-%lld\",\"object\":\"chat.completion\",\"created\":0,\"model\":", (long long)n);
+    kd_sbuf_puts(&b, ",\"object\":\"chat.completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
     kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
     if (c->n_tool_calls) kd_sbuf_puts(&b, "null");
@@ -169,9 +241,9 @@ static char *chat_response(kd_server *s, const kd_teacher_completion *c, int64_t
     return kd_sbuf_take(&b);
 }
 
-static char *score_response(kd_server *s, const kd_teacher_logprobs *lp, int64_t n) {
+static char *score_response(kd_server *s, const kd_teacher_logprobs *lp) {
     kd_sbuf b = {0};
-    kd_sbuf_printf(&b, "{\"id\":\"cmpl-%lld\",\"object\":\"text_completion\",\"created\":0,\"model\":", (long long)n);
+    kd_sbuf_puts(&b, ",\"object\":\"text_completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
     kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\",\"prompt_token_ids\":[");
     for (int i = 0; i < lp->n; i++) kd_sbuf_printf(&b, "%s%d", i ? "," : "", lp->token_ids[i]);
@@ -227,82 +299,27 @@ static void trunc_free(void *cls) {
     free(t);
 }
 
-static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const char *url, const char *body, size_t blen) {
-    int64_t n = atomic_fetch_add(&s->requests, 1);
-    int fault = draw_fault(s, n);
-    atomic_fetch_add(&s->faults[fault], 1);
-    sleep_ms(s->opt.latency_ms);
-    switch (fault) {
-    case KD_FAULT_DROP: return MHD_NO;
-    case KD_FAULT_STALL:
-        /* never answers: wait until the server stops (the client's timeout fires first) */
-        for (int i = 0; i < 60000 && !atomic_load(&s->stopping); i++) sleep_ms(10);
-        return MHD_NO;
-    case KD_FAULT_RATE_LIMIT: {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%d", s->opt.retry_after_s > 0 ? s->opt.retry_after_s : 1);
-        const char *m = "{\"error\":{\"message\":\"rate limited (injected)\",\"type\":\"rate_limit_error\"}}";
-        return send_text(conn, 429, m, strlen(m), ra);
+/* An error answer, also due latency_ms after the request came in. */
+static enum MHD_Result late_error(kd_server *s, struct MHD_Connection *conn, double t0, unsigned code, const char *msg) {
+    sleep_ms(s->opt.latency_ms - (now_ms() - t0));
+    return send_error(conn, code, msg);
+}
+
+/* Send an answer (its id, then tail, which this takes) at t0 + latency, with the drawn fault. */
+static enum MHD_Result send_answer(kd_server *s, struct MHD_Connection *conn, int fault, int64_t n, int is_chat, char *tail,
+                                   size_t tlen, double t0) {
+    char id[64];
+    int il = snprintf(id, sizeof id, "{\"id\":\"%s-%lld\"", is_chat ? "chatcmpl" : "cmpl", (long long)n);
+    size_t len = (size_t)il + tlen;
+    char *out = malloc(len + 1);
+    if (!out) {
+        free(tail);
+        return send_error(conn, 500, "out of memory");
     }
-    case KD_FAULT_FAIL: {
-        const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-        char m[1024];
-        snprintf(m, sizeof m, "{\"error\":{\"message\":\"internal error (injected)%s%.600s\",\"type\":\"server_error\"}}",
-                 s->opt.echo_auth && auth ? "; you sent " : "", s->opt.echo_auth && auth ? auth : "");
-        return send_text(conn, 500, m, strlen(m), NULL);
-    }
-    default: break;
-    }
-    json_error_t je;
-    json_t *req = json_loadb(body, blen, 0, &je);
-    if (!req) {
-        atomic_fetch_add(&s->bad_requests, 1);
-        char m[300];
-        snprintf(m, sizeof m, "request body is not valid JSON: %s", je.text);
-        return send_error(conn, 400, m);
-    }
-    char *out = NULL;
-    kd_error e;
-    int rc = KD_OK;
-    int is_chat = strcmp(url, "/v1/chat/completions") == 0;
-    int64_t seed = json_is_integer(json_object_get(req, "seed")) ? json_integer_value(json_object_get(req, "seed")) : s->opt.seed;
-    if (is_chat) {
-        const json_t *messages = json_object_get(req, "messages");
-        const json_t *tools = json_object_get(req, "tools");
-        int want_lp = json_is_true(json_object_get(req, "logprobs"));
-        int k = want_lp ? (int)json_integer_value(json_object_get(req, "top_logprobs")) : 0;
-        if (want_lp && k <= 0) k = 1;
-        if (!json_is_array(messages) || json_array_size(messages) == 0) {
-            json_decref(req);
-            atomic_fetch_add(&s->bad_requests, 1);
-            return send_error(conn, 400, "messages must be a non-empty array");
-        }
-        kd_teacher_completion c;
-        memset(&c, 0, sizeof c);
-        rc = kd_stub_complete(s->stub, messages, json_is_array(tools) ? tools : NULL, k, seed, &c, &e);
-        if (!rc) out = chat_response(s, &c, n, want_lp);
-        kd_teacher_completion_free(&c);
-    } else {
-        const char *prompt = json_string_value(json_object_get(req, "prompt"));
-        int k = (int)json_integer_value(json_object_get(req, "prompt_logprobs"));
-        if (!prompt || k <= 0) {
-            json_decref(req);
-            atomic_fetch_add(&s->bad_requests, 1);
-            return send_error(conn, 400, "this stub serves /v1/completions only for scoring: give \"prompt\" and \"prompt_logprobs\" > 0");
-        }
-        const char *mark = "<|im_start|>assistant\n", *last = NULL;
-        for (const char *p = strstr(prompt, mark); p; p = strstr(p + 1, mark)) last = p;
-        size_t rs = last ? (size_t)(last - prompt) + strlen(mark) : 0;
-        kd_teacher_logprobs lp;
-        memset(&lp, 0, sizeof lp);
-        rc = kd_stub_score(s->stub, prompt, strlen(prompt), rs, k, seed, &lp, &e);
-        if (!rc) out = score_response(s, &lp, n);
-        kd_teacher_logprobs_free(&lp);
-    }
-    json_decref(req);
-    if (rc) return send_error(conn, 400, e.msg);
-    if (!out) return send_error(conn, 500, "out of memory");
-    size_t len = strlen(out);
+    memcpy(out, id, (size_t)il);
+    memcpy(out + il, tail, tlen + 1);
+    free(tail);
+    sleep_ms(s->opt.latency_ms - (now_ms() - t0));
     enum MHD_Result ret;
     if (fault == KD_FAULT_MALFORMED) {
         ret = send_text(conn, 200, out, len / 2, NULL);
@@ -329,6 +346,102 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
     }
     free(out);
     return ret;
+}
+
+static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const char *url, const char *body, size_t blen) {
+    double t0 = now_ms();
+    int64_t n = atomic_fetch_add(&s->requests, 1);
+    int fault = draw_fault(s, n);
+    atomic_fetch_add(&s->faults[fault], 1);
+    if (fault != KD_FAULT_NONE && fault != KD_FAULT_MALFORMED && fault != KD_FAULT_TRUNCATE) sleep_ms(s->opt.latency_ms);
+    switch (fault) {
+    case KD_FAULT_DROP: return MHD_NO;
+    case KD_FAULT_STALL:
+        /* never answers: wait until the server stops (the client's timeout fires first) */
+        for (int i = 0; i < 60000 && !atomic_load(&s->stopping); i++) sleep_ms(10);
+        return MHD_NO;
+    case KD_FAULT_RATE_LIMIT: {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%d", s->opt.retry_after_s > 0 ? s->opt.retry_after_s : 1);
+        const char *m = "{\"error\":{\"message\":\"rate limited (injected)\",\"type\":\"rate_limit_error\"}}";
+        return send_text(conn, 429, m, strlen(m), ra);
+    }
+    case KD_FAULT_FAIL: {
+        const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+        char m[1024];
+        snprintf(m, sizeof m, "{\"error\":{\"message\":\"internal error (injected)%s%.600s\",\"type\":\"server_error\"}}",
+                 s->opt.echo_auth && auth ? "; you sent " : "", s->opt.echo_auth && auth ? auth : "");
+        return send_text(conn, 500, m, strlen(m), NULL);
+    }
+    default: break;
+    }
+    /* The answer is due latency_ms after the request came in; computing it is part of that time. */
+    int is_chat = strcmp(url, "/v1/chat/completions") == 0;
+    size_t klen = 0, tlen = 0;
+    char *key = cache_key(url, body, blen, &klen);
+    uint64_t h = key ? kd_hash64(key, klen) : 0;
+    char *tail = key ? cache_get(s, key, klen, h, &tlen) : NULL;
+    if (tail) {
+        free(key);
+        return send_answer(s, conn, fault, n, is_chat, tail, tlen, t0);
+    }
+    json_error_t je;
+    json_t *req = json_loadb(body, blen, 0, &je);
+    if (!req) {
+        free(key);
+        atomic_fetch_add(&s->bad_requests, 1);
+        char m[300];
+        snprintf(m, sizeof m, "request body is not valid JSON: %s", je.text);
+        return late_error(s, conn, t0, 400, m);
+    }
+    char *out = NULL;
+    kd_error e;
+    int rc = KD_OK;
+    int64_t seed = json_is_integer(json_object_get(req, "seed")) ? json_integer_value(json_object_get(req, "seed")) : s->opt.seed;
+    if (is_chat) {
+        const json_t *messages = json_object_get(req, "messages");
+        const json_t *tools = json_object_get(req, "tools");
+        int want_lp = json_is_true(json_object_get(req, "logprobs"));
+        int k = want_lp ? (int)json_integer_value(json_object_get(req, "top_logprobs")) : 0;
+        if (want_lp && k <= 0) k = 1;
+        if (!json_is_array(messages) || json_array_size(messages) == 0) {
+            json_decref(req);
+            free(key);
+            atomic_fetch_add(&s->bad_requests, 1);
+            return late_error(s, conn, t0, 400, "messages must be a non-empty array");
+        }
+        kd_teacher_completion c;
+        memset(&c, 0, sizeof c);
+        rc = kd_stub_complete(s->stub, messages, json_is_array(tools) ? tools : NULL, k, seed, &c, &e);
+        if (!rc) out = chat_response(s, &c, want_lp);
+        kd_teacher_completion_free(&c);
+    } else {
+        const char *prompt = json_string_value(json_object_get(req, "prompt"));
+        int k = (int)json_integer_value(json_object_get(req, "prompt_logprobs"));
+        if (!prompt || k <= 0) {
+            json_decref(req);
+            free(key);
+            atomic_fetch_add(&s->bad_requests, 1);
+            return late_error(s, conn, t0, 400, "this stub serves /v1/completions only for scoring: give \"prompt\" and \"prompt_logprobs\" > 0");
+        }
+        const char *mark = "<|im_start|>assistant\n", *last = NULL;
+        for (const char *p = strstr(prompt, mark); p; p = strstr(p + 1, mark)) last = p;
+        size_t rs = last ? (size_t)(last - prompt) + strlen(mark) : 0;
+        kd_teacher_logprobs lp;
+        memset(&lp, 0, sizeof lp);
+        rc = kd_stub_score(s->stub, prompt, strlen(prompt), rs, k, seed, &lp, &e);
+        if (!rc) out = score_response(s, &lp);
+        kd_teacher_logprobs_free(&lp);
+    }
+    json_decref(req);
+    if (rc || !out) {
+        free(key);
+        free(out);
+        return rc ? late_error(s, conn, t0, 400, e.msg) : late_error(s, conn, t0, 500, "out of memory");
+    }
+    tlen = strlen(out);
+    if (key) cache_put(s, key, klen, h, out, tlen);
+    return send_answer(s, conn, fault, n, is_chat, out, tlen, t0);
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -414,11 +527,13 @@ int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teach
         return kd_error_set(err, KD_ERR_INVALID, "--host '%s' is not an IPv4 address (use 127.0.0.1, or 0.0.0.0 for all interfaces)",
                             opt->host);
     }
+    pthread_mutex_init(&s->cache_mu, NULL);
     s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
                             NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
                             completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)120, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (!s->d) {
+        pthread_mutex_destroy(&s->cache_mu);
         free(s);
         return kd_error_set(err, KD_ERR_NET, "cannot listen on %s:%d (port in use? try --port 0 for a free one)",
                             opt->host ? opt->host : "127.0.0.1", opt->port);
@@ -448,5 +563,10 @@ void kd_server_stop(kd_server *srv) {
     if (!srv) return;
     atomic_store(&srv->stopping, 1);
     if (srv->d) MHD_stop_daemon(srv->d);
+    for (int i = 0; i < ANSWER_CACHE_SLOTS; i++) {
+        free(srv->cache[i].key);
+        free(srv->cache[i].tail);
+    }
+    pthread_mutex_destroy(&srv->cache_mu);
     free(srv);
 }

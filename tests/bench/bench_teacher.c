@@ -1,7 +1,9 @@
 /* Benchmark: the teacher client against a running server. Keeps --in-flight requests going until --n
  * have finished; prints requests/s, the ideal (in-flight / latency) and the client's CPU time per
  * request (getrusage: user + system, request building and response parsing included).
- *   bench_teacher --url URL --n N --in-flight K --latency-ms L [--top-logprobs T] */
+ *   bench_teacher --url URL --n N --in-flight K --latency-ms L [--top-logprobs T]
+ * or, the parser alone on a saved response body (no network):
+ *   bench_teacher --parse FILE [--n N] */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,18 +13,62 @@
 #include "kdstep/config.h"
 #include "kdstep/teacher.h"
 
+static long minflt(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
 static double cpu_s(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* Parse one saved body n times: CPU per parse with the fast scanner and with the jansson reference. */
+static int parse_only(const char *path, long n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "bench_teacher: cannot open %s\n", path);
+        return 1;
+    }
+    static char body[1 << 22];
+    size_t len = fread(body, 1, sizeof body, f);
+    fclose(f);
+    typedef int (*parser)(const char *, size_t, kd_teacher_completion *, kd_error *);
+    parser ps[2] = {kd_teacher_parse_chat_response, kd_teacher_parse_chat_response_ref};
+    double us[2];
+    int rows = 0;
+    for (int pi = 0; pi < 2; pi++) {
+        long reps = pi ? n / 10 + 1 : n;
+        double c0 = cpu_s();
+        for (long r = 0; r < reps; r++) {
+            kd_teacher_completion c;
+            memset(&c, 0, sizeof c);
+            kd_error e;
+            if (ps[pi](body, len, &c, &e)) {
+                fprintf(stderr, "bench_teacher: %s: %s\n", path, e.msg);
+                return 1;
+            }
+            rows = c.lp.n;
+            kd_teacher_completion_free(&c);
+        }
+        us[pi] = (cpu_s() - c0) / (double)reps * 1e6;
+    }
+    printf("parse %zu bytes (%d logprob rows): fast %.1f us (%.0f MB/s), jansson reference %.1f us\n", len, rows, us[0],
+           (double)len / us[0], us[1]);
+    printf("{\"parse_bytes\": %zu, \"parse_us\": %.1f, \"parse_mb_s\": %.0f, \"ref_parse_us\": %.1f}\n", len, us[0],
+           (double)len / us[0], us[1]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *url = NULL;
+    const char *url = NULL, *parse_file = NULL;
     long n = 2000, inflight = 64, topk = 0;
     double latency_ms = 100;
     static const struct option opts[] = {{"url", 1, 0, 'u'}, {"n", 1, 0, 'n'}, {"in-flight", 1, 0, 'k'},
-                                         {"latency-ms", 1, 0, 'l'}, {"top-logprobs", 1, 0, 't'}, {0, 0, 0, 0}};
+                                         {"latency-ms", 1, 0, 'l'}, {"top-logprobs", 1, 0, 't'},
+                                         {"parse", 1, 0, 'p'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -31,9 +77,11 @@ int main(int argc, char **argv) {
         case 'k': inflight = atol(optarg); break;
         case 'l': latency_ms = atof(optarg); break;
         case 't': topk = atol(optarg); break;
-        default: fprintf(stderr, "usage: bench_teacher --url URL [--n N] [--in-flight K] [--latency-ms L] [--top-logprobs T]\n"); return 2;
+        case 'p': parse_file = optarg; break;
+        default: fprintf(stderr, "usage: bench_teacher --url URL [--n N] [--in-flight K] [--latency-ms L] [--top-logprobs T] | --parse FILE [--n N]\n"); return 2;
         }
     }
+    if (parse_file) return parse_only(parse_file, n);
     if (!url) {
         fprintf(stderr, "bench_teacher: --url is required\n");
         return 2;
@@ -72,6 +120,7 @@ int main(int argc, char **argv) {
         free(cp);
     }
     double t0 = kd_teacher_now(), c0 = cpu_s();
+    long f0 = minflt();
     while (done + failed < n) {
         while (submitted < n && kd_teacher_pending(t) < inflight) {
             kd_teacher_request r;
@@ -94,6 +143,7 @@ int main(int argc, char **argv) {
         free(cp);
     }
     double wall = kd_teacher_now() - t0, cpu = cpu_s() - c0;
+    long faults = minflt() - f0;
     kd_teacher_stats st;
     kd_teacher_get_stats(t, &st);
     kd_teacher_close(t);
@@ -104,7 +154,8 @@ int main(int argc, char **argv) {
     printf("requests %ld (failed %ld), in flight %ld, server latency %.0f ms, top_logprobs %ld (%.1f logprob rows/request)\n",
            done + failed, failed, inflight, latency_ms, topk, done ? (double)tokens / done : 0.0);
     printf("throughput %.1f req/s, ideal %.1f req/s: %.1f%% of ideal\n", rps, ideal, 100 * rps / ideal);
-    printf("client CPU %.1f us/request (user+sys, %.3f s over %.2f s wall)\n", us, cpu, wall);
+    printf("client CPU %.1f us/request (user+sys, %.3f s over %.2f s wall), %.2f page faults/request\n", us, cpu, wall,
+           (double)faults / (double)(done + failed));
     printf("{\"requests\": %ld, \"failed\": %ld, \"in_flight\": %ld, \"top_logprobs\": %ld, \"req_per_s\": %.1f, \"ideal_req_per_s\": %.1f, "
            "\"pct_of_ideal\": %.1f, \"client_cpu_us_per_req\": %.1f}\n",
            done + failed, failed, inflight, topk, rps, ideal, 100 * rps / ideal, us);

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Teacher client throughput: the stub server at 100 ms latency, 64 requests in flight on one rank.
 # Goal: >= 90% of the ideal 640 req/s, and < 100 us of client CPU per request (parsing included).
-# Runs twice: plain chat completions (tool calls, usage), and with top_logprobs=8 (every response token).
+# Two modes: plain chat completions (tool calls, usage), and top_logprobs=8 (every response token).
+# Each mode runs KD_BENCH_TEACHER_RUNS times (default 3); the goal is checked on the median, and the
+# spread (min-max) is printed, since a shared machine moves these figures by tens of percent.
+# Also times the parser alone on one saved logprobs answer (bench_teacher --parse).
 set -euo pipefail
 KDSTEP=${KDSTEP:-build/kdstep}
 BUILD=${KD_BUILD_DIR:-build}
 SRC=${KD_SOURCE_DIR:-.}
 N=${KD_BENCH_TEACHER_N:-3000}
+RUNS=${KD_BENCH_TEACHER_RUNS:-3}
 bench="$BUILD/tests/bench_teacher"
 [[ -x "$bench" ]] || { echo "teacher bench: $bench not built" >&2; exit 1; }
 tmp=$(mktemp -d)
@@ -18,21 +22,43 @@ for _ in $(seq 100); do grep -q listening "$tmp/serve.out" 2>/dev/null && break;
 port=$(grep -o '[0-9]*$' "$tmp/serve.out")
 [[ -n "$port" ]] || { echo "teacher bench: server did not start" >&2; cat "$tmp/serve.err" >&2; exit 1; }
 url="http://127.0.0.1:$port"
-status=0
 for k in 0 8; do
-  "$bench" --url "$url" --n "$N" --in-flight 64 --latency-ms 100 --top-logprobs "$k" | tee "$tmp/out.$k"
-  line=$(tail -n 1 "$tmp/out.$k")
-  pct=$(echo "$line" | /usr/bin/python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["pct_of_ideal"])')
-  us=$(echo "$line" | /usr/bin/python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["client_cpu_us_per_req"])')
-  ok=$(/usr/bin/python3 -c "print(int($pct >= 90 and $us < 100))")
-  [[ "$ok" == 1 ]] || { echo "teacher bench (top_logprobs $k): goal missed: $pct% of ideal, $us us/request" >&2; status=1; }
+  for r in $(seq "$RUNS"); do
+    "$bench" --url "$url" --n "$N" --in-flight 64 --latency-ms 100 --top-logprobs "$k" | tee "$tmp/out.$k.$r"
+  done
 done
-/usr/bin/python3 - "$tmp/out.0" "$tmp/out.8" <<'PY'
-import json, sys
-a = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-b = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
-print(json.dumps({"req_per_s": a["req_per_s"], "ideal_req_per_s": a["ideal_req_per_s"], "pct_of_ideal": a["pct_of_ideal"],
-                  "client_cpu_us_per_req": a["client_cpu_us_per_req"], "logprobs_req_per_s": b["req_per_s"],
-                  "logprobs_pct_of_ideal": b["pct_of_ideal"], "logprobs_client_cpu_us_per_req": b["client_cpu_us_per_req"]}))
+# one logprobs answer as the client gets it, for the parser alone
+/usr/bin/python3 - "$url" "$tmp/answer.json" <<'PY'
+import json, sys, urllib.request
+body = json.dumps({"model": "stub-teacher", "messages": [{"role": "system", "content": "You are a helpful assistant with tools."},
+                   {"role": "user", "content": "Read the file config.json"}], "logprobs": True, "top_logprobs": 8}).encode()
+req = urllib.request.Request(sys.argv[1] + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
+open(sys.argv[2], "wb").write(urllib.request.urlopen(req, timeout=30).read())
 PY
-exit $status
+"$bench" --parse "$tmp/answer.json" --n 2000 | tee "$tmp/parse.out"
+/usr/bin/python3 - "$tmp" "$RUNS" <<'PY'
+import json, statistics, sys
+tmp, runs = sys.argv[1], int(sys.argv[2])
+def last(path): return json.loads(open(path).read().strip().splitlines()[-1])
+out, ok = {}, True
+for k, prefix in ((0, ""), (8, "logprobs_")):
+    rs = [last(f"{tmp}/out.{k}.{r}") for r in range(1, runs + 1)]
+    rps = statistics.median(x["req_per_s"] for x in rs)
+    pct = statistics.median(x["pct_of_ideal"] for x in rs)
+    us = statistics.median(x["client_cpu_us_per_req"] for x in rs)
+    lo_pct, hi_pct = min(x["pct_of_ideal"] for x in rs), max(x["pct_of_ideal"] for x in rs)
+    lo_us, hi_us = min(x["client_cpu_us_per_req"] for x in rs), max(x["client_cpu_us_per_req"] for x in rs)
+    print(f"top_logprobs {k}: median of {runs}: {rps:.1f} req/s, {pct:.1f}% of ideal ({lo_pct:.1f}-{hi_pct:.1f}), "
+          f"{us:.1f} us client CPU/request ({lo_us:.1f}-{hi_us:.1f})")
+    if not (pct >= 90 and us < 100):
+        print(f"teacher bench (top_logprobs {k}): goal missed: {pct:.1f}% of ideal, {us:.1f} us/request (medians)", file=sys.stderr)
+        ok = False
+    if k == 0: out["ideal_req_per_s"] = rs[0]["ideal_req_per_s"]
+    out.update({prefix + "req_per_s": rps, prefix + "pct_of_ideal": pct, prefix + "client_cpu_us_per_req": us,
+                prefix + "pct_of_ideal_range": [lo_pct, hi_pct], prefix + "client_cpu_us_range": [lo_us, hi_us]})
+p = last(f"{tmp}/parse.out")
+out.update({"runs": runs, "logprobs_answer_bytes": p["parse_bytes"], "logprobs_parse_us": p["parse_us"],
+            "logprobs_parse_ref_us": p["ref_parse_us"]})
+print(json.dumps(out))
+sys.exit(0 if ok else 1)
+PY

@@ -675,6 +675,125 @@ static void test_parse_openai_response(void) {
     }
 }
 
+/* The fast scanner reads what the jansson reference reads, field by field, on the shapes the one-pass
+ * reader treats specially: rows of different widths (padding, re-laid-out columns), `bytes` arrays
+ * (integers, reals, negatives, empty, too long), numbers off the fast path, escapes and spacing. */
+static void assert_same_parse(const char *body) {
+    kd_teacher_completion a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    kd_error e1, e2;
+    int ra = kd_teacher_parse_chat_response(body, strlen(body), &a, &e1);
+    int rb = kd_teacher_parse_chat_response_ref(body, strlen(body), &b, &e2);
+    CU_ASSERT_EQUAL(ra, KD_OK);
+    CU_ASSERT_EQUAL(rb, KD_OK);
+    if (ra || rb) {
+        fprintf(stderr, "\n  %s | %s | %s\n", body, ra ? e1.msg : "", rb ? e2.msg : "");
+        kd_teacher_completion_free(&a);
+        kd_teacher_completion_free(&b);
+        return;
+    }
+    CU_ASSERT_EQUAL(a.prompt_tokens, b.prompt_tokens);
+    CU_ASSERT_EQUAL(a.completion_tokens, b.completion_tokens);
+    CU_ASSERT_EQUAL_FATAL(a.lp.n, b.lp.n);
+    CU_ASSERT_EQUAL_FATAL(a.lp.k, b.lp.k);
+    for (int i = 0; i < a.lp.n; i++) {
+        CU_ASSERT_STRING_EQUAL(a.lp.tokens[i], b.lp.tokens[i]);
+        CU_ASSERT_EQUAL(a.lp.token_ids[i], b.lp.token_ids[i]);
+        CU_ASSERT_EQUAL(a.lp.token_logprobs[i], b.lp.token_logprobs[i]);
+        if (isinf(a.lp.tail_logprob[i]) || isinf(b.lp.tail_logprob[i])) {
+            CU_ASSERT_EQUAL(a.lp.tail_logprob[i], b.lp.tail_logprob[i]);
+        } else {
+            CU_ASSERT_DOUBLE_EQUAL(a.lp.tail_logprob[i], b.lp.tail_logprob[i], 1e-6);
+        }
+        for (int j = 0; j < a.lp.k; j++) {
+            size_t at = (size_t)i * a.lp.k + j;
+            CU_ASSERT_EQUAL(a.lp.topk_ids[at], b.lp.topk_ids[at]);
+            CU_ASSERT_EQUAL(a.lp.topk_logprobs[at], b.lp.topk_logprobs[at]);
+            CU_ASSERT_EQUAL(!a.lp.topk_tokens[at], !b.lp.topk_tokens[at]);
+            if (a.lp.topk_tokens[at] && b.lp.topk_tokens[at]) CU_ASSERT_STRING_EQUAL(a.lp.topk_tokens[at], b.lp.topk_tokens[at]);
+        }
+    }
+    kd_teacher_completion_free(&a);
+    kd_teacher_completion_free(&b);
+}
+
+static void test_parse_fast_matches_reference(void) {
+    const char *head = "{\"choices\":[{\"message\":{\"content\":\"x\"},\"logprobs\":{\"content\":";
+    const char *rows[] = {
+        /* widths 1, 3, 0, 2: the columns grow twice, short rows are padded */
+        "[{\"token\":\"a\",\"logprob\":-0.5,\"top_logprobs\":[{\"token\":\"a\",\"logprob\":-0.5}]},"
+        "{\"token\":\"b\",\"logprob\":-1.25,\"top_logprobs\":[{\"token\":\"b\",\"logprob\":-1.25},{\"token\":\"c\",\"logprob\":-2},"
+        "{\"token\":\"d\",\"logprob\":-3.5e0}]},{\"token\":\"e\",\"logprob\":0,\"top_logprobs\":[]},"
+        "{\"token\":\"f\",\"logprob\":-0.0001,\"top_logprobs\":[{\"token\":\"f\",\"logprob\":-0.0001},{\"token\":\"g\",\"logprob\":-9999.0}]}]",
+        /* bytes: used when non-empty; reals count as 0, negatives wrap, an empty array falls back to the token */
+        "[{\"token\":\"x\",\"logprob\":-1,\"bytes\":[226,150,129],\"top_logprobs\":[{\"token\":\"\\u2581\",\"logprob\":-1,"
+        "\"bytes\":[226,150,129]},{\"token\":\"q\",\"logprob\":-2,\"bytes\":[]},{\"token\":\"w\",\"logprob\":-2.5,\"bytes\":[321,66,0,9]},{\"token\":\"r\",\"logprob\":-3,\"bytes\":[-1,1.5,2e1,-0,0]}]}]",
+        /* numbers off the fast path: exponents, long mantissas, many leading zeros, integers */
+        "[{\"token\":\"n\",\"logprob\":-1.234567890123456789e-3,\"top_logprobs\":[{\"token\":\"n\",\"logprob\":-0.000000000000000000000012345},"
+        "{\"token\":\"m\",\"logprob\":-1234567890123456789012.5},{\"token\":\"o\",\"logprob\":-4.77221203},"
+        "{\"token\":\"p\",\"logprob\":-0.0218421817},{\"token\":\"s\",\"logprob\":-12345678.87654321}]}]",
+        /* escapes, ids, keys out of order, unknown keys and spacing the fast key match does not take */
+        "[ { \"top_logprobs\" : [ {\"bytes\":[104,105],\"logprob\":-0.25,\"token\":\"token_id:42\",\"extra\":{\"a\":[1,2]}} ] ,"
+        " \"logprob\" : -0.25 , \"token\" : \"token_id:7\" } , {\"token\":\"\\\"q\\\\\\n\\ud83d\\ude00\",\"logprob\":-2.5,"
+        "\"top_logprobs\":[{\"token\":\"t\\u00e9\",\"logprob\":-2.5},{\"logprob\":-3}]} ]",
+        /* no rows */
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char body[4096];
+        snprintf(body, sizeof body, "%s%s}}],\"usage\":{\"prompt_tokens\":%s,\"completion_tokens\":%s}}", head, rows[i],
+                 i == 0 ? "9.02" : i == 1 ? "-7" : "1234567890123", i == 2 ? "3e1" : "12");
+        assert_same_parse(body);
+    }
+    /* a long bytes array (>= 4096 elements) is ignored for the text, as in the reference */
+    char *big = malloc(64 * 1024);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    int n = snprintf(big, 64 * 1024, "%s[{\"token\":\"long\",\"logprob\":-1,\"bytes\":[", head);
+    for (int i = 0; i < 5000; i++) n += snprintf(big + n, 64 * 1024 - (size_t)n, "%s%d", i ? "," : "", 65 + i % 26);
+    snprintf(big + n, 64 * 1024 - (size_t)n, "],\"top_logprobs\":[]}]}}]}");
+    assert_same_parse(big);
+    free(big);
+    /* 2000 random numbers of every length and shape (signs, leading zeros, 0-25 fraction digits,
+     * exponents), 8 per row, read exactly as the reference (strtod) reads them */
+    uint64_t rng = 77;
+    for (int rep = 0; rep < 5; rep++) {
+        char *nb = malloc(256 * 1024);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(nb);
+        int len = snprintf(nb, 256 * 1024, "%s[", head);
+        for (int row = 0; row < 50; row++) {
+            len += snprintf(nb + len, 256 * 1024 - (size_t)len, "%s{\"token\":\"t\",\"logprob\":-1,\"top_logprobs\":[", row ? "," : "");
+            for (int j = 0; j < 8; j++) {
+                char num[64];
+                int q = 0;
+                if (kd_splitmix64(&rng) % 4) num[q++] = '-';
+                int ilen = (int)(kd_splitmix64(&rng) % 4);
+                if (ilen == 0) num[q++] = '0';
+                for (int d = 0; d < ilen; d++) num[q++] = (char)('0' + (d == 0 ? 1 + kd_splitmix64(&rng) % 9 : kd_splitmix64(&rng) % 10));
+                int flen = (int)(kd_splitmix64(&rng) % 26);
+                if (flen) num[q++] = '.';
+                for (int d = 0; d < flen; d++) num[q++] = (char)('0' + kd_splitmix64(&rng) % 10);
+                if (kd_splitmix64(&rng) % 8 == 0) q += sprintf(num + q, "e%d", (int)(kd_splitmix64(&rng) % 21) - 10);
+                num[q] = 0;
+                len += snprintf(nb + len, 256 * 1024 - (size_t)len, "%s{\"token\":\"%c\",\"logprob\":%s,\"bytes\":[%d]}", j ? "," : "",
+                                'a' + j, num, 'a' + j);
+            }
+            len += snprintf(nb + len, 256 * 1024 - (size_t)len, "]}");
+        }
+        snprintf(nb + len, 256 * 1024 - (size_t)len, "]}}]}");
+        assert_same_parse(nb);
+        free(nb);
+    }
+    /* a backslash before a NUL byte is not an escape */
+    const char nul[] = "{\"choices\":[{\"message\":{\"content\":\"a\\\0\"}}]}";
+    kd_teacher_completion c;
+    memset(&c, 0, sizeof c);
+    kd_error e;
+    CU_ASSERT_NOT_EQUAL(kd_teacher_parse_chat_response(nul, sizeof nul - 1, &c, &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "invalid JSON at byte");
+    kd_teacher_completion_free(&c);
+}
+
 static void test_parse_vllm_prompt_logprobs(void) {
     /* vLLM /v1/completions with prompt_logprobs=2: the first entry is null; each entry maps token id ->
      * {logprob, rank, decoded_token} and holds the actual token even when it ranks below k. */
@@ -1033,6 +1152,63 @@ static void test_client_teacher_forced_scoring(void) {
     CU_ASSERT_EQUAL(rr.scored_ok, 60);
 }
 
+/* The server keeps answers per request body: asking the same thing again gives what the stub itself
+ * says (token by token, logprobs exact through %.9g), and every answer still waits --latency-ms. */
+static void test_server_repeats_answer_after_latency(void) {
+    kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    kd_server_options so = {.latency_ms = 30, .seed = 11};
+    kd_server *srv;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
+    kd_config cfg;
+    kd_config_defaults(&cfg);
+    snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+    cfg.teacher.top_logprobs = 3;
+    cfg.teacher.timeout_s = 30;
+    kd_teacher *t;
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
+    json_t *m = user_msg("What's the weather in Paris?");
+    kd_teacher_completion want;
+    memset(&want, 0, sizeof want);
+    CU_ASSERT_EQUAL_FATAL(kd_stub_complete(stub, m, NULL, 3, cfg.teacher.seed, &want, &e), KD_OK);
+    CU_ASSERT_TRUE_FATAL(want.lp.n > 0);
+    for (int round = 0; round < 3; round++) {
+        kd_teacher_request r;
+        kd_teacher_request_init(&r);
+        r.messages = m;
+        r.tag = (uint64_t)round;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_submit(t, &r, &e), KD_OK);
+        kd_teacher_completion *c = NULL;
+        for (int w = 0; w < 100 && !c; w++) CU_ASSERT_EQUAL_FATAL(kd_teacher_next(t, 1.0, &c, &e), KD_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+        CU_ASSERT_EQUAL(c->status, KD_OK);
+        CU_ASSERT_TRUE(c->attempt_log[0].end_s - c->attempt_log[0].start_s >= 0.030);
+        CU_ASSERT_EQUAL(c->n_tool_calls, want.n_tool_calls);
+        for (int i = 0; i < c->n_tool_calls && i < want.n_tool_calls; i++) {
+            CU_ASSERT_STRING_EQUAL(c->tool_calls[i].name, want.tool_calls[i].name);
+            CU_ASSERT_STRING_EQUAL(c->tool_calls[i].arguments, want.tool_calls[i].arguments);
+        }
+        CU_ASSERT_EQUAL_FATAL(c->lp.n, want.lp.n);
+        CU_ASSERT_EQUAL_FATAL(c->lp.k, want.lp.k);
+        for (int i = 0; i < c->lp.n; i++) {
+            CU_ASSERT_STRING_EQUAL(c->lp.tokens[i], want.lp.tokens[i]);
+            CU_ASSERT_EQUAL(c->lp.token_logprobs[i], want.lp.token_logprobs[i]);
+            for (int j = 0; j < c->lp.k; j++) CU_ASSERT_EQUAL(c->lp.topk_logprobs[i * c->lp.k + j], want.lp.topk_logprobs[i * want.lp.k + j]);
+        }
+        kd_teacher_completion_free(c);
+        free(c);
+    }
+    kd_server_counts k;
+    kd_server_get_counts(srv, &k);
+    CU_ASSERT_EQUAL(k.requests, 3);
+    kd_teacher_completion_free(&want);
+    json_decref(m);
+    kd_teacher_close(t);
+    kd_server_stop(srv);
+    kd_stub_close(stub);
+    kd_config_free(&cfg);
+}
+
 int main(void) {
     CU_initialize_registry();
     kd_error e;
@@ -1053,6 +1229,7 @@ int main(void) {
     CU_add_test(s, "stub malformed outputs", test_stub_malformed);
     CU_add_test(s, "teacher interface over the stub", test_teacher_interface_stub);
     CU_add_test(s, "parse OpenAI chat responses", test_parse_openai_response);
+    CU_add_test(s, "fast parser matches the jansson reference", test_parse_fast_matches_reference);
     CU_add_test(s, "parse vLLM prompt_logprobs", test_parse_vllm_prompt_logprobs);
     CU_add_test(s, "client: 20% 500s", test_client_fault_fail);
     CU_add_test(s, "client: 20% 429s with Retry-After", test_client_fault_rate_limit);
@@ -1063,6 +1240,7 @@ int main(void) {
     CU_add_test(s, "client: gives up with status and excerpt", test_client_gives_up);
     CU_add_test(s, "client: API key never shown", test_client_api_key_never_shown);
     CU_add_test(s, "client: teacher-forced scoring", test_client_teacher_forced_scoring);
+    CU_add_test(s, "server: a repeated request, same answer, after the latency", test_server_repeats_answer_after_latency);
     int rc = kd_test_main();
     kd_registry_close(g_reg);
     return rc;
