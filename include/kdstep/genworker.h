@@ -26,6 +26,15 @@ enum {
     KD_GEN_C_T_HDF5_US,    /* HDF5 on the worker's own path: appends, waits for the writer thread, close */
     KD_GEN_C_T_OTHER_US,   /* rendering, top-k assembly */
     KD_GEN_C_T_HDF5_BG_US, /* the shard's writer thread sealing, overlapped with the above (not in their sum) */
+    KD_GEN_C_TOKCACHE_LOOKUPS, /* tokenizer segment cache: long spans looked up */
+    KD_GEN_C_TOKCACHE_HITS,
+    KD_GEN_C_TOKCACHE_HIT_BYTES, /* text bytes whose ids came from the cache */
+    KD_GEN_C_TOKENIZE_BYTES,     /* text bytes tokenized */
+    /* only with KDSTEP_BENCH_TOKENIZER_PEER=1 (tests/bench/generate.sh): the plain, uncached tokenizer
+     * on the same texts, timed beside the pipeline (not in its time), and how many of its encodings
+     * differed from the cached ones (must be 0) */
+    KD_GEN_C_T_TOKENIZE_PEER_US,
+    KD_GEN_C_TOKCACHE_MISMATCHES,
     KD_GEN_NCOUNTERS
 };
 

@@ -38,6 +38,29 @@ int kd_tokenizer_encode(const kd_tokenizer *tok, const char *text, size_t len, i
                         kd_encoding *out, kd_error *err);
 void kd_encoding_free(kd_encoding *enc);
 
+/* A segment cache for texts that repeat long stretches (a chat's system turn with the tool schemas).
+ * The text between two added tokens that are matched in raw text (`<|im_start|>`, `<|im_end|>`,
+ * `<tool_call>` ...) is encoded on its own by the pipeline, so its ids depend only on its bytes and
+ * its offsets only shift with its position. kd_tokenizer_encode_cached looks every such span of at
+ * least `min_bytes` up by content (64-bit hash, length, then a full byte compare) and appends the
+ * cached ids with shifted offsets; the result is identical to kd_tokenizer_encode's, ids and offsets.
+ * Spans of text with invalid UTF-8 are never cached. At most `max_entries` spans are kept (least
+ * recently used goes first). The cache belongs to one caller (not thread-safe); it may be used with
+ * any tokenizer (it empties itself when the tokenizer changes). See docs/tokenizer.md. */
+typedef struct kd_tokcache kd_tokcache;
+typedef struct kd_tokcache_stats {
+    uint64_t calls, bytes;        /* encode calls and their text bytes */
+    uint64_t lookups, hits;       /* spans of >= min_bytes looked up, and found */
+    uint64_t hit_bytes, miss_bytes; /* bytes of those spans served from the cache / encoded */
+    uint64_t evictions;
+} kd_tokcache_stats;
+int kd_tokcache_open(kd_tokcache **out, size_t max_entries, size_t min_bytes, kd_error *err);
+void kd_tokcache_close(kd_tokcache *cache);
+void kd_tokcache_get_stats(const kd_tokcache *cache, kd_tokcache_stats *out);
+/* kd_tokenizer_encode through `cache` (NULL: no cache). */
+int kd_tokenizer_encode_cached(const kd_tokenizer *tok, kd_tokcache *cache, const char *text, size_t len,
+                               int add_special_tokens, kd_encoding *out, kd_error *err);
+
 /* Decode ids to UTF-8 text (malloc'd, NUL-terminated; *len excludes the NUL). */
 int kd_tokenizer_decode(const kd_tokenizer *tok, const int32_t *ids, size_t n, int skip_special_tokens,
                         char **text, size_t *len, kd_error *err);

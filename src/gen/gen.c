@@ -327,6 +327,13 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
                                                "other", sum[KD_GEN_C_T_OTHER_US] * 1e-6));
     /* the shard writer threads' sealing, overlapped with the work above (so not part of its shares) */
     json_object_set_new(j, "hdf5_background_s", json_real(sum[KD_GEN_C_T_HDF5_BG_US] * 1e-6));
+    /* the tokenizer's segment cache; tokenizer_peer_s only when KDSTEP_BENCH_TOKENIZER_PEER=1 */
+    json_object_set_new(j, "tokenizer_cache",
+                        json_pack("{s:I, s:I, s:I, s:I, s:I}", "lookups", (json_int_t)sum[KD_GEN_C_TOKCACHE_LOOKUPS], "hits",
+                                  (json_int_t)sum[KD_GEN_C_TOKCACHE_HITS], "hit_bytes", (json_int_t)sum[KD_GEN_C_TOKCACHE_HIT_BYTES],
+                                  "bytes", (json_int_t)sum[KD_GEN_C_TOKENIZE_BYTES], "peer_mismatches",
+                                  (json_int_t)sum[KD_GEN_C_TOKCACHE_MISMATCHES]));
+    json_object_set_new(j, "tokenizer_peer_s", json_real(sum[KD_GEN_C_T_TOKENIZE_PEER_US] * 1e-6));
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     char path[4096];

@@ -64,6 +64,9 @@ struct kd_gen_worker {
     int64_t counters[KD_GEN_NCOUNTERS];
     int64_t teacher_retries_seen;
     kd_encoding enc;
+    kd_tokcache *tokcache; /* the system turn (tool schemas) repeats across prompts */
+    int peer;              /* KDSTEP_BENCH_TOKENIZER_PEER: also time the uncached tokenizer */
+    kd_encoding peer_enc;
     /* token bytes -> student id, to read an endpoint's top-k given as token strings */
     uint64_t *byte_keys;
     int32_t *byte_ids;
@@ -155,6 +158,11 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
     w->capacity = (int)opt->cfg->teacher.max_in_flight;
     int rc;
     if ((rc = kd_tokenizer_open(&w->tok, opt->tokenizer_path, err))) goto fail;
+    /* a prompt's rendering is ~90% system turn, shared by every prompt with the same tools; spans
+     * under 256 bytes (the short turns) are not worth a lookup */
+    if ((rc = kd_tokcache_open(&w->tokcache, 32, 256, err))) goto fail;
+    const char *peer = getenv("KDSTEP_BENCH_TOKENIZER_PEER");
+    w->peer = peer && strcmp(peer, "1") == 0;
     if ((rc = kd_registry_open(&w->reg, err))) goto fail;
     if (opt->tools_path && (rc = kd_registry_load_file(w->reg, opt->tools_path, err))) goto fail;
     w->reg_tools = kd_registry_to_openai(w->reg);
@@ -397,8 +405,16 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         goto bad_sample;
     }
     t0 = kd_now_s();
-    rc = kd_tokenizer_encode(w->tok, r.text, r.len, 0, &w->enc, &e);
+    rc = kd_tokenizer_encode_cached(w->tok, w->tokcache, r.text, r.len, 0, &w->enc, &e);
     add_time(w, KD_GEN_C_T_TOKENIZE_US, t0);
+    if (!rc && w->peer) {
+        t0 = kd_now_s();
+        rc = kd_tokenizer_encode(w->tok, r.text, r.len, 0, &w->peer_enc, &e);
+        add_time(w, KD_GEN_C_T_TOKENIZE_PEER_US, t0);
+        if (!rc && (w->peer_enc.count != w->enc.count || memcmp(w->peer_enc.ids, w->enc.ids, w->enc.count * sizeof(int32_t)) ||
+                    memcmp(w->peer_enc.offsets, w->enc.offsets, w->enc.count * sizeof(*w->enc.offsets))))
+            w->counters[KD_GEN_C_TOKCACHE_MISMATCHES]++;
+    }
     if (rc) goto bad_sample;
     size_t n = w->enc.count;
     if ((int64_t)n > w->cfg->generate.max_seq_len) {
@@ -577,6 +593,12 @@ int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n) {
 void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]) {
     memcpy(out, w->counters, sizeof w->counters);
     if (w->shard) out[KD_GEN_C_T_HDF5_BG_US] = (int64_t)(kd_shard_background_seconds(w->shard) * 1e6);
+    kd_tokcache_stats st;
+    kd_tokcache_get_stats(w->tokcache, &st);
+    out[KD_GEN_C_TOKCACHE_LOOKUPS] = (int64_t)st.lookups;
+    out[KD_GEN_C_TOKCACHE_HITS] = (int64_t)st.hits;
+    out[KD_GEN_C_TOKCACHE_HIT_BYTES] = (int64_t)st.hit_bytes;
+    out[KD_GEN_C_TOKENIZE_BYTES] = (int64_t)st.bytes;
 }
 
 static void release(kd_gen_worker *w) {
@@ -586,6 +608,8 @@ static void release(kd_gen_worker *w) {
     for (int i = 0; i < w->n_failures; i++) free(w->failures[i]);
     free(w->failures);
     kd_encoding_free(&w->enc);
+    kd_encoding_free(&w->peer_enc);
+    kd_tokcache_close(w->tokcache);
     free(w->byte_keys);
     free(w->byte_ids);
     kd_toolsim_close(w->sim);

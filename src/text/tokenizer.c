@@ -1189,6 +1189,7 @@ typedef struct enc_ctx {
     work *w;
     kd_encoding *out;
     kd_error *err;
+    kd_tokcache *cache; /* NULL: encode every span */
 } enc_ctx;
 
 static int nomem(enc_ctx *c) { return kd_error_set(c->err, KD_ERR_NOMEM, "out of memory while encoding"); }
@@ -2061,13 +2062,149 @@ static void trim_offsets(const kd_tokenizer *t, kd_encoding *o) {
     }
 }
 
+/* ---------------------------------------------------------------- segment cache
+ *
+ * The text between two raw-text added tokens is handed to stage_normalize on its own: NFC, the
+ * `normalized` added tokens, the pre-tokenizer and BPE see only that span's bytes, and every offset
+ * they produce comes from seg_span over an identity mapping, i.e. base + a position inside the span.
+ * So a span's ids are a function of its bytes, and its offsets are that function's offsets plus the
+ * span's base. The cache stores exactly that (offsets relative to the span) for long spans. Where the
+ * split happens (lstrip/rstrip/single_word, which look at the neighbours) is decided by the unchanged
+ * split_added on the whole text, and the offset trimming of the post-processor, which looks at
+ * absolute offsets, runs afterwards over the whole output, as without the cache. */
+
+typedef struct tokcache_entry {
+    uint64_t hash, tick;
+    size_t len;      /* bytes of the span; 0 = unused slot */
+    uint8_t *bytes;  /* the span itself, compared in full on a hash match */
+    int32_t *ids;
+    int32_t (*offsets)[2]; /* relative to the span's first byte */
+    size_t count;
+} tokcache_entry;
+
+struct kd_tokcache {
+    tokcache_entry *e;
+    size_t max_entries, min_bytes;
+    uint64_t tick, generation; /* the tokenizer the entries came from */
+    kd_tokcache_stats st;
+};
+
+int kd_tokcache_open(kd_tokcache **out, size_t max_entries, size_t min_bytes, kd_error *err) {
+    *out = NULL;
+    if (max_entries == 0 || max_entries > 4096)
+        return kd_error_set(err, KD_ERR_INVALID, "tokenizer cache: max_entries %zu is out of range (1..4096)", max_entries);
+    kd_tokcache *k = calloc(1, sizeof *k);
+    if (k) k->e = calloc(max_entries, sizeof *k->e);
+    if (!k || !k->e) {
+        free(k);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    }
+    k->max_entries = max_entries;
+    k->min_bytes = min_bytes ? min_bytes : 1;
+    *out = k;
+    return KD_OK;
+}
+
+static void tokcache_drop(tokcache_entry *e) {
+    free(e->bytes);
+    free(e->ids);
+    free(e->offsets);
+    memset(e, 0, sizeof *e);
+}
+
+void kd_tokcache_close(kd_tokcache *k) {
+    if (!k) return;
+    for (size_t i = 0; i < k->max_entries; i++) tokcache_drop(&k->e[i]);
+    free(k->e);
+    free(k);
+}
+
+void kd_tokcache_get_stats(const kd_tokcache *k, kd_tokcache_stats *out) {
+    if (k) *out = k->st;
+    else memset(out, 0, sizeof *out);
+}
+
+static int stage_cached(enc_ctx *c, const seg *g) {
+    kd_tokcache *k = c->cache;
+    /* a0 != NULL: the text was rewritten (invalid UTF-8), offsets are not base + position */
+    if (g->a0 || g->n < k->min_bytes) return stage_normalize(c, g);
+    uint64_t h = hash_bytes(g->s, g->n);
+    k->st.lookups++;
+    tokcache_entry *victim = &k->e[0];
+    for (size_t i = 0; i < k->max_entries; i++) {
+        tokcache_entry *e = &k->e[i];
+        if (e->len == g->n && e->hash == h && memcmp(e->bytes, g->s, g->n) == 0) {
+            kd_encoding *o = c->out;
+            if (out_reserve(o, e->count)) return nomem(c);
+            memcpy(o->ids + o->count, e->ids, e->count * sizeof(int32_t));
+            int32_t b = (int32_t)g->base;
+            for (size_t q = 0; q < e->count; q++) {
+                o->offsets[o->count + q][0] = e->offsets[q][0] + b;
+                o->offsets[o->count + q][1] = e->offsets[q][1] + b;
+            }
+            o->count += e->count;
+            e->tick = ++k->tick;
+            k->st.hits++;
+            k->st.hit_bytes += g->n;
+            return 0;
+        }
+        if (victim->len && (!e->len || e->tick < victim->tick)) victim = e; /* an empty slot, else the oldest */
+    }
+    size_t before = c->out->count;
+    if (stage_normalize(c, g)) return -1;
+    k->st.miss_bytes += g->n;
+    size_t n = c->out->count - before;
+    if (victim->len) k->st.evictions++;
+    tokcache_drop(victim);
+    victim->bytes = malloc(g->n);
+    victim->ids = malloc((n ? n : 1) * sizeof(int32_t));
+    victim->offsets = malloc((n ? n : 1) * sizeof(*victim->offsets));
+    if (!victim->bytes || !victim->ids || !victim->offsets) {
+        tokcache_drop(victim); /* not cached; the encoding itself is complete */
+        return 0;
+    }
+    memcpy(victim->bytes, g->s, g->n);
+    memcpy(victim->ids, c->out->ids + before, n * sizeof(int32_t));
+    int32_t b = (int32_t)g->base;
+    for (size_t q = 0; q < n; q++) {
+        victim->offsets[q][0] = c->out->offsets[before + q][0] - b;
+        victim->offsets[q][1] = c->out->offsets[before + q][1] - b;
+    }
+    victim->count = n;
+    victim->hash = h;
+    victim->len = g->n;
+    victim->tick = ++k->tick;
+    return 0;
+}
+
+static int encode(const kd_tokenizer *t, kd_tokcache *cache, const char *text, size_t len, int add_special_tokens,
+                  kd_encoding *out, kd_error *err);
+
 int kd_tokenizer_encode(const kd_tokenizer *t, const char *text, size_t len, int add_special_tokens, kd_encoding *out,
                         kd_error *err) {
+    return encode(t, NULL, text, len, add_special_tokens, out, err);
+}
+
+int kd_tokenizer_encode_cached(const kd_tokenizer *t, kd_tokcache *cache, const char *text, size_t len,
+                               int add_special_tokens, kd_encoding *out, kd_error *err) {
+    if (cache) {
+        if (cache->generation != t->generation) { /* another tokenizer: its entries mean nothing here */
+            for (size_t i = 0; i < cache->max_entries; i++) tokcache_drop(&cache->e[i]);
+            cache->generation = t->generation;
+        }
+        cache->st.calls++;
+        cache->st.bytes += len;
+    }
+    return encode(t, cache, text, len, add_special_tokens, out, err);
+}
+
+static int encode(const kd_tokenizer *t, kd_tokcache *cache, const char *text, size_t len, int add_special_tokens,
+                  kd_encoding *out, kd_error *err) {
     out->count = 0;
     if (len > 0x7FFFFFF0u) return kd_error_set(err, KD_ERR_INVALID, "text of %zu bytes is too long to encode (max 2 GiB)", len);
     work *w = get_work(out, t);
     if (!w) return kd_error_set(err, KD_ERR_NOMEM, "out of memory while encoding");
-    enc_ctx c = {t, w, out, err};
+    enc_ctx c = {t, w, out, err, cache};
     const uint8_t *s = (const uint8_t *)text;
     if (add_special_tokens && t->ntmpl_pre) {
         for (size_t k = 0; k < t->ntmpl_pre; k++)
@@ -2126,7 +2263,7 @@ int kd_tokenizer_encode(const kd_tokenizer *t, const char *text, size_t len, int
         }
         g = (seg){w->lb, wp, w->la0, w->la1, 0};
     }
-    if (split_added(&c, &g, &t->trie_raw, stage_normalize)) return err ? err->code : KD_ERR_NOMEM;
+    if (split_added(&c, &g, &t->trie_raw, cache ? stage_cached : stage_normalize)) return err ? err->code : KD_ERR_NOMEM;
     if (t->post_trim_offsets && out->count > pre) {
         kd_encoding view = {out->ids + pre, out->offsets + pre, out->count - pre, 0, NULL};
         trim_offsets(t, &view);

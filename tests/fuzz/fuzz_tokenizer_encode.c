@@ -2,7 +2,8 @@
  * Tokenizer: $KD_FUZZ_TOKENIZER (e.g. tests/.cache/tokenizers/qwen3), else a small built-in one with
  * NFC, added tokens (lstrip/rstrip/single_word) and Llama 3's pre-tokenizer regex.
  * Checks: offsets inside the input and ordered; decode succeeds; without a normalizer, valid UTF-8
- * input decodes back to itself. */
+ * input decodes back to itself; through a segment cache (kept across inputs, every span cached, the
+ * input encoded twice so the second time hits) the ids and offsets are the plain encoder's. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,13 @@
 #include "kdstep/tokenizer.h"
 
 static kd_tokenizer *g_tok;
+static kd_tokcache *g_cache;
 static int g_nfc;
+
+static int same(const kd_encoding *a, const kd_encoding *b) {
+    return a->count == b->count && !memcmp(a->ids, b->ids, a->count * sizeof(int32_t)) &&
+           !memcmp(a->offsets, b->offsets, a->count * sizeof(*a->offsets));
+}
 
 static char *builtin_json(void) {
     size_t cap = 1 << 16, w = 0;
@@ -40,6 +47,7 @@ static char *builtin_json(void) {
 
 static void init(void) {
     kd_error err;
+    if (kd_tokcache_open(&g_cache, 16, 1, &err)) abort();
     const char *p = getenv("KD_FUZZ_TOKENIZER");
     if (p) {
         if (kd_tokenizer_open(&g_tok, p, &err)) {
@@ -60,10 +68,14 @@ static void init(void) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_tok) init();
-    static kd_encoding enc;
+    static kd_encoding enc, cached;
     kd_error err;
     for (int special = 0; special < 2; special++) {
         if (kd_tokenizer_encode(g_tok, (const char *)data, size, special, &enc, &err)) abort();
+        for (int pass = 0; pass < 2; pass++) {
+            if (kd_tokenizer_encode_cached(g_tok, g_cache, (const char *)data, size, special, &cached, &err)) abort();
+            if (!same(&enc, &cached)) abort();
+        }
         int32_t prev = 0;
         for (size_t k = 0; k < enc.count; k++) {
             int32_t s = enc.offsets[k][0], e = enc.offsets[k][1];
