@@ -247,6 +247,27 @@ static void test_crash_loses_only_unsealed_tail(void) {
     for (int i = 0; i < 12; i++) CU_ASSERT_EQUAL(seen[i], 1);
 }
 
+/* The body of a forked writer: append ids [from, to) that are not in the sorted `done` list to shard 0,
+ * sealing every `seal_every` (in the background when `bg`), close, and _exit with 0 or the step that
+ * failed (3 open, 6 background, 4 append, 5 close). */
+static void child_append_ids(const char *dir, int seal_every, int bg, int64_t from, int64_t to, const int64_t *done,
+                             size_t ndone) {
+    kd_dataset_info info = test_info();
+    kd_error e;
+    kd_shard *sh = NULL;
+    if (kd_shard_open(&sh, dir, 0, &info, seal_every, &e)) _exit(3);
+    if (bg && kd_shard_background(sh, &e)) _exit(6);
+    size_t j = 0;
+    for (int64_t id = from; id < to; id++) {
+        while (j < ndone && done[j] < id) j++;
+        if (j < ndone && done[j] == id) continue;
+        h5gen g;
+        h5gen_fill(&g, id, K);
+        if (kd_shard_append(sh, &g.s, &e)) _exit(4);
+    }
+    _exit(kd_shard_close(sh, &e) ? 5 : 0);
+}
+
 /* SIGKILL at random moments (mid-append, mid-seal, mid-journal) over and over: after each crash the
  * shard reopens, every sealed sample is intact, and writing on from the done set ends with every id
  * exactly once. */
@@ -265,18 +286,7 @@ static void test_random_kills(void) {
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
-            kd_shard *sh = NULL;
-            if (kd_shard_open(&sh, dir, 0, &info, 3, &e)) _exit(3);
-            if (round % 2 && kd_shard_background(sh, &e)) _exit(6); /* odd rounds seal in the background */
-            size_t j = 0;
-            for (int64_t id = 0; id < N; id++) {
-                while (j < ndone && done[j] < id) j++;
-                if (j < ndone && done[j] == id) continue;
-                h5gen g;
-                h5gen_fill(&g, id, K);
-                if (kd_shard_append(sh, &g.s, &e)) _exit(4);
-            }
-            _exit(kd_shard_close(sh, &e) ? 5 : 0);
+            child_append_ids(dir, 3, round % 2, 0, N, done, ndone); /* odd rounds seal in the background */
         }
         free(done);
         usleep((useconds_t)(2000 + kd_splitmix64(&rng) % 40000));
@@ -349,20 +359,8 @@ static int child_write(const char *dir, const char *hook, int64_t from, int64_t 
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        kd_dataset_info info = test_info();
         if (hook) setenv("KD_DEBUG_KILL_IN_SEAL", hook, 1);
-        kd_shard *sh = NULL;
-        if (kd_shard_open(&sh, dir, 0, &info, seal_every, &e)) _exit(3);
-        if (child_bg && kd_shard_background(sh, &e)) _exit(6);
-        size_t j = 0;
-        for (int64_t id = from; id < to; id++) {
-            while (j < ndone && done[j] < id) j++;
-            if (j < ndone && done[j] == id) continue;
-            h5gen g;
-            h5gen_fill(&g, id, K);
-            if (kd_shard_append(sh, &g.s, &e)) _exit(4);
-        }
-        _exit(kd_shard_close(sh, &e) ? 5 : 0);
+        child_append_ids(dir, seal_every, child_bg, from, to, done, ndone);
     }
     free(done);
     int status = 0;
