@@ -187,7 +187,7 @@ typedef struct kd_sampler {
     float top_p;       /* 1 = off */
     uint64_t rng;      /* splitmix64 state */
 } kd_sampler;
-int32_t kd_sample(kd_sampler *s, float *logits, int V);
+int32_t kd_sampler_next(kd_sampler *s, float *logits, int V);
 /* Feed prompt[n_prompt], then sample up to max_new tokens into out (stops after a token in
  * stop[n_stop]). Returns the number of tokens written. */
 int kd_model_generate(const kd_model *m, kd_kv_cache *c, const int32_t *prompt, int n_prompt, int max_new,

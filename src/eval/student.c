@@ -142,7 +142,7 @@ int kd_student_generate(kd_student *s, const int32_t *prompt, int n_prompt, int 
     int n = 0;
     while (n < max_new) {
         for (int i = 0; i < V; i++) s->logits[i] = s->decodable[i] ? c->logits[i] : -INFINITY;
-        int32_t tok = kd_sample(sampler, s->logits, V);
+        int32_t tok = kd_sampler_next(sampler, s->logits, V);
         out[n++] = tok;
         int stop = 0;
         for (int j = 0; j < s->n_stop; j++) stop |= tok == s->stop[j];

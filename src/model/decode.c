@@ -139,7 +139,7 @@ static int cmp_prob_desc(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-int32_t kd_sample(kd_sampler *s, float *logits, int V) {
+int32_t kd_sampler_next(kd_sampler *s, float *logits, int V) {
     int best = 0;
     for (int i = 1; i < V; i++)
         if (logits[i] > logits[best]) best = i;
@@ -188,7 +188,7 @@ int kd_model_generate(const kd_model *m, kd_kv_cache *c, const int32_t *prompt, 
     if (!lg) return 0;
     int n = 0;
     while (n < max_new) {
-        int32_t tok = kd_sample(s, c->logits, m->cfg.vocab_size);
+        int32_t tok = kd_sampler_next(s, c->logits, m->cfg.vocab_size);
         out[n++] = tok;
         for (int j = 0; j < n_stop; j++)
             if (tok == stop[j]) return n;

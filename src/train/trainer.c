@@ -7,11 +7,7 @@
  * rank r takes positions s*G + (a*world + r)*B + [0, B). So `-np 2`, accumulation 1 sees exactly the
  * samples of `-np 1`, accumulation 2, and the data cursor is just the step number.
  */
-/* h5data.h's struct kd_sample and model.h's function kd_sample() share a name; this file needs
- * neither, so the struct is renamed while h5data.h is read (reported to the lead). */
-#define kd_sample kd_h5_sample
 #include "kdstep/h5data.h"
-#undef kd_sample
 
 #include "kdstep/trainer.h"
 

@@ -98,7 +98,7 @@ static inline const char *out_dir(const char *name) {
     return p;
 }
 
-#ifndef KD_FIXTURE_NO_MODEL /* model.h's kd_sample() clashes with h5data.h's kd_sample type */
+#ifndef KD_FIXTURE_NO_MODEL /* suites that need no checkpoint leave the model out */
 #include "kdstep/model.h"
 
 /* A checkpoint folder `name` under the temp dir: vocab = tokenizer ids + extra_vocab; which files

@@ -1,5 +1,5 @@
 /* CUnit suite: the evaluation prompt against the generation job's dataset (a suite of its own: the
- * dataset reader's kd_sample type and the model's kd_sample() cannot share a translation unit). */
+ * dataset reader and the generation job, which need no checkpoint). */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>

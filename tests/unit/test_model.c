@@ -198,16 +198,16 @@ static void test_sampling(void) {
         if (lg[i] > lg[best]) best = i;
     kd_sampler g = {0.0f, 1.0f, 1}, tiny_p = {1.0f, 1e-6f, 7}, t1 = {1.0f, 1.0f, 7}, t2 = {1.0f, 1.0f, 7};
     memcpy(tmp, lg, sizeof lg);
-    CU_ASSERT_EQUAL(kd_sample(&g, tmp, V), best);
+    CU_ASSERT_EQUAL(kd_sampler_next(&g, tmp, V), best);
     memcpy(tmp, lg, sizeof lg);
-    CU_ASSERT_EQUAL(kd_sample(&tiny_p, tmp, V), best); /* top-p that keeps one token is greedy */
+    CU_ASSERT_EQUAL(kd_sampler_next(&tiny_p, tmp, V), best); /* top-p that keeps one token is greedy */
     /* the same seed gives the same draws; draws follow the distribution (top token most often) */
     int counts[V] = {0}, same = 1;
     for (int k = 0; k < 2000; k++) {
         memcpy(tmp, lg, sizeof lg);
-        int a = kd_sample(&t1, tmp, V);
+        int a = kd_sampler_next(&t1, tmp, V);
         memcpy(tmp, lg, sizeof lg);
-        same &= a == kd_sample(&t2, tmp, V);
+        same &= a == kd_sampler_next(&t2, tmp, V);
         counts[a]++;
     }
     CU_ASSERT_TRUE(same);
@@ -219,7 +219,7 @@ static void test_sampling(void) {
     kd_sampler tp = {1.0f, 0.5f, 9};
     for (int k = 0; k < 200; k++) {
         memcpy(tmp, lg, sizeof lg);
-        int a = kd_sample(&tp, tmp, V);
+        int a = kd_sampler_next(&tp, tmp, V);
         CU_ASSERT_TRUE(lg[a] >= 15.6f);
     }
 }
