@@ -1373,8 +1373,8 @@ static int bpe_emit(enc_ctx *c, const seg *g, size_t i, size_t j) {
                 slot = cs;
                 break;
             }
-            if (cs->hash == h && cs->blen == n && !memcmp(w->cbytes + cs->boff, b, n)) {
-                res = w->cres + cs->roff;
+            if (cs->hash == h && cs->blen == n && (n == 0 || !memcmp(w->cbytes + cs->boff, b, n))) {
+                res = cs->nres ? w->cres + cs->roff : NULL; /* an empty result may predate the array */
                 nres = cs->nres;
                 goto have;
             }
@@ -1403,8 +1403,10 @@ static int bpe_emit(enc_ctx *c, const seg *g, size_t i, size_t j) {
                 w->cres = nr;
                 w->crcap = nc;
             }
-            memcpy(w->cbytes + w->cbn, b, n);
-            memcpy(w->cres + w->crn, res, (size_t)nres * sizeof(bpe_tok));
+            /* a word can encode to nothing (a byte the vocabulary lacks): no copy, no pointer arithmetic
+               on a result array not allocated yet */
+            if (n) memcpy(w->cbytes + w->cbn, b, n);
+            if (nres) memcpy(w->cres + w->crn, res, (size_t)nres * sizeof(bpe_tok));
             *slot = (cache_slot){h, (uint32_t)w->cbn, (uint32_t)w->crn, (uint16_t)n, (uint16_t)nres};
             w->cbn += n;
             w->crn += (size_t)nres;

@@ -16,7 +16,9 @@ static kd_tokcache *g_cache;
 static int g_nfc;
 
 static int same(const kd_encoding *a, const kd_encoding *b) {
-    return a->count == b->count && !memcmp(a->ids, b->ids, a->count * sizeof(int32_t)) &&
+    if (a->count != b->count) return 0;
+    if (a->count == 0) return 1; /* empty encodings may hold no arrays at all */
+    return !memcmp(a->ids, b->ids, a->count * sizeof(int32_t)) &&
            !memcmp(a->offsets, b->offsets, a->count * sizeof(*a->offsets));
 }
 
