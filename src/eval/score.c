@@ -907,7 +907,10 @@ char *kd_score_markdown(const json_t *report) {
     memcpy(buf, head, len + 1);
     const char *cat;
     json_t *t;
-    json_object_foreach((json_t *)json_object_get(report, "by_category"), cat, t) md_row(&buf, &len, &cap, cat, t);
+    const json_t *cats = json_object_get(report, "by_category");
+    /* one category named "all" (unlabelled items) is the total row itself: print it once */
+    if (!(json_object_size(cats) == 1 && json_object_get(cats, "all")))
+        json_object_foreach((json_t *)cats, cat, t) md_row(&buf, &len, &cap, cat, t);
     md_row(&buf, &len, &cap, "**all**", report);
     return buf;
 }

@@ -22,7 +22,7 @@ overrides: [model.preset=tiny, train.seq_len=128, train.micro_batch=4, train.ste
 YAML
 KD_BUILD_DIR="$KD_BUILD_DIR" "$KD_SOURCE_DIR/jobs/quickstart.sh" "$tmp/short.yaml" >"$tmp/out.log" 2>&1 || { tail -30 "$tmp/out.log"; exit 1; }
 grep -q "^== eval: $tmp/run/eval/report.md" "$tmp/out.log" || { tail -20 "$tmp/out.log"; exit 1; }
-grep -q "^| all | 16 |" "$tmp/out.log" || { tail -20 "$tmp/out.log"; exit 1; }
+grep -q "^| \*\*all\*\* | 16 |" "$tmp/out.log" || { tail -20 "$tmp/out.log"; exit 1; }
 grep -q "training curves: $tmp/run/train/curves.png" "$tmp/out.log"
 [[ -s "$tmp/run/train/curves.png" && -s "$tmp/run/train/final/model.safetensors" ]]
 echo "quickstart (short) printed the eval table: $(grep '^| all' "$tmp/out.log" | head -1)"

@@ -550,6 +550,14 @@ static void test_perturbations_by_category(void) {
     KD_ASSERT_CONTAINS(md, "| **all** | 12 | 90.0% |");
     free(md);
     json_decref(rep);
+    /* items without categories fall in one category "all": the table has the total row only */
+    json_t *one = json_pack("{s:I, s:f, s:{s:{s:I, s:f}}}", "count", (json_int_t)3, "tool_name_accuracy", 1.0,
+                            "by_category", "all", "count", (json_int_t)3, "tool_name_accuracy", 1.0);
+    md = kd_score_markdown(one);
+    KD_ASSERT_CONTAINS(md, "| **all** | 3 | 100.0% |");
+    CU_ASSERT_PTR_NULL(strstr(md, "| all |"));
+    free(md);
+    json_decref(one);
 }
 
 /* Synthesizer answers: metadata.tool_calls with exact values, and a registry as --tools. */
