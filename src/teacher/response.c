@@ -283,10 +283,10 @@ static int lit(scan *s, const char *w) {
 
 static int skip(scan *s);
 
-/* Objects and arrays: call *_next until it returns 0 (end) or -1 (error). */
-static int obj_next(scan *s, int *first, sspan *key) {
+/* The next element of an object or array closed by `close`: 0 at the end, -1 on a missing comma. */
+static int list_next(scan *s, int *first, char close) {
     int c = peek(s);
-    if (c == '}') {
+    if (c == close) {
         s->p++;
         s->depth--;
         return 0;
@@ -296,6 +296,13 @@ static int obj_next(scan *s, int *first, sspan *key) {
         s->p++;
     }
     *first = 0;
+    return 1;
+}
+
+/* Objects and arrays: call *_next until it returns 0 (end) or -1 (error). */
+static int obj_next(scan *s, int *first, sspan *key) {
+    int r = list_next(s, first, '}');
+    if (r <= 0) return r;
     if (str(s, key) || expect(s, ':')) return -1;
     return 1;
 }
@@ -305,20 +312,7 @@ static int obj_begin(scan *s) {
     return 0;
 }
 
-static int arr_next(scan *s, int *first) {
-    int c = peek(s);
-    if (c == ']') {
-        s->p++;
-        s->depth--;
-        return 0;
-    }
-    if (!*first) {
-        if (c != ',') return -1;
-        s->p++;
-    }
-    *first = 0;
-    return 1;
-}
+static int arr_next(scan *s, int *first) { return list_next(s, first, ']'); }
 
 static int arr_begin(scan *s) {
     if (expect(s, '[') || ++s->depth > 64) return -1;
@@ -603,17 +597,8 @@ enum { K_END = 0, K_TOKEN, K_LOGPROB, K_BYTES, K_TOP, K_OTHER };
 /* The next key of an entry object, matched with its quotes and colon in one comparison where the JSON
  * is compact (as every server writes it); anything else goes through the general scanner. */
 static int entry_key(scan *s, int *first) {
-    int c = peek(s);
-    if (c == '}') {
-        s->p++;
-        s->depth--;
-        return K_END;
-    }
-    if (!*first) {
-        if (c != ',') return -1;
-        s->p++;
-    }
-    *first = 0;
+    int r = list_next(s, first, '}');
+    if (r <= 0) return r; /* K_END or -1 */
     if (s->end - s->p >= 16 && s->p[0] == '"') {
         const char *p = s->p;
         if (memcmp(p, "\"token\":", 8) == 0) return s->p += 8, K_TOKEN;

@@ -13,10 +13,7 @@ mnt="$tmp/mnt"
 mkdir -p "$mnt"
 cleanup() { umount "$mnt" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-if [[ $(id -u) -ne 0 ]] || ! mount -t tmpfs -o size=64m tmpfs "$mnt" 2>/dev/null; then
-  echo "disk_full: skipped (mounting a tmpfs needs root / CAP_SYS_ADMIN)"; exit 77
-fi
-umount "$mnt"
+kd_tmp_mount_or_skip disk_full "$mnt"
 tok=$(kd_student_tokenizer)
 tools="$KD_SOURCE_DIR/configs/tools.json"
 n=${KD_DISKFULL_PROMPTS:-240}

@@ -5,15 +5,13 @@
 # space is freed `--resume` finishes with final weights bitwise identical to an uninterrupted run.
 # Needs root to mount a tmpfs; exits 77 (skipped) where mounting is not permitted.
 source "$KD_SOURCE_DIR/tests/mpi/train_lib.bash"
+source "$KD_SOURCE_DIR/tests/lib/fixtures.sh"
 tmp=$(mktemp -d)
 mnt="$tmp/mnt"
 mkdir -p "$mnt"
 cleanup() { umount "$mnt" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-if [[ $(id -u) -ne 0 ]] || ! mount -t tmpfs -o size=64m tmpfs "$mnt" 2>/dev/null; then
-  echo "disk_full_train: skipped (mounting a tmpfs needs root / CAP_SYS_ADMIN)"; exit 77
-fi
-umount "$mnt"
+kd_tmp_mount_or_skip disk_full_train "$mnt"
 make_data "$tmp" 60
 common=($(tiny_flags) --train-data "$tmp/ds" --tokenizer-path "$tmp/tok" --set train.steps=12 --set train.checkpoint_every=2
         --set train.micro_batch=2 --set train.eval_every=4)

@@ -86,6 +86,18 @@ static int64_t check_dataset(const char *path, int64_t max_id, int *seen) {
     return n;
 }
 
+/* Finalize `dir` and check its dataset holds ids [0, n), each exactly once, every sample intact. */
+static void finalize_expect_all_once(const char *dir, int64_t n) {
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    int *seen = calloc((size_t)n, sizeof(int));
+    CU_ASSERT_EQUAL(check_dataset(dir, n, seen), n);
+    int64_t once = 0;
+    for (int64_t i = 0; i < n; i++) once += seen[i] == 1;
+    CU_ASSERT_EQUAL(once, n);
+    free(seen);
+}
+
 static void test_write_finalize_read(void) {
     const char *dir = fresh_dir("ds1");
     kd_dataset_info info = test_info();
@@ -316,13 +328,7 @@ static void test_random_kills(void) {
     }
     free(done);
     CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
-    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
-    int *seen = calloc((size_t)N, sizeof(int));
-    CU_ASSERT_EQUAL(check_dataset(dir, N, seen), N);
-    int64_t once = 0;
-    for (int64_t i = 0; i < N; i++) once += seen[i] == 1;
-    CU_ASSERT_EQUAL(once, N);
-    free(seen);
+    finalize_expect_all_once(dir, N);
     fprintf(stderr, "\n  %d of 12 writers killed mid-run; final dataset has all %lld ids once\n", kills, (long long)N);
     CU_ASSERT_TRUE(kills >= 6);
 }
@@ -472,13 +478,7 @@ static void test_random_seal_kills(void) {
     }
     int status = child_write(dir, NULL, 0, N, 3);
     CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    CU_ASSERT_EQUAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
-    int *seen = calloc((size_t)N, sizeof(int));
-    CU_ASSERT_EQUAL(check_dataset(dir, N, seen), N);
-    int64_t once = 0;
-    for (int64_t i = 0; i < N; i++) once += seen[i] == 1;
-    CU_ASSERT_EQUAL(once, N);
-    free(seen);
+    finalize_expect_all_once(dir, N);
     fprintf(stderr, "\n  %d of 24 writers killed inside a seal or compaction; all %lld ids once\n", kills, (long long)N);
     CU_ASSERT_TRUE(kills >= 12);
 }
