@@ -60,6 +60,7 @@ typedef struct kd_teacher_logprobs {
     float *topk_logprobs;   /* [n*k] -INFINITY for padding, sorted descending */
     float *tail_logprob;    /* [n] log of the mass outside the top-k (-INFINITY if none) */
     char *arena;            /* when set, the token strings point into it (one allocation) */
+    void *block;            /* when set, the seven arrays above live in it (one allocation) */
 } kd_teacher_logprobs;
 
 #define KD_TEACHER_MAX_ATTEMPTS_LOGGED 32
@@ -100,6 +101,7 @@ typedef struct kd_teacher_stats {
     int in_flight_limit;   /* current AIMD limit */
     int min_in_flight_limit;
     int max_in_flight_seen;
+    double parse_s;        /* seconds spent parsing answers (HTTP client; wall clock around each parse) */
 } kd_teacher_stats;
 
 /* Open the backend named by cfg->teacher.url. `reg` (the registry the stub picks from when a request

@@ -536,7 +536,9 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
         if (j->phase == 0) {
             kd_teacher_completion tmp;
             memset(&tmp, 0, sizeof tmp);
+            double t0 = kd_teacher_now();
             prc = kd_teacher_parse_chat_response(j->resp.data ? j->resp.data : "", j->resp.len, &tmp, &e);
+            c->st.parse_s += kd_teacher_now() - t0;
             if (prc == KD_OK) {
                 cp->text = tmp.text;
                 cp->tool_calls = tmp.tool_calls;
@@ -548,8 +550,10 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
             } else kd_teacher_completion_free(&tmp);
         } else {
             kd_teacher_logprobs lp;
+            double t0 = kd_teacher_now();
             prc = kd_teacher_parse_prompt_logprobs(j->resp.data ? j->resp.data : "", j->resp.len, j->prompt_len,
                                                    j->response_start, j->top_k, &lp, &e);
+            c->st.parse_s += kd_teacher_now() - t0;
             if (!prc) {
                 kd_teacher_logprobs_free(&cp->lp);
                 cp->lp = lp;

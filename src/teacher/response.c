@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kdstep/teacher.h"
+#include "internal.h"
 
 typedef struct scan {
     const char *p, *end, *base;
@@ -159,9 +160,10 @@ static inline int64_t digits8(const char *p) {
 /* A JSON number: grammar checked and value computed in the same pass. Clinger's fast path: a mantissa
  * below 2^53 divided by an exact power of ten (<= 1e22) is correctly rounded by one IEEE division, and
  * logprobs are written like -4.77221203; anything else (exponents, long mantissas) goes to strtod. */
+static const double P10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
 static int num(scan *s, double *out) {
-    static const double P10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     ws(s);
     const char *b = s->p, *p = s->p, *e = s->end;
     int neg = 0, frac = 0, simple = 1;
@@ -592,6 +594,31 @@ static int key_eq(const sspan *k, const char *w, size_t n) {
 
 static int top_row(parse *P, lp_ctx *X);
 
+static int alt_grow(lp_ctx *X) {
+    int cap = X->mcap ? 2 * X->mcap : 16;
+    float *a = realloc(X->lps, (size_t)cap * sizeof *a);
+    if (a) X->lps = a;
+    int32_t *b = realloc(X->ids, (size_t)cap * sizeof *b);
+    if (b) X->ids = b;
+    size_t *o = realloc(X->offs, (size_t)cap * sizeof *o);
+    if (o) X->offs = o;
+    if (!a || !b || !o) return -1;
+    X->mcap = cap;
+    return 0;
+}
+
+/* Append an alternative (its text, id and logprob) to the row being read. -1: out of memory. */
+static inline int alt_push(lp_ctx *X, const lp_entry *t) {
+    if (X->m == X->mcap && alt_grow(X)) return -1;
+    size_t off = entry_text(X, t);
+    if (!off) return -1;
+    X->offs[X->m] = off;
+    X->ids[X->m] = entry_id(t);
+    X->lps[X->m] = t->logprob < -1e30 ? -INFINITY : (float)t->logprob;
+    X->m++;
+    return 0;
+}
+
 enum { K_END = 0, K_TOKEN, K_LOGPROB, K_BYTES, K_TOP, K_OTHER };
 
 /* The next key of an entry object, matched with its quotes and colon in one comparison where the JSON
@@ -695,59 +722,174 @@ static int top_row(parse *P, lp_ctx *X) {
             if (!X->top_err) X->top_err = j + 1;
             continue;
         }
-        if (X->m == X->mcap) {
-            int cap = X->mcap ? 2 * X->mcap : 16;
-            float *a = realloc(X->lps, (size_t)cap * sizeof *a);
-            if (a) X->lps = a;
-            int32_t *b = realloc(X->ids, (size_t)cap * sizeof *b);
-            if (b) X->ids = b;
-            size_t *o = realloc(X->offs, (size_t)cap * sizeof *o);
-            if (o) X->offs = o;
-            if (!a || !b || !o) return nomem(P);
-            X->mcap = cap;
-        }
-        size_t off = entry_text(X, &t);
-        if (!off) return nomem(P);
-        X->offs[X->m] = off;
-        X->ids[X->m] = entry_id(&t);
-        X->lps[X->m] = t.logprob < -1e30 ? -INFINITY : (float)t.logprob;
-        X->m++;
+        if (alt_push(X, &t)) return nomem(P);
     }
     return r < 0 ? bad(P) : 0;
 }
 
-static int grow(void **p, size_t n, size_t size) {
-    void *q = realloc(*p, (n ? n : 1) * size);
-    if (!q) return -1;
-    *p = q;
-    return 0;
-}
+/* ---- the lean reader: rows as servers write them ----
+ * Every server we know writes a row compact and in one key order:
+ *   {"token":"<",  "logprob":-0.0218,"bytes":[60],"top_logprobs":[{"token":"<","logprob":-0.0218,"bytes":[60]},...]}
+ * (without the blanks; bytes may be missing). The reader below takes that and nothing else, with
+ * fixed-string compares and plain loops instead of the general scanner's per-value dispatch: a
+ * third of the time on a logprobs answer, which is nothing but rows. Anything else in a row (other
+ * keys, another order, blanks, long numbers, a short body) sends that row to read_entry. */
 
-/* Room for ncap rows of k columns (the rows stay at their old stride until lp_widen moves them). */
-static int lp_reserve(kd_teacher_logprobs *lp, size_t ncap, size_t k) {
-    size_t nk = ncap * (k ? k : 1);
-    if (grow((void **)&lp->token_ids, ncap, sizeof *lp->token_ids) || grow((void **)&lp->tokens, ncap, sizeof *lp->tokens) ||
-        grow((void **)&lp->token_logprobs, ncap, sizeof *lp->token_logprobs) ||
-        grow((void **)&lp->tail_logprob, ncap, sizeof *lp->tail_logprob) ||
-        grow((void **)&lp->topk_ids, nk, sizeof *lp->topk_ids) || grow((void **)&lp->topk_tokens, nk, sizeof *lp->topk_tokens) ||
-        grow((void **)&lp->topk_logprobs, nk, sizeof *lp->topk_logprobs))
-        return -1;
-    return 0;
-}
-
-/* A token with more alternatives than any before it: move the rows to the wider stride, last row first
- * (a row only moves up), and pad the new columns. */
-static void lp_widen(kd_teacher_logprobs *lp, size_t n, size_t k_old, size_t k_new) {
-    for (size_t i = n; i-- > 0;) {
-        memmove(lp->topk_ids + i * k_new, lp->topk_ids + i * k_old, k_old * sizeof *lp->topk_ids);
-        memmove(lp->topk_tokens + i * k_new, lp->topk_tokens + i * k_old, k_old * sizeof *lp->topk_tokens);
-        memmove(lp->topk_logprobs + i * k_new, lp->topk_logprobs + i * k_old, k_old * sizeof *lp->topk_logprobs);
-        for (size_t j = k_old; j < k_new; j++) {
-            lp->topk_ids[i * k_new + j] = -1;
-            lp->topk_tokens[i * k_new + j] = NULL;
-            lp->topk_logprobs[i * k_new + j] = -INFINITY;
+/* -?D+.D+ with at most 15 digits, as logprobs are written (-4.77221203): the value num() computes for
+ * it (m / 10^frac, exact since m < 2^53). NULL for anything else, which num() then reads. Reads at
+ * most 36 bytes from p. */
+/* -?D+.D+ with at most 15 digits, as logprobs are written (-4.77221203): the value num() computes for
+ * it (m / 10^frac, exact since m < 2^53). NULL for anything else, which num() then reads. Reads at
+ * most 36 bytes from p. (Counting and converting the digits a word at a time, SWAR, measured slower
+ * here than these loops.) */
+static inline const char *lean_number(const char *p, double *out) {
+    int neg = *p == '-', nd = 0, frac = 0;
+    uint64_t m = 0;
+    p += neg;
+    if (*p == '0') {
+        p++;
+        nd = 1;
+    } else
+        while (is_digit(*p) && nd < 16) {
+            m = m * 10 + (uint64_t)(*p++ - '0');
+            nd++;
         }
+    if (nd == 0 || *p != '.') return NULL;
+    p++;
+    while (is_digit(*p) && nd < 16) {
+        m = m * 10 + (uint64_t)(*p++ - '0');
+        nd++;
+        frac++;
     }
+    if (frac == 0 || nd > 15 || is_digit(*p) || (*p | 0x20) == 'e') return NULL;
+    double x = (double)m / P10[frac];
+    *out = neg ? -x : x;
+    return p;
+}
+
+/* b,b,...] after the '[': integers of one to three digits, kept modulo 256 in the arena (which has room
+ * for 80 bytes). NULL for anything else. */
+static inline const char *lean_bytes(const char *p, const char *e, lp_ctx *X, lp_entry *f) {
+    char *o0 = X->arena + X->alen, *o = o0;
+    for (;;) {
+        if (e - p < 8 || o - o0 >= 64) return NULL;
+        unsigned v = (unsigned)(unsigned char)*p - '0';
+        if (v > 9) return NULL;
+        p++;
+        if (v && is_digit(*p)) {
+            v = v * 10 + (unsigned)(*p++ - '0');
+            if (is_digit(*p)) v = v * 10 + (unsigned)(*p++ - '0');
+        }
+        *o++ = (char)(unsigned char)(v & 0xff);
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p != ']') return NULL;
+        break;
+    }
+    f->bytes_off = X->alen;
+    f->nbytes = (int)(o - o0);
+    *o++ = 0;
+    X->alen = (size_t)(o - X->arena);
+    return p + 1;
+}
+
+/* {"token":"..","logprob":L,"bytes":[..] up to the entry's next key or its end (f filled, f zeroed by
+ * the caller). NULL when the entry starts any other way. */
+static inline const char *lean_head(const char *p, const char *e, lp_ctx *X, lp_entry *f) {
+    if (e - p < 96 || memcmp(p, "{\"token\":\"", 10) != 0) return NULL;
+    p += 10;
+    const char *b = p;
+    while (p < e && !STR_STOP[(unsigned char)*p]) p++;
+    if (p < e && *p == '"') {
+        f->token = (sspan){b, p, 0};
+        p++;
+    } else { /* escapes: the general string reader, from the opening quote */
+        scan t = {b - 1, e, b - 1, 0};
+        if (str(&t, &f->token)) return NULL;
+        p = t.p;
+    }
+    f->has_token = 1;
+    if (e - p < 64 || memcmp(p, ",\"logprob\":", 11) != 0) return NULL;
+    p += 11;
+    const char *q = lean_number(p, &f->logprob);
+    if (!q) {
+        scan t = {p, e, p, 0};
+        if (num(&t, &f->logprob)) return NULL;
+        q = t.p;
+    }
+    p = q;
+    f->has_logprob = 1;
+    if (e - p >= 10 && memcmp(p, ",\"bytes\":[", 10) == 0) p = lean_bytes(p + 10, e, X, f);
+    return p;
+}
+
+/* One row. Returns 1 with f and X's alternatives filled and s->p after the row; 0 when the row is
+ * written some other way (X as it was: read_entry reads the row again); -1 out of memory. */
+static int lean_row(scan *s, lp_ctx *X, lp_entry *f) {
+    const char *p = s->p, *e = s->end;
+    size_t alen0 = X->alen;
+    memset(f, 0, sizeof *f);
+    X->m = 0;
+    if (arena_room(X, 128)) return -1;
+    if (!(p = lean_head(p, e, X, f))) goto back;
+    if (e - p >= 18 && memcmp(p, ",\"top_logprobs\":[", 17) == 0) {
+        p += 17;
+        if (*p == ']') p++;
+        else
+            for (;;) {
+                if (X->m >= LP_MAX_K) goto back; /* read_entry says what is wrong */
+                if (arena_room(X, 128)) return -1;
+                lp_entry t;
+                t.nbytes = 0; /* lean_head sets the rest */
+                if (!(p = lean_head(p, e, X, &t)) || e - p < 2 || *p != '}') goto back;
+                p++;
+                if (alt_push(X, &t)) return -1;
+                if (*p == ',') {
+                    p++;
+                    continue;
+                }
+                if (*p != ']') goto back;
+                p++;
+                break;
+            }
+    }
+    if (p >= e || *p != '}') goto back;
+    s->p = p + 1;
+    return 1;
+back:
+    X->alen = alen0;
+    X->m = 0;
+    return 0;
+}
+
+/* e^x for the tail's sum, relative error about 1e-16: x = k ln2 + r with |r| <= ln2/2, a degree-12
+ * Taylor polynomial in r (remainder below 2e-16), times 2^k. Inline and branch-free: libm's exp was a
+ * sixth of the parse. x is clamped to +-700, beyond which no sum of probabilities notices. */
+static inline double exp_tail(double x) {
+    x = x < -700 ? -700 : x > 700 ? 700 : x;
+    const double shift = 0x1.8p52;
+    double kf = x * 0x1.71547652b82fep0 + shift; /* x / ln2 rounded to an integer */
+    kf -= shift;
+    double r = (x - kf * 0x1.62e42feep-1) - kf * 0x1.a39ef35793c76p-33; /* ln2 split: the first product is exact */
+    double q = 1.0 / 479001600;
+    q = q * r + 1.0 / 39916800;
+    q = q * r + 1.0 / 3628800;
+    q = q * r + 1.0 / 362880;
+    q = q * r + 1.0 / 40320;
+    q = q * r + 1.0 / 5040;
+    q = q * r + 1.0 / 720;
+    q = q * r + 1.0 / 120;
+    q = q * r + 1.0 / 24;
+    q = q * r + 1.0 / 6;
+    q = q * r + 0.5;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    uint64_t bits = (uint64_t)((int64_t)kf + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return q * scale;
 }
 
 static int parse_lp_content(parse *P) {
@@ -758,6 +900,8 @@ static int parse_lp_content(parse *P) {
     kd_teacher_logprobs_free(lp); /* a repeated key: the last one wins */
     lp_ctx X;
     memset(&X, 0, sizeof X);
+    /* token texts are about one byte in fifteen of a body: an eighth, allocated once, instead of doubling */
+    if (arena_room(&X, (size_t)(s->end - s->p) / 8 + 256)) return nomem(P);
     int first = 1, r, rc = -1;
     size_t n = 0, ncap = 0, k = 0;
     arr_begin(s);
@@ -770,7 +914,12 @@ static int parse_lp_content(parse *P) {
         }
         X.m = 0;
         X.top_err = 0;
-        if (read_entry(P, &X, 0, &f)) goto out;
+        int lean = lean_row(s, &X, &f);
+        if (lean < 0) {
+            nomem(P);
+            goto out;
+        }
+        if (!lean && read_entry(P, &X, 0, &f)) goto out;
         if (!f.has_logprob) {
             fail(P, "logprobs.content[%zu].logprob is missing", n, 0);
             goto out;
@@ -786,18 +935,16 @@ static int parse_lp_content(parse *P) {
         }
         size_t m = (size_t)X.m;
         if (n == ncap || m > k) {
-            /* the first row's size says about how many rows the rest of the body holds */
+            /* one allocation for the arrays; the first row's size says about how many rows the rest of
+             * the body holds. A wider row moves the rows to the wider stride. */
             size_t want = n < ncap ? ncap : ncap ? 2 * ncap : 2 + (size_t)(s->end - s->p) / (size_t)(s->p - b + 1);
-            if (lp_reserve(lp, want, m > k ? m : k)) {
+            if (kd_teacher_logprobs_reshape(lp, n, want, m > k ? m : k ? k : 1)) {
                 nomem(P);
                 goto out;
             }
             ncap = want;
-            if (m > k) {
-                lp_widen(lp, n, k, m);
-                k = m;
-                lp->k = (int)k;
-            }
+            if (m > k) k = m;
+            lp->k = (int)k;
         }
         lp->tokens[n] = (char *)(uintptr_t)off;
         lp->token_ids[n] = entry_id(&f);
@@ -808,14 +955,15 @@ static int parse_lp_content(parse *P) {
             lp->topk_tokens[at + j] = (char *)(uintptr_t)X.offs[j];
             lp->topk_ids[at + j] = X.ids[j];
             lp->topk_logprobs[at + j] = X.lps[j];
-            if (isfinite(X.lps[j])) mass += exp((double)X.lps[j]);
+            if (isfinite(X.lps[j])) mass += exp_tail((double)X.lps[j]);
         }
         for (size_t j = m; j < k; j++) {
             lp->topk_tokens[at + j] = NULL;
             lp->topk_ids[at + j] = -1;
             lp->topk_logprobs[at + j] = -INFINITY;
         }
-        lp->tail_logprob[n] = mass < 1.0 ? (float)log1p(-mass) : -INFINITY;
+        /* log1p keeps a small mass exact; above one half, 1 - mass is exact and log is cheaper */
+        lp->tail_logprob[n] = mass >= 1.0 ? -INFINITY : mass < 0.5 ? (float)log1p(-mass) : (float)log(1.0 - mass);
         lp->n = (int)++n;
     }
     if (r < 0) {

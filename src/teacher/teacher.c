@@ -92,29 +92,66 @@ double kd_teacher_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int kd_teacher_logprobs_reshape(kd_teacher_logprobs *lp, size_t rows, size_t ncap, size_t k) {
+    size_t nk = ncap * k, ko = lp->k > 0 ? (size_t)lp->k : 0;
+    if (rows > ncap || (rows && k < ko)) return -1;
+    /* pointers first, then the 4-byte arrays: every array stays aligned */
+    char *b = malloc((ncap + nk) * sizeof(char *) + (3 * ncap + 2 * nk) * 4 + 1);
+    if (!b) return -1;
+    kd_teacher_logprobs o = *lp;
+    lp->tokens = (char **)b;
+    lp->topk_tokens = lp->tokens + ncap;
+    lp->token_ids = (int32_t *)(lp->topk_tokens + nk);
+    lp->token_logprobs = (float *)(lp->token_ids + ncap);
+    lp->tail_logprob = lp->token_logprobs + ncap;
+    lp->topk_ids = (int32_t *)(lp->tail_logprob + ncap);
+    lp->topk_logprobs = (float *)(lp->topk_ids + nk);
+    lp->block = b;
+    lp->k = (int)k;
+    if (rows) {
+        memcpy(lp->tokens, o.tokens, rows * sizeof *lp->tokens);
+        memcpy(lp->token_ids, o.token_ids, rows * sizeof *lp->token_ids);
+        memcpy(lp->token_logprobs, o.token_logprobs, rows * sizeof *lp->token_logprobs);
+        memcpy(lp->tail_logprob, o.tail_logprob, rows * sizeof *lp->tail_logprob);
+        for (size_t i = 0; i < rows; i++) {
+            memcpy(lp->topk_tokens + i * k, o.topk_tokens + i * ko, ko * sizeof *lp->topk_tokens);
+            memcpy(lp->topk_ids + i * k, o.topk_ids + i * ko, ko * sizeof *lp->topk_ids);
+            memcpy(lp->topk_logprobs + i * k, o.topk_logprobs + i * ko, ko * sizeof *lp->topk_logprobs);
+            for (size_t j = ko; j < k; j++) {
+                lp->topk_tokens[i * k + j] = NULL;
+                lp->topk_ids[i * k + j] = -1;
+                lp->topk_logprobs[i * k + j] = -INFINITY;
+            }
+        }
+    }
+    if (o.block) free(o.block);
+    else {
+        free(o.token_ids);
+        free(o.tokens);
+        free(o.token_logprobs);
+        free(o.topk_ids);
+        free(o.topk_tokens);
+        free(o.topk_logprobs);
+        free(o.tail_logprob);
+    }
+    return 0;
+}
+
 int kd_teacher_logprobs_alloc(kd_teacher_logprobs *lp, int n, int k) {
     memset(lp, 0, sizeof *lp);
+    size_t nn = n > 0 ? (size_t)n : 1, kk = k > 0 ? (size_t)k : 1, nk = nn * kk;
+    if (kd_teacher_logprobs_reshape(lp, 0, nn, kk)) return KD_ERR_NOMEM;
     lp->n = n;
     lp->k = k;
-    size_t nn = n > 0 ? (size_t)n : 1, nk = nn * (size_t)(k > 0 ? k : 1);
-    lp->token_ids = calloc(nn, sizeof *lp->token_ids);
-    lp->tokens = calloc(nn, sizeof *lp->tokens);
-    lp->token_logprobs = calloc(nn, sizeof *lp->token_logprobs);
-    lp->topk_ids = calloc(nk, sizeof *lp->topk_ids);
-    lp->topk_tokens = calloc(nk, sizeof *lp->topk_tokens);
-    lp->topk_logprobs = calloc(nk, sizeof *lp->topk_logprobs);
-    lp->tail_logprob = calloc(nn, sizeof *lp->tail_logprob);
-    if (!lp->token_ids || !lp->tokens || !lp->token_logprobs || !lp->topk_ids || !lp->topk_tokens ||
-        !lp->topk_logprobs || !lp->tail_logprob) {
-        kd_teacher_logprobs_free(lp);
-        return KD_ERR_NOMEM;
-    }
     for (size_t i = 0; i < nk; i++) {
         lp->topk_ids[i] = -1;
+        lp->topk_tokens[i] = NULL;
         lp->topk_logprobs[i] = -INFINITY;
     }
     for (size_t i = 0; i < nn; i++) {
         lp->token_ids[i] = -1;
+        lp->tokens[i] = NULL;
+        lp->token_logprobs[i] = 0;
         lp->tail_logprob[i] = -INFINITY;
     }
     return KD_OK;
@@ -122,22 +159,23 @@ int kd_teacher_logprobs_alloc(kd_teacher_logprobs *lp, int n, int k) {
 
 void kd_teacher_logprobs_free(kd_teacher_logprobs *lp) {
     if (!lp) return;
-    if (lp->arena) {
-        free(lp->arena);
-        if (lp->tokens) memset(lp->tokens, 0, sizeof *lp->tokens * (size_t)lp->n);
-        if (lp->topk_tokens) memset(lp->topk_tokens, 0, sizeof *lp->topk_tokens * (size_t)lp->n * (size_t)lp->k);
+    if (lp->arena) free(lp->arena); /* the strings live in it */
+    else {
+        if (lp->tokens)
+            for (int i = 0; i < lp->n; i++) free(lp->tokens[i]);
+        if (lp->topk_tokens)
+            for (long i = 0; i < (long)lp->n * lp->k; i++) free(lp->topk_tokens[i]);
     }
-    if (lp->tokens)
-        for (int i = 0; i < lp->n; i++) free(lp->tokens[i]);
-    if (lp->topk_tokens)
-        for (long i = 0; i < (long)lp->n * lp->k; i++) free(lp->topk_tokens[i]);
-    free(lp->token_ids);
-    free(lp->tokens);
-    free(lp->token_logprobs);
-    free(lp->topk_ids);
-    free(lp->topk_tokens);
-    free(lp->topk_logprobs);
-    free(lp->tail_logprob);
+    if (lp->block) free(lp->block);
+    else {
+        free(lp->token_ids);
+        free(lp->tokens);
+        free(lp->token_logprobs);
+        free(lp->topk_ids);
+        free(lp->topk_tokens);
+        free(lp->topk_logprobs);
+        free(lp->tail_logprob);
+    }
     memset(lp, 0, sizeof *lp);
 }
 

@@ -19,6 +19,12 @@ static long minflt(void) {
     return ru.ru_minflt + ru.ru_majflt;
 }
 
+static double user_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6;
+}
+
 static double cpu_s(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -119,7 +125,9 @@ int main(int argc, char **argv) {
         kd_teacher_completion_free(cp);
         free(cp);
     }
-    double t0 = kd_teacher_now(), c0 = cpu_s();
+    kd_teacher_stats st0;
+    kd_teacher_get_stats(t, &st0);
+    double t0 = kd_teacher_now(), c0 = cpu_s(), u0 = user_s();
     long f0 = minflt();
     while (done + failed < n) {
         while (submitted < n && kd_teacher_pending(t) < inflight) {
@@ -142,7 +150,7 @@ int main(int argc, char **argv) {
         kd_teacher_completion_free(cp);
         free(cp);
     }
-    double wall = kd_teacher_now() - t0, cpu = cpu_s() - c0;
+    double wall = kd_teacher_now() - t0, cpu = cpu_s() - c0, user = user_s() - u0;
     long faults = minflt() - f0;
     kd_teacher_stats st;
     kd_teacher_get_stats(t, &st);
@@ -154,10 +162,12 @@ int main(int argc, char **argv) {
     printf("requests %ld (failed %ld), in flight %ld, server latency %.0f ms, top_logprobs %ld (%.1f logprob rows/request)\n",
            done + failed, failed, inflight, latency_ms, topk, done ? (double)tokens / done : 0.0);
     printf("throughput %.1f req/s, ideal %.1f req/s: %.1f%% of ideal\n", rps, ideal, 100 * rps / ideal);
-    printf("client CPU %.1f us/request (user+sys, %.3f s over %.2f s wall), %.2f page faults/request\n", us, cpu, wall,
-           (double)faults / (double)(done + failed));
+    double parse_us = (st.parse_s - st0.parse_s) / (double)(done + failed) * 1e6;
+    double user_us = user / (double)(done + failed) * 1e6;
+    printf("client CPU %.1f us/request (user %.1f + system %.1f; %.3f s over %.2f s wall), of which parsing %.1f us; %.2f page faults/request\n",
+           us, user_us, us - user_us, cpu, wall, parse_us, (double)faults / (double)(done + failed));
     printf("{\"requests\": %ld, \"failed\": %ld, \"in_flight\": %ld, \"top_logprobs\": %ld, \"req_per_s\": %.1f, \"ideal_req_per_s\": %.1f, "
-           "\"pct_of_ideal\": %.1f, \"client_cpu_us_per_req\": %.1f}\n",
-           done + failed, failed, inflight, topk, rps, ideal, 100 * rps / ideal, us);
+           "\"pct_of_ideal\": %.1f, \"client_cpu_us_per_req\": %.1f, \"user_us_per_req\": %.1f, \"parse_us_per_req\": %.1f}\n",
+           done + failed, failed, inflight, topk, rps, ideal, 100 * rps / ideal, us, user_us, parse_us);
     return failed ? 1 : 0;
 }

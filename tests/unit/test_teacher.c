@@ -746,6 +746,50 @@ static void test_parse_fast_matches_reference(void) {
                  i == 0 ? "9.02" : i == 1 ? "-7" : "1234567890123", i == 2 ? "3e1" : "12");
         assert_same_parse(body);
     }
+    /* The same rows between rows as servers write them, far from the end of the body: the lean row
+     * reader takes the plain rows and hands every other row (from its start, after reading part of it)
+     * to the general reader; both give the reference's values. */
+    {
+        const char *plain = "{\"token\":\"I\",\"logprob\":-0.0151340775,\"bytes\":[73],\"top_logprobs\":[{\"token\":\"I\","
+                            "\"logprob\":-0.0151340775,\"bytes\":[73]},{\"token\":\"\\n\",\"logprob\":-4.77221203,\"bytes\":[10]},"
+                            "{\"token\":\"\\u2581\",\"logprob\":-11.5823059,\"bytes\":[226,150,129]}]}";
+        const char *odd[] = {
+            /* alternatives without bytes, an escape with no bytes, a long number and an exponent mid-row */
+            "{\"token\":\"a\",\"logprob\":-0.5,\"top_logprobs\":[{\"token\":\"a\",\"logprob\":-0.5},{\"token\":\"\\t\",\"logprob\":-1.2345678901234567},"
+            "{\"token\":\"c\",\"logprob\":-2e0,\"bytes\":[99]}]}",
+            /* an extra key after the first alternative, then a row ending in an unknown key */
+            "{\"token\":\"b\",\"logprob\":-1.25,\"bytes\":[98],\"top_logprobs\":[{\"token\":\"b\",\"logprob\":-1.25,\"bytes\":[98]},"
+            "{\"token\":\"d\",\"logprob\":-3.5,\"bytes\":[100],\"id\":4}]}",
+            "{\"token\":\"e\",\"logprob\":-0.75,\"bytes\":[101],\"top_logprobs\":[{\"token\":\"e\",\"logprob\":-0.75,\"bytes\":[101]}],\"x\":null}",
+            /* bytes the lean reader does not take: four digits, empty, a real; ids; no top_logprobs; blanks */
+            "{\"token\":\"token_id:42\",\"logprob\":-2.5,\"bytes\":[1234],\"top_logprobs\":[{\"token\":\"token_id:7\",\"logprob\":-2.5,\"bytes\":[]}]}",
+            "{\"token\":\"f\",\"logprob\":-0.0001,\"bytes\":[1.5]}",
+            "{\"token\":\"g\",\"logprob\":-0.125}",
+            "{\"token\":\"h\",\"logprob\":-0.25,\"bytes\":[104],\"top_logprobs\":[ {\"token\":\"h\",\"logprob\":-0.25}]}",
+            /* and the widest row of the body comes late: the columns grow after lean rows */
+            "{\"token\":\"w\",\"logprob\":-0.5,\"bytes\":[119],\"top_logprobs\":[{\"token\":\"w\",\"logprob\":-0.5,\"bytes\":[119]},"
+            "{\"token\":\"v\",\"logprob\":-1.5,\"bytes\":[118]},{\"token\":\"u\",\"logprob\":-2.5,\"bytes\":[117]},{\"token\":\"t\",\"logprob\":-3.5,\"bytes\":[116]}]}",
+        };
+        size_t cap = 64 * 1024;
+        char *mix = malloc(cap);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(mix);
+        int len = snprintf(mix, cap, "%s[%s", head, plain);
+        for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+            for (int rep = 0; rep < 3; rep++) len += snprintf(mix + len, cap - (size_t)len, ",%s,%s", odd[i], plain);
+        snprintf(mix + len, cap - (size_t)len, "]}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}");
+        assert_same_parse(mix);
+        kd_teacher_completion c;
+        memset(&c, 0, sizeof c);
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_chat_response(mix, strlen(mix), &c, &e), KD_OK);
+        CU_ASSERT_EQUAL(c.lp.n, 1 + 8 * 3 * 2);
+        CU_ASSERT_EQUAL(c.lp.k, 4);
+        CU_ASSERT_STRING_EQUAL(c.lp.topk_tokens[2], "\xe2\x96\x81"); /* from the bytes */
+        CU_ASSERT_EQUAL(c.lp.topk_logprobs[1], (float)-4.77221203);
+        CU_ASSERT_EQUAL(c.lp.topk_logprobs[3], -INFINITY); /* a plain row padded to the late widest row */
+        kd_teacher_completion_free(&c);
+        free(mix);
+    }
     /* a long bytes array (>= 4096 elements) is ignored for the text, as in the reference */
     char *big = malloc(64 * 1024);
     CU_ASSERT_PTR_NOT_NULL_FATAL(big);
