@@ -134,40 +134,41 @@ enum { UTF8_ASIS, UTF8_REFUSE, UTF8_KEY };
  * and everything up to the end of the last escape, and its caller ignores the failure and goes on with
  * ':' (jansson 2.14 writes {"a\n:1} for the key "a\nb\xff"). -1 also when memory runs out. */
 static int put_string(kd_jsonw *w, const char *str, size_t n, int utf8) {
-    const unsigned char *p = (const unsigned char *)str, *end = p + n, *run = p;
+    const unsigned char *p = (const unsigned char *)str, *end = p + n;
     if (reserve(w, n + 2)) return -1;
-    w->data[w->len++] = '"';
+    /* plain bytes are copied as they are scanned, a word at a time: the reserve above holds them all */
+    char *o = w->data + w->len;
+    *o++ = '"';
+    size_t cut = (size_t)(o - w->data); /* where json_dumps would stop an invalid key: after the last escape */
     for (;;) {
         while (end - p >= 8) {
             uint64_t x;
             memcpy(&x, p, 8);
             if (word_special(x)) break;
-            p += 8;
+            memcpy(o, &x, 8);
+            p += 8, o += 8;
         }
-        while (p < end && CLS[*p] == 0) p++;
+        while (p < end && CLS[*p] == 0) *o++ = (char)*p++;
         if (p == end) break;
         if (CLS[*p] == 2) {
-            if (utf8 == UTF8_ASIS) {
-                p++;
-                continue;
+            size_t k = 1;
+            if (utf8 != UTF8_ASIS && !(k = utf8_seq(p, end))) {
+                if (utf8 == UTF8_REFUSE) return -1;
+                w->len = cut;
+                return 0;
             }
-            size_t k = utf8_seq(p, end);
-            if (!k) return utf8 == UTF8_KEY ? 0 : -1;
-            p += k;
+            while (k--) *o++ = (char)*p++;
             continue;
         }
-        size_t plain = (size_t)(p - run);
-        memcpy(w->data + w->len, run, plain);
-        w->len += plain;
         /* the escape (up to 6 bytes for 1), the rest of the input and the closing quote */
+        w->len = (size_t)(o - w->data);
         if (reserve(w, 6 + (size_t)(end - p))) return -1;
-        w->len += escape(*p, w->data + w->len);
-        run = ++p;
+        w->len += escape(*p++, w->data + w->len);
+        o = w->data + w->len;
+        cut = w->len;
     }
-    size_t plain = (size_t)(p - run);
-    memcpy(w->data + w->len, run, plain);
-    w->len += plain;
-    w->data[w->len++] = '"';
+    *o++ = '"';
+    w->len = (size_t)(o - w->data);
     return 0;
 }
 
