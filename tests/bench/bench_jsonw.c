@@ -156,7 +156,7 @@ int main(int argc, char **argv) {
         closedir(d);
         size_t bytes = same_or_exit(all, "BFCL function lists");
         double b[3];
-        bench(all, rounds < 3 ? rounds : 3, ms * 5, b);
+        bench(all, rounds, ms * 2, b);
         snprintf(json_line + jl, sizeof json_line - (size_t)jl,
                  ", \"bfcl_bytes\": %zu, \"bfcl_kdstep_mb_s\": %.1f, \"bfcl_jansson_mb_s\": %.1f, \"bfcl_ratio\": %.2f",
                  bytes, bytes / b[0] / 1e6, bytes / b[1] / 1e6, b[1] / b[0]);
