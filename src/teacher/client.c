@@ -17,6 +17,7 @@
 
 #include "internal.h"
 #include "kdstep/hash.h"
+#include "kdstep/jsonw.h"
 #include "kdstep/log.h"
 #include "kdstep/teacher.h"
 
@@ -257,27 +258,39 @@ void kd_client_close(struct kd_teacher_client *c) {
     free(c);
 }
 
+#define RAW(w, lit) kd_jsonw_raw(w, lit, sizeof lit - 1)
+
+/* The body written straight out (kd_jsonw: the bytes json_dumps would give for the same object, about
+ * eight times faster; the tool schemas make a request body several KB, serialized per request). */
 static char *build_chat_body(const struct kd_teacher_client *c, const kd_teacher_request *req, int *top_k) {
     const kd_config *cfg = &c->cfg;
-    json_t *b = json_object();
-    json_object_set_new(b, "model", json_string(cfg->teacher.model));
-    json_object_set(b, "messages", (json_t *)req->messages);
+    kd_jsonw w = {0};
+    RAW(&w, "{\"model\":");
+    kd_jsonw_string(&w, cfg->teacher.model, strlen(cfg->teacher.model));
+    RAW(&w, ",\"messages\":");
+    if (kd_jsonw_value(&w, req->messages)) goto fail;
     if (req->tools && json_array_size(req->tools)) {
-        json_object_set(b, "tools", (json_t *)req->tools);
-        json_object_set_new(b, "tool_choice", json_string("auto"));
+        RAW(&w, ",\"tools\":");
+        if (kd_jsonw_value(&w, req->tools)) goto fail;
+        RAW(&w, ",\"tool_choice\":\"auto\"");
     }
-    json_object_set_new(b, "temperature", json_real(req->temperature >= 0 ? req->temperature : cfg->teacher.temperature));
-    json_object_set_new(b, "max_tokens", json_integer(req->max_tokens >= 0 ? req->max_tokens : cfg->teacher.max_tokens));
-    json_object_set_new(b, "seed", json_integer(req->seed >= 0 ? req->seed : cfg->teacher.seed));
+    RAW(&w, ",\"temperature\":");
+    kd_jsonw_real(&w, req->temperature >= 0 ? req->temperature : cfg->teacher.temperature);
+    RAW(&w, ",\"max_tokens\":");
+    kd_jsonw_int(&w, req->max_tokens >= 0 ? req->max_tokens : cfg->teacher.max_tokens);
+    RAW(&w, ",\"seed\":");
+    kd_jsonw_int(&w, req->seed >= 0 ? req->seed : cfg->teacher.seed);
     int k = (int)(req->top_logprobs >= 0 ? req->top_logprobs : cfg->teacher.top_logprobs);
     if (k > 0) {
-        json_object_set_new(b, "logprobs", json_true());
-        json_object_set_new(b, "top_logprobs", json_integer(k));
+        RAW(&w, ",\"logprobs\":true,\"top_logprobs\":");
+        kd_jsonw_int(&w, k);
     }
+    RAW(&w, "}");
     *top_k = k;
-    char *s = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    return s;
+    return kd_jsonw_take(&w);
+fail:
+    kd_jsonw_free(&w);
+    return NULL;
 }
 
 int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err) {
@@ -481,16 +494,16 @@ static char *build_score_body(struct kd_teacher_client *c, job *j) {
     char *prompt = kd_sbuf_take(&p);
     if (!prompt) return NULL;
     j->prompt_len = strlen(prompt);
-    json_t *b = json_object();
-    json_object_set_new(b, "model", json_string(c->cfg.teacher.model));
-    json_object_set_new(b, "prompt", json_string(prompt));
-    json_object_set_new(b, "max_tokens", json_integer(1));
-    json_object_set_new(b, "temperature", json_real(0));
-    json_object_set_new(b, "prompt_logprobs", json_integer(j->top_k));
-    char *s = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
+    kd_jsonw w = {0};
+    RAW(&w, "{\"model\":");
+    kd_jsonw_string(&w, c->cfg.teacher.model, strlen(c->cfg.teacher.model));
+    RAW(&w, ",\"prompt\":");
+    kd_jsonw_string(&w, prompt, j->prompt_len);
+    RAW(&w, ",\"max_tokens\":1,\"temperature\":0.0,\"prompt_logprobs\":");
+    kd_jsonw_int(&w, j->top_k);
+    RAW(&w, "}");
     free(prompt);
-    return s;
+    return kd_jsonw_take(&w);
 }
 
 static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
