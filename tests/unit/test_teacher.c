@@ -941,6 +941,9 @@ static void run_client(kd_server_options so, int n, void (*tweak)(kd_config *), 
         if (seen[i] > 1) rr->dup++;
     }
     kd_teacher_get_stats(t, &rr->st);
+    /* the time spent parsing: some for every run that parsed answers, and less than the run took */
+    CU_ASSERT_TRUE(rr->ok == 0 || rr->st.parse_s > 0);
+    CU_ASSERT_TRUE(rr->st.parse_s < kd_teacher_now() - t0);
     kd_teacher_close(t);
     kd_server_get_counts(srv, &rr->counts);
     kd_server_stop(srv);
