@@ -69,6 +69,10 @@ for k, prefix in ((0, ""), (8, "logprobs_")):
                 prefix + "pct_of_ideal_range": [lo_pct, hi_pct], prefix + "client_cpu_us_range": [lo_us, hi_us],
                 prefix + "user_us_per_req": user, prefix + "parse_us_per_req": parse})
 p = last(f"{tmp}/parse.out")
+if not ok:  # the machine's speed at the time: the parser alone on one fixed answer, in a tight loop
+    print(f"teacher bench: the parser alone took {p['parse_us']:.1f} us on the {p['parse_bytes']} byte answer in this run "
+          "(about 16 us on this project's 2-core VM at its usual speed); a much slower figure means the machine "
+          "was slowed down by something else: rerun", file=sys.stderr)
 out.update({"runs": runs, "logprobs_answer_bytes": p["parse_bytes"], "logprobs_parse_us": p["parse_us"],
             "logprobs_parse_ref_us": p["ref_parse_us"]})
 print(json.dumps(out))
