@@ -665,6 +665,10 @@ static int write_checkpoint(trainer *tr, const char *out_dir, int64_t step, int6
         rc = kd_checkpoint_write(dir, tr->m, kd_tokenizer_path(tr->tok), &st, err);
         if (!rc && !final) rc = kd_checkpoint_set_latest(out_dir, name, err);
         if (!rc) KD_INFO("train: wrote %s", dir);
+        /* Test hook for crash tests: KD_DEBUG_KILL_AFTER_CHECKPOINT=N raises SIGKILL on rank 0 right
+         * after checkpoint N is committed (`latest` names it), before anything else of the run. */
+        const char *kill_at = getenv("KD_DEBUG_KILL_AFTER_CHECKPOINT");
+        if (!rc && !final && kill_at && *kill_at && atoll(kill_at) == (long long)step) raise(SIGKILL);
     }
     return agree(tr->comm, rc, err);
 }
@@ -1000,9 +1004,9 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
         MPI_Allreduce(MPI_IN_PLACE, &comm_share, 1, MPI_DOUBLE, MPI_MAX, comm);
         MPI_Allreduce(MPI_IN_PLACE, &grammar_s, 1, MPI_DOUBLE, MPI_MAX, comm);
         last_loss = loss;
-        /* ---- checkpoint, eval ---- */
-        if (cfg->train.checkpoint_every > 0 && step % cfg->train.checkpoint_every == 0 && step < total)
-            if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 0, err))) goto loop_done;
+        /* ---- eval, the metrics line, then the checkpoint: a checkpoint of step N is committed only
+         * after step N's line is in metrics.jsonl, so a run killed in between resumes with no line
+         * missing (a line past the checkpoint is trimmed and written again) ---- */
         int do_eval = tr.n_held > 0 && ((cfg->train.eval_every > 0 && step % cfg->train.eval_every == 0) || step == total);
         if (do_eval) {
             if ((rc = agree(comm, evaluate(&tr, &tc, &evb, &last_held, &last_acc, err), err))) goto loop_done;
@@ -1039,6 +1043,8 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
             snprintf(extra, sizeof extra, "loss %.4f | %.0f tok/s", loss, tps);
             kd_progress_update(&prog, step, extra);
         }
+        if (cfg->train.checkpoint_every > 0 && step % cfg->train.checkpoint_every == 0 && step < total)
+            if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 0, err))) goto loop_done;
     }
     /* ---- the end: checkpoint, final folder, plot ---- */
     if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 0, err))) goto loop_done;

@@ -49,6 +49,21 @@ assert all(x["loss"] == y["loss"] for x, y in zip(a, b)), "losses differ after r
 PY
 echo "SIGKILL + resume: bitwise identical"
 
+# --- SIGKILL right after a checkpoint is committed (a test hook in the trainer): the step's metrics
+# line must already be written, so the resumed run's metrics have every step exactly once
+KD_DEBUG_KILL_AFTER_CHECKPOINT=12 mpirun --oversubscribe -np 2 "$KDSTEP" train "${common[@]}" --out "$tmp/ckill" 2>"$tmp/ckill.log" && {
+  echo "the run was not killed after checkpoint 12"; exit 1; }
+[[ "$(cat "$tmp/ckill/checkpoints/latest")" == step-000012 ]] || { cat "$tmp/ckill.log"; echo "latest is not step-000012"; exit 1; }
+run --out "$tmp/ckill" --resume 2>"$tmp/ckill-resume.log" || { cat "$tmp/ckill-resume.log"; exit 1; }
+cmp "$tmp/ref/final/model.safetensors" "$tmp/ckill/final/model.safetensors"
+/usr/bin/python3 - "$tmp/ref/metrics.jsonl" "$tmp/ckill/metrics.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
+assert [x["step"] for x in b] == list(range(1, len(a) + 1)), [x["step"] for x in b]
+assert all(x["loss"] == y["loss"] for x, y in zip(a, b)), "losses differ after resume"
+PY
+echo "SIGKILL right after checkpoint 12: resumed, every step's metrics line once, bitwise identical"
+
 # --- SIGUSR1: checkpoint at the next step boundary, exit 75
 k=$(( (RANDOM % (steps / 2)) + 2 ))
 mpirun --oversubscribe -np 2 "$KDSTEP" train "${common[@]}" --out "$tmp/usr1" 2>"$tmp/usr1.log" &
