@@ -48,7 +48,8 @@ typedef struct kd_teacher_tool_call {
     char *arguments; /* JSON text, as the teacher wrote it (may be invalid: it is the teacher's) */
 } kd_teacher_tool_call;
 
-/* Per-token top-k log-probabilities of the response, flat arrays. */
+/* Per-token top-k log-probabilities of the response, flat arrays. The seven arrays are one allocation
+ * that starts at `tokens` (made by kd_teacher_logprobs_alloc, freed by kd_teacher_logprobs_free). */
 typedef struct kd_teacher_logprobs {
     int n;                  /* response tokens */
     int k;                  /* columns per token */
@@ -60,7 +61,6 @@ typedef struct kd_teacher_logprobs {
     float *topk_logprobs;   /* [n*k] -INFINITY for padding, sorted descending */
     float *tail_logprob;    /* [n] log of the mass outside the top-k (-INFINITY if none) */
     char *arena;            /* when set, the token strings point into it (one allocation) */
-    void *block;            /* when set, the seven arrays above live in it (one allocation) */
 } kd_teacher_logprobs;
 
 #define KD_TEACHER_MAX_ATTEMPTS_LOGGED 32

@@ -23,7 +23,7 @@ void kd_redact(char *s, const char *secret);
 
 /* Move the logprob arrays into one new allocation of ncap rows and k columns, keeping the first
  * `rows` rows (their columns beyond the old lp->k padded: id -1, no token, -inf); lp->k becomes k.
- * The arrays it replaces are freed, the token strings are kept. Returns 0, or -1 out of memory (lp is
+ * The block it replaces is freed, the token strings are kept. Returns 0, or -1 out of memory (lp is
  * then unchanged). */
 struct kd_teacher_logprobs;
 int kd_teacher_logprobs_reshape(struct kd_teacher_logprobs *lp, size_t rows, size_t ncap, size_t k);

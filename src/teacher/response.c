@@ -1,9 +1,9 @@
 /* Fast parser for OpenAI chat-completion responses (declared in include/kdstep/teacher.h).
  *
  * A response with top-k logprobs is mostly a long array of small objects; building a jansson tree for
- * it costs ~100 allocations per token. This scanner walks the bytes once (twice over the logprobs
- * array: once to size it), validates the JSON grammar of everything it reads or skips, and copies token
- * strings into one arena. kd_teacher_parse_chat_response_ref (jansson) is the reference it is tested and
+ * it costs ~100 allocations per token. This scanner walks the bytes once, validates the JSON grammar
+ * of everything it reads or skips, and copies token strings into one arena. Rows of logprobs written
+ * as servers write them go through a lean reader (lean_row); any other row through the general one. kd_teacher_parse_chat_response_ref (jansson) is the reference it is tested and
  * fuzzed against.
  */
 #include <ctype.h>
@@ -514,37 +514,6 @@ static int bytes_array(scan *s, lp_ctx *X, lp_entry *f) {
     int first = 1, r, n = 0;
     if (arena_room(X, 16)) return -2;
     f->bytes_off = X->alen;
-    /* the usual form first: [60] or [226,150,129], compact, integers of up to three digits */
-    const char *p = s->p, *e = s->end;
-    if (p < e && *p == '[') {
-        p++;
-        if (p < e && *p == ']') {
-            s->p = p + 1;
-            f->nbytes = 0;
-            X->arena[X->alen++] = 0;
-            return 0;
-        }
-        for (;;) {
-            if (p >= e || !is_digit(*p) || n >= LP_MAX_BYTES - 1) goto general;
-            unsigned v = (unsigned)(*p++ - '0');
-            if (v && p < e && is_digit(*p)) {
-                v = v * 10 + (unsigned)(*p++ - '0');
-                if (p < e && is_digit(*p)) v = v * 10 + (unsigned)(*p++ - '0');
-            }
-            if (p >= e || (*p != ',' && *p != ']')) goto general;
-            if (arena_room(X, 2)) return -2;
-            X->arena[X->alen++] = (char)(unsigned char)(v & 0xff);
-            n++;
-            if (*p++ == ']') break;
-        }
-        X->arena[X->alen++] = 0;
-        f->nbytes = n;
-        s->p = p;
-        return 0;
-    }
-general:
-    X->alen = f->bytes_off;
-    n = 0;
     if (arr_begin(s)) return -1;
     while ((r = arr_next(s, &first)) == 1) {
         unsigned v;
@@ -641,49 +610,10 @@ static int entry_key(scan *s, int *first) {
 
 static int nomem(parse *P) { return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for logprobs"), -1; }
 
-/* The entry as OpenAI and vLLM write it, compact and in their key order:
- *   {"token":"..","logprob":-1.5,"bytes":[..],"top_logprobs":[..]}   (bytes and top_logprobs optional)
- * read without looking keys up. Returns 1 when it was that, 0 (nothing consumed) when the general
- * reader must look, -1 on an error that is one whatever the layout. */
-static int fast_entry(parse *P, lp_ctx *X, int level, lp_entry *f) {
-    scan *s = &P->s;
-    const char *start = s->p, *e = s->end;
-    int depth = s->depth;
-    if (e - s->p < 12 || memcmp(s->p, "{\"token\":\"", 10) != 0) return 0;
-    s->p += 9;
-    if (str(s, &f->token)) goto back;
-    f->has_token = 1;
-    if (e - s->p < 11 || memcmp(s->p, ",\"logprob\":", 11) != 0) goto back;
-    s->p += 11;
-    if (num(s, &f->logprob)) goto back;
-    f->has_logprob = 1;
-    if (e - s->p >= 10 && memcmp(s->p, ",\"bytes\":[", 10) == 0) {
-        s->p += 9;
-        int br = bytes_array(s, X, f);
-        if (br == -2) return nomem(P);
-        if (br) goto back;
-    }
-    if (level == 0 && e - s->p >= 17 && memcmp(s->p, ",\"top_logprobs\":[", 17) == 0) {
-        s->p += 16;
-        if (top_row(P, X)) return -1;
-    }
-    if (s->p < e && *s->p == '}') {
-        s->p++;
-        return 1;
-    }
-back:
-    s->p = start;
-    s->depth = depth;
-    memset(f, 0, sizeof *f);
-    return 0;
-}
-
 /* One entry object; level 0 (a response token) also reads its top_logprobs into X. */
 static int read_entry(parse *P, lp_ctx *X, int level, lp_entry *f) {
     scan *s = &P->s;
     memset(f, 0, sizeof *f);
-    int fast = fast_entry(P, X, level, f);
-    if (fast) return fast > 0 ? 0 : -1;
     int first = 1, key;
     if (obj_begin(s)) return bad(P);
     while ((key = entry_key(s, &first)) > 0) {
@@ -735,9 +665,6 @@ static int top_row(parse *P, lp_ctx *X) {
  * third of the time on a logprobs answer, which is nothing but rows. Anything else in a row (other
  * keys, another order, blanks, long numbers, a short body) sends that row to read_entry. */
 
-/* -?D+.D+ with at most 15 digits, as logprobs are written (-4.77221203): the value num() computes for
- * it (m / 10^frac, exact since m < 2^53). NULL for anything else, which num() then reads. Reads at
- * most 36 bytes from p. */
 /* -?D+.D+ with at most 15 digits, as logprobs are written (-4.77221203): the value num() computes for
  * it (m / 10^frac, exact since m < 2^53). NULL for anything else, which num() then reads. Reads at
  * most 36 bytes from p. (Counting and converting the digits a word at a time, SWAR, measured slower

@@ -106,7 +106,6 @@ int kd_teacher_logprobs_reshape(kd_teacher_logprobs *lp, size_t rows, size_t nca
     lp->tail_logprob = lp->token_logprobs + ncap;
     lp->topk_ids = (int32_t *)(lp->tail_logprob + ncap);
     lp->topk_logprobs = (float *)(lp->topk_ids + nk);
-    lp->block = b;
     lp->k = (int)k;
     if (rows) {
         memcpy(lp->tokens, o.tokens, rows * sizeof *lp->tokens);
@@ -124,16 +123,7 @@ int kd_teacher_logprobs_reshape(kd_teacher_logprobs *lp, size_t rows, size_t nca
             }
         }
     }
-    if (o.block) free(o.block);
-    else {
-        free(o.token_ids);
-        free(o.tokens);
-        free(o.token_logprobs);
-        free(o.topk_ids);
-        free(o.topk_tokens);
-        free(o.topk_logprobs);
-        free(o.tail_logprob);
-    }
+    free(o.tokens); /* the old block */
     return 0;
 }
 
@@ -166,16 +156,7 @@ void kd_teacher_logprobs_free(kd_teacher_logprobs *lp) {
         if (lp->topk_tokens)
             for (long i = 0; i < (long)lp->n * lp->k; i++) free(lp->topk_tokens[i]);
     }
-    if (lp->block) free(lp->block);
-    else {
-        free(lp->token_ids);
-        free(lp->tokens);
-        free(lp->token_logprobs);
-        free(lp->topk_ids);
-        free(lp->topk_tokens);
-        free(lp->topk_logprobs);
-        free(lp->tail_logprob);
-    }
+    free(lp->tokens); /* the block holding all seven arrays */
     memset(lp, 0, sizeof *lp);
 }
 

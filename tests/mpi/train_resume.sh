@@ -24,6 +24,18 @@ wait_steps() { # metrics k mpirun-pid
   return 1
 }
 
+# a resumed run DIR ends with the reference's weights, and its metrics continue the killed run's:
+# one line per step, the same losses as the reference
+same_as_ref() {
+  cmp "$tmp/ref/final/model.safetensors" "$tmp/$1/final/model.safetensors"
+  /usr/bin/python3 - "$tmp/ref/metrics.jsonl" "$tmp/$1/metrics.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
+assert [x["step"] for x in b] == list(range(1, len(a) + 1)), [x["step"] for x in b]
+assert all(x["loss"] == y["loss"] for x, y in zip(a, b)), "losses differ after resume"
+PY
+}
+
 # --- SIGKILL at a random step, then resume
 k=$(( (RANDOM % (steps / 2)) + 3 ))
 echo "killing at step >= $k"
@@ -38,15 +50,8 @@ wait "$mp" 2>/dev/null || true
 echo "killed after $(wc -l <"$tmp/killed/metrics.jsonl") steps; latest = $(cat "$tmp/killed/checkpoints/latest"); steps logged: $(/usr/bin/python3 -c "import json,sys; print([json.loads(l)[\"step\"] for l in open(sys.argv[1])])" "$tmp/killed/metrics.jsonl")"
 run --out "$tmp/killed" --resume 2>"$tmp/resume.log" || { cat "$tmp/resume.log"; exit 1; }
 grep -q "resuming from" "$tmp/resume.log" || { cat "$tmp/resume.log"; echo "did not resume"; exit 1; }
-cmp "$tmp/ref/final/model.safetensors" "$tmp/killed/final/model.safetensors"
+same_as_ref killed
 cmp "$tmp/ref/final/optimizer.bin" "$tmp/killed/final/optimizer.bin"
-# the metrics of the resumed run continue the killed one: one line per step, same losses as ref
-/usr/bin/python3 - "$tmp/ref/metrics.jsonl" "$tmp/killed/metrics.jsonl" <<'PY'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
-assert [x["step"] for x in b] == list(range(1, len(a) + 1)), [x["step"] for x in b]
-assert all(x["loss"] == y["loss"] for x, y in zip(a, b)), "losses differ after resume"
-PY
 echo "SIGKILL + resume: bitwise identical"
 
 # --- SIGKILL right after a checkpoint is committed (a test hook in the trainer): the step's metrics
@@ -55,13 +60,7 @@ KD_DEBUG_KILL_AFTER_CHECKPOINT=12 mpirun --oversubscribe -np 2 "$KDSTEP" train "
   echo "the run was not killed after checkpoint 12"; exit 1; }
 [[ "$(cat "$tmp/ckill/checkpoints/latest")" == step-000012 ]] || { cat "$tmp/ckill.log"; echo "latest is not step-000012"; exit 1; }
 run --out "$tmp/ckill" --resume 2>"$tmp/ckill-resume.log" || { cat "$tmp/ckill-resume.log"; exit 1; }
-cmp "$tmp/ref/final/model.safetensors" "$tmp/ckill/final/model.safetensors"
-/usr/bin/python3 - "$tmp/ref/metrics.jsonl" "$tmp/ckill/metrics.jsonl" <<'PY'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]; b = [json.loads(l) for l in open(sys.argv[2])]
-assert [x["step"] for x in b] == list(range(1, len(a) + 1)), [x["step"] for x in b]
-assert all(x["loss"] == y["loss"] for x, y in zip(a, b)), "losses differ after resume"
-PY
+same_as_ref ckill
 echo "SIGKILL right after checkpoint 12: resumed, every step's metrics line once, bitwise identical"
 
 # --- SIGUSR1: checkpoint at the next step boundary, exit 75
