@@ -56,6 +56,8 @@ int kd_model_config_preset(const char *name_or_path, kd_model_config *cfg, kd_er
 int kd_model_config_validate(const kd_model_config *cfg, kd_error *err);
 /* Write a HF config.json (architectures ["Qwen3ForCausalLM"], model_type "qwen3", rope_scaling null). */
 int kd_model_config_write(const char *path, const kd_model_config *cfg, kd_error *err);
+/* The same with "torch_dtype" set to the given name ("float32", "bfloat16", "float16"). */
+int kd_model_config_write_dtype(const char *path, const kd_model_config *cfg, const char *torch_dtype, kd_error *err);
 /* Number of parameters (tied embedding counted once). */
 size_t kd_model_config_num_params(const kd_model_config *cfg);
 
@@ -164,7 +166,17 @@ int kd_model_save_safetensors(const kd_model *m, const char *path, kd_error *err
 /* Load weights from a safetensors file (F32/F16/BF16) into an allocated model; every tensor must be
  * present with the right shape. */
 int kd_model_load_safetensors(kd_model *m, const char *path, kd_error *err);
-/* Open a HF folder (config.json + model.safetensors) and allocate for (B, T), for training or
+/* Weights of a HF folder: model.safetensors, or the shards named by model.safetensors.index.json,
+ * read one shard at a time (each is mapped, converted into m->params and unmapped before the next). */
+int kd_model_load_weights_dir(kd_model *m, const char *dir, kd_error *err);
+/* Write the weights of `m` into dir as dtype (KD_ST_*): one model.safetensors when they fit in
+ * max_shard_bytes (or it is 0), else model-0000i-of-0000N.safetensors files of at most
+ * max_shard_bytes each (a tensor bigger than that gets a shard of its own) plus
+ * model.safetensors.index.json, as Hugging Face's save_pretrained shards. Writes no config.json. */
+int kd_model_save_weights(const kd_model *m, const char *dir, int dtype, uint64_t max_shard_bytes, kd_error *err);
+/* "5GB", "500MB", "10KiB", "123" (bytes) -> bytes, as HF's max_shard_size; -1 if malformed. */
+int64_t kd_parse_byte_size(const char *s);
+/* Open a HF folder (config.json + model.safetensors or a sharded index) and allocate for (B, T), for training or
  * (inference != 0) as kd_model_new_inference. */
 int kd_model_open_dir(const char *dir, int B, int T, int inference, kd_model **out, kd_error *err);
 

@@ -53,5 +53,27 @@ typedef struct kd_st_write_tensor {
 } kd_st_write_tensor;
 /* Write F32 tensors (atomically: temp file + rename). Deterministic bytes for the same input. */
 int kd_safetensors_write(const char *path, const kd_st_write_tensor *t, int n, kd_error *err);
+/* The same, stored as dtype (KD_ST_F32, KD_ST_BF16 or KD_ST_F16; both 16-bit types round to nearest
+ * even, as torch's .to(dtype) does). F32 gives the bytes of kd_safetensors_write. */
+int kd_safetensors_write_dtype(const char *path, const kd_st_write_tensor *t, int n, int dtype, kd_error *err);
+uint16_t kd_f32_to_bf16(float f);
+uint16_t kd_f32_to_f16(float f);
+/* "float32" | "bfloat16" | "float16" (config.json's torch_dtype spelling) -> KD_ST_*; -1 if unknown. */
+int kd_st_dtype_parse(const char *s, int *dtype);
+const char *kd_st_dtype_name(int dtype); /* "F32", "BF16", "F16" */
+size_t kd_st_dtype_size(int dtype);
+
+/* ---- Sharded checkpoints (Hugging Face's model.safetensors.index.json) ----
+ * {"metadata": {"total_size": BYTES}, "weight_map": {"tensor name": "model-00001-of-00003.safetensors", ...}}
+ * Shard file names must be plain names in the same folder. */
+typedef struct kd_st_index {
+    int n;           /* tensors */
+    char **names;    /* [n] tensor names */
+    int *shard;      /* [n] index into files */
+    int n_files;
+    char **files;    /* [n_files] shard file names, in order of first appearance */
+} kd_st_index;
+int kd_st_index_load(const char *path, kd_st_index **out, kd_error *err);
+void kd_st_index_close(kd_st_index *ix);
 
 #endif

@@ -70,6 +70,10 @@ static const key_spec KEYS[] = {
     {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = cores on the node / ranks on the node."},
     {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,
      "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = seq_len / 2."},
+    {"train", "save_dtype", T_STR, F(train, save_dtype), 0, 0, "float32", "float32|bfloat16|float16",
+     "dtype of the weights in final/ (bfloat16 rounds to nearest even); checkpoints/ stay float32."},
+    {"train", "max_shard_size", T_STR, F(train, max_shard_size), 0, 0, "5GB", NULL,
+     "final/ weights above this size are split into shards + model.safetensors.index.json (HF's default 5GB; 0 = never)."},
 
     {"kd", "weight", T_FLOAT, F(kd, weight), 0, 1000, "1.0", NULL, "Weight of the distillation term."},
     {"kd", "temperature", T_FLOAT, F(kd, temperature), 0.01, 100, "1.0", NULL, "Softmax temperature T; the term is scaled by T^2."},

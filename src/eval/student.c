@@ -8,7 +8,7 @@
 #include "kdstep/evaluate.h"
 #include "kdstep/fsutil.h"
 
-static const char *const CHECKPOINT_FILES[] = {"config.json", "model.safetensors", "tokenizer.json"};
+static const char *const CHECKPOINT_FILES[] = {"config.json", "tokenizer.json"};
 
 int kd_student_open(const char *dir, kd_student **out, kd_error *err) {
     *out = NULL;
@@ -26,6 +26,14 @@ int kd_student_open(const char *dir, kd_student **out, kd_error *err) {
                                 "and tokenizer.json; copy the tokenizer the student was trained with next to the weights)",
                                 dir, CHECKPOINT_FILES[i]);
     }
+    char wpath[4096];
+    snprintf(wpath, sizeof wpath, "%s/model.safetensors", dir);
+    if (!kd_path_exists(wpath)) snprintf(wpath, sizeof wpath, "%s/model.safetensors.index.json", dir);
+    if (!kd_path_exists(wpath))
+        return kd_error_set(err, KD_ERR_NOTFOUND,
+                            "checkpoint %s has neither model.safetensors nor model.safetensors.index.json (the weights; "
+                            "give the folder the trainer wrote)",
+                            dir);
     kd_student *s = kd_calloc(1, sizeof *s);
     if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory opening %s", dir);
     int rc = kd_tokenizer_open(&s->tok, path, err);

@@ -101,6 +101,10 @@ int kd_model_config_preset(const char *name, kd_model_config *c, kd_error *err) 
 }
 
 int kd_model_config_write(const char *path, const kd_model_config *c, kd_error *err) {
+    return kd_model_config_write_dtype(path, c, "float32", err);
+}
+
+int kd_model_config_write_dtype(const char *path, const kd_model_config *c, const char *torch_dtype, kd_error *err) {
     json_t *o = json_object();
     json_object_set_new(o, "architectures", json_pack("[s]", "Qwen3ForCausalLM"));
     json_object_set_new(o, "model_type", json_string("qwen3"));
@@ -121,7 +125,7 @@ int kd_model_config_write(const char *path, const kd_model_config *c, kd_error *
     json_object_set_new(o, "attention_dropout", json_real(0.0));
     json_object_set_new(o, "initializer_range", json_real(c->initializer_range));
     json_object_set_new(o, "use_sliding_window", json_false());
-    json_object_set_new(o, "torch_dtype", json_string("float32"));
+    json_object_set_new(o, "torch_dtype", json_string(torch_dtype));
     json_object_set_new(o, "use_cache", json_true());
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);

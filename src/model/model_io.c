@@ -1,4 +1,5 @@
 /* Model checkpoints in Hugging Face layout: config.json + model.safetensors (HF tensor names). */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,10 +68,145 @@ int kd_model_open_dir(const char *dir, int B, int T, int inference, kd_model **o
     int rc = kd_model_config_load(path, &cfg, err);
     if (rc) return rc;
     if ((rc = inference ? kd_model_new_inference(&cfg, B, T, out, err) : kd_model_new(&cfg, B, T, out, err))) return rc;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if ((rc = kd_model_load_safetensors(*out, path, err))) {
+    if ((rc = kd_model_load_weights_dir(*out, dir, err))) {
         kd_model_free(*out);
         *out = NULL;
     }
+    return rc;
+}
+
+/* ---- sharded checkpoints ---- */
+
+static int load_tensor(kd_model *m, const kd_model_tensor *mt, const kd_st_tensor *t, const char *path, kd_error *err) {
+    int same = t->ndim == mt->ndim;
+    for (int d = 0; same && d < mt->ndim; d++) same = t->shape[d] == mt->shape[d];
+    if (!same)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: tensor '%s' has a shape other than the model config's (is config.json this checkpoint's?)", path, mt->name);
+    return kd_st_tensor_to_f32(t, m->params + mt->offset, mt->numel, err);
+}
+
+static int load_sharded(kd_model *m, const char *dir, const char *index_path, kd_error *err) {
+    kd_st_index *ix = NULL;
+    int rc = kd_st_index_load(index_path, &ix, err);
+    if (rc) return rc;
+    int *where = kd_calloc((size_t)m->n_tensors, sizeof *where);
+    if (!where) {
+        kd_st_index_close(ix);
+        return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", index_path);
+    }
+    for (int i = 0; i < m->n_tensors && rc == KD_OK; i++) {
+        where[i] = -1;
+        for (int j = 0; j < ix->n && where[i] < 0; j++)
+            if (strcmp(ix->names[j], m->tensors[i].name) == 0) where[i] = ix->shard[j];
+        if (where[i] < 0)
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: weight_map has no tensor '%s' (is this a Qwen3 checkpoint of the same shape?)", index_path, m->tensors[i].name);
+    }
+    char path[4096];
+    for (int f = 0; f < ix->n_files && rc == KD_OK; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, ix->files[f]);
+        kd_safetensors *st = NULL;
+        if ((rc = kd_safetensors_open(path, &st, err))) break;
+        for (int i = 0; i < m->n_tensors && rc == KD_OK; i++) {
+            if (where[i] != f) continue;
+            const kd_st_tensor *t = kd_safetensors_find(st, m->tensors[i].name);
+            if (!t) rc = kd_error_set(err, KD_ERR_INVALID, "%s: tensor '%s' is missing although %s maps it here", path, m->tensors[i].name, index_path);
+            else rc = load_tensor(m, &m->tensors[i], t, path, err);
+        }
+        kd_safetensors_close(st);
+    }
+    free(where);
+    kd_st_index_close(ix);
+    return rc;
+}
+
+int kd_model_load_weights_dir(kd_model *m, const char *dir, kd_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (kd_path_exists(path)) return kd_model_load_safetensors(m, path, err);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (kd_path_exists(path)) return load_sharded(m, dir, path, err);
+    return kd_error_set(err, KD_ERR_NOTFOUND, "%s holds neither model.safetensors nor model.safetensors.index.json (is it a Hugging Face model folder?)", dir);
+}
+
+int64_t kd_parse_byte_size(const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0) return -1;
+    while (*end == ' ') end++;
+    static const struct { const char *u; double mul; } U[] = {
+        {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+        {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof U / sizeof *U; i++)
+        if (strcmp(end, U[i].u) == 0) return v * U[i].mul > 9e18 ? -1 : (int64_t)(v * U[i].mul);
+    return -1;
+}
+
+static int write_index(const char *dir, const kd_model *m, const int *shard_of, int n_shards, uint64_t total, kd_error *err) {
+    json_t *root = json_object(), *md = json_object(), *wm = json_object();
+    json_object_set_new(md, "total_size", json_integer((json_int_t)total));
+    json_object_set_new(root, "metadata", md);
+    for (int i = 0; i < m->n_tensors; i++) {
+        char f[96];
+        snprintf(f, sizeof f, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, n_shards);
+        json_object_set_new(wm, m->tensors[i].name, json_string(f));
+    }
+    json_object_set_new(root, "weight_map", wm);
+    char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(root);
+    if (!s) return kd_error_set(err, KD_ERR_NOMEM, "index: out of memory");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    int rc = kd_write_file_atomic(path, s, strlen(s), err);
+    free(s);
+    return rc;
+}
+
+int kd_model_save_weights(const kd_model *m, const char *dir, int dtype, uint64_t max_shard_bytes, kd_error *err) {
+    size_t es = kd_st_dtype_size(dtype);
+    uint64_t total = 0;
+    for (int i = 0; i < m->n_tensors; i++) total += (uint64_t)m->tensors[i].numel * es;
+    kd_st_write_tensor *t = kd_calloc((size_t)m->n_tensors, sizeof *t);
+    int *shard_of = kd_calloc((size_t)m->n_tensors, sizeof *shard_of);
+    if (!t || !shard_of) {
+        free(t);
+        free(shard_of);
+        return kd_error_set(err, KD_ERR_NOMEM, "model save: out of memory");
+    }
+    for (int i = 0; i < m->n_tensors; i++) {
+        t[i].name = m->tensors[i].name;
+        t[i].ndim = m->tensors[i].ndim;
+        t[i].shape[0] = m->tensors[i].shape[0];
+        t[i].shape[1] = m->tensors[i].shape[1];
+        t[i].data = m->params + m->tensors[i].offset;
+    }
+    char path[4096];
+    int rc = KD_OK;
+    if (max_shard_bytes == 0 || total <= max_shard_bytes) {
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        rc = kd_safetensors_write_dtype(path, t, m->n_tensors, dtype, err);
+    } else {
+        /* HF's rule: tensors in order; a new shard starts when the next tensor would overflow this one */
+        int n_shards = 0;
+        uint64_t used = 0;
+        for (int i = 0; i < m->n_tensors; i++) {
+            uint64_t b = (uint64_t)m->tensors[i].numel * es;
+            if (i == 0 || (used > 0 && used + b > max_shard_bytes)) {
+                n_shards++;
+                used = 0;
+            }
+            used += b;
+            shard_of[i] = n_shards - 1;
+        }
+        for (int s = 0, first = 0; s < n_shards && rc == KD_OK; s++) {
+            int last = first;
+            while (last < m->n_tensors && shard_of[last] == s) last++;
+            snprintf(path, sizeof path, "%s/model-%05d-of-%05d.safetensors", dir, s + 1, n_shards);
+            rc = kd_safetensors_write_dtype(path, t + first, last - first, dtype, err);
+            first = last;
+        }
+        if (rc == KD_OK) rc = write_index(dir, m, shard_of, n_shards, total, err);
+    }
+    free(t);
+    free(shard_of);
     return rc;
 }

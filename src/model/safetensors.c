@@ -224,9 +224,62 @@ int kd_st_tensor_to_f32(const kd_st_tensor *t, float *out, size_t n, kd_error *e
     return KD_OK;
 }
 
+uint16_t kd_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);                 /* round to nearest even */
+}
+
+uint16_t kd_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);       /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);      /* rounds to >= 65520: infinity */
+    if (a < 0x38800000u) {                                        /* below 2^-14: subnormal or zero */
+        if (a < 0x33000000u) return (uint16_t)sign;               /* below half the smallest subnormal */
+        uint32_t e = a >> 23, man = (a & 0x7fffffu) | 0x800000u;
+        int shift = 126 - (int)e; /* value = man * 2^(e-150) = q * 2^-24 (the subnormal unit) */
+        uint32_t q = man >> shift, rem = man & ((1u << shift) - 1u), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1u); /* round the 13 dropped bits to nearest even */
+    return (uint16_t)(sign | (((r >> 23) - 112u) << 10 | ((r >> 13) & 0x3ffu)));
+}
+
+const char *kd_st_dtype_name(int dtype) { return dtype == KD_ST_F16 ? "F16" : dtype == KD_ST_BF16 ? "BF16" : "F32"; }
+size_t kd_st_dtype_size(int dtype) { return dtype == KD_ST_F32 ? 4 : 2; }
+
+int kd_st_dtype_parse(const char *s, int *dtype) {
+    if (strcmp(s, "float32") == 0) *dtype = KD_ST_F32;
+    else if (strcmp(s, "bfloat16") == 0) *dtype = KD_ST_BF16;
+    else if (strcmp(s, "float16") == 0) *dtype = KD_ST_F16;
+    else return -1;
+    return 0;
+}
+
+/* Write n floats as dtype, converting through a bounded buffer. */
+static int write_converted(FILE *f, const float *x, size_t n, int dtype) {
+    if (dtype == KD_ST_F32) return fwrite(x, 4, n, f) == n;
+    uint16_t buf[4096];
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < 4096 ? n - i : 4096;
+        for (size_t j = 0; j < k; j++) buf[j] = dtype == KD_ST_BF16 ? kd_f32_to_bf16(x[i + j]) : kd_f32_to_f16(x[i + j]);
+        if (fwrite(buf, 2, k, f) != k) return 0;
+        i += k;
+    }
+    return 1;
+}
+
 int kd_safetensors_write(const char *path, const kd_st_write_tensor *t, int n, kd_error *err) {
+    return kd_safetensors_write_dtype(path, t, n, KD_ST_F32, err);
+}
+
+int kd_safetensors_write_dtype(const char *path, const kd_st_write_tensor *t, int n, int dtype, kd_error *err) {
     /* Header built by hand so the bytes are deterministic: metadata first, then tensors in order. */
-    size_t cap = 256 + (size_t)n * (KD_ST_MAX_DIMS * 24 + 200), used = 0;
+    size_t cap = 256 + (size_t)n * (KD_ST_MAX_DIMS * 24 + 200), used = 0, es = kd_st_dtype_size(dtype);
     char *h = malloc(cap);
     if (!h) return kd_error_set(err, KD_ERR_NOMEM, "safetensors: out of memory");
     used += (size_t)snprintf(h + used, cap - used, "{\"__metadata__\":{\"format\":\"pt\"}");
@@ -237,14 +290,14 @@ int kd_safetensors_write(const char *path, const kd_st_write_tensor *t, int n, k
             return kd_error_set(err, KD_ERR_INVALID, "safetensors: tensor name '%.60s' is too long or needs escaping", t[i].name);
         }
         uint64_t numel = 1;
-        used += (size_t)snprintf(h + used, cap - used, ",\"%s\":{\"dtype\":\"F32\",\"shape\":[", t[i].name);
+        used += (size_t)snprintf(h + used, cap - used, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t[i].name, kd_st_dtype_name(dtype));
         for (int d = 0; d < t[i].ndim; d++) {
             numel *= (uint64_t)t[i].shape[d];
             used += (size_t)snprintf(h + used, cap - used, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
         }
         used += (size_t)snprintf(h + used, cap - used, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                                 (unsigned long long)(off + numel * 4));
-        off += numel * 4;
+                                 (unsigned long long)(off + numel * es));
+        off += numel * es;
     }
     used += (size_t)snprintf(h + used, cap - used, "}");
     while (used % 8) h[used++] = ' '; /* data starts 8-aligned, as the reference writer pads */
@@ -262,7 +315,7 @@ int kd_safetensors_write(const char *path, const kd_st_write_tensor *t, int n, k
     for (int i = 0; ok && i < n; i++) {
         size_t numel = 1;
         for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
-        ok = fwrite(t[i].data, 4, numel, f) == numel;
+        ok = write_converted(f, t[i].data, numel, dtype);
     }
     int e = errno;
     if (ok && fflush(f) != 0) { ok = 0; e = errno; }
@@ -273,5 +326,68 @@ int kd_safetensors_write(const char *path, const kd_st_write_tensor *t, int n, k
         unlink(tmp);
         return kd_error_errno(err, e, "cannot write %s", path);
     }
+    return KD_OK;
+}
+
+/* ---- model.safetensors.index.json ---- */
+
+void kd_st_index_close(kd_st_index *ix) {
+    if (!ix) return;
+    for (int i = 0; i < ix->n; i++) free(ix->names[i]);
+    for (int i = 0; i < ix->n_files; i++) free(ix->files[i]);
+    free(ix->names);
+    free(ix->shard);
+    free(ix->files);
+    free(ix);
+}
+
+static int shard_name_ok(const char *f) {
+    return f[0] && f[0] != '.' && !strchr(f, '/') && !strchr(f, '\\') && strlen(f) < 256;
+}
+
+int kd_st_index_load(const char *path, kd_st_index **out, kd_error *err) {
+    *out = NULL;
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return kd_error_set(err, KD_ERR_PARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    json_t *wm = json_object_get(root, "weight_map");
+    if (!json_is_object(wm) || json_object_size(wm) == 0) {
+        json_decref(root);
+        return kd_error_set(err, KD_ERR_PARSE, "%s: no \"weight_map\" object (a Hugging Face index maps every tensor name to its shard file)", path);
+    }
+    size_t n = json_object_size(wm);
+    kd_st_index *ix = kd_calloc(1, sizeof *ix);
+    if (ix) {
+        ix->names = kd_calloc(n, sizeof *ix->names);
+        ix->shard = kd_calloc(n, sizeof *ix->shard);
+        ix->files = kd_calloc(n, sizeof *ix->files);
+    }
+    int rc = KD_OK;
+    if (!ix || !ix->names || !ix->shard || !ix->files) rc = kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path);
+    const char *key;
+    json_t *val;
+    json_object_foreach(wm, key, val) {
+        if (rc) break;
+        const char *f = json_string_value(val);
+        if (!f || !shard_name_ok(f)) {
+            rc = kd_error_set(err, KD_ERR_PARSE, "%s: weight_map[\"%.80s\"] must be a file name in the same folder (no '/', not hidden)", path, key);
+            break;
+        }
+        int s = -1;
+        for (int i = 0; i < ix->n_files && s < 0; i++)
+            if (strcmp(ix->files[i], f) == 0) s = i;
+        if (s < 0) {
+            if (!(ix->files[ix->n_files] = kd_strdup(f))) { rc = kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path); break; }
+            s = ix->n_files++;
+        }
+        if (!(ix->names[ix->n] = kd_strdup(key))) { rc = kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path); break; }
+        ix->shard[ix->n++] = s;
+    }
+    json_decref(root);
+    if (rc) {
+        kd_st_index_close(ix);
+        return rc;
+    }
+    *out = ix;
     return KD_OK;
 }

@@ -9,8 +9,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kdstep/chat.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
+#include "kdstep/safetensors.h"
+#include "kdstep/tokenizer.h"
 
 static int fsync_path(const char *path, kd_error *err) {
     int fd = open(path, O_RDONLY);
@@ -200,4 +203,104 @@ int kd_checkpoint_load(const char *dir, kd_model *m, kd_train_state *st, kd_erro
     memcpy(m->adam_v, data + nb, nb);
     free(data);
     return KD_OK;
+}
+
+/* ---- final/: the model folder others load ---- */
+
+int kd_final_options_parse(const char *save_dtype, const char *max_shard_size, kd_final_options *opt, kd_error *err) {
+    memset(opt, 0, sizeof *opt);
+    if (kd_st_dtype_parse(save_dtype, &opt->dtype))
+        return kd_error_set(err, KD_ERR_INVALID, "train.save_dtype is '%s'; use float32, bfloat16 or float16", save_dtype);
+    int64_t b = kd_parse_byte_size(max_shard_size);
+    if (b < 0)
+        return kd_error_set(err, KD_ERR_INVALID, "train.max_shard_size is '%s'; write a size such as 5GB, 500MB or 2GiB (0 = never shard)", max_shard_size);
+    opt->max_shard_bytes = (uint64_t)b;
+    return KD_OK;
+}
+
+static int write_json(const char *path, json_t *js, kd_error *err) {
+    char *txt = js ? json_dumps(js, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    if (!txt) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path);
+    size_t n = strlen(txt);
+    char *t = realloc(txt, n + 2);
+    if (!t) {
+        free(txt);
+        return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", path);
+    }
+    t[n] = '\n';
+    int rc = kd_write_file_atomic(path, t, n + 1, err);
+    free(t);
+    return rc;
+}
+
+/* generation_config.json and tokenizer_config.json from the tokenizer's special tokens. */
+static int write_generation_files(const char *tmp, const char *tokenizer_json, kd_error *err) {
+    kd_tokenizer *tok = NULL;
+    int rc = kd_tokenizer_open(&tok, tokenizer_json, err);
+    if (rc) return rc;
+    int32_t eot = kd_tokenizer_token_to_id(tok, "<|im_end|>"), eos = kd_tokenizer_token_to_id(tok, "<|endoftext|>");
+    kd_tokenizer_close(tok);
+    if (eot < 0 && eos < 0)
+        return kd_error_set(err, KD_ERR_INVALID, "%s has neither <|im_end|> nor <|endoftext|>: a chat model needs them to end its turns", tokenizer_json);
+    json_t *g = json_object(), *ids = json_array();
+    if (eot >= 0) json_array_append_new(ids, json_integer(eot));
+    if (eos >= 0) json_array_append_new(ids, json_integer(eos));
+    json_object_set_new(g, "bos_token_id", json_integer(eos >= 0 ? eos : eot));
+    json_object_set_new(g, "eos_token_id", ids);
+    json_object_set_new(g, "pad_token_id", json_integer(eos >= 0 ? eos : eot));
+    json_object_set_new(g, "do_sample", json_false());
+    char path[4096];
+    snprintf(path, sizeof path, "%s/generation_config.json", tmp);
+    rc = write_json(path, g, err);
+    json_decref(g);
+    if (rc) return rc;
+    /* tokenizer_config.json: the tokenizer's own when there is one, with the chat template */
+    char tdir[4096], tcfg[4200];
+    dirname_of(tokenizer_json, tdir, sizeof tdir);
+    snprintf(tcfg, sizeof tcfg, "%s/tokenizer_config.json", tdir);
+    json_t *c = NULL;
+    if (kd_path_exists(tcfg)) {
+        json_error_t je;
+        if (!(c = json_load_file(tcfg, 0, &je)) || !json_is_object(c)) {
+            json_decref(c);
+            return kd_error_set(err, KD_ERR_PARSE, "%s:%d:%d: %s", tcfg, je.line, je.column, json_is_object(c) ? je.text : "not a JSON object");
+        }
+    } else c = json_pack("{s:b, s:s}", "add_bos_token", 0, "tokenizer_class", "Qwen2Tokenizer");
+    if (!json_is_string(json_object_get(c, "chat_template")))
+        json_object_set_new(c, "chat_template", json_string(kd_chat_template_qwen3()));
+    if (!json_object_get(c, "eos_token")) json_object_set_new(c, "eos_token", json_string(eot >= 0 ? "<|im_end|>" : "<|endoftext|>"));
+    if (!json_object_get(c, "pad_token") && eos >= 0) json_object_set_new(c, "pad_token", json_string("<|endoftext|>"));
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", tmp);
+    rc = write_json(path, c, err);
+    json_decref(c);
+    return rc;
+}
+
+int kd_checkpoint_write_final(const char *dir, const kd_model *m, const char *tokenizer_json,
+                              const kd_final_options *opt, kd_error *err) {
+    char tmp[4096], path[4096], parent[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", dir) >= (int)sizeof tmp)
+        return kd_error_set(err, KD_ERR_INVALID, "model folder path too long: %s", dir);
+    int rc;
+    if ((rc = kd_rm_rf(tmp, err)) || (rc = kd_mkdir_p(tmp, err))) return kd_error_prefix(err, "model folder %s", dir);
+    if ((rc = kd_model_save_weights(m, tmp, opt->dtype, opt->max_shard_bytes, err))) goto fail;
+    const char *tname = opt->dtype == KD_ST_BF16 ? "bfloat16" : opt->dtype == KD_ST_F16 ? "float16" : "float32";
+    snprintf(path, sizeof path, "%s/config.json", tmp);
+    if ((rc = kd_model_config_write_dtype(path, &m->cfg, tname, err))) goto fail;
+    snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
+    if ((rc = copy_file(tokenizer_json, path, err))) goto fail;
+    if ((rc = write_generation_files(tmp, tokenizer_json, err))) goto fail;
+    /* every writer above fsyncs its file; the folder entry next, then the rename */
+    if ((rc = kd_fsync_dir(tmp, err))) goto fail;
+    if (kd_path_exists(dir) && (rc = kd_rm_rf(dir, err))) goto fail;
+    if (rename(tmp, dir) != 0) {
+        rc = kd_error_errno(err, errno, "cannot rename %s to %s", tmp, dir);
+        goto fail;
+    }
+    dirname_of(dir, parent, sizeof parent);
+    return kd_fsync_dir(parent, err);
+fail:
+    kd_error_prefix(err, "writing model folder %s: ", dir);
+    kd_rm_rf(tmp, NULL);
+    return rc;
 }

@@ -586,9 +586,7 @@ static int setup_model(trainer *tr, kd_error *err) {
                             mc.max_position_embeddings);
     if ((rc = kd_model_new(&mc, tr->B, tr->T, &tr->m, err))) return rc;
     if (pretrained) {
-        char p[KD_CFG_PATH + 32];
-        snprintf(p, sizeof p, "%s/model.safetensors", cfg->model.path);
-        if ((rc = kd_model_load_safetensors(tr->m, p, err))) return rc;
+        if ((rc = kd_model_load_weights_dir(tr->m, cfg->model.path, err))) return rc; /* one file or shards */
     } else {
         kd_model_init_random(tr->m, (uint64_t)cfg->train.seed);
     }
@@ -662,7 +660,10 @@ static int write_checkpoint(trainer *tr, const char *out_dir, int64_t step, int6
         snprintf(name, sizeof name, "step-%06lld", (long long)step);
         if (final) snprintf(dir, sizeof dir, "%s/final", out_dir);
         else snprintf(dir, sizeof dir, "%s/checkpoints/%s", out_dir, name);
-        rc = kd_checkpoint_write(dir, tr->m, kd_tokenizer_path(tr->tok), &st, err);
+        kd_final_options fo;
+        if (final && !(rc = kd_final_options_parse(tr->cfg->train.save_dtype, tr->cfg->train.max_shard_size, &fo, err)))
+            rc = kd_checkpoint_write_final(dir, tr->m, kd_tokenizer_path(tr->tok), &fo, err);
+        else if (!final) rc = kd_checkpoint_write(dir, tr->m, kd_tokenizer_path(tr->tok), &st, err);
         if (!rc && !final) rc = kd_checkpoint_set_latest(out_dir, name, err);
         if (!rc) KD_INFO("train: wrote %s", dir);
         /* Test hook for crash tests: KD_DEBUG_KILL_AFTER_CHECKPOINT=N raises SIGKILL on rank 0 right

@@ -47,7 +47,10 @@ $T --train-data "$tmp/ds" --out "$tmp/run" --set train.seq_len=64 --set train.st
 grep -Eq "warning: train: [1-9][0-9]* of 60 samples do not fit train.seq_len=64 with a prompt window of 32: cut" "$tmp/run.log" || { cat "$tmp/run.log"; fail "truncation not reported"; }
 grep -Eq "seq_len 64, prompt window 32: [0-9]+ samples cut \(prompt head or answer tail\), 0 dropped" "$tmp/run.log" || fail "truncation policy not reported"
 [[ "$(cat "$tmp/run/checkpoints/latest")" == step-000004 ]] || fail "latest"
-for f in model.safetensors config.json tokenizer.json trainer_state.json optimizer.bin; do [[ -s "$tmp/run/final/$f" ]] || fail "final/$f"; done
+for f in model.safetensors config.json tokenizer.json trainer_state.json optimizer.bin; do [[ -s "$tmp/run/checkpoints/step-000004/$f" ]] || fail "checkpoints/step-000004/$f"; done
+# final/ is a clean model folder: weights, config, generation config, tokenizer; no trainer state
+[[ "$(cd "$tmp/run/final" && echo *)" == "config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json" ]] \
+  || fail "final/ holds $(cd "$tmp/run/final" && echo *)"
 "$PY" - "$tmp/run/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

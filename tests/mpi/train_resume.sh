@@ -51,7 +51,7 @@ echo "killed after $(wc -l <"$tmp/killed/metrics.jsonl") steps; latest = $(cat "
 run --out "$tmp/killed" --resume 2>"$tmp/resume.log" || { cat "$tmp/resume.log"; exit 1; }
 grep -q "resuming from" "$tmp/resume.log" || { cat "$tmp/resume.log"; echo "did not resume"; exit 1; }
 same_as_ref killed
-cmp "$tmp/ref/final/optimizer.bin" "$tmp/killed/final/optimizer.bin"
+cmp "$tmp/ref/checkpoints/$(cat "$tmp/ref/checkpoints/latest")/optimizer.bin" "$tmp/killed/checkpoints/$(cat "$tmp/killed/checkpoints/latest")/optimizer.bin"
 echo "SIGKILL + resume: bitwise identical"
 
 # --- SIGKILL right after a checkpoint is committed (a test hook in the trainer): the step's metrics
