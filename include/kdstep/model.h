@@ -194,6 +194,19 @@ void kd_kv_cache_reset(kd_kv_cache *c);
 /* Feed one token at position c->pos; returns the logits [V] (inside c), or NULL when full. */
 const float *kd_model_decode_step(const kd_model *m, kd_kv_cache *c, int32_t token);
 
+/* Several rows in one pass (continuous batching): row r feeds tokens[r] to cache kv[r] at that
+ * cache's next position. Rows of the same cache must be consecutive tokens of its sequence, in order
+ * (a prefill chunk); rows of different caches are independent sequences (decode steps). Every row's
+ * keys/values are written before any row attends, so a chunk is causal within itself. The matrix
+ * products are sgemm over the n rows. logits receives [count of want_logits, V] for the rows with
+ * want_logits[r] != 0, in row order. The arithmetic is that of kd_model_decode_step up to the
+ * summation order of the BLAS kernels. */
+typedef struct kd_batch_scratch kd_batch_scratch;
+int kd_batch_scratch_new(const kd_model *m, int max_rows, kd_batch_scratch **out, kd_error *err);
+void kd_batch_scratch_free(kd_batch_scratch *s);
+int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cache *const *kv, const int32_t *tokens,
+                       const int *want_logits, float *logits, kd_error *err);
+
 typedef struct kd_sampler {
     float temperature; /* 0 = greedy */
     float top_p;       /* 1 = off */

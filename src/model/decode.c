@@ -196,3 +196,137 @@ int kd_model_generate(const kd_model *m, kd_kv_cache *c, const int32_t *prompt, 
     }
     return n;
 }
+
+/* ---- Several rows at once (continuous batching) ---- */
+
+struct kd_batch_scratch {
+    int cap;
+    float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xn;
+};
+
+int kd_batch_scratch_new(const kd_model *m, int cap, kd_batch_scratch **out, kd_error *err) {
+    const kd_model_config *c = &m->cfg;
+    size_t C = (size_t)c->hidden_size, QD = (size_t)c->num_heads * c->head_dim, KD = (size_t)c->num_kv_heads * c->head_dim;
+    size_t FF = (size_t)c->intermediate_size, n = (size_t)cap;
+    kd_batch_scratch *s = kd_calloc(1, sizeof *s);
+    if (!s) return kd_error_set(err, KD_ERR_NOMEM, "batch decode: out of memory");
+    s->cap = cap;
+    s->x = kd_calloc(n * C, sizeof(float));
+    s->xb = kd_calloc(n * C, sizeof(float));
+    s->xn = kd_calloc(n * C, sizeof(float));
+    s->q = kd_calloc(n * QD, sizeof(float));
+    s->k = kd_calloc(n * KD, sizeof(float));
+    s->v = kd_calloc(n * KD, sizeof(float));
+    s->ao = kd_calloc(n * QD, sizeof(float));
+    s->hb = kd_calloc(n * FF, sizeof(float));
+    s->hb2 = kd_calloc(n * FF, sizeof(float));
+    if (!s->x || !s->xb || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2) {
+        kd_batch_scratch_free(s);
+        return kd_error_set(err, KD_ERR_NOMEM, "batch decode: out of memory for %d rows", cap);
+    }
+    *out = s;
+    return KD_OK;
+}
+
+void kd_batch_scratch_free(kd_batch_scratch *s) {
+    if (!s) return;
+    free(s->x);
+    free(s->xb);
+    free(s->xn);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->ao);
+    free(s->hb);
+    free(s->hb2);
+    free(s);
+}
+
+/* Y[n, O] (+)= X[n, K] . W[O, K]^T */
+static void rows_matmul(float *Y, const float *X, const float *W, int n, int O, int K, float beta) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, O, K, 1.0f, X, K, W, K, beta, Y, O);
+}
+
+/* One query row against positions 0..pos of its cache (head h, kv head kh). */
+static void attend_row(const float *q, const float *kl, const float *vl, int pos, int KD, int D, int kh, float scale,
+                       float *att, float *o) {
+    float mx = -INFINITY, sum = 0.0f;
+    for (int j = 0; j <= pos; j++) {
+        const float *kj = kl + (size_t)j * KD + kh * D;
+        float s = 0.0f;
+        for (int i = 0; i < D; i++) s += q[i] * kj[i];
+        att[j] = s * scale;
+        mx = att[j] > mx ? att[j] : mx;
+    }
+    for (int j = 0; j <= pos; j++) {
+        att[j] = expf(att[j] - mx);
+        sum += att[j];
+    }
+    memset(o, 0, (size_t)D * sizeof(float));
+    for (int j = 0; j <= pos; j++) {
+        const float *vj = vl + (size_t)j * KD + kh * D;
+        float p = att[j] / sum;
+        for (int i = 0; i < D; i++) o[i] += p * vj[i];
+    }
+}
+
+int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cache *const *kv, const int32_t *tokens,
+                       const int *want_logits, float *logits, kd_error *err) {
+    const kd_model_config *c = &m->cfg;
+    int C = c->hidden_size, D = c->head_dim, Hq = c->num_heads, Hkv = c->num_kv_heads, FF = c->intermediate_size;
+    int QD = Hq * D, KD = Hkv * D, grp = Hq / Hkv, V = c->vocab_size;
+    float eps = c->rms_norm_eps, scale = 1.0f / sqrtf((float)D);
+    if (n <= 0 || n > s->cap) return kd_error_set(err, KD_ERR_INVALID, "batch decode: %d rows (scratch holds %d)", n, s->cap);
+    /* positions: a cache's rows in this batch take consecutive positions from its pos */
+    int *pos = malloc((size_t)n * sizeof *pos);
+    if (!pos) return kd_error_set(err, KD_ERR_NOMEM, "batch decode: out of memory");
+    for (int r = 0; r < n; r++) {
+        int p = kv[r]->pos;
+        for (int q = 0; q < r; q++) p += kv[q] == kv[r];
+        pos[r] = p;
+        if (p >= kv[r]->max_T || tokens[r] < 0 || tokens[r] >= V) {
+            free(pos);
+            return kd_error_set(err, KD_ERR_INVALID, "batch decode: token %d at position %d does not fit (cache %d, vocab %d)",
+                                tokens[r], p, kv[r]->max_T, V);
+        }
+        memcpy(s->x + (size_t)r * C, m->w.embed + (size_t)tokens[r] * C, (size_t)C * sizeof(float));
+    }
+    for (int l = 0; l < c->num_layers; l++) {
+        const kd_layer_weights *w = &m->w.layers[l];
+        for (int r = 0; r < n; r++) rmsnorm(s->xb + (size_t)r * C, s->x + (size_t)r * C, w->input_norm, C, eps);
+        rows_matmul(s->q, s->xb, w->q_proj, n, QD, C, 0.0f);
+        rows_matmul(s->k, s->xb, w->k_proj, n, KD, C, 0.0f);
+        rows_matmul(s->v, s->xb, w->v_proj, n, KD, C, 0.0f);
+        for (int r = 0; r < n; r++) {
+            for (int h = 0; h < Hq; h++) norm_rope(s->q + (size_t)r * QD + h * D, w->q_norm, D, eps, pos[r], c->rope_theta);
+            for (int h = 0; h < Hkv; h++) norm_rope(s->k + (size_t)r * KD + h * D, w->k_norm, D, eps, pos[r], c->rope_theta);
+            size_t at = ((size_t)l * kv[r]->max_T + (size_t)pos[r]) * KD;
+            memcpy(kv[r]->k + at, s->k + (size_t)r * KD, (size_t)KD * sizeof(float));
+            memcpy(kv[r]->v + at, s->v + (size_t)r * KD, (size_t)KD * sizeof(float));
+        }
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int t = 0; t < n * Hq; t++) {
+            int r = t / Hq, h = t % Hq;
+            const kd_kv_cache *kc = kv[r];
+            float local[1024]; /* attention weights; longer contexts take the heap */
+            float *buf = pos[r] < 1024 ? local : malloc((size_t)(pos[r] + 1) * sizeof(float));
+            if (!buf) continue;
+            const float *kl = kc->k + (size_t)l * kc->max_T * KD, *vl = kc->v + (size_t)l * kc->max_T * KD;
+            attend_row(s->q + (size_t)r * QD + h * D, kl, vl, pos[r], KD, D, h / grp, scale, buf, s->ao + (size_t)r * QD + h * D);
+            if (buf != local) free(buf);
+        }
+        rows_matmul(s->x, s->ao, w->o_proj, n, C, QD, 1.0f);
+        for (int r = 0; r < n; r++) rmsnorm(s->xb + (size_t)r * C, s->x + (size_t)r * C, w->post_norm, C, eps);
+        rows_matmul(s->hb, s->xb, w->gate_proj, n, FF, C, 0.0f);
+        rows_matmul(s->hb2, s->xb, w->up_proj, n, FF, C, 0.0f);
+        for (size_t i = 0; i < (size_t)n * FF; i++) s->hb[i] = s->hb[i] / (1.0f + expf(-s->hb[i])) * s->hb2[i];
+        rows_matmul(s->x, s->hb, w->down_proj, n, C, FF, 1.0f);
+    }
+    int nl = 0;
+    for (int r = 0; r < n; r++)
+        if (want_logits[r]) rmsnorm(s->xn + (size_t)(nl++) * C, s->x + (size_t)r * C, m->w.final_norm, C, eps);
+    if (nl) rows_matmul(logits, s->xn, m->w.lm_head, nl, V, C, 0.0f);
+    for (int r = 0; r < n; r++) kv[r]->pos = kv[r]->pos > pos[r] + 1 ? kv[r]->pos : pos[r] + 1;
+    free(pos);
+    return KD_OK;
+}
