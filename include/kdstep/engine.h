@@ -51,7 +51,10 @@ typedef struct kd_engine kd_engine;
 typedef struct kd_seq kd_seq;
 
 int kd_engine_open(const char *model_dir, const kd_engine_options *opt, kd_engine **out, kd_error *err);
-/* Stops the scheduler; sequences still running end as KD_SEQ_CANCELLED (their holders release them). */
+/* Stop the scheduler; sequences still running end as KD_SEQ_CANCELLED and new submits are refused.
+ * The engine stays valid for waiters and kd_seq_release until kd_engine_close. */
+void kd_engine_shutdown(kd_engine *e);
+/* Shutdown (if not done) and free; every kd_seq must have been released. */
 void kd_engine_close(kd_engine *e);
 /* The checkpoint (tokenizer, stop ids, config); read-only. */
 const kd_student *kd_engine_student(const kd_engine *e);

@@ -5,6 +5,8 @@ KD_COMMAND("run", kd_cmd_run, "Run a whole job file: generate, train and eval in
 KD_COMMAND("generate", kd_cmd_generate, "Generate a distillation dataset from a teacher (MPI)")
 KD_COMMAND("train", kd_cmd_train, "Train the student with the combined distillation loss (MPI)")
 KD_COMMAND("eval", kd_cmd_eval, "Decode held-out prompts with the student and score its tool calls")
+KD_COMMAND("serve", kd_cmd_serve, "Serve a model folder with an OpenAI-compatible API (chat, tools, logprobs)")
+KD_COMMAND("chat", kd_cmd_chat, "Chat with a model folder in the terminal, tool calls shown as parsed")
 KD_COMMAND("score", kd_cmd_score, "Score predicted tool calls against answers with BFCL's AST rules")
 KD_COMMAND("inspect", kd_cmd_inspect, "Summarize a dataset, or show one sample with its spans")
 KD_COMMAND("export", kd_cmd_export, "Export a dataset as the seed's JSONL records")

@@ -109,18 +109,24 @@ static void cancel_all_locked(kd_engine *e) {
     pthread_cond_broadcast(&e->progress);
 }
 
-void kd_engine_close(kd_engine *e) {
-    if (!e) return;
+void kd_engine_shutdown(kd_engine *e) {
     if (e->started) {
         pthread_mutex_lock(&e->mu);
         e->stop = 1;
         pthread_cond_broadcast(&e->work);
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
+        e->started = 0;
     }
     pthread_mutex_lock(&e->mu);
+    e->stop = 1;
     cancel_all_locked(e);
     pthread_mutex_unlock(&e->mu);
+}
+
+void kd_engine_close(kd_engine *e) {
+    if (!e) return;
+    kd_engine_shutdown(e);
     kd_batch_scratch_free(e->scratch);
     kd_student_close(e->st);
     free(e->live);
