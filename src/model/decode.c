@@ -304,7 +304,9 @@ int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cach
             memcpy(kv[r]->k + at, s->k + (size_t)r * KD, (size_t)KD * sizeof(float));
             memcpy(kv[r]->v + at, s->v + (size_t)r * KD, (size_t)KD * sizeof(float));
         }
-#pragma omp parallel for schedule(dynamic, 1)
+        long work = 0; /* threads only pay off for long contexts or many rows */
+        for (int r = 0; r < n; r++) work += (long)(pos[r] + 1) * D * Hq;
+#pragma omp parallel for schedule(dynamic, 1) if (work > 200000)
         for (int t = 0; t < n * Hq; t++) {
             int r = t / Hq, h = t % Hq;
             const kd_kv_cache *kc = kv[r];
