@@ -30,6 +30,8 @@ typedef struct kd_serve_options {
     int max_tokens;          /* 0: 4096 (never more than the model's context) */
     int max_connections;     /* 0: 64 */
     kd_engine_options engine;
+    const char *log_requests; /* NULL, or a JSON Lines file: one {"endpoint", "prompt_token_ids", "response"}
+                                 per answered non-streaming request (for audits and tests; holds prompts) */
 } kd_serve_options;
 
 typedef struct kd_serve kd_serve;

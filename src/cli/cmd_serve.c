@@ -26,7 +26,9 @@ static const char USAGE[] =
     "  --max-tokens N     the most tokens one request may generate (default 4096, capped by the context)\n"
     "  --max-body BYTES   the largest request body accepted (default 8388608)\n"
     "  --max-batch N      sequences decoded together (default 16)\n"
-    "  --threads N        compute threads (default: all cores)\n";
+    "  --threads N        compute threads (default: all cores)\n"
+    "  --log-requests F   append every answered request (prompt ids + response JSON) to F (JSON Lines;\n"
+    "                     it holds the prompts: for audits and tests)\n";
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) {
@@ -39,7 +41,8 @@ int kd_cmd_serve(int argc, char **argv) {
                                          {"host", required_argument, 0, 'H'},       {"name", required_argument, 0, 'n'},
                                          {"api-key-env", required_argument, 0, 'k'}, {"max-tokens", required_argument, 0, 't'},
                                          {"max-body", required_argument, 0, 'b'},   {"max-batch", required_argument, 0, 'B'},
-                                         {"threads", required_argument, 0, 'T'},    {"help", no_argument, 0, 'h'},
+                                         {"threads", required_argument, 0, 'T'},    {"log-requests", required_argument, 0, 'L'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     kd_serve_options o = {0};
     o.port = 8000;
@@ -56,6 +59,7 @@ int kd_cmd_serve(int argc, char **argv) {
         case 'b': o.max_body = (size_t)strtoull(optarg, NULL, 10); break;
         case 'B': o.engine.max_batch = atoi(optarg); break;
         case 'T': threads = atoi(optarg); break;
+        case 'L': o.log_requests = optarg; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "serve: unknown or incomplete flag '%s'", argv[optind - 1]);
         }

@@ -140,6 +140,9 @@ static int parse_params(const json_t *req, int kind, const kd_api_limits *lim, k
         }
         if (json_is_true(json_object_get(req, "echo"))) return bad(status, 400, err, "echo", "'echo' is not supported; use prompt_logprobs for the prompt's logprobs%s", NULL);
     }
+    const json_t *ie = json_object_get(req, "ignore_eos");
+    if (ie && !json_is_null(ie) && !json_is_boolean(ie)) return bad(status, 400, err, "ignore_eos", "'ignore_eos' must be true or false%s", NULL);
+    out->gp.ignore_eos = json_is_true(ie);
     const json_t *st = json_object_get(req, "stream");
     if (st && !json_is_null(st) && !json_is_boolean(st)) return bad(status, 400, err, "stream", "'stream' must be true or false%s", NULL);
     out->stream = json_is_true(st);

@@ -276,7 +276,7 @@ static int next_token(kd_engine *e, kd_seq *s, const float *x, kd_gen_token *t) 
     for (int i = 0; i < V; i++) e->sample[i] = e->st->decodable[i] ? x[i] : -INFINITY;
     int32_t id = kd_sampler_next(&s->sampler, e->sample, V);
     score_token(x, V, id, s->p.top_logprobs, t);
-    for (int j = 0; j < e->st->n_stop; j++)
+    for (int j = 0; j < e->st->n_stop && !s->p.ignore_eos; j++)
         if (id == e->st->stop[j]) return KD_SEQ_STOP;
     return s->n_out + 1 >= s->p.max_tokens ? KD_SEQ_LENGTH : KD_SEQ_RUNNING;
 }

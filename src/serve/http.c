@@ -2,8 +2,10 @@
 #include "kdstep/serve.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,8 @@ struct kd_serve {
     struct MHD_Daemon *d;
     int port;
     atomic_llong next_id;
+    FILE *log;
+    pthread_mutex_t log_mu;
 };
 
 typedef struct conn_ctx {
@@ -104,6 +108,15 @@ static void stream_free(void *cls) {
     free(c);
 }
 
+static void log_request(kd_serve *s, int kind, const kd_api_request *r, const char *out) {
+    pthread_mutex_lock(&s->log_mu);
+    fprintf(s->log, "{\"endpoint\":\"%s\",\"prompt_token_ids\":[", kind == KD_API_CHAT ? "/v1/chat/completions" : "/v1/completions");
+    for (int i = 0; i < r->n_ids; i++) fprintf(s->log, "%s%d", i ? "," : "", r->ids[i]);
+    fprintf(s->log, "],\"response\":%s}\n", out);
+    fflush(s->log);
+    pthread_mutex_unlock(&s->log_mu);
+}
+
 static enum MHD_Result complete(kd_serve *s, struct MHD_Connection *conn, int kind, const char *body, size_t len) {
     kd_api_limits lim = {s->o.max_tokens, s->name};
     kd_api_request r;
@@ -150,6 +163,7 @@ static enum MHD_Result complete(kd_serve *s, struct MHD_Connection *conn, int ki
         res = send_error(conn, 500, state == KD_SEQ_FAILED ? "the model failed on this request (see the server log)" : "the server is shutting down", NULL);
     } else {
         char *out = kd_api_response(stu, &r, id, s->name, created, seq, n, state, &err);
+        if (out && s->log) log_request(s, kind, &r, out);
         res = out ? send_body(conn, 200, out, NULL) : send_error(conn, 500, err.msg, NULL);
         free(out);
     }
@@ -256,6 +270,11 @@ int kd_serve_start(const kd_serve_options *opt, kd_serve **out, kd_error *err) {
         rc = kd_error_set(err, KD_ERR_INVALID, "--host '%s' is not an IPv4 address (127.0.0.1, the default, or 0.0.0.0 for every interface)", s->host);
         goto fail;
     }
+    pthread_mutex_init(&s->log_mu, NULL);
+    if (opt->log_requests && !(s->log = fopen(opt->log_requests, "a"))) {
+        rc = kd_error_errno(err, errno, "serve: cannot open --log-requests %s", opt->log_requests);
+        goto fail;
+    }
     if ((rc = kd_engine_open(opt->model_dir, &opt->engine, &s->e, err))) goto fail;
     int maxpos = kd_engine_student(s->e)->model->cfg.max_position_embeddings;
     if (s->o.max_tokens <= 0) s->o.max_tokens = 4096;
@@ -274,6 +293,7 @@ int kd_serve_start(const kd_serve_options *opt, kd_serve **out, kd_error *err) {
     return KD_OK;
 fail:
     kd_engine_close(s->e);
+    if (s->log) fclose(s->log);
     free(s->key);
     free(s);
     return rc;
@@ -289,6 +309,8 @@ void kd_serve_stop(kd_serve *s) {
     kd_engine_shutdown(s->e);
     MHD_stop_daemon(s->d);
     kd_engine_close(s->e);
+    if (s->log) fclose(s->log);
+    pthread_mutex_destroy(&s->log_mu);
     if (s->key) memset(s->key, 0, s->key_len);
     free(s->key);
     free(s);

@@ -2,8 +2,8 @@
 #   serve_tokenizer DIR TOOLS        BPE (vocab 800) trained on the synthetic corpus over TOOLS, in DIR
 #   serve_random_student TOK OUT     tiny preset, random weights (tests/e2e/make_student.py), OUT a model folder
 #   serve_trained_student OUTVAR     a tiny student trained on the stub teacher's answers over one tool
-#                                    (cached under $KD_BUILD_DIR/serve-fixture, keyed by the binary and this
-#                                    file, built once under flock: the run is deterministic)
+#                                    (cached under $KD_BUILD_DIR/serve-fixture, keyed by the sources it depends
+#                                    on, built once under flock: the run is deterministic)
 #   serve_start DIR [flags...]       starts `kdstep serve --port 0`, sets SERVE_PID and SERVE_PORT
 #   serve_stop                       SIGTERM, waits (bounded), fails if it does not stop
 K="${KDSTEP:?}"; S="${KD_SOURCE_DIR:?}"
@@ -23,7 +23,9 @@ serve_random_student() {
 # student answers full chat prompts as it was trained on them. ~80 steps of the tiny preset.
 serve_trained_student() {
   local key base out
-  key=$(cat "$K" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+  # keyed by everything the training run depends on (not by src/serve, src/cli: serving changes reuse it)
+  key=$(cat "${BASH_SOURCE[0]}" "$S"/src/{core,text,tools,teacher,data,gen,model,train}/*.[ch] "$S"/include/kdstep/*.h \
+        "$S/configs/tools.json" "$S/configs/models/tiny.json" | sha256sum | cut -c1-16)
   base="$KD_BUILD_DIR/serve-fixture"
   out="$base/$key"
   mkdir -p "$base"

@@ -74,6 +74,24 @@ def st_write(path, tensors, dtype="F32"):
             f.write(b)
 
 
+def st_read_dir(d):
+    """The weights of a Hugging Face folder: model.safetensors, or the shards its
+    model.safetensors.index.json names (weight_map: tensor name -> file), each read by st_read."""
+    import os
+    if os.path.exists(f"{d}/model.safetensors"):
+        return st_read(f"{d}/model.safetensors")[0]
+    index = json.load(open(f"{d}/model.safetensors.index.json"))
+    out = {}
+    for f in sorted(set(index["weight_map"].values())):
+        assert "/" not in f, f
+        part, _ = st_read(f"{d}/{f}")
+        for name in part:
+            assert index["weight_map"].get(name) == f, (name, f)
+        out.update(part)
+    assert set(out) == set(index["weight_map"]), "the index and the shards disagree"
+    return out
+
+
 class RMSNorm(nn.Module):
     def __init__(self, n, eps):
         super().__init__()
@@ -193,7 +211,7 @@ def load_dir(d):
         m = Qwen3ForCausalLM(c)
     finally:
         nn.init.kaiming_uniform_, nn.init.normal_ = saved
-    sd, _ = st_read(f"{d}/model.safetensors")
+    sd = st_read_dir(d)
     missing, unexpected = m.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and c.get("tie_word_embeddings"))]
     assert not missing and not unexpected, (missing, unexpected)
