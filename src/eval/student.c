@@ -31,8 +31,8 @@ int kd_student_open(const char *dir, kd_student **out, kd_error *err) {
     if (!kd_path_exists(wpath)) snprintf(wpath, sizeof wpath, "%s/model.safetensors.index.json", dir);
     if (!kd_path_exists(wpath))
         return kd_error_set(err, KD_ERR_NOTFOUND,
-                            "checkpoint %s has neither model.safetensors nor model.safetensors.index.json (the weights; "
-                            "give the folder the trainer wrote)",
+                            "checkpoint %s has no model.safetensors (nor a sharded model.safetensors.index.json): give "
+                            "the folder the trainer wrote, holding config.json, the weights and tokenizer.json",
                             dir);
     kd_student *s = kd_calloc(1, sizeof *s);
     if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory opening %s", dir);

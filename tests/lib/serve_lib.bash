@@ -19,13 +19,15 @@ serve_random_student() {
     cp "$1/tokenizer_config.json" "$2/" 2>/dev/null || true
 }
 
-# One tool, 60 prompts, the whole prompt in the training window (train.prompt_window), so the
-# student answers full chat prompts as it was trained on them. ~80 steps of the tiny preset.
+# One tool with one argument (get_weather(city)), 80 prompts, the whole prompt in the training window
+# (train.prompt_window), so the student answers full chat prompts as it was trained on them; 100 steps
+# of the tiny preset (~50 CPU-seconds) give a student that writes valid calls most of the time.
 serve_trained_student() {
   local key base out
   # keyed by everything the training run depends on (not by src/serve, src/cli: serving changes reuse it)
-  key=$(cat "${BASH_SOURCE[0]}" "$S"/src/{core,text,tools,teacher,data,gen,model,train}/*.[ch] "$S"/include/kdstep/*.h \
-        "$S/configs/tools.json" "$S/configs/models/tiny.json" | sha256sum | cut -c1-16)
+  key=$( (declare -f serve_tokenizer serve_trained_student; cat $(ls "$S"/src/{core,text,tools,teacher,data,gen,model,train}/*.[ch] | grep -v '/decode\.c$') \
+        $(ls "$S"/include/kdstep/*.h | grep -Ev '/(engine|serve|serve_api)\.h$') \
+        "$S/configs/tools.json" "$S/configs/models/tiny.json") | sha256sum | cut -c1-16)
   base="$KD_BUILD_DIR/serve-fixture"
   out="$base/$key"
   mkdir -p "$base"
@@ -33,13 +35,14 @@ serve_trained_student() {
     flock -w 1800 9 || exit 1
     [[ -s "$out/run/final/model.safetensors" ]] && exit 0
     rm -rf "$base"/*/ 2>/dev/null; mkdir -p "$out"
-    jq '.[0:1]' "$S/configs/tools.json" >"$out/tools.json"
+    jq '[.[] | select(.function.name == "get_weather") | .function.parameters.properties |= {city: .city}
+         | .function.parameters.required = ["city"]]' "$S/configs/tools.json" >"$out/tools.json"
     serve_tokenizer "$out/tok" "$out/tools.json" || exit 1
-    "$K" prompts synth --tools "$out/tools.json" -n 60 --seed 6 -o "$out/train.jsonl" >/dev/null 2>&1 || exit 1
+    "$K" prompts synth --tools "$out/tools.json" -n 80 --seed 6 -o "$out/train.jsonl" >/dev/null 2>&1 || exit 1
     "$K" generate --prompts "$out/train.jsonl" --out "$out/ds" --tools "$out/tools.json" --tokenizer-path "$out/tok" \
       >/dev/null 2>"$out/gen.err" || { cat "$out/gen.err"; exit 1; }
     KDSTEP_THREADS=2 "$K" train --train-data "$out/ds" --out "$out/run" --tokenizer-path "$out/tok" --set model.preset=tiny \
-      --set train.seq_len=320 --set train.prompt_window=300 --set train.micro_batch=8 --set train.steps=80 --set train.lr=0.01 \
+      --set train.seq_len=320 --set train.prompt_window=300 --set train.micro_batch=8 --set train.steps=100 --set train.lr=0.01 \
       --set train.warmup_steps=5 --set train.eval_every=0 --set train.checkpoint_every=0 >/dev/null 2>"$out/train.err" \
       || { cat "$out/train.err"; rm -rf "$out/run"; exit 1; }
   ) 9>"$base/.lock" || return 1

@@ -1,0 +1,197 @@
+/* The serving engine and the OpenAI API layer: continuous batching gives the tokens kdstep's own
+ * single-sequence decoder gives (several requests at once, different lengths, joining mid-way),
+ * prompt_logprobs equal the log-softmax of the batched training forward, request errors carry the
+ * right status and field, and Hermes tool calls are split from the content. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdstep/engine.h"
+#include "kdstep/serve_api.h"
+#include "student_fixture.h"
+#include "testutil.h"
+
+static kd_engine *open_engine(const char *name, int max_batch) {
+    kd_engine_options o = {.max_batch = max_batch, .prefill_chunk = 7}; /* small chunks: prefill spans several steps */
+    kd_engine *e = NULL;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_engine_open(fx_checkpoint(name, 0, 11, 7), &o, &e, &err), KD_OK);
+    return e;
+}
+
+static int prompt_of(const kd_student *st, const char *text, int32_t *ids, int cap) {
+    kd_encoding enc = {0};
+    kd_error err;
+    if (kd_tokenizer_encode(st->tok, text, strlen(text), 0, &enc, &err)) abort();
+    int n = (int)enc.count < cap ? (int)enc.count : cap;
+    memcpy(ids, enc.ids, (size_t)n * sizeof(int32_t));
+    kd_encoding_free(&enc);
+    return n;
+}
+
+static void test_batching_equals_single(void) {
+    kd_engine *e = open_engine("ck-serve", 3);
+    const kd_student *st = kd_engine_student(e);
+    const char *texts[] = {"<|im_start|>user\nread /etc/hosts<|im_end|>\n<|im_start|>assistant\n", "hello", "a longer prompt about the weather in Paris and Rome",
+                           "x", "<tool_call>\n{\"name\": \"read_file\"", "the end"};
+    enum { N = 6, NEW = 12 };
+    int32_t ids[N][128];
+    int n[N];
+    kd_seq *seq[N];
+    kd_error err = {0};
+    kd_gen_params gp = {.max_tokens = NEW, .temperature = 0, .top_p = 1, .prompt_logprobs = -1, .ignore_eos = 1};
+    /* all at once through a batch of 3: three wait, then join as others finish */
+    for (int i = 0; i < N; i++) {
+        n[i] = prompt_of(st, texts[i], ids[i], 128);
+        gp.max_tokens = NEW - i; /* different lengths: sequences leave at different steps */
+        CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids[i], n[i], &gp, &seq[i], &err), KD_OK);
+    }
+    for (int i = 0; i < N; i++) {
+        int state = KD_SEQ_RUNNING, got = 0;
+        while (state == KD_SEQ_RUNNING) got = kd_seq_wait(seq[i], got, 10.0, &state);
+        CU_ASSERT_EQUAL(state, KD_SEQ_LENGTH);
+        CU_ASSERT_EQUAL(got, NEW - i);
+        /* the single-sequence decoder (sgemv, one token at a time) on the same prompt */
+        kd_kv_cache *kc = NULL;
+        CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(st->model, 256, &kc, &err), KD_OK);
+        const float *lg = NULL;
+        for (int j = 0; j < n[i]; j++) lg = kd_model_decode_step(st->model, kc, ids[i][j]);
+        const kd_gen_token *t = kd_seq_tokens(seq[i]);
+        int same = 1;
+        float worst = 0;
+        for (int j = 0; j < got; j++) {
+            int V = st->model->cfg.vocab_size, best = 0;
+            float mx = lg[0], sum = 0;
+            for (int v = 1; v < V; v++)
+                if (lg[v] > lg[best]) best = v;
+            mx = lg[best];
+            for (int v = 0; v < V; v++) sum += expf(lg[v] - mx);
+            float lp = lg[best] - mx - logf(sum);
+            same &= t[j].id == best && t[j].rank == 1;
+            worst = fmaxf(worst, fabsf(lp - t[j].logprob));
+            lg = kd_model_decode_step(st->model, kc, best);
+        }
+        if (!same || worst > 1e-4f) fprintf(stderr, "\n  request %d: same tokens %d, max |d logprob| %g\n", i, same, worst);
+        CU_ASSERT_TRUE(same);
+        CU_ASSERT_TRUE(worst <= 1e-4f);
+        kd_kv_cache_free(kc);
+        kd_seq_release(seq[i]);
+    }
+    kd_engine_stats s;
+    kd_engine_get_stats(e, &s);
+    CU_ASSERT_EQUAL(s.max_live, 3);
+    CU_ASSERT_TRUE(s.steps < s.decode_rows); /* decode rows of several sequences shared steps */
+    kd_engine_close(e);
+}
+
+static void test_prompt_logprobs(void) {
+    kd_engine *e = open_engine("ck-serve-plp", 4);
+    const kd_student *st = kd_engine_student(e);
+    int32_t ids[128];
+    int n = prompt_of(st, "<|im_start|>user\nwhat is in /etc/hosts?<|im_end|>\n<|im_start|>assistant\n", ids, 128);
+    kd_gen_params gp = {.max_tokens = 1, .temperature = 0, .top_p = 1, .prompt_logprobs = 4};
+    kd_seq *seq = NULL;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids, n, &gp, &seq, &err), KD_OK);
+    int state = KD_SEQ_RUNNING, got = 0;
+    while (state == KD_SEQ_RUNNING) got = kd_seq_wait(seq, got, 10.0, &state);
+    /* the training forward (batched, all positions at once) on the same ids */
+    kd_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(fx_checkpoint("ck-serve-plp", 0, 11, 7), 1, n, 1, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_forward(m, ids, NULL, &err), KD_OK);
+    const kd_gen_token *plp = kd_seq_prompt_logprobs(seq);
+    int V = m->cfg.vocab_size;
+    float worst = 0;
+    for (int i = 1; i < n; i++) {
+        const float *x = m->logits + (size_t)(i - 1) * V;
+        float mx = x[0], sum = 0;
+        for (int v = 1; v < V; v++) mx = fmaxf(mx, x[v]);
+        for (int v = 0; v < V; v++) sum += expf(x[v] - mx);
+        float lse = mx + logf(sum);
+        CU_ASSERT_EQUAL(plp[i].id, ids[i]);
+        worst = fmaxf(worst, fabsf(plp[i].logprob - (x[ids[i]] - lse)));
+        CU_ASSERT_EQUAL(plp[i].n_top, 4);
+        for (int j = 0; j < plp[i].n_top; j++) worst = fmaxf(worst, fabsf(plp[i].top_logprob[j] - (x[plp[i].top_id[j]] - lse)));
+        for (int j = 1; j < plp[i].n_top; j++) CU_ASSERT_TRUE(plp[i].top_logprob[j] <= plp[i].top_logprob[j - 1]);
+    }
+    CU_ASSERT_TRUE(worst <= 1e-4f);
+    kd_model_free(m);
+    kd_seq_release(seq);
+    kd_engine_close(e);
+}
+
+static void expect_status(kd_engine *e, int kind, const char *body, int code, const char *param, const char *needle) {
+    kd_api_limits lim = {64, "m"};
+    kd_api_request r;
+    kd_api_status st;
+    kd_error err = {0};
+    CU_ASSERT_NOT_EQUAL(kd_api_parse(kd_engine_student(e), kind, body, strlen(body), &lim, &r, &st, &err), KD_OK);
+    CU_ASSERT_EQUAL(st.code, code);
+    if (param) CU_ASSERT_STRING_EQUAL(st.param, param);
+    KD_ASSERT_CONTAINS(err.msg, needle);
+}
+
+static void test_api_errors(void) {
+    kd_engine *e = open_engine("ck-serve-api", 2);
+    expect_status(e, KD_API_CHAT, "{\"model\": \"m\", ", 400, NULL, "not valid JSON");
+    expect_status(e, KD_API_CHAT, "{\"model\": \"x\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 404, "model", "does not exist");
+    expect_status(e, KD_API_CHAT, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", 400, "model", "'model' is required");
+    expect_status(e, KD_API_CHAT, "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 65}", 400, "max_tokens", "from 1 to 64");
+    expect_status(e, KD_API_CHAT, "{\"model\": \"m\", \"messages\": [], \"max_tokens\": 5}", 400, "messages", "non-empty array");
+    expect_status(e, KD_API_CHAT, "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"top_logprobs\": 3}", 400, "top_logprobs", "needs \"logprobs\": true");
+    expect_status(e, KD_API_CHAT, "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tool_choice\": \"required\"}", 400, "tool_choice", "not supported");
+    expect_status(e, KD_API_COMPLETIONS, "{\"model\": \"m\", \"prompt\": [1, 2]}", 400, "prompt", "must be a string");
+    expect_status(e, KD_API_COMPLETIONS, "{\"model\": \"m\", \"prompt\": \"hi\", \"echo\": true}", 400, "echo", "not supported");
+    expect_status(e, KD_API_COMPLETIONS, "{\"model\": \"m\", \"prompt\": \"hi\", \"prompt_logprobs\": 21}", 400, "prompt_logprobs", "from 0 to 20");
+    /* a prompt longer than the context (2048 positions for the tiny preset) */
+    size_t big = 20000;
+    char *body = malloc(big + 64);
+    int k = snprintf(body, big + 64, "{\"model\": \"m\", \"prompt\": \"");
+    for (size_t i = 0; i < big - 100; i += 2) body[k++] = 'a', body[k++] = ' ';
+    snprintf(body + k, 32, "\", \"max_tokens\": 4}");
+    expect_status(e, KD_API_COMPLETIONS, body, 400, "prompt", "maximum context length is 2048 tokens");
+    free(body);
+    char *j = kd_api_error_json(404, "The model `x` does not exist.", "model");
+    KD_ASSERT_CONTAINS(j, "{\"error\":{\"message\":\"The model `x` does not exist.\",\"type\":\"not_found_error\",\"param\":\"model\",\"code\":\"model_not_found\"}}");
+    free(j);
+    kd_engine_close(e);
+}
+
+static void test_split_tool_calls(void) {
+    kd_engine *e = open_engine("ck-serve-split", 2);
+    const kd_student *st = kd_engine_student(e);
+    const char *text = "Let me look.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"/etc/hosts\"}}\n</tool_call>\n"
+                       "<tool_call>\n{\"name\": \"list_dir\", \"arguments\": {}}\n</tool_call>";
+    int32_t ids[512];
+    int n = prompt_of(st, text, ids, 512);
+    char *content = NULL;
+    json_t *calls = NULL;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_api_split_output(st, ids, n, 1, "c", &content, &calls, &err), KD_OK);
+    CU_ASSERT_STRING_EQUAL(content, "Let me look.");
+    CU_ASSERT_EQUAL(json_array_size(calls), 2);
+    json_t *f = json_object_get(json_array_get(calls, 0), "function");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "name")), "read_file");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "arguments")), "{\"path\":\"/etc/hosts\"}");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_array_get(calls, 1), "id")), "c-1");
+    free(content);
+    json_decref(calls);
+    /* without tools in the request the same text is all content */
+    CU_ASSERT_EQUAL_FATAL(kd_api_split_output(st, ids, n, 0, "c", &content, &calls, &err), KD_OK);
+    CU_ASSERT_STRING_EQUAL(content, text);
+    CU_ASSERT_EQUAL(json_array_size(calls), 0);
+    free(content);
+    json_decref(calls);
+    kd_engine_close(e);
+}
+
+int main(void) {
+    CU_initialize_registry();
+    CU_pSuite s = CU_add_suite("serve", NULL, NULL);
+    CU_add_test(s, "batching_equals_single", test_batching_equals_single);
+    CU_add_test(s, "prompt_logprobs", test_prompt_logprobs);
+    CU_add_test(s, "api_errors", test_api_errors);
+    CU_add_test(s, "split_tool_calls", test_split_tool_calls);
+    return kd_test_main();
+}
