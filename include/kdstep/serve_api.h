@@ -53,10 +53,12 @@ void kd_api_request_free(kd_api_request *r);
 /* The OpenAI error body for a status and message (malloc'd). */
 char *kd_api_error_json(int status, const char *message, const char *param);
 
-/* The generated text (stop token excluded) split as vLLM's Hermes parser does: content before the
- * first <tool_call>, and the calls. With has_tools 0 everything is content. *content may be NULL
- * (no text); *calls is a JSON array of OpenAI tool_calls (never NULL). */
-int kd_api_split_output(const kd_student *st, const int32_t *ids, int n, int has_tools, const char *id_prefix,
+/* The generated text (stop token excluded) split as vLLM's parsers do: with parse_think, a leading
+ * <think>...</think> block is reasoning, not content (its qwen3 reasoning parser; chat only); then
+ * content before the first <tool_call>, and the calls (its Hermes tool parser; arguments written as
+ * Python's json.dumps). With has_tools 0 the rest is all content. *content may be NULL (no text);
+ * *calls is a JSON array of OpenAI tool_calls (never NULL). */
+int kd_api_split_output(const kd_student *st, const int32_t *ids, int n, int has_tools, int parse_think, const char *id_prefix,
                         char **content, json_t **calls, kd_error *err);
 
 /* The full (non-streaming) response body. tokens[n] are what the engine produced; state KD_SEQ_*. */

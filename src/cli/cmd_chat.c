@@ -52,7 +52,7 @@ static int turn(kd_engine *e, const json_t *messages, const json_t *tools, int m
         for (int j = 0; j < stu->n_stop; j++) stop |= t[i].id == stu->stop[j];
         if (!stop) ids[nv++] = t[i].id;
     }
-    rc = ids ? kd_api_split_output(stu, ids, nv, tools != NULL, "call", content, calls, err) : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    rc = ids ? kd_api_split_output(stu, ids, nv, tools != NULL, 1, "call", content, calls, err) : kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     free(ids);
     kd_seq_release(seq);
     kd_api_request_free(&r);

@@ -286,21 +286,48 @@ static int decode_tokens(const kd_student *st, const kd_gen_token *t, int n, cha
     return rc;
 }
 
-int kd_api_split_output(const kd_student *st, const int32_t *ids, int n, int has_tools, const char *id_prefix,
+/* Where the answer starts after a leading <think>...</think> block (and the newlines after it), as
+ * vLLM's qwen3 reasoning parser splits it; 0 without one. *hold: more text is needed to know. */
+static size_t think_end(const char *text, size_t len, int final, int *hold) {
+    static const char OPEN[] = "<think>", CLOSE[] = "</think>";
+    *hold = 0;
+    if (len < sizeof OPEN - 1) {
+        *hold = !final && memcmp(text, OPEN, len) == 0;
+        return 0;
+    }
+    if (memcmp(text, OPEN, sizeof OPEN - 1) != 0) return 0;
+    const char *c = strstr(text, CLOSE);
+    if (!c) {
+        *hold = !final;
+        return len; /* all reasoning so far */
+    }
+    size_t e = (size_t)(c - text) + sizeof CLOSE - 1;
+    while (e < len && text[e] == '\n') e++;
+    if (e == len && !final) *hold = 1; /* more newlines may follow */
+    return e;
+}
+
+int kd_api_split_output(const kd_student *st, const int32_t *ids, int n, int has_tools, int parse_think, const char *id_prefix,
                         char **content, json_t **calls, kd_error *err) {
     *content = NULL;
     *calls = json_array();
-    char *text = NULL;
+    char *full = NULL, *text;
     size_t len = 0;
-    int rc = kd_tokenizer_decode(st->tok, ids, (size_t)n, 0, &text, &len, err);
+    int rc = kd_tokenizer_decode(st->tok, ids, (size_t)n, 0, &full, &len, err);
     if (rc) return rc;
+    int hold;
+    size_t skip = parse_think ? think_end(full, len, 1, &hold) : 0;
+    text = full + skip;
+    len -= skip;
     const char *open = has_tools ? strstr(text, TOOL_OPEN) : NULL;
     kd_tool_calls tc = {0};
     if (open && kd_extract_tool_calls(open, len - (size_t)(open - text), NULL, &tc, NULL) == KD_OK) {
         for (size_t i = 0; i < tc.count; i++) {
             kd_tool_call *c = &tc.v[i];
             if (c->format != KD_CALL_HERMES || !c->json_valid || !c->name_text) continue;
-            char *args = json_dumps(c->args, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            /* as vLLM's Hermes parser writes them: Python's json.dumps (", " and ": "), which is also how
+             * the chat template renders the call back into the conversation */
+            char *args = kd_chat_tojson(c->args);
             char cid[96];
             snprintf(cid, sizeof cid, "%s-%zu", id_prefix ? id_prefix : "call", json_array_size(*calls));
             json_array_append_new(*calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", cid, "type", "function", "function", "name",
@@ -316,8 +343,9 @@ int kd_api_split_output(const kd_student *st, const int32_t *ids, int n, int has
     }
     if (keep > 0) {
         text[keep] = 0;
-        *content = text;
-    } else free(text);
+        memmove(full, text, keep + 1);
+        *content = full;
+    } else free(full);
     return KD_OK;
 }
 
@@ -398,7 +426,7 @@ char *kd_api_response(const kd_student *st, const kd_api_request *r, const char 
     for (int i = 0; i < nv; i++) ids[i] = t[i].id;
     char *content = NULL;
     json_t *calls = NULL;
-    int rc = kd_api_split_output(st, ids, nv, r->kind == KD_API_CHAT && r->has_tools, id, &content, &calls, err);
+    int rc = kd_api_split_output(st, ids, nv, r->kind == KD_API_CHAT && r->has_tools, r->kind == KD_API_CHAT, id, &content, &calls, err);
     free(ids);
     if (rc) return NULL;
     int has_calls = json_array_size(calls) > 0;
@@ -519,18 +547,20 @@ char *kd_api_stream_events(const kd_student *st, const kd_api_request *r, const 
         free(b.p);
         return NULL;
     }
-    int tools = chat && r->has_tools;
+    int tools = chat && r->has_tools, hold = 0;
     json_t *calls = json_array();
-    size_t cut = sendable(text, len, tools, final);
+    size_t start = chat ? think_end(text, len, final, &hold) : 0; /* a reasoning block is not content */
+    if (ss->sent < start) ss->sent = start;
+    size_t cut = hold ? ss->sent : start + sendable(text + start, len - start, tools, final);
     if (final && tools) { /* the calls, parsed as the non-streaming answer does */
         char *content = NULL;
         json_decref(calls);
         int32_t *ids = kd_calloc((size_t)(nv > 0 ? nv : 1), sizeof(int32_t));
         for (int i = 0; ids && i < nv; i++) ids[i] = t[i].id;
-        if (!ids || kd_api_split_output(st, ids, nv, 1, id, &content, &calls, &err)) calls = json_array();
+        if (!ids || kd_api_split_output(st, ids, nv, 1, 1, id, &content, &calls, &err)) calls = json_array();
         free(ids);
         free(content);
-        if (json_array_size(calls) == 0) cut = len;
+        if (json_array_size(calls) == 0) cut = len > start ? len : start;
     }
     if (cut > ss->sent) {
         json_t *piece = utf8_string(text + ss->sent, cut - ss->sent);

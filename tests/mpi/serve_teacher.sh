@@ -74,21 +74,39 @@ f = h5py.File(f"{t}/ds/dataset.h5", "r")
 off = f["samples/offsets"][:]; loss = f["tokens/loss_mask"][:]; tids = f["teacher/topk_ids"][:]; tlps = f["teacher/topk_logprobs"][:]
 inp = f["tokens/input_ids"][:]
 tok = json.load(open(f"{t}/served/tokenizer.json"))
-special = {a["id"] for a in tok["added_tokens"] if a["content"] in ("<|im_end|>", "<|endoftext|>")}
-n_asst = n_cov = n_match = 0
+added = {a["content"]: a["id"] for a in tok["added_tokens"]}
+vocab = {v: k for k, v in tok["model"]["vocab"].items()}
+special = {added["<|im_end|>"], added["<|endoftext|>"]}
+n_asst = n_cov = n_match = n_all = n_all_cov = 0
+missing = []
 for s in range(len(off) - 1):
-    for row in range(off[s], off[s + 1]):
+    rows = range(off[s], off[s + 1])
+    # an endpoint teacher's logprobs describe its final answer (docs/architecture.md): the last
+    # assistant turn, from after its last <|im_start|> (and the template's think block) to its <|im_end|>
+    last = max(r for r in rows if inp[r] == added["<|im_start|>"])
+    think = [r for r in rows if r > last and inp[r] == added.get("</think>")]
+    if think:
+        last = think[0] + 1
+        while last < rows.stop and set(vocab.get(int(inp[last]), "x")) == {"\u010a"}:  # newlines ("Ċ" byte-level)
+            last += 1
+    for row in rows:
         if not loss[row] or inp[row] in special:
+            continue
+        n_all += 1
+        n_all_cov += tids[row, 0] >= 0
+        if row < last:
             continue
         n_asst += 1
         if tids[row, 0] < 0:
+            missing.append((s, row - off[s]))
             continue
         n_cov += 1
         key = (tuple(int(v) for v in tids[row, :5]), tuple(np.float32(v) for v in tlps[row, :5]))
         n_match += key in served_rows
-print(f"dataset: {len(off) - 1} samples, {n_asst} assistant tokens (end-of-turn excluded), {n_cov} with teacher top-k, {n_match} of those equal to a served row")
+print(f"dataset: {len(off) - 1} samples; final answers: {n_asst} assistant tokens (end-of-turn excluded), {n_cov} with teacher top-k, "
+      f"{n_match} of those equal to a served row; all turns: {n_all_cov} of {n_all} tokens have top-k")
 assert len(off) - 1 >= 6 and n_asst > 0
-assert n_cov == n_asst, "assistant tokens without teacher top-k"
+assert n_cov == n_asst, f"final-answer tokens without teacher top-k (sample, position): {missing[:10]}"
 assert n_match == n_cov, "teacher rows that the server did not give"
 print("ok   every assistant token has teacher top-k, and they are the served model's own distributions")
 PY

@@ -161,24 +161,24 @@ static void test_api_errors(void) {
 static void test_split_tool_calls(void) {
     kd_engine *e = open_engine("ck-serve-split", 2);
     const kd_student *st = kd_engine_student(e);
-    const char *text = "Let me look.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"/etc/hosts\"}}\n</tool_call>\n"
+    const char *text = "<think>\nthe user wants a file\n</think>\n\nLet me look.\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"/etc/hosts\"}}\n</tool_call>\n"
                        "<tool_call>\n{\"name\": \"list_dir\", \"arguments\": {}}\n</tool_call>";
     int32_t ids[512];
     int n = prompt_of(st, text, ids, 512);
     char *content = NULL;
     json_t *calls = NULL;
     kd_error err = {0};
-    CU_ASSERT_EQUAL_FATAL(kd_api_split_output(st, ids, n, 1, "c", &content, &calls, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_api_split_output(st, ids, n, 1, 1, "c", &content, &calls, &err), KD_OK);
     CU_ASSERT_STRING_EQUAL(content, "Let me look.");
     CU_ASSERT_EQUAL(json_array_size(calls), 2);
     json_t *f = json_object_get(json_array_get(calls, 0), "function");
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "name")), "read_file");
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "arguments")), "{\"path\":\"/etc/hosts\"}");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "arguments")), "{\"path\": \"/etc/hosts\"}");
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(json_array_get(calls, 1), "id")), "c-1");
     free(content);
     json_decref(calls);
-    /* without tools in the request the same text is all content */
-    CU_ASSERT_EQUAL_FATAL(kd_api_split_output(st, ids, n, 0, "c", &content, &calls, &err), KD_OK);
+    /* without tools in the request (and completions: no reasoning parser) the same text is all content */
+    CU_ASSERT_EQUAL_FATAL(kd_api_split_output(st, ids, n, 0, 0, "c", &content, &calls, &err), KD_OK);
     CU_ASSERT_STRING_EQUAL(content, text);
     CU_ASSERT_EQUAL(json_array_size(calls), 0);
     free(content);
