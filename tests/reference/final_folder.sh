@@ -28,8 +28,23 @@ train() { # NAME [--set ...]
 }
 train f32
 train bf16 --set train.save_dtype=bfloat16
-# the tiny student's bf16 weights are ~130 KB: a 60 KB limit gives 3 shards
-train shards --set train.save_dtype=bfloat16 --set train.max_shard_size=60KB
+# a max_shard_size that gives 3 shards for these bf16 weights, by Hugging Face's rule (tensors in
+# order; a shard closes when the next tensor would overflow it), from the f32 file's header
+limit=$($PY - "$tmp/f32/final/model.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+sizes = [(v["data_offsets"][1] - v["data_offsets"][0]) // 2 for k, v in h.items() if k != "__metadata__"]
+def shards(limit):
+    n, used = 0, 0
+    for i, s in enumerate(sizes):
+        if i == 0 or (used > 0 and used + s > limit): n, used = n + 1, 0
+        used += s
+    return n
+print(next(l for l in range(max(sizes), sum(sizes) + 1, 64) if shards(l) == 3))
+PY
+)
+train shards --set train.save_dtype=bfloat16 --set train.max_shard_size=$limit
 want="config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json"
 [[ "$(cd "$tmp/f32/final" && echo *)" == "$want" ]] || { echo "f32 final/ holds: $(cd "$tmp/f32/final" && echo *)"; exit 1; }
 [[ "$(cd "$tmp/bf16/final" && echo *)" == "$want" ]] || { echo "bf16 final/ holds: $(cd "$tmp/bf16/final" && echo *)"; exit 1; }
