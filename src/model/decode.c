@@ -244,6 +244,10 @@ void kd_batch_scratch_free(kd_batch_scratch *s) {
 
 /* Y[n, O] (+)= X[n, K] . W[O, K]^T */
 static void rows_matmul(float *Y, const float *X, const float *W, int n, int O, int K, float beta) {
+    if (n == 1) { /* one row: sgemv, which OpenBLAS runs faster than a 1-row sgemm */
+        matvec(Y, W, X, O, K, beta);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, O, K, 1.0f, X, K, W, K, beta, Y, O);
 }
 
@@ -304,9 +308,10 @@ int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cach
             memcpy(kv[r]->k + at, s->k + (size_t)r * KD, (size_t)KD * sizeof(float));
             memcpy(kv[r]->v + at, s->v + (size_t)r * KD, (size_t)KD * sizeof(float));
         }
-        long work = 0; /* threads only pay off for long contexts or many rows */
+        long work = 0; /* threads only pay off for long contexts or many rows (a parallel region costs
+                        * tens of microseconds, far more on a busy machine) */
         for (int r = 0; r < n; r++) work += (long)(pos[r] + 1) * D * Hq;
-#pragma omp parallel for schedule(dynamic, 1) if (work > 200000)
+#pragma omp parallel for schedule(dynamic, 1) if (work > 4000000)
         for (int t = 0; t < n * Hq; t++) {
             int r = t / Hq, h = t % Hq;
             const kd_kv_cache *kc = kv[r];

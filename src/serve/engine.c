@@ -237,9 +237,10 @@ void kd_engine_get_stats(kd_engine *e, kd_engine_stats *st) {
 static float logsumexp(const float *x, int V) {
     float mx = -INFINITY;
     for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0.0;
-    for (int i = 0; i < V; i++) sum += exp((double)(x[i] - mx));
-    return mx + (float)log(sum);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < V; i++) sum += expf(x[i] - mx);
+    return mx + logf(sum);
 }
 
 /* The entry of token `id` under logits x[V]: its logprob, rank and the k most likely tokens. */

@@ -157,7 +157,8 @@ static enum MHD_Result complete(kd_serve *s, struct MHD_Connection *conn, int ki
         return ok;
     }
     int state = KD_SEQ_RUNNING, n = 0;
-    while (state == KD_SEQ_RUNNING) n = kd_seq_wait(seq, n, 5.0, &state);
+    /* asking for more tokens than can come wakes this thread only at the end, not at every step */
+    while (state == KD_SEQ_RUNNING) n = kd_seq_wait(seq, r.gp.max_tokens, 5.0, &state);
     enum MHD_Result res;
     if (state == KD_SEQ_CANCELLED || state == KD_SEQ_FAILED) {
         res = send_error(conn, 500, state == KD_SEQ_FAILED ? "the model failed on this request (see the server log)" : "the server is shutting down", NULL);

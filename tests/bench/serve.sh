@@ -13,5 +13,5 @@ jq '.[0:2]' "$S/configs/tools.json" >"$tmp/tools.json"
 serve_tokenizer "$tmp/tok" "$tmp/tools.json"
 "$PY" "$S/tests/e2e/make_student.py" "$S/configs/models/small.json" "$tmp/tok/tokenizer.json" "$tmp/m" --seed 5 --vocab 8192 >/dev/null
 serve_start "$tmp/m" --name m --threads "$THREADS"
-"$PY" "$S/tests/bench/serve.py" "$SERVE_PORT" "$tmp/m" "$NEW" "$THREADS"
+"$PY" "$S/tests/bench/serve.py" "$SERVE_PORT" "$tmp/m" "$NEW" "$THREADS" "$SERVE_PID"
 serve_stop

@@ -57,7 +57,7 @@ serve_start() {
   SERVE_LOG="$log.err"
   SERVE_PORT=
   for _ in $(seq 1 600); do
-    SERVE_PORT=$(grep -o '127.0.0.1:[0-9]*' "$log.out" 2>/dev/null | head -1 | cut -d: -f2)
+    SERVE_PORT=$(grep -o '127.0.0.1:[0-9]*' "$log.out" 2>/dev/null | head -1 | cut -d: -f2 || true)
     [[ -n "$SERVE_PORT" ]] && return 0
     kill -0 "$SERVE_PID" 2>/dev/null || { cat "$log.err"; return 1; }
     sleep 0.1
