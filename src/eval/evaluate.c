@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kdstep/chat.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
@@ -23,18 +22,6 @@
 #include "kdstep/runtime.h"
 #include "kdstep/score.h"
 #include "kdstep/student.h"
-
-int kd_eval_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err) {
-    kd_chat_options o = {.add_generation_prompt = 1};
-    kd_chat_result r;
-    int rc = kd_chat_render_json(messages, tools && json_array_size(tools) > 0 ? tools : NULL, &o, &r, err);
-    if (rc) return rc;
-    *text = r.text;
-    *len = r.len;
-    r.text = NULL;
-    kd_chat_render_free(&r);
-    return KD_OK;
-}
 
 /* Every rank learns whether any rank failed; all of them return the first failing rank's error. */
 static int agree(int rc, kd_error *err, MPI_Comm comm) {
