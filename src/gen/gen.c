@@ -27,6 +27,7 @@
 #include "kdstep/h5data.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
+#include "kdstep/mpiutil.h"
 #include "kdstep/progress.h"
 #include "kdstep/registry.h"
 #include "kdstep/tokenizer.h"
@@ -142,37 +143,6 @@ static int load_failures(const char *path, bitmap *done, int64_t *count, kd_erro
 }
 
 /* ---- small helpers ---- */
-
-static int bcast_status(int rc, kd_error *err, MPI_Comm comm) {
-    int rank;
-    MPI_Comm_rank(comm, &rank);
-    int code = rc;
-    MPI_Bcast(&code, 1, MPI_INT, 0, comm);
-    if (code != KD_OK) {
-        char msg[KD_ERROR_MSG_MAX];
-        if (rank == 0) memcpy(msg, err->msg, sizeof msg);
-        MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, comm);
-        if (rank != 0) kd_error_set(err, code, "%s", msg);
-    }
-    return code;
-}
-
-/* Agree across ranks: the first failing rank's error wins (by rank order). */
-static int agree_status(int rc, kd_error *err, MPI_Comm comm) {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    int mine = rc != KD_OK ? rank : size, first;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size) return KD_OK;
-    int code = rc;
-    MPI_Bcast(&code, 1, MPI_INT, first, comm);
-    char msg[KD_ERROR_MSG_MAX];
-    if (rank == first) memcpy(msg, err->msg, sizeof msg);
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
-    if (rank != first) kd_error_set(err, code, "rank %d: %s", first, msg);
-    return code;
-}
 
 static const char *kind_of(const char *rec, char *buf, size_t cap) {
     json_t *j = json_loads(rec, 0, NULL);
@@ -618,7 +588,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
             kd_error_set(err, rc, "cannot resume into %s: %s (use a new --out folder, or --force to start over)", opt->out_dir, m);
         }
     }
-    if ((rc = bcast_status(rc, err, comm))) {
+    if ((rc = kd_mpi_bcast_status(comm, 0, rc, err))) {
         free(config_yaml);
         return rc;
     }
@@ -638,7 +608,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         if (!rc && base_done > 0) KD_INFO("resuming %s: %lld prompts already done (%lld samples, %lld failures)", opt->out_dir,
                                           (long long)base_done, (long long)n, (long long)failures_before);
     }
-    if ((rc = bcast_status(rc, err, comm))) {
+    if ((rc = kd_mpi_bcast_status(comm, 0, rc, err))) {
         free(done.bits);
         free(config_yaml);
         return rc;
@@ -709,7 +679,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
     free(done.bits);
     free(config_yaml);
     stats->wall_s = kd_now_s() - t0;
-    return agree_status(rc, err, comm);
+    return kd_mpi_agree(comm, rc, err);
 }
 
 /* Hard-link src to dst (same filesystem), or copy it. dst must not exist. */
