@@ -79,6 +79,8 @@ void kd_seq_release(kd_seq *s);
 /* Engine counters, for /metrics-like reporting and tests. */
 typedef struct kd_engine_stats {
     int64_t steps, rows, decode_rows, prefill_rows, finished, max_live;
+    int64_t cancelled;     /* sequences dropped before their end (a client went away) */
+    int64_t live, waiting; /* now */
 } kd_engine_stats;
 void kd_engine_get_stats(kd_engine *e, kd_engine_stats *st);
 

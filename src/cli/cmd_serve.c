@@ -92,7 +92,8 @@ int kd_cmd_serve(int argc, char **argv) {
     kd_engine_stats st;
     kd_engine_get_stats(kd_serve_engine(s), &st);
     kd_serve_stop(s);
-    KD_INFO("serve: stopped; %lld requests finished, %lld steps, %lld decode rows, %lld prompt rows, at most %lld at once",
-            (long long)st.finished, (long long)st.steps, (long long)st.decode_rows, (long long)st.prefill_rows, (long long)st.max_live);
+    KD_INFO("serve: stopped; %lld requests finished, %lld cancelled, %lld steps, %lld decode rows, %lld prompt rows, at most %lld at once",
+            (long long)st.finished, (long long)st.cancelled, (long long)st.steps, (long long)st.decode_rows, (long long)st.prefill_rows,
+            (long long)st.max_live);
     return 0;
 }

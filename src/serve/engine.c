@@ -228,6 +228,8 @@ void kd_seq_release(kd_seq *s) {
 void kd_engine_get_stats(kd_engine *e, kd_engine_stats *st) {
     pthread_mutex_lock(&e->mu);
     *st = e->stats;
+    st->live = e->n_live;
+    st->waiting = e->n_pending;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -296,6 +298,7 @@ static void admit_locked(kd_engine *e) {
             s->state = KD_SEQ_CANCELLED;
             kd_kv_cache_free(s->kv);
             s->kv = NULL;
+            e->stats.cancelled++;
             seq_unref_locked(s);
         } else e->live[w++] = s;
     }
@@ -308,6 +311,7 @@ static void admit_locked(kd_engine *e) {
         s->next = NULL;
         if (s->cancel) {
             s->state = KD_SEQ_CANCELLED;
+            e->stats.cancelled++;
             seq_unref_locked(s);
             continue;
         }

@@ -212,7 +212,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return send_error(conn, 413, m, NULL);
     }
     if (strcmp(method, "GET") == 0) {
-        if (strcmp(url, "/health") == 0) return send_body(conn, 200, "{\"status\":\"ok\"}", NULL);
+        if (strcmp(url, "/health") == 0) {
+            kd_engine_stats es;
+            kd_engine_get_stats(s->e, &es);
+            char b[256];
+            snprintf(b, sizeof b, "{\"status\":\"ok\",\"running\":%lld,\"waiting\":%lld,\"finished\":%lld,\"cancelled\":%lld}",
+                     (long long)es.live, (long long)es.waiting, (long long)es.finished, (long long)es.cancelled);
+            return send_body(conn, 200, b, NULL);
+        }
         if (strcmp(url, "/v1/models") == 0) {
             const kd_student *st = kd_engine_student(s->e);
             json_t *o = json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:i}]}", "object", "list", "data", "id", s->name, "object", "model",

@@ -13,7 +13,7 @@ jq '.[0:2]' "$S/configs/tools.json" >"$tmp/tools.json"
 serve_tokenizer "$tmp/tok" "$tmp/tools.json" || { echo "FAIL tokenizer"; exit 1; }
 serve_random_student "$tmp/tok" "$tmp/m" || { echo "FAIL student"; exit 1; }
 export KD_TEST_KEY=sk-test-0123456789
-serve_start "$tmp/m" --name m --max-tokens 64 --max-body 200000 --api-key-env KD_TEST_KEY || { echo "FAIL serve did not start"; exit 1; }
+serve_start "$tmp/m" --name m --max-tokens 2000 --max-body 200000 --api-key-env KD_TEST_KEY || { echo "FAIL serve did not start"; exit 1; }
 U="http://127.0.0.1:$SERVE_PORT"
 AUTH=(-H "Authorization: Bearer $KD_TEST_KEY")
 post() { # PATH BODY -> status in $tmp/code, body in $tmp/body
@@ -32,7 +32,7 @@ check "malformed JSON: 400 naming the JSON error" 'is_error 400 "not valid JSON"
 check "  still serving" alive
 post /v1/chat/completions '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
 check "unknown model: 404 model_not_found" 'is_error 404 "does not exist" && [[ "$(jq -r .error.code "$tmp/body")" == model_not_found ]]'
-post /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":100000}'
+post /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2001}'
 check "max_tokens over the limit: 400 naming max_tokens" 'is_error 400 "max_tokens" && [[ "$(jq -r .error.param "$tmp/body")" == max_tokens ]]'
 long=$(printf 'word %.0s' $(seq 1 3000))
 post /v1/completions "{\"model\":\"m\",\"prompt\":\"$long\",\"max_tokens\":8}"
@@ -52,13 +52,15 @@ post /v1/chat/completions '{"model":"m","messages":"hi"}'
 check "messages not an array: 400 naming messages" 'is_error 400 "messages"'
 post /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}'
 check "a bad temperature: 400 naming it" 'is_error 400 "temperature"'
-# a client that disconnects mid-stream: read the first event and close the socket
+# a client that disconnects mid-stream: read the first event and close the socket. Each stream would
+# run 2000 tokens (ignore_eos); the server notices the closed socket at its next writes and drops the
+# sequence, which /health counts as cancelled.
 "$PY" - "$SERVE_PORT" "$KD_TEST_KEY" <<'PY' >"$tmp/dc.out" 2>&1
 import json, socket, sys
 port, key = int(sys.argv[1]), sys.argv[2]
 for _ in range(3):
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    body = json.dumps({"model": "m", "prompt": "hello", "max_tokens": 64, "temperature": 0.8, "seed": 1, "stream": True}).encode()
+    body = json.dumps({"model": "m", "prompt": "hello", "max_tokens": 2000, "ignore_eos": True, "temperature": 0.8, "seed": 1, "stream": True}).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
               b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     got = b""
@@ -68,6 +70,9 @@ for _ in range(3):
 print("disconnected 3 streams")
 PY
 check "clients that disconnect mid-stream" 'grep -q "disconnected 3 streams" "$tmp/dc.out" || { cat "$tmp/dc.out"; false; }'
+cancelled() { curl -s "${AUTH[@]}" "$U/health" | jq -e '.cancelled >= 3 and .running == 0' >/dev/null; }
+for _ in $(seq 1 600); do cancelled && break; sleep 0.1; done
+check "  their generations were cancelled, nothing left running" 'cancelled || curl -s "${AUTH[@]}" "$U/health"'
 check "  still serving" alive
 # the full stream of the same kind still completes ([DONE]) after those
 curl -sN "${AUTH[@]}" "$U/v1/completions" -d '{"model":"m","prompt":"hello","max_tokens":16,"stream":true}' >"$tmp/stream"
