@@ -9,6 +9,9 @@
 #  2. every assistant token of the dataset has teacher top-k, and each such row is one of the rows
 #     the server answered (ids and float32 logprobs exactly).
 set -u
+# under tests/sanitize.sh (KD_TEST_QUICK=1) the fixture's ~50 CPU-seconds of training would take many
+# minutes; the engine and API run under the sanitizers in unit/test_serve
+[[ "${KD_TEST_QUICK:-0}" == 1 ]] && { echo "skip: KD_TEST_QUICK=1 (the default run covers it)"; exit 77; }
 source "$KD_SOURCE_DIR/tests/lib/serve_lib.bash"
 command -v mpirun >/dev/null && command -v jq >/dev/null || { echo "skip: mpirun and jq are needed"; exit 77; }
 $PY -c 'import h5py, numpy' 2>/dev/null || { echo "skip: h5py/numpy not importable by $PY"; exit 77; }
