@@ -23,6 +23,8 @@ struct kd_seq {
     int n_out, state, cancel;
     kd_gen_token *plp; /* [n_prompt] or NULL */
     kd_seq *next;      /* pending FIFO */
+    pthread_cond_t cv; /* its waiter's; signalled only when what it waits for happened */
+    int wake_at;       /* the waiter wakes when n_out > wake_at or the sequence ends */
 };
 
 struct kd_engine {
@@ -31,7 +33,7 @@ struct kd_engine {
     pthread_t thread;
     int started, stop;
     pthread_mutex_t mu;
-    pthread_cond_t work, progress;
+    pthread_cond_t work;
     kd_seq *head, *tail; /* pending */
     int n_pending;
     kd_seq **live;
@@ -44,6 +46,7 @@ struct kd_engine {
 };
 
 static void seq_free(kd_seq *s) {
+    pthread_cond_destroy(&s->cv);
     kd_kv_cache_free(s->kv);
     free(s->prompt);
     free(s->out);
@@ -51,8 +54,13 @@ static void seq_free(kd_seq *s) {
     free(s);
 }
 
-/* with e->mu held */
+/* with e->mu held: wake the sequence's waiter if what it waits for happened, then drop a reference */
+static void wake_locked(kd_seq *s) {
+    if (s->state != KD_SEQ_RUNNING || s->n_out > s->wake_at) pthread_cond_broadcast(&s->cv);
+}
+
 static void seq_unref_locked(kd_seq *s) {
+    wake_locked(s);
     if (--s->refs == 0) seq_free(s);
 }
 
@@ -67,7 +75,6 @@ int kd_engine_open(const char *model_dir, const kd_engine_options *opt, kd_engin
     e->o.max_queue = opt && opt->max_queue > 0 ? opt->max_queue : 256;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
-    pthread_cond_init(&e->progress, NULL);
     int rc = kd_student_open(model_dir, &e->st, err);
     if (rc) goto fail;
     int V = e->st->model->cfg.vocab_size;
@@ -106,7 +113,6 @@ static void cancel_all_locked(kd_engine *e) {
     }
     e->tail = NULL;
     e->n_pending = 0;
-    pthread_cond_broadcast(&e->progress);
 }
 
 void kd_engine_shutdown(kd_engine *e) {
@@ -134,7 +140,6 @@ void kd_engine_close(kd_engine *e) {
     free(e->sample);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->work);
-    pthread_cond_destroy(&e->progress);
     free(e);
 }
 
@@ -155,6 +160,7 @@ int kd_engine_submit(kd_engine *e, const int32_t *prompt, int n_prompt, const kd
         if (prompt[i] < 0 || prompt[i] >= V) return kd_error_set(err, KD_ERR_INVALID, "prompt token %d is %d, outside the vocabulary 0..%d", i, prompt[i], V - 1);
     kd_seq *s = kd_calloc(1, sizeof *s);
     if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    pthread_cond_init(&s->cv, NULL);
     s->prompt = kd_calloc((size_t)n_prompt, sizeof(int32_t));
     s->out = kd_calloc((size_t)p->max_tokens, sizeof(kd_gen_token));
     if (p->prompt_logprobs >= 0) s->plp = kd_calloc((size_t)n_prompt, sizeof(kd_gen_token));
@@ -197,8 +203,9 @@ int kd_seq_wait(kd_seq *s, int have, double timeout_s, int *state) {
     dl.tv_sec = (time_t)t;
     dl.tv_nsec = (long)((t - (double)dl.tv_sec) * 1e9);
     pthread_mutex_lock(&e->mu);
+    s->wake_at = have;
     while (s->n_out <= have && s->state == KD_SEQ_RUNNING)
-        if (pthread_cond_timedwait(&e->progress, &e->mu, &dl) == ETIMEDOUT) break;
+        if (pthread_cond_timedwait(&s->cv, &e->mu, &dl) == ETIMEDOUT) break;
     int n = s->n_out;
     *state = s->state;
     pthread_mutex_unlock(&e->mu);
@@ -400,6 +407,7 @@ static int step(kd_engine *e, kd_seq **live, int n_live) {
         if (new_state[i] & 0x100) {
             s->n_out++;
             s->state = new_state[i] & 0xff;
+            wake_locked(s);
         }
     }
     /* finished sequences leave the live set */
@@ -414,7 +422,6 @@ static int step(kd_engine *e, kd_seq **live, int n_live) {
         } else e->live[w++] = s;
     }
     e->n_live = w;
-    pthread_cond_broadcast(&e->progress);
     pthread_mutex_unlock(&e->mu);
     return 0;
 }
@@ -446,8 +453,7 @@ static void *scheduler(void *arg) {
                 seq_unref_locked(e->live[i]);
             }
             e->n_live = 0;
-            pthread_cond_broadcast(&e->progress);
-            pthread_mutex_unlock(&e->mu);
+                    pthread_mutex_unlock(&e->mu);
         }
     }
     free(snap);
