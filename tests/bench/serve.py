@@ -53,7 +53,13 @@ def kdstep_batch1(reps=3):
     return best, e2e, cpu
 
 
-def kdstep_concurrent(n=8):
+def kdstep_concurrent(n=8, reps=3):
+    """best of reps, as the batch-1 figure"""
+    runs = [kdstep_concurrent_once(n) for _ in range(reps)]
+    return max(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def kdstep_concurrent_once(n):
     out = [None] * n
     def go(i):
         out[i] = request(False)
