@@ -123,6 +123,21 @@ static uint64_t messages_hash(const json_t *messages, int64_t seed) {
 
 int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
                      kd_teacher_completion *c, kd_error *err) {
+    return kd_stub_complete_thinking(s, messages, tools, top_k, seed, s->opt.thinking, c, err);
+}
+
+/* A reasoning block as a thinking model writes it before its answer (Qwen3: "<think>\n...\n</think>\n\n"). */
+static void write_thinking(answer *a, const char *role, const json_t *last) {
+    if (strcmp(role, "tool") == 0) {
+        kd_sbuf_puts(&a->text, "<think>\nThe tool has answered. I will read its result and sum it up for the user.\n</think>\n\n");
+        return;
+    }
+    kd_sbuf_printf(&a->text, "<think>\nThe user wrote: \"%.80s\". Which of the offered tools fits, and with which arguments?\n</think>\n\n",
+                   message_text(last));
+}
+
+int kd_stub_complete_thinking(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
+                              int thinking, kd_teacher_completion *c, kd_error *err) {
     tool_view *tv = NULL;
     int ntools = request_tools(s, tools, &tv);
     if (ntools < 0) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
@@ -138,6 +153,7 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
     memset(&a, 0, sizeof a);
     json_t *calls = json_array();
     int malformed = -1;
+    if (thinking) write_thinking(&a, role, last);
     if (strcmp(role, "tool") == 0) {
         write_final_answer(&a, messages);
     } else {

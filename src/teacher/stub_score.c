@@ -8,6 +8,8 @@
 #include "internal.h"
 #include "kdstep/hash.h"
 #include "kdstep/teacher.h"
+#include "jscan.h"
+#include "kdstep/chat.h"
 #include "stub_internal.h"
 
 /* ---- tokens ---- */
@@ -240,36 +242,114 @@ int stub_build_logprobs(const kd_stub_teacher *s, const char *text, size_t len, 
     return KD_OK;
 }
 
-int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, size_t response_start, int top_k, int64_t seed,
-                  kd_teacher_logprobs *lp, kd_error *err) {
-    int64_t n = 0;
-    /* Teacher-forced scoring reads the response as text: alternatives for text positions only,
-     * except where a tool call is recognizable (its name and arguments spans). */
-    kspan spans[64];
-    int ns = 0;
-    tool_view *tv = NULL;
-    int ntools = request_tools(s, NULL, &tv);
-    if (ntools < 0) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-    const char *resp = text + response_start;
-    size_t rlen = len - response_start;
-    for (const char *p = resp; (p = strstr(p, "{\"name\": \"")) && ns < 62;) {
-        const char *nb = p + 10, *ne = strchr(nb, '"');
-        if (!ne) break;
-        int tool = -1;
-        for (int i = 0; i < ntools; i++)
-            if (strlen(tv[i].name) == (size_t)(ne - nb) && strncmp(tv[i].name, nb, (size_t)(ne - nb)) == 0) tool = i;
-        spans[ns++] = (kspan){(size_t)(nb - resp), (size_t)(ne - resp), SPAN_NAME, tool};
-        const char *ab = strstr(ne, "\"arguments\": ");
-        if (ab) {
-            ab += 13;
-            const char *ae = strstr(ab, "}\n</tool_call>");
-            if (!ae) ae = resp + rlen;
-            spans[ns++] = (kspan){(size_t)(ab - resp), (size_t)(ae - resp), SPAN_ARGS, tool};
-            p = ae;
-        } else p = ne;
+/* The assistant turns of a rendered conversation (ChatML, as kdstep and Qwen3 render it): from after
+ * each "<|im_start|>assistant\n" through its "<|im_end|>". Their tool calls: the name and the
+ * arguments of every {"name": "...", "arguments": ...} inside them. Spans are absolute offsets. */
+static int find_regions(const char *text, size_t len, const tool_view *tv, int ntools, kspan *reg, int *nreg, int capr,
+                        kspan *spans, int *ns, int caps) {
+    static const char HEAD[] = "<|im_start|>assistant\n", END[] = "<|im_end|>";
+    *nreg = *ns = 0;
+    for (const char *p = text; (p = strstr(p, HEAD)) != NULL;) {
+        const char *b = p + sizeof HEAD - 1, *e = strstr(b, END);
+        e = e ? e + sizeof END - 1 : text + len;
+        if (*nreg == capr) return -1;
+        reg[(*nreg)++] = (kspan){(size_t)(b - text), (size_t)(e - text), SPAN_TEXT, -1};
+        for (const char *q = b; (q = strstr(q, "{\"name\": \"")) != NULL && q < e && *ns + 2 <= caps;) {
+            const char *nb = q + 10, *ne = strchr(nb, '"');
+            if (!ne || ne >= e) break;
+            int tool = -1;
+            for (int i = 0; i < ntools; i++)
+                if (strlen(tv[i].name) == (size_t)(ne - nb) && strncmp(tv[i].name, nb, (size_t)(ne - nb)) == 0) tool = i;
+            spans[(*ns)++] = (kspan){(size_t)(nb - text), (size_t)(ne - text), SPAN_NAME, tool};
+            const char *ab = strstr(ne, "\"arguments\": ");
+            if (ab && ab < e) {
+                ab += 13;
+                const char *ae = strstr(ab, "}\n</tool_call>");
+                if (!ae || ae > e) ae = e;
+                spans[(*ns)++] = (kspan){(size_t)(ab - text), (size_t)(ae - text), SPAN_ARGS, tool};
+                q = ae;
+            } else q = ne;
+        }
+        p = e;
     }
-    int rc = stub_build_logprobs(s, text, len, response_start, spans, ns, tv, ntools, top_k, (uint64_t)seed, 1, lp, &n, err);
+    return 0;
+}
+
+int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, const json_t *tools, int top_k, int64_t seed,
+                  kd_teacher_logprobs *lp, kd_error *err) {
+    memset(lp, 0, sizeof *lp);
+    if (top_k <= 0) return kd_error_set(err, KD_ERR_INVALID, "stub scoring: top_k must be at least 1 (got %d)", top_k);
+    tool_view *tv = NULL;
+    int ntools = request_tools(s, tools, &tv);
+    if (ntools < 0) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    enum { CAPR = 256, CAPS = 512 };
+    kspan *reg = malloc(sizeof(kspan) * (CAPR + CAPS)), *spans = reg + CAPR;
+    int nreg = 0, ns = 0, rc = KD_OK;
+    kd_encoding enc = {0};
+    if (!reg) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    else if (find_regions(text, len, tv, ntools, reg, &nreg, CAPR, spans, &ns, CAPS))
+        rc = kd_error_set(err, KD_ERR_INVALID, "stub scoring: more than %d assistant turns in one conversation", CAPR);
+    if (!rc) rc = stub_encode(s, text, len, &enc, err);
+    if (!rc && kd_teacher_logprobs_alloc(lp, (int)enc.count, top_k)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory for logprobs");
+    double L = log((double)s->vocab);
+    int r = 0, q = 0; /* the region and span a token may be in: both advance with the tokens */
+    for (size_t t = 0; !rc && t < enc.count; t++) {
+        int32_t id = enc.ids[t];
+        size_t off = (size_t)enc.offsets[t][0];
+        lp->token_ids[t] = id;
+        lp->tokens[t] = stub_token_text(s, id);
+        while (r < nreg && reg[r].e <= off) r++;
+        if (r == nreg || off < reg[r].b) { /* not the assistant's: likely, no boosted alternatives */
+            position_topk(s, lp, (int)t, id, L + 1.0, NULL, 0, 0, (uint64_t)seed, t);
+            continue;
+        }
+        while (q < ns && spans[q].e <= off) q++;
+        int32_t alts[48];
+        int na;
+        double base;
+        if (q < ns && off >= spans[q].b && spans[q].kind == SPAN_NAME) {
+            size_t idx = 0; /* which token of the name this is */
+            for (size_t u = t; u > 0 && (size_t)enc.offsets[u - 1][0] >= spans[q].b; u--) idx++;
+            na = name_alternatives(s, tv, ntools, spans[q].tool, idx, alts, 48);
+            base = L + 3.5;
+        } else if (q < ns && off >= spans[q].b) {
+            memcpy(alts, s->json_alts, sizeof(int32_t) * (size_t)s->n_json_alts);
+            na = s->n_json_alts;
+            base = L + 2.0;
+        } else {
+            memcpy(alts, s->text_alts, sizeof(int32_t) * (size_t)s->n_text_alts);
+            na = s->n_text_alts;
+            base = L + 1.0;
+        }
+        position_topk(s, lp, (int)t, id, L + 6.0, alts, na, base, (uint64_t)seed, t);
+    }
+    /* as vLLM's prompt_logprobs: nothing predicts the first token; the tail as a client computes it
+     * from the top-k (kd_tail_of), so that every backend gives the same bits */
+    for (size_t t = 0; !rc && t < enc.count; t++) {
+        float *row = lp->topk_logprobs + t * (size_t)top_k;
+        if (t == 0) {
+            for (int j = 0; j < top_k; j++) {
+                free(lp->topk_tokens[j]);
+                lp->topk_tokens[j] = NULL;
+                lp->topk_ids[j] = -1;
+                row[j] = -INFINITY;
+            }
+            lp->tail_logprob[0] = 0.0f;
+        } else lp->tail_logprob[t] = kd_tail_of(row, (size_t)top_k);
+    }
+    if (rc) kd_teacher_logprobs_free(lp);
+    stub_encoding_free(s, &enc);
+    free(reg);
     release_tools(s, tv, ntools);
     return rc;
 }
 
+int kd_stub_score_conversation(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
+                               kd_teacher_logprobs *lp, kd_error *err) {
+    kd_chat_result r;
+    int rc = kd_chat_render_json(messages, tools, NULL, &r, err);
+    if (rc) return rc;
+    rc = kd_stub_score(s, r.text, r.len, tools, top_k, seed, lp, err);
+    kd_chat_render_free(&r);
+    return rc;
+}

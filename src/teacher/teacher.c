@@ -317,94 +317,90 @@ done:
     return rc;
 }
 
-/* The actual token of a prompt_logprobs entry: the key equal to prompt_token_ids[i] when given, else
- * the entry whose rank is not within 1..k (vLLM adds the actual token to the top-k dict), else rank 1. */
-static const json_t *actual_entry(const json_t *e, int32_t actual, int k, int32_t *id_out) {
-    const char *key;
-    const json_t *v, *found = NULL;
-    json_object_foreach((json_t *)e, key, v) {
-        long rank = (long)json_integer_value(json_object_get(v, "rank"));
-        if (actual >= 0 ? atoi(key) == actual : (rank > k || rank < 1)) {
-            *id_out = atoi(key);
-            return v;
-        }
-        if (rank == 1 && !found) {
-            found = v;
-            *id_out = atoi(key);
-        }
-    }
-    return actual >= 0 ? NULL : found;
+/* A prompt_logprobs key or text "token_id:N" (vLLM's return_tokens_as_token_ids), or a plain id. */
+static int32_t id_of_key(const char *k) {
+    if (strncmp(k, "token_id:", 9) == 0) k += 9;
+    char *end;
+    long v = strtol(k, &end, 10);
+    return end != k && *end == 0 && v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
 }
 
-int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, size_t prompt_len, size_t response_start,
-                                     int top_k, kd_teacher_logprobs *lp, kd_error *err) {
+int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err) {
     json_error_t je;
     memset(lp, 0, sizeof *lp);
+    if (top_k < 1) return kd_error_set(err, KD_ERR_INVALID, "prompt_logprobs: top_k must be at least 1");
     json_t *root = json_loadb(body, len, 0, &je);
     if (!root) return kd_error_set(err, KD_ERR_PARSE, "scoring response: invalid JSON at byte %d: %s", je.position, je.text);
     int rc = KD_OK;
-    const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-    const json_t *plp = json_object_get(choice, "prompt_logprobs");
-    if (!json_is_array(plp)) plp = json_object_get(root, "prompt_logprobs");
-    const json_t *ids = json_object_get(choice, "prompt_token_ids");
-    if (!json_is_array(ids)) ids = json_object_get(root, "prompt_token_ids");
+    const json_t *plp = json_object_get(root, "prompt_logprobs");
+    if (!json_is_array(plp)) plp = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "prompt_logprobs");
     if (!json_is_array(plp)) {
         rc = kd_error_set(err, KD_ERR_PARSE,
-                          "scoring response: no prompt_logprobs (is the endpoint vLLM, with prompt_logprobs allowed?)");
+                          "scoring response: no prompt_logprobs (is the endpoint vLLM, and was prompt_logprobs sent? see docs/teachers.md)");
         goto done;
     }
-    /* Entry 0 is null (nothing predicts the first token), so positions are found from the end:
-     * token i starts at prompt_len minus the text of tokens i..n-1. */
-    size_t n = json_array_size(plp), pos = prompt_len, first = n;
-    for (size_t i = n; i-- > 1;) {
-        const json_t *e = json_array_get(plp, i);
-        if (!json_is_object(e)) {
-            rc = kd_error_set(err, KD_ERR_PARSE, "scoring response: prompt_logprobs[%zu] is not an object", i);
-            goto done;
-        }
-        int32_t actual = json_is_array(ids) ? (int32_t)json_integer_value(json_array_get(ids, i)) : -1, id = -1;
-        const json_t *v = actual_entry(e, actual, top_k, &id);
-        const char *dt = v ? json_string_value(json_object_get(v, "decoded_token")) : NULL;
-        size_t tl = dt ? strlen(dt) : 0;
-        if (tl > pos) break;
-        pos -= tl;
-        if (pos >= response_start) first = i;
-        else break;
-    }
-    int rn = (int)(n - first);
-    if (kd_teacher_logprobs_alloc(lp, rn, top_k)) {
+    int n = (int)json_array_size(plp);
+    if (kd_teacher_logprobs_alloc(lp, n, top_k)) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory for logprobs");
         goto done;
     }
-    for (int r = 0; r < rn; r++) {
-        size_t i = first + (size_t)r;
-        const json_t *e = json_array_get(plp, i);
-        int32_t actual = json_is_array(ids) ? (int32_t)json_integer_value(json_array_get(ids, i)) : -1, id = -1;
-        const json_t *av = actual_entry(e, actual, top_k, &id);
-        if (av) {
-            const char *dt = json_string_value(json_object_get(av, "decoded_token"));
-            lp->token_ids[r] = id;
-            lp->tokens[r] = kd_strdup(dt ? dt : "");
-            lp->token_logprobs[r] = (float)json_number_value(json_object_get(av, "logprob"));
+    for (int r = 0; r < n; r++) {
+        const json_t *e = json_array_get(plp, (size_t)r);
+        lp->tail_logprob[r] = 0.0f;
+        if (json_is_null(e)) continue;
+        if (!json_is_object(e)) {
+            rc = kd_error_set(err, KD_ERR_PARSE, "scoring response: prompt_logprobs[%d] is neither an object nor null", r);
+            goto done;
         }
         const char *key;
         const json_t *v;
+        int first = 1;
         json_object_foreach((json_t *)e, key, v) {
+            const char *dt = json_string_value(json_object_get(v, "decoded_token"));
+            double x = json_number_value(json_object_get(v, "logprob"));
+            float f = x < -1e30 ? -INFINITY : (float)x;
+            if (first) { /* the prompt token itself */
+                lp->token_ids[r] = id_of_key(key);
+                lp->tokens[r] = kd_strdup(dt ? dt : "");
+                lp->token_logprobs[r] = f;
+                first = 0;
+            }
             long rank = (long)json_integer_value(json_object_get(v, "rank"));
             if (rank < 1 || rank > top_k) continue;
-            size_t at = (size_t)r * top_k + (size_t)(rank - 1);
+            size_t at = (size_t)r * (size_t)top_k + (size_t)(rank - 1);
             if (lp->topk_tokens[at]) continue; /* a repeated rank: keep the first */
-            const char *dt = json_string_value(json_object_get(v, "decoded_token"));
-            lp->topk_ids[at] = atoi(key);
+            lp->topk_ids[at] = id_of_key(key);
             lp->topk_tokens[at] = kd_strdup(dt ? dt : "");
-            double x = json_number_value(json_object_get(v, "logprob"));
-            lp->topk_logprobs[at] = x < -1e30 ? -INFINITY : (float)x;
+            lp->topk_logprobs[at] = f;
         }
         lp->tail_logprob[r] = tail_from_topk(lp->topk_logprobs + (size_t)r * top_k, top_k);
     }
 done:
+    if (rc) kd_teacher_logprobs_free(lp);
     json_decref(root);
     return rc;
+}
+
+int kd_extra_body_thinking(const char *extra_body, int *thinking, kd_error *err) {
+    *thinking = 0;
+    if (!extra_body || !extra_body[0]) return KD_OK;
+    json_error_t je;
+    json_t *j = json_loads(extra_body, 0, &je);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return kd_error_set(err, KD_ERR_INVALID, "teacher.extra_body: not a JSON object (%s)", j ? "another JSON value" : je.text);
+    }
+    *thinking = json_is_true(json_object_get(json_object_get(j, "chat_template_kwargs"), "enable_thinking"));
+    json_decref(j);
+    return KD_OK;
+}
+
+int kd_scoring_from_name(const char *name, int *mode, kd_error *err) {
+    if (strcmp(name, "none") == 0) *mode = KD_SCORING_NONE;
+    else if (strcmp(name, "chat") == 0) *mode = KD_SCORING_CHAT;
+    else if (strcmp(name, "completions") == 0) *mode = KD_SCORING_COMPLETIONS;
+    else return kd_error_set(err, KD_ERR_INVALID, "teacher.scoring: unknown value '%s' (use none, chat or completions)", name);
+    return KD_OK;
 }
 
 /* ---- backend dispatch ---- */
@@ -413,6 +409,7 @@ struct kd_teacher_client;
 int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err);
 void kd_client_close(struct kd_teacher_client *c);
 int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err);
+int kd_client_submit_score(struct kd_teacher_client *c, const json_t *messages, const json_t *tools, uint64_t tag, kd_error *err);
 int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err);
 void kd_client_stats(const struct kd_teacher_client *c, kd_teacher_stats *st);
 
@@ -444,6 +441,7 @@ int kd_teacher_open(kd_teacher **out, const kd_config *cfg, const kd_registry *r
         o.malformed_rate = cfg->teacher.malformed_rate;
         o.temperature = cfg->teacher.temperature;
         o.seed = cfg->teacher.seed;
+        if (!rc) rc = kd_extra_body_thinking(cfg->teacher.extra_body, &o.thinking, err);
         if (!rc) rc = kd_stub_open(&t->stub, &o, reg, tok, err);
     } else {
         rc = kd_client_open(&t->client, cfg, err);
@@ -471,11 +469,8 @@ void kd_teacher_close(kd_teacher *t) {
     free(t);
 }
 
-int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *err) {
-    if (!json_is_array(req->messages) || json_array_size(req->messages) == 0)
-        return kd_error_set(err, KD_ERR_INVALID, "teacher request %llu: messages must be a non-empty array",
-                            (unsigned long long)req->tag);
-    if (!t->is_stub) return kd_client_submit(t->client, req, err);
+/* The stub answers at submit: the completion goes to the ready queue. */
+static int stub_queue(kd_teacher *t, kd_teacher_completion *c, kd_error *err) {
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
         kd_teacher_completion **r = calloc(cap, sizeof *r);
@@ -486,6 +481,29 @@ int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *er
         t->cap = cap;
         t->head = 0;
     }
+    t->ready[(t->head + t->count) % t->cap] = c;
+    t->count++;
+    return KD_OK;
+}
+
+static void stub_done(kd_teacher *t, kd_teacher_completion *c, uint64_t tag, int rc, const kd_error *e) {
+    if (rc) {
+        kd_teacher_completion_free(c);
+        c->tag = tag;
+        c->status = e->code;
+        c->error = kd_strdup(e->msg);
+        t->st.failed++;
+    } else {
+        t->st.completed++;
+    }
+    c->done_s = kd_teacher_now();
+}
+
+int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *err) {
+    if (!json_is_array(req->messages) || json_array_size(req->messages) == 0)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher request %llu: messages must be a non-empty array",
+                            (unsigned long long)req->tag);
+    if (!t->is_stub) return kd_client_submit(t->client, req, err);
     kd_teacher_completion *c = calloc(1, sizeof *c);
     if (!c) return kd_error_set(err, KD_ERR_NOMEM, "out of memory for a completion");
     c->tag = req->tag;
@@ -496,19 +514,38 @@ int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *er
     c->attempts = 1;
     t->st.submitted++;
     t->st.attempts++;
-    if (kd_stub_complete(t->stub, req->messages, req->tools, k, seed, c, &e)) {
+    stub_done(t, c, req->tag, kd_stub_complete(t->stub, req->messages, req->tools, k, seed, c, &e), &e);
+    int rc = stub_queue(t, c, err);
+    if (rc) {
         kd_teacher_completion_free(c);
-        c->tag = req->tag;
-        c->status = e.code;
-        c->error = kd_strdup(e.msg);
-        t->st.failed++;
-    } else {
-        t->st.completed++;
+        free(c);
     }
-    c->done_s = kd_teacher_now();
-    t->ready[(t->head + t->count) % t->cap] = c;
-    t->count++;
-    return KD_OK;
+    return rc;
+}
+
+int kd_teacher_submit_score(kd_teacher *t, const json_t *messages, const json_t *tools, uint64_t tag, kd_error *err) {
+    if (!json_is_array(messages) || json_array_size(messages) == 0)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher scoring request %llu: messages must be a non-empty array",
+                            (unsigned long long)tag);
+    if (!t->is_stub) return kd_client_submit_score(t->client, messages, tools, tag, err);
+    kd_teacher_completion *c = calloc(1, sizeof *c);
+    if (!c) return kd_error_set(err, KD_ERR_NOMEM, "out of memory for a completion");
+    c->tag = tag;
+    c->scored = 1;
+    c->submit_s = kd_teacher_now();
+    int k = t->cfg.teacher.top_logprobs > 0 ? (int)t->cfg.teacher.top_logprobs : 1;
+    kd_error e;
+    c->attempts = 1;
+    t->st.submitted++;
+    t->st.attempts++;
+    stub_done(t, c, tag, kd_stub_score_conversation(t->stub, messages, tools, k, t->cfg.teacher.seed, &c->lp, &e), &e);
+    c->scored = 1;
+    int rc = stub_queue(t, c, err);
+    if (rc) {
+        kd_teacher_completion_free(c);
+        free(c);
+    }
+    return rc;
 }
 
 int kd_teacher_next(kd_teacher *t, double timeout_s, kd_teacher_completion **out, kd_error *err) {
