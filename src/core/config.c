@@ -245,6 +245,49 @@ static const char *nearest(const char *section, const char *name) {
 
 static const char *node_scalar(yaml_node_t *n) { return (const char *)n->data.scalar.value; }
 
+/* A YAML node as JSON (teacher.extra_body written as a mapping): quoted scalars are strings; plain ones
+ * true/false/null, numbers, or strings. NULL when nested deeper than 32. */
+static json_t *yaml_to_json(yaml_document_t *doc, yaml_node_t *n, int depth) {
+    if (!n || depth > 32) return NULL;
+    if (n->type == YAML_MAPPING_NODE) {
+        json_t *o = json_object();
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key);
+            json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
+            if (!k || k->type != YAML_SCALAR_NODE || !v) {
+                json_decref(v);
+                json_decref(o);
+                return NULL;
+            }
+            json_object_set_new(o, node_scalar(k), v);
+        }
+        return o;
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+            json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, *it), depth + 1);
+            if (!v) {
+                json_decref(a);
+                return NULL;
+            }
+            json_array_append_new(a, v);
+        }
+        return a;
+    }
+    const char *v = node_scalar(n);
+    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return json_string(v);
+    if (strcmp(v, "true") == 0) return json_true();
+    if (strcmp(v, "false") == 0) return json_false();
+    if (strcmp(v, "null") == 0 || strcmp(v, "~") == 0 || !v[0]) return json_null();
+    char *end;
+    long long i = strtoll(v, &end, 10);
+    if (*end == 0) return json_integer(i);
+    double d = strtod(v, &end);
+    if (*end == 0 && isfinite(d)) return json_real(d);
+    return json_string(v);
+}
+
 static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name, kd_error *err) {
     yaml_node_t *root = yaml_document_get_root_node(doc);
     char where[1200];
@@ -302,6 +345,16 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
                     }
                     if (list_push(l, node_scalar(e)) != 0) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", where);
                 }
+                continue;
+            }
+            if (spec->offset == F(teacher, extra_body) && v2->type == YAML_MAPPING_NODE) { /* a mapping, as JSON */
+                json_t *j = yaml_to_json(doc, v2, 0);
+                char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                if (!txt) return kd_error_set(err, KD_ERR_INVALID, "%s: teacher.extra_body: cannot read it as JSON (nested too deep?)", where);
+                int rc = set_scalar(cfg, spec, txt, where, err);
+                free(txt);
+                if (rc) return rc;
                 continue;
             }
             if (v2->type != YAML_SCALAR_NODE)
