@@ -199,8 +199,16 @@ static char *chat_response(kd_server *s, const kd_teacher_completion *c, int wan
     kd_sbuf_puts(&b, ",\"object\":\"chat.completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
     kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    if (c->n_tool_calls) kd_sbuf_puts(&b, "null");
-    else json_token(&b, c->text);
+    /* with tool calls, the text before the first <tool_call> block (a think block, prose), or null when
+     * there is none: what vLLM's hermes tool parser leaves as content */
+    const char *cut = c->n_tool_calls && c->text ? strstr(c->text, "<tool_call>") : NULL;
+    size_t keep = cut ? (size_t)(cut - c->text) : c->text ? strlen(c->text) : 0;
+    if (c->n_tool_calls && keep == 0) kd_sbuf_puts(&b, "null");
+    else if (c->n_tool_calls) {
+        char *pre = kd_strndup(c->text, keep);
+        json_token(&b, pre);
+        free(pre);
+    } else json_token(&b, c->text);
     if (c->n_tool_calls) {
         kd_sbuf_puts(&b, ",\"tool_calls\":[");
         for (int i = 0; i < c->n_tool_calls; i++) {
@@ -254,6 +262,12 @@ static char *chat_response(kd_server *s, const kd_teacher_completion *c, int wan
  * {"logprob", "rank", "decoded_token"} (https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html,
  * "Extra Parameters": prompt_logprobs). The stub's own token is always a candidate; when it falls
  * outside the top-k its rank is written as k + 1. */
+static void write_prompt_token_ids(kd_sbuf *b, const kd_teacher_logprobs *lp) {
+    kd_sbuf_puts(b, "\"prompt_token_ids\":[");
+    for (int i = 0; i < lp->n; i++) kd_sbuf_printf(b, "%s%d", i ? "," : "", lp->token_ids[i]);
+    kd_sbuf_puts(b, "],");
+}
+
 static void write_prompt_logprobs(kd_sbuf *b, const kd_teacher_logprobs *lp) {
     kd_sbuf_puts(b, "\"prompt_logprobs\":[");
     for (int i = 0; i < lp->n; i++) {
@@ -290,20 +304,24 @@ static char *score_response(kd_server *s, const kd_teacher_logprobs *lp) {
     kd_sbuf_puts(&b, ",\"object\":\"text_completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
     kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\",");
+    write_prompt_token_ids(&b, lp);
     write_prompt_logprobs(&b, lp);
     kd_sbuf_printf(&b, "}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":1,\"total_tokens\":%d}}", lp->n, lp->n + 1);
     return kd_sbuf_take(&b);
 }
 
 /* /v1/chat/completions with prompt_logprobs: a one-token answer (max_tokens 1: empty here) and the
- * prompt's logprobs at the top level of the response, where vLLM puts them for chat. */
-static char *score_chat_response(kd_server *s, const kd_teacher_logprobs *lp) {
+ * prompt's logprobs at the top level of the response, where vLLM puts them for chat; with vLLM's
+ * return_token_ids, the prompt's token ids too (a JavaScript object orders integer keys by value,
+ * so a client there cannot see which key came first). */
+static char *score_chat_response(kd_server *s, const kd_teacher_logprobs *lp, int with_ids) {
     kd_sbuf b = {0};
     kd_sbuf_puts(&b, ",\"object\":\"chat.completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
     kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
                      "\"finish_reason\":\"length\"}],");
     kd_sbuf_printf(&b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":1,\"total_tokens\":%d},", lp->n, lp->n + 1);
+    if (with_ids) write_prompt_token_ids(&b, lp);
     write_prompt_logprobs(&b, lp);
     kd_sbuf_puts(&b, "}");
     return kd_sbuf_take(&b);
@@ -469,7 +487,7 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
             kd_teacher_logprobs lp;
             memset(&lp, 0, sizeof lp);
             rc = score_chat(s, req, messages, json_is_array(tools) ? tools : NULL, prompt_k, seed, &lp, &e);
-            if (!rc) out = score_chat_response(s, &lp);
+            if (!rc) out = score_chat_response(s, &lp, json_is_true(json_object_get(req, "return_token_ids")));
             kd_teacher_logprobs_free(&lp);
         } else {
             kd_teacher_completion c;
