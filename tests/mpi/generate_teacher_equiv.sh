@@ -6,7 +6,8 @@
 # The datasets are identical sample by sample: every /tokens/* and /teacher/* array and every text
 # (tests/lib/compare_datasets.py, h5py). The student and the teacher share the tokenizer, so every
 # trained token of every assistant turn has teacher top-k (coverage 100%, from stats.json and from the
-# arrays). A smaller run scores through /v1/completions over kdstep's own rendering: identical again.
+# arrays). A smaller run, with a thinking teacher (teacher.extra_body), scores through /v1/completions
+# over kdstep's own rendering: identical again.
 set -euo pipefail
 source "$KD_SOURCE_DIR/tests/lib/fixtures.sh"
 tok=$(kd_student_tokenizer)
@@ -70,6 +71,14 @@ print(f"http: {st['samples']} samples, coverage 100% of {int(loss.sum())} traine
       f"{multi} conversations with 2+ assistant turns")
 PY
 head -n 100 "$tmp/prompts.jsonl" >"$tmp/p100.jsonl"
-PROMPTS="$tmp/p100.jsonl" gen "$tmp/stub100" stub
-PROMPTS="$tmp/p100.jsonl" gen "$tmp/cmpl100" "http://127.0.0.1:$port" --set teacher.scoring=completions
+# with a thinking teacher: teacher.extra_body reaches the server in every chat request
+think='teacher.extra_body={"chat_template_kwargs": {"enable_thinking": true}}'
+PROMPTS="$tmp/p100.jsonl" gen "$tmp/stub100" stub --set "$think"
+PROMPTS="$tmp/p100.jsonl" gen "$tmp/cmpl100" "http://127.0.0.1:$port" --set teacher.scoring=completions --set "$think"
 /usr/bin/python3 "$KD_SOURCE_DIR/tests/lib/compare_datasets.py" "$tmp/stub100" "$tmp/cmpl100"
+/usr/bin/python3 - "$tmp/cmpl100" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1] + "/dataset.h5", "r") as f:
+    t = f["text/teacher_text"][:].tobytes()
+assert t.count(b"<think>\nThe user wrote") > 50, "the thinking teacher wrote no think blocks over HTTP"
+PY
