@@ -385,4 +385,33 @@ static inline float kd_tail_of(const float *lps, size_t m) {
     return whole || mass >= 1.0 ? -INFINITY : mass < 0.5 ? (float)log1p(-mass) : (float)log(1.0 - mass);
 }
 
+/* -?D+.D+ with at most 15 digits, as logprobs are written (-4.77221203): the value num() computes for
+ * it (m / 10^frac, exact since m < 2^53). NULL for anything else, which num() then reads. Reads at
+ * most 36 bytes from p. (Counting and converting the digits a word at a time, SWAR, measured slower
+ * here than these loops.) */
+static inline const char *lean_number(const char *p, double *out) {
+    int neg = *p == '-', nd = 0, frac = 0;
+    uint64_t m = 0;
+    p += neg;
+    if (*p == '0') {
+        p++;
+        nd = 1;
+    } else
+        while (is_digit(*p) && nd < 16) {
+            m = m * 10 + (uint64_t)(*p++ - '0');
+            nd++;
+        }
+    if (nd == 0 || *p != '.') return NULL;
+    p++;
+    while (is_digit(*p) && nd < 16) {
+        m = m * 10 + (uint64_t)(*p++ - '0');
+        nd++;
+        frac++;
+    }
+    if (frac == 0 || nd > 15 || is_digit(*p) || (*p | 0x20) == 'e') return NULL;
+    double x = (double)m / P10[frac];
+    *out = neg ? -x : x;
+    return p;
+}
+
 #endif

@@ -107,6 +107,93 @@ static int read_entry(plp *P, double *logprob, int64_t *rank, sspan *text, int *
     return r < 0 ? pbad(P, "invalid JSON in an entry") : 0;
 }
 
+/* The end of a run of plain string bytes (not '"', '\\' or a control byte), eight bytes at a time
+ * (SWAR: a byte's high bit marks a match), then byte by byte near the end. */
+static inline const char *plain_run(const char *p, const char *e) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (e - p >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+        uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | (v - ones * 0x20);
+        hit &= ~v & highs; /* bytes >= 0x80 (UTF-8) are plain */
+        if (hit) return p + (__builtin_ctzll(hit) >> 3);
+        p += 8;
+    }
+    while (p < e && !STR_STOP[(unsigned char)*p]) p++;
+    return p;
+}
+
+/* The lean reader: a row as servers write it, compact, keys in vLLM's order,
+ *   {"ID":{"logprob":L,"rank":R,"decoded_token":"T"},...}
+ * (T's escapes are decoded as the general reader decodes them). Returns 1 with the row read and s->p after it; 0 when the row is not in
+ * that form (nothing is kept: the general reader reads it again from the start); -1 out of memory. */
+static int lean_row(plp *P, int row, size_t base) {
+    kd_teacher_logprobs *lp = P->lp;
+    const char *p = P->s.p, *e = P->s.end;
+    int k = P->k, own = 1;
+    if (p >= e || *p != '{') return 0;
+    p++;
+    for (;;) {
+        if (e - p < 96 || *p != '"') return 0;
+        p++;
+        int64_t id = 0;
+        const char *d = p;
+        while (is_digit(*p) && p - d < 10) id = id * 10 + (*p++ - '0');
+        if (p == d || id > INT32_MAX || memcmp(p, "\":{\"logprob\":", 13) != 0) return 0;
+        p += 13;
+        double x;
+        const char *q = lean_number(p, &x);
+        if (!q) return 0;
+        p = q;
+        if (memcmp(p, ",\"rank\":", 8) != 0) return 0;
+        p += 8;
+        int64_t rank = 0;
+        d = p;
+        while (is_digit(*p) && p - d < 10) rank = rank * 10 + (*p++ - '0');
+        if (p == d || memcmp(p, ",\"decoded_token\":\"", 18) != 0) return 0;
+        p += 18;
+        const char *tb = p;
+        int esc = 0;
+        for (p = plain_run(p, e); p + 7 < e && *p == '\\'; p = plain_run(p, e)) { /* escapes: \n, \", \u00e9 ... */
+            esc = 1;
+            if (p[1] == 'u') {
+                for (int h = 2; h < 6; h++)
+                    if (hexval((unsigned char)p[h]) < 0) return 0;
+                p += 6;
+            } else if (strchr("\"\\/bfnrt", p[1]) && p[1]) p += 2;
+            else return 0;
+        }
+        if (p + 3 > e || *p != '"' || p[1] != '}') return 0; /* a control byte, or the end */
+        sspan text = {tb, p, esc};
+        p += 2;
+        size_t off = arena_put(P, &text);
+        if (!off) return -1;
+        float f = (float)x;
+        if (own) {
+            lp->token_ids[row] = (int32_t)id;
+            lp->tokens[row] = (char *)(uintptr_t)off;
+            lp->token_logprobs[row] = f;
+            own = 0;
+        }
+        if (rank >= 1 && rank <= k) {
+            size_t at = base + (size_t)(rank - 1);
+            if (lp->topk_ids[at] < 0 && !lp->topk_tokens[at]) {
+                lp->topk_ids[at] = (int32_t)id;
+                lp->topk_tokens[at] = (char *)(uintptr_t)off;
+                lp->topk_logprobs[at] = f;
+            }
+        }
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p != '}') return 0;
+        P->s.p = p + 1;
+        return 1;
+    }
+}
+
 static int read_row(plp *P) {
     scan *s = &P->s;
     kd_teacher_logprobs *lp = P->lp;
@@ -123,6 +210,23 @@ static int read_row(plp *P) {
         lp->topk_logprobs[base + j] = -INFINITY;
     }
     if (peek(s) == 'n') return lit(s, "null") ? pbad(P, "invalid JSON") : 0;
+    size_t alen = P->alen;
+    int lr = lean_row(P, row, base);
+    if (lr < 0) return pnomem(P);
+    if (lr == 1) {
+        lp->tail_logprob[row] = kd_tail_of(lp->topk_logprobs + base, (size_t)k);
+        return 0;
+    }
+    /* not in the lean form: forget what it wrote, read the row again */
+    P->alen = alen;
+    lp->token_ids[row] = -1;
+    lp->tokens[row] = NULL;
+    lp->token_logprobs[row] = 0;
+    for (int j = 0; j < k; j++) {
+        lp->topk_ids[base + j] = -1;
+        lp->topk_tokens[base + j] = NULL;
+        lp->topk_logprobs[base + j] = -INFINITY;
+    }
     int first = 1, r, own = 1;
     sspan key, text = {NULL, NULL, 0};
     if (obj_begin(s)) return pbad(P, "a prompt_logprobs entry is neither an object nor null");
@@ -193,6 +297,15 @@ int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd
     plp P = {{body, body + len, body, 0}, err, top_k, lp, 0, NULL, 0, 0};
     if (err) err->code = KD_OK;
     lp->k = top_k;
+    /* room for every row from the start: a row takes at least 16 bytes per column, so this is more
+     * than enough, and pages never written cost nothing (no copies while growing) */
+    size_t cap = len / (16 * (size_t)top_k) + 16;
+    if (kd_teacher_logprobs_reshape(lp, 0, cap, (size_t)top_k) || !(P.arena = malloc(len / 4 + 64))) {
+        kd_teacher_logprobs_free(lp);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory for prompt logprobs");
+    }
+    P.cap = cap;
+    P.acap = len / 4 + 64;
     int first = 1, r, found = 0, rc = -1;
     sspan key;
     if (obj_begin(&P.s)) {

@@ -337,35 +337,6 @@ static int top_row(parse *P, lp_ctx *X) {
  * third of the time on a logprobs answer, which is nothing but rows. Anything else in a row (other
  * keys, another order, blanks, long numbers, a short body) sends that row to read_entry. */
 
-/* -?D+.D+ with at most 15 digits, as logprobs are written (-4.77221203): the value num() computes for
- * it (m / 10^frac, exact since m < 2^53). NULL for anything else, which num() then reads. Reads at
- * most 36 bytes from p. (Counting and converting the digits a word at a time, SWAR, measured slower
- * here than these loops.) */
-static inline const char *lean_number(const char *p, double *out) {
-    int neg = *p == '-', nd = 0, frac = 0;
-    uint64_t m = 0;
-    p += neg;
-    if (*p == '0') {
-        p++;
-        nd = 1;
-    } else
-        while (is_digit(*p) && nd < 16) {
-            m = m * 10 + (uint64_t)(*p++ - '0');
-            nd++;
-        }
-    if (nd == 0 || *p != '.') return NULL;
-    p++;
-    while (is_digit(*p) && nd < 16) {
-        m = m * 10 + (uint64_t)(*p++ - '0');
-        nd++;
-        frac++;
-    }
-    if (frac == 0 || nd > 15 || is_digit(*p) || (*p | 0x20) == 'e') return NULL;
-    double x = (double)m / P10[frac];
-    *out = neg ? -x : x;
-    return p;
-}
-
 /* b,b,...] after the '[': integers of one to three digits, kept modulo 256 in the arena (which has room
  * for 80 bytes). NULL for anything else. */
 static inline const char *lean_bytes(const char *p, const char *e, lp_ctx *X, lp_entry *f) {

@@ -319,10 +319,11 @@ done:
 
 /* A prompt_logprobs key or text "token_id:N" (vLLM's return_tokens_as_token_ids), or a plain id. */
 static int32_t id_of_key(const char *k) {
-    if (strncmp(k, "token_id:", 9) == 0) k += 9;
-    char *end;
-    long v = strtol(k, &end, 10);
-    return end != k && *end == 0 && v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+    if (strncmp(k, "token_id:", 9) == 0 && k[9]) k += 9;
+    size_t n = strlen(k);
+    if (n == 0 || n > 10 || strspn(k, "0123456789") != n) return -1;
+    long long v = atoll(k);
+    return v <= INT32_MAX ? (int32_t)v : -1;
 }
 
 int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err) {
@@ -361,16 +362,16 @@ int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k
             float f = x < -1e30 ? -INFINITY : (float)x;
             if (first) { /* the prompt token itself */
                 lp->token_ids[r] = id_of_key(key);
-                lp->tokens[r] = kd_strdup(dt ? dt : "");
+                lp->tokens[r] = dt ? kd_strdup(dt) : NULL;
                 lp->token_logprobs[r] = f;
                 first = 0;
             }
             long rank = (long)json_integer_value(json_object_get(v, "rank"));
             if (rank < 1 || rank > top_k) continue;
             size_t at = (size_t)r * (size_t)top_k + (size_t)(rank - 1);
-            if (lp->topk_tokens[at]) continue; /* a repeated rank: keep the first */
+            if (lp->topk_tokens[at] || lp->topk_ids[at] >= 0) continue; /* a repeated rank: keep the first */
             lp->topk_ids[at] = id_of_key(key);
-            lp->topk_tokens[at] = kd_strdup(dt ? dt : "");
+            lp->topk_tokens[at] = dt ? kd_strdup(dt) : NULL;
             lp->topk_logprobs[at] = f;
         }
         lp->tail_logprob[r] = tail_from_topk(lp->topk_logprobs + (size_t)r * top_k, top_k);
