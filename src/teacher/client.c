@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "kdstep/chat.h"
@@ -568,6 +569,12 @@ static void schedule_retry(struct kd_teacher_client *c, job *j, double min_delay
     if (q_push(&c->delayed, j)) finish(c, j, KD_ERR_NOMEM, "out of memory scheduling a retry");
 }
 
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
     job *j = NULL;
     curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&j);
@@ -624,9 +631,10 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
             } else kd_teacher_completion_free(&tmp);
         } else {
             kd_teacher_logprobs lp;
-            double t0 = kd_teacher_now();
+            /* CPU time: a parse of ~1 ms is often preempted on a busy machine, and wall time would count that */
+            double t0 = thread_cpu_s();
             prc = kd_teacher_parse_prompt_logprobs(j->resp.data ? j->resp.data : "", j->resp.len, j->top_k, &lp, &e);
-            c->st.parse_s += kd_teacher_now() - t0;
+            c->st.parse_s += thread_cpu_s() - t0;
             if (!prc) {
                 kd_teacher_logprobs_free(&cp->lp);
                 cp->lp = lp;
