@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "internal.h"
+#include "common.h"
 
 typedef struct scan {
     const char *p, *end, *base;

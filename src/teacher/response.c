@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "kdstep/teacher.h"
-#include "internal.h"
+#include "common.h"
 
 #include "jscan.h"
 

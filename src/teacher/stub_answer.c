@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "common.h"
 #include "kdstep/hash.h"
 #include "kdstep/teacher.h"
 #include "stub_internal.h"
