@@ -1,13 +1,15 @@
 /* Teachers: one asynchronous interface over the built-in stub teacher and OpenAI-compatible servers.
  *
  * A caller submits requests (OpenAI `messages`, optional `tools`, sampling and logprob options, a
- * tag of its own) and collects completions as they finish, in any order, each carrying its tag.
+ * tag of its own), or asks for a finished conversation to be scored (the teacher's top-k at every
+ * token: kd_teacher_submit_score), and collects completions as they finish, in any order, each
+ * carrying its tag.
  * Every submitted request comes back exactly once: as a completion, or as a recorded failure
  * (status != KD_OK, with the last HTTP status and an excerpt of the last body). Backends:
  *   - "stub": the in-process deterministic teacher (src/teacher/stub.c); answers at submit time.
  *   - http(s)://host:port: the libcurl multi client (src/teacher/client.c): N requests in flight,
  *     connection reuse, timeouts, retries with exponential backoff + jitter, 429 Retry-After and an
- *     AIMD in-flight limit, optional teacher-forced rescoring through vLLM /v1/completions.
+ *     AIMD in-flight limit; scoring requests (vLLM prompt_logprobs) go through the same machinery.
  * The API key is read from the environment variable named by teacher.api_key_env and appears in no
  * log line, output or error message (bodies that echo it are redacted).
  */
