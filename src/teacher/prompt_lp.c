@@ -59,7 +59,14 @@ static size_t arena_put(plp *P, const sspan *sp) {
 
 /* A key: digits, or "token_id:" and digits; -1 for anything else. */
 static int32_t key_id(const sspan *k) {
+    char buf[32];
     const char *p = k->b, *e = k->e;
+    if (k->esc) { /* "\u0031" is "1", as a tree parser reads it */
+        if (e - p >= (long)sizeof buf) return -1;
+        size_t n = unescape(k, buf);
+        p = buf;
+        e = buf + n;
+    }
     if (e - p > 9 && memcmp(p, "token_id:", 9) == 0) p += 9;
     if (p == e || e - p > 10) return -1;
     int64_t v = 0;

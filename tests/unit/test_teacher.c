@@ -903,6 +903,32 @@ static void test_parse_vllm_prompt_logprobs(void) {
     kd_error e;
     CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs(no, strlen(no), 2, &lp, &e), KD_ERR_PARSE);
     KD_ASSERT_CONTAINS(e.msg, "no prompt_logprobs (is the endpoint vLLM");
+    /* escapes in texts and keys, numbers in exponent form, a row the lean reader hands to the general one:
+     * the fast reader and the reference read the same */
+    const char *esc = "{\"prompt_logprobs\":[null,{\"7\":{\"logprob\":-1.5e-3,\"rank\":1,\"decoded_token\":\"a\\nb\\u00e9\"},"
+                      "\"\\u0038\":{\"logprob\":-7.25,\"rank\":2,\"decoded_token\":\"\\\"q\"}},"
+                      "{ \"9\" : { \"rank\" : 1 , \"logprob\" : -0.5 } }]}";
+    kd_teacher_logprobs a, b;
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs(esc, strlen(esc), 2, &a, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs_ref(esc, strlen(esc), 2, &b, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(a.n, 3);
+    CU_ASSERT_EQUAL_FATAL(b.n, 3);
+    CU_ASSERT_STRING_EQUAL(a.tokens[1], "a\nb\xc3\xa9");
+    CU_ASSERT_STRING_EQUAL(b.tokens[1], "a\nb\xc3\xa9");
+    CU_ASSERT_STRING_EQUAL(a.topk_tokens[3], "\"q");
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(a.token_ids[i], b.token_ids[i]);
+        CU_ASSERT_EQUAL(memcmp(&a.tail_logprob[i], &b.tail_logprob[i], 4), 0);
+        for (int j = 0; j < 2; j++) {
+            CU_ASSERT_EQUAL(a.topk_ids[i * 2 + j], b.topk_ids[i * 2 + j]);
+            CU_ASSERT_EQUAL(memcmp(&a.topk_logprobs[i * 2 + j], &b.topk_logprobs[i * 2 + j], 4), 0);
+        }
+    }
+    CU_ASSERT_EQUAL(a.topk_ids[3], 8);
+    CU_ASSERT_EQUAL(a.token_ids[2], 9);
+    CU_ASSERT_PTR_NULL(a.tokens[2]);
+    kd_teacher_logprobs_free(&a);
+    kd_teacher_logprobs_free(&b);
     const char *broken = "{\"prompt_logprobs\":[null,{\"1\":{\"logprob\":-0.5,\"rank\":1}},{\"2\":";
     CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs(broken, strlen(broken), 2, &lp, &e), KD_ERR_PARSE);
 }
