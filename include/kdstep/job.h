@@ -7,7 +7,8 @@
  *               heldout_file, heldout_count, heldout_seed, total
  *   tools, tokenizer, config: paths (relative paths are taken from the current directory)
  *   overrides:  a list of "section.key=value" applied over `config`
- *   tokenizer_train: vocab_size (used when the tokenizer is missing)
+ *   tokenizer_train: vocab_size (default 8192): `kdstep run` makes the tokenizer with it when the
+ *               folder `tokenizer` names has no tokenizer.json (kd_tokenizer_make_student)
  *
  * Loading is strict like the config: unknown keys name file:line:column and the nearest key.
  */

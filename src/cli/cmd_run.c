@@ -13,8 +13,10 @@
 #include "kdstep/gen.h"
 #include "kdstep/job.h"
 #include "kdstep/log.h"
+#include "kdstep/progress.h"
 #include "kdstep/registry.h"
 #include "kdstep/synth.h"
+#include "kdstep/tokenizer_corpus.h"
 #include "kdstep/trainer.h"
 
 static const char USAGE[] =
@@ -91,6 +93,24 @@ static int bcast_rc(int rc, kd_error *err, int rank) {
         if (rank) kd_error_set(err, code, "%s", msg);
     }
     return code;
+}
+
+/* Rank 0 makes the student tokenizer the job names when it is missing, from the job's
+ * tokenizer_train section, as jobs/quickstart.sh does (jobs/make-student-tokenizer.sh). */
+static int ensure_tokenizer(const kd_job *job, int rank, kd_error *err) {
+    int rc = KD_OK;
+    char path[KD_CFG_PATH + 32];
+    snprintf(path, sizeof path, "%s/tokenizer.json", job->tokenizer);
+    if (rank == 0 && !kd_path_exists(path)) {
+        double t0 = kd_now_s();
+        KD_INFO("run: %s is missing: making the student tokenizer (%lld ids, %d MB corpus over %s, seed %d; "
+                "tokenizer_train in %s)", path, (long long)job->tokenizer_vocab_size, KD_STUDENT_CORPUS_MB, job->tools,
+                KD_STUDENT_CORPUS_SEED, job->path);
+        rc = kd_tokenizer_make_student(job->tokenizer, job->tools, (int)job->tokenizer_vocab_size, err);
+        if (rc) kd_error_prefix(err, "run: making the tokenizer %s: ", job->tokenizer);
+        else KD_INFO("run: wrote %s in %.1f s", path, kd_now_s() - t0);
+    }
+    return bcast_rc(rc, err, rank);
 }
 
 static int stage_generate(const kd_job *job, const kd_config *cfg, int slice_index, int slice_count, int rank, kd_error *err) {
@@ -247,6 +267,7 @@ int kd_cmd_run(int argc, char **argv) {
      * kill the job: the trainer installs its own handler while it runs and restores this one. */
     signal(SIGUSR1, SIG_IGN);
     int all = strcmp(stage, "all") == 0, interrupted = 0;
+    if (strcmp(stage, "merge") != 0) rc = ensure_tokenizer(&job, rank, &err);
     if (!rc && (all || strcmp(stage, "generate") == 0)) rc = stage_generate(&job, &cfg, slice_index, slice_count, rank, &err);
     if (!rc && strcmp(stage, "merge") == 0) rc = stage_merge(&job, rank, &err);
     if (!rc && (all || strcmp(stage, "train") == 0)) rc = stage_train(&job, &cfg, rank, &interrupted, &err);

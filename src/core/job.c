@@ -53,7 +53,7 @@ void kd_job_defaults(kd_job *job) {
     snprintf(job->tools, sizeof job->tools, "configs/tools.json");
     snprintf(job->tokenizer, sizeof job->tokenizer, "models/student/tokenizer");
     snprintf(job->config, sizeof job->config, "configs/process_supervision.yaml");
-    job->tokenizer_vocab_size = 4096;
+    job->tokenizer_vocab_size = 8192; /* jobs/quickstart.sh's default too */
 }
 
 static void list_clear(kd_string_list *l) {
