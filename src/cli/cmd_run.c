@@ -21,6 +21,7 @@
 
 static const char USAGE[] =
     "usage: kdstep run JOB.yaml [--stage generate|merge|train|eval|all] [--slice I/N]\n"
+    "       kdstep run JOB.yaml --sbatch-shape\n"
     "\n"
     "Runs the job's stages in order (all = generate, train, eval). A stage whose output is complete is\n"
     "skipped; a partial one resumes. Run it under mpirun/srun for several ranks, e.g.\n"
@@ -28,6 +29,10 @@ static const char USAGE[] =
     "\n"
     "  --stage S     run one stage only (merge joins the slices of a job-array generation)\n"
     "  --slice I/N   generation slice for job arrays (prompt index % N == I)\n"
+    "  --sbatch-shape  print the job's launch shape (job.ranks, nodes, tasks_per_node, cpus_per_task)\n"
+    "                as sbatch options, one per line, and exit (slurm/submit.sh uses it)\n"
+    "If the folder the job's `tokenizer` names has no tokenizer.json, rank 0 first makes it from the job's\n"
+    "tokenizer_train section, as jobs/make-student-tokenizer.sh does.\n"
     "Exit status 75 means training stopped on a signal after writing a checkpoint (requeue to resume).\n";
 
 #define EXIT_REQUEUE 75
@@ -223,9 +228,10 @@ static int stage_eval(const kd_job *job, const kd_config *cfg, int rank, kd_erro
 
 int kd_cmd_run(int argc, char **argv) {
     static const struct option opts[] = {{"stage", required_argument, 0, 's'}, {"slice", required_argument, 0, 'l'},
-                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+                                         {"sbatch-shape", no_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *stage = "all";
-    int slice_index = 0, slice_count = 0, c;
+    int slice_index = 0, slice_count = 0, shape = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) { /* options may follow the job file */
         switch (c) {
         case 's': stage = optarg; break;
@@ -233,6 +239,7 @@ int kd_cmd_run(int argc, char **argv) {
             if (sscanf(optarg, "%d/%d", &slice_index, &slice_count) != 2 || slice_count < 1 || slice_index < 0 || slice_index >= slice_count)
                 return kd_cli_usage_error(USAGE, "run: --slice expects I/N with 0 <= I < N, got '%s'", optarg);
             break;
+        case 'p': shape = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "run: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -257,6 +264,14 @@ int kd_cmd_run(int argc, char **argv) {
         kd_job_free(&job);
         kd_config_free(&cfg);
         return kd_cli_fail(&err);
+    }
+    if (shape) { /* no MPI: submit.sh runs this on the login node */
+        char text[256];
+        kd_job_sbatch_shape(&job, text, sizeof text);
+        fputs(text, stdout);
+        kd_job_free(&job);
+        kd_config_free(&cfg);
+        return 0;
     }
     int rank, size;
     if (kd_cli_mpi_init(&argc, &argv, &rank, &size) != 0) {
