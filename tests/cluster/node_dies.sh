@@ -6,7 +6,7 @@
 #     checkpoint on the nodes left; every step is logged once and the final weights are bitwise
 #     those of an uninterrupted run (1 node x 2 ranks);
 #  2. mid-generation (slurm/generate.sbatch on 2 nodes, against a served stub teacher slowed to
-#     100 ms a request; the node killed is the batch node, with rank 0): requeued, resumed, and the
+#     200 ms a request; the node killed is the batch node, with rank 0): requeued, resumed, and the
 #     dataset equals an uninterrupted one-node run's: no prompt lost, none twice.
 source "$KD_SOURCE_DIR/tests/cluster/lib/cluster.bash"
 cluster_up 3
@@ -42,11 +42,11 @@ check "the rerun resumed from a checkpoint" 'grep -q "resuming from" "$T"/tr-"$j
 check "every step is in metrics.jsonl once" '[[ "$(grep -o "\"step\":[0-9]*" "$T/tr/train/metrics.jsonl" | sort -u | wc -l)" -eq 40 && "$(grep -c "\"step\"" "$T/tr/train/metrics.jsonl")" -eq 40 ]]'
 check "final weights equal the uninterrupted run's, bitwise" 'cmp "$T/tr/train/final/model.safetensors" "$T/ref/train/final/model.safetensors"'
 [[ $fail -eq 0 ]] || { cat "$T"/tr-*.out; sinfo -N; }
-node_back "${victim#node}"
-check "$victim is back and idle" '[[ $? -eq 0 ]]'
+node_back "${victim#node}"; back=$?
+check "$victim is back and idle" '[[ $back -eq 0 ]]'
 
 # 2. a node dies mid-generation: a teacher every node can reach, slowed down so that the kill lands mid-way
-"$KDSTEP" teacher serve --host "$KD_CLUSTER_NET.1" --port 0 --latency-ms 100 --tokenizer "$tok" --tools "$KD_SOURCE_DIR/configs/tools.json" >"$T/teacher.out" 2>"$T/teacher.err" &
+"$KDSTEP" teacher serve --host "$KD_CLUSTER_NET.1" --port 0 --latency-ms 200 --tokenizer "$tok" --tools "$KD_SOURCE_DIR/configs/tools.json" >"$T/teacher.out" 2>"$T/teacher.err" &
 teacher=$!
 trap 'kill $teacher 2>/dev/null; cluster_teardown' EXIT
 for _ in $(seq 100); do port=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$T/teacher.out" | sed 's/.*://'); [[ -n "$port" ]] && break; sleep 0.1; done
@@ -59,7 +59,7 @@ KD_TEST_PROMPTS=40 job_file gk "$T/gk" "$gk"
 KD_TEST_PROMPTS=40 job_file gref "$T/gref" "$gk"
 jid=$(sbatch --parsable --nodes=2 --ntasks-per-node=1 --output="$T/gk-%j.out" "$KD_SOURCE_DIR/slurm/generate.sbatch" "$T/gk.yaml")
 for _ in $(seq 1200); do compgen -G "$T/gk/dataset/shard-*.h5" >/dev/null && break; sleep 0.1; done
-sleep 2
+sleep 1 # a few segments sealed; at 200 ms a request the 40 prompts take well over 5 s
 batch=$(job_field "$jid" BatchHost)
 echo "generation job $jid on $(job_field "$jid" NodeList); killing its batch node $batch"
 "$clib/cluster-node-kill.sh" "$KD_CLUSTER_DIR" "${batch#node}"

@@ -78,8 +78,6 @@ for i in $(seq "$n"); do
   ip -n "$ns" link set lo up
   mkdir -p "$dir/node$i/tmp" && chmod 1777 "$dir/node$i/tmp"
 done
-# the bridge forwards between the veths even where the host filters bridged traffic
-[ -w /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo 0 >/proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null
 
 # --- the node entry helper, the MPI launch agent and the hostfile ---
 cat >"$dir/enter" <<E
