@@ -20,14 +20,17 @@ const char *kd_runtime_blas_core(void);
 /* The thread budget of one rank, and where it came from. */
 typedef struct kd_thread_plan {
     int threads;        /* OpenMP and OpenBLAS threads */
-    int cpus;           /* CPUs in this process's affinity mask (what Slurm's cpuset/--cpus-per-task grant) */
+    int cpus;           /* CPUs this rank may use: its affinity mask (Slurm's cpuset, mpirun's binding), or
+                           SLURM_CPUS_ON_NODE when that is smaller */
     int sharing;        /* ranks on this node whose affinity masks overlap this one's (this one included) */
     const char *source; /* what decided: "train.threads", "KDSTEP_THREADS", "OMP_NUM_THREADS",
-                           "SLURM_CPUS_PER_TASK" or "CPU affinity / ranks sharing it" */
+                           "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE / ranks sharing them" or
+                           "CPU affinity / ranks sharing it" */
 } kd_thread_plan;
 
 /* The decision alone, first match wins: `requested` (train.threads) > 0; KDSTEP_THREADS;
- * OMP_NUM_THREADS; SLURM_CPUS_PER_TASK (at most affinity_cpus); else affinity_cpus / sharing.
+ * OMP_NUM_THREADS; SLURM_CPUS_PER_TASK (at most affinity_cpus); else affinity_cpus (or
+ * SLURM_CPUS_ON_NODE when smaller: Slurm without a cpuset) / sharing.
  * Always at least 1. */
 void kd_runtime_plan_threads(int requested, int affinity_cpus, int sharing, kd_thread_plan *plan);
 /* Writes a CPU set as a list ("0-3,8") into out (cut with "..." when longer than cap); returns the

@@ -113,8 +113,16 @@ void kd_runtime_plan_threads(int requested, int affinity_cpus, int sharing, kd_t
         if (n > affinity_cpus) n = affinity_cpus;
         p->source = "SLURM_CPUS_PER_TASK";
     } else {
-        n = affinity_cpus / sharing;
-        p->source = "CPU affinity / ranks sharing it";
+        /* Slurm without a cpuset (task/none) leaves the mask whole: its count of CPUs allocated to the
+         * job on this node bounds it then */
+        int slurm = env_count("SLURM_CPUS_ON_NODE");
+        if (slurm > 0 && slurm < affinity_cpus) {
+            p->cpus = slurm;
+            p->source = "SLURM_CPUS_ON_NODE / ranks sharing them";
+        } else {
+            p->source = "CPU affinity / ranks sharing it";
+        }
+        n = p->cpus / sharing;
     }
     p->threads = n < 1 ? 1 : n;
 }

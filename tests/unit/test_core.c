@@ -98,8 +98,8 @@ static void test_rng(void) {
 }
 
 static void test_thread_plan(void) {
-    static const char *const vars[] = {"KDSTEP_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"};
-    for (int i = 0; i < 3; i++) unsetenv(vars[i]);
+    static const char *const vars[] = {"KDSTEP_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"};
+    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
     kd_thread_plan p;
     kd_runtime_plan_threads(0, 8, 2, &p); /* 8 CPUs shared by 2 ranks */
     CU_ASSERT_EQUAL(p.threads, 4);
@@ -108,6 +108,15 @@ static void test_thread_plan(void) {
     CU_ASSERT_EQUAL(p.threads, 1);
     kd_runtime_plan_threads(0, 2, 3, &p); /* more ranks than CPUs: still one thread */
     CU_ASSERT_EQUAL(p.threads, 1);
+    setenv("SLURM_CPUS_ON_NODE", "4", 1); /* Slurm gave the job 4 of the node's 16 CPUs, no cpuset */
+    kd_runtime_plan_threads(0, 16, 2, &p);
+    CU_ASSERT_EQUAL(p.threads, 2);
+    CU_ASSERT_EQUAL(p.cpus, 4);
+    CU_ASSERT_STRING_EQUAL(p.source, "SLURM_CPUS_ON_NODE / ranks sharing them");
+    kd_runtime_plan_threads(0, 2, 1, &p); /* a cpuset smaller than that: the mask decides */
+    CU_ASSERT_EQUAL(p.threads, 2);
+    CU_ASSERT_STRING_EQUAL(p.source, "CPU affinity / ranks sharing it");
+    unsetenv("SLURM_CPUS_ON_NODE");
     setenv("SLURM_CPUS_PER_TASK", "2", 1);
     kd_runtime_plan_threads(0, 16, 8, &p);
     CU_ASSERT_EQUAL(p.threads, 2);
@@ -127,7 +136,7 @@ static void test_thread_plan(void) {
     kd_runtime_plan_threads(6, 1, 1, &p); /* train.threads wins over everything */
     CU_ASSERT_EQUAL(p.threads, 6);
     CU_ASSERT_STRING_EQUAL(p.source, "train.threads");
-    for (int i = 0; i < 3; i++) unsetenv(vars[i]);
+    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
 
     cpu_set_t set;
     CPU_ZERO(&set);
