@@ -82,13 +82,14 @@ cp -r "$tmp/demo out/dataset" "$tmp/dataset-copy"
 for d in "pre out" "ref out"; do mkdir -p "$tmp/$d"; cp -r "$tmp/dataset-copy" "$tmp/$d/dataset"; done
 sed "s|pre out|ref out|" "$tmp/pre.yaml" >"$tmp/ref.yaml"
 (cd "$tmp" && kd_mpirun 2 "$KDSTEP" run "$tmp/ref.yaml" --stage train >"$tmp/ref.log" 2>&1) || { echo "FAIL reference run"; tail "$tmp/ref.log"; fail=1; }
-jid=$(cd "$tmp" && sbatch --parsable --output="$tmp/pre-%j.out" "$src/slurm/train.sbatch" "$tmp/pre.yaml")
+jid=$(cd "$tmp" && sbatch --parsable --ntasks=2 --output="$tmp/pre-%j.out" "$src/slurm/train.sbatch" "$tmp/pre.yaml") # the shape is the caller's: 2 ranks, as the reference
 for _ in $(seq 600); do [[ -f "$tmp/pre out/train/checkpoints/latest" ]] && break; sleep 0.2; done
 sleep 1
 scancel --signal=USR1 "$jid"
 state=$(wait_job "$jid" 900)
 restarts=$(scontrol show job "$jid" | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
 check "the preempted job completed after a requeue ($state, restarts $restarts)" '[[ "$state" == COMPLETED && "${restarts:-0}" -ge 1 ]]'
+check "it ran 2 ranks, as asked" 'grep -q "2 ranks on" "$tmp"/pre-*.out'
 check "it wrote a checkpoint on the signal and resumed from it" 'grep -q "requeueing" "$tmp"/pre-*.out && grep -q "resum" "$tmp"/pre-*.out'
 check "final weights equal the uninterrupted run's, bitwise" 'cmp -s "$tmp/pre out/train/final/model.safetensors" "$tmp/ref out/train/final/model.safetensors"'
 [[ $fail -eq 0 ]] || tail -n 30 "$tmp"/pre-*.out
