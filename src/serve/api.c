@@ -98,7 +98,14 @@ static int prompt_text(const json_t *req, int kind, kd_api_request *out, char **
         return bad(status, 400, err, "tool_choice", "'tool_choice' may be \"auto\" or \"none\" here (forcing a call is not supported)%s", NULL);
     int none = tcs && strcmp(tcs, "none") == 0;
     out->has_tools = json_is_array(tools) && json_array_size(tools) > 0 && !none;
-    kd_chat_options o = {.add_generation_prompt = 1};
+    /* vLLM's chat extras: add_generation_prompt (default true) and continue_final_message (false);
+     * scoring a finished conversation sends false and false (the prompt ends after its last turn) */
+    const json_t *agp = json_object_get(req, "add_generation_prompt"), *cfm = json_object_get(req, "continue_final_message");
+    if ((agp && !json_is_null(agp) && !json_is_boolean(agp)) || (cfm && !json_is_null(cfm) && !json_is_boolean(cfm)))
+        return bad(status, 400, err, "add_generation_prompt", "'add_generation_prompt' and 'continue_final_message' must be true or false%s", NULL);
+    if (json_is_true(cfm))
+        return bad(status, 400, err, "continue_final_message", "'continue_final_message': true is not supported%s", NULL);
+    kd_chat_options o = {.add_generation_prompt = !json_is_false(agp)};
     kd_chat_result r;
     kd_error rerr = {0};
     if (kd_chat_render_json(msgs, out->has_tools ? tools : NULL, &o, &r, &rerr)) {
