@@ -96,6 +96,15 @@ static void test_rng(void) {
     CU_ASSERT_DOUBLE_EQUAL(sum / 10000, 0.5, 0.02);
 }
 
+static void test_url_redact(void) {
+    char out[256];
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "http://alice:pw@127.0.0.1:8000/v1"), "http://***@127.0.0.1:8000/v1");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "https://tok@host/a@b"), "https://***@host/a@b");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "http://host:1/p?x=a@b"), "http://host:1/p?x=a@b");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "http://u:p:q@x@host"), "http://***@host");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "stub"), "stub");
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("core", NULL, NULL);
@@ -104,5 +113,6 @@ int main(void) {
     CU_add_test(s, "files: atomic write, mkdir -p, errors", test_files);
     CU_add_test(s, "progress line: rate and ETA", test_progress_format);
     CU_add_test(s, "seeded rng", test_rng);
+    CU_add_test(s, "URL userinfo redacted", test_url_redact);
     return kd_test_main();
 }
