@@ -15,7 +15,7 @@
 
 #include "kdstep/jsonw.h"
 #include "kdstep/teacher.h"
-#include "internal.h"
+#include "common.h"
 
 typedef struct scan {
     const char *p, *end, *base;
