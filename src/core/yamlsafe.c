@@ -23,7 +23,7 @@ int kd_yaml_precheck(const char *yaml, size_t len, const char *name, kd_error *e
         else if (ev.type == YAML_MAPPING_START_EVENT) anchor = ev.data.mapping_start.anchor;
         if (ev.type == YAML_ALIAS_EVENT || anchor) {
             rc = kd_error_set(err, KD_ERR_UNSUPPORTED,
-                              "%s:%zu:%zu: YAML %s %s%s are not supported in kdstep files (an alias bomb expands a small "
+                              "%s:%zu:%zu: YAML %s %s%s is not supported in kdstep files (an alias bomb expands a small "
                               "file to gigabytes): write the value out where it is used",
                               name, line, col, ev.type == YAML_ALIAS_EVENT ? "alias" : "anchor",
                               ev.type == YAML_ALIAS_EVENT ? "*" : "&",

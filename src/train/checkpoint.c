@@ -156,7 +156,12 @@ static int64_t metrics_last_step(const char *dir) {
     char *line = NULL;
     size_t cap = 0;
     int64_t last = -1;
-    while (getline(&line, &cap, f) > 0) {
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] != '\n') { /* a torn last line: which step it was is unknown (the resume reports it) */
+            last = -1;
+            break;
+        }
         json_t *js = json_loads(line, 0, NULL);
         json_t *sv = json_object_get(js, "step");
         if (json_is_integer(sv) && json_integer_value(sv) > last) last = json_integer_value(sv);

@@ -669,8 +669,14 @@ static int trim_metrics(const char *path, int64_t step, kd_error *err) {
         char *nl = memchr(p, '\n', (size_t)(data + len - p));
         lineno++;
         if (!nl) { /* a torn last line (the run stopped while writing it): dropped, and said so */
-            KD_WARN("%s:%zu: the last line is cut short (%zu bytes; the run stopped while writing it): dropped; "
-                    "steps after %lld are trained again and get their lines then", path, lineno, (size_t)(data + len - p), (long long)step);
+            char head[48] = "";
+            long long ts = -1;
+            memcpy(head, p, (size_t)(data + len - p) < sizeof head - 1 ? (size_t)(data + len - p) : sizeof head - 1);
+            if (sscanf(head, "{\"step\":%lld", &ts) != 1) ts = -1;
+            KD_WARN("%s:%zu: the last line is cut short (%zu bytes; the run stopped while writing it): dropped; %s", path,
+                    lineno, (size_t)(data + len - p),
+                    ts >= 0 && ts <= step ? "that step's metrics are lost (its checkpoint was committed)"
+                                          : "the steps after the checkpoint are trained again and get their lines then");
             break;
         }
         json_t *js = json_loadb(p, (size_t)(nl - p), 0, NULL);
