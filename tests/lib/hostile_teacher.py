@@ -14,12 +14,15 @@ http://127.0.0.1:PORT/<mode>/v1):
   gzip_bomb      200, Content-Encoding: gzip, 200 MB of JSON once decoded (about 200 KB sent)
   chunked_1g     200, chunked, a JSON string that runs on for 1 GB (stops when the client hangs up)
   big_plain      200, Content-Length 50 MB, a valid answer whose content is 50 MB of text
+  mix            each request the next of: ok, utf8_200, utf8_500, nul, retry_after, gzip_bomb,
+                 chunked_1g, big_plain (a retry may get a good answer, as from a flaky server)
 Every loop is bounded (the 1 GB body by its size, the server by SIGTERM from the test).
 """
 import http.server
 import json
 import socketserver
 import sys
+import threading
 import zlib
 
 MB = 1 << 20
@@ -53,6 +56,9 @@ def gzip_bomb():
 
 
 _plain = None
+MIX = ["ok", "utf8_200", "utf8_500", "nul", "retry_after", "gzip_bomb", "chunked_1g", "big_plain"]
+_count = 0
+_lock = threading.Lock()
 
 
 def big_plain():
@@ -87,6 +93,11 @@ class H(http.server.BaseHTTPRequestHandler):
             with open(HEADER_LOG, "a") as f:
                 f.write("".join("%s: %s\n" % (k, v) for k, v in self.headers.items()))
         mode = self.path.strip("/").split("/")[0]
+        if mode == "mix":
+            global _count
+            with _lock:
+                mode = MIX[_count % len(MIX)]
+                _count += 1
         try:
             if mode == "ok":
                 self.send(200, answer("The weather in Paris is sunny."))
