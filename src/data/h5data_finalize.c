@@ -158,15 +158,15 @@ static int write_virtual(hid_t out, const char *tmp, const col_def *cd, int k, c
 }
 
 /* What every reader checks each mapped shard against (h5data_verify.c): the attribute "shards", a JSON
- * array of {file, samples, tokens, data_sha256} in mapping order. */
+ * array of {file, samples, tokens, data_xxh64} in mapping order. */
 static int record_shards(hid_t out, const char *tmp, const fin_shard *es, int ne, kd_error *err) {
     json_t *arr = json_array();
     for (int i = 0; i < ne; i++) {
         const char *base = strrchr(es[i].h5, '/');
-        char *sha = attr_read_str(es[i].f, "data_sha256");
+        char *sha = attr_read_str(es[i].f, "data_xxh64");
         json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:s?}", "file", base ? base + 1 : es[i].h5, "samples",
                                              (json_int_t)es[i].samples, "tokens", (json_int_t)es[i].ends[C_OFFSETS],
-                                             "data_sha256", sha));
+                                             "data_xxh64", sha));
         free(sha);
     }
     char *text = json_dumps(arr, JSON_COMPACT);

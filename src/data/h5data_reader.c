@@ -65,7 +65,7 @@ static int verify_shards(const kd_dataset *ds, const char *dir, kd_error *err) {
             if (!file) continue;
             rc = verify_one(ds, dir, file, json_integer_value(json_object_get(e, "samples")),
                             json_integer_value(json_object_get(e, "tokens")),
-                            json_string_value(json_object_get(e, "data_sha256")), err);
+                            json_string_value(json_object_get(e, "data_xxh64")), err);
             if (rc) break;
         }
         json_decref(arr);

@@ -95,7 +95,7 @@ int file_check(const char *path, int64_t cut, int64_t cut_tokens, int64_t *sampl
             }
             /* a checksum of the rows before the cut no longer holds (the append-in-place writer never
              * wrote one; only a converted file could carry it) */
-            if (H5Aexists(f, "data_sha256") > 0) H5Adelete(f, "data_sha256");
+            if (H5Aexists(f, "data_xxh64") > 0) H5Adelete(f, "data_xxh64");
             if (H5Aexists(f, "sealed_samples") > 0) H5Adelete(f, "sealed_samples");
         }
         hsize_t tail = 2 * chunk_rows(c, k);
@@ -114,7 +114,7 @@ int file_check(const char *path, int64_t cut, int64_t cut_tokens, int64_t *sampl
         }
     }
     if (cut < 0) { /* a file written whole: its rows must hash to the checksum recorded when it was sealed */
-        char *sha = attr_read_str(f, "data_sha256"), got[65];
+        char *sha = attr_read_str(f, "data_xxh64"), got[17];
         if (sha && sums_of_file(f, k, got) != 0)
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: sealed rows cannot be read back", path);
         else if (sha && strcmp(sha, got) != 0)
