@@ -1,4 +1,5 @@
 /* kdstep teacher serve: run the stub teacher as an OpenAI-compatible server with fault injection. */
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,8 +116,9 @@ static int cmd_serve(int argc, char **argv) {
         if ((unsigned char)*p < 0x20 || *p == 0x7F)
             return kd_cli_usage_error(USAGE, "teacher serve: --api-key holds a control character; give one line of printable characters");
     if (so.api_key && !so.api_key[0]) return kd_cli_usage_error(USAGE, "teacher serve: --api-key is empty");
-    int loopback = !so.host || strncmp(so.host, "127.", 4) == 0 || strcmp(so.host, "localhost") == 0;
-    if (!loopback) {
+    struct in_addr a4;
+    int loopback = !so.host || strncmp(so.host, "127.", 4) == 0;
+    if (!loopback && inet_pton(AF_INET, so.host, &a4) == 1) { /* not an address: the server start says so */
         if (!so.api_key && !insecure)
             return kd_cli_usage_error(USAGE,
                                       "teacher serve: --host %s is reachable from other machines; give --api-key KEY so that only "

@@ -64,7 +64,8 @@ struct kd_gen_worker {
     int n_failures, cap_failures;
     int64_t counters[KD_GEN_NCOUNTERS];
     int64_t teacher_retries_seen;
-    size_t max_token_bytes; /* the longest token's bytes: text over max_seq_len times this is too long untokenized */
+    size_t max_token_bytes; /* the longest token's bytes: text over max_seq_len times this is too long untokenized
+                             * (SIZE_MAX when some byte has no token: no early bound then) */
     kd_encoding enc;
     kd_tokcache *tokcache; /* the system turn (tool schemas) repeats across prompts */
     int peer;              /* KDSTEP_BENCH_TOKENIZER_PEER: also time the uncached tokenizer */
@@ -231,12 +232,18 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
         if ((rc = kd_stub_open(&w->scorer, &so, w->reg, w->tok, err))) goto fail;
     }
     if ((rc = kd_toolsim_open(&w->sim, w->reg, opt->cfg->teacher.tool_fixtures, err))) goto fail;
+    /* the bound holds only when every byte has a token: a tokenizer without one drops that byte (as HF
+     * does), and then a long text may still encode short */
+    uint8_t byte_seen[256] = {0};
+    int bytes_covered = 0;
     for (int32_t id = 0, V = kd_tokenizer_vocab_size(w->tok); id < V; id++) {
         const char *b;
         size_t n;
-        if (kd_tokenizer_token_bytes(w->tok, id, &b, &n) == 0 && n > w->max_token_bytes) w->max_token_bytes = n;
+        if (kd_tokenizer_token_bytes(w->tok, id, &b, &n) != 0) continue;
+        if (n > w->max_token_bytes) w->max_token_bytes = n;
+        if (n == 1 && !byte_seen[(uint8_t)b[0]]) byte_seen[(uint8_t)b[0]] = 1, bytes_covered++;
     }
-    if (w->max_token_bytes == 0) w->max_token_bytes = 1;
+    if (w->max_token_bytes == 0 || bytes_covered < 256) w->max_token_bytes = (size_t)-1; /* no early refusal */
     if (!w->scorer && build_byte_index(w) != 0) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         goto fail;
