@@ -31,6 +31,7 @@ typedef struct kd_server_options {
     int echo_auth;       /* tests only: echo the Authorization header in 500 bodies, to prove redaction */
     int tokenizer_set;   /* informational */
     const char *api_key; /* when set, requests must carry "Authorization: Bearer <key>" (401 otherwise) */
+    int thinking;        /* default of chat_template_kwargs.enable_thinking (a request may say otherwise) */
 } kd_server_options;
 
 /* Request limits: each refused with a 4xx naming the limit (413 for the body). */
