@@ -348,7 +348,6 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
                                   (json_int_t)sum[KD_GEN_C_TOKCACHE_HITS], "hit_bytes", (json_int_t)sum[KD_GEN_C_TOKCACHE_HIT_BYTES],
                                   "bytes", (json_int_t)sum[KD_GEN_C_TOKENIZE_BYTES], "peer_mismatches",
                                   (json_int_t)sum[KD_GEN_C_TOKCACHE_MISMATCHES]));
-    json_object_set_new(j, "filtered", json_integer((json_int_t)st->filtered));
     json_object_set_new(j, "tokenizer_peer_s", json_real(sum[KD_GEN_C_T_TOKENIZE_PEER_US] * 1e-6));
     add_teacher_stats(j, sum, kinds, failures_total, dir);
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -502,6 +501,8 @@ static void progress_extra(const int64_t *sum, char *buf, size_t cap) {
 
 /* Every prompt handed out this run ends as a sample, a filtered prompt or a failure record; a prompt
  * with none of these would be silently lost (and, were the stage marked complete, never redone). */
+/* (generate.filter's records, kind "filtered", are records of failures.jsonl and so counted in
+ * st->failures here; st->filtered is for a filter that keeps no record. stats.json splits them.) */
 static int check_counts(const kd_gen_options *opt, const kd_gen_stats *st, kd_error *err) {
     int64_t handed = st->prompts_seen - st->already_done;
     if (st->samples + st->filtered + st->failures == handed) return KD_OK;

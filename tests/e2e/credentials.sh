@@ -20,7 +20,7 @@ for _ in $(seq 300); do [[ -s "$tmp/port" ]] && break; sleep 0.1; done
 [[ -s "$tmp/port" ]] || { echo "FAIL: teacher did not start"; cat "$tmp/srv.err"; exit 1; }
 port=$(cat "$tmp/port")
 "$KDSTEP" prompts synth --tools "$tools" -n 3 --seed 8 -o "$tmp/p.jsonl" >/dev/null
-gen() { "$KDSTEP" generate --prompts "$tmp/p.jsonl" --tokenizer-path "$tok" --tools "$tools" --set teacher.max_retries=0 "$@"; }
+gen() { "$KDSTEP" generate --prompts "$tmp/p.jsonl" --tokenizer-path "$tok" --tools "$tools" --set teacher.max_retries=0 --set teacher.scoring=none "$@"; }
 
 # ---- 1. CR/LF in the API key ------------------------------------------------------------------------
 export KD_TEST_CRLF_KEY=$'sk-abc123\r\nX-Injected: yes'

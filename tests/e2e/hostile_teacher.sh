@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A hostile teacher (tests/lib/hostile_teacher.py, a real HTTP server on loopback) against generate:
+# A hostile teacher (tests/lib/hostile_teacher.py, a real HTTP server on loopback) against generate
+# (its chat answers only: teacher.scoring=none, the scoring pass is another endpoint's feature):
 # findings B, C, D, E of issue 21, each a reproducer that failed on the old main.
 #   B  bodies (200 and 500) with invalid UTF-8: every prompt ends as a failure record (the bad bytes
 #      escaped as \xNN), samples + failures = prompts; a lost record fails the run (the count check)
@@ -33,7 +34,7 @@ measure() {
   local name=$1 mode=$2; shift 2
   /usr/bin/python3 - "$tmp/$name" "$KDSTEP" generate --prompts "$tmp/p.jsonl" --out "$tmp/$name.ds" \
     --tokenizer-path "$tok" --tools "$tools" --teacher "http://127.0.0.1:$port/$mode/v1" \
-    --set teacher.timeout_s=$TIMEOUT --set teacher.max_retries=2 --set teacher.backoff_base_s=0.05 "$@" <<'EOF'
+    --set teacher.timeout_s=$TIMEOUT --set teacher.max_retries=2 --set teacher.backoff_base_s=0.05 --set teacher.scoring=none "$@" <<'EOF'
 import os, subprocess, sys, time
 out = sys.argv[1]
 t0 = time.monotonic()
@@ -91,7 +92,7 @@ expect_failures utf8_200 '"kind":"teacher".*choices\[0\]\.message\.content is no
 # a lost record (a test hook drops every one, as the failing json_pack did): the count check fails
 # the run, naming the counts, and `kdstep run` leaves its dataset stage incomplete
 if KDSTEP_TEST_LOSE_FAILURES=1 "$KDSTEP" generate --prompts "$tmp/p.jsonl" --out "$tmp/lost.ds" --tokenizer-path "$tok" \
-  --tools "$tools" --teacher "http://127.0.0.1:$port/utf8_500/v1" --set teacher.max_retries=0 >"$tmp/lost.log" 2>&1; then
+  --tools "$tools" --teacher "http://127.0.0.1:$port/utf8_500/v1" --set teacher.max_retries=0 --set teacher.scoring=none >"$tmp/lost.log" 2>&1; then
   problem "lost failure records: generate exited 0"
 fi
 grep -q "counts do not add up in .*lost.ds: 3 prompts handed out this run, but 0 samples + 0 filtered + 0 failures" "$tmp/lost.log" ||
@@ -109,6 +110,7 @@ config: $KD_SOURCE_DIR/configs/process_supervision.yaml
 overrides:
   - teacher.url=http://127.0.0.1:$port/utf8_500/v1
   - teacher.max_retries=0
+  - teacher.scoring=none
 EOF
 KDSTEP_TEST_LOSE_FAILURES=1 "$KDSTEP" run "$tmp/job.yaml" --stage generate >"$tmp/run.log" 2>&1 && problem "run: exit 0 with lost records"
 [[ ! -e "$tmp/runjob/dataset/COMPLETE" ]] || problem "run: dataset marked COMPLETE although its counts do not add up"
