@@ -1,5 +1,6 @@
 /* Model checkpoints in Hugging Face layout: config.json + model.safetensors (HF tensor names). */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,12 @@ int kd_model_load_safetensors(kd_model *m, const char *path, kd_error *err) {
             break;
         }
         rc = kd_st_tensor_to_f32(t, m->params + mt->offset, mt->numel, err);
+        /* NaN or Inf weights would decode to empty text without a word: refused here, by name */
+        for (size_t j = 0; rc == KD_OK && j < mt->numel; j++)
+            if (!isfinite(m->params[mt->offset + j]))
+                rc = kd_error_set(err, KD_ERR_INVALID, "%s: tensor '%s' holds %s at element %llu; the checkpoint is damaged "
+                                  "(resume from an earlier checkpoint, or retrain)", path, mt->name,
+                                  isnan(m->params[mt->offset + j]) ? "NaN" : "Inf", (unsigned long long)j);
     }
     kd_safetensors_close(st);
     return rc;
@@ -82,7 +89,14 @@ static int load_tensor(kd_model *m, const kd_model_tensor *mt, const kd_st_tenso
     for (int d = 0; same && d < mt->ndim; d++) same = t->shape[d] == mt->shape[d];
     if (!same)
         return kd_error_set(err, KD_ERR_INVALID, "%s: tensor '%s' has a shape other than the model config's (is config.json this checkpoint's?)", path, mt->name);
-    return kd_st_tensor_to_f32(t, m->params + mt->offset, mt->numel, err);
+    int rc = kd_st_tensor_to_f32(t, m->params + mt->offset, mt->numel, err);
+    /* as the single-file reader: NaN or Inf weights are refused by name */
+    for (size_t j = 0; rc == KD_OK && j < mt->numel; j++)
+        if (!isfinite(m->params[mt->offset + j]))
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: tensor '%s' holds %s at element %llu; the checkpoint is damaged "
+                              "(resume from an earlier checkpoint, or retrain)", path, mt->name,
+                              isnan(m->params[mt->offset + j]) ? "NaN" : "Inf", (unsigned long long)j);
+    return rc;
 }
 
 static int load_sharded(kd_model *m, const char *dir, const char *index_path, kd_error *err) {
