@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kdstep/dsview.h"
 #include "kdstep/evaluate.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/gen.h"
@@ -155,12 +156,31 @@ static int stage_merge(const kd_job *job, int rank, kd_error *err) {
     return bcast_rc(rc, err, rank);
 }
 
-static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *interrupted, kd_error *err) {
+/* train.seq_len 0: the length that fits 99% of the dataset's samples whole (full context), the same
+ * for training and eval. */
+static int resolve_seq_len(const kd_job *job, const kd_config *cfg, kd_config *out, int rank, kd_error *err) {
+    *out = *cfg; /* a shallow copy: owned strings stay with cfg */
+    if (cfg->train.seq_len > 0) return KD_OK;
+    char data[KD_CFG_PATH];
+    kd_job_path(job, "dataset", data);
+    int64_t T = 0;
+    int rc = kd_dataset_fit_seq_len(data, &T, err);
+    if (rc) return kd_error_prefix(err, "run: train.seq_len 0 (pick from the dataset)");
+    out->train.seq_len = T;
+    if (rank == 0) KD_INFO("run: train.seq_len 0: picked %lld, the p99 sample length of %s rounded up to 32", (long long)T, data);
+    return KD_OK;
+}
+
+static int stage_train(const kd_job *job, const kd_config *cfg_in, int rank, int *interrupted, kd_error *err) {
     if (done_marker(job, "train/COMPLETE")) {
         if (rank == 0) KD_INFO("run: train: %s/train is complete, skipping", job->workdir);
         return KD_OK;
     }
     char data[KD_CFG_PATH], out[KD_CFG_PATH];
+    kd_config cfg_v;
+    const kd_config *cfg = &cfg_v;
+    int rc0 = resolve_seq_len(job, cfg_in, &cfg_v, rank, err);
+    if (rc0) return rc0;
     kd_job_path(job, "dataset", data);
     kd_job_path(job, "train", out);
     kd_train_options o = {0};
@@ -179,11 +199,15 @@ static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *i
     return bcast_rc(rc, err, rank);
 }
 
-static int stage_eval(const kd_job *job, const kd_config *cfg, int rank, kd_error *err) {
+static int stage_eval(const kd_job *job, const kd_config *cfg_in, int rank, kd_error *err) {
     if (done_marker(job, "eval/report.json")) {
         if (rank == 0) KD_INFO("run: eval: %s/eval/report.json exists, skipping", job->workdir);
         return KD_OK;
     }
+    kd_config cfg_v;
+    const kd_config *cfg = &cfg_v;
+    int rc0 = resolve_seq_len(job, cfg_in, &cfg_v, rank, err);
+    if (rc0) return rc0;
     char model[KD_CFG_PATH], prompts[KD_CFG_PATH], out[KD_CFG_PATH];
     kd_job_path(job, "train/final", model);
     if (job->heldout_file[0]) snprintf(prompts, sizeof prompts, "%s", job->heldout_file);

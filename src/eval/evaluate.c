@@ -7,6 +7,7 @@
  * exactly as `kdstep score` would, so report.json is what re-scoring the predictions gives.
  */
 #include "kdstep/evaluate.h"
+#include "kdstep/window.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -107,7 +108,7 @@ static void shard_free(shard *s) {
 }
 
 typedef struct totals {
-    int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long;
+    int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long, cut;
 } totals;
 
 typedef struct decode_state {
@@ -155,6 +156,7 @@ static int answer_prompt(decode_state *d, const kd_prompt *p, const char *prompt
     d->t.new_tokens += st.new_tokens;
     d->t.stopped += st.stopped;
     d->t.too_long += st.truncated;
+    d->t.cut += st.prompt_cut > 0;
     json_t *rec = json_pack("{s:s, s:s}", "id", p->id, "text", text ? text : "");
     free(text);
     char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
@@ -434,9 +436,9 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     d.opt = opt;
     rc = kd_student_open(opt->model_dir, &d.student, err);
     if (!rc) {
-        /* the prompt window training used (trainer.c window_start): the prompt's last P tokens */
-        int64_t window = opt->cfg->train.prompt_window > 0 ? opt->cfg->train.prompt_window : opt->cfg->train.seq_len / 2;
-        d.student->max_prompt_tokens = (int)window;
+        /* the window training used (include/kdstep/window.h): the whole prompt by default */
+        d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, opt->cfg->train.seq_len,
+                                                                opt->cfg->eval.max_new_tokens);
         /* Batch-1 decoding is matrix-vector work: below ~20M parameters the matrices are too small
          * for threads to pay (5x slower with 2 threads on the small presets); KDSTEP_THREADS or
          * OMP_NUM_THREADS still decide when set. */
@@ -461,7 +463,12 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     if ((rc = agree(rc, err, comm))) goto done;
     double wall = kd_now_s() - t0, wall_max = 0;
     totals t = {0};
-    MPI_Reduce(&d.t, &t, 6, MPI_INT64_T, MPI_SUM, 0, comm);
+    MPI_Reduce(&d.t, &t, 7, MPI_INT64_T, MPI_SUM, 0, comm);
+    if (rank == 0 && t.cut > 0)
+        KD_WARN("eval: %lld of %lld prompts were cut to their last %d tokens: the student did not see the head of "
+                "their system turn (the tools); raise train.seq_len (kdstep inspect shows the length distribution) "
+                "or leave train.prompt_window at 0",
+                (long long)t.cut, (long long)t.prompts, d.student ? d.student->max_prompt_tokens : 0);
     MPI_Reduce(&wall, &wall_max, 1, MPI_DOUBLE, MPI_MAX, 0, comm);
     char *preds = NULL;
     size_t plen = 0;
