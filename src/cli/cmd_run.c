@@ -338,7 +338,7 @@ static int stage_eval(const kd_job *job, const kd_config *cfg_in, int rank, kd_e
         free(report);
     }
     if (!rc && rank == 0) rc = combine_splits(job, sp, n, err);
-    return bcast_rc(rc, err, rank);
+    return bcast_rc(rc, err);
 }
 
 int kd_cmd_run(int argc, char **argv) {

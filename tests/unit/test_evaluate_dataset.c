@@ -138,7 +138,7 @@ static void test_full_context_own_tools(void) {
         json_t *openai = kd_registry_to_openai(own); /* what kd_eval_run passes for a prompt's own tools */
         char *text = NULL;
         size_t len = 0;
-        CU_ASSERT_EQUAL(kd_eval_render_prompt(msgs, openai, &text, &len, &err), KD_OK);
+        CU_ASSERT_EQUAL(kd_student_render_prompt(msgs, openai, &text, &len, &err), KD_OK);
         CU_ASSERT_EQUAL(kd_tokenizer_encode(tok, text, len, 0, &enc, &err), KD_OK);
         /* eval keeps the whole prompt when it fits T - max_new */
         int64_t keep = kd_eval_prompt_keep(0, T + max_new, max_new);
