@@ -376,6 +376,17 @@ static int score_and_report(const decode_state *d, const char *preds, size_t ple
     return rc;
 }
 
+/* The seq_len the checkpoint was trained with (its trainer_state.json), else the config's: eval keeps
+ * as much of a prompt as training showed. */
+static int64_t trained_seq_len(const kd_eval_options *opt) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/trainer_state.json", opt->model_dir);
+    json_t *st = json_load_file(path, 0, NULL);
+    json_int_t T = json_integer_value(json_object_get(st, "seq_len"));
+    json_decref(st);
+    return T > 0 ? (int64_t)T : opt->cfg->train.seq_len;
+}
+
 int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, kd_error *err) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
@@ -397,7 +408,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     rc = kd_student_open(opt->model_dir, &d.student, err);
     if (!rc) {
         /* the window training used (include/kdstep/window.h): the whole prompt by default */
-        d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, opt->cfg->train.seq_len,
+        d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, trained_seq_len(opt),
                                                                 opt->cfg->eval.max_new_tokens);
         /* Batch-1 decoding is matrix-vector work: below ~20M parameters the matrices are too small
          * for threads to pay (5x slower with 2 threads on the small presets); KDSTEP_THREADS or
