@@ -783,14 +783,19 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
         goto done;
     }
     if (tr.rank == 0) {
-        KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d, prompt window %lld (0: full context): %lld samples cut "
+        char win[64], with[64];
+        if (tr.P > 0) snprintf(win, sizeof win, "prompt window %lld", (long long)tr.P);
+        else snprintf(win, sizeof win, "full context");
+        if (tr.P > 0) snprintf(with, sizeof with, "a prompt window of %lld", (long long)tr.P);
+        else snprintf(with, sizeof with, "full context");
+        KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d, %s: %lld samples cut "
                 "(prompt head or answer tail), %lld dropped; %lld without JSON masks use spans extracted from their text",
-                (long long)kd_dataset_count(tr.ds), (long long)tr.n_train, (long long)tr.n_held, tr.T,
-                (long long)tr.P, (long long)tr.n_truncated, (long long)tr.n_dropped, (long long)tr.n_fallback);
+                (long long)kd_dataset_count(tr.ds), (long long)tr.n_train, (long long)tr.n_held, tr.T, win,
+                (long long)tr.n_truncated, (long long)tr.n_dropped, (long long)tr.n_fallback);
         if (tr.n_truncated)
-            KD_WARN("train: %lld of %lld samples do not fit train.seq_len=%d with a prompt window of %lld (0: full context): cut "
-                    "(kdstep inspect DATASET shows the length distribution and the seq_len that fits)",
-                    (long long)tr.n_truncated, (long long)kd_dataset_count(tr.ds), tr.T, (long long)tr.P);
+            KD_WARN("train: %lld of %lld samples do not fit train.seq_len=%d with %s: cut (kdstep inspect on the dataset "
+                    "shows the length distribution and the seq_len that fits)",
+                    (long long)tr.n_truncated, (long long)kd_dataset_count(tr.ds), tr.T, with);
     }
     res->samples_truncated = tr.n_truncated;
     res->samples_dropped = tr.n_dropped;
