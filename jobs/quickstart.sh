@@ -13,7 +13,9 @@ export KDSTEP="$kdstep"
 # The job file names the tokenizer folder and its vocabulary size; make it when missing.
 tok=$(sed -n 's/^tokenizer: *\([^ #]*\).*/\1/p' "$job" | head -n 1)
 vocab=$(sed -n '/^tokenizer_train:/,/^[^ ]/s/^ *vocab_size: *\([0-9]*\).*/\1/p' "$job" | head -n 1)
-"$root/jobs/make-student-tokenizer.sh" --out "${tok:-models/student/tokenizer}" --vocab-size "${vocab:-8192}"
+tools=$(sed -n 's/^tools: *\([^ #]*\).*/\1/p' "$job" | head -n 1)
+"$root/jobs/make-student-tokenizer.sh" --out "${tok:-models/student/tokenizer}" --vocab-size "${vocab:-8192}" \
+  --tools "${tools:-configs/tools.json}"
 ranks=${KDSTEP_RANKS:-$(sed -n '/^job:/,/^[^ ]/s/^ *ranks: *\([0-9]*\).*/\1/p' "$job" | head -n 1)}
 workdir=$(sed -n '/^job:/,/^[^ ]/s/^ *workdir: *\([^ #]*\).*/\1/p' "$job" | head -n 1)
 mpi=(mpirun -np "${ranks:-2}" --oversubscribe)
@@ -24,6 +26,11 @@ start=$(date +%s)
 echo
 echo "== eval: $workdir/eval/report.md"
 cat "$workdir/eval/report.md"
+if [[ -s "$workdir/eval/splits.md" ]]; then
+  echo
+  echo "== eval splits: $workdir/eval/splits.md  (a: held-out prompts over train tools, b: held-out tools, c: BFCL)"
+  cat "$workdir/eval/splits.md"
+fi
 echo
 echo "training curves: $workdir/train/curves.png"
 echo "dataset:         $workdir/dataset (kdstep inspect $workdir/dataset)"

@@ -27,10 +27,16 @@ typedef struct kd_dataset_summary {
     int64_t samples, tokens, prompt_tokens, response_tokens;
     int64_t mask_tokens[3];  /* tool name, JSON, integration */
     int64_t mask_samples[3]; /* samples with at least one such token */
+    /* length distribution (tokens): min, p50, p90, p99, max of whole samples and of their prompts */
+    int64_t len_pct[5], prompt_pct[5];
+    int64_t fit_seq_len; /* the p99 sample length rounded up to a multiple of 32: train.seq_len for full context */
 } kd_dataset_summary;
 
 /* Read the whole dataset in batches and count. */
 int kd_dataset_summarize(kd_dataset *ds, kd_dataset_summary *sum, kd_error *err);
+/* The train.seq_len that fits 99% of the samples whole (kd_dataset_summary.fit_seq_len), for
+ * `train.seq_len: 0` in a job (kdstep run resolves it before training and eval). */
+int kd_dataset_fit_seq_len(const char *dataset_dir, int64_t *seq_len, kd_error *err);
 /* Print the summary (and the dataset's attributes) as text. */
 void kd_dataset_summary_print(const kd_dataset *ds, const kd_dataset_summary *sum, FILE *out);
 

@@ -5,7 +5,14 @@
  *   job:        name, workdir (outputs go under it), and the launch shape slurm/submit.sh asks for:
  *               ranks (default 2), nodes, tasks_per_node, cpus_per_task (0 = not asked)
  *   prompts:    file (a prompt set; empty = synthesize), synth_count, synth_seed,
- *               heldout_file, heldout_count, heldout_seed, total
+ *               heldout_file, heldout_count, heldout_seed, total,
+ *               tools_per_prompt ("MIN-MAX": each synthesized prompt carries its own tools drawn
+ *               from `tools`, the train pool; empty = the registry for every prompt),
+ *               heldout_tools (a pool of tools kept out of training: eval split (b), its
+ *               heldout_tools_count prompts synthesized with seed heldout_seed + 1),
+ *               bfcl_dir (BFCL v3 folder: eval split (c) on simple, multiple, irrelevance and
+ *               live_simple, skipped with a note when the folder is absent), bfcl_max (prompts per
+ *               BFCL file, 0 = all)
  *   tools, tokenizer, config: paths (relative paths are taken from the current directory)
  *   overrides:  a list of "section.key=value" applied over `config`
  *   tokenizer_train: vocab_size (default 8192): `kdstep run` makes the tokenizer with it when the
@@ -37,6 +44,11 @@ typedef struct kd_job {
     int64_t heldout_count;
     int64_t heldout_seed;
     int64_t total;          /* cap on prompts used for generation; 0 = all */
+    char tools_per_prompt[KD_CFG_STR]; /* "MIN-MAX" or "" */
+    char heldout_tools[KD_CFG_PATH];
+    int64_t heldout_tools_count;
+    char bfcl_dir[KD_CFG_PATH];
+    int64_t bfcl_max;
     char tools[KD_CFG_PATH];
     char tokenizer[KD_CFG_PATH];
     char config[KD_CFG_PATH];

@@ -40,6 +40,7 @@ typedef struct kd_student_stats {
     int new_tokens;      /* tokens generated, the stop token included */
     int stopped;         /* 1: ended on a stop token; 0: ran out of max_new (or of positions) */
     int truncated;       /* 1: the prompt does not fit max_position_embeddings; nothing was generated */
+    int prompt_cut;      /* head tokens of the prompt left out by the window (max_prompt_tokens) */
 } kd_student_stats;
 
 int kd_student_open(const char *dir, kd_student **out, kd_error *err);

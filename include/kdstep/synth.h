@@ -21,6 +21,28 @@
 #include "kdstep/error.h"
 #include "kdstep/registry.h"
 
+/* Per-prompt tool sets (`kdstep prompts synth --tools-per-prompt MIN-MAX`). With tools_max > 0 every
+ * record carries its own OpenAI "tools" array of MIN..MAX tools drawn from the registry (the pool):
+ * the tool(s) the request needs plus distractors, in random order. About 70% need one tool, 10% two,
+ * 10% are small talk and 10% ask for a pool tool that is NOT offered (no fitting tool: the right
+ * answer is no call). Requests are phrased from the tool's description gist and name every argument
+ * by its parameter words (include/kdstep/toolwords.h): "I want to retrieve the weather with city
+ * "Paris" and days 3.", "(city: Paris; days: 3)", ", setting city to Paris", "where the city is ...".
+ * metadata: {"tool_calls": [...], "category": "call" | "two_calls" | "no_call_chat" | "no_call_unfit"}.
+ * Gold arguments are validated against the schema before a record is written. */
+typedef struct kd_synth_options {
+    int tools_min, tools_max; /* 0, 0: no per-prompt tools (the registry's regime above) */
+} kd_synth_options;
+
+int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint64_t seed, int64_t index, json_t **record,
+                         kd_error *err);
+int kd_synth_write_opts(const kd_registry *reg, const kd_synth_options *o, uint64_t seed, int64_t n, FILE *out, kd_error *err);
+
+/* Arguments for one call of `tool` drawn from its schema with the generator state *rng (always an
+ * object; new reference). Valid against the schema for every tool of configs/tool_pool.json
+ * (tests/unit/test_synth.c); callers still validate, as the synthesizer does before writing. */
+json_t *kd_synth_gen_args(const kd_tool *tool, uint64_t *rng);
+
 /* Record `index` of the set for `seed` (new reference in *record). */
 int kd_synth_record(const kd_registry *reg, uint64_t seed, int64_t index, json_t **record, kd_error *err);
 /* Write records [0, n) as JSON Lines. */

@@ -25,6 +25,7 @@ typedef struct kd_target_spans {
     kd_spans tool_name;   /* tool names: tool_name_mask */
     kd_spans json;        /* arguments JSON: json_mask */
     kd_spans integration; /* uses of tool results: integration_mask */
+    kd_spans decision;    /* each answer's first token (call or not): joins tool_name_mask */
 } kd_target_spans;
 
 void kd_target_spans_free(kd_target_spans *s);
@@ -35,8 +36,15 @@ int kd_targets_add_calls(kd_target_spans *s, const kd_tool_calls *calls, size_t 
 /* Add spans (e.g. integration spans of an answer starting at `shift`) shifted by `shift`. */
 int kd_targets_add_shifted(kd_spans *dst, const kd_spans *src, size_t shift, kd_error *err);
 
+/* The decision byte of an assistant answer text[start, end): the first byte after a leading
+ * "<think>...</think>" block and whitespace, where the model chooses between a tool call and a reply.
+ * Returns `end` when there is none (empty answer, unclosed think block). */
+size_t kd_targets_decision_byte(const char *text, size_t start, size_t end);
+
 /* All target spans of a rendered conversation in one call, for the generation job. `assistant` are
- * the assistant messages' byte spans in `text` (in order; each becomes a response span), `results`
+ * the assistant messages' byte spans in `text` (in order; each becomes a response span and its
+ * decision token, kd_targets_decision_byte, a `decision` span: the tool-select term trains "call or
+ * not" in every answer, no-call answers included), `results`
  * the tool results' content spans. Calls are extracted from each assistant message; its
  * integration spans are searched in the part after its last call, against the results that lie
  * between the previous assistant message and this one. Appends to `out`. */

@@ -22,6 +22,8 @@ int kd_cli_fail(const kd_error *err);
 /* getopt_long wrapper behaviour: reset state before each subcommand. */
 void kd_cli_reset_getopt(void);
 /* Load --config FILE (may be NULL) and apply each --set, in order. */
+/* kdstep teacher answer (teacher_answer.c). */
+int kd_cmd_teacher_answer(int argc, char **argv);
 int kd_cli_load_config(kd_config *cfg, const char *path, char **sets, int nsets, kd_error *err);
 
 /* MPI: init (thread level FUNNELED), rank/size into the logger; finalize. */

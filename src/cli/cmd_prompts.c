@@ -13,7 +13,7 @@
 #include "kdstep/synth.h"
 
 static const char USAGE[] =
-    "usage: kdstep prompts synth --tools FILE -n N [--seed S] -o FILE\n"
+    "usage: kdstep prompts synth --tools FILE -n N [--seed S] [--tools-per-prompt MIN-MAX] -o FILE\n"
     "       kdstep prompts check FILE\n"
     "\n"
     "synth  writes N prompts (JSON Lines) that call the registry's tools: varied phrasings and argument\n"
@@ -22,6 +22,10 @@ static const char USAGE[] =
     "         --tools FILE   the registry (default configs/tools.json)\n"
     "         -n N           how many prompts\n"
     "         --seed S       RNG seed (default 1)\n"
+    "         --tools-per-prompt MIN-MAX\n"
+    "                        each prompt carries its own \"tools\": MIN..MAX tools of the registry (the\n"
+    "                        pool, e.g. configs/tool_pool.train.json): the one(s) it needs plus\n"
+    "                        distractors; ~10% small talk, ~10% ask for a tool that is not offered\n"
     "         -o FILE        output file, '-' for standard output (written atomically)\n"
     "check  reads a prompt set (prompt / messages / BFCL question lines) and prints one JSON line per bad\n"
     "       line (what generate writes to failures.jsonl), then a summary; exit 1 when any line is bad.\n";
@@ -51,9 +55,11 @@ static void on_stop(int sig) {
 static int cmd_synth(int argc, char **argv) {
     static const struct option opts[] = {{"tools", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
                                          {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
+                                         {"tools-per-prompt", required_argument, 0, 'p'},
                                          {0, 0, 0, 0}};
     const char *tools = "configs/tools.json", *out = NULL;
     int64_t n = -1, seed = 1;
+    kd_synth_options so = {0, 0};
     int c;
     while ((c = getopt_long(argc, argv, "+n:o:", opts, NULL)) != -1) {
         switch (c) {
@@ -69,6 +75,15 @@ static int cmd_synth(int argc, char **argv) {
             if (parse_i64(optarg, &seed)) return kd_cli_usage_error(USAGE, "prompts synth: --seed needs an integer, got '%s'", optarg);
             break;
         case 'o': out = optarg; break;
+        case 'p': {
+            char tail = 0;
+            int m = sscanf(optarg, "%d-%d%c", &so.tools_min, &so.tools_max, &tail);
+            if (m == 1) so.tools_max = so.tools_min;
+            if ((m != 1 && m != 2) || so.tools_min < 1 || so.tools_max < so.tools_min || so.tools_max > 64)
+                return kd_cli_usage_error(USAGE, "prompts synth: --tools-per-prompt wants MIN-MAX with 1 <= MIN <= MAX <= 64, got '%s'",
+                                          optarg);
+            break;
+        }
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "prompts synth: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -96,7 +111,7 @@ static int cmd_synth(int argc, char **argv) {
             return kd_cli_fail(&err);
         }
     }
-    int rc = kd_synth_write(reg, (uint64_t)seed, n, f, &err);
+    int rc = kd_synth_write_opts(reg, &so, (uint64_t)seed, n, f, &err);
     kd_registry_close(reg);
     if (f != stdout) {
         if (fclose(f) != 0 && !rc) rc = kd_error_errno(&err, errno, "%s: write failed", out);

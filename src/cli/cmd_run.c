@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kdstep/dsview.h"
 #include "kdstep/evaluate.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/gen.h"
@@ -50,13 +51,27 @@ static int write_marker(const kd_job *job, const char *rel, const char *text, kd
     return kd_write_file_atomic(p, text, strlen(text), err);
 }
 
+/* prompts.tools_per_prompt "MIN-MAX" (or "N"); "" = the registry regime. */
+static int job_synth_options(const kd_job *job, kd_synth_options *o, kd_error *err) {
+    o->tools_min = o->tools_max = 0;
+    if (!job->tools_per_prompt[0]) return KD_OK;
+    char tail = 0;
+    int m = sscanf(job->tools_per_prompt, "%d-%d%c", &o->tools_min, &o->tools_max, &tail);
+    if (m == 1) o->tools_max = o->tools_min;
+    if ((m != 1 && m != 2) || o->tools_min < 1 || o->tools_max < o->tools_min || o->tools_max > 64)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompts.tools_per_prompt '%s': want MIN-MAX with 1 <= MIN <= MAX <= 64",
+                            job->path, job->tools_per_prompt);
+    return KD_OK;
+}
+
 /* Synthesize n prompts into path (temporary name, then rename: a crash leaves no half file). */
-static int synth_file(const kd_registry *reg, int64_t n, uint64_t seed, const char *path, kd_error *err) {
+static int synth_file(const kd_registry *reg, const kd_synth_options *so, int64_t n, uint64_t seed, const char *path,
+                      kd_error *err) {
     char tmp[KD_CFG_PATH + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_error_errno(err, errno, "%s: cannot create", tmp);
-    int rc = kd_synth_write(reg, seed, n, f, err);
+    int rc = kd_synth_write_opts(reg, so, seed, n, f, err);
     if (fclose(f) != 0 && !rc) rc = kd_error_errno(err, errno, "%s: write failed", tmp);
     if (!rc && rename(tmp, path) != 0) rc = kd_error_errno(err, errno, "%s: cannot rename into place", path);
     return rc;
@@ -71,21 +86,35 @@ static int ensure_prompts(const kd_job *job, char *prompts, char *heldout, kd_er
     if (job->heldout_file[0]) snprintf(heldout, KD_CFG_PATH, "%s", job->heldout_file);
     else kd_job_path(job, "heldout.jsonl", heldout);
     kd_registry *reg = NULL;
-    if ((rc = kd_registry_open(&reg, err)) || (rc = kd_registry_load_file(reg, job->tools, err))) {
+    kd_synth_options so;
+    if ((rc = job_synth_options(job, &so, err)) || (rc = kd_registry_open(&reg, err)) ||
+        (rc = kd_registry_load_file(reg, job->tools, err))) {
         kd_registry_close(reg);
         return rc;
     }
     if (!job->prompts_file[0] && !kd_path_exists(prompts)) {
         KD_INFO("run: synthesizing %lld prompts (seed %lld) into %s", (long long)job->synth_count, (long long)job->synth_seed, prompts);
-        rc = synth_file(reg, job->synth_count, (uint64_t)job->synth_seed, prompts, err);
+        rc = synth_file(reg, &so, job->synth_count, (uint64_t)job->synth_seed, prompts, err);
     }
     if (!rc && !job->heldout_file[0] && job->heldout_count > 0 && !kd_path_exists(heldout)) {
         KD_INFO("run: synthesizing %lld held-out prompts (seed %lld) into %s", (long long)job->heldout_count,
                 (long long)job->heldout_seed, heldout);
         /* distinct ids from the training set: the synthesizer prefixes ids with the seed */
-        rc = synth_file(reg, job->heldout_count, (uint64_t)job->heldout_seed, heldout, err);
+        rc = synth_file(reg, &so, job->heldout_count, (uint64_t)job->heldout_seed, heldout, err);
     }
     kd_registry_close(reg);
+    char ht[KD_CFG_PATH];
+    kd_job_path(job, "heldout_tools.jsonl", ht);
+    if (!rc && job->heldout_tools[0] && job->heldout_tools_count > 0 && !kd_path_exists(ht)) {
+        /* split (b): prompts over tools that no training prompt offers */
+        reg = NULL;
+        if (so.tools_max == 0) so.tools_min = so.tools_max = 4;
+        KD_INFO("run: synthesizing %lld prompts over the held-out tools %s (seed %lld) into %s",
+                (long long)job->heldout_tools_count, job->heldout_tools, (long long)job->heldout_seed + 1, ht);
+        if (!(rc = kd_registry_open(&reg, err)) && !(rc = kd_registry_load_file(reg, job->heldout_tools, err)))
+            rc = synth_file(reg, &so, job->heldout_tools_count, (uint64_t)job->heldout_seed + 1, ht, err);
+        kd_registry_close(reg);
+    }
     return rc;
 }
 
@@ -171,12 +200,31 @@ static int stage_merge(const kd_job *job, int rank, kd_error *err) {
     return bcast_rc(rc, err);
 }
 
-static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *interrupted, kd_error *err) {
+/* train.seq_len 0: the length that fits 99% of the dataset's samples whole (full context), the same
+ * for training and eval. */
+static int resolve_seq_len(const kd_job *job, const kd_config *cfg, kd_config *out, int rank, kd_error *err) {
+    *out = *cfg; /* a shallow copy: owned strings stay with cfg */
+    if (cfg->train.seq_len > 0) return KD_OK;
+    char data[KD_CFG_PATH];
+    kd_job_path(job, "dataset", data);
+    int64_t T = 0;
+    int rc = kd_dataset_fit_seq_len(data, &T, err);
+    if (rc) return kd_error_prefix(err, "run: train.seq_len 0 (pick from the dataset)");
+    out->train.seq_len = T;
+    if (rank == 0) KD_INFO("run: train.seq_len 0: picked %lld, the p99 sample length of %s rounded up to 32", (long long)T, data);
+    return KD_OK;
+}
+
+static int stage_train(const kd_job *job, const kd_config *cfg_in, int rank, int *interrupted, kd_error *err) {
     if (done_marker(job, "train/COMPLETE")) {
         if (rank == 0) KD_INFO("run: train: %s/train is complete, skipping", job->workdir);
         return KD_OK;
     }
     char data[KD_CFG_PATH], out[KD_CFG_PATH];
+    kd_config cfg_v;
+    const kd_config *cfg = &cfg_v;
+    int rc0 = resolve_seq_len(job, cfg_in, &cfg_v, rank, err);
+    if (rc0) return rc0;
     kd_job_path(job, "dataset", data);
     kd_job_path(job, "train", out);
     kd_train_options o = {0};
@@ -195,26 +243,127 @@ static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *i
     return bcast_rc(rc, err);
 }
 
-static int stage_eval(const kd_job *job, const kd_config *cfg, int rank, kd_error *err) {
+/* The eval splits of a job: (b) held-out tools and (c) BFCL into eval/<split>/, then (a) held-out
+ * prompts over the train tools into eval/ itself (its report.json is the stage's done marker). */
+typedef struct eval_split {
+    char name[64];
+    char prompts[KD_CFG_PATH], answers[KD_CFG_PATH], out[KD_CFG_PATH];
+    const char *tools;
+    int64_t max;
+} eval_split;
+
+static const char *BFCL_SETS[] = {"simple", "multiple", "irrelevance", "live_simple"};
+
+static int eval_splits(const kd_job *job, eval_split *sp, int rank) {
+    int n = 0;
+    if (job->heldout_tools[0] && job->heldout_tools_count > 0) {
+        eval_split *e = &sp[n++];
+        memset(e, 0, sizeof *e);
+        snprintf(e->name, sizeof e->name, "b_heldout_tools");
+        kd_job_path(job, "heldout_tools.jsonl", e->prompts);
+        kd_job_path(job, "eval/b_heldout_tools", e->out);
+    }
+    if (job->bfcl_dir[0] && !kd_is_dir(job->bfcl_dir)) {
+        if (rank == 0) KD_WARN("run: eval split (c): %s is not here; BFCL sets skipped", job->bfcl_dir);
+    } else if (job->bfcl_dir[0]) {
+        for (int k = 0; k < 4; k++) {
+            eval_split *e = &sp[n++];
+            memset(e, 0, sizeof *e);
+            snprintf(e->name, sizeof e->name, "c_bfcl_%s", BFCL_SETS[k]);
+            snprintf(e->prompts, sizeof e->prompts, "%.3000s/BFCL_v3_%s.json", job->bfcl_dir, BFCL_SETS[k]);
+            snprintf(e->answers, sizeof e->answers, "%.3000s/possible_answer/BFCL_v3_%s.json", job->bfcl_dir, BFCL_SETS[k]);
+            if (!kd_path_exists(e->answers)) e->answers[0] = 0; /* irrelevance: no call is the answer */
+            char rel[96];
+            snprintf(rel, sizeof rel, "eval/c_bfcl_%s", BFCL_SETS[k]);
+            kd_job_path(job, rel, e->out);
+            e->max = job->bfcl_max;
+        }
+    }
+    eval_split *a = &sp[n++];
+    memset(a, 0, sizeof *a);
+    snprintf(a->name, sizeof a->name, "%s", job->tools_per_prompt[0] ? "a_train_tools" : "heldout");
+    if (job->heldout_file[0]) snprintf(a->prompts, sizeof a->prompts, "%s", job->heldout_file);
+    else kd_job_path(job, "heldout.jsonl", a->prompts);
+    kd_job_path(job, "eval", a->out);
+    a->tools = job->tools_per_prompt[0] ? NULL : job->tools; /* own tools: the scorer reads them by id */
+    return n;
+}
+
+static void cell(FILE *f, const json_t *rep, const char *key) {
+    const json_t *v = json_object_get(rep, key);
+    if (json_is_number(v)) fprintf(f, " %.1f%% |", 100 * json_number_value(v));
+    else fprintf(f, " – |");
+}
+
+/* eval/splits.md and "splits" in eval/report.json: every split side by side. */
+static int combine_splits(const kd_job *job, const eval_split *sp, int n, kd_error *err) {
+    char path[KD_CFG_PATH + 32], md[KD_CFG_PATH];
+    kd_job_path(job, "eval/splits.md", md);
+    FILE *f = fopen(md, "w");
+    if (!f) return kd_error_errno(err, errno, "%s: cannot create", md);
+    fprintf(f, "| split | prompts | tool name | JSON valid | schema valid | AST | no call |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    json_t *all = json_object();
+    for (int i = n - 1; i >= 0; i--) { /* (a) first */
+        snprintf(path, sizeof path, "%s/report.json", sp[i].out);
+        json_t *rep = json_load_file(path, 0, NULL);
+        if (!rep) continue;
+        fprintf(f, "| %s | %lld |", sp[i].name, (long long)json_integer_value(json_object_get(rep, "count")));
+        static const char *keys[] = {"tool_name_accuracy", "json_validity", "schema_validity", "ast_accuracy", "no_call_accuracy"};
+        for (int k = 0; k < 5; k++) cell(f, rep, keys[k]);
+        fprintf(f, "\n");
+        json_t *brief = json_object();
+        for (int k = 0; k < 5; k++) json_object_set(brief, keys[k], json_object_get(rep, keys[k]));
+        json_object_set(brief, "count", json_object_get(rep, "count"));
+        json_object_set_new(all, sp[i].name, brief);
+        json_decref(rep);
+    }
+    int bad = fclose(f) != 0;
+    snprintf(path, sizeof path, "%s/report.json", sp[n - 1].out);
+    json_t *main_rep = json_load_file(path, 0, NULL);
+    if (main_rep) {
+        json_object_set(main_rep, "splits", all);
+        char tmp[KD_CFG_PATH + 48];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        bad |= json_dump_file(main_rep, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 || rename(tmp, path) != 0;
+        json_decref(main_rep);
+    }
+    json_decref(all);
+    if (bad) return kd_error_errno(err, errno, "%s: cannot write the split reports", md);
+    return KD_OK;
+}
+
+static int stage_eval(const kd_job *job, const kd_config *cfg_in, int rank, kd_error *err) {
     if (done_marker(job, "eval/report.json")) {
         if (rank == 0) KD_INFO("run: eval: %s/eval/report.json exists, skipping", job->workdir);
         return KD_OK;
     }
-    char model[KD_CFG_PATH], prompts[KD_CFG_PATH], out[KD_CFG_PATH];
+    kd_config cfg_v;
+    const kd_config *cfg = &cfg_v;
+    int rc = resolve_seq_len(job, cfg_in, &cfg_v, rank, err);
+    if (rc) return rc;
+    char model[KD_CFG_PATH];
     kd_job_path(job, "train/final", model);
-    if (job->heldout_file[0]) snprintf(prompts, sizeof prompts, "%s", job->heldout_file);
-    else kd_job_path(job, "heldout.jsonl", prompts);
-    kd_job_path(job, "eval", out);
-    kd_eval_options o = {0};
-    o.model_dir = model;
-    o.prompts_path = prompts;
-    o.tools_path = job->tools;
-    o.out_dir = out;
-    o.cfg = cfg;
-    char *report = NULL;
-    int rc = kd_eval_run(&o, MPI_COMM_WORLD, &report, err);
-    free(report);
-    return rc;
+    eval_split sp[8];
+    int n = eval_splits(job, sp, rank);
+    for (int i = 0; i < n && !rc; i++) {
+        char marker[KD_CFG_PATH + 16];
+        snprintf(marker, sizeof marker, "%s/report.json", sp[i].out);
+        if (kd_path_exists(marker)) continue;
+        if (rank == 0) KD_INFO("run: eval split %s: %s", sp[i].name, sp[i].prompts);
+        kd_eval_options o = {0};
+        o.model_dir = model;
+        o.prompts_path = sp[i].prompts;
+        o.answers_path = sp[i].answers[0] ? sp[i].answers : NULL;
+        o.tools_path = sp[i].tools;
+        o.out_dir = sp[i].out;
+        o.max_prompts = sp[i].max;
+        o.cfg = cfg;
+        char *report = NULL;
+        rc = kd_eval_run(&o, MPI_COMM_WORLD, &report, err);
+        free(report);
+    }
+    if (!rc && rank == 0) rc = combine_splits(job, sp, n, err);
+    return bcast_rc(rc, err);
 }
 
 int kd_cmd_run(int argc, char **argv) {

@@ -14,6 +14,7 @@
 
 static const char USAGE[] =
     "usage: kdstep teacher serve [--port P] [--host ADDR] [options]\n"
+    "       kdstep teacher answer --prompts FILE -o PREDS.jsonl   (the stub's answers as predictions; --help)\n"
     "\n"
     "Serves the built-in stub teacher over the OpenAI API: POST /v1/chat/completions (tools, tool_calls,\n"
     "logprobs, usage), POST /v1/completions with vLLM's prompt_logprobs, GET /v1/models, GET /stats.\n"
@@ -196,5 +197,6 @@ int kd_cmd_teacher(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "serve") == 0) return cmd_serve(argc - 1, argv + 1);
-    return kd_cli_usage_error(USAGE, "teacher: unknown subcommand '%s' (known: serve)", argv[1]);
+    if (strcmp(argv[1], "answer") == 0) return kd_cmd_teacher_answer(argc - 1, argv + 1);
+    return kd_cli_usage_error(USAGE, "teacher: unknown subcommand '%s' (known: serve, answer)", argv[1]);
 }

@@ -57,7 +57,8 @@ static const key_spec KEYS[] = {
 
     {"train", "micro_batch", T_INT, F(train, micro_batch), 1, 65536, "8", NULL, "Sequences per rank per forward/backward."},
     {"train", "grad_accum", T_INT, F(train, grad_accum), 1, 65536, "1", NULL, "Micro-batches accumulated per optimizer step."},
-    {"train", "seq_len", T_INT, F(train, seq_len), 8, 1048576, "256", NULL, "Tokens per sequence; longer samples are truncated (reported)."},
+    {"train", "seq_len", T_INT, F(train, seq_len), 0, 1048576, "256", NULL,
+     "Tokens per sequence; longer samples lose their head (reported). 0 = pick it from the dataset (kdstep run only): the p99 sample length, rounded up to 32."},
     {"train", "steps", T_INT, F(train, steps), 0, BIG, "0", NULL, "Optimizer steps; 0 means use epochs."},
     {"train", "epochs", T_INT, F(train, epochs), 0, 1000000, "1", NULL, "Passes over the training split when steps is 0."},
     {"train", "lr", T_FLOAT, F(train, lr), 0, 10, "0.001", NULL, "Peak learning rate (AdamW)."},
@@ -72,7 +73,7 @@ static const key_spec KEYS[] = {
     {"train", "max_bad_steps", T_INT, F(train, max_bad_steps), 1, 1000, "3", NULL, "Consecutive NaN/Inf steps skipped before the run aborts."},
     {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = KDSTEP_THREADS, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs of the rank's affinity mask / the ranks sharing them."},
     {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,
-     "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = seq_len / 2."},
+     "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = the whole prompt (full context, tools included)."},
     {"train", "save_dtype", T_STR, F(train, save_dtype), 0, 0, "float32", "float32|bfloat16|float16",
      "dtype of the weights in final/ (bfloat16 rounds to nearest even); checkpoints/ stay float32."},
     {"train", "max_shard_size", T_STR, F(train, max_shard_size), 0, 0, "5GB", NULL,

@@ -38,6 +38,11 @@ static const jkey JKEYS[] = {
     {"prompts", "heldout_count", J_INT, O(heldout_count), 0, 1000000000},
     {"prompts", "heldout_seed", J_INT, O(heldout_seed), 0, INT64_MAX},
     {"prompts", "total", J_INT, O(total), 0, INT64_MAX},
+    {"prompts", "tools_per_prompt", J_STR, O(tools_per_prompt), 0, 0},
+    {"prompts", "heldout_tools", J_STR, O(heldout_tools), 0, 0},
+    {"prompts", "heldout_tools_count", J_INT, O(heldout_tools_count), 0, 1000000000},
+    {"prompts", "bfcl_dir", J_STR, O(bfcl_dir), 0, 0},
+    {"prompts", "bfcl_max", J_INT, O(bfcl_max), 0, 1000000000},
     {"tokenizer_train", "vocab_size", J_INT, O(tokenizer_vocab_size), 260, 1 << 20},
     {NULL, "tools", J_STR, O(tools), 0, 0},
     {NULL, "tokenizer", J_STR, O(tokenizer), 0, 0},
@@ -55,6 +60,7 @@ void kd_job_defaults(kd_job *job) {
     job->synth_seed = 1;
     job->heldout_count = 200;
     job->heldout_seed = 2;
+    job->heldout_tools_count = 200;
     snprintf(job->tools, sizeof job->tools, "configs/tools.json");
     snprintf(job->tokenizer, sizeof job->tokenizer, "models/student/tokenizer");
     snprintf(job->config, sizeof job->config, "configs/process_supervision.yaml");
@@ -123,7 +129,7 @@ static int set_value(kd_job *job, const jkey *k, yaml_document_t *doc, yaml_node
     if (k->type == J_STR) {
         if (strlen(s) >= KD_CFG_PATH - 1) return kd_error_set(err, KD_ERR_INVALID, "%s: %s: value too long", where, full);
         char *dst = (char *)job + k->offset;
-        size_t cap = (k->offset == O(name)) ? KD_CFG_STR : KD_CFG_PATH;
+        size_t cap = (k->offset == O(name) || k->offset == O(tools_per_prompt)) ? KD_CFG_STR : KD_CFG_PATH;
         snprintf(dst, cap, "%s", s);
         return KD_OK;
     }

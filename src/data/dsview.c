@@ -6,13 +6,40 @@
 
 #define BATCH 256
 
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* min, p50, p90, p99, max of v[n] (sorted in place). */
+static void percentiles(int64_t *v, int64_t n, int64_t out[5]) {
+    memset(out, 0, 5 * sizeof *out);
+    if (n <= 0) return;
+    qsort(v, (size_t)n, sizeof *v, cmp_i64);
+    static const double q[5] = {0, 0.5, 0.9, 0.99, 1.0};
+    for (int k = 0; k < 5; k++) {
+        int64_t i = (int64_t)(q[k] * (double)(n - 1) + 0.999999);
+        out[k] = v[i < n ? i : n - 1];
+    }
+}
+
 int kd_dataset_summarize(kd_dataset *ds, kd_dataset_summary *sum, kd_error *err) {
     memset(sum, 0, sizeof *sum);
     int64_t n = kd_dataset_count(ds);
+    int64_t *lens = malloc(((size_t)n + 1) * sizeof *lens), *plens = malloc(((size_t)n + 1) * sizeof *plens);
+    if (!lens || !plens) {
+        free(lens);
+        free(plens);
+        return kd_error_set(err, KD_ERR_NOMEM, "inspect: out of memory for %lld sample lengths", (long long)n);
+    }
     for (int64_t first = 0; first < n; first += BATCH) {
         int64_t cnt = n - first < BATCH ? n - first : BATCH;
         kd_batch b;
-        if (kd_dataset_read(ds, first, cnt, 0, &b, err)) return err->code;
+        if (kd_dataset_read(ds, first, cnt, 0, &b, err)) {
+            free(lens);
+            free(plens);
+            return err->code;
+        }
         for (int64_t i = 0; i < cnt; i++) {
             kd_sample s;
             kd_batch_sample(&b, i, &s);
@@ -28,10 +55,29 @@ int kd_dataset_summarize(kd_dataset *ds, kd_dataset_summary *sum, kd_error *err)
             }
             sum->prompt_tokens += s.prompt_len;
             sum->tokens += s.n;
+            lens[first + i] = s.n;
+            plens[first + i] = s.prompt_len;
         }
         kd_batch_free(&b);
     }
     sum->samples = n;
+    percentiles(lens, n, sum->len_pct);
+    percentiles(plens, n, sum->prompt_pct);
+    sum->fit_seq_len = (sum->len_pct[3] + 31) / 32 * 32;
+    free(lens);
+    free(plens);
+    return KD_OK;
+}
+
+int kd_dataset_fit_seq_len(const char *dataset_dir, int64_t *seq_len, kd_error *err) {
+    kd_dataset *ds = NULL;
+    int rc = kd_dataset_open(&ds, dataset_dir, err);
+    kd_dataset_summary sum;
+    if (!rc) rc = kd_dataset_summarize(ds, &sum, err);
+    kd_dataset_close(ds);
+    if (rc) return rc;
+    if (sum.samples == 0) return kd_error_set(err, KD_ERR_INVALID, "%s: no samples to pick train.seq_len from", dataset_dir);
+    *seq_len = sum.fit_seq_len < 32 ? 32 : sum.fit_seq_len;
     return KD_OK;
 }
 
@@ -49,6 +95,13 @@ void kd_dataset_summary_print(const kd_dataset *ds, const kd_dataset_summary *s,
     fprintf(out, "tokens    %lld (%.1f per sample): %lld prompt, %lld after it, %lld of those in loss_mask\n",
             (long long)s->tokens, s->samples ? (double)s->tokens / (double)s->samples : 0.0,
             (long long)s->prompt_tokens, (long long)(s->tokens - s->prompt_tokens), (long long)s->response_tokens);
+    fprintf(out, "lengths   tokens     min     p50     p90     p99     max\n");
+    fprintf(out, "  sample        %7lld %7lld %7lld %7lld %7lld\n", (long long)s->len_pct[0], (long long)s->len_pct[1],
+            (long long)s->len_pct[2], (long long)s->len_pct[3], (long long)s->len_pct[4]);
+    fprintf(out, "  prompt        %7lld %7lld %7lld %7lld %7lld\n", (long long)s->prompt_pct[0], (long long)s->prompt_pct[1],
+            (long long)s->prompt_pct[2], (long long)s->prompt_pct[3], (long long)s->prompt_pct[4]);
+    fprintf(out, "  full context: train.seq_len %lld fits 99%% of the samples whole (train.seq_len: 0 in a job picks it)\n",
+            (long long)s->fit_seq_len);
     static const char *names[3] = {"tool name", "JSON", "integration"};
     fprintf(out, "mask coverage          tokens  of loss_mask  samples with any\n");
     for (int k = 0; k < 3; k++)

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "kdstep/hash.h"
+#include "synth_internal.h"
 
 #define PICK(rng, arr) (arr)[kd_splitmix64(rng) % (sizeof(arr) / sizeof((arr)[0]))]
 
@@ -417,6 +418,22 @@ static void phrase_call(sbuf *b, const kd_tool *tool, const json_t *args, uint64
 }
 
 /* ---- records ------------------------------------------------------------------------------------ */
+
+json_t *kd_synth_gen_args(const kd_tool *tool, uint64_t *rng) {
+    gen_ctx ctx = {.tool = tool->name, .date_base = -1, .from_unit = NULL};
+    json_t *args = gen_value(tool->name, tool->parameters, rng, 0, &ctx);
+    if (!json_is_object(args)) {
+        json_decref(args);
+        args = json_object();
+    }
+    return args;
+}
+
+void kd_synth_chat_text(uint64_t *rng, char *out, size_t cap) { snprintf(out, cap, PICK(rng, NO_TOOL), PICK(rng, TOPICS)); }
+
+const char *kd_synth_pick_opener(uint64_t *rng) { return PICK(rng, OPENERS_ANY); }
+const char *kd_synth_pick_joiner(uint64_t *rng) { return PICK(rng, JOINERS); }
+const char *kd_synth_pick_closing(uint64_t *rng) { return PICK(rng, CLOSINGS); }
 
 static int make_call(const kd_registry *reg, int ti, uint64_t *rng, json_t **call, kd_error *err) {
     const kd_tool *tool = &reg->tools[ti];

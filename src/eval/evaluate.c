@@ -7,6 +7,7 @@
  * exactly as `kdstep score` would, so report.json is what re-scoring the predictions gives.
  */
 #include "kdstep/evaluate.h"
+#include "kdstep/window.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -77,7 +78,7 @@ static void shard_free(shard *s) {
 }
 
 typedef struct totals {
-    int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long;
+    int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long, cut;
 } totals;
 
 typedef struct decode_state {
@@ -125,6 +126,7 @@ static int answer_prompt(decode_state *d, const kd_prompt *p, const char *prompt
     d->t.new_tokens += st.new_tokens;
     d->t.stopped += st.stopped;
     d->t.too_long += st.truncated;
+    d->t.cut += st.prompt_cut > 0;
     json_t *rec = json_pack("{s:s, s:s}", "id", p->id, "text", text ? text : "");
     free(text);
     char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
@@ -374,6 +376,17 @@ static int score_and_report(const decode_state *d, const char *preds, size_t ple
     return rc;
 }
 
+/* The seq_len the checkpoint was trained with (its trainer_state.json), else the config's: eval keeps
+ * as much of a prompt as training showed. */
+static int64_t trained_seq_len(const kd_eval_options *opt) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/trainer_state.json", opt->model_dir);
+    json_t *st = json_load_file(path, 0, NULL);
+    json_int_t T = json_integer_value(json_object_get(st, "seq_len"));
+    json_decref(st);
+    return T > 0 ? (int64_t)T : opt->cfg->train.seq_len;
+}
+
 int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, kd_error *err) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
@@ -394,9 +407,9 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     d.opt = opt;
     rc = kd_student_open(opt->model_dir, &d.student, err);
     if (!rc) {
-        /* the prompt window training used (trainer.c window_start): the prompt's last P tokens */
-        int64_t window = opt->cfg->train.prompt_window > 0 ? opt->cfg->train.prompt_window : opt->cfg->train.seq_len / 2;
-        d.student->max_prompt_tokens = (int)window;
+        /* the window training used (include/kdstep/window.h): the whole prompt by default */
+        d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, trained_seq_len(opt),
+                                                                opt->cfg->eval.max_new_tokens);
         /* Batch-1 decoding is matrix-vector work: below ~20M parameters the matrices are too small
          * for threads to pay (5x slower with 2 threads on the small presets); KDSTEP_THREADS or
          * OMP_NUM_THREADS still decide when set. */
@@ -421,7 +434,12 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
     double wall = kd_now_s() - t0, wall_max = 0;
     totals t = {0};
-    MPI_Reduce(&d.t, &t, 6, MPI_INT64_T, MPI_SUM, 0, comm);
+    MPI_Reduce(&d.t, &t, 7, MPI_INT64_T, MPI_SUM, 0, comm);
+    if (rank == 0 && t.cut > 0)
+        KD_WARN("eval: %lld of %lld prompts were cut to their last %d tokens: the student did not see the head of "
+                "their system turn (the tools); raise train.seq_len (kdstep inspect shows the length distribution) "
+                "or leave train.prompt_window at 0",
+                (long long)t.cut, (long long)t.prompts, d.student ? d.student->max_prompt_tokens : 0);
     MPI_Reduce(&wall, &wall_max, 1, MPI_DOUBLE, MPI_MAX, 0, comm);
     char *preds = NULL;
     size_t plen = 0;

@@ -198,6 +198,7 @@ int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools
     size_t skip = (s->max_prompt_tokens > 0 && s->enc.count > (size_t)s->max_prompt_tokens)
                       ? s->enc.count - (size_t)s->max_prompt_tokens : 0;
     rc = kd_student_generate(s, s->enc.ids + skip, (int)(s->enc.count - skip), max_new, sampler, ids, &n, st, err);
+    st->prompt_cut = (int)skip;
     if (rc == KD_OK) {
         if (st->stopped) n--; /* the stop token is the end of the turn, not part of the answer */
         size_t len;

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "kdstep/hash.h"
+#include "kdstep/stub_policy.h"
 #include "kdstep/teacher.h"
 #include "stub_internal.h"
 
@@ -121,6 +122,44 @@ static uint64_t messages_hash(const json_t *messages, int64_t seed) {
     return h ^ ((uint64_t)seed * 0x9E3779B97F4A7C15ULL);
 }
 
+/* A request with its own tools: the policy of stub_policy.c picks the calls and their arguments
+ * (tv indices in picks, new references in args). -1 when the tools do not load (then the
+ * registry-driven chooser answers). */
+static int policy_requests(const tool_view *tv, int ntools, const json_t *tools, const char *prompt, int *picks, json_t **args,
+                           int maxp) {
+    kd_registry *reg = NULL;
+    if (kd_registry_from_json(&reg, tools, "request tools", NULL) != KD_OK) {
+        kd_registry_close(reg);
+        return -1;
+    }
+    kd_policy_call calls[KD_POLICY_MAX_CALLS];
+    int n = kd_stub_policy_plan(reg, prompt, calls, maxp < KD_POLICY_MAX_CALLS ? maxp : KD_POLICY_MAX_CALLS), np = 0;
+    for (int i = 0; i < n; i++) {
+        int pick = -1;
+        for (int t = 0; t < ntools && pick < 0; t++)
+            if (strcmp(tv[t].name, reg->tools[calls[i].tool].name) == 0) pick = t;
+        if (pick < 0) {
+            json_decref(calls[i].arguments);
+            continue;
+        }
+        picks[np] = pick;
+        args[np++] = calls[i].arguments;
+    }
+    kd_registry_close(reg);
+    return np;
+}
+
+/* Required arguments the policy could not read: the heuristics' guess (fill_args) for those only. */
+static void guess_missing_required(json_t *args, const char *prompt, const json_t *params) {
+    json_t *guess = fill_args(prompt, params), *r;
+    size_t ri;
+    json_array_foreach(json_object_get(params, "required"), ri, r) {
+        const char *rk = json_string_value(r);
+        if (rk && !json_object_get(args, rk) && json_object_get(guess, rk)) json_object_set(args, rk, json_object_get(guess, rk));
+    }
+    json_decref(guess);
+}
+
 int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
                      kd_teacher_completion *c, kd_error *err) {
     return kd_stub_complete_thinking(s, messages, tools, top_k, seed, s->opt.thinking, c, err);
@@ -160,7 +199,9 @@ int kd_stub_complete_thinking(kd_stub_teacher *s, const json_t *messages, const 
         const char *prompt = message_text(last);
         char parts[8][1024];
         int picks[8];
-        int np = split_requests(tv, ntools, prompt, parts, picks, 8);
+        json_t *planned[8] = {0};
+        int np = tools ? policy_requests(tv, ntools, tools, prompt, picks, planned, 8) : -1;
+        if (np < 0) np = split_requests(tv, ntools, prompt, parts, picks, 8);
         int ncalls = np;
         if (!ncalls) {
             kd_sbuf_printf(&a.text, "I can answer this without a tool. You asked: \"%.200s\". ", prompt);
@@ -172,7 +213,9 @@ int kd_stub_complete_thinking(kd_stub_teacher *s, const json_t *messages, const 
             for (int i = 0; i < np; i++) {
                 if (picks[i] < 0) continue;
                 const tool_view *t = &tv[picks[i]];
-                json_t *args = fill_args(parts[i], t->parameters);
+                json_t *args = planned[i] ? planned[i] : fill_args(parts[i], t->parameters);
+                if (planned[i]) guess_missing_required(args, prompt, t->parameters);
+                planned[i] = NULL;
                 char *aj = json_dumps(args, 0);
                 const char *name = t->name;
                 char bad[300];

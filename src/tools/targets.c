@@ -10,6 +10,7 @@ void kd_target_spans_free(kd_target_spans *s) {
     kd_spans_free(&s->tool_name);
     kd_spans_free(&s->json);
     kd_spans_free(&s->integration);
+    kd_spans_free(&s->decision);
 }
 
 int kd_targets_add_shifted(kd_spans *dst, const kd_spans *src, size_t shift, kd_error *err) {
@@ -27,6 +28,21 @@ int kd_targets_add_calls(kd_target_spans *s, const kd_tool_calls *calls, size_t 
             return kd_error_set(err, KD_ERR_NOMEM, "out of memory adding tool-call spans");
     }
     return KD_OK;
+}
+
+size_t kd_targets_decision_byte(const char *text, size_t start, size_t end) {
+    size_t p = start;
+    static const char open[] = "<think>", close[] = "</think>";
+    if (end - p >= sizeof open - 1 && memcmp(text + p, open, sizeof open - 1) == 0) {
+        for (size_t q = p + sizeof open - 1; q + sizeof close - 1 <= end; q++)
+            if (memcmp(text + q, close, sizeof close - 1) == 0) {
+                p = q + sizeof close - 1;
+                break;
+            }
+        if (p == start) return end; /* an unclosed think block: no decision in this answer */
+    }
+    while (p < end && (text[p] == '\n' || text[p] == ' ' || text[p] == '\r' || text[p] == '\t')) p++;
+    return p;
 }
 
 int kd_targets_spans_for_conversation(const char *text, size_t len, const kd_text_span *assistant, size_t n_assistant,
@@ -57,6 +73,11 @@ int kd_targets_spans_for_conversation(const char *text, size_t len, const kd_tex
                 rl[nr++] = results[r].end - results[r].start;
             }
         if (kd_spans_push(&out->response, a.start, a.end)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        /* the decision: the answer's first token (after a think block) chooses between a call and a
+         * reply, so it joins the tool-select mask in no-call answers as in call answers */
+        size_t d = kd_targets_decision_byte(text, a.start, a.end);
+        if (rc == KD_OK && d < a.end && kd_spans_push(&out->decision, d, d + 1))
+            rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         if (rc == KD_OK) rc = kd_extract_tool_calls(text + a.start, a.end - a.start, reg, &calls, err);
         if (rc == KD_OK) rc = kd_targets_add_calls(out, &calls, a.start, err);
         size_t from = calls.count ? calls.v[calls.count - 1].call.end : 0;
@@ -152,7 +173,8 @@ int kd_targets_build(const int32_t (*offsets)[2], size_t n, size_t text_len, con
     if ((rc = check_spans(&spans->response, "response", text_len, err)) ||
         (rc = check_spans(&spans->tool_name, "tool name", text_len, err)) ||
         (rc = check_spans(&spans->json, "arguments", text_len, err)) ||
-        (rc = check_spans(&spans->integration, "integration", text_len, err)))
+        (rc = check_spans(&spans->integration, "integration", text_len, err)) ||
+        (rc = check_spans(&spans->decision, "decision", text_len, err)))
         return rc;
     for (size_t i = 0; i < n; i++)
         if (offsets[i][0] > offsets[i][1] || (size_t)offsets[i][1] > text_len)
@@ -172,6 +194,15 @@ int kd_targets_build(const int32_t (*offsets)[2], size_t n, size_t text_len, con
         kd_mask_from_spans(offsets, n, &spans->json, out->json_mask) ||
         kd_mask_from_spans(offsets, n, &spans->integration, out->integration_mask))
         goto nomem;
+    if (spans->decision.count) { /* decision tokens join the tool-select mask */
+        uint8_t *dm = malloc(bytes);
+        if (!dm || kd_mask_from_spans(offsets, n, &spans->decision, dm)) {
+            free(dm);
+            goto nomem;
+        }
+        for (size_t i = 0; i < n; i++) out->tool_name_mask[i] |= dm[i];
+        free(dm);
+    }
     return KD_OK;
 nomem:
     kd_targets_free(out);

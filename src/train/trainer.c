@@ -35,6 +35,7 @@
 #include "kdstep/progress.h"
 #include "kdstep/runtime.h"
 #include "kdstep/tokenizer.h"
+#include "kdstep/window.h"
 
 #define EVAL_MAX_SAMPLES 512
 #define LAYER_TENSORS 11
@@ -122,7 +123,7 @@ typedef struct trainer {
     int K;
     kd_model *m;
     int B, T, V;
-    int64_t P; /* prompt window (window_start) */
+    int64_t P; /* prompt window, 0: full context (kd_train_window_start) */
     sample_meta *train, *held;
     int64_t n_train, n_held;
     int64_t n_truncated, n_dropped, n_fallback;
@@ -222,7 +223,6 @@ static int fallback_masks(const kd_tokenizer *tok, const int32_t *ids, int64_t n
     return 0;
 }
 
-static int64_t window_start(int64_t prompt_len, int64_t P);
 
 /* Read every sample's id, length and prompt length; split; count truncation; find fallback samples. */
 static int scan_dataset(trainer *tr, kd_error *err) {
@@ -240,8 +240,10 @@ static int scan_dataset(trainer *tr, kd_error *err) {
         if (rc) return kd_error_prefix(err, "train: scanning the dataset");
         for (int64_t i = 0; i < cnt; i++) {
             sample_meta sm = {first + i, b.prompt_id[i], b.offsets[i + 1] - b.offsets[i], b.prompt_len[i], 0};
-            if (sm.prompt_len > tr->P || sm.n - window_start(sm.prompt_len, tr->P) > tr->T) tr->n_truncated++;
-            /* Every sample keeps its window (window_start): the prompt's last P tokens and the answer;
+            if (kd_train_window_start(sm.n, sm.prompt_len, tr->P, tr->T) > 0 ||
+                sm.n - kd_train_window_start(sm.n, sm.prompt_len, tr->P, tr->T) > tr->T)
+                tr->n_truncated++;
+            /* Every sample keeps its window (kd_train_window_start);
              * only samples without two tokens are dropped. */
             int keep = sm.n >= 2;
             if (keep && ps) {
@@ -288,12 +290,9 @@ static int64_t *epoch_perm(trainer *tr, int64_t epoch) {
     return tr->perm;
 }
 
-/* Window policy: the student sees at most P = train.prompt_window (default seq_len / 2) tokens of a
- * prompt, its last ones, then the answer, up to seq_len tokens in all. Eval shows prompts the same
- * way (kd_eval_run keeps their last P tokens), so the answer starts at the same position with the same
- * context in training and in use. The head of a long prompt (the tools block of the system turn) is
- * what goes; an answer longer than seq_len - P loses its end. */
-static int64_t window_start(int64_t prompt_len, int64_t P) { return prompt_len > P ? prompt_len - P : 0; }
+/* Window policy: include/kdstep/window.h (full context by default; train.prompt_window = P > 0 keeps
+ * the prompt's last P tokens), shared with eval so both show the student the same tokens. */
+
 
 /* Fill row r of mb with sample sm (its window of at most T tokens). */
 static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, kd_error *err) {
@@ -303,7 +302,7 @@ static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, 
     if (rc) return rc;
     mb_clear_row(mb, r);
     int64_t n = b.offsets[1];
-    int64_t s0 = window_start(sm->prompt_len, tr->P);
+    int64_t s0 = kd_train_window_start(sm->n, sm->prompt_len, tr->P, mb->T);
     int64_t L = n - s0 < mb->T ? n - s0 : mb->T;
     size_t o = (size_t)r * mb->T;
     memcpy(mb->ids + o, b.input_ids + s0, (size_t)L * sizeof(int32_t));
@@ -744,7 +743,10 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
     MPI_Comm_size(comm, &tr.world);
     tr.B = (int)cfg->train.micro_batch;
     tr.T = (int)cfg->train.seq_len;
-    tr.P = cfg->train.prompt_window > 0 ? cfg->train.prompt_window : tr.T / 2;
+    if (tr.T < 8)
+        return kd_error_set(err, KD_ERR_INVALID, "train.seq_len %d: set at least 8 (kdstep inspect DATASET prints the length that "
+                                                 "fits; 0, pick it from the dataset, is resolved by kdstep run only)", tr.T);
+    tr.P = cfg->train.prompt_window; /* 0: full context (window.h) */
     tr.perm_epoch = -1;
     int rc = KD_OK;
     int64_t accum = cfg->train.grad_accum;
@@ -800,13 +802,19 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
         goto done;
     }
     if (tr.rank == 0) {
-        KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d, prompt window %lld: %lld samples cut "
+        char win[64], with[64];
+        if (tr.P > 0) snprintf(win, sizeof win, "prompt window %lld", (long long)tr.P);
+        else snprintf(win, sizeof win, "full context");
+        if (tr.P > 0) snprintf(with, sizeof with, "a prompt window of %lld", (long long)tr.P);
+        else snprintf(with, sizeof with, "full context");
+        KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d, %s: %lld samples cut "
                 "(prompt head or answer tail), %lld dropped; %lld without JSON masks use spans extracted from their text",
-                (long long)kd_dataset_count(tr.ds), (long long)tr.n_train, (long long)tr.n_held, tr.T,
-                (long long)tr.P, (long long)tr.n_truncated, (long long)tr.n_dropped, (long long)tr.n_fallback);
+                (long long)kd_dataset_count(tr.ds), (long long)tr.n_train, (long long)tr.n_held, tr.T, win,
+                (long long)tr.n_truncated, (long long)tr.n_dropped, (long long)tr.n_fallback);
         if (tr.n_truncated)
-            KD_WARN("train: %lld of %lld samples do not fit train.seq_len=%d with a prompt window of %lld: cut",
-                    (long long)tr.n_truncated, (long long)kd_dataset_count(tr.ds), tr.T, (long long)tr.P);
+            KD_WARN("train: %lld of %lld samples do not fit train.seq_len=%d with %s: cut (kdstep inspect on the dataset "
+                    "shows the length distribution and the seq_len that fits)",
+                    (long long)tr.n_truncated, (long long)kd_dataset_count(tr.ds), tr.T, with);
     }
     res->samples_truncated = tr.n_truncated;
     res->samples_dropped = tr.n_dropped;

@@ -8,6 +8,7 @@ docs_sandbox
 kd_before() { # N FILE COMMAND
   CUR=$3
   case "$CUR" in
+    "kdstep score --predictions stub-preds.jsonl "*) ;;  # the stub's answers to pool-prompts.jsonl
     "kdstep extract "*)
       # a teacher answer with one Hermes call and the sentence that uses its result
       "$PY" - >teacher.jsonl <<'PY'
@@ -44,6 +45,15 @@ PY
 kd_after() { # N
   local n=$1
   case "$CUR" in
+    "kdstep prompts synth --tools configs/tool_pool.train.json "*)
+      [[ $(wc -l <pool-prompts.jsonl) -eq 500 ]] || fail "prompts synth --tools-per-prompt wrote $(wc -l <pool-prompts.jsonl) lines"
+      [[ $(jq -c 'select((.tools|length) >= 2 and (.tools|length) <= 4)' pool-prompts.jsonl | wc -l) -eq 500 ]] ||
+        fail "prompts synth --tools-per-prompt 2-4: a record without 2-4 tools" ;;
+    "kdstep teacher answer "*)
+      [[ $(wc -l <stub-preds.jsonl) -eq 500 ]] || fail "teacher answer wrote $(wc -l <stub-preds.jsonl) predictions" ;;
+    "kdstep score --predictions stub-preds.jsonl "*)
+      jq -e '.count == 500 and .tool_name_accuracy >= 0.95 and .ast_accuracy >= 0.7 and .no_call_accuracy >= 0.9' \
+        "$KD_LOG/$n.out" >/dev/null || { out "$n"; fail "the stub's score on pool prompts"; } ;;
     "kdstep --help")
       local f name
       for f in "$KD_SOURCE_DIR"/src/cli/cmd_*.c; do

@@ -21,7 +21,7 @@ set +e
 "$KDSTEP" teacher serve --tools "$SRC/configs/tools.json" --port 0 --host example 2>"$tmp/err"; rc=$?
 [[ $rc == 1 ]] && grep -q "is not an IPv4 address" "$tmp/err" || fail "bad host: rc $rc"
 "$KDSTEP" teacher frobnicate 2>"$tmp/err"; rc=$?
-[[ $rc == 2 ]] && grep -q "unknown subcommand 'frobnicate' (known: serve)" "$tmp/err" || fail "unknown subcommand: rc $rc"
+[[ $rc == 2 ]] && grep -q "unknown subcommand 'frobnicate' (known: serve, answer)" "$tmp/err" || fail "unknown subcommand: rc $rc"
 set -e
 
 "$KDSTEP" teacher serve --port 0 --tools "$SRC/configs/tools.json" --fail-rate 0.5 >"$tmp/out" 2>"$tmp/log" &

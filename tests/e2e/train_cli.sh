@@ -44,8 +44,14 @@ cmp -s "$tmp/tok/tokenizer.json" "$tmp/r7/final/tokenizer.json" || fail "the run
 # a short run: truncation reported, checkpoints, final, curves
 $T --train-data "$tmp/ds" --out "$tmp/run" --set train.seq_len=64 --set train.steps=4 --set train.micro_batch=2 \
    --set train.eval_every=2 --set train.checkpoint_every=2 --set train.eval_fraction=0.2 2>"$tmp/run.log" || { cat "$tmp/run.log"; fail "short run"; }
-grep -Eq "warning: train: [1-9][0-9]* of 60 samples do not fit train.seq_len=64 with a prompt window of 32: cut" "$tmp/run.log" || { cat "$tmp/run.log"; fail "truncation not reported"; }
-grep -Eq "seq_len 64, prompt window 32: [0-9]+ samples cut \(prompt head or answer tail\), 0 dropped" "$tmp/run.log" || fail "truncation policy not reported"
+# full context is the default (train.prompt_window 0): samples longer than 64 tokens lose their head
+grep -Eq "warning: train: [1-9][0-9]* of 60 samples do not fit train.seq_len=64 with full context: cut" "$tmp/run.log" || { cat "$tmp/run.log"; fail "truncation not reported"; }
+grep -Eq "seq_len 64, full context: [0-9]+ samples cut \(prompt head or answer tail\), 0 dropped" "$tmp/run.log" || fail "truncation policy not reported"
+# an explicit prompt window is reported as such
+$T --train-data "$tmp/ds" --out "$tmp/runw" --set train.seq_len=64 --set train.prompt_window=32 --set train.steps=1 \
+   --set train.micro_batch=2 2>"$tmp/runw.log" || { cat "$tmp/runw.log"; fail "windowed run"; }
+grep -Eq "warning: train: [1-9][0-9]* of 60 samples do not fit train.seq_len=64 with a prompt window of 32: cut" "$tmp/runw.log" || { cat "$tmp/runw.log"; fail "window truncation not reported"; }
+grep -Eq "seq_len 64, prompt window 32: [0-9]+ samples cut \(prompt head or answer tail\), 0 dropped" "$tmp/runw.log" || fail "window policy not reported"
 [[ "$(cat "$tmp/run/checkpoints/latest")" == step-000004 ]] || fail "latest"
 for f in model.safetensors config.json tokenizer.json trainer_state.json optimizer.bin; do [[ -s "$tmp/run/checkpoints/step-000004/$f" ]] || fail "checkpoints/step-000004/$f"; done
 # final/ is a clean model folder: weights, config, generation config, tokenizer; no trainer state

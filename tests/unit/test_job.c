@@ -17,6 +17,13 @@ static void test_demo_job(void) {
     CU_ASSERT_EQUAL(j.synth_count, 2000);
     CU_ASSERT_STRING_EQUAL(j.prompts_file, "");
     CU_ASSERT_TRUE(j.overrides.count >= 1);
+    /* the regime of issue #17: own tools per prompt, held-out tools, BFCL */
+    CU_ASSERT_STRING_EQUAL(j.tools_per_prompt, "2-4");
+    CU_ASSERT_STRING_EQUAL(j.tools, "configs/tool_pool.train.json");
+    CU_ASSERT_STRING_EQUAL(j.heldout_tools, "configs/tool_pool.heldout.json");
+    CU_ASSERT_EQUAL(j.heldout_tools_count, 100);
+    CU_ASSERT_STRING_EQUAL(j.bfcl_dir, "../shared/data/bfcl");
+    CU_ASSERT_EQUAL(j.bfcl_max, 25);
     char p[KD_CFG_PATH];
     kd_job_path(&j, "dataset", p);
     CU_ASSERT_STRING_EQUAL(p, "runs/demo/dataset");

@@ -182,6 +182,110 @@ static void test_bfcl_registry(void) {
     kd_registry_close(r);
 }
 
+static kd_registry *pool(const char *rel) {
+    kd_registry *r = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_registry_open(&r, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_registry_load_file(r, kd_test_src(rel), &e), KD_OK);
+    return r;
+}
+
+/* Every tool of the shipped pool: the generator's arguments are valid by the registry's checker,
+ * for many draws each (types, enums, required, nested objects, arrays, bounds). */
+static void test_pool_every_tool_valid(void) {
+    kd_registry *r = pool("configs/tool_pool.json");
+    CU_ASSERT_TRUE(r->count >= 300);
+    long bad = 0, calls = 0, nested = 0;
+    for (int t = 0; t < r->count; t++) {
+        uint64_t rng = 0x1234u + (uint64_t)t;
+        for (int k = 0; k < 25; k++) {
+            json_t *args = kd_synth_gen_args(&r->tools[t], &rng);
+            kd_error e;
+            calls++;
+            if (kd_registry_validate(&r->tools[t], args, &e) != KD_OK) {
+                if (bad++ < 5) fprintf(stderr, "\n  %s: %s", r->tools[t].name, e.msg);
+            }
+            const char *key;
+            json_t *v;
+            json_object_foreach(args, key, v) nested += json_is_object(v) || json_is_array(v);
+            json_decref(args);
+        }
+    }
+    fprintf(stderr, "\n  %d tools, %ld calls, %ld nested values, %ld invalid\n", r->count, calls, nested, bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_TRUE(nested > 0);
+    kd_registry_close(r);
+}
+
+/* --tools-per-prompt: each record carries its own tools (MIN..MAX, the needed ones among them),
+ * categories in the documented shares, every gold call valid against the record's own tools,
+ * unfit prompts offer no tool of the requested one's family, same seed -> same bytes. */
+static void test_pool_records(void) {
+    kd_registry *r = pool("configs/tool_pool.train.json");
+    kd_synth_options o = {3, 5};
+    const int64_t N = 1500;
+    long cat[4] = {0, 0, 0, 0}, bad = 0, size_bad = 0, missing = 0, value_not_in_prompt = 0, values = 0;
+    static const char *cats[] = {"call", "two_calls", "no_call_chat", "no_call_unfit"};
+    for (int64_t i = 0; i < N; i++) {
+        json_t *rec = NULL;
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_synth_record_opts(r, &o, 9, i, &rec, &e), KD_OK);
+        json_t *tools = json_object_get(rec, "tools"), *calls = json_object_get(json_object_get(rec, "metadata"), "tool_calls");
+        const char *c = json_string_value(json_object_get(json_object_get(rec, "metadata"), "category"));
+        const char *prompt = json_string_value(json_object_get(rec, "prompt"));
+        for (int k = 0; k < 4; k++) cat[k] += c && !strcmp(c, cats[k]);
+        size_bad += json_array_size(tools) < 3 || json_array_size(tools) > 5;
+        kd_registry *own = NULL;
+        CU_ASSERT_EQUAL_FATAL(kd_registry_from_json(&own, tools, "record", &e), KD_OK);
+        size_t j;
+        json_t *call;
+        json_array_foreach(calls, j, call) {
+            const kd_tool *t = kd_registry_find(own, json_string_value(json_object_get(call, "name")));
+            if (!t) {
+                missing++;
+                continue;
+            }
+            if (kd_registry_validate(t, json_object_get(call, "arguments"), &e) != KD_OK) bad++;
+            const char *key;
+            json_t *v;
+            json_object_foreach(json_object_get(call, "arguments"), key, v) {
+                if (!json_is_string(v)) continue;
+                values++;
+                value_not_in_prompt += strstr(prompt, json_string_value(v)) == NULL;
+            }
+        }
+        if (c && (!strcmp(c, "no_call_unfit") || !strcmp(c, "no_call_chat"))) CU_ASSERT_EQUAL(json_array_size(calls), 0);
+        if (c && !strcmp(c, "two_calls")) CU_ASSERT_EQUAL(json_array_size(calls), 2);
+        kd_registry_close(own);
+        json_decref(rec);
+    }
+    fprintf(stderr, "\n  %lld records: %ld call, %ld two, %ld chat, %ld unfit; %ld string values, %ld not verbatim\n",
+            (long long)N, cat[0], cat[1], cat[2], cat[3], values, value_not_in_prompt);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(missing, 0);
+    CU_ASSERT_EQUAL(size_bad, 0);
+    CU_ASSERT_EQUAL(value_not_in_prompt, 0);
+    CU_ASSERT_TRUE(cat[2] >= N * 7 / 100 && cat[2] <= N * 13 / 100);
+    CU_ASSERT_TRUE(cat[3] >= N * 7 / 100 && cat[3] <= N * 13 / 100);
+    CU_ASSERT_TRUE(cat[1] >= N * 7 / 100 && cat[1] <= N * 13 / 100);
+    /* determinism */
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    FILE *fa = open_memstream(&a, &la), *fb = open_memstream(&b, &lb);
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_synth_write_opts(r, &o, 5, 50, fa, &e), KD_OK);
+    CU_ASSERT_EQUAL(kd_synth_write_opts(r, &o, 5, 50, fb, &e), KD_OK);
+    fclose(fa);
+    fclose(fb);
+    CU_ASSERT_TRUE(la == lb && la > 0 && memcmp(a, b, la) == 0);
+    free(a);
+    free(b);
+    kd_synth_options badopt = {4, 2};
+    CU_ASSERT_EQUAL(kd_synth_write_opts(r, &badopt, 5, 1, stderr, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "--tools-per-prompt 4-2");
+    kd_registry_close(r);
+}
+
 static void test_errors(void) {
     kd_registry *r = NULL;
     kd_error e;
@@ -212,6 +316,8 @@ int main(void) {
     CU_add_test(s, "deterministic per seed, prefix-stable", test_deterministic);
     CU_add_test(s, "shipped registry: proportions, schema-valid, verbatim values, variety", test_shipped_registry);
     CU_add_test(s, "BFCL schemas through the generic phrasing", test_bfcl_registry);
+    CU_add_test(s, "pool: every tool's arguments schema-valid", test_pool_every_tool_valid);
+    CU_add_test(s, "pool: per-prompt tools, categories, gold valid", test_pool_records);
     CU_add_test(s, "errors", test_errors);
     return kd_test_main();
 }

@@ -156,6 +156,51 @@ static void test_conversation_spans(void) {
     kd_target_spans_free(&sp);
 }
 
+/* The decision token: the first token of every answer (after a think block) is in tool_name_mask,
+ * in a no-call answer as in a call answer, so the tool-select term trains "call or not". */
+static void test_decision_token(void) {
+    const char *text =
+        "<|im_start|>user\nTell me a joke.<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\n\n</think>\n\nWhy did the chicken cross the road?<|im_end|>\n"
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+        "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n";
+    size_t len = strlen(text);
+    const char *a1 = strstr(text, "<think>"), *a1e = strstr(a1, "<|im_end|>");
+    const char *a2 = strstr(text, "<tool_call>"), *a2e = strstr(a2, "<|im_end|>");
+    kd_text_span asst[] = {{(size_t)(a1 - text), (size_t)(a1e - text)}, {(size_t)(a2 - text), (size_t)(a2e - text)}};
+    CU_ASSERT_EQUAL(kd_targets_decision_byte(text, asst[0].start, asst[0].end), (size_t)(strstr(text, "Why") - text));
+    CU_ASSERT_EQUAL(kd_targets_decision_byte(text, asst[1].start, asst[1].end), asst[1].start);
+    CU_ASSERT_EQUAL(kd_targets_decision_byte("<think>never closed", 0, 19), 19);
+    CU_ASSERT_EQUAL(kd_targets_decision_byte("x", 1, 1), 1);
+    kd_target_spans sp = {0};
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_targets_spans_for_conversation(text, len, asst, 2, NULL, 0, NULL, &sp, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(sp.decision.count, 2);
+    CU_ASSERT_EQUAL(sp.tool_name.count, 1); /* the name span itself is unchanged */
+    /* one token per word-ish piece: split the text at every byte for simplicity (byte tokens) */
+    int32_t(*off)[2] = calloc(len, sizeof *off);
+    for (size_t i = 0; i < len; i++) off[i][0] = (int32_t)i, off[i][1] = (int32_t)i + 1;
+    kd_targets t;
+    CU_ASSERT_EQUAL_FATAL(kd_targets_build((const int32_t(*)[2])off, len, len, &sp, 1, &t, &e), KD_OK);
+    size_t why = (size_t)(strstr(text, "Why") - text), call = asst[1].start;
+    CU_ASSERT_EQUAL(t.tool_name_mask[why], 1);     /* no-call answer: its first token */
+    CU_ASSERT_EQUAL(t.tool_name_mask[why + 1], 0); /* only that one */
+    CU_ASSERT_EQUAL(t.tool_name_mask[call], 1);    /* call answer: "<" of <tool_call> */
+    size_t in_first = 0;
+    for (size_t i = asst[0].start; i < asst[0].end; i++) in_first += t.tool_name_mask[i];
+    CU_ASSERT_EQUAL(in_first, 1);
+    size_t nm = (size_t)(strstr(text, "get_weather") - text);
+    CU_ASSERT_EQUAL(t.tool_name_mask[nm], 1); /* the name stays in */
+    /* supervision off: no tool mask at all */
+    kd_targets t0;
+    CU_ASSERT_EQUAL_FATAL(kd_targets_build((const int32_t(*)[2])off, len, len, &sp, 0, &t0, &e), KD_OK);
+    CU_ASSERT_PTR_NULL(t0.tool_name_mask);
+    kd_targets_free(&t0);
+    kd_targets_free(&t);
+    kd_target_spans_free(&sp);
+    free(off);
+}
+
 /* For every BFCL answer rendered in each format and tokenized with Qwen3: the decoded tokens under
  * tool_name_mask contain each call's name, those under json_mask each call's arguments. */
 static void test_alignment_qwen3_bfcl(void) {
@@ -375,6 +420,7 @@ int main(void) {
     CU_add_test(s, "straddling tokens, seed fields, supervision off, errors", test_straddling_tokens);
     CU_add_test(s, "intersection rule at edges, unsorted spans", test_mask_rule_edges);
     CU_add_test(s, "all spans of a rendered conversation", test_conversation_spans);
+    CU_add_test(s, "the decision token joins the tool-select mask", test_decision_token);
     CU_add_test(s, "glaive conversations rendered in Qwen3's template", test_glaive_rendered_conversations);
     CU_add_test(s, "alignment with Qwen3 over BFCL renderings", test_alignment_qwen3_bfcl);
     return kd_test_main();

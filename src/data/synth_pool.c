@@ -1,0 +1,306 @@
+/* Prompt synthesizer over a tool pool, each prompt with its own tools: see include/kdstep/synth.h
+ * (kd_synth_options). Record i depends only on (seed, i). */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdstep/hash.h"
+#include "kdstep/synth.h"
+#include "kdstep/toolwords.h"
+#include "synth_internal.h"
+
+typedef struct pbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} pbuf;
+
+static void pb_add(pbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        while (nc < b->len + n + 1) nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+static void pb_puts(pbuf *b, const char *s) { pb_add(b, s, strlen(s)); }
+static void pb_printf(pbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void pb_printf(pbuf *b, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        pb_add(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    pb_add(b, big, (size_t)n);
+    free(big);
+}
+
+/* ---- values as a request says them ---------------------------------------------------------------- */
+
+/* A string may go unquoted when it is one plain token that cannot be read as anything else. */
+static int plain_token(const char *s) {
+    if (!*s || s[strlen(s) - 1] == '.') return 0;
+    if (!strcmp(s, "true") || !strcmp(s, "false") || !strcmp(s, "null") || !strcmp(s, "and")) return 0;
+    char *end;
+    strtod(s, &end);
+    if (*end == 0) return 0; /* "42" as a string must be quoted */
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("@_/:+-.", *p)) return 0;
+    return 1;
+}
+
+static void say_scalar(pbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        if (may_bare && plain_token(s) && (kd_splitmix64(rng) & 1)) pb_puts(b, s);
+        else pb_printf(b, "\"%s\"", s);
+    } else if (json_is_integer(v)) {
+        pb_printf(b, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_real(v)) {
+        pb_printf(b, "%.17g", json_real_value(v));
+    } else if (json_is_true(v)) {
+        pb_puts(b, "true");
+    } else if (json_is_false(v)) {
+        pb_puts(b, "false");
+    } else {
+        char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+        pb_puts(b, s ? s : "null");
+        free(s);
+    }
+}
+
+/* Arrays of scalars read "a", "b" and "c" (strings always quoted there); anything nested is JSON. */
+static void say_value(pbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
+    if (json_is_array(v)) {
+        size_t n = json_array_size(v), i;
+        int scalars = n > 0;
+        for (i = 0; i < n; i++) scalars &= !json_is_array(json_array_get(v, i)) && !json_is_object(json_array_get(v, i)) &&
+                                         !json_is_null(json_array_get(v, i));
+        if (scalars) {
+            for (i = 0; i < n; i++) {
+                if (i) pb_puts(b, i + 1 == n ? " and " : ", ");
+                say_scalar(b, json_array_get(v, i), 0, rng);
+            }
+            return;
+        }
+    }
+    say_scalar(b, v, may_bare, rng);
+}
+
+/* ---- one request --------------------------------------------------------------------------------- */
+
+/* The request for one call: a lead, the tool's gist as a clause, then every argument by its
+ * parameter words in one of four forms. No ". " inside, so a request is one sentence. */
+static void say_request(pbuf *b, const kd_tool *t, const json_t *args, uint64_t *rng, int first) {
+    char gist[KD_GIST_MAX], clause[KD_GIST_MAX];
+    int verb = 0;
+    kd_tool_gist(t->description && t->description[0] ? t->description : t->name, gist);
+    kd_tool_gist_clause(gist, clause, &verb);
+    char nm[KD_PARAM_WORDS_MAX];
+    kd_param_words(t->name, nm);
+    const char *opener = first ? kd_synth_pick_opener(rng) : "";
+    size_t start = b->len;
+    pb_puts(b, opener);
+    int lead = (int)(kd_splitmix64(rng) % 5);
+    if (verb) {
+        static const char *leads[] = {"I want to ", "please ", "can you ", "I need to ", "use %s to "};
+        if (lead == 4) pb_printf(b, "use %s to ", t->name);
+        else pb_puts(b, leads[lead]);
+    } else {
+        static const char *leads[] = {"I need this: ", "help me with this: ", "request: ", "task: ", "with %s: "};
+        if (lead == 4) pb_printf(b, "with %s: ", t->name);
+        else pb_puts(b, leads[lead]);
+    }
+    pb_puts(b, clause);
+    if (first && b->p && b->len > start) b->p[start] = (char)toupper((unsigned char)b->p[start]);
+    size_t n = json_object_size(args), i = 0;
+    int form = (int)(kd_splitmix64(rng) % 4);
+    const char *k;
+    json_t *v;
+    char pw[KD_PARAM_WORDS_MAX];
+    json_object_foreach((json_t *)args, k, v) {
+        kd_param_words(k, pw);
+        int last = i + 1 == n && n > 1;
+        switch (form) {
+        case 0:
+            pb_puts(b, i == 0 ? " with " : last ? " and " : ", ");
+            pb_printf(b, "%s ", pw);
+            say_value(b, v, 0, rng);
+            break;
+        case 1:
+            pb_puts(b, i == 0 ? " (" : "; ");
+            pb_printf(b, "%s: ", pw);
+            say_value(b, v, 1, rng);
+            if (i + 1 == n) pb_puts(b, ")");
+            break;
+        case 2:
+            pb_puts(b, i == 0 ? ", setting " : last ? " and " : ", ");
+            pb_printf(b, "%s to ", pw);
+            say_value(b, v, 1, rng);
+            break;
+        default:
+            pb_puts(b, i == 0 ? " where the " : last ? " and the " : ", the ");
+            pb_printf(b, "%s is ", pw);
+            say_value(b, v, 1, rng);
+            break;
+        }
+        i++;
+    }
+    pb_puts(b, lead == 2 && verb ? "?" : ".");
+}
+
+/* ---- tool sets ----------------------------------------------------------------------------------- */
+
+/* Tools whose names share a stem ("Restaurants_2_Find..." / "Restaurants_2_Reserve...") may both fit a
+ * request; an "unfit" prompt offers none of those. */
+static int same_family(const char *a, const char *b) {
+    size_t la = strcspn(a, "_."), lb = strcspn(b, "_.");
+    return la == lb && la >= 3 && la < strlen(a) && strncmp(a, b, la) == 0;
+}
+
+static json_t *tool_json(const kd_tool *t) {
+    return json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name", t->name, "description",
+                     t->description ? t->description : "", "parameters", t->parameters);
+}
+
+/* Choose `k` offered tools: `need` (n_need of them) plus distractors, none of them equal to `avoid`
+ * or of its family; shuffled. Returns the count written to `out`. */
+static int choose_tools(const kd_registry *reg, const int *need, int n_need, int avoid, int k, uint64_t *rng, int *out) {
+    int n = 0;
+    for (int i = 0; i < n_need; i++) out[n++] = need[i];
+    for (int tries = 0; n < k && tries < 64 * k; tries++) {
+        int c = (int)(kd_splitmix64(rng) % (uint64_t)reg->count), dup = c == avoid;
+        for (int j = 0; j < n && !dup; j++) dup = out[j] == c;
+        if (!dup && avoid >= 0) dup = same_family(reg->tools[c].name, reg->tools[avoid].name);
+        if (!dup) out[n++] = c;
+    }
+    for (int i = n - 1; i > 0; i--) { /* Fisher-Yates */
+        int j = (int)(kd_splitmix64(rng) % (uint64_t)(i + 1)), t = out[i];
+        out[i] = out[j];
+        out[j] = t;
+    }
+    return n;
+}
+
+static int valid_call(const kd_tool *t, uint64_t *rng, json_t **args, kd_error *err) {
+    *args = kd_synth_gen_args(t, rng);
+    kd_error e;
+    if (kd_registry_validate(t, *args, &e)) {
+        json_decref(*args);
+        *args = NULL;
+        return kd_error_set(err, KD_ERR_UNSUPPORTED,
+                            "prompts synth: cannot make valid arguments for tool '%s' (%s); its schema uses "
+                            "constraints the synthesizer does not know (drop the tool from the pool)",
+                            t->name, e.msg);
+    }
+    return KD_OK;
+}
+
+int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint64_t seed, int64_t index, json_t **record,
+                         kd_error *err) {
+    if (!o || o->tools_max <= 0) return kd_synth_record(reg, seed, index, record, err);
+    *record = NULL;
+    if (!reg || reg->count < 2) return kd_error_set(err, KD_ERR_INVALID, "prompts synth: a tool pool needs at least 2 tools");
+    uint64_t key[3] = {seed, (uint64_t)index, 0x706f6f6cULL};
+    uint64_t rng = kd_hash64(key, sizeof key);
+    uint64_t roll = kd_splitmix64(&rng) % 100;
+    int k = o->tools_min + (int)(kd_splitmix64(&rng) % (uint64_t)(o->tools_max - o->tools_min + 1));
+    if (k > reg->count) k = reg->count;
+    const char *category = roll < 10 ? "no_call_chat" : roll < 20 ? "no_call_unfit" : roll < 30 && k >= 2 ? "two_calls" : "call";
+    int need[2] = {-1, -1}, n_need = 0, avoid = -1;
+    if (!strcmp(category, "call") || !strcmp(category, "two_calls")) {
+        need[n_need++] = (int)(kd_splitmix64(&rng) % (uint64_t)reg->count);
+        if (!strcmp(category, "two_calls"))
+            while (n_need < 2) {
+                int c = (int)(kd_splitmix64(&rng) % (uint64_t)reg->count);
+                if (c != need[0]) need[n_need++] = c;
+            }
+    } else if (!strcmp(category, "no_call_unfit")) {
+        avoid = (int)(kd_splitmix64(&rng) % (uint64_t)reg->count);
+    }
+    int *offer = calloc((size_t)k + 2, sizeof *offer);
+    json_t *calls = json_array(), *tools = json_array();
+    pbuf b = {0};
+    int rc = KD_OK;
+    if (!offer || !calls || !tools) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    int n_offer = rc ? 0 : choose_tools(reg, need, n_need, avoid, k, &rng, offer);
+    if (!rc && !strcmp(category, "no_call_chat")) {
+        char text[256];
+        kd_synth_chat_text(&rng, text, sizeof text);
+        pb_puts(&b, text);
+    } else if (!rc && avoid >= 0) {
+        json_t *args = NULL;
+        rc = valid_call(&reg->tools[avoid], &rng, &args, err);
+        if (!rc) say_request(&b, &reg->tools[avoid], args, &rng, 1);
+        json_decref(args);
+    }
+    for (int c = 0; !rc && c < n_need; c++) {
+        json_t *args = NULL;
+        rc = valid_call(&reg->tools[need[c]], &rng, &args, err);
+        if (rc) break;
+        if (c > 0) {
+            const char *j = kd_synth_pick_joiner(&rng);
+            pb_puts(&b, j[0] == ' ' ? j + 1 : j);
+        }
+        say_request(&b, &reg->tools[need[c]], args, &rng, c == 0);
+        json_array_append_new(calls, json_pack("{s:s, s:o}", "name", reg->tools[need[c]].name, "arguments", args));
+        if (c == 0 && n_need > 1) pb_puts(&b, " ");
+    }
+    if (!rc) pb_puts(&b, kd_synth_pick_closing(&rng));
+    for (int i = 0; !rc && i < n_offer; i++) json_array_append_new(tools, tool_json(&reg->tools[offer[i]]));
+    if (!rc && (b.oom || !b.p)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        char id[64];
+        snprintf(id, sizeof id, "synth-%llu-%lld", (unsigned long long)seed, (long long)index);
+        *record = json_pack("{s:s, s:s, s:O, s:{s:O, s:s}}", "id", id, "prompt", b.p, "tools", tools, "metadata", "tool_calls",
+                            calls, "category", category);
+        if (!*record) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    }
+    json_decref(calls);
+    json_decref(tools);
+    free(offer);
+    free(b.p);
+    return rc;
+}
+
+int kd_synth_write_opts(const kd_registry *reg, const kd_synth_options *o, uint64_t seed, int64_t n, FILE *out, kd_error *err) {
+    if (!o || o->tools_max <= 0) return kd_synth_write(reg, seed, n, out, err);
+    if (o->tools_min < 1 || o->tools_min > o->tools_max)
+        return kd_error_set(err, KD_ERR_INVALID, "prompts synth: --tools-per-prompt %d-%d: want 1 <= MIN <= MAX", o->tools_min,
+                            o->tools_max);
+    for (int64_t i = 0; i < n; i++) {
+        json_t *rec;
+        if (kd_synth_record_opts(reg, o, seed, i, &rec, err)) return err->code;
+        char *s = json_dumps(rec, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        json_decref(rec);
+        if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+        int bad = fputs(s, out) < 0 || fputc('\n', out) == EOF;
+        free(s);
+        if (bad) return kd_error_set(err, KD_ERR_IO, "prompts synth: write failed (disk full?)");
+    }
+    return KD_OK;
+}
