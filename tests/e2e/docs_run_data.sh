@@ -39,12 +39,15 @@ kd_after() { # N
         [[ -s runs/demo/$f ]] || { tail -20 "$KD_LOG/$n.err"; fail "kdstep run jobs/demo.yaml left no runs/demo/$f"; }
       done
       # the eval splits side by side: (a) train tools, (b) held-out tools, (c) BFCL when ../shared is here
+      # (only when the demo job asks for them: jobs/unseen.yaml's regime)
+      if grep -q '^ *heldout_tools:' jobs/demo.yaml; then
       grep -q '^| a_train_tools | 6 |' runs/demo/eval/splits.md && grep -q '^| b_heldout_tools | 6 |' runs/demo/eval/splits.md ||
         { cat runs/demo/eval/splits.md; fail "eval/splits.md lacks split (a) or (b)"; }
       if [[ -d ../shared/data/bfcl ]]; then
         grep -q '^| c_bfcl_irrelevance | 2 |' runs/demo/eval/splits.md || { cat runs/demo/eval/splits.md; fail "eval/splits.md lacks BFCL"; }
       fi
-      jq -e '.splits.b_heldout_tools.count == 6' runs/demo/eval/report.json >/dev/null || fail "report.json has no splits" ;;
+      jq -e '.splits.b_heldout_tools.count == 6' runs/demo/eval/report.json >/dev/null || fail "report.json has no splits"
+      fi ;;
     "kdstep inspect "*)
       grep -qE '^samples +48$' "$KD_LOG/$n.out" || { out "$n"; fail "inspect: not the 48 samples of the shrunk demo"; }
       grep -qE '^sample +prompt id [0-9]+' "$KD_LOG/$n.out" && grep -q '^--- response' "$KD_LOG/$n.out" \

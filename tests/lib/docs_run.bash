@@ -61,11 +61,13 @@ for pat, new in [(r"(synth_count: *)\d+", r"\g<1>48"), (r"(heldout_count: *)\d+"
                  (r"(- model\.preset=)\w+", r"\g<1>tiny"), (r"(- train\.steps=)\d+", r"\g<1>4"),
                  (r"(- train\.micro_batch=)\d+", r"\g<1>4"), (r"(- train\.eval_every=)\d+", r"\g<1>2"),
                  (r"(- train\.checkpoint_every=)\d+", r"\g<1>2"), (r"(- eval\.max_new_tokens=)\d+", r"\g<1>12"),
+                 # only in a job with the eval splits of issue #17 (jobs/unseen.yaml's regime):
                  (r"(heldout_tools_count: *)\d+", r"\g<1>6"), (r"(bfcl_max: *)\d+", r"\g<1>2"),
                  # the docs' tokenizer commands make models/student/tokenizer: the stand-in for the demo's own
                  (r"(tokenizer: *)models/student/tokenizer-pool", r"\g<1>models/student/tokenizer")]:
     text, n = re.subn(pat, new, text)
-    assert n == 1, f"jobs/demo.yaml: no single match for {pat}"
+    optional = "heldout_tools_count" in pat or "bfcl_max" in pat or "tokenizer-pool" in pat
+    assert n == 1 or (optional and n == 0), f"jobs/demo.yaml: no single match for {pat}"
 open(sys.argv[2], "w").write(text)
 PY
   [[ $? -eq 0 ]] || fail "could not shrink jobs/demo.yaml"

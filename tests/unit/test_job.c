@@ -17,6 +17,20 @@ static void test_demo_job(void) {
     CU_ASSERT_EQUAL(j.synth_count, 2000);
     CU_ASSERT_STRING_EQUAL(j.prompts_file, "");
     CU_ASSERT_TRUE(j.overrides.count >= 1);
+    CU_ASSERT_STRING_EQUAL(j.tools, "configs/tools.json");
+    char p[KD_CFG_PATH];
+    kd_job_path(&j, "dataset", p);
+    CU_ASSERT_STRING_EQUAL(p, "runs/demo/dataset");
+    kd_job_free(&j);
+}
+
+static void test_unseen_job(void) {
+    kd_job j;
+    kd_error e;
+    kd_job_defaults(&j);
+    int rc = kd_job_load_file(&j, kd_test_src("jobs/unseen.yaml"), &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
     /* the regime of issue #17: own tools per prompt, held-out tools, BFCL */
     CU_ASSERT_STRING_EQUAL(j.tools_per_prompt, "2-4");
     CU_ASSERT_STRING_EQUAL(j.tools, "configs/tool_pool.train.json");
@@ -26,7 +40,7 @@ static void test_demo_job(void) {
     CU_ASSERT_EQUAL(j.bfcl_max, 25);
     char p[KD_CFG_PATH];
     kd_job_path(&j, "dataset", p);
-    CU_ASSERT_STRING_EQUAL(p, "runs/demo/dataset");
+    CU_ASSERT_STRING_EQUAL(p, "runs/unseen/dataset");
     kd_job_free(&j);
 }
 
@@ -97,6 +111,7 @@ int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("job", NULL, NULL);
     CU_add_test(s, "jobs/demo.yaml loads", test_demo_job);
+    CU_add_test(s, "jobs/unseen.yaml loads", test_unseen_job);
     CU_add_test(s, "config + overrides", test_job_config_overrides);
     CU_add_test(s, "errors name file:line:column", test_job_errors);
     CU_add_test(s, "launch shape as sbatch options", test_job_sbatch_shape);
