@@ -5,6 +5,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "kdstep/utf8.h"
 #include "tokenizer_internal.h"
 
 /* ---------------------------------------------------------------- Unicode classes */
@@ -57,29 +58,6 @@ static void build_classes(void) {
 int classes_init(void) {
     pthread_once(&g_cls_once, build_classes);
     return g_cls != NULL;
-}
-
-static int enc_utf8(uint32_t cp, uint8_t *o) {
-    if (cp < 0x80) {
-        o[0] = (uint8_t)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (uint8_t)(0xC0 | (cp >> 6));
-        o[1] = (uint8_t)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (uint8_t)(0xE0 | (cp >> 12));
-        o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (uint8_t)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (uint8_t)(0xF0 | (cp >> 18));
-    o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-    o[3] = (uint8_t)(0x80 | (cp & 0x3F));
-    return 4;
 }
 
 size_t utf8_seq(const uint8_t *s, size_t n, size_t i, size_t *bad) {
@@ -223,7 +201,7 @@ static int nfc_region(enc_ctx *c, const seg *g, size_t ri, size_t rj, size_t *wp
             src = oi < nin ? oi : nin - 1;
             oi += (size_t)(1 - och[k]);
         }
-        int l = enc_utf8((uint32_t)ocp[k], w->nb + *wpos);
+        int l = kd_utf8_encode((uint32_t)ocp[k], (char *)(w->nb + *wpos));
         if (och[k] == 0 && (uint32_t)ocp[k] == icp[src]) {
             /* the character came through unchanged: keep its bytes' own offsets */
             for (int q = 0; q < l; q++) {
