@@ -15,7 +15,7 @@
 
 #include "kdstep/teacher.h"
 #include "kdstep/utf8.h"
-#include "internal.h"
+#include "common.h"
 
 typedef struct scan {
     const char *p, *end, *base;
