@@ -1,6 +1,6 @@
 /* UTF-8 encoding and JSON \u escapes: the one encoder and the one \u decoder that the JSON readers
- * (src/text/tjson.c, src/teacher/response.c), the streaming JSON prefix check (src/train/jsonprefix.c)
- * and the tokenizer's NFC (src/text/tokenizer_normalize.c) share.
+ * (src/text/tjson.c, src/teacher/jscan.h), the streaming JSON prefix check (src/train/jsonprefix.c) and
+ * the tokenizer's NFC (src/text/tokenizer_normalize.c) share.
  *   UTF-8: RFC 3629 section 3, https://www.rfc-editor.org/rfc/rfc3629#section-3
  *   \u escapes and surrogate pairs: RFC 8259 section 7, https://www.rfc-editor.org/rfc/rfc8259#section-7 */
 #ifndef KDSTEP_UTF8_H
