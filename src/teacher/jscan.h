@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "kdstep/utf8.h"
 
 typedef struct scan {
     const char *p, *end, *base;
@@ -35,13 +36,6 @@ static inline int expect(scan *s, char c) {
     if (peek(s) != (unsigned char)c) return -1;
     s->p++;
     return 0;
-}
-
-static inline int hexval(int c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
 }
 
 /* Bytes that end a run of plain string characters: the quote, the backslash, control characters. */
@@ -72,7 +66,7 @@ static inline int str(scan *s, sspan *out) {
         if (e == 'u') {
             if (s->p + 6 > s->end) return -1;
             for (int i = 2; i < 6; i++)
-                if (hexval((unsigned char)s->p[i]) < 0) return -1;
+                if (kd_hex_digit((unsigned char)s->p[i]) < 0) return -1;
             s->p += 6;
             continue;
         }
@@ -97,31 +91,11 @@ static inline size_t unescape(const sspan *sp, char *out) {
         }
         char e = p[1];
         if (e == 'u') {
-            unsigned cp = 0;
-            for (int i = 2; i < 6; i++) cp = cp * 16 + (unsigned)hexval((unsigned char)p[i]);
-            p += 6;
-            if (cp >= 0xD800 && cp < 0xDC00 && p + 6 <= sp->e && p[0] == '\\' && p[1] == 'u') {
-                unsigned lo = 0;
-                for (int i = 2; i < 6; i++) lo = lo * 16 + (unsigned)hexval((unsigned char)p[i]);
-                if (lo >= 0xDC00 && lo < 0xE000) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    p += 6;
-                }
-            }
-            if (cp < 0x80) out[n++] = (char)cp;
-            else if (cp < 0x800) {
-                out[n++] = (char)(0xC0 | (cp >> 6));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                out[n++] = (char)(0xE0 | (cp >> 12));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else {
-                out[n++] = (char)(0xF0 | (cp >> 18));
-                out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            }
+            /* str() checked the four hex digits; an unpaired surrogate is kept, as 3 bytes */
+            uint32_t cp = 0;
+            size_t used = kd_json_unescape_u(p, sp->e, &cp);
+            p += used ? used : 2;
+            n += (size_t)kd_utf8_encode(cp, out + n);
             continue;
         }
         char d = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;

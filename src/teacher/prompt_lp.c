@@ -166,7 +166,7 @@ static int lean_row(plp *P, int row, size_t base) {
             esc = 1;
             if (p[1] == 'u') {
                 for (int h = 2; h < 6; h++)
-                    if (hexval((unsigned char)p[h]) < 0) return 0;
+                    if (kd_hex_digit((unsigned char)p[h]) < 0) return 0;
                 p += 6;
             } else if (strchr("\"\\/bfnrt", p[1]) && p[1]) p += 2;
             else return 0;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kdstep/utf8.h"
+
 #define TJ_MAX_DEPTH 256
 
 typedef struct tj_parser {
@@ -84,25 +86,6 @@ static inline void skip_ws(tj_parser *p) {
     }
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static int read_hex4(tj_parser *p, size_t at, unsigned *out) {
-    if (at + 4 > p->n) return -1;
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        int h = hexval(p->s[at + k]);
-        if (h < 0) return -1;
-        v = v * 16 + (unsigned)h;
-    }
-    *out = v;
-    return 0;
-}
-
 /* p->i is at the opening quote. Unescapes in place. */
 static int parse_string(tj_parser *p, tj_val *v) {
     size_t start = p->i++;
@@ -147,40 +130,18 @@ static int parse_string(tj_parser *p, tj_val *v) {
         case 'r': s[w++] = '\r'; break;
         case 't': s[w++] = '\t'; break;
         case 'u': {
-            unsigned cp;
-            if (read_hex4(p, r, &cp)) {
+            uint32_t cp;
+            size_t used = kd_json_unescape_u(s + r - 2, s + p->n, &cp);
+            if (!used) {
                 fail(p, r - 2, "bad \\u escape");
                 return -1;
             }
-            r += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                unsigned lo;
-                if (r + 6 <= p->n && s[r] == '\\' && s[r + 1] == 'u' && !read_hex4(p, r + 2, &lo) && lo >= 0xDC00 &&
-                    lo <= 0xDFFF) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    r += 6;
-                } else {
-                    fail(p, r - 6, "lone surrogate in \\u escape");
-                    return -1;
-                }
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                fail(p, r - 6, "lone surrogate in \\u escape");
+            if (kd_utf16_is_surrogate(cp)) {
+                fail(p, r - 2, "lone surrogate in \\u escape");
                 return -1;
             }
-            if (cp < 0x80) s[w++] = (char)cp;
-            else if (cp < 0x800) {
-                s[w++] = (char)(0xC0 | (cp >> 6));
-                s[w++] = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                s[w++] = (char)(0xE0 | (cp >> 12));
-                s[w++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                s[w++] = (char)(0x80 | (cp & 0x3F));
-            } else {
-                s[w++] = (char)(0xF0 | (cp >> 18));
-                s[w++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                s[w++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                s[w++] = (char)(0x80 | (cp & 0x3F));
-            }
+            r += used - 2;
+            w += (size_t)kd_utf8_encode(cp, s + w);
             break;
         }
         default: fail(p, r - 2, "bad escape in string"); return -1;

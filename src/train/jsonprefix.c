@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "kdstep/hash.h"
+#include "kdstep/utf8.h"
 
 enum {
     M_DEAD = 0,
@@ -32,12 +33,6 @@ static const char *const LITERALS[3] = {"true", "false", "null"};
 
 static int is_ws(unsigned c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static int is_digit(unsigned c) { return c >= '0' && c <= '9'; }
-static int hexval(unsigned c) {
-    if (c >= '0' && c <= '9') return (int)(c - '0');
-    if (c >= 'a' && c <= 'f') return (int)(c - 'a' + 10);
-    if (c >= 'A' && c <= 'F') return (int)(c - 'A' + 10);
-    return -1;
-}
 
 static int top_is_obj(const kd_jsonprefix *s) {
     unsigned d = (unsigned)s->depth - 1u;
@@ -212,7 +207,7 @@ static int step(kd_jsonprefix *s, unsigned c) {
         s->uval = 0;
         return 1;
     case M_STR_U: {
-        int h = hexval(c);
+        int h = kd_hex_digit((int)c);
         if (h < 0) return die(s);
         s->uval = (uint16_t)((s->uval << 4) | (unsigned)h);
         s->aux++;
@@ -224,7 +219,7 @@ static int step(kd_jsonprefix *s, unsigned c) {
         }
         if (s->aux < 4) return 1;
         if (!s->aux2 && s->uval == 0) return die(s); /* jansson: \u0000 needs JSON_ALLOW_NUL */
-        if (!s->aux2 && s->uval >= 0xD800 && s->uval <= 0xDBFF) {
+        if (!s->aux2 && kd_utf16_is_high(s->uval)) {
             s->mode = M_STR_LOWBS;
         } else {
             s->mode = M_STR;
@@ -332,7 +327,7 @@ long kd_jsonprefix_completion(const kd_jsonprefix *s, char *buf, size_t cap) {
                 v <<= 4;
             }
             if (v == 0) buf[n - 1] = '1';
-            if (v >= 0xD800 && v <= 0xDBFF) PUT("\\uDC00");
+            if (kd_utf16_is_high(v)) PUT("\\uDC00");
         }
         if (s->mode == M_STR && s->utf8_need) {
             buf[n++] = (char)s->utf8_lo;
