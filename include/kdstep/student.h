@@ -42,7 +42,7 @@ typedef struct kd_student_stats {
     int truncated;       /* 1: the prompt does not fit max_position_embeddings; nothing was generated */
 } kd_student_stats;
 
-int kd_student_open(const char *dir, kd_student **out, kd_error *err);
+int kd_student_open(kd_student **out, const char *dir, kd_error *err);
 void kd_student_close(kd_student *s);
 
 /* Decode up to max_new tokens after prompt[n_prompt] into out (capacity max_new); *n_out receives

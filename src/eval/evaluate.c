@@ -392,7 +392,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     decode_state d;
     memset(&d, 0, sizeof d);
     d.opt = opt;
-    rc = kd_student_open(opt->model_dir, &d.student, err);
+    rc = kd_student_open(&d.student, opt->model_dir, err);
     if (!rc) {
         /* the prompt window training used (trainer.c window_start): the prompt's last P tokens */
         int64_t window = opt->cfg->train.prompt_window > 0 ? opt->cfg->train.prompt_window : opt->cfg->train.seq_len / 2;

@@ -334,7 +334,7 @@ static int setup_model(trainer *tr, kd_error *err) {
     if (tr->T > mc.max_position_embeddings)
         return kd_error_set(err, KD_ERR_INVALID, "train.seq_len %d exceeds the model's max_position_embeddings %d", tr->T,
                             mc.max_position_embeddings);
-    if ((rc = kd_model_new(&mc, tr->B, tr->T, &tr->m, err))) return rc;
+    if ((rc = kd_model_new(&tr->m, &mc, tr->B, tr->T, err))) return rc;
     if (pretrained) {
         char p[KD_CFG_PATH + 32];
         snprintf(p, sizeof p, "%s/model.safetensors", cfg->model.path);
@@ -368,7 +368,7 @@ static int setup_grammar(trainer *tr, kd_error *err) {
             lens[v] = 1;
         }
     }
-    int rc = kd_jsongrammar_new(bytes, lens, V, 0, &tr->grammar, err);
+    int rc = kd_jsongrammar_new(&tr->grammar, bytes, lens, V, 0, err);
     free(bytes);
     free(lens);
     return rc;

@@ -15,7 +15,7 @@ static kd_model *tiny(uint64_t seed) {
     kd_error err = {0};
     kd_model *m = NULL;
     CU_ASSERT_EQUAL_FATAL(kd_model_config_preset("tiny", &c, &err), KD_OK);
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 1, 8, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &c, 1, 8, &err), KD_OK);
     kd_model_init_random(m, seed);
     uint64_t s = seed + 7;
     for (size_t i = 0; i < m->n_params; i++) {
@@ -90,7 +90,7 @@ static void test_shape_mismatch(void) {
     kd_model_config c = a->cfg;
     c.num_layers = 1;
     kd_model *small = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 1, 8, &small, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&small, &c, 1, 8, &err), KD_OK);
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/checkpoints/step-000001", run_dir("run2"));
     kd_train_state st = {1, 1, 0, 2, 1, 1, 1, 1, 1, 8, ""};
