@@ -72,7 +72,7 @@ static const key_spec KEYS[] = {
     {"train", "eval_every", T_INT, F(train, eval_every), 0, BIG, "50", NULL, "Held-out loss and tool-name accuracy every N steps; 0 disables."},
     {"train", "eval_fraction", T_FLOAT, F(train, eval_fraction), 0, 0.9, "0.05", NULL, "Share of samples held out (by prompt-id hash)."},
     {"train", "max_bad_steps", T_INT, F(train, max_bad_steps), 1, 1000, "3", NULL, "Consecutive NaN/Inf steps skipped before the run aborts."},
-    {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = cores on the node / ranks on the node."},
+    {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = KDSTEP_THREADS, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs of the rank's affinity mask / the ranks sharing them."},
     {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,
      "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = seq_len / 2."},
 
