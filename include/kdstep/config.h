@@ -70,6 +70,8 @@ typedef struct kd_config {
         double connect_timeout_s;
         double timeout_s;
         int64_t max_retries;
+        double max_retry_after_s;   /* cap on a server's Retry-After */
+        int64_t max_response_bytes; /* cap on an answer's decoded size */
         double backoff_base_s;
         int64_t top_logprobs;          /* K */
         double temperature;
@@ -78,7 +80,8 @@ typedef struct kd_config {
         char tool_call_format[KD_CFG_STR]; /* hermes | inline_json */
         double malformed_rate;         /* stub: share of deliberately malformed outputs */
         int insecure_tls;              /* turning TLS verification off takes this explicit flag */
-        int teacher_forced_scoring;    /* vLLM /v1/completions prompt_logprobs rescoring */
+        char scoring[KD_CFG_STR];      /* none | chat | completions: how the finished conversation is scored */
+        char extra_body[KD_CFG_PATH];  /* JSON object merged into every chat request, or "" */
         char tool_fixtures[KD_CFG_PATH]; /* optional tool-simulator fixtures file */
     } teacher;
     struct {
@@ -87,6 +90,8 @@ typedef struct kd_config {
         int64_t max_turns;    /* teacher/tool rounds per conversation */
         int64_t max_seq_len;  /* samples longer than this are recorded as failures */
         int strict;           /* a bad prompt line is fatal */
+        char thinking[KD_CFG_STR]; /* drop | keep: a <think> block in the loss or not */
+        char filter[KD_CFG_STR];   /* none | json_valid | schema_valid: which conversations become samples */
     } generate;
     struct {
         int64_t max_new_tokens;

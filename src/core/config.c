@@ -3,12 +3,15 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
+
+#include "kdstep/yamlsafe.h"
 
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
@@ -88,6 +91,10 @@ static const key_spec KEYS[] = {
     {"teacher", "connect_timeout_s", T_FLOAT, F(teacher, connect_timeout_s), 0.1, 3600, "10", NULL, "TCP/TLS connect timeout."},
     {"teacher", "timeout_s", T_FLOAT, F(teacher, timeout_s), 0.1, 86400, "120", NULL, "Total timeout per request."},
     {"teacher", "max_retries", T_INT, F(teacher, max_retries), 0, 1000, "5", NULL, "Retries for 5xx, 429, timeouts and connection errors."},
+    {"teacher", "max_retry_after_s", T_FLOAT, F(teacher, max_retry_after_s), 0, 86400, "60", NULL,
+     "Longest Retry-After honoured; a server asking for a longer wait fails that request at once."},
+    {"teacher", "max_response_bytes", T_INT, F(teacher, max_response_bytes), 1024, 1LL << 34, "8388608", NULL,
+     "Largest answer accepted, counted after decompression while it arrives; a larger one is a failure."},
     {"teacher", "backoff_base_s", T_FLOAT, F(teacher, backoff_base_s), 0, 3600, "0.5", NULL, "First retry delay; doubles each retry, with jitter."},
     {"teacher", "top_logprobs", T_INT, F(teacher, top_logprobs), 0, 20, "8", NULL, "K: teacher log-probabilities kept per position."},
     {"teacher", "temperature", T_FLOAT, F(teacher, temperature), 0, 10, "0.0", NULL, "Sampling temperature sent to the teacher."},
@@ -96,7 +103,10 @@ static const key_spec KEYS[] = {
     {"teacher", "tool_call_format", T_STR, F(teacher, tool_call_format), 0, 0, "hermes", "hermes|inline_json", "How the stub teacher writes calls."},
     {"teacher", "malformed_rate", T_FLOAT, F(teacher, malformed_rate), 0, 1, "0.0", NULL, "Stub teacher: share of malformed outputs."},
     {"teacher", "insecure_tls", T_BOOL, F(teacher, insecure_tls), 0, 1, "false", NULL, "Disable TLS certificate verification (explicit opt-out)."},
-    {"teacher", "teacher_forced_scoring", T_BOOL, F(teacher, teacher_forced_scoring), 0, 1, "false", NULL, "Rescore responses via vLLM /v1/completions prompt_logprobs."},
+    {"teacher", "scoring", T_STR, F(teacher, scoring), 0, 0, "chat", "none|chat|completions",
+     "How each finished conversation gets teacher top-k at every token: one /v1/chat/completions request with vLLM's prompt_logprobs (chat), /v1/completions over kdstep's rendering (completions), or only the final answer's own logprobs (none). See docs/teachers.md."},
+    {"teacher", "extra_body", T_STR, F(teacher, extra_body), 0, 0, "", NULL,
+     "JSON object merged into every chat request, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'."},
     {"teacher", "tool_fixtures", T_STR, F(teacher, tool_fixtures), 0, 0, "", NULL, "JSON file mapping tool name + arguments to results."},
 
     {"generate", "chunk_size", T_INT, F(generate, chunk_size), 1, 1000000, "8", NULL, "Prompt ids per work request from a worker."},
@@ -104,6 +114,10 @@ static const key_spec KEYS[] = {
     {"generate", "max_turns", T_INT, F(generate, max_turns), 1, 64, "4", NULL, "Teacher/tool rounds per conversation."},
     {"generate", "max_seq_len", T_INT, F(generate, max_seq_len), 16, 1048576, "4096", NULL, "Longer samples are recorded in failures.jsonl."},
     {"generate", "strict", T_BOOL, F(generate, strict), 0, 1, "false", NULL, "A bad prompt line is fatal instead of recorded."},
+    {"generate", "thinking", T_STR, F(generate, thinking), 0, 0, "drop", "drop|keep",
+     "drop: a <think>...</think> block stays in /text but gets no loss of any kind; keep: it is trained on like the answer."},
+    {"generate", "filter", T_STR, F(generate, filter), 0, 0, "schema_valid", "none|json_valid|schema_valid",
+     "Which finished conversations become samples: every one, those whose tool calls are valid JSON, or those whose calls name an offered tool with schema-valid arguments. Rejected ones go to failures.jsonl (kind filtered)."},
 
     {"eval", "max_new_tokens", T_INT, F(eval, max_new_tokens), 1, 1048576, "128", NULL, "Tokens decoded per held-out prompt."},
     {"eval", "temperature", T_FLOAT, F(eval, temperature), 0, 10, "0.0", NULL, "0 = greedy."},
@@ -180,7 +194,7 @@ static int set_scalar(kd_config *cfg, const key_spec *k, const char *v, const ch
         return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: expected true or false, got '%s'", where, k->section, k->key, v);
     }
     case T_STR: {
-        size_t cap = (k->offset == F(model, path) || k->offset == F(teacher, url) || k->offset == F(teacher, tool_fixtures)) ? KD_CFG_PATH : KD_CFG_STR;
+        size_t cap = (k->offset == F(model, path) || k->offset == F(teacher, url) || k->offset == F(teacher, tool_fixtures) || k->offset == F(teacher, extra_body)) ? KD_CFG_PATH : KD_CFG_STR;
         if (strlen(v) >= cap)
             return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: value is longer than %zu bytes", where, k->section, k->key, cap - 1);
         if (k->choices) {
@@ -191,6 +205,17 @@ static int set_scalar(kd_config *cfg, const key_spec *k, const char *v, const ch
                 if (strcmp(t, v) == 0) ok = 1;
             if (!ok)
                 return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: unknown value '%s' (expected one of: %s)", where, k->section, k->key, v, k->choices);
+        }
+        if (k->offset == F(teacher, extra_body) && v[0]) {
+            json_error_t je;
+            json_t *j = json_loads(v, 0, &je);
+            int is_obj = json_is_object(j);
+            json_decref(j);
+            if (!is_obj)
+                return kd_error_set(err, KD_ERR_INVALID,
+                                    "%s: teacher.extra_body: not a JSON object (%s); write it as one quoted string, e.g. "
+                                    "extra_body: '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'",
+                                    where, j ? "another JSON value" : je.text);
         }
         snprintf(base, cap, "%s", v);
         return KD_OK;
@@ -231,6 +256,49 @@ static const char *nearest(const char *section, const char *name) {
 
 static const char *node_scalar(yaml_node_t *n) { return (const char *)n->data.scalar.value; }
 
+/* A YAML node as JSON (teacher.extra_body written as a mapping): quoted scalars are strings; plain ones
+ * true/false/null, numbers, or strings. NULL when nested deeper than 32. */
+static json_t *yaml_to_json(yaml_document_t *doc, yaml_node_t *n, int depth) {
+    if (!n || depth > 32) return NULL;
+    if (n->type == YAML_MAPPING_NODE) {
+        json_t *o = json_object();
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key);
+            json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
+            if (!k || k->type != YAML_SCALAR_NODE || !v) {
+                json_decref(v);
+                json_decref(o);
+                return NULL;
+            }
+            json_object_set_new(o, node_scalar(k), v);
+        }
+        return o;
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+            json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, *it), depth + 1);
+            if (!v) {
+                json_decref(a);
+                return NULL;
+            }
+            json_array_append_new(a, v);
+        }
+        return a;
+    }
+    const char *v = node_scalar(n);
+    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return json_string(v);
+    if (strcmp(v, "true") == 0) return json_true();
+    if (strcmp(v, "false") == 0) return json_false();
+    if (strcmp(v, "null") == 0 || strcmp(v, "~") == 0 || !v[0]) return json_null();
+    char *end;
+    long long i = strtoll(v, &end, 10);
+    if (*end == 0) return json_integer(i);
+    double d = strtod(v, &end);
+    if (*end == 0 && isfinite(d)) return json_real(d);
+    return json_string(v);
+}
+
 static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name, kd_error *err) {
     yaml_node_t *root = yaml_document_get_root_node(doc);
     char where[1200];
@@ -243,6 +311,8 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
         snprintf(where, sizeof where, "%s:%zu:%zu", name, kn->start_mark.line + 1, kn->start_mark.column + 1);
+        int drc = kd_yaml_check_key(doc, root, p, name, err);
+        if (drc) return drc;
         if (kn->type != YAML_SCALAR_NODE)
             return kd_error_set(err, KD_ERR_PARSE, "%s: section names must be plain words", where);
         const char *sec = node_scalar(kn);
@@ -260,6 +330,7 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
             yaml_node_t *k2 = yaml_document_get_node(doc, q->key), *v2 = yaml_document_get_node(doc, q->value);
             snprintf(where, sizeof where, "%s:%zu:%zu", name, k2->start_mark.line + 1, k2->start_mark.column + 1);
             if (k2->type != YAML_SCALAR_NODE) return kd_error_set(err, KD_ERR_PARSE, "%s: keys must be plain words", where);
+            if ((drc = kd_yaml_check_key(doc, vn, q, name, err))) return drc;
             const char *key = node_scalar(k2);
             const key_spec *spec = find_key(sec, key);
             if (!spec) {
@@ -290,6 +361,16 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
                 }
                 continue;
             }
+            if (spec->offset == F(teacher, extra_body) && v2->type == YAML_MAPPING_NODE) { /* a mapping, as JSON */
+                json_t *j = yaml_to_json(doc, v2, 0);
+                char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                if (!txt) return kd_error_set(err, KD_ERR_INVALID, "%s: teacher.extra_body: cannot read it as JSON (nested too deep?)", where);
+                int rc = set_scalar(cfg, spec, txt, where, err);
+                free(txt);
+                if (rc) return rc;
+                continue;
+            }
             if (v2->type != YAML_SCALAR_NODE)
                 return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: expected a single value, got a %s", where, sec, key,
                                     v2->type == YAML_SEQUENCE_NODE ? "list" : "mapping");
@@ -303,6 +384,8 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
 int kd_config_load_string(kd_config *cfg, const char *yaml, const char *name, kd_error *err) {
     yaml_parser_t parser;
     yaml_document_t doc;
+    int prc = kd_yaml_precheck(yaml, strlen(yaml), name, err);
+    if (prc) return prc;
     if (!yaml_parser_initialize(&parser)) return kd_error_set(err, KD_ERR_NOMEM, "%s: cannot initialize YAML parser", name);
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
     if (!yaml_parser_load(&parser, &doc)) {
@@ -463,7 +546,12 @@ char *kd_config_dump(const kd_config *cfg) {
         case T_FLOAT: snprintf(num, sizeof num, "%.17g", *(const double *)base); db_put(&b, num); break;
         case T_INT: snprintf(num, sizeof num, "%lld", (long long)*(const int64_t *)base); db_put(&b, num); break;
         case T_BOOL: db_put(&b, *(const int *)base ? "true" : "false"); break;
-        case T_STR: db_put_quoted(&b, base); break;
+        case T_STR:
+            if (strcmp(k->key, "url") == 0) { /* never record a password given in the URL */
+                char shown[KD_CFG_PATH];
+                db_put_quoted(&b, kd_url_redact(shown, sizeof shown, base));
+            } else db_put_quoted(&b, base);
+            break;
         case T_LIST: {
             const kd_string_list *l = (const kd_string_list *)base;
             db_put(&b, "[");
