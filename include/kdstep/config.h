@@ -45,6 +45,8 @@ typedef struct kd_config {
         double min_lr_ratio;
         int64_t warmup_steps;
         double weight_decay;
+        double adam_beta1, adam_beta2, adam_eps; /* AdamW moments and denominator epsilon */
+        int64_t bucket_floats;  /* gradient floats per MPI_Iallreduce bucket */
         double grad_clip;
         int64_t seed;
         int64_t checkpoint_every;

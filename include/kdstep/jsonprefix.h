@@ -64,7 +64,7 @@ typedef struct kd_jsongrammar_stats {
 
 /* bytes[v], lens[v]: token v's byte string (from kd_tokenizer_token_bytes), v in [0, V). The strings
  * are copied. max_cached bounds the cache (sets of V bits each; 0 = 4096); when full it is cleared. */
-int kd_jsongrammar_new(const char **bytes, const size_t *lens, int32_t V, int max_cached, kd_jsongrammar **out,
+int kd_jsongrammar_new(kd_jsongrammar **out, const char **bytes, const size_t *lens, int32_t V, int max_cached,
                        kd_error *err);
 void kd_jsongrammar_free(kd_jsongrammar *g);
 int32_t kd_jsongrammar_vocab_size(const kd_jsongrammar *g);

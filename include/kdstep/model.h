@@ -3,7 +3,8 @@
  * Architecture: token embedding -> L x [RMSNorm -> attention (q/k/v projections, per-head RMSNorm on
  * q and k, RoPE rotate-half, grouped-query attention, causal + padding mask, o projection) ->
  * residual -> RMSNorm -> SwiGLU MLP (down(silu(gate(x)) * up(x))) -> residual] -> RMSNorm -> lm_head
- * (tied to the embedding unless tie_word_embeddings is false). No biases, as in Qwen3.
+ * (tied to the embedding when tie_word_embeddings is true; a config.json without the key is untied,
+ * as in HF's Qwen3Config, whose default is false; the presets set it true). No biases, as in Qwen3.
  *
  * Memory: the parameters, their gradients and the two AdamW moments are each ONE contiguous float
  * buffer of n_params floats (an allreduce is one call over model->grads). The tensors inside them
@@ -42,7 +43,7 @@ typedef struct kd_model_config {
     int num_kv_heads;      /* Hkv (num_key_value_heads), divides Hq */
     int head_dim;          /* D, need not be C / Hq */
     int max_position_embeddings;
-    int tie_word_embeddings;
+    int tie_word_embeddings; /* 1: lm_head is the embedding; default (key absent) 0, as Qwen3Config */
     float rope_theta;
     float rms_norm_eps;
     float initializer_range; /* std of the random init (HF default 0.02) */
@@ -127,10 +128,10 @@ struct kd_model {
 /* Allocate a model for batches of B sequences of T tokens (T <= max_position_embeddings) with
  * parameters zeroed. Call kd_model_init_random or kd_model_load_weights next. To match a
  * tokenizer, set cfg.vocab_size = kd_tokenizer_vocab_size(tok) before calling. */
-int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err);
+int kd_model_new(kd_model **out, const kd_model_config *cfg, int B, int T, kd_error *err);
 /* The same for evaluation and decoding only: no gradients, no AdamW moments (grads, adam_m, adam_v
  * and g are NULL), one set of activations shared by all layers. Backward refuses it. */
-int kd_model_new_inference(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err);
+int kd_model_new_inference(kd_model **out, const kd_model_config *cfg, int B, int T, kd_error *err);
 void kd_model_free(kd_model *m);
 
 /* HF-style init: matrices ~ N(0, initializer_range) from a seeded RNG, norm weights = 1. */
@@ -178,7 +179,7 @@ int kd_model_save_weights(const kd_model *m, const char *dir, int dtype, uint64_
 int64_t kd_parse_byte_size(const char *s);
 /* Open a HF folder (config.json + model.safetensors or a sharded index) and allocate for (B, T), for training or
  * (inference != 0) as kd_model_new_inference. */
-int kd_model_open_dir(const char *dir, int B, int T, int inference, kd_model **out, kd_error *err);
+int kd_model_open_dir(kd_model **out, const char *dir, int B, int T, int inference, kd_error *err);
 
 /* ---- Decoding with a KV cache (batch 1) ---- */
 typedef struct kd_kv_cache {
@@ -188,7 +189,7 @@ typedef struct kd_kv_cache {
     float *x, *xb, *xb2, *q, *att, *hb, *hb2, *logits; /* scratch for one token */
 } kd_kv_cache;
 
-int kd_kv_cache_new(const kd_model *m, int max_T, kd_kv_cache **out, kd_error *err);
+int kd_kv_cache_new(kd_kv_cache **out, const kd_model *m, int max_T, kd_error *err);
 void kd_kv_cache_free(kd_kv_cache *c);
 void kd_kv_cache_reset(kd_kv_cache *c);
 /* Feed one token at position c->pos; returns the logits [V] (inside c), or NULL when full. */

@@ -37,9 +37,9 @@ typedef struct kd_safetensors {
 } kd_safetensors;
 
 /* mmap a file and parse its header. */
-int kd_safetensors_open(const char *path, kd_safetensors **out, kd_error *err);
+int kd_safetensors_open(kd_safetensors **out, const char *path, kd_error *err);
 /* Parse a buffer in memory (not copied: it must outlive the result). */
-int kd_safetensors_parse(const void *buf, size_t len, kd_safetensors **out, kd_error *err);
+int kd_safetensors_parse(kd_safetensors **out, const void *buf, size_t len, kd_error *err);
 void kd_safetensors_close(kd_safetensors *st);
 const kd_st_tensor *kd_safetensors_find(const kd_safetensors *st, const char *name);
 /* Convert a tensor to float into out[n]; n must equal its element count. */

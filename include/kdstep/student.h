@@ -43,7 +43,7 @@ typedef struct kd_student_stats {
     int prompt_cut;      /* head tokens of the prompt left out by the window (max_prompt_tokens) */
 } kd_student_stats;
 
-int kd_student_open(const char *dir, kd_student **out, kd_error *err);
+int kd_student_open(kd_student **out, const char *dir, kd_error *err);
 void kd_student_close(kd_student *s);
 
 /* Decode up to max_new tokens after prompt[n_prompt] into out (capacity max_new); *n_out receives

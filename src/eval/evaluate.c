@@ -405,7 +405,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     decode_state d;
     memset(&d, 0, sizeof d);
     d.opt = opt;
-    rc = kd_student_open(opt->model_dir, &d.student, err);
+    rc = kd_student_open(&d.student, opt->model_dir, err);
     if (!rc) {
         /* the window training used (include/kdstep/window.h): the whole prompt by default */
         d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, trained_seq_len(opt),

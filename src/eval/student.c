@@ -10,7 +10,7 @@
 
 static const char *const CHECKPOINT_FILES[] = {"config.json", "tokenizer.json"};
 
-int kd_student_open(const char *dir, kd_student **out, kd_error *err) {
+int kd_student_open(kd_student **out, const char *dir, kd_error *err) {
     *out = NULL;
     if (!kd_is_dir(dir))
         return kd_error_set(err, KD_ERR_NOTFOUND,
@@ -42,7 +42,7 @@ int kd_student_open(const char *dir, kd_student **out, kd_error *err) {
         goto fail;
     }
     /* decode-only: activations for one token are all the batched forward needs to exist */
-    if ((rc = kd_model_open_dir(dir, 1, 1, 1, &s->model, err))) {
+    if ((rc = kd_model_open_dir(&s->model, dir, 1, 1, 1, err))) {
         kd_error_prefix(err, "checkpoint %s: ", dir);
         goto fail;
     }
@@ -111,7 +111,7 @@ static int ensure_cache(kd_student *s, int need, kd_error *err) {
     free(s->cached);
     s->cached = kd_calloc((size_t)cap, sizeof(int32_t));
     if (!s->cached) return kd_error_set(err, KD_ERR_NOMEM, "out of memory for a %d-token cache", cap);
-    return kd_kv_cache_new(s->model, cap, &s->cache, err);
+    return kd_kv_cache_new(&s->cache, s->model, cap, err);
 }
 
 static int feed(kd_student *s, int32_t tok, kd_error *err) {

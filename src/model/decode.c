@@ -8,7 +8,7 @@
 #include "kdstep/hash.h"
 #include "kdstep/model.h"
 
-int kd_kv_cache_new(const kd_model *m, int max_T, kd_kv_cache **out, kd_error *err) {
+int kd_kv_cache_new(kd_kv_cache **out, const kd_model *m, int max_T, kd_error *err) {
     const kd_model_config *c = &m->cfg;
     *out = NULL;
     if (max_T <= 0 || max_T > c->max_position_embeddings)

@@ -368,11 +368,11 @@ oom:
     return kd_error_set(err, KD_ERR_NOMEM, "model: out of memory allocating %zu parameters for batch %d x %d", kd_model_config_num_params(cfg), B, T);
 }
 
-int kd_model_new(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err) {
+int kd_model_new(kd_model **out, const kd_model_config *cfg, int B, int T, kd_error *err) {
     return model_alloc(cfg, B, T, 1, out, err);
 }
 
-int kd_model_new_inference(const kd_model_config *cfg, int B, int T, kd_model **out, kd_error *err) {
+int kd_model_new_inference(kd_model **out, const kd_model_config *cfg, int B, int T, kd_error *err) {
     return model_alloc(cfg, B, T, 0, out, err);
 }
 

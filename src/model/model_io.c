@@ -36,7 +36,7 @@ int kd_model_save(const kd_model *m, const char *dir, kd_error *err) {
 
 int kd_model_load_safetensors(kd_model *m, const char *path, kd_error *err) {
     kd_safetensors *st = NULL;
-    int rc = kd_safetensors_open(path, &st, err);
+    int rc = kd_safetensors_open(&st, path, err);
     if (rc) return rc;
     for (int i = 0; i < m->n_tensors && rc == KD_OK; i++) {
         const kd_model_tensor *mt = &m->tensors[i];
@@ -68,13 +68,13 @@ int kd_model_load_safetensors(kd_model *m, const char *path, kd_error *err) {
     return rc;
 }
 
-int kd_model_open_dir(const char *dir, int B, int T, int inference, kd_model **out, kd_error *err) {
+int kd_model_open_dir(kd_model **out, const char *dir, int B, int T, int inference, kd_error *err) {
     char path[4096];
     kd_model_config cfg;
     snprintf(path, sizeof path, "%s/config.json", dir);
     int rc = kd_model_config_load(path, &cfg, err);
     if (rc) return rc;
-    if ((rc = inference ? kd_model_new_inference(&cfg, B, T, out, err) : kd_model_new(&cfg, B, T, out, err))) return rc;
+    if ((rc = inference ? kd_model_new_inference(out, &cfg, B, T, err) : kd_model_new(out, &cfg, B, T, err))) return rc;
     if ((rc = kd_model_load_weights_dir(*out, dir, err))) {
         kd_model_free(*out);
         *out = NULL;
@@ -119,7 +119,7 @@ static int load_sharded(kd_model *m, const char *dir, const char *index_path, kd
     for (int f = 0; f < ix->n_files && rc == KD_OK; f++) {
         snprintf(path, sizeof path, "%s/%s", dir, ix->files[f]);
         kd_safetensors *st = NULL;
-        if ((rc = kd_safetensors_open(path, &st, err))) break;
+        if ((rc = kd_safetensors_open(&st, path, err))) break;
         for (int i = 0; i < m->n_tensors && rc == KD_OK; i++) {
             if (where[i] != f) continue;
             const kd_st_tensor *t = kd_safetensors_find(st, m->tensors[i].name);

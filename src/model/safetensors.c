@@ -32,7 +32,7 @@ static void free_tensors(kd_safetensors *st) {
     st->n = 0;
 }
 
-int kd_safetensors_parse(const void *buf, size_t len, kd_safetensors **out, kd_error *err) {
+int kd_safetensors_parse(kd_safetensors **out, const void *buf, size_t len, kd_error *err) {
     *out = NULL;
     const uint8_t *b = buf;
     if (len < 8) return kd_error_set(err, KD_ERR_PARSE, "safetensors: file is %zu bytes, shorter than the 8-byte header length (truncated?)", len);
@@ -141,7 +141,7 @@ int kd_safetensors_parse(const void *buf, size_t len, kd_safetensors **out, kd_e
     return KD_OK;
 }
 
-int kd_safetensors_open(const char *path, kd_safetensors **out, kd_error *err) {
+int kd_safetensors_open(kd_safetensors **out, const char *path, kd_error *err) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kd_error_errno(err, errno, "cannot open %s", path);
@@ -162,7 +162,7 @@ int kd_safetensors_open(const char *path, kd_safetensors **out, kd_error *err) {
         }
     }
     close(fd);
-    int rc = kd_safetensors_parse(map ? map : "", len, out, err);
+    int rc = kd_safetensors_parse(out, map ? map : "", len, err);
     if (rc != KD_OK) {
         if (map) munmap(map, len);
         if (err) kd_error_prefix(err, "%s: ", path);

@@ -75,7 +75,7 @@ int kd_engine_open(const char *model_dir, const kd_engine_options *opt, kd_engin
     e->o.max_queue = opt && opt->max_queue > 0 ? opt->max_queue : 256;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
-    int rc = kd_student_open(model_dir, &e->st, err);
+    int rc = kd_student_open(&e->st, model_dir, err);
     if (rc) goto fail;
     int V = e->st->model->cfg.vocab_size;
     e->cap_rows = e->o.prefill_chunk + e->o.max_batch;
@@ -367,7 +367,7 @@ static int step(kd_engine *e, kd_seq **live, int n_live) {
     int want[cap], n_rows = 0;
     kd_error err = {0};
     for (int i = 0; i < n_live; i++)
-        if (!live[i]->kv && kd_kv_cache_new(e->st->model, live[i]->n_prompt + live[i]->p.max_tokens, &live[i]->kv, &err)) {
+        if (!live[i]->kv && kd_kv_cache_new(&live[i]->kv, e->st->model, live[i]->n_prompt + live[i]->p.max_tokens, &err)) {
             KD_WARN("serve: %s", err.msg);
             live[i]->cancel = 1; /* out of memory for this one: it ends as failed */
         }

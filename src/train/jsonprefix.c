@@ -374,7 +374,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int kd_jsongrammar_new(const char **bytes, const size_t *lens, int32_t V, int max_cached, kd_jsongrammar **out,
+int kd_jsongrammar_new(kd_jsongrammar **out, const char **bytes, const size_t *lens, int32_t V, int max_cached,
                        kd_error *err) {
     *out = NULL;
     if (V <= 0) return kd_error_set(err, KD_ERR_INVALID, "json grammar: vocabulary size %d must be positive", V);

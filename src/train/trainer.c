@@ -5,10 +5,9 @@
  * only on (train.seed, epoch), and the epochs are concatenated into one stream. Optimizer step s
  * consumes stream positions [s*G, (s+1)*G), G = world * grad_accum * micro_batch; micro-batch a of
  * rank r takes positions s*G + (a*world + r)*B + [0, B). So `-np 2`, accumulation 1 sees exactly the
- * samples of `-np 1`, accumulation 2, and the data cursor is just the step number.
+ * samples of `-np 1`, accumulation 2, and the data cursor is just the step number. The data side
+ * (split, windows, order, micro-batches) is batch.c; this file is the step and the run.
  */
-#include "kdstep/h5data.h"
-
 #include "kdstep/trainer.h"
 
 #include <cblas.h>
@@ -22,9 +21,8 @@
 #include <unistd.h>
 
 #include "kdstep/checkpoint.h"
-#include "kdstep/extract.h"
 #include "kdstep/fsutil.h"
-#include "kdstep/hash.h"
+#include "kdstep/h5data.h"
 #include "kdstep/jsonprefix.h"
 #include "kdstep/log.h"
 #include "kdstep/loss.h"
@@ -36,6 +34,8 @@
 #include "kdstep/runtime.h"
 #include "kdstep/tokenizer.h"
 #include "kdstep/window.h"
+
+#include "batch.h"
 
 #define EVAL_MAX_SAMPLES 512
 #define LAYER_TENSORS 11
@@ -50,69 +50,14 @@ void kd_train_request_stop(int sig) { g_stop_signal = sig; }
 
 /* ---------------------------------------------------------------- data */
 
-typedef struct sample_meta {
-    int64_t index;     /* in the dataset */
-    int64_t prompt_id;
-    int64_t n;         /* tokens */
-    int64_t prompt_len;
-    int fallback;      /* no json_mask in the dataset but tool calls found in the text */
-} sample_meta;
+/* The loss terms (their sums, counts and weights); see docs/training.md. */
+enum { T_KD, T_CE, T_TOOL, T_JSON_CE, T_GRAMMAR, T_INTEG, T_COUNT };
+static const char *TERM_NAMES[T_COUNT] = {"kd", "ce", "tool", "json_ce", "json_grammar", "integration"};
 
-/* One micro-batch, padded to [B, T]. */
-typedef struct micro_batch {
-    int B, T, K;
-    int32_t *ids, *lengths;
-    uint8_t *loss, *tool, *json, *integ;
-    int32_t *tk_ids;
-    float *tk_lp, *tail;
-    int64_t tokens; /* real tokens */
-} micro_batch;
-
-static int mb_alloc(micro_batch *b, int B, int T, int K) {
-    memset(b, 0, sizeof *b);
-    b->B = B;
-    b->T = T;
-    b->K = K;
-    size_t N = (size_t)B * T;
-    b->ids = kd_calloc(N, sizeof(int32_t));
-    b->lengths = kd_calloc((size_t)B, sizeof(int32_t));
-    b->loss = kd_calloc(N, 1);
-    b->tool = kd_calloc(N, 1);
-    b->json = kd_calloc(N, 1);
-    b->integ = kd_calloc(N, 1);
-    b->tk_ids = kd_calloc(N * (size_t)(K > 0 ? K : 1), sizeof(int32_t));
-    b->tk_lp = kd_calloc(N * (size_t)(K > 0 ? K : 1), sizeof(float));
-    b->tail = kd_calloc(N, sizeof(float));
-    return (b->ids && b->lengths && b->loss && b->tool && b->json && b->integ && b->tk_ids && b->tk_lp && b->tail) ? 0 : -1;
-}
-
-static void mb_free(micro_batch *b) {
-    free(b->ids);
-    free(b->lengths);
-    free(b->loss);
-    free(b->tool);
-    free(b->json);
-    free(b->integ);
-    free(b->tk_ids);
-    free(b->tk_lp);
-    free(b->tail);
-    memset(b, 0, sizeof *b);
-}
-
-static void mb_clear_row(micro_batch *b, int r) {
-    size_t T = (size_t)b->T, K = (size_t)(b->K > 0 ? b->K : 1);
-    memset(b->ids + r * T, 0, T * sizeof(int32_t));
-    memset(b->loss + r * T, 0, T);
-    memset(b->tool + r * T, 0, T);
-    memset(b->json + r * T, 0, T);
-    memset(b->integ + r * T, 0, T);
-    for (size_t i = r * T * K; i < (r + 1) * T * K; i++) {
-        b->tk_ids[i] = -1;
-        b->tk_lp[i] = 0.0f;
-    }
-    for (size_t i = r * T; i < (r + 1) * T; i++) b->tail[i] = -INFINITY;
-    b->lengths[r] = 1;
-}
+typedef struct term_cfg {
+    double weight[T_COUNT];
+    int on[T_COUNT];
+} term_cfg;
 
 typedef struct trainer {
     const kd_config *cfg;
@@ -120,16 +65,12 @@ typedef struct trainer {
     int rank, world;
     kd_tokenizer *tok;
     kd_dataset *ds;
+    kd_train_data d; /* the split, the order, the windows (batch.h) */
     int K;
     kd_model *m;
     int B, T, V;
-    int64_t P; /* prompt window, 0: full context (kd_train_window_start) */
-    sample_meta *train, *held;
-    int64_t n_train, n_held;
-    int64_t n_truncated, n_dropped, n_fallback;
     kd_jsongrammar *grammar;
     kd_kd_opts kdo;
-    /* per-token byte strings for the seed fallback */
     /* gradient buckets */
     MPI_Request *reqs;
     int n_reqs, max_reqs;
@@ -138,209 +79,27 @@ typedef struct trainer {
     size_t bucket_floats;
     double comm_s;
     float *dl; /* [B*T, V] dlogits */
-    /* epoch permutation cache */
-    int64_t perm_epoch;
-    int64_t *perm;
     double peak_flops; /* per rank, measured sgemm */
+    /* the run */
+    const kd_train_options *opt;
+    term_cfg tc;
+    int64_t accum, G, total; /* micro-batches per step, global batch, steps */
+    micro_batch *mbs, evb;   /* [accum] training micro-batches; the eval batch */
+    char cfg_sha[65];
+    FILE *metrics; /* rank 0 */
+    double flops_per_token;
+    /* where the run is */
+    int64_t step, adam_t, bad, last_eval;
+    double last_loss, last_held, last_acc;
 } trainer;
 
-static uint64_t split_hash(int64_t prompt_id) {
-    uint64_t x = (uint64_t)prompt_id ^ 0x6b64737465702d68ULL; /* fixed salt: the split never depends on the seed */
-    return kd_hash64(&x, sizeof x);
-}
-
-static int is_heldout(int64_t prompt_id, double fraction) {
-    if (fraction <= 0) return 0;
-    uint64_t h = split_hash(prompt_id) % 1000000ULL;
-    return (double)h < fraction * 1e6;
-}
-
-/* The text of a sample rebuilt from its tokens' bytes, with each token's byte range: the seed
- * fallback extracts tool calls from it and maps their spans back to tokens exactly. */
-static int rebuild_text(const kd_tokenizer *tok, const int32_t *ids, int64_t n, char **text, size_t *len,
-                        int32_t (**offs)[2]) {
-    size_t cap = 256, u = 0;
-    char *s = malloc(cap);
-    int32_t(*o)[2] = malloc((size_t)(n > 0 ? n : 1) * sizeof *o);
-    if (!s || !o) {
-        free(s);
-        free(o);
-        return -1;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        const char *b = NULL;
-        size_t bl = 0;
-        if (kd_tokenizer_token_bytes(tok, ids[i], &b, &bl) != 0) bl = 0;
-        if (u + bl + 1 > cap) {
-            while (u + bl + 1 > cap) cap *= 2;
-            char *ns = realloc(s, cap);
-            if (!ns) {
-                free(s);
-                free(o);
-                return -1;
-            }
-            s = ns;
-        }
-        o[i][0] = (int32_t)u;
-        if (bl) memcpy(s + u, b, bl);
-        u += bl;
-        o[i][1] = (int32_t)u;
-    }
-    s[u] = '\0';
-    *text = s;
-    *len = u;
-    *offs = o;
-    return 0;
-}
-
-/* Seed fallback: tool-name and JSON-argument masks from the calls found in the response text. */
-static int fallback_masks(const kd_tokenizer *tok, const int32_t *ids, int64_t n, int64_t prompt_len, uint8_t *tool,
-                          uint8_t *json, int *found) {
-    char *text = NULL;
-    size_t len = 0;
-    int32_t(*o)[2] = NULL;
-    *found = 0;
-    if (rebuild_text(tok, ids, n, &text, &len, &o)) return -1;
-    size_t start = prompt_len > 0 && prompt_len <= n ? (size_t)o[prompt_len - 1][1] : 0;
-    kd_tool_calls calls = {0};
-    kd_error e;
-    if (kd_extract_tool_calls(text + start, len - start, NULL, &calls, &e) == KD_OK) {
-        for (size_t c = 0; c < calls.count; c++) {
-            const kd_tool_call *tc = &calls.v[c];
-            size_t ns = tc->name.start + start, ne = tc->name.end + start;
-            size_t as = tc->arguments.start + start, ae = tc->arguments.end + start;
-            for (int64_t i = prompt_len; i < n; i++) {
-                size_t a = (size_t)o[i][0], b = (size_t)o[i][1];
-                if (a < b && a < ne && ns < b && tool) tool[i] = 1;
-                if (a < b && a < ae && as < b && json) json[i] = 1;
-            }
-            *found = 1;
-        }
-    }
-    kd_tool_calls_free(&calls);
-    free(text);
-    free(o);
-    return 0;
-}
-
-
-/* Read every sample's id, length and prompt length; split; count truncation; find fallback samples. */
-static int scan_dataset(trainer *tr, kd_error *err) {
-    int64_t n = kd_dataset_count(tr->ds);
-    const kd_config *cfg = tr->cfg;
-    tr->train = kd_calloc((size_t)n, sizeof(sample_meta));
-    tr->held = kd_calloc((size_t)n, sizeof(sample_meta));
-    if (!tr->train || !tr->held) return kd_error_set(err, KD_ERR_NOMEM, "train: out of memory scanning the dataset");
-    int ps = cfg->process_supervision.enabled;
-    for (int64_t first = 0; first < n; first += 256) {
-        int64_t cnt = n - first < 256 ? n - first : 256;
-        kd_batch b;
-        memset(&b, 0, sizeof b);
-        int rc = kd_dataset_read(tr->ds, first, cnt, 0, &b, err);
-        if (rc) return kd_error_prefix(err, "train: scanning the dataset");
-        for (int64_t i = 0; i < cnt; i++) {
-            sample_meta sm = {first + i, b.prompt_id[i], b.offsets[i + 1] - b.offsets[i], b.prompt_len[i], 0};
-            if (kd_train_window_start(sm.n, sm.prompt_len, tr->P, tr->T) > 0 ||
-                sm.n - kd_train_window_start(sm.n, sm.prompt_len, tr->P, tr->T) > tr->T)
-                tr->n_truncated++;
-            /* Every sample keeps its window (kd_train_window_start);
-             * only samples without two tokens are dropped. */
-            int keep = sm.n >= 2;
-            if (keep && ps) {
-                const uint8_t *jm = b.json_mask + b.offsets[i];
-                int any = 0;
-                for (int64_t t = 0; t < sm.n && !any; t++) any = jm[t];
-                if (!any) {
-                    int found = 0;
-                    if (fallback_masks(tr->tok, b.input_ids + b.offsets[i], sm.n, sm.prompt_len, NULL, NULL, &found)) {
-                        kd_batch_free(&b);
-                        return kd_error_set(err, KD_ERR_NOMEM, "train: out of memory");
-                    }
-                    if (found) {
-                        sm.fallback = 1;
-                        tr->n_fallback++;
-                    }
-                }
-            }
-            if (!keep) {
-                tr->n_dropped++;
-                continue;
-            }
-            if (is_heldout(sm.prompt_id, cfg->train.eval_fraction)) tr->held[tr->n_held++] = sm;
-            else tr->train[tr->n_train++] = sm;
-        }
-        kd_batch_free(&b);
-    }
-    return KD_OK;
-}
-
-static int64_t *epoch_perm(trainer *tr, int64_t epoch) {
-    if (tr->perm && tr->perm_epoch == epoch) return tr->perm;
-    if (!tr->perm) tr->perm = kd_calloc((size_t)tr->n_train, sizeof(int64_t));
-    if (!tr->perm) return NULL;
-    for (int64_t i = 0; i < tr->n_train; i++) tr->perm[i] = i;
-    uint64_t s = (uint64_t)tr->cfg->train.seed * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)epoch + 1) * 0xD1B54A32D192ED03ULL;
-    for (int64_t i = tr->n_train - 1; i > 0; i--) {
-        int64_t j = (int64_t)(kd_splitmix64(&s) % (uint64_t)(i + 1));
-        int64_t t = tr->perm[i];
-        tr->perm[i] = tr->perm[j];
-        tr->perm[j] = t;
-    }
-    tr->perm_epoch = epoch;
-    return tr->perm;
-}
-
-/* Window policy: include/kdstep/window.h (full context by default; train.prompt_window = P > 0 keeps
- * the prompt's last P tokens), shared with eval so both show the student the same tokens. */
-
-
-/* Fill row r of mb with sample sm (its window of at most T tokens). */
-static int load_row(trainer *tr, micro_batch *mb, int r, const sample_meta *sm, kd_error *err) {
-    kd_batch b;
-    memset(&b, 0, sizeof b);
-    int rc = kd_dataset_read(tr->ds, sm->index, 1, 0, &b, err);
-    if (rc) return rc;
-    mb_clear_row(mb, r);
-    int64_t n = b.offsets[1];
-    int64_t s0 = kd_train_window_start(sm->n, sm->prompt_len, tr->P, mb->T);
-    int64_t L = n - s0 < mb->T ? n - s0 : mb->T;
-    size_t o = (size_t)r * mb->T;
-    memcpy(mb->ids + o, b.input_ids + s0, (size_t)L * sizeof(int32_t));
-    memcpy(mb->loss + o, b.loss_mask + s0, (size_t)L);
-    if (tr->cfg->process_supervision.enabled) {
-        memcpy(mb->tool + o, b.tool_name_mask + s0, (size_t)L);
-        memcpy(mb->json + o, b.json_mask + s0, (size_t)L);
-        memcpy(mb->integ + o, b.integration_mask + s0, (size_t)L);
-        if (sm->fallback) {
-            uint8_t *tool = kd_calloc((size_t)n, 1), *json = kd_calloc((size_t)n, 1);
-            int found = 0;
-            if (!tool || !json || fallback_masks(tr->tok, b.input_ids, n, sm->prompt_len, tool, json, &found)) {
-                free(tool);
-                free(json);
-                kd_batch_free(&b);
-                return kd_error_set(err, KD_ERR_NOMEM, "train: out of memory");
-            }
-            int any_tool = 0;
-            for (int64_t t = 0; t < L; t++) any_tool |= mb->tool[o + t];
-            for (int64_t t = 0; t < L; t++) {
-                mb->json[o + t] = json[s0 + t] & mb->loss[o + t];
-                if (!any_tool) mb->tool[o + t] = tool[s0 + t] & mb->loss[o + t];
-            }
-            free(tool);
-            free(json);
-        }
-    }
-    int K = mb->K;
-    if (K > 0 && b.topk == K) {
-        memcpy(mb->tk_ids + o * K, b.topk_ids + s0 * K, (size_t)L * K * sizeof(int32_t));
-        memcpy(mb->tk_lp + o * K, b.topk_logprobs + s0 * K, (size_t)L * K * sizeof(float));
-        memcpy(mb->tail + o, b.tail_logprob + s0, (size_t)L * sizeof(float));
-    }
-    mb->lengths[r] = (int32_t)L;
-    mb->tokens += L;
-    kd_batch_free(&b);
-    return KD_OK;
-}
+/* What one step measured: its metrics line. */
+typedef struct step_stats {
+    double loss, terms[T_COUNT], lr, norm;
+    int64_t tokens;
+    double tps, mfu, comm_share, grammar_s, data_s, step_s;
+    int skipped;
+} step_stats;
 
 /* ---------------------------------------------------------------- gradient buckets */
 
@@ -399,14 +158,6 @@ static void finish_allreduce(trainer *tr) {
 }
 
 /* ---------------------------------------------------------------- losses */
-
-enum { T_KD, T_CE, T_TOOL, T_JSON_CE, T_GRAMMAR, T_INTEG, T_COUNT };
-static const char *TERM_NAMES[T_COUNT] = {"kd", "ce", "tool", "json_ce", "json_grammar", "integration"};
-
-typedef struct term_cfg {
-    double weight[T_COUNT];
-    int on[T_COUNT];
-} term_cfg;
 
 static void terms_from_config(const kd_config *cfg, term_cfg *tc) {
     memset(tc, 0, sizeof *tc);
@@ -481,7 +232,7 @@ static double combine(const term_cfg *tc, const double *sums, const int64_t *cnt
 
 static int evaluate(trainer *tr, const term_cfg *tc, micro_batch *mb, double *loss, double *acc, kd_error *err) {
     int B = tr->B, T = tr->T, V = tr->V;
-    int64_t n = tr->n_held < EVAL_MAX_SAMPLES ? tr->n_held : EVAL_MAX_SAMPLES;
+    int64_t n = tr->d.n_held < EVAL_MAX_SAMPLES ? tr->d.n_held : EVAL_MAX_SAMPLES;
     /* rank r takes held-out samples r, r + world, ...; batches are padded with empty rows */
     int64_t mine = n > tr->rank ? (n - tr->rank + tr->world - 1) / tr->world : 0;
     int64_t max_mine = (n + tr->world - 1) / tr->world;
@@ -495,10 +246,10 @@ static int evaluate(trainer *tr, const term_cfg *tc, micro_batch *mb, double *lo
         for (int r = 0; r < B; r++) {
             int64_t k = bi * B + r;
             if (k < mine) {
-                int rc = load_row(tr, mb, r, &tr->held[tr->rank + k * tr->world], err);
+                int rc = kd_train_data_load_row(&tr->d, mb, r, &tr->d.held[tr->rank + k * tr->world], err);
                 if (rc) return rc;
                 any = 1;
-            } else mb_clear_row(mb, r);
+            } else kd_mb_clear_row(mb, r);
         }
         if (!any) continue;
         int rc = kd_model_forward(tr->m, mb->ids, mb->lengths, err);
@@ -586,7 +337,7 @@ static int setup_model(trainer *tr, kd_error *err) {
     if (tr->T > mc.max_position_embeddings)
         return kd_error_set(err, KD_ERR_INVALID, "train.seq_len %d exceeds the model's max_position_embeddings %d", tr->T,
                             mc.max_position_embeddings);
-    if ((rc = kd_model_new(&mc, tr->B, tr->T, &tr->m, err))) return rc;
+    if ((rc = kd_model_new(&tr->m, &mc, tr->B, tr->T, err))) return rc;
     if (pretrained) {
         if ((rc = kd_model_load_weights_dir(tr->m, cfg->model.path, err))) return rc; /* one file or shards */
     } else {
@@ -618,42 +369,42 @@ static int setup_grammar(trainer *tr, kd_error *err) {
             lens[v] = 1;
         }
     }
-    int rc = kd_jsongrammar_new(bytes, lens, V, 0, &tr->grammar, err);
+    int rc = kd_jsongrammar_new(&tr->grammar, bytes, lens, V, 0, err);
     free(bytes);
     free(lens);
     return rc;
 }
 
-static int write_checkpoint(trainer *tr, const char *out_dir, int64_t step, int64_t adam_t, int64_t bad,
-                            int64_t total, const char *cfg_sha, int final, kd_error *err) {
+/* The checkpoint of the current step (final: the run's final/ folder). Collective. */
+static int write_checkpoint(trainer *tr, int final, kd_error *err) {
     int rc = KD_OK;
     if (tr->rank == 0) {
         kd_train_state st = {0};
-        st.step = step;
-        st.adam_t = adam_t;
-        st.bad_steps = bad;
-        st.total_steps = total;
+        st.step = tr->step;
+        st.adam_t = tr->adam_t;
+        st.bad_steps = tr->bad;
+        st.total_steps = tr->total;
         st.seed = tr->cfg->train.seed;
         st.world = tr->world;
         st.micro_batch = tr->B;
-        st.grad_accum = tr->cfg->train.grad_accum;
+        st.grad_accum = tr->accum;
         st.seq_len = tr->T;
-        st.data_cursor = step * (int64_t)tr->world * tr->cfg->train.grad_accum * tr->B;
-        snprintf(st.config_sha256, sizeof st.config_sha256, "%s", cfg_sha);
+        st.data_cursor = tr->step * tr->G;
+        snprintf(st.config_sha256, sizeof st.config_sha256, "%s", tr->cfg_sha);
         char dir[4096], name[64];
-        snprintf(name, sizeof name, "step-%06lld", (long long)step);
-        if (final) snprintf(dir, sizeof dir, "%s/final", out_dir);
-        else snprintf(dir, sizeof dir, "%s/checkpoints/%s", out_dir, name);
+        snprintf(name, sizeof name, "step-%06lld", (long long)tr->step);
+        if (final) snprintf(dir, sizeof dir, "%s/final", tr->opt->out_dir);
+        else snprintf(dir, sizeof dir, "%s/checkpoints/%s", tr->opt->out_dir, name);
         kd_final_options fo;
         if (final && !(rc = kd_final_options_parse(tr->cfg->train.save_dtype, tr->cfg->train.max_shard_size, &fo, err)))
             rc = kd_checkpoint_write_final(dir, tr->m, kd_tokenizer_path(tr->tok), &fo, err);
         else if (!final) rc = kd_checkpoint_write(dir, tr->m, kd_tokenizer_path(tr->tok), &st, err);
-        if (!rc && !final) rc = kd_checkpoint_set_latest(out_dir, name, err);
+        if (!rc && !final) rc = kd_checkpoint_set_latest(tr->opt->out_dir, name, err);
         if (!rc) KD_INFO("train: wrote %s", dir);
         /* Test hook for crash tests: KD_DEBUG_KILL_AFTER_CHECKPOINT=N raises SIGKILL on rank 0 right
          * after checkpoint N is committed (`latest` names it), before anything else of the run. */
         const char *kill_at = getenv("KD_DEBUG_KILL_AFTER_CHECKPOINT");
-        if (!rc && !final && kill_at && *kill_at && atoll(kill_at) == (long long)step) raise(SIGKILL);
+        if (!rc && !final && kill_at && *kill_at && atoll(kill_at) == (long long)tr->step) raise(SIGKILL);
     }
     return kd_mpi_agree(tr->comm, rc, err);
 }
@@ -699,19 +450,7 @@ static int trim_metrics(const char *path, int64_t step, kd_error *err) {
     return rc;
 }
 
-/* ---------------------------------------------------------------- the run */
-
-static void trainer_free(trainer *tr) {
-    kd_model_free(tr->m);
-    kd_jsongrammar_free(tr->grammar);
-    if (tr->ds) kd_dataset_close(tr->ds);
-    if (tr->tok) kd_tokenizer_close(tr->tok);
-    free(tr->train);
-    free(tr->held);
-    free(tr->reqs);
-    free(tr->dl);
-    free(tr->perm);
-}
+/* ---------------------------------------------------------------- opening a run */
 
 static int find_tokenizer(const kd_train_options *opt, char *path, size_t cap, kd_error *err) {
     /* --tokenizer-path, then model.path's, the dataset folder's, and the default that generate
@@ -732,361 +471,409 @@ static int find_tokenizer(const kd_train_options *opt, char *path, size_t cap, k
                         "with); none in model.path, the dataset folder or models/student/tokenizer");
 }
 
-int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *res, kd_error *err) {
-    trainer tr;
-    memset(&tr, 0, sizeof tr);
-    memset(res, 0, sizeof *res);
+static void trainer_init(trainer *tr, const kd_train_options *opt, MPI_Comm comm) {
+    memset(tr, 0, sizeof *tr);
     const kd_config *cfg = opt->cfg;
-    tr.cfg = cfg;
-    tr.comm = comm;
-    MPI_Comm_rank(comm, &tr.rank);
-    MPI_Comm_size(comm, &tr.world);
-    tr.B = (int)cfg->train.micro_batch;
-    tr.T = (int)cfg->train.seq_len;
-    if (tr.T < 8)
+    tr->opt = opt;
+    tr->cfg = cfg;
+    tr->comm = comm;
+    MPI_Comm_rank(comm, &tr->rank);
+    MPI_Comm_size(comm, &tr->world);
+    tr->B = (int)cfg->train.micro_batch;
+    tr->T = (int)cfg->train.seq_len;
+    tr->d.P = cfg->train.prompt_window; /* 0: full context (window.h) */
+    tr->d.T = tr->T;
+    tr->d.process_supervision = cfg->process_supervision.enabled;
+    tr->d.seed = cfg->train.seed;
+    tr->d.eval_fraction = cfg->train.eval_fraction;
+    tr->d.perm_epoch = -1;
+    tr->accum = cfg->train.grad_accum;
+    tr->G = (int64_t)tr->world * tr->accum * tr->B;
+    terms_from_config(cfg, &tr->tc);
+    kd_config_hash(cfg, tr->cfg_sha);
+    tr->last_loss = tr->last_held = tr->last_acc = NAN;
+    tr->last_eval = -1;
+}
+
+static void trainer_free(trainer *tr) {
+    kd_model_free(tr->m);
+    kd_jsongrammar_free(tr->grammar);
+    if (tr->ds) kd_dataset_close(tr->ds);
+    if (tr->tok) kd_tokenizer_close(tr->tok);
+    if (tr->metrics) fclose(tr->metrics);
+    if (tr->mbs)
+        for (int64_t a = 0; a < tr->accum; a++) kd_mb_free(&tr->mbs[a]);
+    free(tr->mbs);
+    kd_mb_free(&tr->evb);
+    kd_train_data_free(&tr->d);
+    free(tr->reqs);
+    free(tr->dl);
+}
+
+/* The options, the tokenizer and the dataset (they must match), the split, the model, the number of
+ * steps. Not collective: every rank checks the same. */
+static int open_and_check(trainer *tr, kd_train_result *res, kd_error *err) {
+    if (tr->T < 8)
         return kd_error_set(err, KD_ERR_INVALID, "train.seq_len %d: set at least 8 (kdstep inspect DATASET prints the length that "
-                                                 "fits; 0, pick it from the dataset, is resolved by kdstep run only)", tr.T);
-    tr.P = cfg->train.prompt_window; /* 0: full context (window.h) */
-    tr.perm_epoch = -1;
-    int rc = KD_OK;
-    int64_t accum = cfg->train.grad_accum;
-    int64_t G = (int64_t)tr.world * accum * tr.B;
-    term_cfg tc;
-    terms_from_config(cfg, &tc);
-    char cfg_sha[65];
-    kd_config_hash(cfg, cfg_sha);
-    micro_batch *mbs = NULL;
-    FILE *metrics = NULL;
+                                                 "fits; 0, pick it from the dataset, is resolved by kdstep run only)", tr->T);
+    const kd_train_options *opt = tr->opt;
+    const kd_config *cfg = tr->cfg;
     char path[4096];
-    struct sigaction old_term, old_usr1;
-    int handlers = 0;
-
-    kd_runtime_set_threads(kd_mpi_local_ranks(comm), (int)cfg->train.threads);
-
-    /* ---- checks that fail before any step ---- */
-    if (!opt->out_dir || !opt->data_dir) {
-        rc = kd_error_set(err, KD_ERR_INVALID, "train: --train-data and --out are required");
-        goto done;
-    }
-    if ((rc = kd_divergence_parse(cfg->kd.divergence, &tr.kdo.divergence, err))) goto done;
-    tr.kdo.temperature = (float)cfg->kd.temperature;
-    tr.kdo.jsd_beta = (float)cfg->kd.jsd_beta;
-    if ((rc = kd_kd_opts_check(&tr.kdo, err))) goto done;
-    if ((rc = find_tokenizer(opt, path, sizeof path, err))) goto done;
-    if ((rc = kd_tokenizer_open(&tr.tok, path, err))) goto done;
-    if ((rc = kd_dataset_open(&tr.ds, opt->data_dir, err))) goto done;
-    {
-        const kd_dataset_info *info = kd_dataset_get_info(tr.ds);
-        if (strcmp(info->tokenizer_sha256, kd_tokenizer_sha256(tr.tok)) != 0) {
-            rc = kd_error_set(err, KD_ERR_INVALID,
-                              "train: the dataset %s was tokenized with a different tokenizer (sha256 %.12s...) than the "
-                              "student's %s (sha256 %.12s...); pass the generation's tokenizer with --tokenizer-path or "
-                              "regenerate the dataset",
-                              kd_dataset_path(tr.ds), info->tokenizer_sha256, kd_tokenizer_path(tr.tok),
-                              kd_tokenizer_sha256(tr.tok));
-            goto done;
-        }
-        tr.K = info->topk;
-        if (kd_dataset_count(tr.ds) == 0) {
-            rc = kd_error_set(err, KD_ERR_INVALID, "train: the dataset %s is empty (0 samples); run kdstep generate first",
-                              kd_dataset_path(tr.ds));
-            goto done;
-        }
-    }
-    if ((rc = scan_dataset(&tr, err))) goto done;
-    if (tr.n_train == 0) {
-        rc = kd_error_set(err, KD_ERR_INVALID,
-                          "train: no training samples: %lld held out, %lld dropped (fewer than 2 tokens) at seq_len=%d "
-                          "(lower train.eval_fraction or generate more prompts)",
-                          (long long)tr.n_held, (long long)tr.n_dropped, tr.T);
-        goto done;
-    }
-    if (tr.rank == 0) {
+    int rc;
+    if (!opt->out_dir || !opt->data_dir) return kd_error_set(err, KD_ERR_INVALID, "train: --train-data and --out are required");
+    if ((rc = kd_kd_opts_from_config(cfg, &tr->kdo, err))) return rc;
+    if ((rc = find_tokenizer(opt, path, sizeof path, err))) return rc;
+    if ((rc = kd_tokenizer_open(&tr->tok, path, err))) return rc;
+    if ((rc = kd_dataset_open(&tr->ds, opt->data_dir, err))) return rc;
+    const kd_dataset_info *info = kd_dataset_get_info(tr->ds);
+    if (strcmp(info->tokenizer_sha256, kd_tokenizer_sha256(tr->tok)) != 0)
+        return kd_error_set(err, KD_ERR_INVALID,
+                            "train: the dataset %s was tokenized with a different tokenizer (sha256 %.12s...) than the "
+                            "student's %s (sha256 %.12s...); pass the generation's tokenizer with --tokenizer-path or "
+                            "regenerate the dataset",
+                            kd_dataset_path(tr->ds), info->tokenizer_sha256, kd_tokenizer_path(tr->tok),
+                            kd_tokenizer_sha256(tr->tok));
+    tr->K = info->topk;
+    if (kd_dataset_count(tr->ds) == 0)
+        return kd_error_set(err, KD_ERR_INVALID, "train: the dataset %s is empty (0 samples); run kdstep generate first",
+                            kd_dataset_path(tr->ds));
+    tr->d.ds = tr->ds;
+    tr->d.tok = tr->tok;
+    if ((rc = kd_train_data_scan(&tr->d, err))) return rc;
+    if (tr->d.n_train == 0)
+        return kd_error_set(err, KD_ERR_INVALID,
+                            "train: no training samples: %lld held out, %lld dropped (fewer than 2 tokens) at seq_len=%d "
+                            "(lower train.eval_fraction or generate more prompts)",
+                            (long long)tr->d.n_held, (long long)tr->d.n_dropped, tr->T);
+    if (tr->rank == 0) {
         char win[64], with[64];
-        if (tr.P > 0) snprintf(win, sizeof win, "prompt window %lld", (long long)tr.P);
+        if (tr->d.P > 0) snprintf(win, sizeof win, "prompt window %lld", (long long)tr->d.P);
         else snprintf(win, sizeof win, "full context");
-        if (tr.P > 0) snprintf(with, sizeof with, "a prompt window of %lld", (long long)tr.P);
+        if (tr->d.P > 0) snprintf(with, sizeof with, "a prompt window of %lld", (long long)tr->d.P);
         else snprintf(with, sizeof with, "full context");
         KD_INFO("train: %lld samples: %lld train, %lld held out; seq_len %d, %s: %lld samples cut "
                 "(prompt head or answer tail), %lld dropped; %lld without JSON masks use spans extracted from their text",
-                (long long)kd_dataset_count(tr.ds), (long long)tr.n_train, (long long)tr.n_held, tr.T, win,
-                (long long)tr.n_truncated, (long long)tr.n_dropped, (long long)tr.n_fallback);
-        if (tr.n_truncated)
+                (long long)kd_dataset_count(tr->ds), (long long)tr->d.n_train, (long long)tr->d.n_held, tr->T, win,
+                (long long)tr->d.n_truncated, (long long)tr->d.n_dropped, (long long)tr->d.n_fallback);
+        if (tr->d.n_truncated)
             KD_WARN("train: %lld of %lld samples do not fit train.seq_len=%d with %s: cut (kdstep inspect on the dataset "
                     "shows the length distribution and the seq_len that fits)",
-                    (long long)tr.n_truncated, (long long)kd_dataset_count(tr.ds), tr.T, with);
+                    (long long)tr->d.n_truncated, (long long)kd_dataset_count(tr->ds), tr->T, with);
     }
-    res->samples_truncated = tr.n_truncated;
-    res->samples_dropped = tr.n_dropped;
-    if ((rc = setup_model(&tr, err))) goto done;
-    if (tc.on[T_GRAMMAR] && (rc = setup_grammar(&tr, err))) goto done;
+    res->samples_truncated = tr->d.n_truncated;
+    res->samples_dropped = tr->d.n_dropped;
+    if ((rc = setup_model(tr, err))) return rc;
+    if (tr->tc.on[T_GRAMMAR] && (rc = setup_grammar(tr, err))) return rc;
+    tr->total = cfg->train.steps;
+    if (tr->total <= 0) tr->total = (cfg->train.epochs * tr->d.n_train + tr->G - 1) / tr->G;
+    if (tr->total <= 0) tr->total = 1;
+    return KD_OK;
+}
 
-    int64_t total = cfg->train.steps;
-    if (total <= 0) total = (cfg->train.epochs * tr.n_train + G - 1) / G;
-    if (total <= 0) total = 1;
+/* The weights, optimizer state and counters of the run folder's latest checkpoint. Collective. */
+static int resume_from_latest(trainer *tr, kd_error *err) {
+    char dir[4096];
+    kd_train_state st;
+    int rc = kd_checkpoint_latest(tr->opt->out_dir, dir, sizeof dir, err);
+    if (!rc) rc = kd_checkpoint_load(dir, tr->m, &st, err);
+    if ((rc = kd_mpi_agree(tr->comm, rc, err))) return rc;
+    tr->step = st.step;
+    tr->adam_t = st.adam_t;
+    tr->bad = st.bad_steps;
+    if (tr->rank == 0) {
+        KD_INFO("train: resuming from %s at step %lld", dir, (long long)tr->step);
+        if (st.world != tr->world || st.micro_batch != tr->B || st.grad_accum != tr->accum || st.seq_len != tr->T ||
+            st.seed != tr->cfg->train.seed)
+            KD_WARN("train: the checkpoint was written with world %lld, micro_batch %lld, grad_accum %lld, seq_len %lld, "
+                    "seed %lld; this run differs, so it continues correctly but not bit-exactly",
+                    (long long)st.world, (long long)st.micro_batch, (long long)st.grad_accum, (long long)st.seq_len,
+                    (long long)st.seed);
+    }
+    return KD_OK;
+}
 
-    /* ---- run folder, resume ---- */
-    int64_t step = 0, adam_t = 0, bad = 0;
+/* The run folder: one holding checkpoints is refused without --resume and resumed with it; rank 0
+ * keeps the lines of metrics.jsonl up to the resumed step and appends to it. Collective. */
+static int open_run_folder(trainer *tr, kd_error *err) {
+    const kd_train_options *opt = tr->opt;
+    char path[4096];
+    int rc = KD_OK;
     snprintf(path, sizeof path, "%s/checkpoints/latest", opt->out_dir);
     int have_latest = kd_path_exists(path);
     if (have_latest && !opt->resume) {
         rc = kd_error_set(err, KD_ERR_INVALID, "train: %s already holds checkpoints; pass --resume to continue it or choose another --out",
                           opt->out_dir);
-        goto done;
-    }
-    if (tr.rank == 0) {
+    } else if (tr->rank == 0) {
         snprintf(path, sizeof path, "%s/checkpoints", opt->out_dir);
         rc = kd_mkdir_p(path, err);
     }
-    if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
+    if ((rc = kd_mpi_agree(tr->comm, rc, err))) return rc;
     if (opt->resume && have_latest) {
-        char dir[4096];
-        kd_train_state st;
-        if (!(rc = kd_checkpoint_latest(opt->out_dir, dir, sizeof dir, err))) rc = kd_checkpoint_load(dir, tr.m, &st, err);
-        if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
-        step = st.step;
-        adam_t = st.adam_t;
-        bad = st.bad_steps;
-        if (tr.rank == 0) {
-            KD_INFO("train: resuming from %s at step %lld", dir, (long long)step);
-            if (st.world != tr.world || st.micro_batch != tr.B || st.grad_accum != accum || st.seq_len != tr.T ||
-                st.seed != cfg->train.seed)
-                KD_WARN("train: the checkpoint was written with world %lld, micro_batch %lld, grad_accum %lld, seq_len %lld, "
-                        "seed %lld; this run differs, so it continues correctly but not bit-exactly",
-                        (long long)st.world, (long long)st.micro_batch, (long long)st.grad_accum, (long long)st.seq_len,
-                        (long long)st.seed);
-        }
-    } else if (opt->resume && tr.rank == 0) {
+        if ((rc = resume_from_latest(tr, err))) return rc;
+    } else if (opt->resume && tr->rank == 0) {
         KD_INFO("train: --resume: no checkpoint in %s yet, starting at step 0", opt->out_dir);
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", opt->out_dir);
-    if (tr.rank == 0) {
-        rc = trim_metrics(path, step, err);
-        if (!rc && !(metrics = fopen(path, "a"))) rc = kd_error_errno(err, errno, "%s: cannot open", path);
+    if (tr->rank == 0) {
+        rc = trim_metrics(path, tr->step, err);
+        if (!rc && !(tr->metrics = fopen(path, "a"))) rc = kd_error_errno(err, errno, "%s: cannot open", path);
     }
-    if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
+    return kd_mpi_agree(tr->comm, rc, err);
+}
 
-    /* ---- buffers ---- */
-    mbs = kd_calloc((size_t)accum, sizeof *mbs);
-    tr.dl = malloc((size_t)tr.B * tr.T * (size_t)tr.V * sizeof(float));
-    tr.max_reqs = 4 * (tr.m->cfg.num_layers + 4);
-    tr.reqs = kd_calloc((size_t)tr.max_reqs, sizeof(MPI_Request));
-    const char *bf = getenv("KDSTEP_BUCKET_FLOATS");
-    tr.bucket_floats = bf && atol(bf) > 0 ? (size_t)atol(bf) : (size_t)1 << 20;
-    if (!mbs || !tr.dl || !tr.reqs) {
-        rc = kd_error_set(err, KD_ERR_NOMEM, "train: out of memory for batches");
-        goto done;
-    }
-    for (int64_t a = 0; a < accum; a++)
-        if (mb_alloc(&mbs[a], tr.B, tr.T, tr.K)) {
-            rc = kd_error_set(err, KD_ERR_NOMEM, "train: out of memory for batches");
-            goto done;
+/* The micro-batches, the dlogits buffer and the allreduce requests. Not collective. */
+static int allocate(trainer *tr, kd_error *err) {
+    tr->mbs = kd_calloc((size_t)tr->accum, sizeof *tr->mbs);
+    tr->dl = malloc((size_t)tr->B * tr->T * (size_t)tr->V * sizeof(float));
+    tr->max_reqs = 4 * (tr->m->cfg.num_layers + 4);
+    tr->reqs = kd_calloc((size_t)tr->max_reqs, sizeof(MPI_Request));
+    tr->bucket_floats = (size_t)tr->cfg->train.bucket_floats;
+    int failed = !tr->mbs || !tr->dl || !tr->reqs;
+    for (int64_t a = 0; a < tr->accum && !failed; a++) failed = kd_mb_alloc(&tr->mbs[a], tr->B, tr->T, tr->K) != 0;
+    if (!failed) failed = kd_mb_alloc(&tr->evb, tr->B, tr->T, tr->K) != 0;
+    if (failed) return kd_error_set(err, KD_ERR_NOMEM, "train: out of memory for batches");
+    const kd_model_config *mc = &tr->m->cfg;
+    tr->flops_per_token = 6.0 * (double)tr->m->n_params +
+                          6.0 * (double)mc->num_layers * mc->num_heads * mc->head_dim * (double)tr->T; /* + attention */
+    return KD_OK;
+}
+
+/* ---------------------------------------------------------------- one step */
+
+/* Stop at a step boundary when any rank got SIGTERM/SIGUSR1: checkpoint, then KD_ERR_INTERRUPTED. */
+static int stop_if_signalled(trainer *tr, kd_train_result *res, kd_error *err) {
+    int sig = (int)g_stop_signal, any_sig = 0;
+    MPI_Allreduce(&sig, &any_sig, 1, MPI_INT, MPI_MAX, tr->comm);
+    if (!any_sig) return KD_OK;
+    if (tr->rank == 0)
+        KD_WARN("train: signal %d received: writing a checkpoint at step %lld and stopping", any_sig, (long long)tr->step);
+    int rc = write_checkpoint(tr, 0, err);
+    if (rc) return rc;
+    res->interrupted = 1;
+    return kd_error_set(err, KD_ERR_INTERRUPTED, "train: stopped by signal %d after writing the checkpoint of step %lld; "
+                        "rerun with --resume to continue", any_sig, (long long)tr->step);
+}
+
+/* This rank's micro-batches of the current step; counts[] gets each term's mask count and, at
+ * [T_COUNT], the real tokens. */
+static int load_step(trainer *tr, int64_t *counts, double *data_s, kd_error *err) {
+    double t0 = kd_now_s();
+    int rc = KD_OK;
+    for (int64_t a = 0; a < tr->accum && !rc; a++) {
+        micro_batch *b = &tr->mbs[a];
+        b->tokens = 0;
+        for (int r = 0; r < tr->B && !rc; r++) {
+            int64_t pos = tr->step * tr->G + (a * tr->world + tr->rank) * tr->B + r;
+            const int64_t *perm = kd_train_data_perm(&tr->d, pos / tr->d.n_train);
+            if (!perm) rc = kd_error_set(err, KD_ERR_NOMEM, "train: out of memory");
+            else rc = kd_train_data_load_row(&tr->d, b, r, &tr->d.train[perm[pos % tr->d.n_train]], err);
         }
-    micro_batch evb;
-    memset(&evb, 0, sizeof evb);
-    if (mb_alloc(&evb, tr.B, tr.T, tr.K)) {
-        mb_free(&evb);
-        rc = kd_error_set(err, KD_ERR_NOMEM, "train: out of memory for batches");
-        goto done;
+        if (rc) break;
+        micro_counts(&tr->tc, b, counts);
+        counts[T_COUNT] += b->tokens;
     }
+    *data_s = kd_now_s() - t0;
+    return rc;
+}
 
+/* Forward and backward of every micro-batch, the losses' sums into sums[]; the last backward starts
+ * the gradient allreduce layer by layer (on_layer_grads), which ends here. */
+static int forward_backward(trainer *tr, const int64_t *counts, double *sums, double *grammar_s, kd_error *err) {
+    int rc = KD_OK;
+    kd_model_zero_grad(tr->m);
+    for (int64_t a = 0; a < tr->accum; a++) {
+        micro_batch *b = &tr->mbs[a];
+        if ((rc = kd_model_forward(tr->m, b->ids, b->lengths, err))) break;
+        size_t nl = (size_t)tr->B * tr->T * (size_t)tr->V;
+        memset(tr->dl, 0, nl * sizeof(float));
+        micro_losses(tr, &tr->tc, b, tr->m->logits, counts, tr->dl, sums, grammar_s);
+        memcpy(tr->m->logits, tr->dl, nl * sizeof(float));
+        tr->hook_active = tr->world > 1 && a == tr->accum - 1;
+        tr->pending_hi = 0;
+        rc = kd_model_backward(tr->m, err);
+        tr->hook_active = 0;
+        if (rc) break;
+    }
+    if (tr->world > 1 && !rc) finish_allreduce(tr);
+    return rc;
+}
+
+/* Clip and AdamW, or skip a step whose loss or gradient is not finite (too many in a row fail). */
+static int update(trainer *tr, step_stats *ss, kd_error *err) {
+    const kd_config *cfg = tr->cfg;
+    ss->norm = kd_grad_norm(tr->m->grads, tr->m->n_params);
+    ss->lr = kd_lr_schedule(tr->step, tr->total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr_ratio);
+    if (!isfinite(ss->norm) || !isfinite(ss->loss)) {
+        ss->skipped = 1;
+        tr->bad++;
+        if (tr->rank == 0)
+            KD_WARN("train: step %lld skipped: non-finite %s (%lld in a row, limit train.max_bad_steps=%lld)",
+                    (long long)tr->step + 1, isfinite(ss->loss) ? "gradient norm" : "loss", (long long)tr->bad,
+                    (long long)cfg->train.max_bad_steps);
+        if (tr->bad >= cfg->train.max_bad_steps)
+            return kd_error_set(err, KD_ERR_INVALID,
+                                "train: %lld steps in a row had a non-finite loss or gradient (train.max_bad_steps=%lld); "
+                                "aborting at step %lld: lower train.lr or check the dataset",
+                                (long long)tr->bad, (long long)cfg->train.max_bad_steps, (long long)tr->step + 1);
+        return KD_OK;
+    }
+    tr->bad = 0;
+    float clip = kd_clip_scale(ss->norm, cfg->train.grad_clip);
+    if (clip != 1.0f) kd_scale_floats(tr->m->grads, tr->m->n_params, clip);
+    kd_adamw_params hp = {(float)cfg->train.adam_beta1, (float)cfg->train.adam_beta2, (float)cfg->train.adam_eps,
+                          (float)cfg->train.weight_decay};
+    tr->adam_t++;
+    kd_model_adamw_step(tr->m, &hp, (float)ss->lr, tr->adam_t);
+    return KD_OK;
+}
+
+/* One optimizer step: data, forward/backward, the global loss, the update. Collective. */
+static int train_step(trainer *tr, step_stats *ss, kd_error *err) {
+    memset(ss, 0, sizeof *ss);
+    double t_step = kd_now_s();
+    tr->comm_s = 0.0;
+    int64_t counts[T_COUNT + 1] = {0};
+    double sums[T_COUNT] = {0};
+    int rc = kd_mpi_agree(tr->comm, load_step(tr, counts, &ss->data_s, err), err);
+    if (rc) return rc;
+    double t0 = kd_now_s();
+    MPI_Allreduce(MPI_IN_PLACE, counts, T_COUNT + 1, MPI_INT64_T, MPI_SUM, tr->comm);
+    tr->comm_s += kd_now_s() - t0;
+    if ((rc = kd_mpi_agree(tr->comm, forward_backward(tr, counts, sums, &ss->grammar_s, err), err))) return rc;
+    t0 = kd_now_s();
+    MPI_Allreduce(MPI_IN_PLACE, sums, T_COUNT, MPI_DOUBLE, MPI_SUM, tr->comm);
+    tr->comm_s += kd_now_s() - t0;
+    ss->loss = combine(&tr->tc, sums, counts, ss->terms);
+    ss->tokens = counts[T_COUNT];
+    if ((rc = update(tr, ss, err))) return rc;
+    tr->step++;
+    double dt = kd_now_s() - t_step;
+    ss->step_s = dt;
+    ss->tps = dt > 0 ? (double)ss->tokens / dt : 0.0;
+    ss->mfu = tr->peak_flops > 0 && dt > 0 ? tr->flops_per_token * (double)ss->tokens / dt / (tr->peak_flops * tr->world) : 0.0;
+    ss->comm_share = dt > 0 ? tr->comm_s / dt : 0.0;
+    MPI_Allreduce(MPI_IN_PLACE, &ss->comm_share, 1, MPI_DOUBLE, MPI_MAX, tr->comm);
+    MPI_Allreduce(MPI_IN_PLACE, &ss->grammar_s, 1, MPI_DOUBLE, MPI_MAX, tr->comm);
+    tr->last_loss = ss->loss;
+    return KD_OK;
+}
+
+/* Held-out loss and tool-name accuracy every train.eval_every steps and at the last one. Collective. */
+static int maybe_evaluate(trainer *tr, kd_error *err) {
+    int64_t every = tr->cfg->train.eval_every;
+    if (tr->d.n_held == 0 || !((every > 0 && tr->step % every == 0) || tr->step == tr->total)) return KD_OK;
+    int rc = kd_mpi_agree(tr->comm, evaluate(tr, &tr->tc, &tr->evb, &tr->last_held, &tr->last_acc, err), err);
+    if (!rc) tr->last_eval = tr->step;
+    return rc;
+}
+
+/* The step's line of metrics.jsonl (rank 0), and the progress line. */
+static void write_metrics(trainer *tr, const step_stats *ss, kd_progress *prog) {
+    json_t *js = json_object();
+    json_object_set_new(js, "step", json_integer(tr->step));
+    json_object_set_new(js, "loss", json_real(ss->loss));
+    for (int t = 0; t < T_COUNT; t++)
+        if (tr->tc.on[t]) json_object_set_new(js, TERM_NAMES[t], json_real(ss->terms[t]));
+    json_object_set_new(js, "lr", json_real(ss->lr));
+    json_object_set_new(js, "grad_norm", isfinite(ss->norm) ? json_real(ss->norm) : json_null());
+    json_object_set_new(js, "tokens", json_integer(ss->tokens));
+    json_object_set_new(js, "tokens_per_s", json_real(ss->tps));
+    json_object_set_new(js, "mfu", json_real(ss->mfu));
+    json_object_set_new(js, "allreduce_share", json_real(ss->comm_share));
+    json_object_set_new(js, "grammar_s", json_real(ss->grammar_s));
+    json_object_set_new(js, "data_s", json_real(ss->data_s));
+    json_object_set_new(js, "step_s", json_real(ss->step_s));
+    if (ss->skipped) json_object_set_new(js, "skipped", json_true());
+    if (tr->last_eval == tr->step) {
+        json_object_set_new(js, "heldout_loss", json_real(tr->last_held));
+        json_object_set_new(js, "heldout_tool_acc", isfinite(tr->last_acc) ? json_real(tr->last_acc) : json_null());
+    }
+    char *line = json_dumps(js, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(js);
+    if (line) {
+        fprintf(tr->metrics, "%s\n", line);
+        fflush(tr->metrics);
+        free(line);
+    }
+    char extra[160];
+    snprintf(extra, sizeof extra, "loss %.4f | %.0f tok/s", ss->loss, ss->tps);
+    kd_progress_update(prog, tr->step, extra);
+}
+
+/* ---------------------------------------------------------------- the run */
+
+/* The last checkpoint, the final/ folder, and curves.png (rank 0). Collective. */
+static int finish_run(trainer *tr, kd_error *err) {
+    int rc = write_checkpoint(tr, 0, err);
+    if (!rc) rc = write_checkpoint(tr, 1, err);
+    if (!rc && tr->rank == 0) {
+        fclose(tr->metrics);
+        tr->metrics = NULL;
+        char png[4096];
+        snprintf(png, sizeof png, "%s/curves.png", tr->opt->out_dir);
+        kd_error perr;
+        if (kd_plot_metrics(tr->opt->out_dir, png, &perr)) KD_WARN("train: no curves.png: %s", perr.msg);
+    }
+    return rc;
+}
+
+int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *res, kd_error *err) {
+    trainer tr;
+    trainer_init(&tr, opt, comm);
+    memset(res, 0, sizeof *res);
+    kd_runtime_set_threads(kd_mpi_local_ranks(comm), (int)opt->cfg->train.threads);
+
+    /* open and check, resume, allocate: every rank goes on only when all of them can */
+    int rc = kd_mpi_agree(comm, open_and_check(&tr, res, err), err);
+    if (!rc) rc = open_run_folder(&tr, err);
+    if (!rc) rc = kd_mpi_agree(comm, allocate(&tr, err), err);
+    if (rc) {
+        trainer_free(&tr);
+        return rc;
+    }
     tr.peak_flops = tr.rank == 0 ? measure_sgemm_flops() : 0.0;
     MPI_Bcast(&tr.peak_flops, 1, MPI_DOUBLE, 0, comm);
-    const kd_model_config *mc = &tr.m->cfg;
-    double flops_per_token = 6.0 * (double)tr.m->n_params +
-                             6.0 * (double)mc->num_layers * mc->num_heads * mc->head_dim * (double)tr.T; /* + attention */
-
-    /* ---- signals ---- */
-    {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, &old_term);
-        sigaction(SIGUSR1, &sa, &old_usr1);
-        handlers = 1;
-        g_stop_signal = 0;
-    }
-
+    struct sigaction sa, old_term, old_usr1;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGUSR1, &sa, &old_usr1);
+    g_stop_signal = 0;
     kd_progress prog;
     if (tr.rank == 0) {
         KD_INFO("train: %lld steps from %lld; global batch %lld (world %d x grad_accum %lld x micro_batch %d); model %zu "
                 "parameters, vocab %d",
-                (long long)total, (long long)step, (long long)G, tr.world, (long long)accum, tr.B, tr.m->n_params, tr.V);
-        kd_progress_open(&prog, "train", total, "steps");
-        kd_progress_update(&prog, step, NULL);
+                (long long)tr.total, (long long)tr.step, (long long)tr.G, tr.world, (long long)tr.accum, tr.B,
+                tr.m->n_params, tr.V);
+        kd_progress_open(&prog, "train", tr.total, "steps");
+        kd_progress_update(&prog, tr.step, NULL);
     }
-    double last_loss = NAN, last_held = NAN, last_acc = NAN;
-    int64_t last_eval = -1;
-    while (step < total) {
-        /* all ranks agree on a stop request at the step boundary */
-        int sig = (int)g_stop_signal, any_sig = 0;
-        MPI_Allreduce(&sig, &any_sig, 1, MPI_INT, MPI_MAX, comm);
-        if (any_sig) {
-            if (tr.rank == 0) KD_WARN("train: signal %d received: writing a checkpoint at step %lld and stopping", any_sig, (long long)step);
-            if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 0, err))) goto loop_done;
-            res->interrupted = 1;
-            rc = kd_error_set(err, KD_ERR_INTERRUPTED, "train: stopped by signal %d after writing the checkpoint of step %lld; "
-                              "rerun with --resume to continue", any_sig, (long long)step);
-            goto loop_done;
-        }
-        double t_step = kd_now_s();
-        tr.comm_s = 0.0;
-        double grammar_s = 0.0;
-        /* ---- data ---- */
-        double t_data = kd_now_s();
-        int64_t counts[T_COUNT + 1] = {0};
-        for (int64_t a = 0; a < accum; a++) {
-            micro_batch *b = &mbs[a];
-            b->tokens = 0;
-            for (int r = 0; r < tr.B; r++) {
-                int64_t pos = step * G + (a * tr.world + tr.rank) * tr.B + r;
-                int64_t *perm = epoch_perm(&tr, pos / tr.n_train);
-                if (!perm) {
-                    rc = kd_error_set(err, KD_ERR_NOMEM, "train: out of memory");
-                    break;
-                }
-                if ((rc = load_row(&tr, b, r, &tr.train[perm[pos % tr.n_train]], err))) break;
-            }
-            if (rc) break;
-            micro_counts(&tc, b, counts);
-            counts[T_COUNT] += b->tokens;
-        }
-        t_data = kd_now_s() - t_data;
-        if ((rc = kd_mpi_agree(comm, rc, err))) goto loop_done;
-        double t0 = kd_now_s();
-        MPI_Allreduce(MPI_IN_PLACE, counts, T_COUNT + 1, MPI_INT64_T, MPI_SUM, comm);
-        tr.comm_s += kd_now_s() - t0;
-        /* ---- forward / backward ---- */
-        double sums[T_COUNT] = {0};
-        kd_model_zero_grad(tr.m);
-        for (int64_t a = 0; a < accum; a++) {
-            micro_batch *b = &mbs[a];
-            if ((rc = kd_model_forward(tr.m, b->ids, b->lengths, err))) break;
-            size_t nl = (size_t)tr.B * tr.T * (size_t)tr.V;
-            memset(tr.dl, 0, nl * sizeof(float));
-            micro_losses(&tr, &tc, b, tr.m->logits, counts, tr.dl, sums, &grammar_s);
-            memcpy(tr.m->logits, tr.dl, nl * sizeof(float));
-            tr.hook_active = tr.world > 1 && a == accum - 1;
-            tr.pending_hi = 0;
-            rc = kd_model_backward(tr.m, err);
-            tr.hook_active = 0;
-            if (rc) break;
-        }
-        if (tr.world > 1 && !rc) finish_allreduce(&tr);
-        if ((rc = kd_mpi_agree(comm, rc, err))) goto loop_done;
-        t0 = kd_now_s();
-        MPI_Allreduce(MPI_IN_PLACE, sums, T_COUNT, MPI_DOUBLE, MPI_SUM, comm);
-        tr.comm_s += kd_now_s() - t0;
-        double terms[T_COUNT];
-        double loss = combine(&tc, sums, counts, terms);
-        /* ---- update ---- */
-        double norm = kd_grad_norm(tr.m->grads, tr.m->n_params);
-        double lr = kd_lr_schedule(step, total, cfg->train.warmup_steps, cfg->train.lr, cfg->train.min_lr_ratio);
-        int skipped = 0;
-        if (!isfinite(norm) || !isfinite(loss)) {
-            skipped = 1;
-            bad++;
-            if (tr.rank == 0)
-                KD_WARN("train: step %lld skipped: non-finite %s (%lld in a row, limit train.max_bad_steps=%lld)",
-                        (long long)step + 1, isfinite(loss) ? "gradient norm" : "loss", (long long)bad,
-                        (long long)cfg->train.max_bad_steps);
-            if (bad >= cfg->train.max_bad_steps) {
-                rc = kd_error_set(err, KD_ERR_INVALID,
-                                  "train: %lld steps in a row had a non-finite loss or gradient (train.max_bad_steps=%lld); "
-                                  "aborting at step %lld: lower train.lr or check the dataset",
-                                  (long long)bad, (long long)cfg->train.max_bad_steps, (long long)step + 1);
-                goto loop_done;
-            }
-        } else {
-            bad = 0;
-            float clip = kd_clip_scale(norm, cfg->train.grad_clip);
-            if (clip != 1.0f) kd_scale_floats(tr.m->grads, tr.m->n_params, clip);
-            kd_adamw_params hp = {0.9f, 0.95f, 1e-8f, (float)cfg->train.weight_decay};
-            adam_t++;
-            kd_model_adamw_step(tr.m, &hp, (float)lr, adam_t);
-        }
-        step++;
-        double dt = kd_now_s() - t_step;
-        double tps = dt > 0 ? (double)counts[T_COUNT] / dt : 0.0;
-        double mfu = tr.peak_flops > 0 && dt > 0 ? flops_per_token * (double)counts[T_COUNT] / dt / (tr.peak_flops * tr.world) : 0.0;
-        double comm_share = dt > 0 ? tr.comm_s / dt : 0.0;
-        MPI_Allreduce(MPI_IN_PLACE, &comm_share, 1, MPI_DOUBLE, MPI_MAX, comm);
-        MPI_Allreduce(MPI_IN_PLACE, &grammar_s, 1, MPI_DOUBLE, MPI_MAX, comm);
-        last_loss = loss;
-        /* ---- eval, the metrics line, then the checkpoint: a checkpoint of step N is committed only
-         * after step N's line is in metrics.jsonl, so a run killed in between resumes with no line
-         * missing (a line past the checkpoint is trimmed and written again) ---- */
-        int do_eval = tr.n_held > 0 && ((cfg->train.eval_every > 0 && step % cfg->train.eval_every == 0) || step == total);
-        if (do_eval) {
-            if ((rc = kd_mpi_agree(comm, evaluate(&tr, &tc, &evb, &last_held, &last_acc, err), err))) goto loop_done;
-            last_eval = step;
-        }
-        if (tr.rank == 0) {
-            json_t *js = json_object();
-            json_object_set_new(js, "step", json_integer(step));
-            json_object_set_new(js, "loss", json_real(loss));
-            for (int t = 0; t < T_COUNT; t++)
-                if (tc.on[t]) json_object_set_new(js, TERM_NAMES[t], json_real(terms[t]));
-            json_object_set_new(js, "lr", json_real(lr));
-            json_object_set_new(js, "grad_norm", isfinite(norm) ? json_real(norm) : json_null());
-            json_object_set_new(js, "tokens", json_integer(counts[T_COUNT]));
-            json_object_set_new(js, "tokens_per_s", json_real(tps));
-            json_object_set_new(js, "mfu", json_real(mfu));
-            json_object_set_new(js, "allreduce_share", json_real(comm_share));
-            json_object_set_new(js, "grammar_s", json_real(grammar_s));
-            json_object_set_new(js, "data_s", json_real(t_data));
-            json_object_set_new(js, "step_s", json_real(dt));
-            if (skipped) json_object_set_new(js, "skipped", json_true());
-            if (last_eval == step) {
-                json_object_set_new(js, "heldout_loss", json_real(last_held));
-                json_object_set_new(js, "heldout_tool_acc", isfinite(last_acc) ? json_real(last_acc) : json_null());
-            }
-            char *line = json_dumps(js, JSON_COMPACT | JSON_REAL_PRECISION(10));
-            json_decref(js);
-            if (line) {
-                fprintf(metrics, "%s\n", line);
-                fflush(metrics);
-                free(line);
-            }
-            char extra[160];
-            snprintf(extra, sizeof extra, "loss %.4f | %.0f tok/s", loss, tps);
-            kd_progress_update(&prog, step, extra);
-        }
-        if (cfg->train.checkpoint_every > 0 && step % cfg->train.checkpoint_every == 0 && step < total)
-            if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 0, err))) goto loop_done;
+
+    /* the steps: a checkpoint of step N is committed only after step N's metrics line is written, so
+     * a run killed in between resumes with no line missing (a line past the checkpoint is trimmed) */
+    int64_t every = opt->cfg->train.checkpoint_every;
+    while (!rc && tr.step < tr.total) {
+        step_stats ss;
+        if ((rc = stop_if_signalled(&tr, res, err))) break;
+        if ((rc = train_step(&tr, &ss, err))) break;
+        if ((rc = maybe_evaluate(&tr, err))) break;
+        if (tr.rank == 0) write_metrics(&tr, &ss, &prog);
+        if (every > 0 && tr.step % every == 0 && tr.step < tr.total) rc = write_checkpoint(&tr, 0, err);
     }
-    /* ---- the end: checkpoint, final folder, plot ---- */
-    if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 0, err))) goto loop_done;
-    if ((rc = write_checkpoint(&tr, opt->out_dir, step, adam_t, bad, total, cfg_sha, 1, err))) goto loop_done;
-    if (tr.rank == 0) {
-        fclose(metrics);
-        metrics = NULL;
-        char png[4096];
-        snprintf(png, sizeof png, "%s/curves.png", opt->out_dir);
-        kd_error perr;
-        if (kd_plot_metrics(opt->out_dir, png, &perr)) KD_WARN("train: no curves.png: %s", perr.msg);
-    }
-loop_done:
+    if (!rc) rc = finish_run(&tr, err);
+
     if (tr.rank == 0) {
         char extra[96];
-        snprintf(extra, sizeof extra, "loss %.4f", last_loss);
+        snprintf(extra, sizeof extra, "loss %.4f", tr.last_loss);
         kd_progress_close(&prog, extra);
     }
-    mb_free(&evb);
-    res->steps_done = step;
-    res->final_loss = last_loss;
-    res->heldout_loss = last_held;
-    res->heldout_tool_acc = last_acc;
-done:
-    if (handlers) {
-        sigaction(SIGTERM, &old_term, NULL);
-        sigaction(SIGUSR1, &old_usr1, NULL);
-    }
-    if (metrics) fclose(metrics);
-    if (mbs)
-        for (int64_t a = 0; a < accum; a++) mb_free(&mbs[a]);
-    free(mbs);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGUSR1, &old_usr1, NULL);
+    res->steps_done = tr.step;
+    res->final_loss = tr.last_loss;
+    res->heldout_loss = tr.last_held;
+    res->heldout_tool_acc = tr.last_acc;
     trainer_free(&tr);
     return rc;
 }

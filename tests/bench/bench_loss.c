@@ -229,7 +229,7 @@ static int grammar_case(const char *dir, json_t *cases) {
     for (int v = 0; v < NTOY; v++) lens[v] = strlen(TOY[v]);
     kd_jsongrammar *g;
     kd_error err;
-    if (kd_jsongrammar_new(TOY, lens, NTOY, 0, &g, &err) != KD_OK) {
+    if (kd_jsongrammar_new(&g, TOY, lens, NTOY, 0, &err) != KD_OK) {
         fprintf(stderr, "bench_loss: %s\n", err.msg);
         return 1;
     }
@@ -322,7 +322,7 @@ static int cmd_grammar(int V, int B, int T, double share, int steps) {
     char **tok = synth_vocab(V, lens);
     kd_jsongrammar *g;
     kd_error err;
-    if (kd_jsongrammar_new((const char **)tok, lens, V, 0, &g, &err) != KD_OK) {
+    if (kd_jsongrammar_new(&g, (const char **)tok, lens, V, 0, &err) != KD_OK) {
         fprintf(stderr, "bench_loss: %s\n", err.msg);
         return 1;
     }
@@ -411,8 +411,8 @@ static int cmd_states(const char *path, int V) {
     kd_error err;
     const char *one_byte[1] = {""};
     size_t zero[1] = {0};
-    if (kd_jsongrammar_new((const char **)tok, lens, V, 0, &g, &err) != KD_OK ||
-        kd_jsongrammar_new(one_byte, zero, 1, 1 << 16, &gb, &err) != KD_OK) {
+    if (kd_jsongrammar_new(&g, (const char **)tok, lens, V, 0, &err) != KD_OK ||
+        kd_jsongrammar_new(&gb, one_byte, zero, 1, 1 << 16, &err) != KD_OK) {
         fprintf(stderr, "bench_loss: %s\n", err.msg);
         return 1;
     }

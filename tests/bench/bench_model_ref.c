@@ -53,7 +53,7 @@ static int dump(const char *cfg_path, const char *dir, uint64_t seed, int B, int
     kd_model_config cfg;
     kd_model *m = NULL;
     CHECK(kd_model_config_preset(cfg_path, &cfg, &err));
-    CHECK(kd_model_new(&cfg, B, T, &m, &err));
+    CHECK(kd_model_new(&m, &cfg, B, T, &err));
     kd_model_init_random(m, seed);
     /* Norm weights away from 1, so a mixed-up norm shows in the comparison. */
     uint64_t s = seed + 99;
@@ -124,7 +124,7 @@ static int dump_inference(const char *preset, const char *dir, uint64_t seed, in
     kd_model_config cfg;
     kd_model *m = NULL;
     CHECK(kd_model_config_preset(preset, &cfg, &err));
-    CHECK(kd_model_new_inference(&cfg, 1, T, &m, &err));
+    CHECK(kd_model_new_inference(&m, &cfg, 1, T, &err));
     kd_model_init_random(m, seed);
     CHECK(kd_model_save(m, dir, &err));
     int32_t *ids = malloc((size_t)T * 4), len = T;
@@ -132,7 +132,7 @@ static int dump_inference(const char *preset, const char *dir, uint64_t seed, in
     for (int i = 0; i < T; i++) ids[i] = (int32_t)(kd_splitmix64(&s) % (uint64_t)cfg.vocab_size);
     CHECK(kd_model_forward(m, ids, &len, &err));
     kd_kv_cache *kc = NULL;
-    CHECK(kd_kv_cache_new(m, T, &kc, &err));
+    CHECK(kd_kv_cache_new(&kc, m, T, &err));
     float worst = 0.0f;
     for (int t = 0; t < T; t++) {
         const float *lg = kd_model_decode_step(m, kc, ids[t]), *ref = m->logits + (size_t)t * cfg.vocab_size;
@@ -163,7 +163,7 @@ static int dump_inference(const char *preset, const char *dir, uint64_t seed, in
 static int resave(const char *in, const char *out) {
     kd_error err = {0};
     kd_model *m = NULL;
-    CHECK(kd_model_open_dir(in, 1, 1, 1, &m, &err));
+    CHECK(kd_model_open_dir(&m, in, 1, 1, 1, &err));
     CHECK(kd_model_save(m, out, &err));
     kd_model_free(m);
     return 0;
@@ -175,7 +175,7 @@ static int logits_cmd(const char *dir, const char *outp) {
     char path[4096];
     kd_safetensors *st = NULL;
     snprintf(path, sizeof path, "%s/batch.safetensors", dir);
-    CHECK(kd_safetensors_open(path, &st, &err));
+    CHECK(kd_safetensors_open(&st, path, &err));
     const kd_st_tensor *ti = kd_safetensors_find(st, "ids"), *tl = kd_safetensors_find(st, "lengths");
     if (!ti || !tl || ti->ndim != 2) {
         fprintf(stderr, "batch.safetensors needs ids [B, T] and lengths [B]\n");
@@ -189,7 +189,7 @@ static int logits_cmd(const char *dir, const char *outp) {
     for (int i = 0; i < B * T; i++) ids[i] = (int32_t)fi[i];
     for (int i = 0; i < B; i++) len[i] = (int32_t)fl[i];
     kd_model *m = NULL;
-    CHECK(kd_model_open_dir(dir, B, T, 1, &m, &err));
+    CHECK(kd_model_open_dir(&m, dir, B, T, 1, &err));
     CHECK(kd_model_forward(m, ids, len, &err));
     kd_st_write_tensor t = {"logits", 3, {B, T, m->cfg.vocab_size}, m->logits};
     CHECK(kd_safetensors_write(outp, &t, 1, &err));

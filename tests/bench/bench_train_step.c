@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
     kd_model_config cfg;
     kd_model *m = NULL;
     int B = atoi(argv[2]), T = atoi(argv[3]), steps = atoi(argv[4]);
-    if (kd_model_config_preset(argv[1], &cfg, &err) || kd_model_new(&cfg, B, T, &m, &err)) {
+    if (kd_model_config_preset(argv[1], &cfg, &err) || kd_model_new(&m, &cfg, B, T, &err)) {
         fprintf(stderr, "bench_train_step: %s\n", err.msg);
         return 1;
     }

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(buf, data, size);
     kd_safetensors *st = NULL;
     kd_error err;
-    if (kd_safetensors_parse(buf, size, &st, &err) == KD_OK) {
+    if (kd_safetensors_parse(&st, buf, size, &err) == KD_OK) {
         for (int i = 0; i < st->n; i++) {
             const kd_st_tensor *t = &st->tensors[i];
             if (t->numel > (1u << 20)) continue;

@@ -114,7 +114,7 @@ static const char *fx_checkpoint(const char *name, int extra_vocab, uint64_t see
     cfg.vocab_size = fx_tokenizer_ids() + extra_vocab;
     cfg.initializer_range = 0.3f; /* peaked logits: greedy choices are far from ties */
     kd_model *m = NULL;
-    if (kd_model_new(&cfg, 1, 1, &m, &err)) abort();
+    if (kd_model_new(&m, &cfg, 1, 1, &err)) abort();
     kd_model_init_random(m, seed);
     if (kd_model_save(m, dir, &err)) abort();
     kd_model_free(m);

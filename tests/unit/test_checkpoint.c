@@ -19,7 +19,7 @@ static kd_model *tiny(uint64_t seed) {
     kd_error err = {0};
     kd_model *m = NULL;
     CU_ASSERT_EQUAL_FATAL(kd_model_config_preset("tiny", &c, &err), KD_OK);
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 1, 8, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &c, 1, 8, &err), KD_OK);
     kd_model_init_random(m, seed);
     uint64_t s = seed + 7;
     for (size_t i = 0; i < m->n_params; i++) {
@@ -94,7 +94,7 @@ static void test_shape_mismatch(void) {
     kd_model_config c = a->cfg;
     c.num_layers = 1;
     kd_model *small = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 1, 8, &small, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&small, &c, 1, 8, &err), KD_OK);
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/checkpoints/step-000001", run_dir("run2"));
     kd_train_state st = {1, 1, 0, 2, 1, 1, 1, 1, 1, 8, ""};
@@ -176,7 +176,7 @@ static kd_model *tiny_for_tokenizer(uint64_t seed) {
     kd_model *m = NULL;
     CU_ASSERT_EQUAL_FATAL(kd_model_config_preset("tiny", &c, &err), KD_OK);
     c.vocab_size = fx_tokenizer_ids();
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 1, 8, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &c, 1, 8, &err), KD_OK);
     kd_model_init_random(m, seed);
     return m;
 }
@@ -288,7 +288,7 @@ static void test_final_dtypes(void) {
         /* and the file is half the size */
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
         kd_safetensors *st = NULL;
-        CU_ASSERT_EQUAL_FATAL(kd_safetensors_open(path, &st, &err), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_safetensors_open(&st, path, &err), KD_OK);
         CU_ASSERT_EQUAL(st->tensors[0].dtype, cases[k].dt);
         kd_safetensors_close(st);
     }
@@ -320,7 +320,7 @@ static void test_final_sharded(void) {
     CU_ASSERT_EQUAL(memcmp(b->params, c->params, a->n_params * 4), 0);
     CU_ASSERT_EQUAL(memcmp(a->params, b->params, a->n_params * 4), 0);
     kd_model *o = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(dir, 1, 4, 1, &o, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(&o, dir, 1, 4, 1, &err), KD_OK);
     CU_ASSERT_EQUAL(memcmp(a->params, o->params, a->n_params * 4), 0);
     kd_model_free(o);
     /* the index's total_size is the sum of the tensors' bytes */

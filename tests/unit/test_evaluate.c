@@ -57,7 +57,7 @@ static void test_end_to_end(void) {
 
     /* predictions in prompt order, each the student's own answer to that prompt */
     kd_student *st = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(ckpt, &st, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&st, ckpt, &err), KD_OK);
     st->max_prompt_tokens = (int)g_cfg.train.prompt_window; /* eval's prompt window */
     json_t *tools = json_load_file(fx_tools_path(), 0, NULL);
     FILE *pf = fopen(prompts, "r"), *qf = fopen(preds, "r");

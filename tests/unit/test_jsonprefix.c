@@ -181,7 +181,7 @@ static void test_grammar_sets(void) {
     for (int32_t v = 0; v < V; v++) lens[v] = strlen(TOY[v]);
     kd_jsongrammar *g;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(TOY, lens, V, 0, &g, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(&g, TOY, lens, V, 0, &err), KD_OK);
     CU_ASSERT_EQUAL(kd_jsongrammar_vocab_size(g), V);
     const char *prefixes[] = {"", "{", "{\"", "{\"city", "{\"city\"", "{\"city\":", "{\"city\": \"caf\xc3",
                               "{\"city\": \"caf\\", "{\"city\": \"\\u", "[1", "[1.", "[tr", "{\"a\":[{}]",
@@ -225,7 +225,7 @@ static void test_grammar_sets(void) {
     CU_ASSERT_TRUE(distinct < sets);         /* {" and {"city are the same state */
     /* a tiny cache is cleared when full and still answers correctly */
     kd_jsongrammar *g2;
-    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(TOY, lens, V, 2, &g2, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(&g2, TOY, lens, V, 2, &err), KD_OK);
     for (size_t p = 0; p < sizeof prefixes / sizeof *prefixes; p++) {
         kd_jsonprefix_init(&st);
         kd_jsonprefix_feed(&st, prefixes[p], strlen(prefixes[p]));
@@ -248,11 +248,11 @@ static void test_grammar_sets(void) {
     kd_jsongrammar_free(g);
     kd_jsongrammar_free(NULL);
     /* errors */
-    CU_ASSERT_EQUAL(kd_jsongrammar_new(TOY, lens, 0, 0, &g, &err), KD_ERR_INVALID);
+    CU_ASSERT_EQUAL(kd_jsongrammar_new(&g, TOY, lens, 0, 0, &err), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(err.msg, "json grammar: vocabulary size 0 must be positive");
     const char *bad[2] = {"a", NULL};
     size_t badlen[2] = {1, 3};
-    CU_ASSERT_EQUAL(kd_jsongrammar_new(bad, badlen, 2, 0, &g, &err), KD_ERR_INVALID);
+    CU_ASSERT_EQUAL(kd_jsongrammar_new(&g, bad, badlen, 2, 0, &err), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(err.msg, "json grammar: token 1 has no bytes but length 3");
     CU_ASSERT_PTR_NULL(g);
 }

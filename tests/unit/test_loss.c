@@ -345,7 +345,7 @@ static void test_grammar_runs(void) {
     for (int v = 0; v < NT; v++) lens[v] = strlen(TOY[v]);
     kd_jsongrammar *g;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(TOY, lens, NT, 0, &g, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(&g, TOY, lens, NT, 0, &err), KD_OK);
     /* seq 0: x {" a ": 1 } <|im_end|>   seq 1: x >{" a ": 1 }< <|im_end|> (boundary tokens) */
     enum { B = 2, T = 8 };
     int32_t ids[B * T] = {5, 0, 1, 2, 3, 4, 8, 8, 5, 6, 1, 2, 3, 7, 8, 8};
@@ -393,7 +393,7 @@ static void test_grammar_gradcheck(void) {
     for (int v = 0; v < NT; v++) lens[v] = strlen(TOY[v]);
     kd_jsongrammar *g;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(TOY, lens, NT, 0, &g, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_jsongrammar_new(&g, TOY, lens, NT, 0, &err), KD_OK);
     enum { T = 7 };
     int32_t ids[T] = {5, 0, 1, 2, 3, 4, 8};
     uint8_t mask[T] = {0, 1, 1, 1, 1, 1, 0};

@@ -95,13 +95,13 @@ static void test_new_errors(void) {
     kd_error err = {0};
     kd_model *m = NULL;
     CU_ASSERT_EQUAL_FATAL(kd_model_config_preset("tiny", &c, &err), KD_OK);
-    CU_ASSERT_EQUAL(kd_model_new(&c, 1, 4096, &m, &err), KD_ERR_INVALID);
+    CU_ASSERT_EQUAL(kd_model_new(&m, &c, 1, 4096, &err), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(err.msg, "sequence length 4096 exceeds max_position_embeddings 2048");
-    CU_ASSERT_EQUAL(kd_model_new(&c, 0, 8, &m, &err), KD_ERR_INVALID);
+    CU_ASSERT_EQUAL(kd_model_new(&m, &c, 0, 8, &err), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(err.msg, "batch (0) and sequence length (8) must be positive");
     /* the tokenizer decides the vocabulary */
     c.vocab_size = 300;
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 2, 8, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &c, 2, 8, &err), KD_OK);
     CU_ASSERT_EQUAL(m->n_params, kd_model_config_num_params(&c));
     CU_ASSERT_EQUAL(m->tensors[0].shape[0], 300);
     int32_t ids[16] = {0}, len[2] = {8, 9};
@@ -112,7 +112,7 @@ static void test_new_errors(void) {
     CU_ASSERT_EQUAL(kd_model_forward(m, ids, len, &err), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(err.msg, "lengths[1] = 9 is outside 1..8");
     kd_kv_cache *kc = NULL;
-    CU_ASSERT_EQUAL(kd_kv_cache_new(m, 5000, &kc, &err), KD_ERR_INVALID);
+    CU_ASSERT_EQUAL(kd_kv_cache_new(&kc, m, 5000, &err), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(err.msg, "kv cache: length 5000 must be in 1..2048 (max_position_embeddings)");
     kd_model_free(m);
 }
@@ -135,7 +135,7 @@ static void check_kv(const char *preset) {
     c.initializer_range = 0.2f; /* logits far from uniform */
     enum { B = 2, T = 24 };
     kd_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, B, T, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &c, B, T, &err), KD_OK);
     kd_model_init_random(m, 42);
     int32_t ids[B * T], len[B] = {T, 10};
     uint64_t s = 5;
@@ -143,7 +143,7 @@ static void check_kv(const char *preset) {
     for (int i = 10; i < T; i++) ids[T + i] = 3; /* padding tokens */
     CU_ASSERT_EQUAL_FATAL(kd_model_forward(m, ids, len, &err), KD_OK);
     kd_kv_cache *kc = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(m, T, &kc, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(&kc, m, T, &err), KD_OK);
     float worst = 0.0f;
     for (int b = 0; b < B; b++) {
         kd_kv_cache_reset(kc);
@@ -235,8 +235,8 @@ static void test_inference_model(void) {
         CU_ASSERT_EQUAL_FATAL(kd_model_config_load(kd_test_write("inf.json", text), &c, &err), KD_OK);
         CU_ASSERT_EQUAL(c.num_layers, layers);
         kd_model *t = NULL, *i = NULL;
-        CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 2, 12, &t, &err), KD_OK);
-        CU_ASSERT_EQUAL_FATAL(kd_model_new_inference(&c, 2, 12, &i, &err), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_model_new(&t, &c, 2, 12, &err), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_model_new_inference(&i, &c, 2, 12, &err), KD_OK);
         CU_ASSERT_PTR_NULL(i->grads);
         CU_ASSERT_PTR_NULL(i->adam_m);
         kd_model_init_random(t, 9);
@@ -261,7 +261,7 @@ static void test_adamw_decay_mask(void) {
     kd_error err = {0};
     kd_model *m = NULL;
     CU_ASSERT_EQUAL_FATAL(kd_model_config_preset("tiny", &c, &err), KD_OK);
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&c, 1, 2, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &c, 1, 2, &err), KD_OK);
     kd_model_init_random(m, 1);
     float e0 = m->w.embed[5], n0 = m->w.final_norm[3];
     kd_model_zero_grad(m);

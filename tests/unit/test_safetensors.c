@@ -29,7 +29,7 @@ static const char *write_st(const char *name, const char *header, size_t ndata) 
 static void expect_error(const char *path, int code, const char *needle) {
     kd_safetensors *st = (kd_safetensors *)1;
     kd_error err = {0};
-    int rc = kd_safetensors_open(path, &st, &err);
+    int rc = kd_safetensors_open(&st, path, &err);
     CU_ASSERT_EQUAL(rc, code);
     CU_ASSERT_PTR_NULL(st);
     KD_ASSERT_CONTAINS(err.msg, needle);
@@ -44,7 +44,7 @@ static void test_roundtrip(void) {
     kd_error err = {0};
     CU_ASSERT_EQUAL_FATAL(kd_safetensors_write(path, t, 2, &err), KD_OK);
     kd_safetensors *st = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_safetensors_open(path, &st, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_safetensors_open(&st, path, &err), KD_OK);
     CU_ASSERT_EQUAL(st->n, 2);
     const kd_st_tensor *x = kd_safetensors_find(st, "x.weight");
     CU_ASSERT_PTR_NOT_NULL_FATAL(x);
@@ -81,7 +81,7 @@ static void test_half_dtypes(void) {
     memcpy(buf + 8 + hl, data, 12);
     kd_safetensors *st = NULL;
     kd_error err = {0};
-    CU_ASSERT_EQUAL_FATAL(kd_safetensors_parse(buf, 8 + hl + 12, &st, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_safetensors_parse(&st, buf, 8 + hl + 12, &err), KD_OK);
     float f[4];
     CU_ASSERT_EQUAL(kd_st_tensor_to_f32(kd_safetensors_find(st, "h"), f, 4, &err), KD_OK);
     CU_ASSERT_EQUAL(f[0], 1.0f);
@@ -155,7 +155,7 @@ static void test_model_load_errors(void) {
     kd_error err = {0};
     CU_ASSERT_EQUAL_FATAL(kd_model_config_preset("tiny", &cfg, &err), KD_OK);
     kd_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_new(&cfg, 1, 4, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m, &cfg, 1, 4, &err), KD_OK);
     float w[64 * 4] = {0};
     kd_st_write_tensor t = {"model.embed_tokens.weight", 2, {4, 64}, w};
     char path[1024];

@@ -54,7 +54,7 @@ static void test_batching_equals_single(void) {
         CU_ASSERT_EQUAL(got, NEW - i);
         /* the single-sequence decoder (sgemv, one token at a time) on the same prompt */
         kd_kv_cache *kc = NULL;
-        CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(st->model, 256, &kc, &err), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(&kc, st->model, 256, &err), KD_OK);
         const float *lg = NULL;
         for (int j = 0; j < n[i]; j++) lg = kd_model_decode_step(st->model, kc, ids[i][j]);
         const kd_gen_token *t = kd_seq_tokens(seq[i]);
@@ -98,7 +98,7 @@ static void test_prompt_logprobs(void) {
     while (state == KD_SEQ_RUNNING) got = kd_seq_wait(seq, got, 10.0, &state);
     /* the training forward (batched, all positions at once) on the same ids */
     kd_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(fx_checkpoint("ck-serve-plp", 0, 11, 7), 1, n, 1, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(&m, fx_checkpoint("ck-serve-plp", 0, 11, 7), 1, n, 1, &err), KD_OK);
     CU_ASSERT_EQUAL_FATAL(kd_model_forward(m, ids, NULL, &err), KD_OK);
     const kd_gen_token *plp = kd_seq_prompt_logprobs(seq);
     int V = m->cfg.vocab_size;

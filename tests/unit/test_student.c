@@ -23,7 +23,7 @@ static json_t *tools3(void) {
 static void expect_open_error(const char *dir, const char *needle) {
     kd_student *s = NULL;
     kd_error err;
-    CU_ASSERT_NOT_EQUAL(kd_student_open(dir, &s, &err), KD_OK);
+    CU_ASSERT_NOT_EQUAL(kd_student_open(&s, dir, &err), KD_OK);
     CU_ASSERT_PTR_NULL(s);
     KD_ASSERT_CONTAINS(err.msg, needle);
 }
@@ -113,7 +113,7 @@ static void test_greedy_matches_batched_forward(void) {
     const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
     kd_student *s = NULL;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &s, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&s, dir, &err), KD_OK);
     json_t *msgs = user_messages("Please read /etc/hosts for me."), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
@@ -135,7 +135,7 @@ static void test_greedy_matches_batched_forward(void) {
     memcpy(ids, enc.ids, sizeof(int32_t) * (size_t)np);
     memcpy(ids + np, out, sizeof(int32_t) * (size_t)(n - 1));
     kd_model *m = NULL;
-    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(dir, 1, T, 0, &m, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_open_dir(&m, dir, 1, T, 0, &err), KD_OK);
     CU_ASSERT_EQUAL_FATAL(kd_model_forward(m, ids, NULL, &err), KD_OK);
     int V = m->cfg.vocab_size, agree = 0;
     for (int j = 0; j < n; j++) {
@@ -160,8 +160,8 @@ static void test_prefix_reuse_is_exact(void) {
     const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
     kd_student *warm = NULL, *cold = NULL;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &warm, &err), KD_OK);
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &cold, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&warm, dir, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&cold, dir, &err), KD_OK);
     json_t *a = user_messages("List the files in /var/log please."), *b = user_messages("Read the file notes.txt"),
            *tools = tools3();
     kd_sampler g = {0};
@@ -201,7 +201,7 @@ static void test_max_new_and_stop(void) {
     const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
     kd_student *s = NULL;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &s, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&s, dir, &err), KD_OK);
     json_t *msgs = user_messages("hello"), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
@@ -235,7 +235,7 @@ static void test_padded_model_vocab(void) {
     const char *dir = fx_checkpoint("ck-padded", 64, 5, 7);
     kd_student *s = NULL;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &s, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&s, dir, &err), KD_OK);
     CU_ASSERT_EQUAL(s->model->cfg.vocab_size, tv + 64);
     json_t *msgs = user_messages("hi"), *tools = tools3();
     char *text = NULL;
@@ -262,7 +262,7 @@ static void test_sampling_seeded(void) {
     const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
     kd_student *s = NULL;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &s, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&s, dir, &err), KD_OK);
     json_t *msgs = user_messages("convert 3 km to miles"), *tools = tools3();
     kd_sampler a = {.temperature = 1.0f, .top_p = 0.9f, .rng = 11}, b = a;
     kd_student_stats st;
@@ -282,7 +282,7 @@ static void test_prompt_too_long(void) {
     const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
     kd_student *s = NULL;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_student_open(dir, &s, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&s, dir, &err), KD_OK);
     size_t n = (size_t)s->model->cfg.max_position_embeddings * 4;
     char *big = malloc(n + 1);
     for (size_t i = 0; i < n; i++) big[i] = "qzxj "[i % 5];

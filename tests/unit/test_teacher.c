@@ -39,6 +39,36 @@ static kd_stub_teacher *open_stub(int fmt, double malformed, double temperature,
 
 static json_t *user_msg(const char *text) { return json_pack("[{s:s,s:s}]", "role", "user", "content", text); }
 
+/* The stub's answer to one user prompt (tools: per-request tools, or NULL for the registry). */
+static int ask(kd_stub_teacher *s, const char *prompt, const json_t *tools, int k, int64_t seed, kd_teacher_completion *c,
+               kd_error *e) {
+    memset(c, 0, sizeof *c);
+    json_t *m = user_msg(prompt);
+    int rc = kd_stub_complete(s, m, tools, k, seed, c, e);
+    json_decref(m);
+    return rc;
+}
+
+/* Submit one user prompt to a teacher under `tag`. */
+static int submit_prompt(kd_teacher *t, const char *prompt, uint64_t tag, kd_error *e) {
+    kd_teacher_request r;
+    kd_teacher_request_init(&r);
+    json_t *m = user_msg(prompt);
+    r.messages = m;
+    r.tag = tag;
+    int rc = kd_teacher_submit(t, &r, e);
+    json_decref(m);
+    return rc;
+}
+
+/* The next finished completion (waiting up to 5 s at a time while any is pending), or NULL. */
+static kd_teacher_completion *await_one(kd_teacher *t, kd_error *e) {
+    kd_teacher_completion *c = NULL;
+    while (!c && kd_teacher_next(t, 5, &c, e) == KD_OK && kd_teacher_pending(t)) {
+    }
+    return c;
+}
+
 /* ---- a small deterministic prompt generator with intended tools ---- */
 
 typedef struct gen_prompt {
@@ -249,10 +279,8 @@ static void test_stub_synth_accuracy(void) {
         CU_ASSERT_EQUAL_FATAL(kd_synth_record(g_reg, 20261127, i, &rec, &e), KD_OK);
         const char *prompt = json_string_value(json_object_get(rec, "prompt"));
         const json_t *want = json_object_get(json_object_get(rec, "metadata"), "tool_calls");
-        json_t *m = user_msg(prompt);
         kd_teacher_completion c;
-        memset(&c, 0, sizeof c);
-        CU_ASSERT_EQUAL(kd_stub_complete(s, m, NULL, 0, 1, &c, &e), KD_OK);
+        CU_ASSERT_EQUAL(ask(s, prompt, NULL, 0, 1, &c, &e), KD_OK);
         int ok = (size_t)c.n_tool_calls == json_array_size(want);
         for (int j = 0; ok && j < c.n_tool_calls; j++)
             ok = strcmp(c.tool_calls[j].name, json_string_value(json_object_get(json_array_get(want, (size_t)j), "name"))) == 0;
@@ -275,7 +303,6 @@ static void test_stub_synth_accuracy(void) {
             free(w);
         }
         kd_teacher_completion_free(&c);
-        json_decref(m);
         json_decref(rec);
     }
     fprintf(stderr, "\n  prompts synth: exact tool choice %d/%d = %.1f%% (single-tool prompts %d/%d); schema-valid arguments %d/%d\n",
@@ -346,10 +373,8 @@ static void test_stub_logprobs_normalized(void) {
         for (int q = 0; q < 3; q++) {
             kd_stub_teacher *s = open_stub(KD_TOOL_FORMAT_HERMES, 0, temps[t], 1);
             for (int i = 0; i < 24; i++) {
-                json_t *m = user_msg(p[i].text);
                 kd_teacher_completion c;
-                memset(&c, 0, sizeof c);
-                CU_ASSERT_EQUAL(kd_stub_complete(s, m, NULL, ks[q], 1, &c, NULL), KD_OK);
+                CU_ASSERT_EQUAL(ask(s, p[i].text, NULL, ks[q], 1, &c, NULL), KD_OK);
                 CU_ASSERT_EQUAL(c.lp.n, (int)strlen(c.text)); /* one token per byte without a tokenizer */
                 CU_ASSERT_EQUAL(c.lp.n, c.completion_tokens);
                 CU_ASSERT_EQUAL(c.lp.k, ks[q]);
@@ -357,7 +382,6 @@ static void test_stub_logprobs_normalized(void) {
                 /* the written token is the most likely one */
                 for (int r = 0; r < c.lp.n; r++) CU_ASSERT_EQUAL(c.lp.topk_ids[(size_t)r * c.lp.k], c.lp.token_ids[r]);
                 kd_teacher_completion_free(&c);
-                json_decref(m);
             }
             kd_stub_close(s);
         }
@@ -367,10 +391,8 @@ static void test_stub_logprobs_normalized(void) {
 
 static void test_stub_position_boosting(void) {
     kd_stub_teacher *s = open_stub(KD_TOOL_FORMAT_HERMES, 0, 1.0, 1);
-    json_t *m = user_msg("Read the file config.json");
     kd_teacher_completion c;
-    memset(&c, 0, sizeof c);
-    CU_ASSERT_EQUAL_FATAL(kd_stub_complete(s, m, NULL, 6, 3, &c, NULL), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(ask(s, "Read the file config.json", NULL, 6, 3, &c, NULL), KD_OK);
     const char *name = strstr(c.text, "read_file");
     CU_ASSERT_PTR_NOT_NULL_FATAL(name);
     size_t at = (size_t)(name - c.text); /* byte == token without a tokenizer */
@@ -415,7 +437,6 @@ static void test_stub_position_boosting(void) {
         CU_ASSERT_DOUBLE_EQUAL(lp.tail_logprob[i], log(1 - mass), 1e-5);
     }
     kd_teacher_logprobs_free(&lp);
-    json_decref(m);
     kd_stub_close(s);
 }
 
@@ -439,10 +460,8 @@ static void test_stub_real_tokenizer(void) {
     gen_prompt p[30];
     gen_prompts(p, 30, 5);
     for (int i = 0; i < 30; i++) {
-        json_t *m = user_msg(p[i].text);
         kd_teacher_completion c;
-        memset(&c, 0, sizeof c);
-        CU_ASSERT_EQUAL_FATAL(kd_stub_complete(s, m, NULL, 8, 2, &c, &e), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(ask(s, p[i].text, NULL, 8, 2, &c, &e), KD_OK);
         kd_encoding enc = {0};
         CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(tok, c.text, strlen(c.text), 0, &enc, &e), KD_OK);
         CU_ASSERT_EQUAL(c.lp.n, (int)enc.count);
@@ -474,7 +493,6 @@ static void test_stub_real_tokenizer(void) {
         }
         kd_encoding_free(&enc);
         kd_teacher_completion_free(&c);
-        json_decref(m);
     }
     fprintf(stderr, "\n  qwen3 tokenizer: worst |log-sum-exp| = %.3g\n", worst);
     CU_ASSERT_TRUE(worst < 1e-5);
@@ -482,36 +500,63 @@ static void test_stub_real_tokenizer(void) {
     kd_tokenizer_close(tok);
 }
 
-static void test_stub_formats_text_multi_final(void) {
-    kd_stub_teacher *h = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1), *j = open_stub(KD_TOOL_FORMAT_INLINE_JSON, 0, 0, 1);
+/* One prompt, one answer: the exact text and finish reason where given, the calls where given. */
+typedef struct answer_case {
+    const char *what;
+    int format;           /* KD_TOOL_FORMAT_* */
+    const char *prompt;
+    const char *tools;    /* per-request tools (JSON), or NULL: the registry */
+    const char *text;     /* the exact answer text, or NULL */
+    const char *finish;   /* or NULL */
+    int n_calls;          /* -1: not checked */
+    const char *calls[2][2]; /* name, arguments */
+} answer_case;
+
+static const answer_case ANSWERS[] = {
+    {"hermes call", KD_TOOL_FORMAT_HERMES, "Read the file config.json", NULL,
+     "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"config.json\"}}\n</tool_call>", "tool_calls", -1, {{0}}},
+    {"inline JSON call", KD_TOOL_FORMAT_INLINE_JSON, "Read the file config.json", NULL,
+     "I will use {\"name\": \"read_file\", \"arguments\": {\"path\": \"config.json\"}}", NULL, -1, {{0}}},
+    {"no fitting tool: plain text", KD_TOOL_FORMAT_HERMES, "Tell me a joke about penguins", NULL, NULL, "stop", 0, {{0}}},
+    {"several requests: several calls", KD_TOOL_FORMAT_HERMES,
+     "What's the weather in Tokyo, then translate \"good night\" into French", NULL, NULL, NULL, 2,
+     {{"get_weather", "{\"city\": \"Tokyo\"}"},
+      {"translate_text", "{\"text\": \"good night\", \"target_language\": \"French\"}"}}},
+    {"per-request tools (BFCL style, no wrapper) override the registry", KD_TOOL_FORMAT_HERMES,
+     "What dividend does the stock of 'Apple' pay?",
+     "[{\"name\":\"get_stock_dividend\",\"description\":\"Get the dividend of a company stock\","
+     "\"parameters\":{\"type\":\"dict\",\"properties\":{\"company\":{\"type\":\"string\"}},\"required\":[\"company\"]}}]",
+     NULL, NULL, 1, {{"get_stock_dividend", "{\"company\": \"Apple\"}"}}},
+};
+
+static void test_stub_answers(void) {
+    for (size_t i = 0; i < sizeof ANSWERS / sizeof ANSWERS[0]; i++) {
+        const answer_case *a = &ANSWERS[i];
+        fprintf(stderr, "\n  case: %s", a->what);
+        kd_stub_teacher *s = open_stub(a->format, 0, 0, 1);
+        json_t *tools = a->tools ? json_loads(a->tools, 0, NULL) : NULL;
+        kd_teacher_completion c;
+        CU_ASSERT_EQUAL(ask(s, a->prompt, tools, 0, 1, &c, NULL), KD_OK);
+        if (a->text) CU_ASSERT_STRING_EQUAL(c.text, a->text);
+        if (a->finish) CU_ASSERT_STRING_EQUAL(c.finish_reason, a->finish);
+        if (a->n_calls == 0) CU_ASSERT_PTR_NULL(strstr(c.text, "<tool_call>"));
+        if (a->n_calls >= 0) CU_ASSERT_EQUAL_FATAL(c.n_tool_calls, a->n_calls);
+        for (int k = 0; k < a->n_calls; k++) {
+            CU_ASSERT_STRING_EQUAL(c.tool_calls[k].name, a->calls[k][0]);
+            CU_ASSERT_STRING_EQUAL(c.tool_calls[k].arguments, a->calls[k][1]);
+        }
+        kd_teacher_completion_free(&c);
+        json_decref(tools);
+        kd_stub_close(s);
+    }
+}
+
+/* Two calls, their results back to the stub: the final answer uses the results' values. */
+static void test_stub_final_answer(void) {
+    kd_stub_teacher *h = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
     kd_teacher_completion c;
-    memset(&c, 0, sizeof c);
-    json_t *m = user_msg("Read the file config.json");
-    CU_ASSERT_EQUAL(kd_stub_complete(h, m, NULL, 0, 1, &c, NULL), KD_OK);
-    CU_ASSERT_STRING_EQUAL(c.text, "<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"config.json\"}}\n</tool_call>");
-    CU_ASSERT_STRING_EQUAL(c.finish_reason, "tool_calls");
-    kd_teacher_completion_free(&c);
-    CU_ASSERT_EQUAL(kd_stub_complete(j, m, NULL, 0, 1, &c, NULL), KD_OK);
-    CU_ASSERT_STRING_EQUAL(c.text, "I will use {\"name\": \"read_file\", \"arguments\": {\"path\": \"config.json\"}}");
-    kd_teacher_completion_free(&c);
-    json_decref(m);
-    /* no fitting tool: plain text */
-    m = user_msg("Tell me a joke about penguins");
-    CU_ASSERT_EQUAL(kd_stub_complete(h, m, NULL, 0, 1, &c, NULL), KD_OK);
-    CU_ASSERT_EQUAL(c.n_tool_calls, 0);
-    CU_ASSERT_STRING_EQUAL(c.finish_reason, "stop");
-    CU_ASSERT_PTR_NULL(strstr(c.text, "<tool_call>"));
-    kd_teacher_completion_free(&c);
-    json_decref(m);
-    /* several requests: several calls */
-    m = user_msg("What's the weather in Tokyo, then translate \"good night\" into French");
-    CU_ASSERT_EQUAL(kd_stub_complete(h, m, NULL, 0, 1, &c, NULL), KD_OK);
+    CU_ASSERT_EQUAL(ask(h, ANSWERS[3].prompt, NULL, 0, 1, &c, NULL), KD_OK);
     CU_ASSERT_EQUAL_FATAL(c.n_tool_calls, 2);
-    CU_ASSERT_STRING_EQUAL(c.tool_calls[0].name, "get_weather");
-    CU_ASSERT_STRING_EQUAL(c.tool_calls[0].arguments, "{\"city\": \"Tokyo\"}");
-    CU_ASSERT_STRING_EQUAL(c.tool_calls[1].name, "translate_text");
-    CU_ASSERT_STRING_EQUAL(c.tool_calls[1].arguments, "{\"text\": \"good night\", \"target_language\": \"French\"}");
-    /* the tool result goes back; the final answer uses its values */
     kd_toolsim *sim;
     CU_ASSERT_EQUAL_FATAL(kd_toolsim_open(&sim, g_reg, NULL, NULL), KD_OK);
     char *r0, *r1;
@@ -540,21 +585,7 @@ static void test_stub_formats_text_multi_final(void) {
     free(r1);
     kd_toolsim_close(sim);
     json_decref(conv);
-    json_decref(m);
-    /* per-request tools (BFCL style, no wrapper) override the registry */
-    json_t *tools = json_loads("[{\"name\":\"get_stock_dividend\",\"description\":\"Get the dividend of a company stock\","
-                               "\"parameters\":{\"type\":\"dict\",\"properties\":{\"company\":{\"type\":\"string\"}},\"required\":[\"company\"]}}]",
-                               0, NULL);
-    m = user_msg("What dividend does the stock of 'Apple' pay?");
-    CU_ASSERT_EQUAL(kd_stub_complete(h, m, tools, 0, 1, &c, NULL), KD_OK);
-    CU_ASSERT_EQUAL_FATAL(c.n_tool_calls, 1);
-    CU_ASSERT_STRING_EQUAL(c.tool_calls[0].name, "get_stock_dividend");
-    CU_ASSERT_STRING_EQUAL(c.tool_calls[0].arguments, "{\"company\": \"Apple\"}");
-    kd_teacher_completion_free(&c);
-    json_decref(m);
-    json_decref(tools);
     kd_stub_close(h);
-    kd_stub_close(j);
 }
 
 static void test_stub_malformed(void) {
@@ -563,10 +594,8 @@ static void test_stub_malformed(void) {
     gen_prompts(p, 60, 77);
     int cut = 0, wrong = 0, unreg = 0;
     for (int i = 0; i < 60; i++) {
-        json_t *m = user_msg(p[i].text);
         kd_teacher_completion c;
-        memset(&c, 0, sizeof c);
-        CU_ASSERT_EQUAL(kd_stub_complete(s, m, NULL, 0, (int64_t)i, &c, NULL), KD_OK);
+        CU_ASSERT_EQUAL(ask(s, p[i].text, NULL, 0, (int64_t)i, &c, NULL), KD_OK);
         if (strcmp(c.finish_reason, "length") == 0) {
             CU_ASSERT_EQUAL(c.n_tool_calls, 0);
             CU_ASSERT_PTR_NULL(strstr(c.text, "</tool_call>"));
@@ -577,7 +606,6 @@ static void test_stub_malformed(void) {
             else if (strcmp(name, p[i].tool) != 0) wrong++;
         }
         kd_teacher_completion_free(&c);
-        json_decref(m);
     }
     CU_ASSERT_TRUE(cut >= 8);
     CU_ASSERT_TRUE(wrong >= 8);
@@ -595,13 +623,7 @@ static void test_teacher_interface_stub(void) {
     gen_prompt p[50];
     gen_prompts(p, 50, 1);
     for (int i = 0; i < 50; i++) {
-        kd_teacher_request r;
-        kd_teacher_request_init(&r);
-        json_t *m = user_msg(p[i].text);
-        r.messages = m;
-        r.tag = 1000 + (uint64_t)i;
-        CU_ASSERT_EQUAL(kd_teacher_submit(t, &r, &e), KD_OK);
-        json_decref(m);
+        CU_ASSERT_EQUAL(submit_prompt(t, p[i].text, 1000 + (uint64_t)i, &e), KD_OK);
     }
     CU_ASSERT_EQUAL(kd_teacher_pending(t), 50);
     int seen[50] = {0};
@@ -1032,13 +1054,7 @@ static void run_client(kd_server_options so, int n, void (*tweak)(kd_config *), 
     gen_prompt *p = calloc((size_t)n, sizeof *p);
     gen_prompts(p, n, 123);
     for (int i = 0; i < n; i++) {
-        kd_teacher_request r;
-        kd_teacher_request_init(&r);
-        json_t *m = user_msg(p[i].text);
-        r.messages = m;
-        r.tag = (uint64_t)i;
-        CU_ASSERT_EQUAL(kd_teacher_submit(t, &r, &e), KD_OK);
-        json_decref(m);
+        CU_ASSERT_EQUAL(submit_prompt(t, p[i].text, (uint64_t)i, &e), KD_OK);
     }
     int *seen = calloc((size_t)n, sizeof *seen);
     double t0 = kd_teacher_now();
@@ -1106,57 +1122,48 @@ static void expect_all_accounted(const run_result *rr, int fault, double rate) {
     CU_ASSERT_EQUAL(rr->counts.faults[fault] + rr->counts.faults[KD_FAULT_NONE], rr->counts.requests);
 }
 
-static void test_client_fault_fail(void) {
-    kd_server_options so = {.latency_ms = 1, .fail_rate = 0.2, .seed = 1};
-    run_result rr;
-    run_client(so, NREQ, NULL, &rr, NULL);
-    expect_all_accounted(&rr, KD_FAULT_FAIL, 0.2);
-    CU_ASSERT_EQUAL(rr.st.http_5xx, rr.counts.faults[KD_FAULT_FAIL]);
+/* Each fault kind at 20%: every request accounted for, plus what the client's counters must show. */
+static void fault_fail(const run_result *rr) { CU_ASSERT_EQUAL(rr->st.http_5xx, rr->counts.faults[KD_FAULT_FAIL]); }
+static void fault_rate_limit(const run_result *rr) {
+    CU_ASSERT_EQUAL(rr->st.http_429, rr->counts.faults[KD_FAULT_RATE_LIMIT]);
+    CU_ASSERT_TRUE(rr->retry_after_checked >= 50);
+    CU_ASSERT_EQUAL(rr->retry_after_violations, 0);
+    CU_ASSERT_TRUE(rr->st.min_in_flight_limit <= 16); /* AIMD cut the limit of 32 */
 }
-
-static void test_client_fault_rate_limit(void) {
-    kd_server_options so = {.latency_ms = 1, .rate_limit = 0.2, .retry_after_s = 1, .seed = 2};
-    run_result rr;
-    run_client(so, NREQ, NULL, &rr, NULL);
-    expect_all_accounted(&rr, KD_FAULT_RATE_LIMIT, 0.2);
-    CU_ASSERT_EQUAL(rr.st.http_429, rr.counts.faults[KD_FAULT_RATE_LIMIT]);
-    CU_ASSERT_TRUE(rr.retry_after_checked >= 50);
-    CU_ASSERT_EQUAL(rr.retry_after_violations, 0);
-    CU_ASSERT_TRUE(rr.st.min_in_flight_limit <= 16); /* AIMD cut the limit of 32 */
+static void fault_malformed(const run_result *rr) { CU_ASSERT_EQUAL(rr->st.parse_errors, rr->counts.faults[KD_FAULT_MALFORMED]); }
+static void fault_truncate(const run_result *rr) {
+    CU_ASSERT_TRUE(rr->st.conn_errors + rr->st.parse_errors >= rr->counts.faults[KD_FAULT_TRUNCATE]);
 }
+/* curl itself resends a request whose reused connection closed before any byte came back, so only
+ * some drops surface as connection errors; none may be lost either way */
+static void fault_drop(const run_result *rr) { CU_ASSERT_TRUE(rr->st.conn_errors > 0); }
+static void fault_stall(const run_result *rr) { CU_ASSERT_EQUAL(rr->st.timeouts, rr->counts.faults[KD_FAULT_STALL]); }
 
-static void test_client_fault_malformed(void) {
-    kd_server_options so = {.latency_ms = 1, .malformed_rate = 0.2, .seed = 3};
-    run_result rr;
-    run_client(so, NREQ, NULL, &rr, NULL);
-    expect_all_accounted(&rr, KD_FAULT_MALFORMED, 0.2);
-    CU_ASSERT_EQUAL(rr.st.parse_errors, rr.counts.faults[KD_FAULT_MALFORMED]);
-}
+typedef struct fault_case {
+    const char *title;
+    kd_server_options so;
+    int fault; /* KD_FAULT_*, injected at 20% */
+    void (*check)(const run_result *rr);
+} fault_case;
 
-static void test_client_fault_truncate(void) {
-    kd_server_options so = {.latency_ms = 1, .truncate_rate = 0.2, .seed = 4};
-    run_result rr;
-    run_client(so, NREQ, NULL, &rr, NULL);
-    expect_all_accounted(&rr, KD_FAULT_TRUNCATE, 0.2);
-    CU_ASSERT_TRUE(rr.st.conn_errors + rr.st.parse_errors >= rr.counts.faults[KD_FAULT_TRUNCATE]);
-}
+static const fault_case FAULTS[] = {
+    {"client: 20% 500s", {.latency_ms = 1, .fail_rate = 0.2, .seed = 1}, KD_FAULT_FAIL, fault_fail},
+    {"client: 20% 429s with Retry-After", {.latency_ms = 1, .rate_limit = 0.2, .retry_after_s = 1, .seed = 2}, KD_FAULT_RATE_LIMIT,
+     fault_rate_limit},
+    {"client: 20% malformed bodies", {.latency_ms = 1, .malformed_rate = 0.2, .seed = 3}, KD_FAULT_MALFORMED, fault_malformed},
+    {"client: 20% truncated bodies", {.latency_ms = 1, .truncate_rate = 0.2, .seed = 4}, KD_FAULT_TRUNCATE, fault_truncate},
+    {"client: 20% dropped connections", {.latency_ms = 1, .drop_rate = 0.2, .seed = 5}, KD_FAULT_DROP, fault_drop},
+    {"client: 20% stalls", {.latency_ms = 1, .stall_rate = 0.2, .seed = 6}, KD_FAULT_STALL, fault_stall},
+};
 
-static void test_client_fault_drop(void) {
-    kd_server_options so = {.latency_ms = 1, .drop_rate = 0.2, .seed = 5};
+/* Registered once per case, in order: CUnit runs a suite's tests in the order they were added. */
+static size_t g_fault_next;
+static void test_client_fault(void) {
+    const fault_case *f = &FAULTS[g_fault_next++];
     run_result rr;
-    run_client(so, NREQ, NULL, &rr, NULL);
-    expect_all_accounted(&rr, KD_FAULT_DROP, 0.2);
-    /* curl itself resends a request whose reused connection closed before any byte came back, so only
-     * some drops surface as connection errors; none may be lost either way */
-    CU_ASSERT_TRUE(rr.st.conn_errors > 0);
-}
-
-static void test_client_fault_stall(void) {
-    kd_server_options so = {.latency_ms = 1, .stall_rate = 0.2, .seed = 6};
-    run_result rr;
-    run_client(so, NREQ, NULL, &rr, NULL);
-    expect_all_accounted(&rr, KD_FAULT_STALL, 0.2);
-    CU_ASSERT_EQUAL(rr.st.timeouts, rr.counts.faults[KD_FAULT_STALL]);
+    run_client(f->so, NREQ, NULL, &rr, NULL);
+    expect_all_accounted(&rr, f->fault, 0.2);
+    f->check(&rr);
 }
 
 static void few_retries(kd_config *cfg) {
@@ -1164,76 +1171,69 @@ static void few_retries(kd_config *cfg) {
     cfg->teacher.timeout_s = KD_SLOW_BUILD ? 5 : 0.3;
 }
 
+/* A request that cannot succeed ends as one recorded failure with its status and what went wrong. */
+typedef struct give_up_case {
+    const char *what;
+    double fail_rate;    /* the server's share of 500s; < 0: no server listens */
+    const char *path;    /* appended to http://127.0.0.1:PORT */
+    int status;          /* c->status; -1: not checked */
+    int attempts;        /* 0: not checked */
+    int http_status;
+    const char *error[2]; /* in c->error (NULL: none) */
+    const char *excerpt;  /* in c->body_excerpt, or NULL */
+} give_up_case;
+
+static const give_up_case GIVE_UPS[] = {
+    {"every request fails", 1.0, "/v1/", KD_ERR_NET, 3, 500,
+     {"teacher request 77: gave up after 3 attempts; last: HTTP 500; body: {\"error\":{\"message\":\"internal error (injected)", NULL},
+     "internal error (injected)"},
+    {"nobody listening: connection errors", -1, "/v1/", KD_ERR_NET, 0, 0,
+     {"teacher request 78: gave up after 3 attempts; last: Failed to connect", NULL}, NULL},
+    {"a 404 is not retried", 0, "/api", -1, 1, 404,
+     {"HTTP 404 from http://127.0.0.1:",
+      "/api/v1/chat/completions (not retried; check the URL, model and API key variable KDSTEP_API_KEY)"},
+     NULL},
+};
+
 static void test_client_gives_up(void) {
-    /* every request fails: each ends as a recorded failure with status and body excerpt */
-    kd_server_options so = {.latency_ms = 0, .fail_rate = 1.0, .seed = 7};
     kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
-    kd_server *srv;
     kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, NULL, &e), KD_OK);
-    kd_config cfg;
-    kd_config_defaults(&cfg);
-    few_retries(&cfg);
-    cfg.teacher.backoff_base_s = 0.001;
-    snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d/v1/", kd_server_port(srv));
-    kd_teacher *t;
-    CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
-    kd_teacher_request r;
-    kd_teacher_request_init(&r);
-    json_t *m = user_msg("Read the file a.txt");
-    r.messages = m;
-    r.tag = 77;
-    CU_ASSERT_EQUAL(kd_teacher_submit(t, &r, &e), KD_OK);
-    kd_teacher_completion *c = NULL;
-    while (!c && kd_teacher_next(t, 5, &c, &e) == KD_OK && kd_teacher_pending(t)) {
+    for (size_t i = 0; i < sizeof GIVE_UPS / sizeof GIVE_UPS[0]; i++) {
+        const give_up_case *g = &GIVE_UPS[i];
+        fprintf(stderr, "\n  case: %s", g->what);
+        kd_server_options so = {.latency_ms = 0, .fail_rate = g->fail_rate > 0 ? g->fail_rate : 0, .seed = 7};
+        kd_server *srv = NULL;
+        CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, NULL, &e), KD_OK);
+        int port = kd_server_port(srv);
+        if (g->fail_rate < 0) { /* a port nobody listens on any more */
+            kd_server_stop(srv);
+            srv = NULL;
+        }
+        kd_config cfg;
+        kd_config_defaults(&cfg);
+        few_retries(&cfg);
+        cfg.teacher.backoff_base_s = 0.001;
+        snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d%s", port, g->path);
+        kd_teacher *t;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
+        uint64_t tag = 77 + i;
+        CU_ASSERT_EQUAL(submit_prompt(t, "Read the file a.txt", tag, &e), KD_OK);
+        kd_teacher_completion *c = await_one(t, &e);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+        CU_ASSERT_EQUAL(c->tag, tag);
+        if (g->status >= 0) CU_ASSERT_EQUAL(c->status, g->status);
+        if (g->attempts) CU_ASSERT_EQUAL(c->attempts, g->attempts);
+        CU_ASSERT_EQUAL(c->http_status, g->http_status);
+        for (int k = 0; k < 2; k++)
+            if (g->error[k]) KD_ASSERT_CONTAINS(c->error, g->error[k]);
+        if (g->excerpt) KD_ASSERT_CONTAINS(c->body_excerpt, g->excerpt);
+        kd_teacher_completion_free(c);
+        free(c);
+        kd_teacher_close(t);
+        if (srv) kd_server_stop(srv); /* frees srv */
+        kd_config_free(&cfg);
     }
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    CU_ASSERT_EQUAL(c->tag, 77);
-    CU_ASSERT_EQUAL(c->status, KD_ERR_NET);
-    CU_ASSERT_EQUAL(c->attempts, 3);
-    CU_ASSERT_EQUAL(c->http_status, 500);
-    KD_ASSERT_CONTAINS(c->error, "teacher request 77: gave up after 3 attempts; last: HTTP 500; body: {\"error\":{\"message\":\"internal error (injected)");
-    KD_ASSERT_CONTAINS(c->body_excerpt, "internal error (injected)");
-    kd_teacher_completion_free(c);
-    free(c);
-    kd_teacher_close(t);
-    kd_server_stop(srv); /* frees srv */
-    /* nobody listening: connection errors, then a recorded failure */
-    CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
-    r.tag = 78;
-    CU_ASSERT_EQUAL(kd_teacher_submit(t, &r, &e), KD_OK);
-    c = NULL;
-    while (!c && kd_teacher_next(t, 5, &c, &e) == KD_OK && kd_teacher_pending(t)) {
-    }
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    CU_ASSERT_EQUAL(c->status, KD_ERR_NET);
-    CU_ASSERT_EQUAL(c->http_status, 0);
-    KD_ASSERT_CONTAINS(c->error, "teacher request 78: gave up after 3 attempts; last: Failed to connect");
-    kd_teacher_completion_free(c);
-    free(c);
-    kd_teacher_close(t);
-    /* a 404 is not retried */
-    so.fail_rate = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, NULL, &e), KD_OK);
-    snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d/api", kd_server_port(srv));
-    CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
-    r.tag = 79;
-    CU_ASSERT_EQUAL(kd_teacher_submit(t, &r, &e), KD_OK);
-    c = NULL;
-    while (!c && kd_teacher_next(t, 5, &c, &e) == KD_OK && kd_teacher_pending(t)) {
-    }
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    CU_ASSERT_EQUAL(c->attempts, 1);
-    CU_ASSERT_EQUAL(c->http_status, 404);
-    KD_ASSERT_CONTAINS(c->error, "HTTP 404 from http://127.0.0.1:");
-    KD_ASSERT_CONTAINS(c->error, "/api/v1/chat/completions (not retried; check the URL, model and API key variable KDSTEP_API_KEY)");
-    kd_teacher_completion_free(c);
-    free(c);
-    kd_teacher_close(t);
-    kd_server_stop(srv);
-    json_decref(m);
     kd_stub_close(stub);
-    kd_config_free(&cfg);
 }
 
 /* A planted key never shows: not in log lines (debug level, captured from fd 2), errors, excerpts. */
@@ -1264,13 +1264,7 @@ static void test_client_api_key_never_shown(void) {
     char *everything = calloc(1, 1 << 20);
     size_t len = 0;
     for (int i = 0; i < 60; i++) {
-        kd_teacher_request r;
-        kd_teacher_request_init(&r);
-        json_t *m = user_msg("Search the web for planted keys");
-        r.messages = m;
-        r.tag = (uint64_t)i;
-        kd_teacher_submit(t, &r, &e);
-        json_decref(m);
+        submit_prompt(t, "Search the web for planted keys", (uint64_t)i, &e);
     }
     int failed = 0, echoed = 0;
     while (kd_teacher_pending(t) > 0) {
@@ -1439,7 +1433,8 @@ int main(void) {
     CU_add_test(s, "stub top-k + tail log-sum-exp to 0", test_stub_logprobs_normalized);
     CU_add_test(s, "stub boosts by position, not over the prompt", test_stub_position_boosting);
     CU_add_test(s, "stub logprobs over the real Qwen3 tokenizer", test_stub_real_tokenizer);
-    CU_add_test(s, "stub formats, text answers, several calls, final answer", test_stub_formats_text_multi_final);
+    CU_add_test(s, "stub answers: formats, text, several calls, per-request tools", test_stub_answers);
+    CU_add_test(s, "stub final answer uses the tool results", test_stub_final_answer);
     CU_add_test(s, "stub malformed outputs", test_stub_malformed);
     CU_add_test(s, "teacher interface over the stub", test_teacher_interface_stub);
     CU_add_test(s, "parse OpenAI chat responses", test_parse_openai_response);
@@ -1447,12 +1442,7 @@ int main(void) {
     CU_add_test(s, "parse refuses invalid UTF-8 and NUL in teacher text", test_parse_refuses_bad_text);
     CU_add_test(s, "stub: tool matching is linear", test_stub_tool_matching_linear);
     CU_add_test(s, "parse vLLM prompt_logprobs", test_parse_vllm_prompt_logprobs);
-    CU_add_test(s, "client: 20% 500s", test_client_fault_fail);
-    CU_add_test(s, "client: 20% 429s with Retry-After", test_client_fault_rate_limit);
-    CU_add_test(s, "client: 20% malformed bodies", test_client_fault_malformed);
-    CU_add_test(s, "client: 20% truncated bodies", test_client_fault_truncate);
-    CU_add_test(s, "client: 20% dropped connections", test_client_fault_drop);
-    CU_add_test(s, "client: 20% stalls", test_client_fault_stall);
+    for (size_t i = 0; i < sizeof FAULTS / sizeof FAULTS[0]; i++) CU_add_test(s, FAULTS[i].title, test_client_fault);
     CU_add_test(s, "client: gives up with status and excerpt", test_client_gives_up);
     CU_add_test(s, "client: API key never shown", test_client_api_key_never_shown);
     CU_add_test(s, "client: scoring a conversation equals the stub's, chat and completions", test_client_scores_conversation);
