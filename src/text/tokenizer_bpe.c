@@ -136,6 +136,21 @@ static long bpe_word(const kd_tokenizer *t, work *w, const uint8_t *b, size_t n)
     return (long)o;
 }
 
+/* Room for `extra` more ids and offsets in an encoding (the model emits into it; encode too). */
+int out_reserve(kd_encoding *o, size_t extra) {
+    if (o->count + extra <= o->cap) return 0;
+    size_t nc = o->cap ? o->cap : 256;
+    while (nc < o->count + extra) nc *= 2;
+    int32_t *ni = realloc(o->ids, nc * sizeof(int32_t));
+    if (!ni) return -1;
+    o->ids = ni;
+    int32_t(*no)[2] = realloc(o->offsets, nc * sizeof(*no));
+    if (!no) return -1;
+    o->offsets = no;
+    o->cap = nc;
+    return 0;
+}
+
 void cache_clear(work *w) {
     if (w->slots) memset(w->slots, 0, CACHE_SLOTS * sizeof(cache_slot));
     w->centries = 0;

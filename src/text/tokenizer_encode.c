@@ -40,20 +40,6 @@ void kd_encoding_free(kd_encoding *enc) {
     memset(enc, 0, sizeof *enc);
 }
 
-int out_reserve(kd_encoding *o, size_t extra) {
-    if (o->count + extra <= o->cap) return 0;
-    size_t nc = o->cap ? o->cap : 256;
-    while (nc < o->count + extra) nc *= 2;
-    int32_t *ni = realloc(o->ids, nc * sizeof(int32_t));
-    if (!ni) return -1;
-    o->ids = ni;
-    int32_t(*no)[2] = realloc(o->offsets, nc * sizeof(*no));
-    if (!no) return -1;
-    o->offsets = no;
-    o->cap = nc;
-    return 0;
-}
-
 /* A stretch of text in the pipeline: bytes plus where each byte came from in the input. */
 /* ---------------------------------------------------------------- encode */
 
