@@ -48,7 +48,7 @@ function(kd_find_lib name)
 endfunction()
 
 # ---- HDF5 (parallel) ----
-set(KD_HDF5_SERIAL_MSG
+string(CONCAT KD_HDF5_SERIAL_MSG
   "kdstep writes its datasets from all MPI ranks at once (H5Pset_fapl_mpio), so it needs the MPI build "
   "of HDF5. Install it: Debian/Ubuntu 'apt install libhdf5-openmpi-dev' (the serial libhdf5-dev is not "
   "enough), Spack 'spack install hdf5+mpi', EasyBuild/modules: load the HDF5 module built with MPI "
@@ -72,6 +72,9 @@ if(HDF5_FOUND AND (HDF5_C_INCLUDE_DIRS OR HDF5_INCLUDE_DIRS OR TARGET hdf5::hdf5
   else()
     set(KD_HDF5_HOW "find_package(HDF5) by search (HDF5_ROOT=${HDF5_ROOT})")
   endif()
+elseif(HDF5_ROOT OR DEFINED ENV{HDF5_ROOT})
+  message(FATAL_ERROR "No HDF5 found under HDF5_ROOT=${HDF5_ROOT}$ENV{HDF5_ROOT} (no hdf5-config.cmake, "
+    "bin/h5pcc, or include/hdf5.h with lib/libhdf5 there). ${KD_HDF5_SERIAL_MSG}")
 elseif(PKG_CONFIG_FOUND)
   pkg_search_module(KDPC_HDF5 IMPORTED_TARGET GLOBAL hdf5-openmpi hdf5-mpi hdf5)
   if(NOT KDPC_HDF5_FOUND)
