@@ -24,9 +24,10 @@ pkgs=(
 )
 # Test-only oracles and tools (never part of the product): PyTorch/h5py/numpy/jinja2 for
 # reference gradients, reading our HDF5 files and Qwen3's chat template; node for the HF tokenizer
-# reference; clang for libFuzzer.
+# reference; clang for libFuzzer (and CI's clang build); qemu-user to run the default build on an
+# emulated baseline CPU (tests/e2e/portable_cpu.sh).
 if [[ "${KD_WITH_TEST_DEPS:-0}" == 1 ]]; then
-  pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev libomp-dev)
+  pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev libomp-dev qemu-user)
 fi
 if [[ "${KD_WITH_SLURM:-0}" == 1 ]]; then
   pkgs+=(slurm-wlm slurm-wlm-basic-plugins munge)

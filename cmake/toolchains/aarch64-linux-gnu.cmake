@@ -35,7 +35,9 @@ set(ENV{PKG_CONFIG_SYSROOT_DIR} "${KD_SYSROOT}")
 set(MPI_SKIP_COMPILER_WRAPPER TRUE CACHE BOOL "")
 set(MPI_C_HEADER_DIR "${KD_SYSROOT}/usr/lib/aarch64-linux-gnu/openmpi/include" CACHE PATH "")
 set(MPI_C_LIB_NAMES mpi CACHE STRING "")
-set(MPI_mpi_LIBRARY "${KD_SYSROOT}/usr/lib/aarch64-linux-gnu/libmpi.so" CACHE FILEPATH "")
+set(MPI_mpi_LIBRARY "${KD_SYSROOT}/usr/lib/aarch64-linux-gnu/openmpi/lib/libmpi.so" CACHE FILEPATH "")
+# OpenBLAS: /usr/lib/<triplet>/libopenblas.so is an alternatives link that only an install creates
+list(APPEND CMAKE_LIBRARY_PATH /usr/lib/aarch64-linux-gnu/openblas-pthread)
 # HDF5: Debian keeps each flavour as an install prefix; no h5pcc for this architecture on the host.
 set(HDF5_ROOT "/usr/lib/aarch64-linux-gnu/hdf5/openmpi" CACHE PATH "")
 

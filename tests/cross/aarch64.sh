@@ -54,7 +54,7 @@ if [[ ! -f "$sysroot/.complete" ]]; then
   # packages already at the plan's version are not in an Inst line; the explicit deps always are
   [[ -s "$dir/packages.txt" ]] || { echo "cross aarch64: apt-get -s found no :arm64 packages to fetch" >&2; exit 1; }
   say "downloading $(wc -l <"$dir/packages.txt") packages into $dir/debs"
-  (cd "$dir/debs" && xargs apt-get download -qq <"$dir/packages.txt")
+  (cd "$dir/debs" && xargs apt-get download -qq -o APT::Sandbox::User=root <"$dir/packages.txt")
   rm -rf "$sysroot"; mkdir -p "$sysroot"
   for deb in "$dir"/debs/*_arm64.deb; do
     pkg="$(basename "$deb" | cut -d_ -f1)"
