@@ -32,6 +32,10 @@ if(KD_NATIVE)
   # the run-time clones are pointless (and would only add size) when the whole build targets this CPU
   add_compile_definitions(KD_NO_CLONES)
 endif()
+if(KD_SANITIZE OR KD_FUZZ)
+  # ifunc resolvers run before the sanitizer runtime is up; these builds check code, not speed
+  add_compile_definitions(KD_NO_CLONES)
+endif()
 if(KD_SANITIZE)
   add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
   add_link_options(-fsanitize=address,undefined)

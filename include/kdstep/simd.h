@@ -6,7 +6,8 @@
  * holds the loop, not the small helpers it inlines: a cloned function is called, never inlined.
  *
  * Empty elsewhere: on other architectures, when the whole build already targets this CPU
- * (-DKD_NATIVE=ON defines KD_NO_CLONES), and without glibc's ifunc.
+ * (-DKD_NATIVE=ON defines KD_NO_CLONES), in sanitizer and fuzzing builds (KD_NO_CLONES too: the
+ * resolvers would run before the sanitizer runtime), and without glibc's ifunc.
  * clang 14 dispatches "arch=x86-64-v3" by CPU *name* (it never matches), so clang gets an "avx2"
  * clone, which it dispatches by the CPUID feature bit. */
 #ifndef KDSTEP_SIMD_H
