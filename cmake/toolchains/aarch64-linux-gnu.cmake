@@ -16,6 +16,7 @@ if(NOT KD_SYSROOT OR NOT EXISTS "${KD_SYSROOT}/usr/include")
   message(FATAL_ERROR "Set KD_SYSROOT (environment or -DKD_SYSROOT=) to an aarch64 sysroot with kdstep's "
                       "dependencies in it (tests/cross/aarch64.sh builds one); got '${KD_SYSROOT}'.")
 endif()
+set(KD_SYSROOT "${KD_SYSROOT}" CACHE PATH "aarch64 sysroot (kept for re-runs of cmake)")
 set(ENV{KD_SYSROOT} "${KD_SYSROOT}")   # for try_compile, which re-reads this file
 set(CMAKE_SYSROOT "${KD_SYSROOT}")
 set(CMAKE_FIND_ROOT_PATH "${KD_SYSROOT}")
