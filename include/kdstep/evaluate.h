@@ -27,10 +27,4 @@ typedef struct kd_eval_options {
  * report as a malloc'd JSON string. */
 int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, kd_error *err);
 
-/* The prompt as the student sees it: `messages` (OpenAI messages array) with `tools` (OpenAI tools
- * array; NULL or empty renders no tools block) in the student's chat template with the generation
- * prompt. Token for token the prompt part of the samples the generation job writes for the same
- * record (tested), so the student continues where it learned to answer. *text is malloc'd. */
-int kd_eval_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err);
-
 #endif

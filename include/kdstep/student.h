@@ -50,7 +50,13 @@ void kd_student_close(kd_student *s);
 int kd_student_generate(kd_student *s, const int32_t *prompt, int n_prompt, int max_new, kd_sampler *sampler,
                         int32_t *out, int *n_out, kd_student_stats *st, kd_error *err);
 
-/* Render (kd_eval_render_prompt), encode, generate and decode: *text (malloc'd) is the raw output without the stop token. */
+/* The prompt as the student sees it: `messages` (OpenAI messages array) with `tools` (OpenAI tools
+ * array; NULL or empty renders no tools block) in the student's chat template with the generation
+ * prompt. Token for token the prompt part of the samples the generation job writes for the same
+ * record (tested), so the student continues where it learned to answer. *text is malloc'd. */
+int kd_student_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err);
+
+/* Render (kd_student_render_prompt), encode, generate and decode: *text (malloc'd) is the raw output without the stop token. */
 int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools, int max_new, kd_sampler *sampler,
                       char **text, kd_student_stats *st, kd_error *err);
 

@@ -13,6 +13,7 @@
 #include "kdstep/gen.h"
 #include "kdstep/job.h"
 #include "kdstep/log.h"
+#include "kdstep/mpiutil.h"
 #include "kdstep/registry.h"
 #include "kdstep/synth.h"
 #include "kdstep/trainer.h"
@@ -81,22 +82,12 @@ static int ensure_prompts(const kd_job *job, char *prompts, char *heldout, kd_er
     return rc;
 }
 
-static int bcast_rc(int rc, kd_error *err, int rank) {
-    int code = rc;
-    MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (code) {
-        char msg[KD_ERROR_MSG_MAX];
-        if (rank == 0) memcpy(msg, err->msg, sizeof msg);
-        MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, MPI_COMM_WORLD);
-        if (rank) kd_error_set(err, code, "%s", msg);
-    }
-    return code;
-}
+static int bcast_rc(int rc, kd_error *err) { return kd_mpi_bcast_status(MPI_COMM_WORLD, 0, rc, err); }
 
 static int stage_generate(const kd_job *job, const kd_config *cfg, int slice_index, int slice_count, int rank, kd_error *err) {
     char prompts[KD_CFG_PATH] = "", heldout[KD_CFG_PATH] = "", out[KD_CFG_PATH], marker[KD_CFG_PATH + 64];
     int rc = rank == 0 ? ensure_prompts(job, prompts, heldout, err) : KD_OK;
-    if ((rc = bcast_rc(rc, err, rank))) return rc;
+    if ((rc = bcast_rc(rc, err))) return rc;
     MPI_Bcast(prompts, KD_CFG_PATH, MPI_CHAR, 0, MPI_COMM_WORLD);
     if (slice_count > 1) {
         char rel[128];
@@ -122,7 +113,7 @@ static int stage_generate(const kd_job *job, const kd_config *cfg, int slice_ind
     kd_gen_stats st;
     rc = kd_gen_run(&o, MPI_COMM_WORLD, &st, err);
     if (!rc && rank == 0) rc = kd_write_file_atomic(marker, "complete\n", 9, err);
-    return bcast_rc(rc, err, rank);
+    return bcast_rc(rc, err);
 }
 
 static int stage_merge(const kd_job *job, int rank, kd_error *err) {
@@ -152,7 +143,7 @@ static int stage_merge(const kd_job *job, int rank, kd_error *err) {
         for (int i = 0; i < n; i++) free(dirs[i]);
         free(dirs);
     }
-    return bcast_rc(rc, err, rank);
+    return bcast_rc(rc, err);
 }
 
 static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *interrupted, kd_error *err) {
@@ -176,7 +167,7 @@ static int stage_train(const kd_job *job, const kd_config *cfg, int rank, int *i
         return rc;
     }
     if (!rc && rank == 0) rc = write_marker(job, "train/COMPLETE", "complete\n", err);
-    return bcast_rc(rc, err, rank);
+    return bcast_rc(rc, err);
 }
 
 static int stage_eval(const kd_job *job, const kd_config *cfg, int rank, kd_error *err) {

@@ -72,8 +72,8 @@ int kd_cmd_train(int argc, char **argv) {
         if (rank == 0) KD_WARN("%s", err.msg);
         code = KD_EXIT_INTERRUPTED;
     } else if (rc) {
-        /* every rank knows the error; the ranks that only saw "another rank failed" stay quiet */
-        if (rank == 0 || strstr(err.msg, "another rank failed") == NULL) kd_cli_fail(&err);
+        /* every rank holds the agreed error (the failing rank named in it): rank 0 prints it */
+        if (rank == 0) kd_cli_fail(&err);
         code = 1;
     } else if (rank == 0) {
         KD_INFO("train: done: %lld steps, loss %.4f, held-out loss %.4f, held-out tool-name accuracy %.3f; %s/final",

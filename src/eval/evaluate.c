@@ -13,46 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kdstep/chat.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
+#include "kdstep/mpiutil.h"
 #include "kdstep/progress.h"
 #include "kdstep/prompts.h"
 #include "kdstep/registry.h"
 #include "kdstep/runtime.h"
 #include "kdstep/score.h"
 #include "kdstep/student.h"
-
-int kd_eval_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err) {
-    kd_chat_options o = {.add_generation_prompt = 1};
-    kd_chat_result r;
-    int rc = kd_chat_render_json(messages, tools && json_array_size(tools) > 0 ? tools : NULL, &o, &r, err);
-    if (rc) return rc;
-    *text = r.text;
-    *len = r.len;
-    r.text = NULL;
-    kd_chat_render_free(&r);
-    return KD_OK;
-}
-
-/* Every rank learns whether any rank failed; all of them return the first failing rank's error. */
-static int agree(int rc, kd_error *err, MPI_Comm comm) {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    int mine = rc ? rank : size, first = size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size) return KD_OK;
-    int code = rc;
-    char msg[KD_ERROR_MSG_MAX];
-    if (rank == first) snprintf(msg, sizeof msg, "%s", err->msg);
-    MPI_Bcast(&code, 1, MPI_INT, first, comm);
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
-    if (rank != first) kd_error_set(err, code, "%s", msg);
-    if (first > 0) kd_error_prefix(err, "rank %d: ", first);
-    return code;
-}
 
 typedef struct sbuf {
     char *p;
@@ -404,16 +374,6 @@ static int score_and_report(const decode_state *d, const char *preds, size_t ple
     return rc;
 }
 
-static int local_ranks(MPI_Comm comm) {
-    MPI_Comm node;
-    int n = 1;
-    if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-        MPI_Comm_size(node, &n);
-        MPI_Comm_free(&node);
-    }
-    return n;
-}
-
 int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, kd_error *err) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
@@ -427,7 +387,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     else if (opt->answers_path && !kd_path_exists(opt->answers_path))
         rc = kd_error_set(err, KD_ERR_NOTFOUND, "eval: answers file %s does not exist", opt->answers_path);
     if (!rc && rank == 0) rc = kd_mkdir_p(opt->out_dir, err);
-    if ((rc = agree(rc, err, comm))) return rc;
+    if ((rc = kd_mpi_agree(comm, rc, err))) return rc;
 
     decode_state d;
     memset(&d, 0, sizeof d);
@@ -442,7 +402,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
          * OMP_NUM_THREADS still decide when set. */
         int env = getenv("KDSTEP_THREADS") || getenv("OMP_NUM_THREADS");
         int one = !env && d.student->model->n_params < 20u * 1000u * 1000u;
-        kd_runtime_set_threads(local_ranks(comm), one ? 1 : 0);
+        kd_runtime_set_threads(kd_mpi_local_ranks(comm), one ? 1 : 0);
     }
     if (!rc && opt->tools_path) {
         kd_registry *reg = NULL;
@@ -450,7 +410,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
             d.reg_tools = kd_registry_to_openai(reg);
         kd_registry_close(reg);
     }
-    if ((rc = agree(rc, err, comm))) goto done;
+    if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
     if (rank == 0)
         KD_INFO("eval: %s on %s (%d rank%s, max_new_tokens %lld, %s)", opt->model_dir, opt->prompts_path, size,
                 size > 1 ? "s" : "", (long long)opt->cfg->eval.max_new_tokens,
@@ -458,7 +418,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     double t0 = kd_now_s();
     rc = decode_share(&d, rank, size, err);
     if (rc && rank != 0) KD_ERROR("eval: %s", err->msg); /* rank 0 prints the agreed error */
-    if ((rc = agree(rc, err, comm))) goto done;
+    if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
     double wall = kd_now_s() - t0, wall_max = 0;
     totals t = {0};
     MPI_Reduce(&d.t, &t, 6, MPI_INT64_T, MPI_SUM, 0, comm);
@@ -474,7 +434,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
         rc = score_and_report(&d, preds ? preds : "", plen, count, &t, wall_max, size, report_json, err);
     }
     free(preds);
-    rc = agree(rc, err, comm);
+    rc = kd_mpi_agree(comm, rc, err);
 done:
     if (rc && report_json) {
         free(*report_json);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kdstep/evaluate.h"
+#include "kdstep/chat.h"
 #include "kdstep/fsutil.h"
 
 static const char *const CHECKPOINT_FILES[] = {"config.json", "model.safetensors", "tokenizer.json"};
@@ -158,13 +158,25 @@ int kd_student_generate(kd_student *s, const int32_t *prompt, int n_prompt, int 
     return KD_OK;
 }
 
+int kd_student_render_prompt(const json_t *messages, const json_t *tools, char **text, size_t *len, kd_error *err) {
+    kd_chat_options o = {.add_generation_prompt = 1};
+    kd_chat_result r;
+    int rc = kd_chat_render_json(messages, tools && json_array_size(tools) > 0 ? tools : NULL, &o, &r, err);
+    if (rc) return rc;
+    *text = r.text;
+    *len = r.len;
+    r.text = NULL;
+    kd_chat_render_free(&r);
+    return KD_OK;
+}
+
 int kd_student_answer(kd_student *s, const json_t *messages, const json_t *tools, int max_new, kd_sampler *sampler,
                       char **text, kd_student_stats *st, kd_error *err) {
     *text = NULL;
     memset(st, 0, sizeof *st);
     char *prompt = NULL;
     size_t plen = 0;
-    int rc = kd_eval_render_prompt(messages, tools, &prompt, &plen, err);
+    int rc = kd_student_render_prompt(messages, tools, &prompt, &plen, err);
     if (rc) return rc;
     rc = kd_tokenizer_encode(s->tok, prompt, plen, 0, &s->enc, err);
     free(prompt);

@@ -23,10 +23,11 @@
 #include <unistd.h>
 
 #include "kdstep/fsutil.h"
-#include "kdstep/genworker.h"
+#include "kdstep/worker.h"
 #include "kdstep/h5data.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
+#include "kdstep/mpiutil.h"
 #include "kdstep/progress.h"
 #include "kdstep/registry.h"
 #include "kdstep/tokenizer.h"
@@ -143,84 +144,12 @@ static int load_failures(const char *path, bitmap *done, int64_t *count, kd_erro
 
 /* ---- small helpers ---- */
 
-static int bcast_status(int rc, kd_error *err, MPI_Comm comm) {
-    int rank;
-    MPI_Comm_rank(comm, &rank);
-    int code = rc;
-    MPI_Bcast(&code, 1, MPI_INT, 0, comm);
-    if (code != KD_OK) {
-        char msg[KD_ERROR_MSG_MAX];
-        if (rank == 0) memcpy(msg, err->msg, sizeof msg);
-        MPI_Bcast(msg, sizeof msg, MPI_CHAR, 0, comm);
-        if (rank != 0) kd_error_set(err, code, "%s", msg);
-    }
-    return code;
-}
-
-/* Agree across ranks: the first failing rank's error wins (by rank order). */
-static int agree_status(int rc, kd_error *err, MPI_Comm comm) {
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    int mine = rc != KD_OK ? rank : size, first;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size) return KD_OK;
-    int code = rc;
-    MPI_Bcast(&code, 1, MPI_INT, first, comm);
-    char msg[KD_ERROR_MSG_MAX];
-    if (rank == first) memcpy(msg, err->msg, sizeof msg);
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
-    if (rank != first) kd_error_set(err, code, "rank %d: %s", first, msg);
-    return code;
-}
-
 static const char *kind_of(const char *rec, char *buf, size_t cap) {
     json_t *j = json_loads(rec, 0, NULL);
     const char *k = j ? json_string_value(json_object_get(j, "kind")) : NULL;
     snprintf(buf, cap, "%s", k ? k : "unknown");
     json_decref(j);
     return buf;
-}
-
-/* The dataset's identity (hashes) from the inputs, as every rank sees them. */
-int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
-    kd_dataset_info_init(info);
-    info->topk = opt->cfg->teacher.top_logprobs > 0 ? (int)opt->cfg->teacher.top_logprobs : 1;
-    info->process_supervision = opt->cfg->process_supervision.enabled;
-    kd_tokenizer *tok = NULL;
-    int rc = kd_tokenizer_open(&tok, opt->tokenizer_path, err);
-    if (rc) return kd_error_prefix(err, "student tokenizer (--tokenizer-path %s): ", opt->tokenizer_path);
-    snprintf(info->tokenizer_sha256, sizeof info->tokenizer_sha256, "%s", kd_tokenizer_sha256(tok));
-    kd_tokenizer_close(tok);
-    kd_registry *reg = NULL;
-    if ((rc = kd_registry_open(&reg, err))) return rc;
-    if (opt->tools_path && (rc = kd_registry_load_file(reg, opt->tools_path, err))) {
-        kd_registry_close(reg);
-        return rc;
-    }
-    snprintf(info->registry_sha256, sizeof info->registry_sha256, "%s", reg->sha256);
-    kd_registry_close(reg);
-    /* The config hash covers what shapes the samples: teacher and generation settings and process
-     * supervision; training settings may change between runs on the same dataset. */
-    kd_config c;
-    kd_config_defaults(&c);
-    c.teacher = opt->cfg->teacher;
-    c.generate = opt->cfg->generate;
-    c.process_supervision.enabled = opt->cfg->process_supervision.enabled;
-    c.generate.strict = 0;
-    /* neither do concurrency, timeouts, retries, credentials or the endpoint's address (a restarted
-     * server on another port, or another node serving the same model): only stub vs remote counts */
-    c.teacher.max_in_flight = 0;
-    c.teacher.connect_timeout_s = c.teacher.timeout_s = c.teacher.backoff_base_s = 0;
-    c.teacher.max_retries = 0;
-    c.teacher.api_key_env[0] = 0;
-    if (strcmp(c.teacher.url, "stub") != 0) snprintf(c.teacher.url, sizeof c.teacher.url, "remote");
-    char *dump = kd_config_dump(&c);
-    kd_sha256_hex(dump ? dump : "", dump ? strlen(dump) : 0, info->config_sha256);
-    free(dump);
-    *config_yaml = kd_config_dump(opt->cfg);
-    info->config_yaml = *config_yaml;
-    return KD_OK;
 }
 
 /* The prompt set an output folder was made from: the SHA-256 of the file's first bytes (at most 1 MiB,
@@ -659,7 +588,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
             kd_error_set(err, rc, "cannot resume into %s: %s (use a new --out folder, or --force to start over)", opt->out_dir, m);
         }
     }
-    if ((rc = bcast_status(rc, err, comm))) {
+    if ((rc = kd_mpi_bcast_status(comm, 0, rc, err))) {
         free(config_yaml);
         return rc;
     }
@@ -679,7 +608,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
         if (!rc && base_done > 0) KD_INFO("resuming %s: %lld prompts already done (%lld samples, %lld failures)", opt->out_dir,
                                           (long long)base_done, (long long)n, (long long)failures_before);
     }
-    if ((rc = bcast_status(rc, err, comm))) {
+    if ((rc = kd_mpi_bcast_status(comm, 0, rc, err))) {
         free(done.bits);
         free(config_yaml);
         return rc;
@@ -750,7 +679,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
     free(done.bits);
     free(config_yaml);
     stats->wall_s = kd_now_s() - t0;
-    return agree_status(rc, err, comm);
+    return kd_mpi_agree(comm, rc, err);
 }
 
 /* Hard-link src to dst (same filesystem), or copy it. dst must not exist. */

@@ -1,4 +1,4 @@
-/* A generation worker: see include/kdstep/genworker.h.
+/* A generation worker: see include/kdstep/worker.h.
  *
  * Each prompt becomes a conversation slot: the prompt goes to the teacher; tool calls go to the tool
  * simulator and their results back to the teacher, up to generate.max_turns rounds; the finished
@@ -8,7 +8,7 @@
  * a failure record naming the prompt and the reason; only errors that threaten the dataset (disk
  * full, HDF5) stop the worker.
  */
-#include "kdstep/genworker.h"
+#include "kdstep/worker.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -147,6 +147,47 @@ static void fail_conv(kd_gen_worker *w, conv *c, const char *kind, const char *r
     push_failure(w, c->index, c->key, kind, reason);
     conv_clear(c);
     w->in_flight--;
+}
+
+/* The dataset's identity (hashes) from the inputs, as every rank sees them. */
+int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char **config_yaml, kd_error *err) {
+    kd_dataset_info_init(info);
+    info->topk = opt->cfg->teacher.top_logprobs > 0 ? (int)opt->cfg->teacher.top_logprobs : 1;
+    info->process_supervision = opt->cfg->process_supervision.enabled;
+    kd_tokenizer *tok = NULL;
+    int rc = kd_tokenizer_open(&tok, opt->tokenizer_path, err);
+    if (rc) return kd_error_prefix(err, "student tokenizer (--tokenizer-path %s): ", opt->tokenizer_path);
+    snprintf(info->tokenizer_sha256, sizeof info->tokenizer_sha256, "%s", kd_tokenizer_sha256(tok));
+    kd_tokenizer_close(tok);
+    kd_registry *reg = NULL;
+    if ((rc = kd_registry_open(&reg, err))) return rc;
+    if (opt->tools_path && (rc = kd_registry_load_file(reg, opt->tools_path, err))) {
+        kd_registry_close(reg);
+        return rc;
+    }
+    snprintf(info->registry_sha256, sizeof info->registry_sha256, "%s", reg->sha256);
+    kd_registry_close(reg);
+    /* The config hash covers what shapes the samples: teacher and generation settings and process
+     * supervision; training settings may change between runs on the same dataset. */
+    kd_config c;
+    kd_config_defaults(&c);
+    c.teacher = opt->cfg->teacher;
+    c.generate = opt->cfg->generate;
+    c.process_supervision.enabled = opt->cfg->process_supervision.enabled;
+    c.generate.strict = 0;
+    /* neither do concurrency, timeouts, retries, credentials or the endpoint's address (a restarted
+     * server on another port, or another node serving the same model): only stub vs remote counts */
+    c.teacher.max_in_flight = 0;
+    c.teacher.connect_timeout_s = c.teacher.timeout_s = c.teacher.backoff_base_s = 0;
+    c.teacher.max_retries = 0;
+    c.teacher.api_key_env[0] = 0;
+    if (strcmp(c.teacher.url, "stub") != 0) snprintf(c.teacher.url, sizeof c.teacher.url, "remote");
+    char *dump = kd_config_dump(&c);
+    kd_sha256_hex(dump ? dump : "", dump ? strlen(dump) : 0, info->config_sha256);
+    free(dump);
+    *config_yaml = kd_config_dump(opt->cfg);
+    info->config_yaml = *config_yaml;
+    return KD_OK;
 }
 
 int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard_rank, kd_error *err) {

@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "client.h"
+#include "common.h"
 #include "kdstep/hash.h"
 #include "kdstep/jsonw.h"
 #include "kdstep/log.h"
@@ -96,12 +97,6 @@ static void join_url(char *out, size_t cap, const char *base, const char *path) 
     int has_v1 = n >= 3 && strncmp(base + n - 3, "/v1", 3) == 0;
     snprintf(out, cap, "%.*s%s%s", (int)n, base, has_v1 ? "" : "/v1", path);
 }
-
-int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err);
-void kd_client_close(struct kd_teacher_client *c);
-int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err);
-int kd_client_next(struct kd_teacher_client *c, double timeout_s, kd_teacher_completion **out, kd_error *err);
-void kd_client_stats(const struct kd_teacher_client *c, kd_teacher_stats *st);
 
 enum { SOCK_IN = 1, SOCK_OUT = 2, SOCK_REGISTERED = 4, SOCK_WANTED = 8 };
 

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "kdstep/teacher.h"
-#include "internal.h"
+#include "common.h"
 
 typedef struct scan {
     const char *p, *end, *base;

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "common.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "common.h"
 #include "kdstep/hash.h"
 #include "kdstep/teacher.h"
 

@@ -29,6 +29,7 @@
 #include "kdstep/log.h"
 #include "kdstep/loss.h"
 #include "kdstep/model.h"
+#include "kdstep/mpiutil.h"
 #include "kdstep/optim.h"
 #include "kdstep/plot.h"
 #include "kdstep/progress.h"
@@ -624,24 +625,6 @@ static int setup_grammar(trainer *tr, kd_error *err) {
     return rc;
 }
 
-static int local_ranks(MPI_Comm comm) {
-    MPI_Comm node;
-    int n = 1;
-    if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-        MPI_Comm_size(node, &n);
-        MPI_Comm_free(&node);
-    }
-    return n;
-}
-
-/* A collective status: the worst code of all ranks; ranks that did not fail get a message. */
-static int agree(MPI_Comm comm, int rc, kd_error *err) {
-    int any = rc;
-    MPI_Allreduce(&rc, &any, 1, MPI_INT, MPI_MAX, comm);
-    if (any && !rc) kd_error_set(err, any, "another rank failed (see its message)");
-    return any;
-}
-
 static int write_checkpoint(trainer *tr, const char *out_dir, int64_t step, int64_t adam_t, int64_t bad,
                             int64_t total, const char *cfg_sha, int final, kd_error *err) {
     int rc = KD_OK;
@@ -670,7 +653,7 @@ static int write_checkpoint(trainer *tr, const char *out_dir, int64_t step, int6
         const char *kill_at = getenv("KD_DEBUG_KILL_AFTER_CHECKPOINT");
         if (!rc && !final && kill_at && *kill_at && atoll(kill_at) == (long long)step) raise(SIGKILL);
     }
-    return agree(tr->comm, rc, err);
+    return kd_mpi_agree(tr->comm, rc, err);
 }
 
 /* Keep the lines of metrics.jsonl with step <= `step` (a resumed run rewrites what follows). */
@@ -757,7 +740,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
     struct sigaction old_term, old_usr1;
     int handlers = 0;
 
-    kd_runtime_set_threads(local_ranks(comm), (int)cfg->train.threads);
+    kd_runtime_set_threads(kd_mpi_local_ranks(comm), (int)cfg->train.threads);
 
     /* ---- checks that fail before any step ---- */
     if (!opt->out_dir || !opt->data_dir) {
@@ -828,12 +811,12 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
         snprintf(path, sizeof path, "%s/checkpoints", opt->out_dir);
         rc = kd_mkdir_p(path, err);
     }
-    if ((rc = agree(comm, rc, err))) goto done;
+    if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
     if (opt->resume && have_latest) {
         char dir[4096];
         kd_train_state st;
         if (!(rc = kd_checkpoint_latest(opt->out_dir, dir, sizeof dir, err))) rc = kd_checkpoint_load(dir, tr.m, &st, err);
-        if ((rc = agree(comm, rc, err))) goto done;
+        if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
         step = st.step;
         adam_t = st.adam_t;
         bad = st.bad_steps;
@@ -854,7 +837,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
         rc = trim_metrics(path, step, err);
         if (!rc && !(metrics = fopen(path, "a"))) rc = kd_error_errno(err, errno, "%s: cannot open", path);
     }
-    if ((rc = agree(comm, rc, err))) goto done;
+    if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
 
     /* ---- buffers ---- */
     mbs = kd_calloc((size_t)accum, sizeof *mbs);
@@ -943,7 +926,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
             counts[T_COUNT] += b->tokens;
         }
         t_data = kd_now_s() - t_data;
-        if ((rc = agree(comm, rc, err))) goto loop_done;
+        if ((rc = kd_mpi_agree(comm, rc, err))) goto loop_done;
         double t0 = kd_now_s();
         MPI_Allreduce(MPI_IN_PLACE, counts, T_COUNT + 1, MPI_INT64_T, MPI_SUM, comm);
         tr.comm_s += kd_now_s() - t0;
@@ -964,7 +947,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
             if (rc) break;
         }
         if (tr.world > 1 && !rc) finish_allreduce(&tr);
-        if ((rc = agree(comm, rc, err))) goto loop_done;
+        if ((rc = kd_mpi_agree(comm, rc, err))) goto loop_done;
         t0 = kd_now_s();
         MPI_Allreduce(MPI_IN_PLACE, sums, T_COUNT, MPI_DOUBLE, MPI_SUM, comm);
         tr.comm_s += kd_now_s() - t0;
@@ -1009,7 +992,7 @@ int kd_train_run(const kd_train_options *opt, MPI_Comm comm, kd_train_result *re
          * missing (a line past the checkpoint is trimmed and written again) ---- */
         int do_eval = tr.n_held > 0 && ((cfg->train.eval_every > 0 && step % cfg->train.eval_every == 0) || step == total);
         if (do_eval) {
-            if ((rc = agree(comm, evaluate(&tr, &tc, &evb, &last_held, &last_acc, err), err))) goto loop_done;
+            if ((rc = kd_mpi_agree(comm, evaluate(&tr, &tc, &evb, &last_held, &last_acc, err), err))) goto loop_done;
             last_eval = step;
         }
         if (tr.rank == 0) {

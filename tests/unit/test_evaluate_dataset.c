@@ -9,6 +9,7 @@
 #include "kdstep/evaluate.h"
 #include "kdstep/gen.h"
 #include "kdstep/h5data.h"
+#include "kdstep/student.h"
 #include "kdstep/registry.h"
 #include "kdstep/synth.h"
 #include "kdstep/tokenizer.h"
@@ -61,7 +62,7 @@ static void test_prompt_matches_dataset(void) {
         json_t *msgs = json_pack("[{s:s, s:O}]", "role", "user", "content", json_object_get(recs[sm.prompt_id], "prompt"));
         char *text = NULL;
         size_t len = 0;
-        CU_ASSERT_EQUAL(kd_eval_render_prompt(msgs, openai, &text, &len, &err), KD_OK);
+        CU_ASSERT_EQUAL(kd_student_render_prompt(msgs, openai, &text, &len, &err), KD_OK);
         CU_ASSERT_EQUAL(kd_tokenizer_encode(tok, text, len, 0, &enc, &err), KD_OK);
         same += (int64_t)enc.count == sm.prompt_len &&
                 memcmp(enc.ids, sm.input_ids, sizeof(int32_t) * (size_t)sm.prompt_len) == 0;

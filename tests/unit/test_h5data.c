@@ -1,5 +1,5 @@
 /* CUnit suite: HDF5 shards, sealing, crash recovery, finalize (virtual datasets) and the reader
- * (src/data/h5data.c). h5py checks the same files from outside in tests/e2e/h5py_reads.sh. */
+ * (src/data/h5data_*.c). h5py checks the same files from outside in tests/e2e/h5py_reads.sh. */
 #include <dirent.h>
 #include <hdf5.h>
 #include <signal.h>

@@ -83,7 +83,7 @@ static void test_render_prompt(void) {
     char *text = NULL;
     size_t len = 0;
     kd_error err;
-    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     CU_ASSERT_EQUAL(strlen(text), len);
     KD_ASSERT_CONTAINS(text, "<tools>");
     KD_ASSERT_CONTAINS(text, "\"name\": \"read_file\"");
@@ -92,7 +92,7 @@ static void test_render_prompt(void) {
     free(text);
     /* no tools: no tools block (an empty array counts as none, as in the template) */
     json_t *none = json_array();
-    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, none, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, none, &text, &len, &err), KD_OK);
     CU_ASSERT_PTR_NULL(strstr(text, "<tools>"));
     CU_ASSERT_EQUAL(strncmp(text, "<|im_start|>user\n", 17), 0);
     free(text);
@@ -117,7 +117,7 @@ static void test_greedy_matches_batched_forward(void) {
     json_t *msgs = user_messages("Please read /etc/hosts for me."), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     kd_encoding enc = {0};
     CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, text, len, 0, &enc, &err), KD_OK);
     int np = (int)enc.count, max_new = 24, n = 0;
@@ -205,7 +205,7 @@ static void test_max_new_and_stop(void) {
     json_t *msgs = user_messages("hello"), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     kd_encoding enc = {0};
     CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, text, len, 0, &enc, &err), KD_OK);
     int32_t out[5];
@@ -240,7 +240,7 @@ static void test_padded_model_vocab(void) {
     json_t *msgs = user_messages("hi"), *tools = tools3();
     char *text = NULL;
     size_t len = 0;
-    CU_ASSERT_EQUAL_FATAL(kd_eval_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
     kd_encoding enc = {0};
     CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, text, len, 0, &enc, &err), KD_OK);
     int32_t out[48];

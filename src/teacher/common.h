@@ -1,6 +1,6 @@
-/* Helpers shared by the teacher backends (not a public API). */
-#ifndef KD_TEACHER_INTERNAL_H
-#define KD_TEACHER_INTERNAL_H
+/* Helpers shared by the teacher backends, in common.c (not a public API). */
+#ifndef KD_TEACHER_COMMON_H
+#define KD_TEACHER_COMMON_H
 
 #include <stdarg.h>
 #include <stddef.h>

@@ -2,8 +2,8 @@
  * simulator, resubmit), and turns each finished one into a sample in its HDF5 shard, or into a
  * failure record. Driven by the coordinator loop in src/gen/gen.c; it never talks MPI itself.
  */
-#ifndef KDSTEP_GENWORKER_H
-#define KDSTEP_GENWORKER_H
+#ifndef KDSTEP_WORKER_H
+#define KDSTEP_WORKER_H
 
 #include <stddef.h>
 #include <stdint.h>

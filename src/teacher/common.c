@@ -1,0 +1,179 @@
+/* What every teacher backend shares: the small string buffer, redaction of secrets, requests, the
+ * logprobs block and completions. Declared in common.h (the buffer, redaction, the reshape) and in
+ * include/kdstep/teacher.h (the rest). It calls no other teacher file. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+#include "kdstep/teacher.h"
+
+/* ---- small string buffer ---- */
+
+void kd_sbuf_add(kd_sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d) {
+            b->oom = 1;
+            return;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void kd_sbuf_puts(kd_sbuf *b, const char *s) { kd_sbuf_add(b, s, strlen(s)); }
+
+void kd_sbuf_printf(kd_sbuf *b, const char *fmt, ...) {
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        kd_sbuf_add(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    kd_sbuf_add(b, big, (size_t)n);
+    free(big);
+}
+
+char *kd_sbuf_take(kd_sbuf *b) {
+    if (b->oom) {
+        kd_sbuf_free(b);
+        return NULL;
+    }
+    char *d = b->data ? b->data : kd_strdup("");
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return d;
+}
+
+void kd_sbuf_free(kd_sbuf *b) {
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void kd_redact(char *s, const char *secret) {
+    if (!s || !secret || !secret[0]) return;
+    size_t n = strlen(secret);
+    for (char *p = strstr(s, secret); p; p = strstr(p + n, secret)) memset(p, '*', n);
+}
+
+/* ---- requests, completions ---- */
+
+void kd_teacher_request_init(kd_teacher_request *req) {
+    memset(req, 0, sizeof *req);
+    req->temperature = -1;
+    req->max_tokens = -1;
+    req->top_logprobs = -1;
+    req->seed = -1;
+}
+
+double kd_teacher_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int kd_teacher_logprobs_reshape(kd_teacher_logprobs *lp, size_t rows, size_t ncap, size_t k) {
+    size_t nk = ncap * k, ko = lp->k > 0 ? (size_t)lp->k : 0;
+    if (rows > ncap || (rows && k < ko)) return -1;
+    /* pointers first, then the 4-byte arrays: every array stays aligned */
+    char *b = malloc((ncap + nk) * sizeof(char *) + (3 * ncap + 2 * nk) * 4 + 1);
+    if (!b) return -1;
+    kd_teacher_logprobs o = *lp;
+    lp->tokens = (char **)b;
+    lp->topk_tokens = lp->tokens + ncap;
+    lp->token_ids = (int32_t *)(lp->topk_tokens + nk);
+    lp->token_logprobs = (float *)(lp->token_ids + ncap);
+    lp->tail_logprob = lp->token_logprobs + ncap;
+    lp->topk_ids = (int32_t *)(lp->tail_logprob + ncap);
+    lp->topk_logprobs = (float *)(lp->topk_ids + nk);
+    lp->k = (int)k;
+    if (rows) {
+        memcpy(lp->tokens, o.tokens, rows * sizeof *lp->tokens);
+        memcpy(lp->token_ids, o.token_ids, rows * sizeof *lp->token_ids);
+        memcpy(lp->token_logprobs, o.token_logprobs, rows * sizeof *lp->token_logprobs);
+        memcpy(lp->tail_logprob, o.tail_logprob, rows * sizeof *lp->tail_logprob);
+        for (size_t i = 0; i < rows; i++) {
+            memcpy(lp->topk_tokens + i * k, o.topk_tokens + i * ko, ko * sizeof *lp->topk_tokens);
+            memcpy(lp->topk_ids + i * k, o.topk_ids + i * ko, ko * sizeof *lp->topk_ids);
+            memcpy(lp->topk_logprobs + i * k, o.topk_logprobs + i * ko, ko * sizeof *lp->topk_logprobs);
+            for (size_t j = ko; j < k; j++) {
+                lp->topk_tokens[i * k + j] = NULL;
+                lp->topk_ids[i * k + j] = -1;
+                lp->topk_logprobs[i * k + j] = -INFINITY;
+            }
+        }
+    }
+    free(o.tokens); /* the old block */
+    return 0;
+}
+
+int kd_teacher_logprobs_alloc(kd_teacher_logprobs *lp, int n, int k) {
+    memset(lp, 0, sizeof *lp);
+    size_t nn = n > 0 ? (size_t)n : 1, kk = k > 0 ? (size_t)k : 1, nk = nn * kk;
+    if (kd_teacher_logprobs_reshape(lp, 0, nn, kk)) return KD_ERR_NOMEM;
+    lp->n = n;
+    lp->k = k;
+    for (size_t i = 0; i < nk; i++) {
+        lp->topk_ids[i] = -1;
+        lp->topk_tokens[i] = NULL;
+        lp->topk_logprobs[i] = -INFINITY;
+    }
+    for (size_t i = 0; i < nn; i++) {
+        lp->token_ids[i] = -1;
+        lp->tokens[i] = NULL;
+        lp->token_logprobs[i] = 0;
+        lp->tail_logprob[i] = -INFINITY;
+    }
+    return KD_OK;
+}
+
+void kd_teacher_logprobs_free(kd_teacher_logprobs *lp) {
+    if (!lp) return;
+    if (lp->arena) free(lp->arena); /* the strings live in it */
+    else {
+        if (lp->tokens)
+            for (int i = 0; i < lp->n; i++) free(lp->tokens[i]);
+        if (lp->topk_tokens)
+            for (long i = 0; i < (long)lp->n * lp->k; i++) free(lp->topk_tokens[i]);
+    }
+    free(lp->tokens); /* the block holding all seven arrays */
+    memset(lp, 0, sizeof *lp);
+}
+
+void kd_teacher_completion_free(kd_teacher_completion *c) {
+    if (!c) return;
+    free(c->error);
+    free(c->body_excerpt);
+    free(c->text);
+    for (int i = 0; i < c->n_tool_calls; i++) {
+        free(c->tool_calls[i].id);
+        free(c->tool_calls[i].name);
+        free(c->tool_calls[i].arguments);
+    }
+    free(c->tool_calls);
+    free(c->finish_reason);
+    kd_teacher_logprobs_free(&c->lp);
+    memset(c, 0, sizeof *c);
+}
+
