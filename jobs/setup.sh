@@ -30,7 +30,7 @@ if [[ "${KD_WITH_TEST_DEPS:-0}" == 1 ]]; then
   pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev libomp-dev qemu-user)
 fi
 if [[ "${KD_WITH_SLURM:-0}" == 1 ]]; then
-  pkgs+=(slurm-wlm slurm-wlm-basic-plugins munge)
+  pkgs+=(slurm-wlm slurm-wlm-basic-plugins munge iproute2 util-linux) # iproute2, util-linux: the namespace nodes of tests/cluster
 fi
 
 missing=()

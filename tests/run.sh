@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, build with warnings as errors, run the default labels
-# (unit, mpi, e2e, ref, slurm; bench is separate: tests/bench/run.sh).
+# (unit, mpi, e2e, ref, slurm, cluster; bench is separate: tests/bench/run.sh).
 #   tests/run.sh                  everything in the default run
 #   tests/run.sh -L unit          only some labels (extra args go to ctest)
 set -euo pipefail

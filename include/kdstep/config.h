@@ -76,7 +76,8 @@ typedef struct kd_config {
         char tool_call_format[KD_CFG_STR]; /* hermes | inline_json */
         double malformed_rate;         /* stub: share of deliberately malformed outputs */
         int insecure_tls;              /* turning TLS verification off takes this explicit flag */
-        int teacher_forced_scoring;    /* vLLM /v1/completions prompt_logprobs rescoring */
+        char scoring[KD_CFG_STR];      /* none | chat | completions: how the finished conversation is scored */
+        char extra_body[KD_CFG_PATH];  /* JSON object merged into every chat request, or "" */
         char tool_fixtures[KD_CFG_PATH]; /* optional tool-simulator fixtures file */
     } teacher;
     struct {
@@ -85,6 +86,8 @@ typedef struct kd_config {
         int64_t max_turns;    /* teacher/tool rounds per conversation */
         int64_t max_seq_len;  /* samples longer than this are recorded as failures */
         int strict;           /* a bad prompt line is fatal */
+        char thinking[KD_CFG_STR]; /* drop | keep: a <think> block in the loss or not */
+        char filter[KD_CFG_STR];   /* none | json_valid | schema_valid: which conversations become samples */
     } generate;
     struct {
         int64_t max_new_tokens;

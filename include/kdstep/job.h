@@ -2,18 +2,21 @@
  * tokenizer, teacher, output folders and the training config), so that `kdstep run JOB.yaml`,
  * `jobs/quickstart.sh` and the Slurm scripts all read the same description.
  *
- *   job:        name, workdir (outputs go under it), ranks (for launchers)
+ *   job:        name, workdir (outputs go under it), and the launch shape slurm/submit.sh asks for:
+ *               ranks (default 2), nodes, tasks_per_node, cpus_per_task (0 = not asked)
  *   prompts:    file (a prompt set; empty = synthesize), synth_count, synth_seed,
  *               heldout_file, heldout_count, heldout_seed, total
  *   tools, tokenizer, config: paths (relative paths are taken from the current directory)
  *   overrides:  a list of "section.key=value" applied over `config`
- *   tokenizer_train: vocab_size (used when the tokenizer is missing)
+ *   tokenizer_train: vocab_size (default 8192): `kdstep run` makes the tokenizer with it when the
+ *               folder `tokenizer` names has no tokenizer.json (kd_tokenizer_make_student)
  *
  * Loading is strict like the config: unknown keys name file:line:column and the nearest key.
  */
 #ifndef KDSTEP_JOB_H
 #define KDSTEP_JOB_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kdstep/config.h"
@@ -24,6 +27,9 @@ typedef struct kd_job {
     char name[KD_CFG_STR];
     char workdir[KD_CFG_PATH];
     int64_t ranks;
+    int64_t nodes;          /* 0: not asked */
+    int64_t tasks_per_node; /* 0: not asked; with nodes, replaces ranks */
+    int64_t cpus_per_task;  /* 0: not asked */
     char prompts_file[KD_CFG_PATH];
     int64_t synth_count;
     int64_t synth_seed;
@@ -44,6 +50,11 @@ int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error
 void kd_job_free(kd_job *job);
 /* The training/generation config the job describes: defaults, then `config`, then overrides. */
 int kd_job_config(const kd_job *job, kd_config *cfg, kd_error *err);
+
+/* The job's launch shape as sbatch options, one per line ("--nodes=2\n--ntasks-per-node=1\n" when
+ * nodes and tasks_per_node are set, else "--ntasks=R\n" with "--nodes=N" when set; then
+ * "--cpus-per-task=C" when set). Returns the length snprintf would write. */
+int kd_job_sbatch_shape(const kd_job *job, char *out, size_t cap);
 
 /* Paths of the stage outputs under workdir (buffers of KD_CFG_PATH bytes). */
 void kd_job_path(const kd_job *job, const char *rel, char *out);

@@ -30,6 +30,7 @@ typedef struct kd_server_options {
     int64_t seed;
     int echo_auth;       /* tests only: echo the Authorization header in 500 bodies, to prove redaction */
     int tokenizer_set;   /* informational */
+    int thinking;        /* default of chat_template_kwargs.enable_thinking (a request may say otherwise) */
 } kd_server_options;
 
 enum { KD_FAULT_NONE, KD_FAULT_FAIL, KD_FAULT_RATE_LIMIT, KD_FAULT_MALFORMED, KD_FAULT_TRUNCATE, KD_FAULT_DROP, KD_FAULT_STALL, KD_FAULT_COUNT };

@@ -1,13 +1,15 @@
 /* Teachers: one asynchronous interface over the built-in stub teacher and OpenAI-compatible servers.
  *
  * A caller submits requests (OpenAI `messages`, optional `tools`, sampling and logprob options, a
- * tag of its own) and collects completions as they finish, in any order, each carrying its tag.
+ * tag of its own), or asks for a finished conversation to be scored (the teacher's top-k at every
+ * token: kd_teacher_submit_score), and collects completions as they finish, in any order, each
+ * carrying its tag.
  * Every submitted request comes back exactly once: as a completion, or as a recorded failure
  * (status != KD_OK, with the last HTTP status and an excerpt of the last body). Backends:
  *   - "stub": the in-process deterministic teacher (src/teacher/stub.c); answers at submit time.
  *   - http(s)://host:port: the libcurl multi client (src/teacher/client.c): N requests in flight,
  *     connection reuse, timeouts, retries with exponential backoff + jitter, 429 Retry-After and an
- *     AIMD in-flight limit, optional teacher-forced rescoring through vLLM /v1/completions.
+ *     AIMD in-flight limit; scoring requests (vLLM prompt_logprobs) go through the same machinery.
  * The API key is read from the environment variable named by teacher.api_key_env and appears in no
  * log line, output or error message (bodies that echo it are redacted).
  */
@@ -87,7 +89,7 @@ typedef struct kd_teacher_completion {
     char *finish_reason;  /* "stop", "tool_calls", "length" */
     int64_t prompt_tokens, completion_tokens;
     kd_teacher_logprobs lp; /* lp.n == 0 when the endpoint gave none */
-    int scored;            /* 1 when lp came from teacher-forced /v1/completions scoring */
+    int scored;            /* 1: an answer to kd_teacher_submit_score (lp: every token of the conversation) */
     double submit_s, done_s;
 } kd_teacher_completion;
 
@@ -113,6 +115,18 @@ void kd_teacher_close(kd_teacher *t);
 
 /* Queue a request. Never blocks on the network. */
 int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *err);
+/* Score a finished conversation (teacher.scoring): one request for the whole of it. The completion
+ * comes back through kd_teacher_next with `scored` set and lp holding one row per token of the
+ * teacher's own rendering (see kd_stub_score): the stub scores in process; an HTTP teacher is asked
+ * POST /v1/chat/completions with the messages and tools, prompt_logprobs K, max_tokens 1,
+ * add_generation_prompt false (scoring: chat), or POST /v1/completions over the text kdstep renders
+ * (scoring: completions). lp.tokens hold each token's text, lp.token_ids its id. */
+int kd_teacher_submit_score(kd_teacher *t, const json_t *messages, const json_t *tools, uint64_t tag, kd_error *err);
+
+enum { KD_SCORING_NONE = 0, KD_SCORING_CHAT = 1, KD_SCORING_COMPLETIONS = 2 };
+/* Parse teacher.scoring: "none" | "chat" | "completions". */
+int kd_scoring_from_name(const char *name, int *mode, kd_error *err);
+
 /* Wait up to timeout_s (0: just look) for a finished request. Returns KD_OK with *out set (free it with
  * kd_teacher_completion_free + free) or *out NULL when none finished in time. */
 int kd_teacher_next(kd_teacher *t, double timeout_s, kd_teacher_completion **out, kd_error *err);
@@ -129,10 +143,13 @@ int kd_teacher_parse_chat_response(const char *body, size_t len, kd_teacher_comp
 /* The same with jansson: slower (a tree of objects), kept as the reference the fast scanner is tested
  * and fuzzed against. */
 int kd_teacher_parse_chat_response_ref(const char *body, size_t len, kd_teacher_completion *c, kd_error *err);
-/* Parse a vLLM /v1/completions response with prompt_logprobs = top_k for a prompt of prompt_len bytes:
- * keep the positions whose text starts at or after byte `response_start`, into lp. */
-int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, size_t prompt_len, size_t response_start,
-                                     int top_k, kd_teacher_logprobs *lp, kd_error *err);
+/* Parse vLLM's prompt_logprobs (top level of a chat completion, or choices[0] of a completion) with
+ * top_k columns into lp: one row per prompt token; row i from entry i, whose first key is the prompt
+ * token itself (vLLM writes the token, then the top-k; "token_id:N" keys/texts are understood) and
+ * whose entries of rank 1..top_k are the columns. Entry 0 (null) gives an empty row. One pass, no tree. */
+int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err);
+/* The same with jansson: the reference the fast one is tested against. */
+int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err);
 void kd_teacher_logprobs_free(kd_teacher_logprobs *lp);
 int kd_teacher_logprobs_alloc(kd_teacher_logprobs *lp, int n, int k);
 
@@ -144,6 +161,7 @@ typedef struct kd_stub_options {
     int tool_call_format;  /* KD_TOOL_FORMAT_HERMES or KD_TOOL_FORMAT_INLINE_JSON */
     double malformed_rate; /* share of outputs made malformed on purpose */
     double temperature;    /* softmax temperature of the logprobs (<= 0: 1) */
+    int thinking;          /* write a <think> block before each answer (chat_template_kwargs.enable_thinking) */
     int64_t seed;
 } kd_stub_options;
 
@@ -157,10 +175,21 @@ int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *t
                      kd_teacher_completion *c, kd_error *err);
 /* Which tool the stub would call for a user prompt (NULL: it answers in text). For measuring. */
 const char *kd_stub_choose_tool(kd_stub_teacher *s, const char *prompt, const json_t *tools);
-/* Teacher-forced scoring of `text` whose response part starts at byte response_start: top-k for every
- * token, prompt tokens included (they get no boosted alternatives), as vLLM's prompt_logprobs. */
-int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, size_t response_start, int top_k,
-                  int64_t seed, kd_teacher_logprobs *lp, kd_error *err);
+/* Score a rendered conversation as vLLM's prompt_logprobs does: one row per token of `text` (the stub's
+ * tokenizer), row t the distribution of token t given the tokens before it; row 0 is empty (ids -1),
+ * as vLLM's first entry is null. Inside assistant turns (after "<|im_start|>assistant\n" through
+ * "<|im_end|>") the written token has most mass and alternatives are boosted (the offered tools' names
+ * at tool-name positions, JSON structure in arguments); elsewhere the token is likely, with no boosted
+ * alternatives. `tools` (an OpenAI tools array, or NULL: the registry) gives the name alternatives.
+ * Tails are computed from the top-k as a client computes them, so every backend gives the same bits. */
+int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, const json_t *tools, int top_k, int64_t seed,
+                  kd_teacher_logprobs *lp, kd_error *err);
+/* The same over OpenAI messages rendered with kd_chat_render_json (no generation prompt). */
+int kd_stub_score_conversation(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
+                               kd_teacher_logprobs *lp, kd_error *err);
+/* kd_stub_complete with chat_template_kwargs.enable_thinking: 1 writes a <think> block first. */
+int kd_stub_complete_thinking(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
+                              int thinking, kd_teacher_completion *c, kd_error *err);
 /* Parse "hermes" | "inline_json". */
 int kd_tool_format_from_name(const char *name, int *fmt, kd_error *err);
 

@@ -35,6 +35,17 @@ enum {
      * differed from the cached ones (must be 0) */
     KD_GEN_C_T_TOKENIZE_PEER_US,
     KD_GEN_C_TOKCACHE_MISMATCHES,
+    KD_GEN_C_FILTERED,     /* conversations generate.filter rejected (also in KD_GEN_C_FAILURES: records) */
+    /* teacher_coverage: trained tokens of each kind (tool name, JSON, integration, other) and those
+     * of them with teacher top-k, in pairs */
+    KD_GEN_C_COV_TOKENS,
+    KD_GEN_C_COV_NAME_COVERED,
+    KD_GEN_C_COV_JSON_TOKENS,
+    KD_GEN_C_COV_JSON_COVERED,
+    KD_GEN_C_COV_INTEG_TOKENS,
+    KD_GEN_C_COV_INTEG_COVERED,
+    KD_GEN_C_COV_OTHER_TOKENS,
+    KD_GEN_C_COV_OTHER_COVERED,
     KD_GEN_NCOUNTERS
 };
 

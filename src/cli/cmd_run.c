@@ -14,12 +14,15 @@
 #include "kdstep/job.h"
 #include "kdstep/log.h"
 #include "kdstep/mpiutil.h"
+#include "kdstep/progress.h"
 #include "kdstep/registry.h"
 #include "kdstep/synth.h"
+#include "kdstep/tokenizer_corpus.h"
 #include "kdstep/trainer.h"
 
 static const char USAGE[] =
     "usage: kdstep run JOB.yaml [--stage generate|merge|train|eval|all] [--slice I/N]\n"
+    "       kdstep run JOB.yaml --sbatch-shape\n"
     "\n"
     "Runs the job's stages in order (all = generate, train, eval). A stage whose output is complete is\n"
     "skipped; a partial one resumes. Run it under mpirun/srun for several ranks, e.g.\n"
@@ -27,6 +30,10 @@ static const char USAGE[] =
     "\n"
     "  --stage S     run one stage only (merge joins the slices of a job-array generation)\n"
     "  --slice I/N   generation slice for job arrays (prompt index % N == I)\n"
+    "  --sbatch-shape  print the job's launch shape (job.ranks, nodes, tasks_per_node, cpus_per_task)\n"
+    "                as sbatch options, one per line, and exit (slurm/submit.sh uses it)\n"
+    "If the folder the job's `tokenizer` names has no tokenizer.json, rank 0 first makes it from the job's\n"
+    "tokenizer_train section, as jobs/make-student-tokenizer.sh does.\n"
     "Exit status 75 means training stopped on a signal after writing a checkpoint (requeue to resume).\n";
 
 #define EXIT_REQUEUE 75
@@ -83,6 +90,24 @@ static int ensure_prompts(const kd_job *job, char *prompts, char *heldout, kd_er
 }
 
 static int bcast_rc(int rc, kd_error *err) { return kd_mpi_bcast_status(MPI_COMM_WORLD, 0, rc, err); }
+
+/* Rank 0 makes the student tokenizer the job names when it is missing, from the job's
+ * tokenizer_train section, as jobs/quickstart.sh does (jobs/make-student-tokenizer.sh). */
+static int ensure_tokenizer(const kd_job *job, int rank, kd_error *err) {
+    int rc = KD_OK;
+    char path[KD_CFG_PATH + 32];
+    snprintf(path, sizeof path, "%s/tokenizer.json", job->tokenizer);
+    if (rank == 0 && !kd_path_exists(path)) {
+        double t0 = kd_now_s();
+        KD_INFO("run: %s is missing: making the student tokenizer (%lld ids, %d MB corpus over %s, seed %d; "
+                "tokenizer_train in %s)", path, (long long)job->tokenizer_vocab_size, KD_STUDENT_CORPUS_MB, job->tools,
+                KD_STUDENT_CORPUS_SEED, job->path);
+        rc = kd_tokenizer_make_student(job->tokenizer, job->tools, (int)job->tokenizer_vocab_size, err);
+        if (rc) kd_error_prefix(err, "run: making the tokenizer %s: ", job->tokenizer);
+        else KD_INFO("run: wrote %s in %.1f s", path, kd_now_s() - t0);
+    }
+    return bcast_rc(rc, err);
+}
 
 static int stage_generate(const kd_job *job, const kd_config *cfg, int slice_index, int slice_count, int rank, kd_error *err) {
     char prompts[KD_CFG_PATH] = "", heldout[KD_CFG_PATH] = "", out[KD_CFG_PATH], marker[KD_CFG_PATH + 64];
@@ -194,9 +219,10 @@ static int stage_eval(const kd_job *job, const kd_config *cfg, int rank, kd_erro
 
 int kd_cmd_run(int argc, char **argv) {
     static const struct option opts[] = {{"stage", required_argument, 0, 's'}, {"slice", required_argument, 0, 'l'},
-                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+                                         {"sbatch-shape", no_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *stage = "all";
-    int slice_index = 0, slice_count = 0, c;
+    int slice_index = 0, slice_count = 0, shape = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) { /* options may follow the job file */
         switch (c) {
         case 's': stage = optarg; break;
@@ -204,6 +230,7 @@ int kd_cmd_run(int argc, char **argv) {
             if (sscanf(optarg, "%d/%d", &slice_index, &slice_count) != 2 || slice_count < 1 || slice_index < 0 || slice_index >= slice_count)
                 return kd_cli_usage_error(USAGE, "run: --slice expects I/N with 0 <= I < N, got '%s'", optarg);
             break;
+        case 'p': shape = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "run: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -229,6 +256,14 @@ int kd_cmd_run(int argc, char **argv) {
         kd_config_free(&cfg);
         return kd_cli_fail(&err);
     }
+    if (shape) { /* no MPI: submit.sh runs this on the login node */
+        char text[256];
+        kd_job_sbatch_shape(&job, text, sizeof text);
+        fputs(text, stdout);
+        kd_job_free(&job);
+        kd_config_free(&cfg);
+        return 0;
+    }
     int rank, size;
     if (kd_cli_mpi_init(&argc, &argv, &rank, &size) != 0) {
         kd_error_set(&err, KD_ERR_MPI, "MPI_Init failed");
@@ -238,6 +273,7 @@ int kd_cmd_run(int argc, char **argv) {
      * kill the job: the trainer installs its own handler while it runs and restores this one. */
     signal(SIGUSR1, SIG_IGN);
     int all = strcmp(stage, "all") == 0, interrupted = 0;
+    if (strcmp(stage, "merge") != 0) rc = ensure_tokenizer(&job, rank, &err);
     if (!rc && (all || strcmp(stage, "generate") == 0)) rc = stage_generate(&job, &cfg, slice_index, slice_count, rank, &err);
     if (!rc && strcmp(stage, "merge") == 0) rc = stage_merge(&job, rank, &err);
     if (!rc && (all || strcmp(stage, "train") == 0)) rc = stage_train(&job, &cfg, rank, &interrupted, &err);

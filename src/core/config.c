@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -67,7 +68,7 @@ static const key_spec KEYS[] = {
     {"train", "eval_every", T_INT, F(train, eval_every), 0, BIG, "50", NULL, "Held-out loss and tool-name accuracy every N steps; 0 disables."},
     {"train", "eval_fraction", T_FLOAT, F(train, eval_fraction), 0, 0.9, "0.05", NULL, "Share of samples held out (by prompt-id hash)."},
     {"train", "max_bad_steps", T_INT, F(train, max_bad_steps), 1, 1000, "3", NULL, "Consecutive NaN/Inf steps skipped before the run aborts."},
-    {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = cores on the node / ranks on the node."},
+    {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = KDSTEP_THREADS, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs of the rank's affinity mask / the ranks sharing them."},
     {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,
      "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = seq_len / 2."},
 
@@ -91,7 +92,10 @@ static const key_spec KEYS[] = {
     {"teacher", "tool_call_format", T_STR, F(teacher, tool_call_format), 0, 0, "hermes", "hermes|inline_json", "How the stub teacher writes calls."},
     {"teacher", "malformed_rate", T_FLOAT, F(teacher, malformed_rate), 0, 1, "0.0", NULL, "Stub teacher: share of malformed outputs."},
     {"teacher", "insecure_tls", T_BOOL, F(teacher, insecure_tls), 0, 1, "false", NULL, "Disable TLS certificate verification (explicit opt-out)."},
-    {"teacher", "teacher_forced_scoring", T_BOOL, F(teacher, teacher_forced_scoring), 0, 1, "false", NULL, "Rescore responses via vLLM /v1/completions prompt_logprobs."},
+    {"teacher", "scoring", T_STR, F(teacher, scoring), 0, 0, "chat", "none|chat|completions",
+     "How each finished conversation gets teacher top-k at every token: one /v1/chat/completions request with vLLM's prompt_logprobs (chat), /v1/completions over kdstep's rendering (completions), or only the final answer's own logprobs (none). See docs/teachers.md."},
+    {"teacher", "extra_body", T_STR, F(teacher, extra_body), 0, 0, "", NULL,
+     "JSON object merged into every chat request, e.g. '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'."},
     {"teacher", "tool_fixtures", T_STR, F(teacher, tool_fixtures), 0, 0, "", NULL, "JSON file mapping tool name + arguments to results."},
 
     {"generate", "chunk_size", T_INT, F(generate, chunk_size), 1, 1000000, "8", NULL, "Prompt ids per work request from a worker."},
@@ -99,6 +103,10 @@ static const key_spec KEYS[] = {
     {"generate", "max_turns", T_INT, F(generate, max_turns), 1, 64, "4", NULL, "Teacher/tool rounds per conversation."},
     {"generate", "max_seq_len", T_INT, F(generate, max_seq_len), 16, 1048576, "4096", NULL, "Longer samples are recorded in failures.jsonl."},
     {"generate", "strict", T_BOOL, F(generate, strict), 0, 1, "false", NULL, "A bad prompt line is fatal instead of recorded."},
+    {"generate", "thinking", T_STR, F(generate, thinking), 0, 0, "drop", "drop|keep",
+     "drop: a <think>...</think> block stays in /text but gets no loss of any kind; keep: it is trained on like the answer."},
+    {"generate", "filter", T_STR, F(generate, filter), 0, 0, "schema_valid", "none|json_valid|schema_valid",
+     "Which finished conversations become samples: every one, those whose tool calls are valid JSON, or those whose calls name an offered tool with schema-valid arguments. Rejected ones go to failures.jsonl (kind filtered)."},
 
     {"eval", "max_new_tokens", T_INT, F(eval, max_new_tokens), 1, 1048576, "128", NULL, "Tokens decoded per held-out prompt."},
     {"eval", "temperature", T_FLOAT, F(eval, temperature), 0, 10, "0.0", NULL, "0 = greedy."},
@@ -175,7 +183,7 @@ static int set_scalar(kd_config *cfg, const key_spec *k, const char *v, const ch
         return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: expected true or false, got '%s'", where, k->section, k->key, v);
     }
     case T_STR: {
-        size_t cap = (k->offset == F(model, path) || k->offset == F(teacher, url) || k->offset == F(teacher, tool_fixtures)) ? KD_CFG_PATH : KD_CFG_STR;
+        size_t cap = (k->offset == F(model, path) || k->offset == F(teacher, url) || k->offset == F(teacher, tool_fixtures) || k->offset == F(teacher, extra_body)) ? KD_CFG_PATH : KD_CFG_STR;
         if (strlen(v) >= cap)
             return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: value is longer than %zu bytes", where, k->section, k->key, cap - 1);
         if (k->choices) {
@@ -186,6 +194,17 @@ static int set_scalar(kd_config *cfg, const key_spec *k, const char *v, const ch
                 if (strcmp(t, v) == 0) ok = 1;
             if (!ok)
                 return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: unknown value '%s' (expected one of: %s)", where, k->section, k->key, v, k->choices);
+        }
+        if (k->offset == F(teacher, extra_body) && v[0]) {
+            json_error_t je;
+            json_t *j = json_loads(v, 0, &je);
+            int is_obj = json_is_object(j);
+            json_decref(j);
+            if (!is_obj)
+                return kd_error_set(err, KD_ERR_INVALID,
+                                    "%s: teacher.extra_body: not a JSON object (%s); write it as one quoted string, e.g. "
+                                    "extra_body: '{\"chat_template_kwargs\": {\"enable_thinking\": false}}'",
+                                    where, j ? "another JSON value" : je.text);
         }
         snprintf(base, cap, "%s", v);
         return KD_OK;
@@ -225,6 +244,49 @@ static const char *nearest(const char *section, const char *name) {
 }
 
 static const char *node_scalar(yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+
+/* A YAML node as JSON (teacher.extra_body written as a mapping): quoted scalars are strings; plain ones
+ * true/false/null, numbers, or strings. NULL when nested deeper than 32. */
+static json_t *yaml_to_json(yaml_document_t *doc, yaml_node_t *n, int depth) {
+    if (!n || depth > 32) return NULL;
+    if (n->type == YAML_MAPPING_NODE) {
+        json_t *o = json_object();
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(doc, p->key);
+            json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
+            if (!k || k->type != YAML_SCALAR_NODE || !v) {
+                json_decref(v);
+                json_decref(o);
+                return NULL;
+            }
+            json_object_set_new(o, node_scalar(k), v);
+        }
+        return o;
+    }
+    if (n->type == YAML_SEQUENCE_NODE) {
+        json_t *a = json_array();
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+            json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, *it), depth + 1);
+            if (!v) {
+                json_decref(a);
+                return NULL;
+            }
+            json_array_append_new(a, v);
+        }
+        return a;
+    }
+    const char *v = node_scalar(n);
+    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return json_string(v);
+    if (strcmp(v, "true") == 0) return json_true();
+    if (strcmp(v, "false") == 0) return json_false();
+    if (strcmp(v, "null") == 0 || strcmp(v, "~") == 0 || !v[0]) return json_null();
+    char *end;
+    long long i = strtoll(v, &end, 10);
+    if (*end == 0) return json_integer(i);
+    double d = strtod(v, &end);
+    if (*end == 0 && isfinite(d)) return json_real(d);
+    return json_string(v);
+}
 
 static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name, kd_error *err) {
     yaml_node_t *root = yaml_document_get_root_node(doc);
@@ -283,6 +345,16 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
                     }
                     if (list_push(l, node_scalar(e)) != 0) return kd_error_set(err, KD_ERR_NOMEM, "%s: out of memory", where);
                 }
+                continue;
+            }
+            if (spec->offset == F(teacher, extra_body) && v2->type == YAML_MAPPING_NODE) { /* a mapping, as JSON */
+                json_t *j = yaml_to_json(doc, v2, 0);
+                char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+                json_decref(j);
+                if (!txt) return kd_error_set(err, KD_ERR_INVALID, "%s: teacher.extra_body: cannot read it as JSON (nested too deep?)", where);
+                int rc = set_scalar(cfg, spec, txt, where, err);
+                free(txt);
+                if (rc) return rc;
                 continue;
             }
             if (v2->type != YAML_SCALAR_NODE)

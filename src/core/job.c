@@ -26,6 +26,9 @@ static const jkey JKEYS[] = {
     {"job", "name", J_STR, O(name), 0, 0},
     {"job", "workdir", J_STR, O(workdir), 0, 0},
     {"job", "ranks", J_INT, O(ranks), 1, 1 << 20},
+    {"job", "nodes", J_INT, O(nodes), 0, 1 << 20},
+    {"job", "tasks_per_node", J_INT, O(tasks_per_node), 0, 1 << 20},
+    {"job", "cpus_per_task", J_INT, O(cpus_per_task), 0, 1 << 20},
     {"prompts", "file", J_STR, O(prompts_file), 0, 0},
     {"prompts", "synth_count", J_INT, O(synth_count), 0, 1000000000},
     {"prompts", "synth_seed", J_INT, O(synth_seed), 0, INT64_MAX},
@@ -53,7 +56,7 @@ void kd_job_defaults(kd_job *job) {
     snprintf(job->tools, sizeof job->tools, "configs/tools.json");
     snprintf(job->tokenizer, sizeof job->tokenizer, "models/student/tokenizer");
     snprintf(job->config, sizeof job->config, "configs/process_supervision.yaml");
-    job->tokenizer_vocab_size = 4096;
+    job->tokenizer_vocab_size = 8192; /* jobs/quickstart.sh's default too */
 }
 
 static void list_clear(kd_string_list *l) {
@@ -210,6 +213,19 @@ int kd_job_config(const kd_job *job, kd_config *cfg, kd_error *err) {
     for (int i = 0; i < job->overrides.count; i++)
         if ((rc = kd_config_set(cfg, job->overrides.items[i], err))) return kd_error_prefix(err, "%s: overrides[%d]: ", job->path, i);
     return KD_OK;
+}
+
+int kd_job_sbatch_shape(const kd_job *job, char *out, size_t cap) {
+    int n;
+    if (job->tasks_per_node > 0 && job->nodes > 0)
+        n = snprintf(out, cap, "--nodes=%lld\n--ntasks-per-node=%lld\n", (long long)job->nodes, (long long)job->tasks_per_node);
+    else if (job->nodes > 0)
+        n = snprintf(out, cap, "--nodes=%lld\n--ntasks=%lld\n", (long long)job->nodes, (long long)job->ranks);
+    else
+        n = snprintf(out, cap, "--ntasks=%lld\n", (long long)job->ranks);
+    if (n >= 0 && (size_t)n < cap && job->cpus_per_task > 0)
+        n += snprintf(out + n, cap - (size_t)n, "--cpus-per-task=%lld\n", (long long)job->cpus_per_task);
+    return n;
 }
 
 void kd_job_path(const kd_job *job, const char *rel, char *out) {

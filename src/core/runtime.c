@@ -2,11 +2,14 @@
 #include "kdstep/runtime.h"
 
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include "kdstep/log.h"
 
 /* OpenBLAS entry points (declared here so the header stays BLAS-agnostic). */
 extern char *openblas_get_corename(void);
@@ -65,18 +68,96 @@ int kd_runtime_select_blas(int argc, char **argv) {
 
 const char *kd_runtime_blas_core(void) { return openblas_get_corename(); }
 
-int kd_runtime_set_threads(int local_ranks, int requested) {
-    int n = requested;
-    const char *env = getenv("KDSTEP_THREADS");
-    if (n <= 0 && env) n = atoi(env);
-    if (n <= 0 && getenv("OMP_NUM_THREADS")) n = atoi(getenv("OMP_NUM_THREADS"));
-    if (n <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        if (local_ranks < 1) local_ranks = 1;
-        n = (int)(cores / local_ranks);
+/* ---- threads that follow the allocation ---- */
+
+static int g_sharing;         /* ranks sharing this process's CPUs, told by the CLI after MPI_Init; 0 unknown */
+static int g_threads_logged;  /* the threads last logged (0: none yet) */
+static char g_where[160];     /* "host node1, rank 0 of 3" */
+
+int kd_runtime_cpu_list(const cpu_set_t *set, char *out, size_t cap) {
+    size_t len = 0;
+    int count = 0;
+    if (cap) out[0] = '\0';
+    for (int c = 0; c < CPU_SETSIZE; c++) {
+        if (!CPU_ISSET(c, set)) continue;
+        int e = c;
+        while (e + 1 < CPU_SETSIZE && CPU_ISSET(e + 1, set)) e++;
+        count += e - c + 1;
+        int w = e > c ? snprintf(out + len, cap > len ? cap - len : 0, "%s%d-%d", len ? "," : "", c, e)
+                      : snprintf(out + len, cap > len ? cap - len : 0, "%s%d", len ? "," : "", c);
+        if (w > 0) len += (size_t)w;
+        if (len >= cap && cap > 4) snprintf(out + cap - 4, 4, "...");
+        c = e;
     }
-    if (n < 1) n = 1;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-    return n;
+    return count;
+}
+
+static int env_count(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return (*end == '\0' && n > 0 && n <= 1 << 16) ? (int)n : 0;
+}
+
+void kd_runtime_plan_threads(int requested, int affinity_cpus, int sharing, kd_thread_plan *p) {
+    memset(p, 0, sizeof *p);
+    if (affinity_cpus < 1) affinity_cpus = 1;
+    if (sharing < 1) sharing = 1;
+    p->cpus = affinity_cpus;
+    p->sharing = sharing;
+    int n;
+    if (requested > 0) {
+        n = requested;
+        p->source = "train.threads";
+    } else if ((n = env_count("KDSTEP_THREADS")) > 0) {
+        p->source = "KDSTEP_THREADS";
+    } else if ((n = env_count("OMP_NUM_THREADS")) > 0) {
+        p->source = "OMP_NUM_THREADS";
+    } else if ((n = env_count("SLURM_CPUS_PER_TASK")) > 0) {
+        /* Slurm's --cpus-per-task; never more than the CPUs this process may run on */
+        if (n > affinity_cpus) n = affinity_cpus;
+        p->source = "SLURM_CPUS_PER_TASK";
+    } else {
+        /* Slurm without a cpuset (task/none) leaves the mask whole: its count of CPUs allocated to the
+         * job on this node bounds it then */
+        int slurm = env_count("SLURM_CPUS_ON_NODE");
+        if (slurm > 0 && slurm < affinity_cpus) {
+            p->cpus = slurm;
+            p->source = "SLURM_CPUS_ON_NODE / ranks sharing them";
+        } else {
+            p->source = "CPU affinity / ranks sharing it";
+        }
+        n = p->cpus / sharing;
+    }
+    p->threads = n < 1 ? 1 : n;
+}
+
+void kd_runtime_set_placement(const char *host, int rank, int size, int sharing) {
+    g_sharing = sharing;
+    snprintf(g_where, sizeof g_where, "host %s, rank %d of %d", host, rank, size);
+}
+
+int kd_runtime_set_threads(int local_ranks, int requested) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    char list[256] = "?";
+    int cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        cpus = kd_runtime_cpu_list(&set, list, sizeof list);
+    } else {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        cpus = online > 0 ? (int)online : 1;
+    }
+    kd_thread_plan p;
+    kd_runtime_plan_threads(requested, cpus, g_sharing > 0 ? g_sharing : local_ranks, &p);
+    omp_set_num_threads(p.threads);
+    openblas_set_num_threads(p.threads);
+    if (p.threads != g_threads_logged) {
+        KD_INFO("runtime: %s: %d thread%s (%s) on CPUs %s (%d, shared by %d rank%s)",
+                g_where[0] ? g_where : "this process", p.threads, p.threads == 1 ? "" : "s", p.source, list, p.cpus,
+                p.sharing, p.sharing == 1 ? "" : "s");
+        g_threads_logged = p.threads;
+    }
+    return p.threads;
 }

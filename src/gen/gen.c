@@ -234,6 +234,56 @@ static int check_prompt_set(const kd_gen_options *opt, kd_error *err) {
     return rc;
 }
 
+/* generate.filter: the conversations it rejected are records of failures.jsonl (kind "filtered") but
+ * not failures: "filtered" counts them and "failures" does not, so samples + filtered + failures =
+ * prompts. teacher_coverage: per kind of trained token, the share with teacher top-k (docs/teachers.md). */
+/* Records of kind "filtered" in failures.jsonl, this run's and earlier runs' (a resumed --out), one per
+ * prompt as load_failures counts them. */
+static json_int_t count_filtered(const char *dir) {
+    char path[4096];
+    kd_path_join(path, sizeof path, dir, "failures.jsonl");
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    bitmap seen = {0};
+    json_int_t n = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        if (!strstr(line, "\"filtered\"")) continue;
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *pi = json_object_get(j, "prompt_index");
+        const char *kind = json_string_value(json_object_get(j, "kind"));
+        if (json_is_integer(pi) && kind && strcmp(kind, "filtered") == 0 && !bm_get(&seen, json_integer_value(pi))) {
+            n++;
+            bm_set(&seen, json_integer_value(pi)); /* out of memory: a repeat may count twice */
+        }
+        json_decref(j);
+    }
+    free(line);
+    free(seen.bits);
+    fclose(f);
+    return n;
+}
+
+static void add_teacher_stats(json_t *j, const int64_t *sum, json_t *kinds, int64_t failures_total, const char *dir) {
+    json_int_t filtered_now = json_integer_value(json_object_get(kinds, "filtered"));
+    json_int_t filtered = count_filtered(dir);
+    if (filtered < filtered_now) filtered = filtered_now;
+    json_object_set_new(j, "filtered", json_integer(filtered));
+    json_object_set_new(j, "failures", json_integer((json_int_t)failures_total - filtered));
+    json_object_set_new(j, "filtered_this_run", json_integer(filtered_now));
+    json_object_set_new(j, "failures_this_run",
+                        json_integer(json_integer_value(json_object_get(j, "failures_this_run")) - filtered_now));
+    static const char *KIND[4] = {"tool_name", "json", "integration", "other"};
+    json_t *cov = json_object();
+    for (int k = 0; k < 4; k++) {
+        int64_t n = sum[KD_GEN_C_COV_TOKENS + 2 * k], hit = sum[KD_GEN_C_COV_TOKENS + 2 * k + 1];
+        json_object_set_new(cov, KIND[k], json_pack("{s:I, s:I, s:f}", "tokens", (json_int_t)n, "with_topk", (json_int_t)hit,
+                                                    "share", n ? (double)hit / (double)n : 0.0));
+    }
+    json_object_set_new(j, "teacher_coverage", cov);
+}
+
 static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *sum, json_t *kinds, int64_t failures_total,
                        int64_t samples_total, int64_t tokens_total, int ranks, kd_error *err) {
     double busy = 0;
@@ -263,6 +313,7 @@ static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *s
                                   "bytes", (json_int_t)sum[KD_GEN_C_TOKENIZE_BYTES], "peer_mismatches",
                                   (json_int_t)sum[KD_GEN_C_TOKCACHE_MISMATCHES]));
     json_object_set_new(j, "tokenizer_peer_s", json_real(sum[KD_GEN_C_T_TOKENIZE_PEER_US] * 1e-6));
+    add_teacher_stats(j, sum, kinds, failures_total, dir);
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
     char path[4096];

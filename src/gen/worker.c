@@ -31,6 +31,8 @@
 
 #define ASSISTANT_HEADER "<|im_start|>assistant\n"
 
+enum { FILTER_NONE, FILTER_JSON_VALID, FILTER_SCHEMA_VALID };
+
 typedef struct conv {
     int used;
     int64_t index;
@@ -43,7 +45,10 @@ typedef struct conv {
     kd_registry *reg;   /* per-prompt registry, or NULL: the worker's */
     int turns;
     int64_t attempts;
-    kd_teacher_logprobs last_lp; /* the final completion's logprobs (HTTP teachers), owned */
+    int scoring;        /* the conversation is done and its scoring request is out */
+    int scored;         /* last_lp holds the scoring of the whole conversation */
+    char *reject;       /* why generate.filter rejects it (the first reason), or NULL */
+    kd_teacher_logprobs last_lp; /* the final completion's logprobs, or the scoring's; owned */
 } conv;
 
 struct kd_gen_worker {
@@ -53,7 +58,9 @@ struct kd_gen_worker {
     kd_registry *reg;
     json_t *reg_tools; /* the registry as an OpenAI tools array */
     kd_teacher *teacher;
-    kd_stub_teacher *scorer; /* teacher-forced top-k when the teacher is the stub */
+    int scoring;           /* KD_SCORING_*: how a finished conversation gets its top-k */
+    int filter;            /* FILTER_* */
+    int keep_thinking;     /* generate.thinking: keep */
     kd_toolsim *sim;
     kd_shard *shard;
     int K;
@@ -118,6 +125,7 @@ static void conv_clear(conv *c) {
     json_decref(c->messages);
     json_decref(c->tools);
     kd_registry_close(c->reg);
+    free(c->reject);
     kd_teacher_logprobs_free(&c->last_lp);
     memset(c, 0, sizeof *c);
 }
@@ -207,17 +215,13 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
     if ((rc = kd_registry_open(&w->reg, err))) goto fail;
     if (opt->tools_path && (rc = kd_registry_load_file(w->reg, opt->tools_path, err))) goto fail;
     w->reg_tools = kd_registry_to_openai(w->reg);
+    if ((rc = kd_scoring_from_name(opt->cfg->teacher.scoring, &w->scoring, err))) goto fail;
+    const char *f = opt->cfg->generate.filter;
+    w->filter = strcmp(f, "none") == 0 ? FILTER_NONE : strcmp(f, "json_valid") == 0 ? FILTER_JSON_VALID : FILTER_SCHEMA_VALID;
+    w->keep_thinking = strcmp(opt->cfg->generate.thinking, "keep") == 0;
     if ((rc = kd_teacher_open(&w->teacher, opt->cfg, w->reg, w->tok, err))) goto fail;
-    if (strcmp(opt->cfg->teacher.url, "stub") == 0) {
-        kd_stub_options so = {0};
-        if ((rc = kd_tool_format_from_name(opt->cfg->teacher.tool_call_format, &so.tool_call_format, err))) goto fail;
-        so.malformed_rate = opt->cfg->teacher.malformed_rate;
-        so.temperature = 1.0;
-        so.seed = opt->cfg->teacher.seed;
-        if ((rc = kd_stub_open(&w->scorer, &so, w->reg, w->tok, err))) goto fail;
-    }
     if ((rc = kd_toolsim_open(&w->sim, w->reg, opt->cfg->teacher.tool_fixtures, err))) goto fail;
-    if (!w->scorer && build_byte_index(w) != 0) {
+    if (build_byte_index(w) != 0) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -249,6 +253,8 @@ static int submit_conv(kd_gen_worker *w, int slot, kd_error *err) {
     req.messages = c->messages;
     req.tools = c->tools;
     req.tag = (uint64_t)slot;
+    /* with scoring on, an answer's own logprobs are not needed: the scoring covers every token */
+    if (w->scoring != KD_SCORING_NONE) req.top_logprobs = 0;
     double t0 = kd_now_s();
     int rc = kd_teacher_submit(w->teacher, &req, err);
     add_time(w, KD_GEN_C_T_TEACHER_US, t0);
@@ -335,9 +341,15 @@ static json_t *assistant_message(const kd_gen_worker *w, const kd_teacher_comple
     json_t *calls = json_array();
     for (int i = 0; i < comp->n_tool_calls; i++) {
         const kd_teacher_tool_call *tc = &comp->tool_calls[i];
+        /* arguments as the JSON text the template writes for them (tojson), so that every teacher renders
+         * this turn as the student's template does: a string is written verbatim, and vLLM turns one
+         * back into an object that tojson writes the same way */
         json_t *args = json_loads(tc->arguments ? tc->arguments : "", JSON_DECODE_ANY, NULL);
-        json_t *fn = json_pack("{s:s, s:o}", "name", tc->name ? tc->name : "",
-                               "arguments", args ? args : json_string(tc->arguments ? tc->arguments : ""));
+        char *tj = args ? kd_chat_tojson(args) : NULL;
+        json_decref(args);
+        json_t *fn = json_pack("{s:s, s:s}", "name", tc->name ? tc->name : "", "arguments",
+                               tj ? tj : tc->arguments ? tc->arguments : "");
+        free(tj);
         char id[32];
         snprintf(id, sizeof id, "call_%d", i);
         json_array_append_new(calls, json_pack("{s:s, s:s, s:o}", "id", tc->id ? tc->id : id, "type", "function", "function", fn));
@@ -378,8 +390,72 @@ static void align_endpoint_topk(kd_gen_worker *w, const conv *c, kd_text_span an
     }
 }
 
-static int fill_topk(kd_gen_worker *w, const conv *c, const kd_chat_result *r, size_t response_start, kd_text_span answer,
-                     int32_t *ids, float *lps, float *tail, kd_error *err) {
+/* One teacher row into student row t: its K columns, alternatives by id (same tokenizer) or by their
+ * bytes (-1, the tail's, when the student has no such token). */
+static void put_row(kd_gen_worker *w, const kd_teacher_logprobs *lp, int i, size_t t, int by_id, int32_t *ids, float *lps,
+                    float *tail) {
+    int K = w->K;
+    for (int k = 0; k < K && k < lp->k; k++) {
+        size_t at = (size_t)i * (size_t)lp->k + (size_t)k;
+        const char *alt = lp->topk_tokens ? lp->topk_tokens[at] : NULL;
+        ids[t * K + k] = by_id ? lp->topk_ids[at] : alt ? id_of_bytes(w, alt, strlen(alt)) : -1;
+        lps[t * K + k] = lp->topk_logprobs[at];
+    }
+    tail[t] = lp->tail_logprob[i];
+}
+
+/* The scoring of the whole conversation (one row per teacher token, row i = the distribution of
+ * teacher token i) onto the student's tokens from response_start on.
+ * - Same tokenizer (the teacher's token ids are the student's, one for one): row for row, exact.
+ * - Otherwise by byte span: the teacher's token texts laid end to end give each token's bytes in the
+ *   teacher's rendering; each assistant span of the student's text is found in it (templates may
+ *   differ elsewhere), and a student token gets the row of the teacher token with exactly its bytes. */
+static void align_scored(kd_gen_worker *w, const conv *c, const kd_chat_result *r, const kd_text_span *resp, size_t nresp,
+                         size_t response_start, int32_t *ids, float *lps, float *tail) {
+    const kd_teacher_logprobs *lp = &c->last_lp;
+    size_t n = w->enc.count;
+    int same = (size_t)lp->n == n;
+    for (size_t t = 1; same && t < n; t++) same = lp->token_ids[t] == w->enc.ids[t]; /* row 0 has no entry */
+    if (same) {
+        for (size_t t = 0; t < n; t++)
+            if ((size_t)w->enc.offsets[t][0] >= response_start) put_row(w, lp, (int)t, t, 1, ids, lps, tail);
+        return;
+    }
+    size_t *tb = malloc(((size_t)lp->n + 1) * sizeof *tb), tl = 0;
+    if (!tb) return;
+    for (int i = 0; i < lp->n; i++) {
+        tb[i] = tl;
+        tl += lp->tokens && lp->tokens[i] ? strlen(lp->tokens[i]) : 0;
+    }
+    tb[lp->n] = tl;
+    char *tt = malloc(tl + 1);
+    if (!tt) {
+        free(tb);
+        return;
+    }
+    for (int i = 0; i < lp->n; i++)
+        if (lp->tokens && lp->tokens[i]) memcpy(tt + tb[i], lp->tokens[i], tb[i + 1] - tb[i]);
+    size_t from = 0, t = 0;
+    int i = 0;
+    for (size_t q = 0; q < nresp; q++) {
+        size_t a = resp[q].start, b = resp[q].end;
+        const char *hit = b > a && from < tl ? memmem(tt + from, tl - from, r->text + a, b - a) : NULL;
+        if (!hit) continue;
+        size_t at = (size_t)(hit - tt);
+        from = at + (b - a);
+        for (; t < n && (size_t)w->enc.offsets[t][0] < a; t++) {}
+        for (; t < n && (size_t)w->enc.offsets[t][1] <= b; t++) {
+            size_t s0 = (size_t)w->enc.offsets[t][0] - a + at, s1 = (size_t)w->enc.offsets[t][1] - a + at;
+            while (i < lp->n && tb[i] < s0) i++;
+            if (i < lp->n && tb[i] == s0 && tb[i + 1] == s1) put_row(w, lp, i, t, 0, ids, lps, tail);
+        }
+    }
+    free(tt);
+    free(tb);
+}
+
+static int fill_topk(kd_gen_worker *w, const conv *c, const kd_chat_result *r, const kd_text_span *resp, size_t nresp,
+                     kd_text_span answer, int32_t *ids, float *lps, float *tail) {
     size_t n = w->enc.count;
     int K = w->K;
     for (size_t i = 0; i < n * (size_t)K; i++) {
@@ -387,28 +463,43 @@ static int fill_topk(kd_gen_worker *w, const conv *c, const kd_chat_result *r, s
         lps[i] = -INFINITY;
     }
     for (size_t i = 0; i < n; i++) tail[i] = 0.0f;
-    if (!w->scorer) {
-        if (c->last_lp.n > 0) align_endpoint_topk(w, c, answer, ids, lps, tail);
-        return KD_OK;
-    }
-    kd_teacher_logprobs lp = {0};
-    int rc = kd_stub_score(w->scorer, r->text, r->len, response_start, K, w->cfg->teacher.seed, &lp, err);
-    if (rc) return rc;
-    if ((size_t)lp.n != n) {
-        kd_teacher_logprobs_free(&lp);
-        return kd_error_set(err, KD_ERR_INVALID, "teacher scoring gave %d positions for %zu tokens", lp.n, n);
-    }
-    for (size_t t = 0; t < n; t++) {
-        size_t src = t;
-        if (w->enc.offsets[src][0] < (int32_t)response_start) continue; /* the prompt is not distilled */
-        for (int k = 0; k < K && k < lp.k; k++) {
-            ids[t * K + k] = lp.topk_ids[src * lp.k + k];
-            lps[t * K + k] = lp.topk_logprobs[src * lp.k + k];
-        }
-        tail[t] = lp.tail_logprob[src];
-    }
-    kd_teacher_logprobs_free(&lp);
+    if (c->scored) align_scored(w, c, r, resp, nresp, resp[0].start, ids, lps, tail);
+    else if (c->last_lp.n > 0) align_endpoint_topk(w, c, answer, ids, lps, tail);
     return KD_OK;
+}
+
+/* generate.thinking drop: a <think>...</think> block with reasoning in it (the empty one the template
+ * writes is scaffolding, trained as before) stays in the text and leaves every mask. */
+static void drop_thinking(kd_gen_worker *w, const kd_chat_result *r, const kd_text_span *resp, size_t nresp, kd_targets *tg) {
+    size_t n = w->enc.count, t = 0;
+    for (size_t q = 0; q < nresp; q++) {
+        size_t a = resp[q].start, b = resp[q].end;
+        if (b - a < 7 || memcmp(r->text + a, "<think>", 7) != 0) continue;
+        const char *close = memmem(r->text + a, b - a, "</think>", 8);
+        if (!close) continue;
+        size_t e = (size_t)(close - r->text) + 8, inner = 0;
+        for (size_t k = a + 7; k < e - 8; k++) inner += !(r->text[k] == '\n' || r->text[k] == ' ');
+        if (!inner) continue;
+        while (e < b && r->text[e] == '\n') e++;
+        for (; t < n && (size_t)w->enc.offsets[t][0] < a; t++) {}
+        for (; t < n && (size_t)w->enc.offsets[t][0] < e; t++) {
+            tg->loss_mask[t] = 0;
+            if (tg->tool_name_mask) tg->tool_name_mask[t] = 0;
+            if (tg->json_mask) tg->json_mask[t] = 0;
+            if (tg->integration_mask) tg->integration_mask[t] = 0;
+        }
+    }
+}
+
+/* stats.json teacher_coverage: trained tokens by kind, and how many of them have teacher top-k. */
+static void count_coverage(kd_gen_worker *w, const kd_targets *tg, const int32_t *ids) {
+    for (size_t t = 0; t < w->enc.count; t++) {
+        int kind = tg->tool_name_mask && tg->tool_name_mask[t] ? 0 : tg->json_mask && tg->json_mask[t] ? 1
+                   : tg->integration_mask && tg->integration_mask[t] ? 2 : tg->loss_mask[t] ? 3 : -1;
+        if (kind < 0) continue;
+        w->counters[KD_GEN_C_COV_TOKENS + 2 * kind]++;
+        w->counters[KD_GEN_C_COV_TOKENS + 2 * kind + 1] += ids[t * (size_t)w->K] >= 0;
+    }
 }
 
 /* The conversation is over: render, tokenize, extract, align, append. */
@@ -482,6 +573,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     kd_targets tg;
     memset(&tg, 0, sizeof tg);
     if (!rc) rc = kd_targets_build(w->enc.offsets, n, r.len, &ts, w->cfg->process_supervision.enabled, &tg, &e);
+    if (!rc && !w->keep_thinking) drop_thinking(w, &r, resp, nresp, &tg);
     add_time(w, KD_GEN_C_T_EXTRACT_US, t0);
     kd_target_spans_free(&ts);
     if (rc) {
@@ -498,10 +590,11 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     size_t response_start = resp[0].start;
     kd_text_span answer = {r.content_spans[nm - 1].start, r.content_spans[nm - 1].end};
     rc = kd_shard_reserve_teacher(w->shard, (int64_t)n, &topk_ids, &topk_lp, &tail, err);
-    if (rc == KD_OK) rc = fill_topk(w, c, &r, response_start, answer, topk_ids, topk_lp, tail, err);
+    if (rc == KD_OK) rc = fill_topk(w, c, &r, resp, nresp, answer, topk_ids, topk_lp, tail);
+    if (rc == KD_OK) count_coverage(w, &tg, topk_ids);
     int64_t prompt_len = 0;
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
-    add_time(w, w->scorer ? KD_GEN_C_T_TEACHER_US : KD_GEN_C_T_OTHER_US, t0);
+    add_time(w, KD_GEN_C_T_OTHER_US, t0);
     if (rc == KD_OK) {
         kd_sample s = {0};
         s.prompt_id = c->index;
@@ -549,6 +642,58 @@ bad_sample:
     return KD_OK;
 }
 
+static void reject(conv *c, const char *fmt, const char *a, const char *b) {
+    if (c->reject) return;
+    char why[512];
+    snprintf(why, sizeof why, fmt, a ? a : "", b ? b : "");
+    c->reject = kd_strdup(why);
+}
+
+/* generate.filter on one teacher answer: json_valid wants every call's arguments a JSON object and no
+ * call left unread (a <tool_call> block the server's parser could not read, or an answer cut off);
+ * schema_valid also wants each call to name an offered tool with arguments its schema accepts. */
+static void check_filter(kd_gen_worker *w, conv *c, const kd_teacher_completion *comp) {
+    if (w->filter == FILTER_NONE || c->reject) return;
+    const char *text = comp->text ? comp->text : "";
+    if (comp->finish_reason && strcmp(comp->finish_reason, "length") == 0)
+        return reject(c, "json_valid: the answer was cut off (finish_reason length)%s%s", NULL, NULL);
+    if (comp->n_tool_calls == 0 && strstr(text, "<tool_call>"))
+        return reject(c, "json_valid: a <tool_call> block that is not a valid call%s%s", NULL, NULL);
+    const kd_registry *reg = c->reg ? c->reg : w->reg;
+    for (int i = 0; i < comp->n_tool_calls && !c->reject; i++) {
+        const kd_teacher_tool_call *tc = &comp->tool_calls[i];
+        json_t *args = json_loads(tc->arguments ? tc->arguments : "", 0, NULL);
+        if (!json_is_object(args)) reject(c, "json_valid: the arguments of the call to '%s' are not a JSON object%s", tc->name, NULL);
+        else if (w->filter == FILTER_SCHEMA_VALID) {
+            const kd_tool *tool = tc->name ? kd_registry_find(reg, tc->name) : NULL;
+            kd_error e;
+            if (!tool) reject(c, "schema_valid: a call to '%s', which is not an offered tool%s", tc->name, NULL);
+            else if (kd_registry_validate(tool, args, &e) != KD_OK)
+                reject(c, "schema_valid: the arguments of the call to '%s' do not fit its schema: %s", tc->name, e.msg);
+        }
+        json_decref(args);
+    }
+}
+
+/* The conversation is over: filtered out, or scored (one request for all of it), or finished now. */
+static int end_conv(kd_gen_worker *w, int slot, kd_error *err) {
+    conv *c = &w->slots[slot];
+    if (c->reject) {
+        w->counters[KD_GEN_C_FILTERED]++;
+        char *why = c->reject;
+        c->reject = NULL;
+        fail_conv(w, c, "filtered", why);
+        free(why);
+        return KD_OK;
+    }
+    if (w->scoring == KD_SCORING_NONE) return finish_conv(w, slot, err);
+    c->scoring = 1;
+    double t0 = kd_now_s();
+    int rc = kd_teacher_submit_score(w->teacher, c->messages, c->tools, (uint64_t)slot, err);
+    add_time(w, KD_GEN_C_T_TEACHER_US, t0);
+    return rc;
+}
+
 static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error *err) {
     int slot = (int)comp->tag;
     if (slot < 0 || slot >= w->capacity || !w->slots[slot].used)
@@ -560,6 +705,13 @@ static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error
     w->counters[KD_GEN_C_USAGE_COMPLETION] += comp->completion_tokens;
     if (comp->status != KD_OK) {
         char why[1024];
+        if (c->scoring) {
+            snprintf(why, sizeof why, "scoring the conversation: %s (HTTP %d after %d attempts)%s%s",
+                     comp->error ? comp->error : "teacher failed", comp->http_status, comp->attempts,
+                     comp->body_excerpt ? ": " : "", comp->body_excerpt ? comp->body_excerpt : "");
+            fail_conv(w, c, "teacher_scoring", why);
+            return KD_OK;
+        }
         snprintf(why, sizeof why, "%s (HTTP %d after %d attempts)%s%s", comp->error ? comp->error : "teacher failed",
                  comp->http_status, comp->attempts, comp->body_excerpt ? ": " : "", comp->body_excerpt ? comp->body_excerpt : "");
         fail_conv(w, c, "teacher", why);
@@ -568,11 +720,16 @@ static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error
     kd_teacher_logprobs_free(&c->last_lp);
     c->last_lp = comp->lp; /* taken over: the completion no longer owns it */
     memset(&comp->lp, 0, sizeof comp->lp);
+    if (c->scoring) {
+        c->scored = 1;
+        return finish_conv(w, slot, err);
+    }
+    check_filter(w, c, comp);
     int n_calls = 0;
     json_t *msg = assistant_message(w, comp, &n_calls);
     json_array_append_new(c->messages, msg);
     c->turns++;
-    if (n_calls == 0 || c->turns >= w->cfg->generate.max_turns) return finish_conv(w, slot, err);
+    if (n_calls == 0 || c->turns >= w->cfg->generate.max_turns) return end_conv(w, slot, err);
     /* run the tools; a call the simulator cannot run (bad JSON, unknown tool) ends the
      * conversation here: the sample keeps the teacher's malformed call for the extractor */
     const kd_registry *reg = c->reg ? c->reg : w->reg;
@@ -595,7 +752,7 @@ static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error
     }
     if (!ok) {
         json_decref(tool_msgs);
-        return finish_conv(w, slot, err);
+        return end_conv(w, slot, err);
     }
     json_array_extend(c->messages, tool_msgs);
     json_decref(tool_msgs);
@@ -654,7 +811,6 @@ static void release(kd_gen_worker *w) {
     free(w->byte_keys);
     free(w->byte_ids);
     kd_toolsim_close(w->sim);
-    kd_stub_close(w->scorer);
     kd_teacher_close(w->teacher);
     json_decref(w->reg_tools);
     kd_registry_close(w->reg);

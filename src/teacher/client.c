@@ -14,9 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client.h"
 #include "common.h"
+#include "kdstep/chat.h"
 #include "kdstep/hash.h"
 #include "kdstep/jsonw.h"
 #include "kdstep/log.h"
@@ -29,12 +31,10 @@ struct kd_teacher_client;
 typedef struct job {
     struct kd_teacher_client *cl;
     kd_teacher_completion *c;
-    char *body;          /* the request body of the current phase */
-    char *chat_body;     /* kept for retries of phase 0 */
-    int phase;           /* 0: chat completion, 1: teacher-forced scoring */
-    size_t response_start;
-    size_t prompt_len; /* of the scoring prompt */
-    int retries;         /* of the current phase */
+    char *body;          /* the request body (kept for retries) */
+    int score;           /* 0: a chat completion; 1: scoring a conversation (prompt_logprobs) */
+    const char *url;     /* chat_url, or score_url for scoring through /v1/completions */
+    int retries;
     double due_s;
     double start_s;
     CURL *easy;
@@ -62,6 +62,8 @@ struct kd_teacher_client {
     char *key; /* only to redact echoes; never printed */
     char chat_url[KD_CFG_PATH + 32], score_url[KD_CFG_PATH + 32];
     kd_config cfg;
+    json_t *extra;     /* teacher.extra_body, merged into every chat request (NULL: none) */
+    int scoring;       /* KD_SCORING_* */
     jobq waiting, delayed, done, running;
     CURL **free_easy;
     int n_free_easy;
@@ -171,6 +173,18 @@ int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_erro
         free(c);
         return rc;
     }
+    if (cfg->teacher.extra_body[0]) {
+        json_error_t je;
+        c->extra = json_loads(cfg->teacher.extra_body, 0, &je);
+        if (!json_is_object(c->extra)) {
+            kd_client_close(c);
+            return kd_error_set(err, KD_ERR_INVALID, "teacher.extra_body: not a JSON object: %s", je.text);
+        }
+    }
+    if ((rc = kd_scoring_from_name(cfg->teacher.scoring, &c->scoring, err))) {
+        kd_client_close(c);
+        return rc;
+    }
     join_url(c->chat_url, sizeof c->chat_url, url, "/chat/completions");
     join_url(c->score_url, sizeof c->score_url, url, "/completions");
     c->multi = curl_multi_init();
@@ -220,7 +234,6 @@ static void job_free(job *j) {
         free(j->c);
     }
     free(j->body);
-    free(j->chat_body);
     kd_sbuf_free(&j->resp);
     free(j);
 }
@@ -249,37 +262,61 @@ void kd_client_close(struct kd_teacher_client *c) {
         memset(c->key, 0, strlen(c->key));
         free(c->key);
     }
+    json_decref(c->extra);
     kd_config_free(&c->cfg);
     free(c);
 }
 
 #define RAW(w, lit) kd_jsonw_raw(w, lit, sizeof lit - 1)
 
+/* A field of ours, unless teacher.extra_body sets it (extra_body wins, as OpenAI SDKs merge it). */
+static int ours(const struct kd_teacher_client *c, const char *key) { return !c->extra || !json_object_get(c->extra, key); }
+
+#define FIELD(c, w, key) (ours(c, key) && (RAW(w, ",\"" key "\":"), 1))
+
+/* extra_body's fields, at the end of the object. */
+static int put_extra(const struct kd_teacher_client *c, kd_jsonw *w) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(c->extra, k, v) {
+        RAW(w, ",");
+        kd_jsonw_string(w, k, strlen(k));
+        RAW(w, ":");
+        if (kd_jsonw_value(w, v)) return -1;
+    }
+    return 0;
+}
+
+/* The start of every chat body: model, messages, tools. */
+static int chat_head(const struct kd_teacher_client *c, kd_jsonw *w, const json_t *messages, const json_t *tools) {
+    const kd_config *cfg = &c->cfg;
+    RAW(w, "{\"model\":");
+    kd_jsonw_string(w, cfg->teacher.model, strlen(cfg->teacher.model));
+    RAW(w, ",\"messages\":");
+    if (kd_jsonw_value(w, messages)) return -1;
+    if (tools && json_array_size(tools) && ours(c, "tools")) {
+        RAW(w, ",\"tools\":");
+        if (kd_jsonw_value(w, tools)) return -1;
+    }
+    return 0;
+}
+
 /* The body written straight out (kd_jsonw: the bytes json_dumps would give for the same object, about
  * eight times faster; the tool schemas make a request body several KB, serialized per request). */
 static char *build_chat_body(const struct kd_teacher_client *c, const kd_teacher_request *req, int *top_k) {
     const kd_config *cfg = &c->cfg;
     kd_jsonw w = {0};
-    RAW(&w, "{\"model\":");
-    kd_jsonw_string(&w, cfg->teacher.model, strlen(cfg->teacher.model));
-    RAW(&w, ",\"messages\":");
-    if (kd_jsonw_value(&w, req->messages)) goto fail;
-    if (req->tools && json_array_size(req->tools)) {
-        RAW(&w, ",\"tools\":");
-        if (kd_jsonw_value(&w, req->tools)) goto fail;
-        RAW(&w, ",\"tool_choice\":\"auto\"");
-    }
-    RAW(&w, ",\"temperature\":");
-    kd_jsonw_real(&w, req->temperature >= 0 ? req->temperature : cfg->teacher.temperature);
-    RAW(&w, ",\"max_tokens\":");
-    kd_jsonw_int(&w, req->max_tokens >= 0 ? req->max_tokens : cfg->teacher.max_tokens);
-    RAW(&w, ",\"seed\":");
-    kd_jsonw_int(&w, req->seed >= 0 ? req->seed : cfg->teacher.seed);
+    if (chat_head(c, &w, req->messages, req->tools)) goto fail;
+    if (req->tools && json_array_size(req->tools) && FIELD(c, &w, "tool_choice")) RAW(&w, "\"auto\"");
+    if (FIELD(c, &w, "temperature")) kd_jsonw_real(&w, req->temperature >= 0 ? req->temperature : cfg->teacher.temperature);
+    if (FIELD(c, &w, "max_tokens")) kd_jsonw_int(&w, req->max_tokens >= 0 ? req->max_tokens : cfg->teacher.max_tokens);
+    if (FIELD(c, &w, "seed")) kd_jsonw_int(&w, req->seed >= 0 ? req->seed : cfg->teacher.seed);
     int k = (int)(req->top_logprobs >= 0 ? req->top_logprobs : cfg->teacher.top_logprobs);
     if (k > 0) {
-        RAW(&w, ",\"logprobs\":true,\"top_logprobs\":");
-        kd_jsonw_int(&w, k);
+        if (FIELD(c, &w, "logprobs")) RAW(&w, "true");
+        if (FIELD(c, &w, "top_logprobs")) kd_jsonw_int(&w, k);
     }
+    if (put_extra(c, &w)) goto fail;
     RAW(&w, "}");
     *top_k = k;
     return kd_jsonw_take(&w);
@@ -288,34 +325,83 @@ fail:
     return NULL;
 }
 
+/* Scoring a finished conversation through the chat endpoint: vLLM's prompt_logprobs over the whole
+ * conversation and max_tokens 1 (a generation step vLLM needs, thrown away). add_generation_prompt
+ * false and continue_final_message false make the scored prompt end where the student's text ends:
+ * after the last turn's <|im_end|>, with no open assistant header (vLLM's defaults are true and false:
+ * https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html#extra-parameters_2). */
+static char *build_score_chat_body(const struct kd_teacher_client *c, const json_t *messages, const json_t *tools, int k) {
+    kd_jsonw w = {0};
+    if (chat_head(c, &w, messages, tools)) goto fail;
+    if (FIELD(c, &w, "max_tokens")) RAW(&w, "1");
+    if (FIELD(c, &w, "temperature")) RAW(&w, "0.0");
+    if (FIELD(c, &w, "seed")) kd_jsonw_int(&w, c->cfg.teacher.seed);
+    if (FIELD(c, &w, "prompt_logprobs")) kd_jsonw_int(&w, k);
+    if (FIELD(c, &w, "add_generation_prompt")) RAW(&w, "false");
+    if (FIELD(c, &w, "continue_final_message")) RAW(&w, "false");
+    if (put_extra(c, &w)) goto fail;
+    RAW(&w, "}");
+    return kd_jsonw_take(&w);
+fail:
+    kd_jsonw_free(&w);
+    return NULL;
+}
+
+/* Scoring through /v1/completions, for servers whose chat endpoint has no prompt logprobs: the text
+ * is kdstep's own rendering (the student's chat template), exactly the text the student trains on. */
+static char *build_score_text_body(const struct kd_teacher_client *c, const json_t *messages, const json_t *tools, int k) {
+    kd_chat_result r;
+    kd_error e;
+    if (kd_chat_render_json(messages, tools, NULL, &r, &e)) return NULL;
+    kd_jsonw w = {0};
+    RAW(&w, "{\"model\":");
+    kd_jsonw_string(&w, c->cfg.teacher.model, strlen(c->cfg.teacher.model));
+    RAW(&w, ",\"prompt\":");
+    kd_jsonw_string(&w, r.text, r.len);
+    RAW(&w, ",\"max_tokens\":1,\"temperature\":0.0,\"seed\":");
+    kd_jsonw_int(&w, c->cfg.teacher.seed);
+    RAW(&w, ",\"prompt_logprobs\":");
+    kd_jsonw_int(&w, k);
+    RAW(&w, "}");
+    kd_chat_render_free(&r);
+    return kd_jsonw_take(&w);
+}
+
+static int queue_job(struct kd_teacher_client *c, job *j, uint64_t tag, kd_error *err) {
+    if (!j->c || !j->body || q_push(&c->waiting, j)) {
+        job_free(j);
+        return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
+    }
+    j->c->tag = tag;
+    j->c->submit_s = kd_teacher_now();
+    c->st.submitted++;
+    return KD_OK;
+}
+
 int kd_client_submit(struct kd_teacher_client *c, const kd_teacher_request *req, kd_error *err) {
     job *j = calloc(1, sizeof *j);
     if (!j) return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
     j->cl = c;
+    j->url = c->chat_url;
     j->c = calloc(1, sizeof *j->c);
-    j->chat_body = build_chat_body(c, req, &j->top_k);
-    if (!j->c || !j->chat_body || q_push(&c->waiting, j)) {
-        job_free(j);
-        return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
-    }
-    j->c->tag = req->tag;
-    j->c->submit_s = kd_teacher_now();
-    /* Keep the messages for teacher-forced scoring, which needs the prompt text. */
-    if (c->cfg.teacher.teacher_forced_scoring && j->top_k > 0) {
-        kd_sbuf p = {0};
-        size_t i;
-        const json_t *m;
-        json_array_foreach(req->messages, i, m) {
-            const char *role = json_string_value(json_object_get(m, "role"));
-            const char *content = json_string_value(json_object_get(m, "content"));
-            kd_sbuf_printf(&p, "<|im_start|>%s\n%s<|im_end|>\n", role ? role : "user", content ? content : "");
-        }
-        kd_sbuf_puts(&p, "<|im_start|>assistant\n");
-        j->body = kd_sbuf_take(&p); /* the prefix, until phase 1 builds its body */
-        j->response_start = j->body ? strlen(j->body) : 0;
-    }
-    c->st.submitted++;
-    return KD_OK;
+    j->body = build_chat_body(c, req, &j->top_k);
+    return queue_job(c, j, req->tag, err);
+}
+
+int kd_client_submit_score(struct kd_teacher_client *c, const json_t *messages, const json_t *tools, uint64_t tag, kd_error *err) {
+    if (c->scoring == KD_SCORING_NONE)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher.scoring is none: no scoring requests (use chat or completions)");
+    job *j = calloc(1, sizeof *j);
+    if (!j) return kd_error_set(err, KD_ERR_NOMEM, "out of memory submitting a teacher request");
+    j->cl = c;
+    j->score = 1;
+    j->top_k = c->cfg.teacher.top_logprobs > 0 ? (int)c->cfg.teacher.top_logprobs : 1;
+    j->url = c->scoring == KD_SCORING_CHAT ? c->chat_url : c->score_url;
+    j->c = calloc(1, sizeof *j->c);
+    if (j->c) j->c->scored = 1;
+    j->body = c->scoring == KD_SCORING_CHAT ? build_score_chat_body(c, messages, tools, j->top_k)
+                                            : build_score_text_body(c, messages, tools, j->top_k);
+    return queue_job(c, j, tag, err);
 }
 
 #define BUF_KEEP_MAX (4u << 20) /* a buffer bigger than this goes back to the heap */
@@ -386,8 +472,8 @@ static CURL *new_easy(const struct kd_teacher_client *c) {
 static int start_job(struct kd_teacher_client *c, job *j) {
     CURL *e = c->n_free_easy ? c->free_easy[--c->n_free_easy] : new_easy(c);
     if (!e) return -1;
-    const char *body = j->phase == 0 ? j->chat_body : j->body;
-    curl_easy_setopt(e, CURLOPT_URL, j->phase == 0 ? c->chat_url : c->score_url);
+    const char *body = j->body;
+    curl_easy_setopt(e, CURLOPT_URL, j->url);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
     curl_easy_setopt(e, CURLOPT_WRITEDATA, j);
@@ -478,27 +564,10 @@ static void schedule_retry(struct kd_teacher_client *c, job *j, double min_delay
     if (q_push(&c->delayed, j)) finish(c, j, KD_ERR_NOMEM, "out of memory scheduling a retry");
 }
 
-static char *build_score_body(struct kd_teacher_client *c, job *j) {
-    /* The response re-serialized as a Hermes-template model writes it (text, then <tool_call> blocks). */
-    kd_sbuf p = {0};
-    kd_sbuf_puts(&p, j->body);
-    kd_sbuf_puts(&p, j->c->text ? j->c->text : "");
-    for (int i = 0; i < j->c->n_tool_calls; i++)
-        kd_sbuf_printf(&p, "%s<tool_call>\n{\"name\": \"%s\", \"arguments\": %s}\n</tool_call>", (i || (j->c->text && j->c->text[0])) ? "\n" : "",
-                       j->c->tool_calls[i].name, j->c->tool_calls[i].arguments);
-    char *prompt = kd_sbuf_take(&p);
-    if (!prompt) return NULL;
-    j->prompt_len = strlen(prompt);
-    kd_jsonw w = {0};
-    RAW(&w, "{\"model\":");
-    kd_jsonw_string(&w, c->cfg.teacher.model, strlen(c->cfg.teacher.model));
-    RAW(&w, ",\"prompt\":");
-    kd_jsonw_string(&w, prompt, j->prompt_len);
-    RAW(&w, ",\"max_tokens\":1,\"temperature\":0.0,\"prompt_logprobs\":");
-    kd_jsonw_int(&w, j->top_k);
-    RAW(&w, "}");
-    free(prompt);
-    return kd_jsonw_take(&w);
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
@@ -524,7 +593,7 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
     double started = j->start_s;
     release_easy(c, j);
     int max_retries = (int)c->cfg.teacher.max_retries;
-    const char *what = j->phase == 0 ? "teacher request" : "teacher-forced scoring of request";
+    const char *what = j->score ? "teacher scoring request" : "teacher request";
     unsigned long long tag = (unsigned long long)cp->tag;
     char why[512];
     double min_delay = 0;
@@ -534,14 +603,13 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
         snprintf(why, sizeof why, "%s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(res));
         kd_redact(why, c->key);
         if (!retryable_curl(res)) {
-            finish(c, j, KD_ERR_NET, "%s %llu to %s failed: %s (not retried)", what, tag,
-                   j->phase ? c->score_url : c->chat_url, why);
+            finish(c, j, KD_ERR_NET, "%s %llu to %s failed: %s (not retried)", what, tag, j->url, why);
             return;
         }
     } else if (code == 200) {
         kd_error e;
         int prc;
-        if (j->phase == 0) {
+        if (!j->score) {
             kd_teacher_completion tmp;
             memset(&tmp, 0, sizeof tmp);
             double t0 = kd_teacher_now();
@@ -558,10 +626,10 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
             } else kd_teacher_completion_free(&tmp);
         } else {
             kd_teacher_logprobs lp;
-            double t0 = kd_teacher_now();
-            prc = kd_teacher_parse_prompt_logprobs(j->resp.data ? j->resp.data : "", j->resp.len, j->prompt_len,
-                                                   j->response_start, j->top_k, &lp, &e);
-            c->st.parse_s += kd_teacher_now() - t0;
+            /* CPU time: a parse of ~1 ms is often preempted on a busy machine, and wall time would count that */
+            double t0 = thread_cpu_s();
+            prc = kd_teacher_parse_prompt_logprobs(j->resp.data ? j->resp.data : "", j->resp.len, j->top_k, &lp, &e);
+            c->st.parse_s += thread_cpu_s() - t0;
             if (!prc) {
                 kd_teacher_logprobs_free(&cp->lp);
                 cp->lp = lp;
@@ -573,19 +641,6 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
             /* AIMD: additive increase, one step per window of successes */
             c->limit += 1.0 / c->limit;
             if (c->limit > (double)c->cfg.teacher.max_in_flight) c->limit = (double)c->cfg.teacher.max_in_flight;
-            if (j->phase == 0 && c->cfg.teacher.teacher_forced_scoring && j->top_k > 0 && j->body) {
-                char *sb = build_score_body(c, j);
-                if (sb) {
-                    free(j->body);
-                    j->body = sb;
-                    j->phase = 1;
-                    j->retries = 0;
-                    j->due_s = now;
-                    if (!q_push(&c->waiting, j)) return;
-                }
-                finish(c, j, KD_ERR_NOMEM, "out of memory building the scoring request of %llu", tag);
-                return;
-            }
             finish(c, j, KD_OK, "%s", "");
             return;
         }
@@ -611,7 +666,7 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
         snprintf(ex, sizeof ex, "%s", j->resp.data ? j->resp.data : "");
         kd_redact(ex, c->key);
         finish(c, j, KD_ERR_NET, "%s %llu: HTTP %ld from %s (not retried; check the URL, model and API key variable %s): %s",
-               what, tag, code, j->phase ? c->score_url : c->chat_url, c->cfg.teacher.api_key_env, ex);
+               what, tag, code, j->url, c->cfg.teacher.api_key_env, ex);
         return;
     }
     if (j->retries >= max_retries) {

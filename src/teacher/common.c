@@ -177,3 +177,24 @@ void kd_teacher_completion_free(kd_teacher_completion *c) {
     memset(c, 0, sizeof *c);
 }
 
+int kd_extra_body_thinking(const char *extra_body, int *thinking, kd_error *err) {
+    *thinking = 0;
+    if (!extra_body || !extra_body[0]) return KD_OK;
+    json_error_t je;
+    json_t *j = json_loads(extra_body, 0, &je);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return kd_error_set(err, KD_ERR_INVALID, "teacher.extra_body: not a JSON object (%s)", j ? "another JSON value" : je.text);
+    }
+    *thinking = json_is_true(json_object_get(json_object_get(j, "chat_template_kwargs"), "enable_thinking"));
+    json_decref(j);
+    return KD_OK;
+}
+
+int kd_scoring_from_name(const char *name, int *mode, kd_error *err) {
+    if (strcmp(name, "none") == 0) *mode = KD_SCORING_NONE;
+    else if (strcmp(name, "chat") == 0) *mode = KD_SCORING_CHAT;
+    else if (strcmp(name, "completions") == 0) *mode = KD_SCORING_COMPLETIONS;
+    else return kd_error_set(err, KD_ERR_INVALID, "teacher.scoring: unknown value '%s' (use none, chat or completions)", name);
+    return KD_OK;
+}

@@ -28,4 +28,8 @@ void kd_redact(char *s, const char *secret);
 struct kd_teacher_logprobs;
 int kd_teacher_logprobs_reshape(struct kd_teacher_logprobs *lp, size_t rows, size_t ncap, size_t k);
 
+/* chat_template_kwargs.enable_thinking of teacher.extra_body ("" or a JSON object): the stub's thinking. */
+typedef struct kd_error kd_error;
+int kd_extra_body_thinking(const char *extra_body, int *thinking, kd_error *err);
+
 #endif

@@ -148,93 +148,67 @@ done:
     return rc;
 }
 
-/* The actual token of a prompt_logprobs entry: the key equal to prompt_token_ids[i] when given, else
- * the entry whose rank is not within 1..k (vLLM adds the actual token to the top-k dict), else rank 1. */
-static const json_t *actual_entry(const json_t *e, int32_t actual, int k, int32_t *id_out) {
-    const char *key;
-    const json_t *v, *found = NULL;
-    json_object_foreach((json_t *)e, key, v) {
-        long rank = (long)json_integer_value(json_object_get(v, "rank"));
-        if (actual >= 0 ? atoi(key) == actual : (rank > k || rank < 1)) {
-            *id_out = atoi(key);
-            return v;
-        }
-        if (rank == 1 && !found) {
-            found = v;
-            *id_out = atoi(key);
-        }
-    }
-    return actual >= 0 ? NULL : found;
+/* A prompt_logprobs key or text "token_id:N" (vLLM's return_tokens_as_token_ids), or a plain id. */
+static int32_t id_of_key(const char *k) {
+    if (strncmp(k, "token_id:", 9) == 0 && k[9]) k += 9;
+    size_t n = strlen(k);
+    if (n == 0 || n > 10 || strspn(k, "0123456789") != n) return -1;
+    long long v = atoll(k);
+    return v <= INT32_MAX ? (int32_t)v : -1;
 }
 
-int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, size_t prompt_len, size_t response_start,
-                                     int top_k, kd_teacher_logprobs *lp, kd_error *err) {
+int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err) {
     json_error_t je;
     memset(lp, 0, sizeof *lp);
+    if (top_k < 1) return kd_error_set(err, KD_ERR_INVALID, "prompt_logprobs: top_k must be at least 1");
     json_t *root = json_loadb(body, len, 0, &je);
     if (!root) return kd_error_set(err, KD_ERR_PARSE, "scoring response: invalid JSON at byte %d: %s", je.position, je.text);
     int rc = KD_OK;
-    const json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
-    const json_t *plp = json_object_get(choice, "prompt_logprobs");
-    if (!json_is_array(plp)) plp = json_object_get(root, "prompt_logprobs");
-    const json_t *ids = json_object_get(choice, "prompt_token_ids");
-    if (!json_is_array(ids)) ids = json_object_get(root, "prompt_token_ids");
+    const json_t *plp = json_object_get(root, "prompt_logprobs");
+    if (!json_is_array(plp)) plp = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "prompt_logprobs");
     if (!json_is_array(plp)) {
         rc = kd_error_set(err, KD_ERR_PARSE,
-                          "scoring response: no prompt_logprobs (is the endpoint vLLM, with prompt_logprobs allowed?)");
+                          "scoring response: no prompt_logprobs (is the endpoint vLLM, and was prompt_logprobs sent? see docs/teachers.md)");
         goto done;
     }
-    /* Entry 0 is null (nothing predicts the first token), so positions are found from the end:
-     * token i starts at prompt_len minus the text of tokens i..n-1. */
-    size_t n = json_array_size(plp), pos = prompt_len, first = n;
-    for (size_t i = n; i-- > 1;) {
-        const json_t *e = json_array_get(plp, i);
-        if (!json_is_object(e)) {
-            rc = kd_error_set(err, KD_ERR_PARSE, "scoring response: prompt_logprobs[%zu] is not an object", i);
-            goto done;
-        }
-        int32_t actual = json_is_array(ids) ? (int32_t)json_integer_value(json_array_get(ids, i)) : -1, id = -1;
-        const json_t *v = actual_entry(e, actual, top_k, &id);
-        const char *dt = v ? json_string_value(json_object_get(v, "decoded_token")) : NULL;
-        size_t tl = dt ? strlen(dt) : 0;
-        if (tl > pos) break;
-        pos -= tl;
-        if (pos >= response_start) first = i;
-        else break;
-    }
-    int rn = (int)(n - first);
-    if (kd_teacher_logprobs_alloc(lp, rn, top_k)) {
+    int n = (int)json_array_size(plp);
+    if (kd_teacher_logprobs_alloc(lp, n, top_k)) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory for logprobs");
         goto done;
     }
-    for (int r = 0; r < rn; r++) {
-        size_t i = first + (size_t)r;
-        const json_t *e = json_array_get(plp, i);
-        int32_t actual = json_is_array(ids) ? (int32_t)json_integer_value(json_array_get(ids, i)) : -1, id = -1;
-        const json_t *av = actual_entry(e, actual, top_k, &id);
-        if (av) {
-            const char *dt = json_string_value(json_object_get(av, "decoded_token"));
-            lp->token_ids[r] = id;
-            lp->tokens[r] = kd_strdup(dt ? dt : "");
-            lp->token_logprobs[r] = (float)json_number_value(json_object_get(av, "logprob"));
+    for (int r = 0; r < n; r++) {
+        const json_t *e = json_array_get(plp, (size_t)r);
+        lp->tail_logprob[r] = 0.0f;
+        if (json_is_null(e)) continue;
+        if (!json_is_object(e)) {
+            rc = kd_error_set(err, KD_ERR_PARSE, "scoring response: prompt_logprobs[%d] is neither an object nor null", r);
+            goto done;
         }
         const char *key;
         const json_t *v;
+        int first = 1;
         json_object_foreach((json_t *)e, key, v) {
+            const char *dt = json_string_value(json_object_get(v, "decoded_token"));
+            double x = json_number_value(json_object_get(v, "logprob"));
+            float f = x < -1e30 ? -INFINITY : (float)x;
+            if (first) { /* the prompt token itself */
+                lp->token_ids[r] = id_of_key(key);
+                lp->tokens[r] = dt ? kd_strdup(dt) : NULL;
+                lp->token_logprobs[r] = f;
+                first = 0;
+            }
             long rank = (long)json_integer_value(json_object_get(v, "rank"));
             if (rank < 1 || rank > top_k) continue;
-            size_t at = (size_t)r * top_k + (size_t)(rank - 1);
-            if (lp->topk_tokens[at]) continue; /* a repeated rank: keep the first */
-            const char *dt = json_string_value(json_object_get(v, "decoded_token"));
-            lp->topk_ids[at] = atoi(key);
-            lp->topk_tokens[at] = kd_strdup(dt ? dt : "");
-            double x = json_number_value(json_object_get(v, "logprob"));
-            lp->topk_logprobs[at] = x < -1e30 ? -INFINITY : (float)x;
+            size_t at = (size_t)r * (size_t)top_k + (size_t)(rank - 1);
+            if (lp->topk_tokens[at] || lp->topk_ids[at] >= 0) continue; /* a repeated rank: keep the first */
+            lp->topk_ids[at] = id_of_key(key);
+            lp->topk_tokens[at] = dt ? kd_strdup(dt) : NULL;
+            lp->topk_logprobs[at] = f;
         }
         lp->tail_logprob[r] = tail_from_topk(lp->topk_logprobs + (size_t)r * top_k, top_k);
     }
 done:
+    if (rc) kd_teacher_logprobs_free(lp);
     json_decref(root);
     return rc;
 }
-

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "kdstep/chat.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
 
@@ -37,6 +38,7 @@ struct kd_server {
     cached_answer cache[ANSWER_CACHE_SLOTS];
     kd_server_options opt;
     kd_stub_teacher *stub;
+    int thinking; /* the stub's default for chat_template_kwargs.enable_thinking */
     char model[256];
     char host[64];
     atomic_int_fast64_t requests;
@@ -186,13 +188,27 @@ static void json_logprob(kd_sbuf *b, float x) {
 }
 
 /* The answer's JSON after its id (the id is the only part that differs between equal requests). */
-static char *chat_response(kd_server *s, const kd_teacher_completion *c, int want_lp) {
+/* A token as vLLM's return_tokens_as_token_ids writes it: "token_id:N". */
+static void json_token_or_id(kd_sbuf *b, const char *t, int32_t id, int as_ids) {
+    if (as_ids) kd_sbuf_printf(b, "\"token_id:%d\"", id);
+    else json_token(b, t);
+}
+
+static char *chat_response(kd_server *s, const kd_teacher_completion *c, int want_lp, int as_ids) {
     kd_sbuf b = {0};
     kd_sbuf_puts(&b, ",\"object\":\"chat.completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
     kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    if (c->n_tool_calls) kd_sbuf_puts(&b, "null");
-    else json_token(&b, c->text);
+    /* with tool calls, the text before the first <tool_call> block (a think block, prose), or null when
+     * there is none: what vLLM's hermes tool parser leaves as content */
+    const char *cut = c->n_tool_calls && c->text ? strstr(c->text, "<tool_call>") : NULL;
+    size_t keep = cut ? (size_t)(cut - c->text) : c->text ? strlen(c->text) : 0;
+    if (c->n_tool_calls && keep == 0) kd_sbuf_puts(&b, "null");
+    else if (c->n_tool_calls) {
+        char *pre = kd_strndup(c->text, keep);
+        json_token(&b, pre);
+        free(pre);
+    } else json_token(&b, c->text);
     if (c->n_tool_calls) {
         kd_sbuf_puts(&b, ",\"tool_calls\":[");
         for (int i = 0; i < c->n_tool_calls; i++) {
@@ -212,7 +228,7 @@ static char *chat_response(kd_server *s, const kd_teacher_completion *c, int wan
         const kd_teacher_logprobs *lp = &c->lp;
         for (int i = 0; i < lp->n; i++) {
             kd_sbuf_puts(&b, i ? ",{\"token\":" : "{\"token\":");
-            json_token(&b, lp->tokens[i]);
+            json_token_or_id(&b, lp->tokens[i], lp->token_ids[i], as_ids);
             kd_sbuf_puts(&b, ",\"logprob\":");
             json_logprob(&b, lp->token_logprobs[i]);
             kd_sbuf_puts(&b, ",\"bytes\":");
@@ -222,7 +238,7 @@ static char *chat_response(kd_server *s, const kd_teacher_completion *c, int wan
                 size_t at = (size_t)i * lp->k + j;
                 if (!lp->topk_tokens[at]) break;
                 kd_sbuf_puts(&b, j ? ",{\"token\":" : "{\"token\":");
-                json_token(&b, lp->topk_tokens[at]);
+                json_token_or_id(&b, lp->topk_tokens[at], lp->topk_ids[at], as_ids);
                 kd_sbuf_puts(&b, ",\"logprob\":");
                 json_logprob(&b, lp->topk_logprobs[at]);
                 kd_sbuf_puts(&b, ",\"bytes\":");
@@ -241,41 +257,95 @@ static char *chat_response(kd_server *s, const kd_teacher_completion *c, int wan
     return kd_sbuf_take(&b);
 }
 
+/* vLLM's prompt_logprobs: null for the first token, then per token an object keyed by token id, the
+ * token's own entry first and then the top-k (a token in both written once, where it comes first), each
+ * {"logprob", "rank", "decoded_token"} (https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html,
+ * "Extra Parameters": prompt_logprobs). The stub's own token is always a candidate; when it falls
+ * outside the top-k its rank is written as k + 1. */
+static void write_prompt_token_ids(kd_sbuf *b, const kd_teacher_logprobs *lp) {
+    kd_sbuf_puts(b, "\"prompt_token_ids\":[");
+    for (int i = 0; i < lp->n; i++) kd_sbuf_printf(b, "%s%d", i ? "," : "", lp->token_ids[i]);
+    kd_sbuf_puts(b, "],");
+}
+
+static void write_prompt_logprobs(kd_sbuf *b, const kd_teacher_logprobs *lp) {
+    kd_sbuf_puts(b, "\"prompt_logprobs\":[");
+    for (int i = 0; i < lp->n; i++) {
+        if (i == 0) { /* nothing predicts the first token */
+            kd_sbuf_puts(b, "null");
+            continue;
+        }
+        int actual_rank = lp->k + 1;
+        for (int j = 0; j < lp->k; j++)
+            if (lp->topk_tokens[(size_t)i * lp->k + j] && lp->topk_ids[(size_t)i * lp->k + j] == lp->token_ids[i]) actual_rank = j + 1;
+        kd_sbuf_printf(b, ",{\"%d\":{\"logprob\":", lp->token_ids[i]);
+        json_logprob(b, lp->token_logprobs[i]);
+        kd_sbuf_printf(b, ",\"rank\":%d,\"decoded_token\":", actual_rank);
+        json_token(b, lp->tokens[i]);
+        kd_sbuf_puts(b, "}");
+        for (int j = 0; j < lp->k; j++) {
+            size_t at = (size_t)i * lp->k + j;
+            if (!lp->topk_tokens[at]) break;
+            if (lp->topk_ids[at] == lp->token_ids[i]) continue;
+            kd_sbuf_printf(b, ",\"%d\":{\"logprob\":", lp->topk_ids[at]);
+            json_logprob(b, lp->topk_logprobs[at]);
+            kd_sbuf_printf(b, ",\"rank\":%d,\"decoded_token\":", j + 1);
+            json_token(b, lp->topk_tokens[at]);
+            kd_sbuf_puts(b, "}");
+        }
+        kd_sbuf_puts(b, "}");
+    }
+    kd_sbuf_puts(b, "]");
+}
+
+/* /v1/completions with prompt_logprobs: choices[0] carries them, as vLLM writes a completion. */
 static char *score_response(kd_server *s, const kd_teacher_logprobs *lp) {
     kd_sbuf b = {0};
     kd_sbuf_puts(&b, ",\"object\":\"text_completion\",\"created\":0,\"model\":");
     json_token(&b, s->model);
-    kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\",\"prompt_token_ids\":[");
-    for (int i = 0; i < lp->n; i++) kd_sbuf_printf(&b, "%s%d", i ? "," : "", lp->token_ids[i]);
-    kd_sbuf_puts(&b, "],\"prompt_logprobs\":[");
-    for (int i = 0; i < lp->n; i++) {
-        if (i == 0) { /* nothing predicts the first token */
-            kd_sbuf_puts(&b, "null");
-            continue;
-        }
-        kd_sbuf_puts(&b, ",{");
-        int actual_rank = 0;
-        for (int j = 0; j < lp->k; j++) {
-            size_t at = (size_t)i * lp->k + j;
-            if (!lp->topk_tokens[at]) break;
-            if (lp->topk_ids[at] == lp->token_ids[i]) actual_rank = j + 1;
-            kd_sbuf_printf(&b, "%s\"%d\":{\"logprob\":", j ? "," : "", lp->topk_ids[at]);
-            json_logprob(&b, lp->topk_logprobs[at]);
-            kd_sbuf_printf(&b, ",\"rank\":%d,\"decoded_token\":", j + 1);
-            json_token(&b, lp->topk_tokens[at]);
-            kd_sbuf_puts(&b, "}");
-        }
-        if (!actual_rank) {
-            kd_sbuf_printf(&b, ",\"%d\":{\"logprob\":", lp->token_ids[i]);
-            json_logprob(&b, lp->token_logprobs[i]);
-            kd_sbuf_printf(&b, ",\"rank\":%d,\"decoded_token\":", lp->k + 1);
-            json_token(&b, lp->tokens[i]);
-            kd_sbuf_puts(&b, "}");
-        }
-        kd_sbuf_puts(&b, "}");
-    }
-    kd_sbuf_printf(&b, "]}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":1,\"total_tokens\":%d}}", lp->n, lp->n + 1);
+    kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\",");
+    write_prompt_token_ids(&b, lp);
+    write_prompt_logprobs(&b, lp);
+    kd_sbuf_printf(&b, "}],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":1,\"total_tokens\":%d}}", lp->n, lp->n + 1);
     return kd_sbuf_take(&b);
+}
+
+/* /v1/chat/completions with prompt_logprobs: a one-token answer (max_tokens 1: empty here) and the
+ * prompt's logprobs at the top level of the response, where vLLM puts them for chat; with vLLM's
+ * return_token_ids, the prompt's token ids too (a JavaScript object orders integer keys by value,
+ * so a client there cannot see which key came first). */
+static char *score_chat_response(kd_server *s, const kd_teacher_logprobs *lp, int with_ids) {
+    kd_sbuf b = {0};
+    kd_sbuf_puts(&b, ",\"object\":\"chat.completion\",\"created\":0,\"model\":");
+    json_token(&b, s->model);
+    kd_sbuf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+                     "\"finish_reason\":\"length\"}],");
+    kd_sbuf_printf(&b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":1,\"total_tokens\":%d},", lp->n, lp->n + 1);
+    if (with_ids) write_prompt_token_ids(&b, lp);
+    write_prompt_logprobs(&b, lp);
+    kd_sbuf_puts(&b, "}");
+    return kd_sbuf_take(&b);
+}
+
+/* Render a chat request's messages as vLLM would before scoring them: add_generation_prompt (default
+ * true), continue_final_message (the last message left open: no <|im_end|>\n), and
+ * chat_template_kwargs.enable_thinking false (the empty think block after the generation prompt). */
+static int score_chat(kd_server *s, const json_t *req, const json_t *messages, const json_t *tools, int k, int64_t seed,
+                      kd_teacher_logprobs *lp, kd_error *e) {
+    const json_t *agp = json_object_get(req, "add_generation_prompt");
+    int cont = json_is_true(json_object_get(req, "continue_final_message"));
+    const json_t *think = json_object_get(json_object_get(req, "chat_template_kwargs"), "enable_thinking");
+    kd_chat_options o = {agp ? json_is_true(agp) : !cont, json_is_false(think)};
+    if (cont && o.add_generation_prompt)
+        return kd_error_set(e, KD_ERR_INVALID, "continue_final_message cannot be used together with add_generation_prompt (as in vLLM)");
+    kd_chat_result r;
+    int rc = kd_chat_render_json(messages, tools, &o, &r, e);
+    if (rc) return rc;
+    size_t len = r.len;
+    if (cont && len >= 11 && memcmp(r.text + len - 11, "<|im_end|>\n", 11) == 0) len -= 11;
+    rc = kd_stub_score(s->stub, r.text, len, tools, k, seed, lp, e);
+    kd_chat_render_free(&r);
+    return rc;
 }
 
 typedef struct trunc_body {
@@ -402,6 +472,9 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
         const json_t *messages = json_object_get(req, "messages");
         const json_t *tools = json_object_get(req, "tools");
         int want_lp = json_is_true(json_object_get(req, "logprobs"));
+        int prompt_k = (int)json_integer_value(json_object_get(req, "prompt_logprobs"));
+        int as_ids = json_is_true(json_object_get(req, "return_tokens_as_token_ids"));
+        const json_t *think = json_object_get(json_object_get(req, "chat_template_kwargs"), "enable_thinking");
         int k = want_lp ? (int)json_integer_value(json_object_get(req, "top_logprobs")) : 0;
         if (want_lp && k <= 0) k = 1;
         if (!json_is_array(messages) || json_array_size(messages) == 0) {
@@ -410,11 +483,20 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
             atomic_fetch_add(&s->bad_requests, 1);
             return late_error(s, conn, t0, 400, "messages must be a non-empty array");
         }
-        kd_teacher_completion c;
-        memset(&c, 0, sizeof c);
-        rc = kd_stub_complete(s->stub, messages, json_is_array(tools) ? tools : NULL, k, seed, &c, &e);
-        if (!rc) out = chat_response(s, &c, want_lp);
-        kd_teacher_completion_free(&c);
+        if (prompt_k > 0) { /* scoring: the prompt's logprobs are the answer */
+            kd_teacher_logprobs lp;
+            memset(&lp, 0, sizeof lp);
+            rc = score_chat(s, req, messages, json_is_array(tools) ? tools : NULL, prompt_k, seed, &lp, &e);
+            if (!rc) out = score_chat_response(s, &lp, json_is_true(json_object_get(req, "return_token_ids")));
+            kd_teacher_logprobs_free(&lp);
+        } else {
+            kd_teacher_completion c;
+            memset(&c, 0, sizeof c);
+            int thinking = think ? json_is_true(think) : s->thinking;
+            rc = kd_stub_complete_thinking(s->stub, messages, json_is_array(tools) ? tools : NULL, k, seed, thinking, &c, &e);
+            if (!rc) out = chat_response(s, &c, want_lp, as_ids);
+            kd_teacher_completion_free(&c);
+        }
     } else {
         const char *prompt = json_string_value(json_object_get(req, "prompt"));
         int k = (int)json_integer_value(json_object_get(req, "prompt_logprobs"));
@@ -424,12 +506,9 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
             atomic_fetch_add(&s->bad_requests, 1);
             return late_error(s, conn, t0, 400, "this stub serves /v1/completions only for scoring: give \"prompt\" and \"prompt_logprobs\" > 0");
         }
-        const char *mark = "<|im_start|>assistant\n", *last = NULL;
-        for (const char *p = strstr(prompt, mark); p; p = strstr(p + 1, mark)) last = p;
-        size_t rs = last ? (size_t)(last - prompt) + strlen(mark) : 0;
         kd_teacher_logprobs lp;
         memset(&lp, 0, sizeof lp);
-        rc = kd_stub_score(s->stub, prompt, strlen(prompt), rs, k, seed, &lp, &e);
+        rc = kd_stub_score(s->stub, prompt, strlen(prompt), NULL, k, seed, &lp, &e);
         if (!rc) out = score_response(s, &lp);
         kd_teacher_logprobs_free(&lp);
     }
@@ -511,6 +590,7 @@ int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teach
     if (!s) return kd_error_set(err, KD_ERR_NOMEM, "out of memory starting the server");
     s->opt = *opt;
     s->stub = stub;
+    s->thinking = opt->thinking;
     snprintf(s->model, sizeof s->model, "%s", model ? model : "stub-teacher");
     snprintf(s->host, sizeof s->host, "%s", opt->host ? opt->host : "127.0.0.1");
     double total = opt->fail_rate + opt->rate_limit + opt->malformed_rate + opt->truncate_rate + opt->drop_rate + opt->stall_rate;

@@ -16,96 +16,12 @@
 #include <string.h>
 
 #include "common.h"
+#include "stub_internal.h"
 #include "kdstep/hash.h"
 #include "kdstep/teacher.h"
 
-
-struct tool_view;
-static int index_tools(const kd_stub_teacher *s, const json_t *tools, struct tool_view **out);
-static void free_tools(struct tool_view *v, int n);
 static pthread_once_t g_syn_once = PTHREAD_ONCE_INIT;
 static void stem_synonyms(void);
-
-struct kd_stub_teacher {
-    kd_stub_options opt;
-    const kd_registry *reg;
-    const kd_tokenizer *tok;
-    int32_t vocab;
-    int32_t json_alts[24];
-    int n_json_alts;
-    int32_t text_alts[16];
-    int n_text_alts;
-    struct tool_view *reg_tools; /* index of the registry, built at open */
-    int n_reg_tools;
-};
-
-int kd_tool_format_from_name(const char *name, int *fmt, kd_error *err) {
-    if (strcmp(name, "hermes") == 0) *fmt = KD_TOOL_FORMAT_HERMES;
-    else if (strcmp(name, "inline_json") == 0) *fmt = KD_TOOL_FORMAT_INLINE_JSON;
-    else
-        return kd_error_set(err, KD_ERR_INVALID, "teacher.tool_call_format: unknown format '%s' (use hermes or inline_json)",
-                            name);
-    return KD_OK;
-}
-
-/* ---- tokens ---- */
-
-static int stub_encode(const kd_stub_teacher *s, const char *text, size_t len, kd_encoding *enc, kd_error *err) {
-    if (s->tok) return kd_tokenizer_encode(s->tok, text, len, 0, enc, err);
-    if (enc->cap < len + 1) {
-        size_t cap = len + 16;
-        int32_t *ids = realloc(enc->ids, cap * sizeof *ids);
-        if (!ids) return kd_error_set(err, KD_ERR_NOMEM, "out of memory encoding");
-        enc->ids = ids;
-        int32_t(*off)[2] = realloc(enc->offsets, cap * sizeof *off);
-        if (!off) return kd_error_set(err, KD_ERR_NOMEM, "out of memory encoding");
-        enc->offsets = off;
-        enc->cap = cap;
-    }
-    for (size_t i = 0; i < len; i++) {
-        enc->ids[i] = (unsigned char)text[i];
-        enc->offsets[i][0] = (int32_t)i;
-        enc->offsets[i][1] = (int32_t)i + 1;
-    }
-    enc->count = len;
-    return KD_OK;
-}
-
-static void stub_encoding_free(const kd_stub_teacher *s, kd_encoding *enc) {
-    if (s->tok) kd_encoding_free(enc);
-    else {
-        free(enc->ids);
-        free(enc->offsets);
-        memset(enc, 0, sizeof *enc);
-    }
-}
-
-static char *stub_token_text(const kd_stub_teacher *s, int32_t id) {
-    if (!s->tok) {
-        char b[2] = {(char)id, 0};
-        return kd_strndup(b, 1);
-    }
-    const char *bytes;
-    size_t len;
-    if (kd_tokenizer_token_bytes(s->tok, id, &bytes, &len)) return kd_strdup("");
-    return kd_strndup(bytes, len);
-}
-
-static int32_t first_token(const kd_stub_teacher *s, const char *text) {
-    kd_encoding enc = {0};
-    int32_t id = -1;
-    if (stub_encode(s, text, strlen(text), &enc, NULL) == KD_OK && enc.count > 0) id = enc.ids[0];
-    stub_encoding_free(s, &enc);
-    return id;
-}
-
-static int add_unique(int32_t *arr, int n, int cap, int32_t id) {
-    if (id < 0 || n >= cap) return n;
-    for (int i = 0; i < n; i++)
-        if (arr[i] == id) return n;
-    arr[n] = id;
-    return n + 1;
-}
 
 int kd_stub_open(kd_stub_teacher **out, const kd_stub_options *opt, const kd_registry *reg, const kd_tokenizer *tok,
                  kd_error *err) {
@@ -142,10 +58,11 @@ void kd_stub_close(kd_stub_teacher *s) {
 /* ---- words ---- */
 
 #define MAXW 256
-typedef struct words {
+struct words {
     char w[MAXW][32];
     int n;
-} words;
+};
+typedef struct words words;
 
 static const char *STOP[] = {"once", "done", "after", "now", "hey", "quick", "need", "thanks", "thank", "urgent",
                              "rush", "keep", "short", "advance", "want", "like", "could", "would", "good", "use", "set","the", "a", "an", "of", "to", "and", "or", "in", "for", "from", "with", "its", "it",
@@ -207,17 +124,6 @@ static int has_word(const words *w, const char *x) {
 
 /* ---- the tools a request offers, with their words and weights precomputed ---- */
 
-typedef struct tool_view tool_view;
-struct tool_view {
-    const char *name;
-    const char *description;
-    const json_t *parameters;
-    words *tw;          /* name, description, then parameter-name words */
-    int n_name, first_param;
-    double *weight;     /* per word: idf across the offered tools x (3 name | 1 description | 1.2 parameter) */
-    int32_t *name_ids;  /* the name as the student tokenizer splits it */
-    int n_name_ids;
-};
 
 static void tool_words(const tool_view *t, words *tw, int *n_name, int *first_param) {
     char nbuf[256];
@@ -238,10 +144,7 @@ static void tool_words(const tool_view *t, words *tw, int *n_name, int *first_pa
     }
 }
 
-static int stub_encode(const kd_stub_teacher *s, const char *text, size_t len, kd_encoding *enc, kd_error *err);
-static void stub_encoding_free(const kd_stub_teacher *s, kd_encoding *enc);
-
-static void free_tools(tool_view *v, int n) {
+void free_tools(tool_view *v, int n) {
     if (!v) return;
     for (int i = 0; i < n; i++) {
         free(v[i].tw);
@@ -251,7 +154,7 @@ static void free_tools(tool_view *v, int n) {
     free(v);
 }
 
-static int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
+int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
     size_t n = tools ? json_array_size(tools) : (size_t)(s->reg ? s->reg->count : 0);
     tool_view *v = calloc(n ? n : 1, sizeof *v);
     if (!v) return -1;
@@ -309,8 +212,6 @@ static int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view 
 }
 
 /* The registry's index is built once at open and shared (read-only) by every request. */
-static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out);
-static void release_tools(const kd_stub_teacher *s, tool_view *tv, int n);
 
 /* Words a user says for a tool that its own text lacks. */
 static const char *SYNONYMS[][2] = {
@@ -700,7 +601,7 @@ static json_t *fill_string(argctx *a, const char *pname, const json_t *schema, i
     return json_string(text);
 }
 
-static json_t *fill_args(const char *text, const json_t *params) {
+json_t *fill_args(const char *text, const json_t *params) {
     json_t *args = json_object();
     argctx a = {.text = text};
     const json_t *props = json_object_get(params, "properties");
@@ -1009,7 +910,7 @@ static int continues(const tool_view *t, const char *sentence) {
 /* Requests in a prompt: a sentence whose name/description words (or shape) point at a tool starts a
  * request; other sentences ("Use max bytes 200.", "Thanks!") add detail to the one before; a sentence
  * pointing at the same tool as the one before continues it. */
-static int split_requests(const tool_view *tv, int ntools, const char *text, char parts[][1024], int *picks, int maxp) {
+int split_requests(const tool_view *tv, int ntools, const char *text, char parts[][1024], int *picks, int maxp) {
     char sent[16][1024];
     int ns = split_sentences(text, sent, 16), n = 0;
     char prefix[1024] = "";
@@ -1051,7 +952,7 @@ const char *kd_stub_choose_tool(kd_stub_teacher *s, const char *prompt, const js
     return name;
 }
 
-static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
+int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
     if (!tools) {
         *out = s->reg_tools;
         return s->n_reg_tools;
@@ -1059,427 +960,7 @@ static int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_vie
     return index_tools(s, tools, out);
 }
 
-static void release_tools(const kd_stub_teacher *s, tool_view *tv, int n) {
+void release_tools(const kd_stub_teacher *s, tool_view *tv, int n) {
     if (tv != s->reg_tools) free_tools(tv, n);
 }
 
-/* ---- writing the answer ---- */
-
-enum { SPAN_TEXT = 0, SPAN_NAME = 1, SPAN_ARGS = 2 };
-typedef struct kspan {
-    size_t b, e;
-    int kind;
-    int tool; /* index in the offered tools for NAME spans */
-} kspan;
-
-typedef struct answer {
-    kd_sbuf text;
-    kspan spans[64];
-    int nspans;
-} answer;
-
-static void add_span(answer *a, size_t b, size_t e, int kind, int tool) {
-    if (a->nspans < 64) a->spans[a->nspans++] = (kspan){b, e, kind, tool};
-}
-
-static void write_call(answer *a, int fmt, const char *name, int tool, const char *args_json, int first) {
-    if (fmt == KD_TOOL_FORMAT_HERMES) kd_sbuf_puts(&a->text, first ? "<tool_call>\n{\"name\": \"" : "\n<tool_call>\n{\"name\": \"");
-    else kd_sbuf_puts(&a->text, first ? "I will use {\"name\": \"" : " and then {\"name\": \"");
-    size_t b = a->text.len;
-    kd_sbuf_puts(&a->text, name);
-    add_span(a, b, a->text.len, SPAN_NAME, tool);
-    kd_sbuf_puts(&a->text, "\", \"arguments\": ");
-    b = a->text.len;
-    kd_sbuf_puts(&a->text, args_json);
-    add_span(a, b, a->text.len, SPAN_ARGS, tool);
-    kd_sbuf_puts(&a->text, fmt == KD_TOOL_FORMAT_HERMES ? "}\n</tool_call>" : "}");
-}
-
-static const char *message_text(const json_t *m) {
-    const json_t *c = json_object_get(m, "content");
-    if (json_is_string(c)) return json_string_value(c);
-    /* content parts: the first text part */
-    size_t i;
-    const json_t *p;
-    json_array_foreach(c, i, p) {
-        const char *t = json_string_value(json_object_get(p, "text"));
-        if (t) return t;
-    }
-    return "";
-}
-
-/* Scalar leaves of a tool result, "key is value", for the final answer. */
-static void collect_leaves(const json_t *v, const char *key, kd_sbuf *out, int *n, int max) {
-    if (*n >= max) return;
-    if (json_is_object(v)) {
-        const char *k;
-        const json_t *x;
-        json_object_foreach((json_t *)v, k, x) collect_leaves(x, k, out, n, max);
-    } else if (json_is_array(v)) {
-        size_t i;
-        const json_t *x;
-        json_array_foreach(v, i, x) {
-            if (i >= 2) break;
-            collect_leaves(x, key, out, n, max);
-        }
-    } else if (key) {
-        char *s = json_is_string(v) ? kd_strndup(json_string_value(v), strnlen(json_string_value(v), 120)) : json_dumps(v, JSON_ENCODE_ANY);
-        if (!s) return;
-        kd_sbuf_printf(out, "%s%s is %s", *n ? ", " : "", key, s);
-        free(s);
-        (*n)++;
-    }
-}
-
-static void write_final_answer(answer *a, const json_t *messages) {
-    kd_sbuf_puts(&a->text, "Here is what I found.");
-    size_t i;
-    const json_t *m;
-    /* tool_call_id -> name from the assistant turn */
-    json_array_foreach(messages, i, m) {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        if (!role || strcmp(role, "tool") != 0) continue;
-        const char *name = json_string_value(json_object_get(m, "name"));
-        const char *id = json_string_value(json_object_get(m, "tool_call_id"));
-        for (size_t j = 0; !name && id && j < i; j++) {
-            const json_t *calls = json_object_get(json_array_get(messages, j), "tool_calls");
-            size_t q;
-            const json_t *tc;
-            json_array_foreach(calls, q, tc) {
-                const char *tid = json_string_value(json_object_get(tc, "id"));
-                if (tid && strcmp(tid, id) == 0) name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
-            }
-        }
-        const char *content = message_text(m);
-        json_t *r = json_loads(content, JSON_DECODE_ANY, NULL);
-        kd_sbuf_printf(&a->text, " According to %s, ", name ? name : "the tool");
-        if (r && (json_is_object(r) || json_is_array(r))) {
-            int n = 0;
-            collect_leaves(r, NULL, &a->text, &n, 4);
-            if (!n) kd_sbuf_puts(&a->text, "there was nothing to report");
-        } else {
-            kd_sbuf_printf(&a->text, "the result is \"%.*s\"", 160, content);
-        }
-        kd_sbuf_puts(&a->text, ".");
-        json_decref(r);
-    }
-}
-
-/* ---- logprobs ---- */
-
-static double jitter(uint64_t seed, size_t pos, int32_t id) {
-    uint64_t h = seed ^ (0x9e3779b97f4a7c15ULL * (pos + 1)) ^ ((uint64_t)(uint32_t)id << 17);
-    return (kd_splitmix64(&h) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-typedef struct cand {
-    int32_t id;
-    double logit;
-} cand;
-
-static int cmp_cand(const void *a, const void *b) {
-    const cand *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
-    return x->id - y->id;
-}
-
-/* Top-k for one position: the written token, plus `alts` at descending logits from alt_base. The rest
- * of the vocabulary has logit 0. Softmax at temperature T over all V. */
-static void position_topk(const kd_stub_teacher *s, kd_teacher_logprobs *lp, int row, int32_t actual, double actual_logit,
-                          const int32_t *alts, int nalts, double alt_base, uint64_t seed, size_t pos) {
-    double T = s->opt.temperature > 0 ? s->opt.temperature : 1.0;
-    int k = lp->k;
-    cand c[96];
-    int nc = 0;
-    c[nc++] = (cand){actual, actual_logit + 0.5 * jitter(seed, pos, actual)};
-    for (int i = 0; i < nalts && nc < 96; i++) {
-        int dup = 0;
-        for (int j = 0; j < nc && !dup; j++) dup = c[j].id == alts[i];
-        if (dup || alts[i] < 0 || alts[i] >= s->vocab) continue;
-        c[nc++] = (cand){alts[i], alt_base - 0.35 * i + 0.5 * jitter(seed, pos, alts[i])};
-    }
-    qsort(c, (size_t)nc, sizeof *c, cmp_cand);
-    double nbg = (double)s->vocab - nc; /* background tokens, logit 0 */
-    double mx = c[0].logit / T > 0 ? c[0].logit / T : 0;
-    double z = nbg * exp(-mx);
-    for (int i = 0; i < nc; i++) z += exp(c[i].logit / T - mx);
-    double logz = mx + log(z);
-    lp->token_logprobs[row] = (float)(actual_logit / T - logz);
-    for (int i = 0; i < nc; i++)
-        if (c[i].id == actual) lp->token_logprobs[row] = (float)(c[i].logit / T - logz);
-    int j = 0;
-    for (; j < k && j < nc; j++) {
-        lp->topk_ids[(size_t)row * k + j] = c[j].id;
-        lp->topk_logprobs[(size_t)row * k + j] = (float)(c[j].logit / T - logz);
-        lp->topk_tokens[(size_t)row * k + j] = stub_token_text(s, c[j].id);
-    }
-    /* pad with background tokens (distinct ids not among the candidates) */
-    int used_bg = 0;
-    uint64_t h = seed ^ (pos * 0x2545F4914F6CDD1DULL);
-    for (; j < k && nbg - used_bg >= 1; j++) {
-        int32_t id;
-        int clash;
-        do {
-            id = (int32_t)(kd_splitmix64(&h) % (uint64_t)s->vocab);
-            clash = 0;
-            for (int q = 0; q < nc && !clash; q++) clash = c[q].id == id;
-            for (int q = 0; q < j && !clash; q++) clash = lp->topk_ids[(size_t)row * k + q] == id;
-        } while (clash);
-        lp->topk_ids[(size_t)row * k + j] = id;
-        lp->topk_logprobs[(size_t)row * k + j] = (float)(0.0 - logz);
-        lp->topk_tokens[(size_t)row * k + j] = stub_token_text(s, id);
-        used_bg++;
-    }
-    /* tail: candidates beyond k plus the remaining background, in log space */
-    double tz = (nbg - used_bg) * exp(-mx);
-    for (int i = k; i < nc; i++) tz += exp(c[i].logit / T - mx);
-    lp->tail_logprob[row] = tz > 0 ? (float)(mx + log(tz) - logz) : -INFINITY;
-}
-
-static int name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
-                             int32_t *out, int cap) {
-    (void)s;
-    int m = 0;
-    for (int i = 0; i < n && m < cap; i++) {
-        if (i == actual_tool || tv[i].n_name_ids == 0) continue;
-        size_t j = tok_index < (size_t)tv[i].n_name_ids ? tok_index : (size_t)tv[i].n_name_ids - 1;
-        m = add_unique(out, m, cap, tv[i].name_ids[j]);
-    }
-    return m;
-}
-
-static int build_logprobs(const kd_stub_teacher *s, const char *text, size_t len, size_t response_start,
-                          const kspan *spans, int nspans, const tool_view *tv, int ntools, int k, uint64_t seed,
-                          int keep_prompt, kd_teacher_logprobs *lp, int64_t *ntokens, kd_error *err) {
-    kd_encoding enc = {0};
-    int rc = stub_encode(s, text, len, &enc, err);
-    if (rc) return rc;
-    /* tokens that begin in the response part */
-    size_t first = 0;
-    while (first < enc.count && (size_t)enc.offsets[first][0] < response_start) first++;
-    int n = (int)(enc.count - first);
-    *ntokens = n;
-    if (k <= 0) {
-        stub_encoding_free(s, &enc);
-        return KD_OK;
-    }
-    if (kd_teacher_logprobs_alloc(lp, (int)enc.count, k)) {
-        stub_encoding_free(s, &enc);
-        return kd_error_set(err, KD_ERR_NOMEM, "out of memory for logprobs");
-    }
-    double L = log((double)s->vocab);
-    for (size_t t = 0; t < enc.count; t++) {
-        int row = (int)t;
-        int32_t id = enc.ids[t];
-        lp->token_ids[row] = id;
-        lp->tokens[row] = stub_token_text(s, id);
-        if (t < first) { /* prompt: likely, no boosted alternatives */
-            position_topk(s, lp, row, id, L + 1.0, NULL, 0, 0, seed, t);
-            continue;
-        }
-        size_t off = (size_t)enc.offsets[t][0] - response_start;
-        int kind = SPAN_TEXT, tool = -1;
-        size_t span_b = 0;
-        for (int i = 0; i < nspans; i++)
-            if (off >= spans[i].b && off < spans[i].e) {
-                kind = spans[i].kind;
-                tool = spans[i].tool;
-                span_b = spans[i].b;
-            }
-        int32_t alts[48];
-        int na = 0;
-        double base;
-        if (kind == SPAN_NAME) {
-            size_t idx = 0; /* which token of the name this is */
-            for (size_t q = t; q > first && (size_t)enc.offsets[q - 1][0] - response_start >= span_b; q--) idx++;
-            na = name_alternatives(s, tv, ntools, tool, idx, alts, 48);
-            base = L + 3.5;
-        } else if (kind == SPAN_ARGS) {
-            memcpy(alts, s->json_alts, sizeof(int32_t) * (size_t)s->n_json_alts);
-            na = s->n_json_alts;
-            base = L + 2.0;
-        } else {
-            memcpy(alts, s->text_alts, sizeof(int32_t) * (size_t)s->n_text_alts);
-            na = s->n_text_alts;
-            base = L + 1.0;
-        }
-        position_topk(s, lp, row, id, L + 6.0, alts, na, base, seed, t);
-    }
-    /* keep only the response rows */
-    if (first > 0 && !keep_prompt) {
-        kd_teacher_logprobs r;
-        if (kd_teacher_logprobs_alloc(&r, n, k)) {
-            stub_encoding_free(s, &enc);
-            kd_teacher_logprobs_free(lp);
-            return kd_error_set(err, KD_ERR_NOMEM, "out of memory for logprobs");
-        }
-        for (int i = 0; i < n; i++) {
-            size_t from = first + (size_t)i;
-            r.token_ids[i] = lp->token_ids[from];
-            r.tokens[i] = lp->tokens[from];
-            lp->tokens[from] = NULL;
-            r.token_logprobs[i] = lp->token_logprobs[from];
-            r.tail_logprob[i] = lp->tail_logprob[from];
-            for (int j = 0; j < k; j++) {
-                r.topk_ids[(size_t)i * k + j] = lp->topk_ids[from * k + j];
-                r.topk_logprobs[(size_t)i * k + j] = lp->topk_logprobs[from * k + j];
-                r.topk_tokens[(size_t)i * k + j] = lp->topk_tokens[from * k + j];
-                lp->topk_tokens[from * k + j] = NULL;
-            }
-        }
-        kd_teacher_logprobs_free(lp);
-        *lp = r;
-    }
-    stub_encoding_free(s, &enc);
-    return KD_OK;
-}
-
-int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, size_t response_start, int top_k, int64_t seed,
-                  kd_teacher_logprobs *lp, kd_error *err) {
-    int64_t n = 0;
-    /* Teacher-forced scoring reads the response as text: alternatives for text positions only,
-     * except where a tool call is recognizable (its name and arguments spans). */
-    kspan spans[64];
-    int ns = 0;
-    tool_view *tv = NULL;
-    int ntools = request_tools(s, NULL, &tv);
-    if (ntools < 0) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-    const char *resp = text + response_start;
-    size_t rlen = len - response_start;
-    for (const char *p = resp; (p = strstr(p, "{\"name\": \"")) && ns < 62;) {
-        const char *nb = p + 10, *ne = strchr(nb, '"');
-        if (!ne) break;
-        int tool = -1;
-        for (int i = 0; i < ntools; i++)
-            if (strlen(tv[i].name) == (size_t)(ne - nb) && strncmp(tv[i].name, nb, (size_t)(ne - nb)) == 0) tool = i;
-        spans[ns++] = (kspan){(size_t)(nb - resp), (size_t)(ne - resp), SPAN_NAME, tool};
-        const char *ab = strstr(ne, "\"arguments\": ");
-        if (ab) {
-            ab += 13;
-            const char *ae = strstr(ab, "}\n</tool_call>");
-            if (!ae) ae = resp + rlen;
-            spans[ns++] = (kspan){(size_t)(ab - resp), (size_t)(ae - resp), SPAN_ARGS, tool};
-            p = ae;
-        } else p = ne;
-    }
-    int rc = build_logprobs(s, text, len, response_start, spans, ns, tv, ntools, top_k, (uint64_t)seed, 1, lp, &n, err);
-    release_tools(s, tv, ntools);
-    return rc;
-}
-
-static uint64_t messages_hash(const json_t *messages, int64_t seed) {
-    char *d = json_dumps(messages, JSON_COMPACT | JSON_SORT_KEYS);
-    uint64_t h = d ? kd_hash64(d, strlen(d)) : 0;
-    free(d);
-    return h ^ ((uint64_t)seed * 0x9E3779B97F4A7C15ULL);
-}
-
-int kd_stub_complete(kd_stub_teacher *s, const json_t *messages, const json_t *tools, int top_k, int64_t seed,
-                     kd_teacher_completion *c, kd_error *err) {
-    tool_view *tv = NULL;
-    int ntools = request_tools(s, tools, &tv);
-    if (ntools < 0) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
-    size_t nm = json_array_size(messages);
-    const json_t *last = json_array_get(messages, nm - 1);
-    const char *role = json_string_value(json_object_get(last, "role"));
-    if (!role) {
-        release_tools(s, tv, ntools);
-        return kd_error_set(err, KD_ERR_INVALID, "stub teacher: messages[%zu] has no role", nm - 1);
-    }
-    uint64_t rng = messages_hash(messages, seed);
-    answer a;
-    memset(&a, 0, sizeof a);
-    json_t *calls = json_array();
-    int malformed = -1;
-    if (strcmp(role, "tool") == 0) {
-        write_final_answer(&a, messages);
-    } else {
-        const char *prompt = message_text(last);
-        char parts[8][1024];
-        int picks[8];
-        int np = split_requests(tv, ntools, prompt, parts, picks, 8);
-        int ncalls = np;
-        if (!ncalls) {
-            kd_sbuf_printf(&a.text, "I can answer this without a tool. You asked: \"%.200s\". ", prompt);
-            kd_sbuf_puts(&a.text, "No tool is needed for that, so here is my answer directly.");
-        } else {
-            double u = kd_rand_uniform(&rng);
-            if (u < s->opt.malformed_rate) malformed = (int)(kd_splitmix64(&rng) % 3);
-            int first = 1;
-            for (int i = 0; i < np; i++) {
-                if (picks[i] < 0) continue;
-                const tool_view *t = &tv[picks[i]];
-                json_t *args = fill_args(parts[i], t->parameters);
-                char *aj = json_dumps(args, 0);
-                const char *name = t->name;
-                char bad[300];
-                if (first && malformed == 1 && ntools > 1) { /* wrong tool: a different registered name */
-                    name = tv[(picks[i] + 1 + (int)(kd_splitmix64(&rng) % (uint64_t)(ntools - 1))) % ntools].name;
-                } else if (first && malformed == 2) { /* a name nobody registered */
-                    snprintf(bad, sizeof bad, "%s_unregistered", t->name);
-                    name = bad;
-                }
-                write_call(&a, s->opt.tool_call_format, name, picks[i], aj ? aj : "{}", first);
-                json_t *call = json_object();
-                char id[32];
-                snprintf(id, sizeof id, "call_%016llx_%d", (unsigned long long)(rng & 0xffffffffffffULL), i);
-                json_object_set_new(call, "id", json_string(id));
-                json_object_set_new(call, "name", json_string(name));
-                json_object_set_new(call, "arguments", json_string(aj ? aj : "{}"));
-                json_array_append_new(calls, call);
-                free(aj);
-                json_decref(args);
-                first = 0;
-            }
-            if (malformed == 0) { /* cut off inside the first call's arguments */
-                size_t cut = a.text.len;
-                for (int i = 0; i < a.nspans; i++)
-                    if (a.spans[i].kind == SPAN_ARGS) {
-                        cut = a.spans[i].b + (a.spans[i].e - a.spans[i].b) / 2;
-                        if (cut == a.spans[i].b) cut++;
-                        break;
-                    }
-                if (cut < a.text.len) {
-                    a.text.len = cut;
-                    a.text.data[cut] = 0;
-                }
-                json_array_clear(calls);
-            }
-        }
-    }
-    if (a.text.oom) {
-        kd_sbuf_free(&a.text);
-        json_decref(calls);
-        release_tools(s, tv, ntools);
-        return kd_error_set(err, KD_ERR_NOMEM, "out of memory writing the stub answer");
-    }
-    c->text = kd_sbuf_take(&a.text);
-    size_t ncall = json_array_size(calls);
-    if (ncall) {
-        c->tool_calls = calloc(ncall, sizeof *c->tool_calls);
-        for (size_t i = 0; c->tool_calls && i < ncall; i++) {
-            const json_t *x = json_array_get(calls, i);
-            c->tool_calls[i].id = kd_strdup(json_string_value(json_object_get(x, "id")));
-            c->tool_calls[i].name = kd_strdup(json_string_value(json_object_get(x, "name")));
-            c->tool_calls[i].arguments = kd_strdup(json_string_value(json_object_get(x, "arguments")));
-            c->n_tool_calls++;
-        }
-    }
-    json_decref(calls);
-    c->finish_reason = kd_strdup(malformed == 0 ? "length" : c->n_tool_calls ? "tool_calls" : "stop");
-    /* prompt tokens: message contents plus a few per message for the template */
-    int64_t pt = 0;
-    kd_encoding enc = {0};
-    size_t i;
-    const json_t *m;
-    json_array_foreach(messages, i, m) {
-        const char *t = message_text(m);
-        if (stub_encode(s, t, strlen(t), &enc, NULL) == KD_OK) pt += (int64_t)enc.count + 4;
-    }
-    stub_encoding_free(s, &enc);
-    c->prompt_tokens = pt;
-    int rc = build_logprobs(s, c->text, strlen(c->text), 0, a.spans, a.nspans, tv, ntools, top_k,
-                            (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1, 0, &c->lp, &c->completion_tokens, err);
-    release_tools(s, tv, ntools);
-    return rc;
-}

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "common.h"
 
 struct kd_teacher {
     int is_stub;
@@ -36,6 +37,7 @@ int kd_teacher_open(kd_teacher **out, const kd_config *cfg, const kd_registry *r
         o.malformed_rate = cfg->teacher.malformed_rate;
         o.temperature = cfg->teacher.temperature;
         o.seed = cfg->teacher.seed;
+        if (!rc) rc = kd_extra_body_thinking(cfg->teacher.extra_body, &o.thinking, err);
         if (!rc) rc = kd_stub_open(&t->stub, &o, reg, tok, err);
     } else {
         rc = kd_client_open(&t->client, cfg, err);
@@ -63,11 +65,8 @@ void kd_teacher_close(kd_teacher *t) {
     free(t);
 }
 
-int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *err) {
-    if (!json_is_array(req->messages) || json_array_size(req->messages) == 0)
-        return kd_error_set(err, KD_ERR_INVALID, "teacher request %llu: messages must be a non-empty array",
-                            (unsigned long long)req->tag);
-    if (!t->is_stub) return kd_client_submit(t->client, req, err);
+/* The stub answers at submit: the completion goes to the ready queue. */
+static int stub_queue(kd_teacher *t, kd_teacher_completion *c, kd_error *err) {
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
         kd_teacher_completion **r = calloc(cap, sizeof *r);
@@ -78,6 +77,29 @@ int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *er
         t->cap = cap;
         t->head = 0;
     }
+    t->ready[(t->head + t->count) % t->cap] = c;
+    t->count++;
+    return KD_OK;
+}
+
+static void stub_done(kd_teacher *t, kd_teacher_completion *c, uint64_t tag, int rc, const kd_error *e) {
+    if (rc) {
+        kd_teacher_completion_free(c);
+        c->tag = tag;
+        c->status = e->code;
+        c->error = kd_strdup(e->msg);
+        t->st.failed++;
+    } else {
+        t->st.completed++;
+    }
+    c->done_s = kd_teacher_now();
+}
+
+int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *err) {
+    if (!json_is_array(req->messages) || json_array_size(req->messages) == 0)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher request %llu: messages must be a non-empty array",
+                            (unsigned long long)req->tag);
+    if (!t->is_stub) return kd_client_submit(t->client, req, err);
     kd_teacher_completion *c = calloc(1, sizeof *c);
     if (!c) return kd_error_set(err, KD_ERR_NOMEM, "out of memory for a completion");
     c->tag = req->tag;
@@ -88,19 +110,38 @@ int kd_teacher_submit(kd_teacher *t, const kd_teacher_request *req, kd_error *er
     c->attempts = 1;
     t->st.submitted++;
     t->st.attempts++;
-    if (kd_stub_complete(t->stub, req->messages, req->tools, k, seed, c, &e)) {
+    stub_done(t, c, req->tag, kd_stub_complete(t->stub, req->messages, req->tools, k, seed, c, &e), &e);
+    int rc = stub_queue(t, c, err);
+    if (rc) {
         kd_teacher_completion_free(c);
-        c->tag = req->tag;
-        c->status = e.code;
-        c->error = kd_strdup(e.msg);
-        t->st.failed++;
-    } else {
-        t->st.completed++;
+        free(c);
     }
-    c->done_s = kd_teacher_now();
-    t->ready[(t->head + t->count) % t->cap] = c;
-    t->count++;
-    return KD_OK;
+    return rc;
+}
+
+int kd_teacher_submit_score(kd_teacher *t, const json_t *messages, const json_t *tools, uint64_t tag, kd_error *err) {
+    if (!json_is_array(messages) || json_array_size(messages) == 0)
+        return kd_error_set(err, KD_ERR_INVALID, "teacher scoring request %llu: messages must be a non-empty array",
+                            (unsigned long long)tag);
+    if (!t->is_stub) return kd_client_submit_score(t->client, messages, tools, tag, err);
+    kd_teacher_completion *c = calloc(1, sizeof *c);
+    if (!c) return kd_error_set(err, KD_ERR_NOMEM, "out of memory for a completion");
+    c->tag = tag;
+    c->scored = 1;
+    c->submit_s = kd_teacher_now();
+    int k = t->cfg.teacher.top_logprobs > 0 ? (int)t->cfg.teacher.top_logprobs : 1;
+    kd_error e;
+    c->attempts = 1;
+    t->st.submitted++;
+    t->st.attempts++;
+    stub_done(t, c, tag, kd_stub_score_conversation(t->stub, messages, tools, k, t->cfg.teacher.seed, &c->lp, &e), &e);
+    c->scored = 1;
+    int rc = stub_queue(t, c, err);
+    if (rc) {
+        kd_teacher_completion_free(c);
+        free(c);
+    }
+    return rc;
 }
 
 int kd_teacher_next(kd_teacher *t, double timeout_s, kd_teacher_completion **out, kd_error *err) {

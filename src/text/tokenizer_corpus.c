@@ -2,10 +2,14 @@
 #include "kdstep/tokenizer_corpus.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "kdstep/bpe_train.h"
 #include "kdstep/chat.h"
+#include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -308,4 +312,43 @@ int kd_tokenizer_corpus_write(FILE *out, const json_t *tools, size_t bytes, uint
     }
     free(b.p);
     return KD_OK;
+}
+
+/* ---- the default student tokenizer ---- */
+
+int kd_tokenizer_make_student(const char *dir, const char *tools_path, int vocab_size, kd_error *err) {
+    char path[4096], tmp[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    if (kd_path_exists(path)) return KD_OK;
+    json_error_t je;
+    json_t *tools = json_load_file(tools_path, 0, &je);
+    if (!tools)
+        return kd_error_set(err, KD_ERR_PARSE, "%s:%d:%d: %s (the tools file the student tokenizer's corpus is made over)",
+                            tools_path, je.line, je.column, je.text);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    int rc = f ? KD_OK : kd_error_set(err, KD_ERR_NOMEM, "out of memory for the tokenizer corpus");
+    if (!rc) rc = kd_tokenizer_corpus_write(f, tools, (size_t)(KD_STUDENT_CORPUS_MB * 1e6), KD_STUDENT_CORPUS_SEED, err);
+    if (f && fclose(f) != 0 && !rc) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory for the tokenizer corpus");
+    json_decref(tools);
+    kd_bpe_trainer *t = NULL;
+    kd_bpe_train_options o = {.vocab_size = vocab_size};
+    if (!rc) rc = kd_bpe_trainer_new(&t, &o, err);
+    if (!rc) rc = kd_bpe_trainer_add_text(t, text, len, err);
+    free(text);
+    if (!rc) rc = kd_bpe_trainer_train(t, err);
+    /* a private folder renamed into place: concurrent makers (array elements) cannot mix their files */
+    char host[128] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(tmp, sizeof tmp, "%s.tmp-%s-%ld", dir, host, (long)getpid());
+    if (!rc) rc = kd_bpe_trainer_save(t, tmp, err);
+    kd_bpe_trainer_free(t);
+    if (!rc && rename(tmp, dir) != 0) {
+        if (kd_path_exists(path)) kd_rm_rf(tmp, NULL); /* another process made it first: same bytes */
+        else rc = kd_error_errno(err, errno, "%s: cannot move the new tokenizer into place (a folder without tokenizer.json "
+                                             "is in the way: remove it)", dir);
+    }
+    if (rc) kd_rm_rf(tmp, NULL);
+    return rc;
 }

@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
     kd_stub_teacher *stub = NULL;
     if (kd_tokenizer_open(&tok, tokdir, &err)) return die("tokenizer", &err);
     if (kd_registry_open(&reg, &err) || kd_registry_load_file(reg, tools_path, &err)) return die("registry", &err);
-    kd_stub_options so = {KD_TOOL_FORMAT_HERMES, 0.0, 1.0, 0};
+    kd_stub_options so = {KD_TOOL_FORMAT_HERMES, 0.0, 1.0, 0, 0};
     if (kd_stub_open(&stub, &so, reg, tok, &err)) return die("stub", &err);
     json_t *tools = kd_registry_to_openai(reg);
     kd_dataset_info info;
@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
             return die("targets", &err);
         kd_teacher_logprobs lp;
         memset(&lp, 0, sizeof lp);
-        if (kd_stub_score(stub, r.text, r.len, rs, K, 7, &lp, &err)) return die("score", &err);
+        if (kd_stub_score(stub, r.text, r.len, tools, K, 7, &lp, &err)) return die("score", &err);
         if ((size_t)lp.n != enc.count || lp.k != K) {
             fprintf(stderr, "bench_traindata: stub scored %d tokens (k %d), the tokenizer gave %zu\n", lp.n, lp.k, enc.count);
             return 1;

@@ -1,6 +1,6 @@
 /* libFuzzer target: the teacher response parsers (OpenAI chat completions, vLLM prompt_logprobs) must
  * accept or reject any bytes without crashing, leaking or reading out of bounds; and where both the fast
- * scanner and the jansson reference accept a chat response, they must read the same thing. */
+ * scanner and the jansson reference accept a response, they must read the same thing. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,10 +32,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     kd_teacher_completion_free(&c);
     kd_teacher_completion_free(&r);
-    kd_teacher_logprobs lp;
-    /* the first byte picks where the response starts and how many columns, so both vary */
-    size_t start = size ? data[0] : 0;
-    kd_teacher_parse_prompt_logprobs((const char *)data, size, size, start, 1 + (size ? data[0] % 8 : 0), &lp, &e);
-    kd_teacher_logprobs_free(&lp);
+    /* prompt_logprobs: the first byte picks how many columns; where both parsers accept, the same rows */
+    int k = 1 + (size ? data[0] % 8 : 0);
+    kd_teacher_logprobs lp, lr;
+    int pf = kd_teacher_parse_prompt_logprobs((const char *)data, size, k, &lp, &e);
+    int pr = kd_teacher_parse_prompt_logprobs_ref((const char *)data, size, k, &lr, &e2);
+    if (pf == KD_OK && pr == KD_OK) {
+        if (lp.n != lr.n) abort();
+        for (int i = 0; i < lp.n; i++) {
+            if (lp.token_ids[i] != lr.token_ids[i] || !same_float(lp.tail_logprob[i], lr.tail_logprob[i])) abort();
+            for (int j = 0; j < k; j++)
+                if (lp.topk_ids[(size_t)i * k + j] != lr.topk_ids[(size_t)i * k + j]) abort();
+        }
+    }
+    if (pf == KD_OK) kd_teacher_logprobs_free(&lp);
+    if (pr == KD_OK) kd_teacher_logprobs_free(&lr);
     return 0;
 }

@@ -38,7 +38,7 @@ docs_cleanup() {
 
 # docs_sandbox: make the sandbox and cd into its repository root.
 docs_sandbox() {
-  SB=$(mktemp -d /tmp/kd-docs.XXXXXX)
+  SB=$(mktemp -d "${KD_DOCS_TMP:-/tmp}/kd-docs.XXXXXX") # tests/cluster: outside /tmp (each node has its own)
   trap docs_cleanup EXIT
   KD_LOG="$SB/log"
   mkdir -p "$SB/repo/jobs" "$KD_LOG"

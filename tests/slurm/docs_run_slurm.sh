@@ -3,16 +3,17 @@
 # in a sandbox repository (tests/lib/docs_run.bash) on the local Slurm: docs/slurm-harness.md's
 # block (slurm-up.sh /tmp/kd-slurm, source its env, sinfo / sbatch --wait / squeue, slurm-down.sh),
 # and between its up and down the submit.sh lines of README.md and docs/slurm.md on jobs/demo.yaml
-# (its size keys made small): the plain chain, the same chain resubmitted with an sbatch option
+# (its size keys made small), from nothing: the sandbox has the build but no tokenizer, which the
+# chain's first stage makes (checked equal to jobs/make-student-tokenizer.sh's): the plain chain, the same chain resubmitted with an sbatch option
 # (every stage skips its complete output), and the 3-element job array, whose merged dataset must
 # equal the plain chain's. Skips (77) without root or Slurm, or when /tmp/kd-slurm is in use.
 source "$KD_SOURCE_DIR/tests/lib/docs_run.bash"
 source "$KD_SOURCE_DIR/tests/lib/fixtures.sh"
 [[ -e /tmp/kd-slurm ]] && { echo "skip: /tmp/kd-slurm exists (a cluster of the docs' example is in use)"; exit 77; }
-tok=$(kd_student_tokenizer)
 docs_sandbox
 docs_shrunk_demo
-mkdir -p models/student && ln -s "$tok" models/student/tokenizer
+# From nothing: the sandbox has the build and no tokenizer; the chain's first stage makes it.
+[[ -e models/student/tokenizer ]] && fail "the sandbox already has a tokenizer"
 export -n KDSTEP   # the jobs find build/kdstep under the submit directory, as docs/slurm.md says
 trap '[[ -f /tmp/kd-slurm/env ]] && "$KD_SOURCE_DIR/tests/slurm/lib/slurm-down.sh" /tmp/kd-slurm >/dev/null 2>&1; rm -rf /tmp/kd-slurm; docs_cleanup' EXIT
 
@@ -68,6 +69,11 @@ kd_after() { # N
       grep -q "^hello from job [0-9]" job.out || fail "the job did not run (job.out: $(cat job.out 2>&1))" ;;
     "slurm/submit.sh jobs/demo.yaml")
       check_chain "$n" generate train eval
+      [[ -s models/student/tokenizer/tokenizer.json ]] || fail "the chain did not make the student tokenizer"
+      log=$(awk '$1 == "generate" {print $4}' "$KD_LOG/$n.out")
+      grep -q "making the student tokenizer" "$log" || fail "submit.sh's generate log $log does not say it made the tokenizer"
+      cmp -s models/student/tokenizer/tokenizer.json <(cd "$SB" && KDSTEP="$KD_BUILD_DIR/kdstep" "$KD_SOURCE_DIR/jobs/make-student-tokenizer.sh" --out "$SB/ref-tok" >/dev/null && cat "$SB/ref-tok/tokenizer.json") \
+        || fail "the tokenizer the chain made differs from jobs/make-student-tokenizer.sh's"
       [[ -s runs/demo/eval/report.json && -s runs/demo/eval/report.md ]] || fail "no eval report after the chain"
       sha256sum runs/demo/eval/report.json runs/demo/train/final/model.safetensors >"$SB/first.sha" ;;
     "slurm/submit.sh jobs/demo.yaml --time=02:00:00")

@@ -4,7 +4,9 @@
 #     order, and the eval report exists;
 #  2. preemption: a train job gets `scancel --signal=USR1`, checkpoints, requeues itself, resumes, and
 #     ends with the same final weights (bitwise) as an uninterrupted run on the same rank count;
-#  3. a job array: generation as a 3-element array, then merged, equals a single generate run.
+#  3. a job array: generation as a 3-element array, then merged, equals a single generate run;
+#  4. a chain whose first stage fails (its tools file is missing) leaves no job pending: train and eval
+#     are cancelled (--kill-on-invalid-dep=yes), not left waiting on DependencyNeverSatisfied.
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="${KD_SOURCE_DIR:?}"
@@ -80,13 +82,14 @@ cp -r "$tmp/demo out/dataset" "$tmp/dataset-copy"
 for d in "pre out" "ref out"; do mkdir -p "$tmp/$d"; cp -r "$tmp/dataset-copy" "$tmp/$d/dataset"; done
 sed "s|pre out|ref out|" "$tmp/pre.yaml" >"$tmp/ref.yaml"
 (cd "$tmp" && kd_mpirun 2 "$KDSTEP" run "$tmp/ref.yaml" --stage train >"$tmp/ref.log" 2>&1) || { echo "FAIL reference run"; tail "$tmp/ref.log"; fail=1; }
-jid=$(cd "$tmp" && sbatch --parsable --output="$tmp/pre-%j.out" "$src/slurm/train.sbatch" "$tmp/pre.yaml")
+jid=$(cd "$tmp" && sbatch --parsable --ntasks=2 --output="$tmp/pre-%j.out" "$src/slurm/train.sbatch" "$tmp/pre.yaml") # the shape is the caller's: 2 ranks, as the reference
 for _ in $(seq 600); do [[ -f "$tmp/pre out/train/checkpoints/latest" ]] && break; sleep 0.2; done
 sleep 1
 scancel --signal=USR1 "$jid"
 state=$(wait_job "$jid" 900)
 restarts=$(scontrol show job "$jid" | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
 check "the preempted job completed after a requeue ($state, restarts $restarts)" '[[ "$state" == COMPLETED && "${restarts:-0}" -ge 1 ]]'
+check "it ran 2 ranks, as asked" 'grep -q "2 ranks on" "$tmp"/pre-*.out'
 check "it wrote a checkpoint on the signal and resumed from it" 'grep -q "requeueing" "$tmp"/pre-*.out && grep -q "resum" "$tmp"/pre-*.out'
 check "final weights equal the uninterrupted run's, bitwise" 'cmp -s "$tmp/pre out/train/final/model.safetensors" "$tmp/ref out/train/final/model.safetensors"'
 [[ $fail -eq 0 ]] || tail -n 30 "$tmp"/pre-*.out
@@ -101,4 +104,16 @@ check "array + merge COMPLETED ($s_merge)" '[[ "$s_merge" == COMPLETED ]]'
   --tools "$src/configs/tools.json" --config "$src/configs/process_supervision.yaml" 2>/dev/null
 check "the merged array equals a single generate run" '/usr/bin/python3 "$src/tests/lib/compare_datasets.py" "$tmp/arr out/dataset" "$tmp/single"'
 [[ $fail -eq 0 ]] || tail -n 20 "$tmp"/arr-*.out "$tmp"/merge-*.out
+
+# 4. a failing first stage cancels the rest of the chain
+job_file bad ""
+sed -i "s|^tools: .*|tools: $tmp/no-such-tools.json|" "$tmp/bad.yaml"
+ids=$(cd "$tmp" && "$src/slurm/submit.sh" "$tmp/bad.yaml" --output="$tmp/bad-%x-%j.out") || { echo "FAIL submit.sh (bad job)"; exit 1; }
+echo "$ids"
+gen=$(awk '$1 == "generate" {print $2}' <<<"$ids"); train=$(awk '$1 == "train" {print $2}' <<<"$ids"); ev=$(awk '$1 == "eval" {print $2}' <<<"$ids")
+s_gen=$(wait_job "$gen" 300); s_train=$(wait_job "$train" 120); s_ev=$(wait_job "$ev" 120)
+check "the failing generate FAILED, and train and eval were CANCELLED ($s_gen $s_train $s_ev)" '[[ "$s_gen $s_train $s_ev" == "FAILED CANCELLED CANCELLED" ]]'
+check "no job is left pending" '[[ -z "$(squeue -h -t PENDING -o %i)" ]]'
+check "the generate log says why" 'grep -q "no-such-tools.json" "$tmp"/bad-kdstep-generate-"$gen".out'
+[[ $fail -eq 0 ]] || { tail -n 20 "$tmp"/bad-*.out; squeue; }
 exit $fail

@@ -102,6 +102,29 @@ static void test_set_overrides(void) {
     kd_config_free(&c);
 }
 
+/* teacher.extra_body: a YAML mapping (or a quoted JSON string) kept as compact JSON; anything that is
+ * not a JSON object is refused with the key and an example; the choice keys refuse unknown values. */
+static void test_teacher_keys(void) {
+    kd_config c;
+    kd_error e;
+    kd_config_defaults(&c);
+    CU_ASSERT_STRING_EQUAL(c.teacher.scoring, "chat");
+    CU_ASSERT_STRING_EQUAL(c.generate.thinking, "drop");
+    CU_ASSERT_STRING_EQUAL(c.generate.filter, "schema_valid");
+    CU_ASSERT_STRING_EQUAL(c.teacher.extra_body, "");
+    CU_ASSERT_EQUAL(kd_config_set(&c, "teacher.extra_body={chat_template_kwargs: {enable_thinking: false}, top_k: 20, x: 'a b'}", &e), KD_OK);
+    CU_ASSERT_STRING_EQUAL(c.teacher.extra_body, "{\"chat_template_kwargs\":{\"enable_thinking\":false},\"top_k\":20,\"x\":\"a b\"}");
+    CU_ASSERT_EQUAL(kd_config_set(&c, "teacher.extra_body='{\"repetition_penalty\": 1.1}'", &e), KD_OK);
+    CU_ASSERT_STRING_EQUAL(c.teacher.extra_body, "{\"repetition_penalty\": 1.1}");
+    CU_ASSERT_NOT_EQUAL(kd_config_set(&c, "teacher.extra_body='[1, 2]'", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "teacher.extra_body: not a JSON object");
+    CU_ASSERT_NOT_EQUAL(kd_config_set(&c, "teacher.scoring=prompt", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "expected one of: none|chat|completions");
+    CU_ASSERT_NOT_EQUAL(kd_config_set(&c, "generate.filter=strict", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "none|json_valid|schema_valid");
+    kd_config_free(&c);
+}
+
 static void test_dump_roundtrip(void) {
     kd_config c, d;
     kd_error e;
@@ -130,5 +153,6 @@ int main(void) {
     CU_add_test(s, "errors name file:line:column and the nearest key", test_errors);
     CU_add_test(s, "--set overrides", test_set_overrides);
     CU_add_test(s, "dump round-trips", test_dump_roundtrip);
+    CU_add_test(s, "teacher.extra_body, scoring, thinking, filter", test_teacher_keys);
     return kd_test_main();
 }

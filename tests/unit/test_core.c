@@ -6,6 +6,7 @@
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/progress.h"
+#include "kdstep/runtime.h"
 #include "testutil.h"
 
 static void test_sha256_vectors(void) {
@@ -96,9 +97,63 @@ static void test_rng(void) {
     CU_ASSERT_DOUBLE_EQUAL(sum / 10000, 0.5, 0.02);
 }
 
+static void test_thread_plan(void) {
+    static const char *const vars[] = {"KDSTEP_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"};
+    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
+    kd_thread_plan p;
+    kd_runtime_plan_threads(0, 8, 2, &p); /* 8 CPUs shared by 2 ranks */
+    CU_ASSERT_EQUAL(p.threads, 4);
+    CU_ASSERT_STRING_EQUAL(p.source, "CPU affinity / ranks sharing it");
+    kd_runtime_plan_threads(0, 1, 1, &p); /* bound to one CPU */
+    CU_ASSERT_EQUAL(p.threads, 1);
+    kd_runtime_plan_threads(0, 2, 3, &p); /* more ranks than CPUs: still one thread */
+    CU_ASSERT_EQUAL(p.threads, 1);
+    setenv("SLURM_CPUS_ON_NODE", "4", 1); /* Slurm gave the job 4 of the node's 16 CPUs, no cpuset */
+    kd_runtime_plan_threads(0, 16, 2, &p);
+    CU_ASSERT_EQUAL(p.threads, 2);
+    CU_ASSERT_EQUAL(p.cpus, 4);
+    CU_ASSERT_STRING_EQUAL(p.source, "SLURM_CPUS_ON_NODE / ranks sharing them");
+    kd_runtime_plan_threads(0, 2, 1, &p); /* a cpuset smaller than that: the mask decides */
+    CU_ASSERT_EQUAL(p.threads, 2);
+    CU_ASSERT_STRING_EQUAL(p.source, "CPU affinity / ranks sharing it");
+    unsetenv("SLURM_CPUS_ON_NODE");
+    setenv("SLURM_CPUS_PER_TASK", "2", 1);
+    kd_runtime_plan_threads(0, 16, 8, &p);
+    CU_ASSERT_EQUAL(p.threads, 2);
+    CU_ASSERT_STRING_EQUAL(p.source, "SLURM_CPUS_PER_TASK");
+    kd_runtime_plan_threads(0, 1, 1, &p); /* never more than the mask allows */
+    CU_ASSERT_EQUAL(p.threads, 1);
+    setenv("SLURM_CPUS_PER_TASK", "x", 1); /* not a count: ignored */
+    kd_runtime_plan_threads(0, 4, 1, &p);
+    CU_ASSERT_EQUAL(p.threads, 4);
+    setenv("OMP_NUM_THREADS", "3", 1);
+    kd_runtime_plan_threads(0, 1, 1, &p);
+    CU_ASSERT_EQUAL(p.threads, 3);
+    setenv("KDSTEP_THREADS", "5", 1);
+    kd_runtime_plan_threads(0, 1, 1, &p);
+    CU_ASSERT_EQUAL(p.threads, 5);
+    CU_ASSERT_STRING_EQUAL(p.source, "KDSTEP_THREADS");
+    kd_runtime_plan_threads(6, 1, 1, &p); /* train.threads wins over everything */
+    CU_ASSERT_EQUAL(p.threads, 6);
+    CU_ASSERT_STRING_EQUAL(p.source, "train.threads");
+    for (int i = 0; i < 4; i++) unsetenv(vars[i]);
+
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int cpus[] = {0, 1, 2, 3, 8, 10, 11};
+    for (int i = 0; i < 7; i++) CPU_SET(cpus[i], &set);
+    char list[64];
+    CU_ASSERT_EQUAL(kd_runtime_cpu_list(&set, list, sizeof list), 7);
+    CU_ASSERT_STRING_EQUAL(list, "0-3,8,10-11");
+    CPU_ZERO(&set);
+    CU_ASSERT_EQUAL(kd_runtime_cpu_list(&set, list, sizeof list), 0);
+    CU_ASSERT_STRING_EQUAL(list, "");
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("core", NULL, NULL);
+    CU_add_test(s, "threads follow the allocation", test_thread_plan);
     CU_add_test(s, "sha256 test vectors", test_sha256_vectors);
     CU_add_test(s, "error records", test_errors);
     CU_add_test(s, "files: atomic write, mkdir -p, errors", test_files);

@@ -57,11 +57,41 @@ static void test_job_errors(void) {
     kd_job_free(&j);
 }
 
+static void shape_of(const char *yaml, const char *want) {
+    kd_job j;
+    kd_error e;
+    char text[256];
+    kd_job_defaults(&j);
+    CU_ASSERT_EQUAL_FATAL(kd_job_load_string(&j, yaml, "shape.yaml", &e), KD_OK);
+    kd_job_sbatch_shape(&j, text, sizeof text);
+    CU_ASSERT_STRING_EQUAL(text, want);
+    kd_job_free(&j);
+}
+
+static void test_job_sbatch_shape(void) {
+    shape_of("job:\n  name: x\n", "--ntasks=2\n");
+    shape_of("job:\n  ranks: 8\n", "--ntasks=8\n");
+    shape_of("job:\n  ranks: 8\n  nodes: 2\n", "--nodes=2\n--ntasks=8\n");
+    shape_of("job:\n  ranks: 8\n  nodes: 4\n  tasks_per_node: 8\n  cpus_per_task: 4\n",
+             "--nodes=4\n--ntasks-per-node=8\n--cpus-per-task=4\n");
+    shape_of("job:\n  cpus_per_task: 2\n", "--ntasks=2\n--cpus-per-task=2\n");
+    kd_job j;
+    kd_error e;
+    kd_job_defaults(&j);
+    CU_ASSERT_EQUAL(j.tokenizer_vocab_size, 8192); /* jobs/quickstart.sh's default */
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "job:\n  nodes: -1\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:2:10: job.nodes: value -1 is out of range");
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "job:\n  task_per_node: 2\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "did you mean 'tasks_per_node'?");
+    kd_job_free(&j);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("job", NULL, NULL);
     CU_add_test(s, "jobs/demo.yaml loads", test_demo_job);
     CU_add_test(s, "config + overrides", test_job_config_overrides);
     CU_add_test(s, "errors name file:line:column", test_job_errors);
+    CU_add_test(s, "launch shape as sbatch options", test_job_sbatch_shape);
     return kd_test_main();
 }

@@ -389,22 +389,31 @@ static void test_stub_position_boosting(void) {
     double name_alt = c.lp.topk_logprobs[at * c.lp.k + 1], text_alt = c.lp.topk_logprobs[1 * c.lp.k + 1];
     CU_ASSERT_TRUE(name_alt > text_alt);
     kd_teacher_completion_free(&c);
-    /* teacher-forced scoring: prompt rows get no boosted alternatives (runner-ups are background, equal) */
-    const char *text = "<|im_start|>user\nRead the file config.json<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"config.json\"}}\n</tool_call>";
+    /* scoring a conversation: rows outside the assistant's turns get no boosted alternatives (runner-ups
+     * are background, equal); row 0 is empty, as vLLM's first prompt_logprobs entry is null */
+    const char *text = "<|im_start|>user\nRead the file config.json<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"read_file\", \"arguments\": {\"path\": \"config.json\"}}\n</tool_call><|im_end|>\n";
     size_t rs = (size_t)(strstr(text, "<tool_call>") - text);
     kd_teacher_logprobs lp;
     kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_stub_score(s, text, strlen(text), rs, 4, 3, &lp, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_stub_score(s, text, strlen(text), NULL, 4, 3, &lp, &e), KD_OK);
     CU_ASSERT_EQUAL(lp.n, (int)strlen(text));
-    for (size_t i = 0; i < rs; i++) {
+    CU_ASSERT_EQUAL(lp.topk_ids[0], -1);
+    CU_ASSERT_EQUAL(lp.token_ids[0], '<');
+    for (size_t i = 1; i < rs; i++) {
         CU_ASSERT_EQUAL(lp.topk_logprobs[i * 4 + 1], lp.topk_logprobs[i * 4 + 3]);
         CU_ASSERT_TRUE(lp.topk_logprobs[i * 4 + 0] > lp.topk_logprobs[i * 4 + 1]);
     }
     size_t nm = (size_t)(strstr(text, "read_file") - text);
     CU_ASSERT_TRUE(lp.topk_logprobs[nm * 4 + 1] > lp.topk_logprobs[nm * 4 + 3]); /* boosted alternatives */
-    double worst = 0;
-    check_normalized(&lp, &worst);
-    CU_ASSERT_TRUE(worst < 1e-5);
+    /* the last row of the text (after <|im_end|>): not the assistant's */
+    size_t last = strlen(text) - 1;
+    CU_ASSERT_EQUAL(lp.topk_logprobs[last * 4 + 1], lp.topk_logprobs[last * 4 + 3]);
+    /* the tail is what a client computes from the top-k: 1 - their mass */
+    for (int i = 1; i < lp.n; i++) {
+        double mass = 0;
+        for (int j = 0; j < 4; j++) mass += exp(lp.topk_logprobs[i * 4 + j]);
+        CU_ASSERT_DOUBLE_EQUAL(lp.tail_logprob[i], log(1 - mass), 1e-5);
+    }
     kd_teacher_logprobs_free(&lp);
     json_decref(m);
     kd_stub_close(s);
@@ -838,33 +847,90 @@ static void test_parse_fast_matches_reference(void) {
     kd_teacher_completion_free(&c);
 }
 
+static void check_prompt_rows(const kd_teacher_logprobs *lp) {
+    CU_ASSERT_EQUAL_FATAL(lp->n, 4);
+    CU_ASSERT_EQUAL(lp->token_ids[0], -1); /* null: nothing predicts the first token */
+    CU_ASSERT_EQUAL(lp->topk_ids[0], -1);
+    CU_ASSERT_EQUAL(lp->token_ids[1], 200);
+    CU_ASSERT_STRING_EQUAL(lp->tokens[1], " be");
+    CU_ASSERT_EQUAL(lp->topk_ids[2], 200);
+    CU_ASSERT_EQUAL(lp->topk_ids[3], 201);
+    CU_ASSERT_STRING_EQUAL(lp->topk_tokens[3], " see");
+    /* the prompt token comes first even when it ranks below k; the columns are ranks 1 and 2 */
+    CU_ASSERT_EQUAL(lp->token_ids[2], 300);
+    CU_ASSERT_STRING_EQUAL(lp->tokens[2], " or");
+    CU_ASSERT_DOUBLE_EQUAL(lp->token_logprobs[2], -3.0, 1e-6);
+    CU_ASSERT_EQUAL(lp->topk_ids[4], 301);
+    CU_ASSERT_EQUAL(lp->topk_ids[5], 302);
+    CU_ASSERT_DOUBLE_EQUAL(lp->tail_logprob[2], log1p(-(exp(-0.2) + exp(-2.0))), 1e-6);
+    /* "token_id:N" keys (return_tokens_as_token_ids) */
+    CU_ASSERT_EQUAL(lp->token_ids[3], 400);
+    CU_ASSERT_EQUAL(lp->topk_ids[7], 401);
+}
+
 static void test_parse_vllm_prompt_logprobs(void) {
-    /* vLLM /v1/completions with prompt_logprobs=2: the first entry is null; each entry maps token id ->
-     * {logprob, rank, decoded_token} and holds the actual token even when it ranks below k. */
-    const char *body =
-        "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"index\":0,\"text\":\" x\",\"prompt_token_ids\":[100,"
-        "200,300,400],\"prompt_logprobs\":[null,{\"200\":{\"logprob\":-0.5,\"rank\":1,\"decoded_token\":\" be\"},\"201\":{\"logprob\":"
+    /* vLLM's prompt_logprobs=2 (https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html): the
+     * first entry is null; each entry maps token id -> {logprob, rank, decoded_token}, the prompt token
+     * first, then the top-k. A completion has it in choices[0], a chat completion at the top level. */
+    const char *rows =
+        "[null,{\"200\":{\"logprob\":-0.5,\"rank\":1,\"decoded_token\":\" be\"},\"201\":{\"logprob\":"
         "-1.5,\"rank\":2,\"decoded_token\":\" see\"}},{\"300\":{\"logprob\":-3.0,\"rank\":4,\"decoded_token\":\" or\"},\"301\":"
         "{\"logprob\":-0.2,\"rank\":1,\"decoded_token\":\" and\"},\"302\":{\"logprob\":-2.0,\"rank\":2,\"decoded_token\":\",\"}},"
-        "{\"400\":{\"logprob\":-0.1,\"rank\":1,\"decoded_token\":\" not\"},\"401\":{\"logprob\":-2.5,\"rank\":2,\"decoded_token\":\" to\"}}],"
-        "\"finish_reason\":\"length\"}]}";
-    const char *prompt = "To be or not";
+        "{\"token_id:400\":{\"logprob\":-0.1,\"rank\":1,\"decoded_token\":\" not\"},\"token_id:401\":{\"logprob\":-2.5,\"rank\":2,"
+        "\"decoded_token\":\" to\"}}]";
+    char cmpl[2048], chat[2048];
+    snprintf(cmpl, sizeof cmpl,
+             "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"choices\":[{\"index\":0,\"text\":\" x\",\"prompt_logprobs\":%s,"
+             "\"finish_reason\":\"length\"}]}", rows);
+    snprintf(chat, sizeof chat,
+             "{\"id\":\"c-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+             "\"content\":\"\"},\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":4},\"prompt_logprobs\":%s}", rows);
+    const char *bodies[2] = {cmpl, chat};
+    for (int b = 0; b < 2; b++) {
+        kd_teacher_logprobs lp, ref;
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs(bodies[b], strlen(bodies[b]), 2, &lp, &e), KD_OK);
+        check_prompt_rows(&lp);
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs_ref(bodies[b], strlen(bodies[b]), 2, &ref, &e), KD_OK);
+        check_prompt_rows(&ref);
+        for (int i = 0; i < 4 * 2; i++) CU_ASSERT_EQUAL(memcmp(&lp.topk_logprobs[i], &ref.topk_logprobs[i], 4), 0);
+        for (int i = 0; i < 4; i++) CU_ASSERT_EQUAL(memcmp(&lp.tail_logprob[i], &ref.tail_logprob[i], 4), 0);
+        kd_teacher_logprobs_free(&lp);
+        kd_teacher_logprobs_free(&ref);
+    }
+    const char *no = "{\"choices\":[{\"text\":\"x\"}]}";
     kd_teacher_logprobs lp;
     kd_error e;
-    /* the response is " or not": starts at byte 5 */
-    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs(body, strlen(body), strlen(prompt), 5, 2, &lp, &e), KD_OK);
-    CU_ASSERT_EQUAL_FATAL(lp.n, 2);
-    CU_ASSERT_EQUAL(lp.token_ids[0], 300);
-    CU_ASSERT_STRING_EQUAL(lp.tokens[0], " or");
-    CU_ASSERT_DOUBLE_EQUAL(lp.token_logprobs[0], -3.0, 1e-6);
-    CU_ASSERT_EQUAL(lp.topk_ids[0], 301);
-    CU_ASSERT_EQUAL(lp.topk_ids[1], 302);
-    CU_ASSERT_EQUAL(lp.token_ids[1], 400);
-    CU_ASSERT_DOUBLE_EQUAL(lp.tail_logprob[0], log1p(-(exp(-0.2) + exp(-2.0))), 1e-5);
-    kd_teacher_logprobs_free(&lp);
-    const char *no = "{\"choices\":[{\"text\":\"x\"}]}";
-    CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs(no, strlen(no), 4, 0, 2, &lp, &e), KD_ERR_PARSE);
+    CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs(no, strlen(no), 2, &lp, &e), KD_ERR_PARSE);
     KD_ASSERT_CONTAINS(e.msg, "no prompt_logprobs (is the endpoint vLLM");
+    /* escapes in texts and keys, numbers in exponent form, a row the lean reader hands to the general one:
+     * the fast reader and the reference read the same */
+    const char *esc = "{\"prompt_logprobs\":[null,{\"7\":{\"logprob\":-1.5e-3,\"rank\":1,\"decoded_token\":\"a\\nb\\u00e9\"},"
+                      "\"\\u0038\":{\"logprob\":-7.25,\"rank\":2,\"decoded_token\":\"\\\"q\"}},"
+                      "{ \"9\" : { \"rank\" : 1 , \"logprob\" : -0.5 } }]}";
+    kd_teacher_logprobs a, b;
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs(esc, strlen(esc), 2, &a, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs_ref(esc, strlen(esc), 2, &b, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(a.n, 3);
+    CU_ASSERT_EQUAL_FATAL(b.n, 3);
+    CU_ASSERT_STRING_EQUAL(a.tokens[1], "a\nb\xc3\xa9");
+    CU_ASSERT_STRING_EQUAL(b.tokens[1], "a\nb\xc3\xa9");
+    CU_ASSERT_STRING_EQUAL(a.topk_tokens[3], "\"q");
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL(a.token_ids[i], b.token_ids[i]);
+        CU_ASSERT_EQUAL(memcmp(&a.tail_logprob[i], &b.tail_logprob[i], 4), 0);
+        for (int j = 0; j < 2; j++) {
+            CU_ASSERT_EQUAL(a.topk_ids[i * 2 + j], b.topk_ids[i * 2 + j]);
+            CU_ASSERT_EQUAL(memcmp(&a.topk_logprobs[i * 2 + j], &b.topk_logprobs[i * 2 + j], 4), 0);
+        }
+    }
+    CU_ASSERT_EQUAL(a.topk_ids[3], 8);
+    CU_ASSERT_EQUAL(a.token_ids[2], 9);
+    CU_ASSERT_PTR_NULL(a.tokens[2]);
+    kd_teacher_logprobs_free(&a);
+    kd_teacher_logprobs_free(&b);
+    const char *broken = "{\"prompt_logprobs\":[null,{\"1\":{\"logprob\":-0.5,\"rank\":1}},{\"2\":";
+    CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs(broken, strlen(broken), 2, &lp, &e), KD_ERR_PARSE);
 }
 
 /* ---- client against the stub server on loopback ---- */
@@ -1175,28 +1241,62 @@ static void test_client_api_key_never_shown(void) {
     unsetenv("KDSTEP_TEST_PLANTED_KEY");
 }
 
-static void scoring_on(kd_config *cfg) { cfg->teacher.teacher_forced_scoring = 1; }
-
-static int check_scored(kd_teacher_completion *c) {
-    if (!c->scored || c->lp.n == 0) return 0;
-    /* the scored tokens spell the response re-serialized with <tool_call> blocks */
-    size_t len = 0;
-    for (int i = 0; i < c->lp.n; i++) len += strlen(c->lp.tokens[i]);
-    char *s = calloc(1, len + 1);
-    for (int i = 0; i < c->lp.n; i++) strcat(s, c->lp.tokens[i]);
-    int ok = c->n_tool_calls ? strstr(s, c->tool_calls[0].name) != NULL && strncmp(s, "<tool_call>", 11) == 0 : strcmp(s, c->text) == 0;
-    double worst = 0;
-    check_normalized(&c->lp, &worst);
-    free(s);
-    return ok && worst < 1e-5 && c->lp.k == 2;
-}
-
-static void test_client_teacher_forced_scoring(void) {
-    kd_server_options so = {.latency_ms = 0, .seed = 9};
-    run_result rr;
-    run_client(so, 60, scoring_on, &rr, check_scored);
-    CU_ASSERT_EQUAL(rr.ok, 60);
-    CU_ASSERT_EQUAL(rr.scored_ok, 60);
+/* Scoring a whole conversation through the HTTP client (chat and completions modes) against the stub
+ * server gives, bit for bit, what the in-process stub backend gives: ids, texts, logprobs, tails. */
+static void test_client_scores_conversation(void) {
+    kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    kd_server_options so = {.latency_ms = 0, .seed = 3};
+    kd_server *srv;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
+    json_t *m = json_pack("[{s:s,s:s},{s:s,s:s,s:[{s:s,s:s,s:{s:s,s:s}}]},{s:s,s:s,s:s,s:s},{s:s,s:s}]", "role", "user", "content",
+                          "Read the file config.json", "role", "assistant", "content", "", "tool_calls", "id", "call_0", "type",
+                          "function", "function", "name", "read_file", "arguments", "{\"path\": \"config.json\"}", "role", "tool",
+                          "tool_call_id", "call_0", "name", "read_file", "content", "{\"text\": \"port: 80\"}", "role", "assistant",
+                          "content", "Here is what I found. According to read_file, text is port: 80.");
+    json_t *tools = kd_registry_to_openai(g_reg);
+    kd_teacher_logprobs want;
+    CU_ASSERT_EQUAL_FATAL(kd_stub_score_conversation(stub, m, tools, 3, 5, &want, &e), KD_OK);
+    const char *modes[2] = {"chat", "completions"};
+    for (int mode = 0; mode < 2; mode++) {
+        kd_config cfg;
+        kd_config_defaults(&cfg);
+        snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+        snprintf(cfg.teacher.scoring, sizeof cfg.teacher.scoring, "%s", modes[mode]);
+        cfg.teacher.top_logprobs = 3;
+        cfg.teacher.seed = 5;
+        kd_teacher *t;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_submit_score(t, m, tools, 7, &e), KD_OK);
+        kd_teacher_completion *c = NULL;
+        for (int w = 0; w < 100 && !c; w++) CU_ASSERT_EQUAL_FATAL(kd_teacher_next(t, 1.0, &c, &e), KD_OK);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+        CU_ASSERT_EQUAL(c->status, KD_OK);
+        CU_ASSERT_EQUAL(c->tag, 7);
+        CU_ASSERT_TRUE(c->scored);
+        CU_ASSERT_EQUAL_FATAL(c->lp.n, want.n);
+        CU_ASSERT_EQUAL_FATAL(c->lp.k, 3);
+        int same = 1;
+        for (int i = 0; i < want.n; i++) {
+            same &= c->lp.token_ids[i] == want.token_ids[i] || i == 0;
+            same &= memcmp(&c->lp.tail_logprob[i], &want.tail_logprob[i], 4) == 0;
+            same &= i == 0 || strcmp(c->lp.tokens[i], want.tokens[i]) == 0;
+            for (int j = 0; j < 3; j++) {
+                same &= c->lp.topk_ids[i * 3 + j] == want.topk_ids[i * 3 + j];
+                same &= memcmp(&c->lp.topk_logprobs[i * 3 + j], &want.topk_logprobs[i * 3 + j], 4) == 0;
+            }
+        }
+        CU_ASSERT_TRUE(same);
+        kd_teacher_completion_free(c);
+        free(c);
+        kd_teacher_close(t);
+        kd_config_free(&cfg);
+    }
+    kd_teacher_logprobs_free(&want);
+    json_decref(tools);
+    json_decref(m);
+    kd_server_stop(srv);
+    kd_stub_close(stub);
 }
 
 /* The server keeps answers per request body: asking the same thing again gives what the stub itself
@@ -1286,7 +1386,7 @@ int main(void) {
     CU_add_test(s, "client: 20% stalls", test_client_fault_stall);
     CU_add_test(s, "client: gives up with status and excerpt", test_client_gives_up);
     CU_add_test(s, "client: API key never shown", test_client_api_key_never_shown);
-    CU_add_test(s, "client: teacher-forced scoring", test_client_teacher_forced_scoring);
+    CU_add_test(s, "client: scoring a conversation equals the stub's, chat and completions", test_client_scores_conversation);
     CU_add_test(s, "server: a repeated request, same answer, after the latency", test_server_repeats_answer_after_latency);
     int rc = kd_test_main();
     kd_registry_close(g_reg);

@@ -1,0 +1,73 @@
+/* The stub teacher's parts, shared by its files (not a public API):
+ *   stub.c         open/close, the tools a request offers, choosing the tool and filling its arguments
+ *   stub_answer.c  writing the answer (calls, final answers, thinking) and kd_stub_complete
+ *   stub_score.c   tokens and the top-k log-probabilities: of an answer, of a whole conversation
+ */
+#ifndef KD_STUB_INTERNAL_H
+#define KD_STUB_INTERNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "kdstep/teacher.h"
+
+struct words;
+
+struct kd_stub_teacher {
+    kd_stub_options opt;
+    const kd_registry *reg;
+    const kd_tokenizer *tok;
+    int32_t vocab;
+    int32_t json_alts[24];
+    int n_json_alts;
+    int32_t text_alts[16];
+    int n_text_alts;
+    struct tool_view *reg_tools; /* index of the registry, built at open */
+    int n_reg_tools;
+};
+
+/* The tools a request offers, with their words and weights precomputed. */
+typedef struct tool_view tool_view;
+struct tool_view {
+    const char *name;
+    const char *description;
+    const json_t *parameters;
+    struct words *tw;          /* name, description, then parameter-name words */
+    int n_name, first_param;
+    double *weight;     /* per word: idf across the offered tools x (3 name | 1 description | 1.2 parameter) */
+    int32_t *name_ids;  /* the name as the student tokenizer splits it */
+    int n_name_ids;
+};
+
+/* The registry's index is built once at open and shared (read-only) by every request. */
+int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out);
+void free_tools(tool_view *v, int n);
+int request_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out);
+void release_tools(const kd_stub_teacher *s, tool_view *tv, int n);
+/* Split a prompt into requests and pick a tool for each (-1: none); returns the number of parts. */
+int split_requests(const tool_view *tv, int ntools, const char *text, char parts[][1024], int *picks, int maxp);
+/* Arguments for a tool's parameters schema, filled from the text. */
+json_t *fill_args(const char *text, const json_t *params);
+
+/* Tokens: the student tokenizer's, or one per byte without one. */
+int stub_encode(const kd_stub_teacher *s, const char *text, size_t len, kd_encoding *enc, kd_error *err);
+void stub_encoding_free(const kd_stub_teacher *s, kd_encoding *enc);
+char *stub_token_text(const kd_stub_teacher *s, int32_t id);
+int32_t first_token(const kd_stub_teacher *s, const char *text);
+int add_unique(int32_t *arr, int n, int cap, int32_t id);
+
+/* Spans of a written answer (offsets in the answer's text). */
+enum { SPAN_TEXT = 0, SPAN_NAME = 1, SPAN_ARGS = 2 };
+typedef struct kspan {
+    size_t b, e;
+    int kind;
+    int tool; /* index in the offered tools for NAME spans */
+} kspan;
+
+/* The top-k of `text`'s tokens from response_start on (all rows when keep_prompt), with boosted
+ * alternatives inside `spans` (offsets from response_start). */
+int stub_build_logprobs(const kd_stub_teacher *s, const char *text, size_t len, size_t response_start, const kspan *spans,
+                        int nspans, const tool_view *tv, int ntools, int k, uint64_t seed, int keep_prompt,
+                        kd_teacher_logprobs *lp, int64_t *ntokens, kd_error *err);
+
+#endif
