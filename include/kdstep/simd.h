@@ -9,7 +9,9 @@
  * (-DKD_NATIVE=ON defines KD_NO_CLONES), in sanitizer and fuzzing builds (KD_NO_CLONES too: the
  * resolvers would run before the sanitizer runtime), and without glibc's ifunc.
  * clang 14 dispatches "arch=x86-64-v3" by CPU *name* (it never matches), so clang gets an "avx2"
- * clone, which it dispatches by the CPUID feature bit. */
+ * clone, which it dispatches by the CPUID feature bit. clang 14 also makes the resolver of a *static*
+ * cloned function a global symbol (NAME.resolver): give every cloned function a name that is unique
+ * across the library, or the clang build fails to link ("multiple definition of `NAME.resolver'"). */
 #ifndef KDSTEP_SIMD_H
 #define KDSTEP_SIMD_H
 

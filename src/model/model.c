@@ -716,7 +716,7 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
 }
 
 /* Softmax CE of one row; writes the gradient (p - onehot) * gscale into row when gscale != 0. */
-KD_HOT_CLONES static float ce_row(float *row, int V, int target, float gscale) {
+KD_HOT_CLONES static float logits_ce_row(float *row, int V, int target, float gscale) {
     /* omp simd: a float reduction vectorizes only when reordering is allowed */
     float mx = row[0];
 #pragma omp simd reduction(max : mx)
@@ -748,7 +748,7 @@ float kd_model_ce_loss(kd_model *m, const int32_t *targets, float scale) {
 #pragma omp parallel for schedule(static) reduction(+ : loss)
     for (size_t i = 0; i < BT; i++) {
         float *row = m->logits + i * (size_t)V;
-        if (targets[i] >= 0 && targets[i] < V && (int)(i % T) < a->len[i / T]) loss += ce_row(row, V, targets[i], gscale);
+        if (targets[i] >= 0 && targets[i] < V && (int)(i % T) < a->len[i / T]) loss += logits_ce_row(row, V, targets[i], gscale);
         else memset(row, 0, (size_t)V * sizeof(float));
     }
     return count ? (float)(loss / (double)count) : 0.0f;
@@ -774,7 +774,7 @@ int kd_model_forward_loss(kd_model *m, const int32_t *ids, const int32_t *length
         for (size_t i = 0; i < n; i++) {
             size_t r = r0 + i;
             if (targets[r] >= 0 && targets[r] < V && (int)(r % T) < a->len[r / T]) {
-                part += ce_row(m->logits + i * (size_t)V, V, targets[r], 0.0f);
+                part += logits_ce_row(m->logits + i * (size_t)V, V, targets[r], 0.0f);
                 cnt++;
             }
         }
