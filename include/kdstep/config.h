@@ -68,6 +68,8 @@ typedef struct kd_config {
         double connect_timeout_s;
         double timeout_s;
         int64_t max_retries;
+        double max_retry_after_s;   /* cap on a server's Retry-After */
+        int64_t max_response_bytes; /* cap on an answer's decoded size */
         double backoff_base_s;
         int64_t top_logprobs;          /* K */
         double temperature;

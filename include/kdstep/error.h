@@ -49,4 +49,8 @@ void *kd_reallocarray(void *p, size_t n, size_t size);
 char *kd_strdup(const char *s);
 char *kd_strndup(const char *s, size_t n);
 
+/* A URL as it may be printed or recorded: userinfo ("user:password@") becomes "***@". out gets at
+ * most cap - 1 bytes; returns out. */
+char *kd_url_redact(char *out, size_t cap, const char *url);
+
 #endif

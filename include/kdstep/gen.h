@@ -31,6 +31,9 @@ typedef struct kd_gen_stats {
     int64_t already_done;    /* skipped because a previous run finished them */
     int64_t samples;         /* samples written by this run */
     int64_t failures;        /* prompts recorded in failures.jsonl by this run */
+    int64_t filtered;        /* prompts dropped by design without a failures.jsonl record (0: generate.filter
+                              * records its drops, so they count in failures); samples + filtered +
+                              * failures = prompts_seen - already_done, checked at the end */
     int64_t tokens;          /* tokens written by this run */
     int64_t teacher_retries;
     double wall_s;

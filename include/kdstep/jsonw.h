@@ -46,4 +46,12 @@ void kd_jsonw_free(kd_jsonw *w);
  * or object, or kd_jsonw_value fails). */
 char *kd_json_dumps_compact(const json_t *v);
 
+/* Length of the longest prefix of s[0..n) that is valid UTF-8 (jansson's rules: no overlongs, no
+ * surrogates, nothing above U+10FFFF); n when all of it is. NUL bytes count as valid here. */
+size_t kd_utf8_valid_prefix(const char *s, size_t n);
+/* s[0..n) as a NUL-terminated string that is valid UTF-8: each byte that is not part of a valid
+ * sequence, and each NUL, becomes the four characters \xNN (upper-case hex). Caller frees; NULL when
+ * memory ran out. Used where text that must not be lost (a failure's reason) goes into JSON. */
+char *kd_utf8_escape(const char *s, size_t n);
+
 #endif

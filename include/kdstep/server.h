@@ -30,8 +30,16 @@ typedef struct kd_server_options {
     int64_t seed;
     int echo_auth;       /* tests only: echo the Authorization header in 500 bodies, to prove redaction */
     int tokenizer_set;   /* informational */
+    const char *api_key; /* when set, requests must carry "Authorization: Bearer <key>" (401 otherwise) */
     int thinking;        /* default of chat_template_kwargs.enable_thinking (a request may say otherwise) */
 } kd_server_options;
+
+/* Request limits: each refused with a 4xx naming the limit (413 for the body). */
+#define KD_SERVER_MAX_BODY (16 << 20)
+#define KD_SERVER_MAX_TOOLS 4096
+#define KD_SERVER_MAX_TOKENS 1048576
+#define KD_SERVER_MAX_TOP_LOGPROBS 20
+#define KD_SERVER_MAX_PROMPT_TOKENS 32768
 
 enum { KD_FAULT_NONE, KD_FAULT_FAIL, KD_FAULT_RATE_LIMIT, KD_FAULT_MALFORMED, KD_FAULT_TRUNCATE, KD_FAULT_DROP, KD_FAULT_STALL, KD_FAULT_COUNT };
 

@@ -2,6 +2,7 @@
  * and reports the lines that would go to failures.jsonl. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +35,19 @@ static int parse_i64(const char *s, int64_t *v) {
     return 0;
 }
 
+/* The largest synthetic set: 10^8 prompts is about 25 GB; past that a typo (-n 99999999999999) would
+ * fill the disk. Larger sets are several runs with different --seed. */
+#define KD_SYNTH_MAX 100000000LL
+
+/* The temporary file being written, removed when SIGINT/SIGTERM stops the run (unlink is
+ * async-signal-safe); then the signal's default action. */
+static char g_tmp[4200];
+static void on_stop(int sig) {
+    if (g_tmp[0]) unlink(g_tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static int cmd_synth(int argc, char **argv) {
     static const struct option opts[] = {{"tools", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
                                          {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
@@ -47,6 +61,9 @@ static int cmd_synth(int argc, char **argv) {
         case 'n':
             if (parse_i64(optarg, &n) || n < 0)
                 return kd_cli_usage_error(USAGE, "prompts synth: -n needs a count >= 0, got '%s'", optarg);
+            if (n > KD_SYNTH_MAX)
+                return kd_cli_usage_error(USAGE, "prompts synth: -n %s is more than the limit of %lld prompts (about 25 GB); "
+                                          "make larger sets as several files with different --seed", optarg, KD_SYNTH_MAX);
             break;
         case 's':
             if (parse_i64(optarg, &seed)) return kd_cli_usage_error(USAGE, "prompts synth: --seed needs an integer, got '%s'", optarg);
@@ -69,6 +86,9 @@ static int cmd_synth(int argc, char **argv) {
     FILE *f = stdout;
     if (strcmp(out, "-") != 0) {
         snprintf(tmp, sizeof tmp, "%s.tmp.%d", out, (int)getpid());
+        memcpy(g_tmp, tmp, sizeof g_tmp);
+        signal(SIGINT, on_stop);
+        signal(SIGTERM, on_stop);
         f = fopen(tmp, "w");
         if (!f) {
             kd_error_errno(&err, errno, "%s: cannot create", out);
@@ -82,6 +102,7 @@ static int cmd_synth(int argc, char **argv) {
         if (fclose(f) != 0 && !rc) rc = kd_error_errno(&err, errno, "%s: write failed", out);
         if (!rc && rename(tmp, out) != 0) rc = kd_error_errno(&err, errno, "cannot rename %s to %s", tmp, out);
         if (rc) unlink(tmp);
+        g_tmp[0] = 0;
     }
     if (rc) return kd_cli_fail(&err);
     if (f != stdout) fprintf(stderr, "wrote %" PRId64 " prompts to %s (seed %" PRId64 ")\n", n, out, seed);

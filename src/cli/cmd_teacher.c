@@ -1,4 +1,5 @@
 /* kdstep teacher serve: run the stub teacher as an OpenAI-compatible server with fault injection. */
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,10 @@ static const char USAGE[] =
     "Serves the built-in stub teacher over the OpenAI API: POST /v1/chat/completions (tools, tool_calls,\n"
     "logprobs, usage), POST /v1/completions with vLLM's prompt_logprobs, GET /v1/models, GET /stats.\n"
     "  --port P             port (default 8000; 0 picks a free one, printed on stdout)\n"
-    "  --host ADDR          address to bind (default 127.0.0.1, loopback only)\n"
+    "  --host ADDR          address to bind (default 127.0.0.1, loopback only); another address needs\n"
+    "                       --api-key or --insecure\n"
+    "  --api-key KEY        require \"Authorization: Bearer KEY\" on every request (401 otherwise)\n"
+    "  --insecure           allow a non-loopback --host without --api-key (anyone who can reach it may use it)\n"
     "  --tools FILE         registry used when a request carries no tools (default configs/tools.json)\n"
     "  --tokenizer PATH     student tokenizer.json (or folder): logprobs over its tokens (default: one per byte)\n"
     "  --config FILE        YAML config (teacher.* keys: seed, tool_call_format, malformed_rate, temperature)\n"
@@ -56,7 +60,7 @@ static int cmd_serve(int argc, char **argv) {
         {"retry-after", required_argument, 0, 'R'},   {"malformed-rate", required_argument, 0, 'm'},
         {"truncate-rate", required_argument, 0, 'T'}, {"drop-rate", required_argument, 0, 'd'},
         {"stall-rate", required_argument, 0, 'S'},    {"duration", required_argument, 0, 'D'},
-        {"echo-auth-for-tests", no_argument, 0, 'E'}, {"tokenizer", required_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+        {"echo-auth-for-tests", no_argument, 0, 'E'}, {"api-key", required_argument, 0, 'A'}, {"insecure", no_argument, 0, 'I'}, {"tokenizer", required_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     kd_server_options so;
     memset(&so, 0, sizeof so);
@@ -66,6 +70,7 @@ static int cmd_serve(int argc, char **argv) {
     char *sets[64];
     int nsets = 0, c, rc;
     double duration = 0;
+    int insecure = 0;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         char *end = NULL;
         switch (c) {
@@ -99,12 +104,29 @@ static int cmd_serve(int argc, char **argv) {
             if (*end || duration < 0) return kd_cli_usage_error(USAGE, "teacher serve: bad --duration '%s'", optarg);
             break;
         case 'E': so.echo_auth = 1; break;
+        case 'A': so.api_key = optarg; break;
+        case 'I': insecure = 1; break;
         case 'k': tok_path = optarg; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "teacher serve: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc) return kd_cli_usage_error(USAGE, "teacher serve: unexpected argument '%s'", argv[optind]);
+    for (const char *p = so.api_key; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            return kd_cli_usage_error(USAGE, "teacher serve: --api-key holds a control character; give one line of printable characters");
+    if (so.api_key && !so.api_key[0]) return kd_cli_usage_error(USAGE, "teacher serve: --api-key is empty");
+    struct in_addr a4;
+    int loopback = !so.host || strncmp(so.host, "127.", 4) == 0;
+    if (!loopback && inet_pton(AF_INET, so.host, &a4) == 1) { /* not an address: the server start says so */
+        if (!so.api_key && !insecure)
+            return kd_cli_usage_error(USAGE,
+                                      "teacher serve: --host %s is reachable from other machines; give --api-key KEY so that only "
+                                      "clients with the key are answered, or --insecure to serve anyone who can reach it",
+                                      so.host);
+        KD_WARN("teacher serve: listening on %s, not loopback: %s", so.host,
+                so.api_key ? "requests without the API key get 401" : "--insecure: anyone who can reach it may use it");
+    }
     kd_config cfg;
     kd_error err;
     kd_registry *reg = NULL;

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "kdstep/yamlsafe.h"
+
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 
@@ -84,6 +86,10 @@ static const key_spec KEYS[] = {
     {"teacher", "connect_timeout_s", T_FLOAT, F(teacher, connect_timeout_s), 0.1, 3600, "10", NULL, "TCP/TLS connect timeout."},
     {"teacher", "timeout_s", T_FLOAT, F(teacher, timeout_s), 0.1, 86400, "120", NULL, "Total timeout per request."},
     {"teacher", "max_retries", T_INT, F(teacher, max_retries), 0, 1000, "5", NULL, "Retries for 5xx, 429, timeouts and connection errors."},
+    {"teacher", "max_retry_after_s", T_FLOAT, F(teacher, max_retry_after_s), 0, 86400, "60", NULL,
+     "Longest Retry-After honoured; a server asking for a longer wait fails that request at once."},
+    {"teacher", "max_response_bytes", T_INT, F(teacher, max_response_bytes), 1024, 1LL << 34, "8388608", NULL,
+     "Largest answer accepted, counted after decompression while it arrives; a larger one is a failure."},
     {"teacher", "backoff_base_s", T_FLOAT, F(teacher, backoff_base_s), 0, 3600, "0.5", NULL, "First retry delay; doubles each retry, with jitter."},
     {"teacher", "top_logprobs", T_INT, F(teacher, top_logprobs), 0, 20, "8", NULL, "K: teacher log-probabilities kept per position."},
     {"teacher", "temperature", T_FLOAT, F(teacher, temperature), 0, 10, "0.0", NULL, "Sampling temperature sent to the teacher."},
@@ -300,6 +306,8 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(doc, p->key), *vn = yaml_document_get_node(doc, p->value);
         snprintf(where, sizeof where, "%s:%zu:%zu", name, kn->start_mark.line + 1, kn->start_mark.column + 1);
+        int drc = kd_yaml_check_key(doc, root, p, name, err);
+        if (drc) return drc;
         if (kn->type != YAML_SCALAR_NODE)
             return kd_error_set(err, KD_ERR_PARSE, "%s: section names must be plain words", where);
         const char *sec = node_scalar(kn);
@@ -317,6 +325,7 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
             yaml_node_t *k2 = yaml_document_get_node(doc, q->key), *v2 = yaml_document_get_node(doc, q->value);
             snprintf(where, sizeof where, "%s:%zu:%zu", name, k2->start_mark.line + 1, k2->start_mark.column + 1);
             if (k2->type != YAML_SCALAR_NODE) return kd_error_set(err, KD_ERR_PARSE, "%s: keys must be plain words", where);
+            if ((drc = kd_yaml_check_key(doc, vn, q, name, err))) return drc;
             const char *key = node_scalar(k2);
             const key_spec *spec = find_key(sec, key);
             if (!spec) {
@@ -370,6 +379,8 @@ static int apply_document(kd_config *cfg, yaml_document_t *doc, const char *name
 int kd_config_load_string(kd_config *cfg, const char *yaml, const char *name, kd_error *err) {
     yaml_parser_t parser;
     yaml_document_t doc;
+    int prc = kd_yaml_precheck(yaml, strlen(yaml), name, err);
+    if (prc) return prc;
     if (!yaml_parser_initialize(&parser)) return kd_error_set(err, KD_ERR_NOMEM, "%s: cannot initialize YAML parser", name);
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
     if (!yaml_parser_load(&parser, &doc)) {
@@ -530,7 +541,12 @@ char *kd_config_dump(const kd_config *cfg) {
         case T_FLOAT: snprintf(num, sizeof num, "%.17g", *(const double *)base); db_put(&b, num); break;
         case T_INT: snprintf(num, sizeof num, "%lld", (long long)*(const int64_t *)base); db_put(&b, num); break;
         case T_BOOL: db_put(&b, *(const int *)base ? "true" : "false"); break;
-        case T_STR: db_put_quoted(&b, base); break;
+        case T_STR:
+            if (strcmp(k->key, "url") == 0) { /* never record a password given in the URL */
+                char shown[KD_CFG_PATH];
+                db_put_quoted(&b, kd_url_redact(shown, sizeof shown, base));
+            } else db_put_quoted(&b, base);
+            break;
         case T_LIST: {
             const kd_string_list *l = (const kd_string_list *)base;
             db_put(&b, "[");

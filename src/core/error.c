@@ -96,3 +96,16 @@ char *kd_strndup(const char *s, size_t n) {
     memset(d + len, 0, n - len + 1);
     return d;
 }
+
+char *kd_url_redact(char *out, size_t cap, const char *url) {
+    if (!cap) return out;
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme ? scheme + 3 : url;
+    size_t auth = strcspn(host, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < auth; i++)
+        if (host[i] == '@') at = host + i;
+    if (!at) snprintf(out, cap, "%s", url);
+    else snprintf(out, cap, "%.*s***%s", (int)(host - url), url, at);
+    return out;
+}

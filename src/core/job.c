@@ -9,6 +9,8 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "kdstep/yamlsafe.h"
+
 #include "kdstep/fsutil.h"
 
 enum jtype { J_STR, J_INT, J_LIST };
@@ -138,6 +140,8 @@ static int set_value(kd_job *job, const jkey *k, yaml_document_t *doc, yaml_node
 int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error *err) {
     yaml_parser_t parser;
     yaml_document_t doc;
+    int prc = kd_yaml_precheck(yaml, strlen(yaml), name, err);
+    if (prc) return prc;
     if (!yaml_parser_initialize(&parser)) return kd_error_set(err, KD_ERR_NOMEM, "%s: cannot initialize YAML parser", name);
     yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
     if (!yaml_parser_load(&parser, &doc)) {
@@ -149,7 +153,12 @@ int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error
     int rc = KD_OK;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     char where[1200];
-    if (root && root->type != YAML_MAPPING_NODE) {
+    if (!root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
+        rc = kd_error_set(err, KD_ERR_INVALID, "%s: the job file is empty (nothing but blanks or comments), which would run the default demo "
+                          "without a word; write the job's keys (see jobs/demo.yaml and docs/guide.md)", name);
+        goto done;
+    }
+    if (root->type != YAML_MAPPING_NODE) {
         rc = kd_error_set(err, KD_ERR_PARSE, "%s:%zu:%zu: a job file is a mapping (job:, prompts:, tools: ...)", name,
                           root->start_mark.line + 1, root->start_mark.column + 1);
         goto done;
@@ -157,6 +166,11 @@ int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error
     for (yaml_node_pair_t *p = root ? root->data.mapping.pairs.start : NULL; root && p < root->data.mapping.pairs.top; p++) {
         yaml_node_t *kn = yaml_document_get_node(&doc, p->key), *vn = yaml_document_get_node(&doc, p->value);
         snprintf(where, sizeof where, "%s:%zu:%zu", name, kn->start_mark.line + 1, kn->start_mark.column + 1);
+        if (kn->type != YAML_SCALAR_NODE) {
+            rc = kd_error_set(err, KD_ERR_PARSE, "%s: keys must be plain words", where);
+            goto done;
+        }
+        if ((rc = kd_yaml_check_key(&doc, root, p, name, err))) goto done;
         const char *key = (const char *)kn->data.scalar.value;
         const jkey *top = find(NULL, key);
         if (top) {
@@ -179,6 +193,11 @@ int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error
         for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top; q++) {
             yaml_node_t *k2 = yaml_document_get_node(&doc, q->key), *v2 = yaml_document_get_node(&doc, q->value);
             snprintf(where, sizeof where, "%s:%zu:%zu", name, k2->start_mark.line + 1, k2->start_mark.column + 1);
+            if (k2->type != YAML_SCALAR_NODE) {
+                rc = kd_error_set(err, KD_ERR_PARSE, "%s: keys must be plain words", where);
+                goto done;
+            }
+            if ((rc = kd_yaml_check_key(&doc, vn, q, name, err))) goto done;
             const char *sub = (const char *)k2->data.scalar.value;
             const jkey *k = find(key, sub);
             if (!k) {

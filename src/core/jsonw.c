@@ -414,3 +414,43 @@ char *kd_json_dumps_compact(const json_t *v) {
     }
     return kd_jsonw_take(&w);
 }
+
+size_t kd_utf8_valid_prefix(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        size_t k = utf8_seq(p, end);
+        if (!k) break;
+        p += k;
+    }
+    return (size_t)(p - (const unsigned char *)s);
+}
+
+char *kd_utf8_escape(const char *s, size_t n) {
+    kd_jsonw w = {0};
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t ok = kd_utf8_valid_prefix((const char *)p, (size_t)(end - p));
+        const unsigned char *q = p;
+        /* the valid run, with NUL bytes written as \x00 too (a C string would end there) */
+        for (size_t i = 0; i < ok; i++)
+            if (q[i] == 0) {
+                if (i) kd_jsonw_raw(&w, (const char *)q, i);
+                kd_jsonw_raw(&w, "\\x00", 4);
+                q += i + 1;
+                ok -= i + 1;
+                i = (size_t)-1;
+            }
+        if (ok) kd_jsonw_raw(&w, (const char *)q, ok);
+        p = q + ok;
+        if (p < end) {
+            char hx[5] = {'\\', 'x', HEX[*p >> 4], HEX[*p & 15], 0};
+            kd_jsonw_raw(&w, hx, 4);
+            p++;
+        }
+    }
+    return kd_jsonw_take(&w);
+}

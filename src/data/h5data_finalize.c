@@ -157,6 +157,25 @@ static int write_virtual(hid_t out, const char *tmp, const col_def *cd, int k, c
     return KD_OK;
 }
 
+/* What every reader checks each mapped shard against (h5data_verify.c): the attribute "shards", a JSON
+ * array of {file, samples, tokens, data_xxh64} in mapping order. */
+static int record_shards(hid_t out, const char *tmp, const fin_shard *es, int ne, kd_error *err) {
+    json_t *arr = json_array();
+    for (int i = 0; i < ne; i++) {
+        const char *base = strrchr(es[i].h5, '/');
+        char *sha = attr_read_str(es[i].f, "data_xxh64");
+        json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:s?}", "file", base ? base + 1 : es[i].h5, "samples",
+                                             (json_int_t)es[i].samples, "tokens", (json_int_t)es[i].ends[C_OFFSETS],
+                                             "data_xxh64", sha));
+        free(sha);
+    }
+    char *text = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    int bad = !text || attr_write_str(out, "shards", text);
+    free(text);
+    return bad ? kd_error_set(err, KD_ERR_IO, "%s: cannot write the shards attribute", tmp) : KD_OK;
+}
+
 int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
     uint8_t *bits = NULL;
     int64_t nbits = 0, ndone = 0;
@@ -209,6 +228,7 @@ int kd_dataset_finalize(const char *dir, int64_t *samples_out, kd_error *err) {
         rc = kd_error_set(err, KD_ERR_IO, "%s: cannot write attributes", tmp);
         goto done;
     }
+    if ((rc = record_shards(out, tmp, es, ne, err))) goto done;
     for (int c = 0; c < NCOL && rc == KD_OK; c++) {
         if (COLS[c].kind == COL_OFFSETS)
             rc = write_offsets(out, tmp, &COLS[c], k, info.deflate_level ? info.deflate_level : 1, es, ne,

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "kdstep/error.h"
+#include "kdstep/hash.h"
 #include "kdstep/h5data.h"
 
 /* ---- layout (h5data_layout.c) ---- */
@@ -36,6 +37,21 @@ enum { NGROUP = 4 };
 extern const col_def COLS[NCOL];
 extern const size_t TYPE_SIZE[NTYPE]; /* bytes of one element */
 extern const char *const GROUPS[NGROUP];
+/* XXH64 in a stream (h5data_verify.c; the algorithm of
+ * https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md, seed 0): the result does not
+ * depend on how the bytes are split into updates. */
+typedef struct kd_xxh64 {
+    uint64_t v[4], total;
+    uint8_t buf[32];
+    size_t fill;
+} kd_xxh64;
+void kd_xxh64_init(kd_xxh64 *h);
+void kd_xxh64_update(kd_xxh64 *h, const void *data, size_t len);
+uint64_t kd_xxh64_final(const kd_xxh64 *h);
+/* Seal-time checksum state: one XXH64 per column (h5data_verify.c). */
+typedef struct col_sums {
+    kd_xxh64 col[NCOL];
+} col_sums;
 
 hid_t mem_type(enum col_type t);
 hid_t file_type(enum col_type t);
@@ -43,6 +59,9 @@ hsize_t chunk_rows(const col_def *c, int k);
 void quiet_hdf5(void);
 
 int attr_write_int(hid_t obj, const char *name, int64_t value);
+int attr_write_str(hid_t obj, const char *name, const char *value);
+/* A malloc'd string, or NULL when absent. */
+char *attr_read_str(hid_t obj, const char *name);
 int attr_read_int(hid_t obj, const char *name, int64_t *v);
 int write_info_attrs(hid_t f, const kd_dataset_info *info);
 /* Read the attributes of an open file into info (config_yaml malloc'd into *yaml). */
@@ -128,6 +147,7 @@ typedef struct appender {
     int k;
     int64_t rows[NCOL], end[NCOL];
     int nparts; /* parts completed */
+    col_sums sums; /* of every row appended: the base's seal-time checksum */
 } appender;
 int app_open(appender *a, const char *tmp, const kd_dataset_info *info, kd_error *err);
 void app_abort(appender *a);
@@ -136,5 +156,25 @@ int app_add_file(appender *a, const char *path, kd_error *err);
 int app_finish(appender *a, int64_t through, kd_error *err);
 int compaction_commit(const char *dir, int rank, const char *tmp, int64_t through, int64_t samples, int64_t tokens,
                       int64_t nth, kd_error *err);
+
+/* ---- seal-time checksums and shard verification (h5data_verify.c) ---- */
+
+/* One XXH64 per column over the bytes of its rows as written (little-endian, the memory layout),
+ * combined as the XXH64 of the NCOL digests (16 hex digits). Every shard-format file gets it when it
+ * is sealed (a segment) or built (a compacted base): the attribute "data_xxh64", with
+ * "sealed_samples". It does not depend on how the rows were split into writes. A checksum against
+ * damage, not a signature (XXH64 runs at memory speed, SHA-256 here at ~40 MB/s). */
+void sums_init(col_sums *s);
+void sums_add(col_sums *s, int c, const void *data, size_t bytes);
+void sums_hex(col_sums *s, char hex[17]);
+/* Write data_xxh64 and sealed_samples on an open shard file. */
+int sums_write(hid_t f, col_sums *s, int64_t samples);
+/* Recompute an open shard file's checksum from its rows (read in blocks: bounded memory). 0, or -1
+ * when a column cannot be read. */
+int sums_of_file(hid_t f, int k, char hex[17]);
+/* Verify one shard file that a dataset maps: it opens, is sealed (has data_xxh64, unless it predates checksums), holds `samples` samples and `tokens` tokens (when >= 0), and its rows
+ * hash to its recorded checksum (and to `want_sha`, when given). An error names the file and what
+ * is wrong with it. */
+int shard_verify(const char *path, int64_t samples, int64_t tokens, const char *want_sha, kd_error *err);
 
 #endif

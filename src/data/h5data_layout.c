@@ -74,7 +74,7 @@ void kd_dataset_info_init(kd_dataset_info *info) {
 
 /* ---- attributes --------------------------------------------------------------------------------- */
 
-static int attr_write_str(hid_t obj, const char *name, const char *value) {
+int attr_write_str(hid_t obj, const char *name, const char *value) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
     H5Tset_cset(t, H5T_CSET_UTF8);
@@ -96,7 +96,7 @@ int attr_write_int(hid_t obj, const char *name, int64_t value) {
     return r < 0 ? -1 : 0;
 }
 /* Returns a malloc'd string or NULL when absent. */
-static char *attr_read_str(hid_t obj, const char *name) {
+char *attr_read_str(hid_t obj, const char *name) {
     if (H5Aexists(obj, name) <= 0) return NULL;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return NULL;

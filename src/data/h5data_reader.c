@@ -1,5 +1,6 @@
 /* HDF5 dataset: the reader of dataset.h5 (kd_dataset). See h5data_internal.h. */
 #include <hdf5.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,61 @@ void kd_dataset_close(kd_dataset *ds) {
     free(ds->version);
     free(ds->offsets);
     free(ds);
+}
+
+/* Every shard dataset.h5 maps is opened and checked before use: sealed, the right length, and its rows
+ * hashing to the checksum recorded when it was sealed (h5data_verify.c). dataset.h5 files written
+ * before the "shards" attribute existed have each mapped file checked as far as it records. */
+static int verify_one(const kd_dataset *ds, const char *dir, const char *file, int64_t samples, int64_t tokens,
+                      const char *sha, kd_error *err) {
+    char full[8200];
+    if (file[0] == '/') snprintf(full, sizeof full, "%s", file);
+    else snprintf(full, sizeof full, "%s/%s", dir, file);
+    if (shard_verify(full, samples, tokens, sha, err) == KD_OK) return KD_OK;
+    char m[KD_ERROR_MSG_MAX];
+    snprintf(m, sizeof m, "%s", err->msg);
+    return kd_error_set(err, KD_ERR_INVALID,
+                        "%s: damaged shard: %s; training or export would read damaged samples. Redo it: rerun `kdstep generate` with "
+                        "the same inputs into %s (the damaged shard is moved aside and its prompts generated again)",
+                        ds->path, m, dir);
+}
+
+static int verify_shards(const kd_dataset *ds, const char *dir, kd_error *err) {
+    char *text = attr_read_str(ds->file, "shards");
+    if (text) {
+        json_t *arr = json_loads(text, 0, NULL);
+        free(text);
+        if (!json_is_array(arr)) {
+            json_decref(arr);
+            return kd_error_set(err, KD_ERR_INVALID, "%s: its shards attribute is not a JSON array (a damaged dataset.h5)", ds->path);
+        }
+        size_t i;
+        json_t *e;
+        int rc = KD_OK;
+        json_array_foreach(arr, i, e) {
+            const char *file = json_string_value(json_object_get(e, "file"));
+            if (!file) continue;
+            rc = verify_one(ds, dir, file, json_integer_value(json_object_get(e, "samples")),
+                            json_integer_value(json_object_get(e, "tokens")),
+                            json_string_value(json_object_get(e, "data_xxh64")), err);
+            if (rc) break;
+        }
+        json_decref(arr);
+        return rc;
+    }
+    hid_t dcpl = H5Dget_create_plist(ds->d[C_PROMPT_ID]);
+    int rc = KD_OK;
+    if (H5Pget_layout(dcpl) == H5D_VIRTUAL) {
+        size_t nmap = 0;
+        H5Pget_virtual_count(dcpl, &nmap);
+        for (size_t m = 0; m < nmap && rc == KD_OK; m++) {
+            char name[4096];
+            H5Pget_virtual_filename(dcpl, m, name, sizeof name);
+            if (strcmp(name, ".") != 0) rc = verify_one(ds, dir, name, -1, -1, NULL, err);
+        }
+    }
+    H5Pclose(dcpl);
+    return rc;
 }
 
 int kd_dataset_open(kd_dataset **out, const char *path, kd_error *err) {
@@ -98,6 +154,7 @@ int kd_dataset_open(kd_dataset **out, const char *path, kd_error *err) {
         H5Pclose(dcpl);
         if (rc) goto fail;
     }
+    if ((rc = verify_shards(ds, dirbuf, err))) goto fail;
     hsize_t n_off = dset_len(ds->d[C_OFFSETS]);
     if (n_off < 1) {
         rc = kd_error_set(err, KD_ERR_INVALID, "%s: /samples/offsets is empty (it holds N+1 entries)", ds->path);

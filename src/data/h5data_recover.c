@@ -93,6 +93,10 @@ int file_check(const char *path, int64_t cut, int64_t cut_tokens, int64_t *sampl
                                   (unsigned long long)want);
                 goto out;
             }
+            /* a checksum of the rows before the cut no longer holds (the append-in-place writer never
+             * wrote one; only a converted file could carry it) */
+            if (H5Aexists(f, "data_xxh64") > 0) H5Adelete(f, "data_xxh64");
+            if (H5Aexists(f, "sealed_samples") > 0) H5Adelete(f, "sealed_samples");
         }
         hsize_t tail = 2 * chunk_rows(c, k);
         hsize_t first = want > tail ? want - tail : 0;
@@ -108,6 +112,15 @@ int file_check(const char *path, int64_t cut, int64_t cut_tokens, int64_t *sampl
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: sealed rows of %s cannot be read back", path, c->path);
             goto out;
         }
+    }
+    if (cut < 0) { /* a file written whole: its rows must hash to the checksum recorded when it was sealed */
+        char *sha = attr_read_str(f, "data_xxh64"), got[17];
+        if (sha && sums_of_file(f, k, got) != 0)
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: sealed rows cannot be read back", path);
+        else if (sha && strcmp(sha, got) != 0)
+            rc = kd_error_set(err, KD_ERR_INVALID, "%s: its rows do not match the checksum recorded when it was sealed", path);
+        free(sha);
+        if (rc) goto out;
     }
     *samples_out = samples;
     *tokens_out = ends[C_OFFSETS];
@@ -360,6 +373,7 @@ int app_open(appender *a, const char *tmp, const kd_dataset_info *info, kd_error
     for (int c = 0; c < NCOL; c++) a->d[c] = -1;
     snprintf(a->tmp, sizeof a->tmp, "%s", tmp);
     a->k = info->topk;
+    sums_init(&a->sums);
     quiet_hdf5();
     hid_t fapl = fapl_shard();
     a->f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -403,6 +417,7 @@ int app_add(appender *a, int c, void *data, hsize_t n, kd_error *err) {
     H5Sclose(ms);
     H5Sclose(fs);
     if (r < 0) return kd_error_set(err, KD_ERR_IO, "%s: writing %s failed (disk full?)", a->tmp, cd->path);
+    sums_add(&a->sums, c, (uint8_t *)data + skip * row, (size_t)add * row);
     a->rows[c] += (int64_t)add;
     return KD_OK;
 }
@@ -443,7 +458,7 @@ int app_add_file(appender *a, const char *path, kd_error *err) {
 
 /* Record the last segment held, close and fsync. The file is then ready to be renamed into place. */
 int app_finish(appender *a, int64_t through, kd_error *err) {
-    int bad = attr_write_int(a->f, "segments_through", through);
+    int bad = attr_write_int(a->f, "segments_through", through) || sums_write(a->f, &a->sums, a->rows[C_PROMPT_ID]);
     for (int c = 0; c < NCOL; c++) {
         if (a->d[c] >= 0 && H5Dclose(a->d[c]) < 0) bad = 1;
         a->d[c] = -1;

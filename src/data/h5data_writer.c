@@ -312,6 +312,8 @@ static int write_segment(kd_shard *sh, const batch *bt, const char *path, int64_
     for (int g = 0; g < NGROUP; g++) H5Gclose(H5Gcreate2(f, GROUPS[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     if (write_info_attrs(f, &sh->info) || attr_write_int(f, "segment", seq)) bad = 1;
     *what = "writing a column failed";
+    col_sums sums;
+    sums_init(&sums);
     for (int i = 0; i < NCOL && !bad; i++) {
         const col_def *c = &COLS[i];
         size_t row = TYPE_SIZE[c->type] * (c->wide ? (size_t)k : 1);
@@ -325,7 +327,9 @@ static int write_segment(kd_shard *sh, const batch *bt, const char *path, int64_
         else if (rows > 0 && H5Dwrite(d, mem_type(c->type), H5S_ALL, H5S_ALL, H5P_DEFAULT, bt->col[i].p) < 0)
             bad = 1;
         if (d >= 0) H5Dclose(d);
+        sums_add(&sums, i, bt->col[i].p, (size_t)rows * row);
     }
+    if (!bad && sums_write(f, &sums, bt->samples)) bad = 1;
     debug_kill("written", sh->rank, nth);
     if (H5Fclose(f) < 0 && !bad) {
         *what = "closing the segment file failed";

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,9 +194,44 @@ static int check_out_dir(const char *dir, kd_error *err) {
     closedir(d);
     if (other)
         return kd_error_set(err, KD_ERR_INVALID,
-                            "%s is not empty (it holds %s) and no earlier generate made it (no meta.json)",
+                            "%s is not empty (it holds %s) and no earlier generate made it (no meta.json): choose "
+                            "another --out folder (--force removes only a folder kdstep made)",
                             dir, other);
     return KD_OK;
+}
+
+/* --force removes only what kdstep made: a dataset folder (a meta.json with the dataset's
+ * format_version) or a training run's (trainer_state.json); an empty folder is left as it is. Never the
+ * current folder or one above it. */
+static int force_remove(const char *dir, kd_error *err) {
+    if (!kd_path_exists(dir)) return KD_OK;
+    if (!kd_is_dir(dir)) return kd_error_set(err, KD_ERR_INVALID, "--force: --out %s exists and is not a folder: not removed", dir);
+    char real[PATH_MAX], cwd[PATH_MAX];
+    if (realpath(dir, real) && getcwd(cwd, sizeof cwd)) {
+        size_t n = strlen(real);
+        if (strcmp(real, "/") == 0 || (strncmp(cwd, real, n) == 0 && (cwd[n] == '/' || cwd[n] == 0)))
+            return kd_error_set(err, KD_ERR_INVALID,
+                                "--force: --out %s is the current folder or one above it (%s): not removed; give the "
+                                "dataset folder by its own name", dir, real);
+    }
+    char path[4096];
+    kd_path_join(path, sizeof path, dir, "meta.json");
+    json_t *meta = kd_path_exists(path) ? json_load_file(path, 0, NULL) : NULL;
+    int ours = json_is_integer(json_object_get(meta, "format_version")) && json_is_string(json_object_get(meta, "tokenizer_sha256"));
+    json_decref(meta);
+    kd_path_join(path, sizeof path, dir, "trainer_state.json");
+    if (!ours) ours = kd_path_exists(path);
+    if (ours) return kd_rm_rf(dir, err);
+    DIR *d = opendir(dir);
+    if (!d) return kd_error_errno(err, errno, "--force: %s: cannot list", dir);
+    char other[256] = "";
+    for (struct dirent *e; !other[0] && (e = readdir(d));)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) snprintf(other, sizeof other, "%s", e->d_name);
+    closedir(d);
+    if (!other[0]) return KD_OK;
+    return kd_error_set(err, KD_ERR_INVALID,
+                        "--force: %s is not a folder kdstep made (no dataset meta.json, no trainer_state.json; it holds "
+                        "%s): not removed; --force only removes a dataset folder. Choose another --out folder", dir, other);
 }
 
 static int check_prompt_set(const kd_gen_options *opt, kd_error *err) {
@@ -463,6 +499,22 @@ static void progress_extra(const int64_t *sum, char *buf, size_t cap) {
              (long long)sum[KD_GEN_C_FAILURES], (long long)sum[KD_GEN_C_RETRIES]);
 }
 
+/* Every prompt handed out this run ends as a sample, a filtered prompt or a failure record; a prompt
+ * with none of these would be silently lost (and, were the stage marked complete, never redone). */
+/* (generate.filter's records, kind "filtered", are records of failures.jsonl and so counted in
+ * st->failures here; st->filtered is for a filter that keeps no record. stats.json splits them.) */
+static int check_counts(const kd_gen_options *opt, const kd_gen_stats *st, kd_error *err) {
+    int64_t handed = st->prompts_seen - st->already_done;
+    if (st->samples + st->filtered + st->failures == handed) return KD_OK;
+    return kd_error_set(err, KD_ERR_INVALID,
+                        "generate: counts do not add up in %s: %lld prompts handed out this run, but %lld samples + %lld "
+                        "filtered + %lld failures = %lld; the %lld missing prompts have no record, so the dataset is not "
+                        "complete: rerun generate into the same folder to redo them",
+                        opt->out_dir, (long long)handed, (long long)st->samples, (long long)st->filtered,
+                        (long long)st->failures, (long long)(st->samples + st->filtered + st->failures),
+                        (long long)(handed - st->samples - st->filtered - st->failures));
+}
+
 /* Build a chunk message of up to `want` prompts. */
 static int make_chunk(prompt_stream *s, const bitmap *done, int want, char **buf, size_t *cap, int *bytes,
                       int64_t *handed, int64_t *skipped) {
@@ -626,14 +678,15 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
 
     /* 1. the output folder and the dataset's identity (checked against an earlier run's) */
     if (rank == 0) {
-        if (opt->force) rc = kd_rm_rf(opt->out_dir, err);
-        if (!rc) rc = check_out_dir(opt->out_dir, err);
+        int refused = 0; /* --force refused, or not a folder of ours: no "cannot resume" advice */
+        if (opt->force) refused = rc = force_remove(opt->out_dir, err);
+        if (!rc) refused = rc = check_out_dir(opt->out_dir, err);
         if (!rc && !kd_path_exists(opt->prompts_path))
             rc = kd_error_set(err, KD_ERR_NOTFOUND, "%s: prompt set not found (make one with `kdstep prompts synth`)", opt->prompts_path);
         if (!rc) rc = kd_gen_dataset_info(opt, &info, &config_yaml, err);
         if (!rc) rc = kd_dataset_prepare(opt->out_dir, &info, err);
         if (!rc) rc = check_prompt_set(opt, err);
-        if (rc == KD_ERR_INVALID) {
+        if (rc == KD_ERR_INVALID && !refused) {
             char m[KD_ERROR_MSG_MAX];
             snprintf(m, sizeof m, "%s", err->msg);
             kd_error_set(err, rc, "cannot resume into %s: %s (use a new --out folder, or --force to start over)", opt->out_dir, m);
@@ -721,6 +774,7 @@ int kd_gen_run(const kd_gen_options *opt, MPI_Comm comm, kd_gen_stats *stats, kd
             stats->wall_s = kd_now_s() - t0;
             if (!rc) rc = write_stats(opt->out_dir, stats, sum, c.kinds, failures_before + c.failures_new, samples_total,
                                       tokens_total, size, err);
+            if (!rc) rc = check_counts(opt, stats, err);
         }
         json_decref(c.kinds);
         free(c.counters);

@@ -19,6 +19,7 @@
 #include "kdstep/extract.h"
 #include "kdstep/h5data.h"
 #include "kdstep/hash.h"
+#include "kdstep/jsonw.h"
 #include "kdstep/log.h"
 #include "kdstep/progress.h"
 #include "kdstep/prompts.h"
@@ -70,6 +71,8 @@ struct kd_gen_worker {
     int n_failures, cap_failures;
     int64_t counters[KD_GEN_NCOUNTERS];
     int64_t teacher_retries_seen;
+    size_t max_token_bytes; /* the longest token's bytes: text over max_seq_len times this is too long untokenized
+                             * (SIZE_MAX when some byte has no token: no early bound then) */
     kd_encoding enc;
     kd_tokcache *tokcache; /* the system turn (tool schemas) repeats across prompts */
     int peer;              /* KDSTEP_BENCH_TOKENIZER_PEER: also time the uncached tokenizer */
@@ -131,9 +134,19 @@ static void conv_clear(conv *c) {
 }
 
 static int push_failure(kd_gen_worker *w, int64_t index, const char *key, const char *kind, const char *reason) {
-    json_t *j = json_pack("{s:I, s:I, s:s, s:s, s:s}", "prompt_index", (json_int_t)index, "line", (json_int_t)(index + 1),
-                          "id", key ? key : "", "kind", kind, "reason", reason ? reason : "");
-    char *s = json_dumps(j, JSON_COMPACT);
+    /* tests only: lose the record, as a failing json_pack once did, to prove the count check catches it */
+    static int lose = -1;
+    if (lose < 0) lose = getenv("KDSTEP_TEST_LOSE_FAILURES") != NULL;
+    if (lose) return -1;
+    /* a reason may quote the teacher's bytes (invalid UTF-8, NUL): escaped, so the record is never lost */
+    char *k = kd_utf8_escape(key ? key : "", key ? strlen(key) : 0);
+    char *why = kd_utf8_escape(reason ? reason : "", reason ? strlen(reason) : 0);
+    json_t *j = k && why ? json_pack("{s:I, s:I, s:s, s:s, s:s}", "prompt_index", (json_int_t)index, "line",
+                                     (json_int_t)(index + 1), "id", k, "kind", kind, "reason", why)
+                         : NULL;
+    free(k);
+    free(why);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s) return -1;
     if (w->n_failures == w->cap_failures) {
@@ -188,6 +201,8 @@ int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char *
     c.teacher.max_in_flight = 0;
     c.teacher.connect_timeout_s = c.teacher.timeout_s = c.teacher.backoff_base_s = 0;
     c.teacher.max_retries = 0;
+    c.teacher.max_retry_after_s = 0;
+    c.teacher.max_response_bytes = 0;
     c.teacher.api_key_env[0] = 0;
     if (strcmp(c.teacher.url, "stub") != 0) snprintf(c.teacher.url, sizeof c.teacher.url, "remote");
     char *dump = kd_config_dump(&c);
@@ -221,6 +236,18 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
     w->keep_thinking = strcmp(opt->cfg->generate.thinking, "keep") == 0;
     if ((rc = kd_teacher_open(&w->teacher, opt->cfg, w->reg, w->tok, err))) goto fail;
     if ((rc = kd_toolsim_open(&w->sim, w->reg, opt->cfg->teacher.tool_fixtures, err))) goto fail;
+    /* the bound holds only when every byte has a token: a tokenizer without one drops that byte (as HF
+     * does), and then a long text may still encode short */
+    uint8_t byte_seen[256] = {0};
+    int bytes_covered = 0;
+    for (int32_t id = 0, V = kd_tokenizer_vocab_size(w->tok); id < V; id++) {
+        const char *b;
+        size_t n;
+        if (kd_tokenizer_token_bytes(w->tok, id, &b, &n) != 0) continue;
+        if (n > w->max_token_bytes) w->max_token_bytes = n;
+        if (n == 1 && !byte_seen[(uint8_t)b[0]]) byte_seen[(uint8_t)b[0]] = 1, bytes_covered++;
+    }
+    if (w->max_token_bytes == 0 || bytes_covered < 256) w->max_token_bytes = (size_t)-1; /* no early refusal */
     if (build_byte_index(w) != 0) {
         rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
         goto fail;
@@ -536,6 +563,18 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         snprintf(e.msg, sizeof e.msg, "the teacher gave no answer");
         goto bad_sample;
     }
+    /* checked before tokenizing: every token covers at most max_token_bytes of the text, so a longer
+     * text cannot fit (an answer of megabytes is not tokenized only to be refused) */
+    if (r.len / w->max_token_bytes > (size_t)w->cfg->generate.max_seq_len) {
+        char why[200];
+        snprintf(why, sizeof why, "at least %zu tokens (%zu bytes, no token longer than %zu) is more than generate.max_seq_len %lld",
+                 r.len / w->max_token_bytes, r.len, w->max_token_bytes, (long long)w->cfg->generate.max_seq_len);
+        free(resp);
+        free(res);
+        kd_chat_render_free(&r);
+        fail_conv(w, c, "too_long", why);
+        return KD_OK;
+    }
     t0 = kd_now_s();
     rc = kd_tokenizer_encode_cached(w->tok, w->tokcache, r.text, r.len, 0, &w->enc, &e);
     add_time(w, KD_GEN_C_T_TOKENIZE_US, t0);
@@ -790,6 +829,12 @@ int kd_gen_worker_take_failures(kd_gen_worker *w, char ***lines, int *n) {
 
 void kd_gen_worker_counters(const kd_gen_worker *w, int64_t out[KD_GEN_NCOUNTERS]) {
     memcpy(out, w->counters, sizeof w->counters);
+    /* retries as they are scheduled (a request waiting out a Retry-After shows at once), not only
+     * when its completion arrives */
+    kd_teacher_stats ts;
+    memset(&ts, 0, sizeof ts);
+    if (w->teacher) kd_teacher_get_stats(w->teacher, &ts);
+    if (ts.retries > out[KD_GEN_C_RETRIES]) out[KD_GEN_C_RETRIES] = ts.retries;
     if (w->shard) out[KD_GEN_C_T_HDF5_BG_US] = (int64_t)(kd_shard_background_seconds(w->shard) * 1e6);
     kd_tokcache_stats st;
     kd_tokcache_get_stats(w->tokcache, &st);

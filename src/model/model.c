@@ -64,6 +64,11 @@ int kd_model_config_load(const char *path, kd_model_config *c, kd_error *err) {
     json_t *mt = json_object_get(root, "model_type");
     if (!rc && mt && json_is_string(mt) && strcmp(json_string_value(mt), "qwen3") != 0)
         rc = kd_error_set(err, KD_ERR_UNSUPPORTED, "%s: model_type is \"%s\"; only \"qwen3\" is supported", path, json_string_value(mt));
+    json_t *act = json_object_get(root, "hidden_act");
+    if (!rc && act && !(json_is_string(act) && strcmp(json_string_value(act), "silu") == 0))
+        rc = kd_error_set(err, KD_ERR_UNSUPPORTED, "%s: hidden_act is %s%s%s; only \"silu\" (Qwen3's SwiGLU) is supported", path,
+                          json_is_string(act) ? "\"" : "", json_is_string(act) ? json_string_value(act) : "not a string",
+                          json_is_string(act) ? "\"" : "");
     if (!rc) rc = get_int(root, "vocab_size", -1, &c->vocab_size, path, err);
     if (!rc) rc = get_int(root, "hidden_size", -1, &c->hidden_size, path, err);
     if (!rc) rc = get_int(root, "intermediate_size", -1, &c->intermediate_size, path, err);

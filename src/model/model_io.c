@@ -1,4 +1,5 @@
 /* Model checkpoints in Hugging Face layout: config.json + model.safetensors (HF tensor names). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,12 @@ int kd_model_load_safetensors(kd_model *m, const char *path, kd_error *err) {
             break;
         }
         rc = kd_st_tensor_to_f32(t, m->params + mt->offset, mt->numel, err);
+        /* NaN or Inf weights would decode to empty text without a word: refused here, by name */
+        for (size_t j = 0; rc == KD_OK && j < mt->numel; j++)
+            if (!isfinite(m->params[mt->offset + j]))
+                rc = kd_error_set(err, KD_ERR_INVALID, "%s: tensor '%s' holds %s at element %llu; the checkpoint is damaged "
+                                  "(resume from an earlier checkpoint, or retrain)", path, mt->name,
+                                  isnan(m->params[mt->offset + j]) ? "NaN" : "Inf", (unsigned long long)j);
     }
     kd_safetensors_close(st);
     return rc;

@@ -37,6 +37,8 @@ typedef struct job {
     int retries;
     double due_s;
     double start_s;
+    double waited_s;     /* retry waits so far (all phases) */
+    int too_big;         /* the answer passed teacher.max_response_bytes (decoded) */
     CURL *easy;
     kd_sbuf resp;
     char errbuf[CURL_ERROR_SIZE];
@@ -61,6 +63,7 @@ struct kd_teacher_client {
     struct curl_slist *headers;
     char *key; /* only to redact echoes; never printed */
     char chat_url[KD_CFG_PATH + 32], score_url[KD_CFG_PATH + 32];
+    char chat_shown[KD_CFG_PATH + 32], score_shown[KD_CFG_PATH + 32]; /* userinfo redacted: for messages */
     kd_config cfg;
     json_t *extra;     /* teacher.extra_body, merged into every chat request (NULL: none) */
     int scoring;       /* KD_SCORING_* */
@@ -77,6 +80,9 @@ struct kd_teacher_client {
     uint64_t rng;
     kd_teacher_stats st;
 };
+
+/* The job's URL as messages show it: userinfo redacted. */
+static const char *shown_url(const job *j) { return j->url == j->cl->score_url ? j->cl->score_shown : j->cl->chat_shown; }
 
 static int q_push(jobq *q, job *j) {
     if (q->n == q->cap) {
@@ -163,8 +169,19 @@ static int on_timer(CURLM *multi, long timeout_ms, void *user) {
 int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err) {
     *out = NULL;
     const char *url = cfg->teacher.url;
+    char shown[KD_CFG_PATH];
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-        return kd_error_set(err, KD_ERR_INVALID, "teacher.url: '%s' is neither 'stub' nor an http(s):// URL", url);
+        return kd_error_set(err, KD_ERR_INVALID, "teacher.url: '%s' is neither 'stub' nor an http(s):// URL",
+                            kd_url_redact(shown, sizeof shown, url));
+    /* a key with CR/LF would add headers of its own to every request; refused before any is sent
+     * (the key itself is never printed) */
+    const char *key = cfg->teacher.api_key_env[0] ? getenv(cfg->teacher.api_key_env) : NULL;
+    for (size_t i = 0; key && key[i]; i++)
+        if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] == 0x7F)
+            return kd_error_set(err, KD_ERR_INVALID,
+                                "the API key in $%s holds a control character (byte 0x%02X at position %zu of %zu); an "
+                                "API key is one line of printable characters: set the variable again without it",
+                                cfg->teacher.api_key_env, (unsigned char)key[i], i, strlen(key));
     pthread_once(&g_curl_once, curl_init_once);
     struct kd_teacher_client *c = calloc(1, sizeof *c);
     if (!c) return kd_error_set(err, KD_ERR_NOMEM, "out of memory opening the teacher client");
@@ -187,6 +204,8 @@ int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_erro
     }
     join_url(c->chat_url, sizeof c->chat_url, url, "/chat/completions");
     join_url(c->score_url, sizeof c->score_url, url, "/completions");
+    kd_url_redact(c->chat_shown, sizeof c->chat_shown, c->chat_url);
+    kd_url_redact(c->score_shown, sizeof c->score_shown, c->score_url);
     c->multi = curl_multi_init();
     if (!c->multi) {
         kd_client_close(c);
@@ -427,6 +446,12 @@ drop:
 static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
     job *j = user;
     struct kd_teacher_client *c = j->cl;
+    /* curl hands over decoded bytes (gzip/br/zstd) as it decodes them: counting here bounds a
+     * compression bomb and an endless chunked body alike, before they are held in memory */
+    if (j->resp.len + size * nmemb > (size_t)c->cfg.teacher.max_response_bytes) {
+        j->too_big = 1;
+        return 0; /* curl stops the transfer with CURLE_WRITE_ERROR */
+    }
     if (j->resp.cap == 0) { /* once per answer: a kept buffer, sized from Content-Length, so no regrowing copies */
         curl_off_t cl = -1;
         curl_easy_getinfo(j->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
@@ -481,6 +506,7 @@ static int start_job(struct kd_teacher_client *c, job *j) {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf);
     j->errbuf[0] = 0;
     buf_recycle(c, &j->resp);
+    j->too_big = 0;
     j->easy = e;
     j->start_s = kd_teacher_now();
     if (q_push(&c->running, j) || curl_multi_add_handle(c->multi, e) != CURLM_OK) {
@@ -556,7 +582,19 @@ static void schedule_retry(struct kd_teacher_client *c, job *j, double min_delay
     double base = c->cfg.teacher.backoff_base_s * ldexp(1.0, j->retries);
     /* "equal jitter": half fixed, half random, so retries of a burst spread out */
     double delay = base * 0.5 + base * 0.5 * kd_rand_uniform(&c->rng);
+    /* a server's Retry-After is honoured up to teacher.max_retry_after_s; one asking for longer (a
+     * misconfigured or hostile server: "Retry-After: 100000") fails the request now instead of
+     * stalling the run for hours. Each attempt itself is bounded by teacher.timeout_s (curl's total
+     * timeout, whatever the server sends). */
+    if (min_delay > c->cfg.teacher.max_retry_after_s) {
+        finish(c, j, KD_ERR_NET,
+               "teacher request %llu: %s; not retried: the server asks to wait %.0f s, more than teacher.max_retry_after_s "
+               "(%.0f s; raise it to wait that long)",
+               (unsigned long long)j->c->tag, why, min_delay, c->cfg.teacher.max_retry_after_s);
+        return;
+    }
     if (delay < min_delay) delay = min_delay;
+    j->waited_s += delay;
     j->retries++;
     c->st.retries++;
     j->due_s = kd_teacher_now() + delay;
@@ -597,13 +635,21 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
     unsigned long long tag = (unsigned long long)cp->tag;
     char why[512];
     double min_delay = 0;
+    if (res == CURLE_WRITE_ERROR && j->too_big) {
+        c->st.parse_errors++;
+        j->resp.len = 0; /* no excerpt of a body cut short */
+        finish(c, j, KD_ERR_NET, "%s %llu to %s: the answer is larger than teacher.max_response_bytes (%lld bytes, counted "
+               "after decompression); not retried (raise teacher.max_response_bytes if such answers are expected)",
+               what, tag, shown_url(j), (long long)c->cfg.teacher.max_response_bytes);
+        return;
+    }
     if (res != CURLE_OK) {
         if (res == CURLE_OPERATION_TIMEDOUT) c->st.timeouts++;
         else c->st.conn_errors++;
         snprintf(why, sizeof why, "%s", j->errbuf[0] ? j->errbuf : curl_easy_strerror(res));
         kd_redact(why, c->key);
         if (!retryable_curl(res)) {
-            finish(c, j, KD_ERR_NET, "%s %llu to %s failed: %s (not retried)", what, tag, j->url, why);
+            finish(c, j, KD_ERR_NET, "%s %llu to %s failed: %s (not retried)", what, tag, shown_url(j), why);
             return;
         }
     } else if (code == 200) {
@@ -666,7 +712,7 @@ static void on_done(struct kd_teacher_client *c, CURLMsg *msg) {
         snprintf(ex, sizeof ex, "%s", j->resp.data ? j->resp.data : "");
         kd_redact(ex, c->key);
         finish(c, j, KD_ERR_NET, "%s %llu: HTTP %ld from %s (not retried; check the URL, model and API key variable %s): %s",
-               what, tag, code, j->url, c->cfg.teacher.api_key_env, ex);
+               what, tag, code, shown_url(j), c->cfg.teacher.api_key_env, ex);
         return;
     }
     if (j->retries >= max_retries) {

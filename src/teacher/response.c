@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kdstep/jsonw.h"
 #include "kdstep/teacher.h"
 #include "common.h"
 
@@ -37,6 +38,27 @@ static int fail(parse *P, const char *fmt, size_t i, size_t j) {
     snprintf(msg, sizeof msg, fmt, i, j);
     kd_error_set(P->err, KD_ERR_PARSE, "teacher response: %s", msg);
     return -1;
+}
+
+/* A string of the teacher's text, decoded; it must be valid UTF-8 without NUL, or it would be cut at
+ * the NUL or dropped by the JSON writer downstream (a silently empty answer). 0, or -1 with the reason. */
+static int text_dup(parse *P, const sspan *v, char **out, const char *what, size_t i) {
+    char *t = malloc((size_t)(v->e - v->b) + 1);
+    if (!t) return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory"), -1;
+    size_t n = unescape(v, t); /* an escaped \u0000 decodes to a NUL inside the n bytes */
+    const char *nul = memchr(t, 0, n);
+    size_t ok = kd_utf8_valid_prefix(t, n);
+    if (nul || ok < n) {
+        char w[64];
+        snprintf(w, sizeof w, what, i);
+        if (nul) kd_error_set(P->err, KD_ERR_PARSE, "teacher response: %s holds a NUL character (\\u0000) at byte %zu", w, (size_t)(nul - t));
+        else kd_error_set(P->err, KD_ERR_PARSE, "teacher response: %s is not valid UTF-8 (byte %zu of %zu)", w, ok, n);
+        free(t);
+        return -1;
+    }
+    free(*out);
+    *out = t;
+    return 0;
 }
 
 static int parse_tool_calls(parse *P) {
@@ -87,12 +109,10 @@ static int parse_tool_calls(parse *P) {
                 while ((r2 = obj_next(s, &f2, &k2)) == 1) {
                     if (key_is(&k2, "name") && peek(s) == '"') {
                         if (str(s, &v)) return bad(P);
-                        free(t->name);
-                        t->name = str_dup(&v);
+                        if (text_dup(P, &v, &t->name, "tool_calls[%zu].function.name", i)) return -1;
                     } else if (key_is(&k2, "arguments") && peek(s) == '"') {
                         if (str(s, &v)) return bad(P);
-                        free(t->arguments);
-                        t->arguments = str_dup(&v);
+                        if (text_dup(P, &v, &t->arguments, "tool_calls[%zu].function.arguments", i)) return -1;
                     } else if (key_is(&k2, "arguments") && peek(s) == '{') {
                         /* some servers send the object itself: keep its text */
                         const char *b = s->p;
@@ -124,8 +144,7 @@ static int parse_message(parse *P) {
             int c = peek(s);
             if (c == '"') {
                 if (str(s, &v)) return bad(P);
-                free(P->c->text);
-                P->c->text = str_dup(&v);
+                if (text_dup(P, &v, &P->c->text, "choices[0].message.content%.0zu", 0)) return -1;
             } else if (c == 'n') {
                 if (lit(s, "null")) return bad(P);
             } else {

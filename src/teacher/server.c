@@ -53,7 +53,23 @@ const char *kd_fault_name(int f) { return f >= 0 && f < KD_FAULT_COUNT ? FAULT_N
 
 typedef struct conn_ctx {
     kd_sbuf body;
+    size_t seen;   /* body bytes received, kept or not */
+    int too_big;   /* over KD_SERVER_MAX_BODY: the rest is read and dropped, then 413 */
 } conn_ctx;
+
+/* Constant-time comparison of the Authorization header with "Bearer <key>": the time taken does not
+ * depend on where the first difference is. */
+static int auth_ok(const kd_server *s, struct MHD_Connection *conn) {
+    if (!s->opt.api_key || !s->opt.api_key[0]) return 1;
+    const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    char want[600];
+    int wl = snprintf(want, sizeof want, "Bearer %s", s->opt.api_key);
+    size_t gl = got ? strlen(got) : 0;
+    unsigned char diff = (unsigned char)(gl != (size_t)wl);
+    for (int i = 0; i < wl; i++) diff |= (unsigned char)((unsigned char)want[i] ^ (unsigned char)(got && (size_t)i < gl ? got[i] : 0));
+    memset(want, 0, sizeof want);
+    return diff == 0;
+}
 
 static void sleep_ms(double ms) {
     if (ms <= 0) return;
@@ -418,6 +434,35 @@ static enum MHD_Result send_answer(kd_server *s, struct MHD_Connection *conn, in
     return ret;
 }
 
+/* The limits a request must keep, as an error that names the limit, or NULL. (OpenAI's own: top_logprobs
+ * 0..20, at most 128 tools; this stub allows more tools, since registries can be large.) */
+static const char *request_limits(const json_t *req) {
+    static __thread char m[256];
+    const json_t *v;
+    if ((v = json_object_get(req, "max_tokens")) && (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                                                     json_integer_value(v) > KD_SERVER_MAX_TOKENS)) {
+        snprintf(m, sizeof m, "max_tokens must be an integer from 1 to %d (this server's limit)", KD_SERVER_MAX_TOKENS);
+        return m;
+    }
+    if ((v = json_object_get(req, "n")) && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+        snprintf(m, sizeof m, "n must be 1: this server answers one choice per request");
+        return m;
+    }
+    const char *kk[] = {"top_logprobs", "prompt_logprobs"};
+    for (int i = 0; i < 2; i++)
+        if ((v = json_object_get(req, kk[i])) && !json_is_null(v) &&
+            (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > KD_SERVER_MAX_TOP_LOGPROBS)) {
+            snprintf(m, sizeof m, "%s must be an integer from 0 to %d (this server's limit, as OpenAI's)", kk[i], KD_SERVER_MAX_TOP_LOGPROBS);
+            return m;
+        }
+    if ((v = json_object_get(req, "tools")) && json_array_size(v) > KD_SERVER_MAX_TOOLS) {
+        snprintf(m, sizeof m, "tools: %zu tools is more than this server's limit of %d per request", json_array_size(v),
+                 KD_SERVER_MAX_TOOLS);
+        return m;
+    }
+    return NULL;
+}
+
 static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const char *url, const char *body, size_t blen) {
     double t0 = now_ms();
     int64_t n = atomic_fetch_add(&s->requests, 1);
@@ -464,6 +509,13 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
         snprintf(m, sizeof m, "request body is not valid JSON: %s", je.text);
         return late_error(s, conn, t0, 400, m);
     }
+    const char *lim = request_limits(req);
+    if (lim) {
+        json_decref(req);
+        free(key);
+        atomic_fetch_add(&s->bad_requests, 1);
+        return late_error(s, conn, t0, 400, lim);
+    }
     char *out = NULL;
     kd_error e;
     int rc = KD_OK;
@@ -509,6 +561,16 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
         kd_teacher_logprobs lp;
         memset(&lp, 0, sizeof lp);
         rc = kd_stub_score(s->stub, prompt, strlen(prompt), NULL, k, seed, &lp, &e);
+        if (!rc && lp.n > KD_SERVER_MAX_PROMPT_TOKENS) {
+            kd_teacher_logprobs_free(&lp);
+            json_decref(req);
+            free(key);
+            atomic_fetch_add(&s->bad_requests, 1);
+            char m[200];
+            snprintf(m, sizeof m, "prompt: %d tokens is more than this server's limit of %d prompt tokens for prompt_logprobs "
+                     "(its max_model_len)", lp.n, KD_SERVER_MAX_PROMPT_TOKENS);
+            return late_error(s, conn, t0, 400, m);
+        }
         if (!rc) out = score_response(s, &lp);
         kd_teacher_logprobs_free(&lp);
     }
@@ -535,11 +597,21 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     }
     conn_ctx *c = *con_cls;
     if (*upload_data_size) {
-        if (c->body.len + *upload_data_size > (64u << 20)) return MHD_NO;
-        kd_sbuf_add(&c->body, upload_data, *upload_data_size);
+        /* over the limit: keep reading (bounded: nothing is kept) so the client gets the 413 */
+        c->seen += *upload_data_size;
+        if (c->seen > KD_SERVER_MAX_BODY) {
+            c->too_big = 1;
+            kd_sbuf_free(&c->body);
+        } else kd_sbuf_add(&c->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return c->body.oom ? MHD_NO : MHD_YES;
     }
+    if (c->too_big) {
+        char m[160];
+        snprintf(m, sizeof m, "request body of %zu bytes is larger than this server's limit of %d bytes", c->seen, KD_SERVER_MAX_BODY);
+        return send_error(conn, 413, m);
+    }
+    if (!auth_ok(s, conn)) return send_error(conn, 401, "missing or wrong API key: send \"Authorization: Bearer <key>\" with the key given to --api-key");
     if (strcmp(method, "GET") == 0) {
         if (strcmp(url, "/stats") == 0) {
             kd_server_counts k;
@@ -611,11 +683,11 @@ int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teach
     s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
                             NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
                             completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)120, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+                            (unsigned)120, MHD_OPTION_END); /* no SO_REUSEPORT: a second server on the port fails to bind */
     if (!s->d) {
         pthread_mutex_destroy(&s->cache_mu);
         free(s);
-        return kd_error_set(err, KD_ERR_NET, "cannot listen on %s:%d (port in use? try --port 0 for a free one)",
+        return kd_error_set(err, KD_ERR_NET, "cannot listen on %s:%d (port in use by another server? try --port 0 for a free one)",
                             opt->host ? opt->host : "127.0.0.1", opt->port);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);

@@ -154,6 +154,50 @@ void free_tools(tool_view *v, int n) {
     free(v);
 }
 
+/* Document frequency of words across the offered tools, in one pass (a request may offer thousands of
+ * tools: comparing every word with every tool was quadratic). has_word(tool, x) holds exactly when the
+ * tool has a word with x's key: the word itself under 6 bytes, else its first 6 (word_match's rule). */
+typedef struct df_slot {
+    char key[8];
+    int last_tool, count;
+} df_slot;
+typedef struct word_df {
+    df_slot *slots;
+    size_t cap;
+} word_df;
+
+static df_slot *df_find(word_df *d, const char *w) {
+    char key[8] = {0};
+    memcpy(key, w, strnlen(w, 6));
+    size_t j = kd_hash64(key, strlen(key)) & (d->cap - 1);
+    while (d->slots[j].key[0] && strcmp(d->slots[j].key, key) != 0) j = (j + 1) & (d->cap - 1);
+    if (!d->slots[j].key[0]) {
+        memcpy(d->slots[j].key, key, sizeof key);
+        d->slots[j].last_tool = -1;
+    }
+    return &d->slots[j];
+}
+
+static int df_build(word_df *d, const tool_view *v, int m) {
+    size_t total = 0;
+    for (int i = 0; i < m; i++) total += (size_t)v[i].tw->n;
+    d->cap = 16;
+    while (d->cap < 2 * total + 1) d->cap *= 2;
+    d->slots = calloc(d->cap, sizeof *d->slots);
+    if (!d->slots) return -1;
+    for (int i = 0; i < m; i++)
+        for (int w = 0; w < v[i].tw->n; w++) {
+            df_slot *sl = df_find(d, v[i].tw->w[w]);
+            if (sl->last_tool != i) {
+                sl->last_tool = i;
+                sl->count++;
+            }
+        }
+    return 0;
+}
+
+static int df_get(word_df *d, const char *w) { return df_find(d, w)->count; }
+
 int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) {
     size_t n = tools ? json_array_size(tools) : (size_t)(s->reg ? s->reg->count : 0);
     tool_view *v = calloc(n ? n : 1, sizeof *v);
@@ -183,16 +227,21 @@ int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) 
         tool_words(&v[m], v[m].tw, &v[m].n_name, &v[m].first_param);
         m++;
     }
+    word_df df;
+    if (df_build(&df, v, m)) {
+        free_tools(v, m);
+        return -1;
+    }
     for (int i = 0; i < m; i++) {
         v[i].weight = calloc((size_t)(v[i].tw->n ? v[i].tw->n : 1), sizeof(double));
         if (!v[i].weight) {
+            free(df.slots);
             free_tools(v, m);
             return -1;
         }
         for (int w = 0; w < v[i].tw->n; w++) {
-            int df = 0;
-            for (int j = 0; j < m; j++) df += has_word(v[j].tw, v[i].tw->w[w]);
-            double idf = log(1.0 + (double)m / (df ? df : 1));
+            int df_w = df_get(&df, v[i].tw->w[w]);
+            double idf = log(1.0 + (double)m / (df_w ? df_w : 1));
             int in_name = 0;
             for (int j = 0; j < v[i].n_name; j++) in_name |= word_match(v[i].tw->w[j], v[i].tw->w[w]);
             v[i].weight[w] = idf * (in_name ? 3.0 : w >= v[i].first_param ? 1.2 : 1.0);
@@ -207,6 +256,7 @@ int index_tools(const kd_stub_teacher *s, const json_t *tools, tool_view **out) 
         }
         stub_encoding_free(s, &enc);
     }
+    free(df.slots);
     *out = v;
     return m;
 }

@@ -1,6 +1,8 @@
 /* Fast JSON DOM for tokenizer.json (see tjson.h). */
 #include "tjson.h"
 
+#include "kdstep/jsonw.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +185,13 @@ static int parse_string(tj_parser *p, tj_val *v) {
         }
         default: fail(p, r - 2, "bad escape in string"); return -1;
         }
+    }
+    /* JSON text is UTF-8 (RFC 8259 section 8.1; HF's serde_json refuses anything else): a string with
+     * a stray byte would otherwise load as some other token, e.g. lose a special token silently */
+    size_t ok = kd_utf8_valid_prefix(s + start + 1, w - (start + 1));
+    if (ok < w - (start + 1)) {
+        fail(p, start + 1 + ok, "invalid UTF-8 in string");
+        return -1;
     }
     s[w] = '\0'; /* w <= r, and r is the closing quote */
     v->type = TJ_STR;

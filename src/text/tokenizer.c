@@ -667,6 +667,7 @@ static int load_model(load_ctx *c, kd_tokenizer *t, const tj_val *root) {
     const tj_val *vocab = tj_get(m, "vocab");
     const tj_val *merges = tj_get(m, "merges");
     if (!vocab || vocab->type != TJ_OBJ) return invalid(c, "model has no \"vocab\" object", m);
+    if (vocab->len == 0) return invalid(c, "model.vocab is empty (a BPE model needs its vocabulary: a truncated or edited file?)", vocab);
     if (!merges || merges->type != TJ_ARR) return invalid(c, "model has no \"merges\" array", m);
     const tj_val *added = tj_get(root, "added_tokens");
     int64_t maxid = -1;

@@ -8,6 +8,7 @@
 
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
+#include "kdstep/log.h"
 
 int kd_registry_open(kd_registry **out, kd_error *err) {
     kd_registry *r = calloc(1, sizeof *r);
@@ -171,6 +172,72 @@ static void update_hash(kd_registry *reg) {
     json_decref(all);
 }
 
+/* JSON Schema keywords the tool simulator, the stub teacher and the argument checks read; any other is
+ * accepted but not checked, which a user should hear about (once). */
+static const char *const KNOWN_KEYWORDS[] = {"type", "properties", "required", "items", "enum", "description", "default",
+                                             "minimum", "maximum", "minItems", "maxItems", "additionalProperties", "title",
+                                             "format", "examples", "optional", NULL};
+static const char *const KNOWN_TYPES[] = {"object", "string", "integer", "number", "boolean", "array", "null", "any", "dict",
+                                          "float", "double", "tuple", "list", "int", "bool", "str", NULL};
+
+static int in_list(const char *const *l, const char *s) {
+    for (int i = 0; l[i]; i++)
+        if (strcmp(l[i], s) == 0) return 1;
+    return 0;
+}
+
+/* Keywords and type names of a schema that kdstep does not check, into `kw` and `ty` (bounded). */
+static void unsupported_schema(const json_t *schema, json_t *kw, json_t *ty, int depth) {
+    if (!json_is_object(schema) || depth > 32) return;
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)schema, key, v) {
+        if (!in_list(KNOWN_KEYWORDS, key)) {
+            int seen = 0;
+            for (size_t i = 0; i < json_array_size(kw) && !seen; i++) seen = strcmp(json_string_value(json_array_get(kw, i)), key) == 0;
+            if (!seen && json_array_size(kw) < 16) json_array_append_new(kw, json_string(key));
+        }
+        if (strcmp(key, "type") == 0) {
+            const json_t *one = v;
+            for (size_t i = 0; json_is_array(v) ? i < json_array_size(v) : i < 1; i++) {
+                if (json_is_array(v)) one = json_array_get(v, i);
+                const char *t = json_string_value(one);
+                if (!t || in_list(KNOWN_TYPES, t)) continue;
+                int seen = 0;
+                for (size_t j = 0; j < json_array_size(ty) && !seen; j++) seen = strcmp(json_string_value(json_array_get(ty, j)), t) == 0;
+                if (!seen && json_array_size(ty) < 16) json_array_append_new(ty, json_string(t));
+            }
+        } else if (strcmp(key, "properties") == 0 && json_is_object(v)) {
+            const char *pk;
+            json_t *pv;
+            json_object_foreach(v, pk, pv) unsupported_schema(pv, kw, ty, depth + 1);
+        } else if ((strcmp(key, "items") == 0 || strcmp(key, "additionalProperties") == 0) && json_is_object(v)) {
+            unsupported_schema(v, kw, ty, depth + 1);
+        }
+    }
+}
+
+static void warn_unsupported(const kd_registry *reg, const char *source) {
+    json_t *kw = json_array(), *ty = json_array();
+    for (int i = 0; i < reg->count; i++) unsupported_schema(reg->tools[i].parameters, kw, ty, 0);
+    if (json_array_size(kw) || json_array_size(ty)) {
+        char list[600] = "";
+        size_t n = 0;
+        for (size_t i = 0; i < json_array_size(kw) && n < sizeof list - 64; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "keywords ", json_string_value(json_array_get(kw, i)));
+        for (size_t i = 0; i < json_array_size(ty) && n < sizeof list - 64; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : (n ? "; types " : "types "), json_string_value(json_array_get(ty, i)));
+        /* once per distinct list, not once per prompt line that carries the same tools */
+        static _Thread_local char last[600];
+        if (strcmp(last, list) != 0) {
+            snprintf(last, sizeof last, "%s", list);
+            KD_WARN("%s: tool schemas use JSON Schema %s, which kdstep does not check (accepted, not enforced)", source, list);
+        }
+    }
+    json_decref(kw);
+    json_decref(ty);
+}
+
 int kd_registry_load_json(kd_registry *reg, const json_t *tools, const char *source, kd_error *err) {
     if (json_is_object(tools) && json_is_array(json_object_get(tools, "tools"))) tools = json_object_get(tools, "tools");
     if (!json_is_array(tools))
@@ -196,6 +263,7 @@ int kd_registry_load_json(kd_registry *reg, const json_t *tools, const char *sou
                           json_object_get(fn, "parameters"), where, err);
         if (rc) return rc;
     }
+    warn_unsupported(reg, source);
     update_hash(reg);
     return KD_OK;
 }

@@ -147,6 +147,55 @@ static int64_t get_i(json_t *js, const char *key, int *ok) {
     return (int64_t)json_integer_value(v);
 }
 
+/* The last step metrics.jsonl of the run holding checkpoint `dir` (run/checkpoints/NAME) records, or -1. */
+static int64_t metrics_last_step(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/../../metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char *line = NULL;
+    size_t cap = 0;
+    int64_t last = -1;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] != '\n') { /* a torn last line: which step it was is unknown (the resume reports it) */
+            last = -1;
+            break;
+        }
+        json_t *js = json_loads(line, 0, NULL);
+        json_t *sv = json_object_get(js, "step");
+        if (json_is_integer(sv) && json_integer_value(sv) > last) last = json_integer_value(sv);
+        json_decref(js);
+    }
+    free(line);
+    fclose(f);
+    return last;
+}
+
+/* trainer_state.json against the checkpoint it sits in: the folder's step, the optimizer's step count
+ * and the run's metrics (each step's metrics line is written before its checkpoint is committed). An
+ * edited state would otherwise be believed (a run "at step 999" after 12 steps). */
+static int check_state(const char *dir, const char *path, const kd_train_state *st, kd_error *err) {
+    const char *name = strrchr(dir, '/');
+    name = name ? name + 1 : dir;
+    long long named;
+    char tail;
+    if (sscanf(name, "step-%lld%c", &named, &tail) == 1 && named != st->step)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: step %lld, but it sits in checkpoint folder %s; the state was edited "
+                            "or copied from another checkpoint (resume from a checkpoint folder left as it was written)",
+                            path, (long long)st->step, name);
+    if (st->step < 0 || st->adam_t < 0 || st->adam_t > st->step || (st->total_steps > 0 && st->step > st->total_steps))
+        return kd_error_set(err, KD_ERR_INVALID, "%s: step %lld, optimizer step (adam_t) %lld and total_steps %lld do not "
+                            "fit together (adam_t counts the steps taken, at most step; step at most total_steps)",
+                            path, (long long)st->step, (long long)st->adam_t, (long long)st->total_steps);
+    int64_t last = metrics_last_step(dir);
+    if (last >= 0 && last < st->step)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: step %lld, but the run's metrics.jsonl ends at step %lld (each step's "
+                            "line is written before its checkpoint): the state was edited, or metrics.jsonl was cut",
+                            path, (long long)st->step, (long long)last);
+    return KD_OK;
+}
+
 int kd_checkpoint_load(const char *dir, kd_model *m, kd_train_state *st, kd_error *err) {
     char path[4096];
     memset(st, 0, sizeof *st);
@@ -175,6 +224,10 @@ int kd_checkpoint_load(const char *dir, kd_model *m, kd_train_state *st, kd_erro
                             path, KD_CHECKPOINT_FORMAT);
     }
     snprintf(st->config_sha256, sizeof st->config_sha256, "%s", csha ? csha : "");
+    if (check_state(dir, path, st, err)) {
+        json_decref(js);
+        return err->code;
+    }
     char want_sha[65];
     snprintf(want_sha, sizeof want_sha, "%s", osha);
     json_decref(js);

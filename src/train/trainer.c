@@ -663,16 +663,32 @@ static int trim_metrics(const char *path, int64_t step, kd_error *err) {
     size_t len = 0;
     int rc = kd_read_file(path, &data, &len, err);
     if (rc) return rc;
-    size_t keep = 0;
+    size_t keep = 0, lineno = 0;
     char *p = data;
     while (p < data + len) {
         char *nl = memchr(p, '\n', (size_t)(data + len - p));
-        if (!nl) break; /* a torn last line is dropped */
+        lineno++;
+        if (!nl) { /* a torn last line (the run stopped while writing it): dropped, and said so */
+            char head[48] = "";
+            long long ts = -1;
+            memcpy(head, p, (size_t)(data + len - p) < sizeof head - 1 ? (size_t)(data + len - p) : sizeof head - 1);
+            if (sscanf(head, "{\"step\":%lld", &ts) != 1) ts = -1;
+            KD_WARN("%s:%zu: the last line is cut short (%zu bytes; the run stopped while writing it): dropped; %s", path,
+                    lineno, (size_t)(data + len - p),
+                    ts >= 0 && ts <= step ? "that step's metrics are lost (its checkpoint was committed)"
+                                          : "the steps after the checkpoint are trained again and get their lines then");
+            break;
+        }
         json_t *js = json_loadb(p, (size_t)(nl - p), 0, NULL);
         json_t *sv = js ? json_object_get(js, "step") : NULL;
         int ok = json_is_integer(sv) && json_integer_value(sv) <= step;
         json_decref(js);
-        if (!ok) break;
+        if (!ok) {
+            if (!json_is_integer(sv))
+                KD_WARN("%s:%zu: not a metrics line (damaged?); it and the lines after it are dropped, steps after %lld are "
+                        "trained again", path, lineno, (long long)step);
+            break;
+        }
         keep = (size_t)(nl + 1 - data);
         p = nl + 1;
     }

@@ -156,6 +156,49 @@ moved=$(grep -o "its [0-9]* sealed samples will be generated again" "$tmp/tail2.
 row "corrupt shard tail (sealed bytes overwritten)" "last 4 KiB of the shard" "shard set aside, ${moved:-0} samples generated again" "$tmp/tail2"
 unserve
 
+# ---- damaged shards after the run: every reader refuses them, a rerun redoes their prompts ----------
+dmg_row() { # name what damage-command
+  cp -r "$tmp/ref" "$tmp/$1"
+  eval "$3"
+  local refused=no
+  if ! "$KDSTEP" inspect "$tmp/$1" >"$tmp/$1.inspect" 2>&1 && grep -q "damaged shard" "$tmp/$1.inspect"; then refused=yes; fi
+  serve
+  gen --teacher "http://127.0.0.1:$PORT" --out "$tmp/$1" >"$tmp/$1.log" 2>&1 || cat "$tmp/$1.log" >&2
+  unserve
+  local moved
+  moved=$(grep -o "its [0-9]* sealed samples will be generated again" "$tmp/$1.log" | grep -o '[0-9]*' | head -1 || true)
+  [[ $refused == yes ]] || fails=$((fails + 1))
+  row "damaged shard ($2)" "after the run" "inspect refused it: $refused; rerun: set aside, ${moved:-0} samples generated again" "$tmp/$1"
+}
+dmg_row dmg_empty "emptied" ': >"$tmp/dmg_empty/shard-00000.h5"'
+dmg_row dmg_edit "one sealed value changed, still valid HDF5" \
+  '/usr/bin/python3 -c "import h5py,sys; f=h5py.File(sys.argv[1],\"r+\"); d=f[\"tokens/input_ids\"]; d[5]=d[5]+1; f.close()" "$tmp/dmg_edit/shard-00000.h5"'
+
+# ---- a hostile teacher: each request gets the next attack (invalid UTF-8 bodies, NUL, Retry-After
+# 100000, a 200 MB gzip bomb, a 1 GB chunked body, a 50 MB answer) or a good answer. Nothing lost:
+# every prompt is a sample or a failure record with its reason, none twice, and the counts add up.
+/usr/bin/python3 "$KD_SOURCE_DIR/tests/lib/hostile_teacher.py" "$tmp/hport" 2>"$tmp/hostile.err" &
+HPID=$!
+for _ in $(seq 300); do [[ -s "$tmp/hport" ]] && break; sleep 0.1; done
+gen --teacher "http://127.0.0.1:$(cat "$tmp/hport")/mix/v1" --out "$tmp/hostile" --set teacher.timeout_s=5 --set teacher.scoring=none >"$tmp/hostile.log" 2>&1 ||
+  cat "$tmp/hostile.log" >&2
+kill "$HPID" 2>/dev/null || true; wait "$HPID" 2>/dev/null || true
+read -r lost dup verdict hit < <(/usr/bin/python3 - "$tmp/hostile" "$n" <<'PYEOF'
+import sys, json, h5py
+d, n = sys.argv[1], int(sys.argv[2])
+s = [int(i) for i in h5py.File(d + "/dataset.h5", "r")["samples/prompt_id"][:]]
+f = [json.loads(l)["prompt_index"] for l in open(d + "/failures.jsonl") if l.strip()]
+st = json.load(open(d + "/stats.json"))
+done = s + f
+lost, dup = n - len(set(done)), len(done) - len(set(done))
+adds = st["samples"] + st["failures"] + st.get("filtered", 0) == n
+print(lost, dup, "ok" if lost == 0 and dup == 0 and adds else "FAIL", "%d_samples,_%d_failures_recorded" % (len(s), len(f)))
+PYEOF
+)
+[[ "$verdict" == ok ]] || fails=$((fails + 1))
+rows+=("| hostile teacher (bad UTF-8, NUL, Retry-After 100000, gzip bomb, 1 GB body, 50 MB answer) | 7 of 8 requests | ${hit//_/ } | $lost | $dup | $verdict |")
+echo "fault_matrix: hostile teacher | ${hit//_/ } | lost $lost | dup $dup | $verdict" >&2
+
 # ---- training faults (need the trainer) --------------------------------------------------------------
 if "$KDSTEP" train --help >/dev/null 2>&1; then
   if [[ -f "$KD_SOURCE_DIR/tests/reliability/train_faults.sh" ]]; then

@@ -97,6 +97,15 @@ static void test_rng(void) {
     CU_ASSERT_DOUBLE_EQUAL(sum / 10000, 0.5, 0.02);
 }
 
+static void test_url_redact(void) {
+    char out[256];
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "http://alice:pw@127.0.0.1:8000/v1"), "http://***@127.0.0.1:8000/v1");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "https://tok@host/a@b"), "https://***@host/a@b");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "http://host:1/p?x=a@b"), "http://host:1/p?x=a@b");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "http://u:p:q@x@host"), "http://***@host");
+    CU_ASSERT_STRING_EQUAL(kd_url_redact(out, sizeof out, "stub"), "stub");
+}
+
 static void test_thread_plan(void) {
     static const char *const vars[] = {"KDSTEP_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"};
     for (int i = 0; i < 4; i++) unsetenv(vars[i]);
@@ -159,5 +168,6 @@ int main(void) {
     CU_add_test(s, "files: atomic write, mkdir -p, errors", test_files);
     CU_add_test(s, "progress line: rate and ETA", test_progress_format);
     CU_add_test(s, "seeded rng", test_rng);
+    CU_add_test(s, "URL userinfo redacted", test_url_redact);
     return kd_test_main();
 }

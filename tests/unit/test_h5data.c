@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../bench/h5gen.h"
+#include "../../src/data/h5data_internal.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/h5data.h"
@@ -767,6 +768,33 @@ static void test_damaged_files(void) {
     expect_open_error(f, KD_ERR_INVALID, "dataset /teacher/tail_logprob missing; not a kdstep dataset or a damaged file");
 }
 
+/* The seal-time checksum is XXH64 (seed 0) per column. Outside truth: the vectors were computed with the
+ * system's libxxhash 0.8.1 (Debian libxxhash0, XXH64(buf, len, 0) through Python ctypes); the
+ * streaming form must not depend on how the bytes are split. */
+static void test_xxh64_vectors(void) {
+    static uint8_t big[100000];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)((i * 7 + 3) & 255);
+    uint8_t hundred[100];
+    for (int i = 0; i < 100; i++) hundred[i] = (uint8_t)i;
+    struct {
+        const void *p;
+        size_t n;
+        uint64_t want;
+    } v[] = {{"", 0, 0xef46db3751d8e999ULL}, {"a", 1, 0xd24ec4f1a98c6e5bULL}, {"abc", 3, 0x44bc2cf5ad770999ULL},
+             {hundred, 100, 0x6ac1e58032166597ULL}, {big, sizeof big, 0x953e8a6a68df79c4ULL}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        kd_xxh64 h;
+        kd_xxh64_init(&h);
+        kd_xxh64_update(&h, v[i].p, v[i].n);
+        CU_ASSERT_EQUAL(kd_xxh64_final(&h), v[i].want);
+        /* the same bytes in uneven pieces */
+        kd_xxh64_init(&h);
+        for (size_t at = 0, step = 1; at < v[i].n; at += step, step = step * 3 % 61 + 1)
+            kd_xxh64_update(&h, (const uint8_t *)v[i].p + at, at + step <= v[i].n ? step : v[i].n - at);
+        CU_ASSERT_EQUAL(kd_xxh64_final(&h), v[i].want);
+    }
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("h5data", NULL, NULL);
@@ -781,5 +809,6 @@ int main(void) {
     CU_add_test(s, "corrupt shards are moved aside", test_corrupt_shard_moved_aside);
     CU_add_test(s, "error messages", test_errors);
     CU_add_test(s, "damaged files: clear errors naming the file", test_damaged_files);
+    CU_add_test(s, "seal-time checksum: XXH64 vectors (libxxhash), streaming", test_xxh64_vectors);
     return kd_test_main();
 }

@@ -506,6 +506,26 @@ static void test_writer_api(void) {
     CU_ASSERT_PTR_NULL(w.data);
 }
 
+static void test_utf8_escape(void) {
+    CU_ASSERT_EQUAL(kd_utf8_valid_prefix("abc", 3), 3);
+    CU_ASSERT_EQUAL(kd_utf8_valid_prefix("ab\xff" "c", 4), 2);
+    CU_ASSERT_EQUAL(kd_utf8_valid_prefix("\xc3\xa9\xed\xa0\x80", 5), 2); /* a surrogate */
+    CU_ASSERT_EQUAL(kd_utf8_valid_prefix("\xc0\x80", 2), 0);                /* an overlong NUL */
+    char *e = kd_utf8_escape("ok \xc3\xa9 \xff\xfe\xc3 end", 13);
+    CU_ASSERT_STRING_EQUAL(e, "ok \xc3\xa9 \\xFF\\xFE\\xC3 end");
+    /* the escaped text goes into JSON, where the raw bytes could not */
+    json_t *s = json_string(e);
+    CU_ASSERT_PTR_NOT_NULL(s);
+    json_decref(s);
+    free(e);
+    e = kd_utf8_escape("a\0b", 3);
+    CU_ASSERT_STRING_EQUAL(e, "a\\x00b");
+    free(e);
+    e = kd_utf8_escape("", 0);
+    CU_ASSERT_STRING_EQUAL(e, "");
+    free(e);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("jsonw", NULL, NULL);
@@ -517,5 +537,6 @@ int main(void) {
     CU_add_test(s, "structures: empty, order, random, deep", test_structures);
     CU_add_test(s, "cycles refused", test_cycles);
     CU_add_test(s, "writer API and out of memory", test_writer_api);
+    CU_add_test(s, "UTF-8 escape for failure records", test_utf8_escape);
     return kd_test_main();
 }

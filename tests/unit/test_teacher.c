@@ -635,6 +635,73 @@ static void test_teacher_interface_stub(void) {
 
 /* ---- parsers, against the documented OpenAI and vLLM shapes ---- */
 
+/* Issue 21, finding C: teacher text with invalid UTF-8 or a NUL is refused with its reason (the old
+ * parser kept the bytes: the answer was then dropped by the JSON writer, or cut at the NUL). */
+static void test_parse_refuses_bad_text(void) {
+    const char *cases[][2] = {
+        {"{\"choices\":[{\"message\":{\"content\":\"bad \xff\xfe bytes\"}}]}", "choices[0].message.content is not valid UTF-8 (byte 4 of 12)"},
+        {"{\"choices\":[{\"message\":{\"content\":\"Hello \\u0000 world\"}}]}", "choices[0].message.content holds a NUL character (\\u0000) at byte 6"},
+        {"{\"choices\":[{\"message\":{\"content\":\"x \\ud800 y\"}}]}", "content is not valid UTF-8"},
+        {"{\"choices\":[{\"message\":{\"content\":null,\"tool_calls\":[{\"function\":{\"name\":\"get_\xc3\",\"arguments\":\"{}\"}}]}}]}",
+         "tool_calls[0].function.name is not valid UTF-8"},
+        {"{\"choices\":[{\"message\":{\"content\":null,\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\\\"\\u0000\\\"}\"}}]}}]}",
+         "tool_calls[0].function.arguments holds a NUL character"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kd_teacher_completion c, r;
+        memset(&c, 0, sizeof c);
+        memset(&r, 0, sizeof r);
+        kd_error e, e2;
+        CU_ASSERT_EQUAL(kd_teacher_parse_chat_response(cases[i][0], strlen(cases[i][0]), &c, &e), KD_ERR_PARSE);
+        KD_ASSERT_CONTAINS(e.msg, cases[i][1]);
+        /* the jansson reference refuses them too */
+        CU_ASSERT_NOT_EQUAL(kd_teacher_parse_chat_response_ref(cases[i][0], strlen(cases[i][0]), &r, &e2), KD_OK);
+        kd_teacher_completion_free(&c);
+        kd_teacher_completion_free(&r);
+    }
+    /* valid UTF-8 of every length and escaped non-NUL controls still pass */
+    const char *ok = "{\"choices\":[{\"message\":{\"content\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \\u00e9 \\t\"}}]}";
+    kd_teacher_completion c;
+    memset(&c, 0, sizeof c);
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_teacher_parse_chat_response(ok, strlen(ok), &c, &e), KD_OK);
+    CU_ASSERT_STRING_EQUAL(c.text, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xc3\xa9 \t");
+    kd_teacher_completion_free(&c);
+}
+
+/* Issue 21, finding G: matching a prompt against the offered tools costs time linear in their number
+ * (word frequencies were counted tool against tool: 16k tools took 2.5 s). The time for 8x the tools
+ * must grow about 8x, not 64x; compared within one run, so machine load cancels out. */
+static double choose_time(kd_stub_teacher *s, int n) {
+    json_t *tools = json_array();
+    for (int i = 0; i < n; i++) {
+        char name[64], desc[128];
+        snprintf(name, sizeof name, "tool_%d_%s", i, i % 3 ? "lookup" : "convert");
+        snprintf(desc, sizeof desc, "Does task number %d for the user, variant %d", i, i % 97);
+        json_array_append_new(tools, json_pack("{s:s, s:{s:s, s:s, s:{s:s, s:{s:{s:s}}}}}", "type", "function", "function", "name",
+                                               name, "description", desc, "parameters", "type", "object", "properties",
+                                               "value", "type", "string"));
+    }
+    double best = 1e9;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = kd_teacher_now();
+        kd_stub_choose_tool(s, "Please convert 5 meters to feet", tools);
+        double t = kd_teacher_now() - t0;
+        if (t < best) best = t;
+    }
+    json_decref(tools);
+    return best;
+}
+
+static void test_stub_tool_matching_linear(void) {
+    kd_stub_teacher *s = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    double t1 = choose_time(s, 2000), t8 = choose_time(s, 16000);
+    fprintf(stderr, "\n  2000 tools %.1f ms, 16000 tools %.1f ms (x%.1f; linear 8, quadratic 64)\n", t1 * 1e3, t8 * 1e3, t8 / t1);
+    CU_ASSERT_TRUE(t8 < 24 * t1);
+    CU_ASSERT_TRUE(t8 < 10.0);
+    kd_stub_close(s);
+}
+
 static void test_parse_openai_response(void) {
     /* shape as in the OpenAI API reference (chat.completion with logprobs and a tool call) */
     const char *body =
@@ -1377,6 +1444,8 @@ int main(void) {
     CU_add_test(s, "teacher interface over the stub", test_teacher_interface_stub);
     CU_add_test(s, "parse OpenAI chat responses", test_parse_openai_response);
     CU_add_test(s, "fast parser matches the jansson reference", test_parse_fast_matches_reference);
+    CU_add_test(s, "parse refuses invalid UTF-8 and NUL in teacher text", test_parse_refuses_bad_text);
+    CU_add_test(s, "stub: tool matching is linear", test_stub_tool_matching_linear);
     CU_add_test(s, "parse vLLM prompt_logprobs", test_parse_vllm_prompt_logprobs);
     CU_add_test(s, "client: 20% 500s", test_client_fault_fail);
     CU_add_test(s, "client: 20% 429s with Retry-After", test_client_fault_rate_limit);
