@@ -24,10 +24,11 @@ pkgs=(
 )
 # Test-only oracles and tools (never part of the product): PyTorch/h5py/numpy/jinja2 for
 # reference gradients, reading our HDF5 files and Qwen3's chat template; node for the HF tokenizer
-# reference and the openai SDK client of `kdstep serve`; clang for libFuzzer; tmux to drive `kdstep chat`
-# in a terminal (tests/e2e/serve_docs.sh); jq and curl for the scripts that talk HTTP and JSON.
+# reference and the openai SDK client of `kdstep serve`; clang for libFuzzer (and CI's clang build); tmux to
+# drive `kdstep chat` in a terminal (tests/e2e/serve_docs.sh); jq and curl for the scripts that talk HTTP
+# and JSON; qemu-user to run the default build on an emulated baseline CPU (tests/e2e/portable_cpu.sh).
 if [[ "${KD_WITH_TEST_DEPS:-0}" == 1 ]]; then
-  pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev libomp-dev tmux jq curl)
+  pkgs+=(python3 python3-torch python3-h5py python3-numpy python3-jinja2 nodejs npm clang libclang-rt-14-dev libomp-dev tmux jq curl qemu-user)
 fi
 if [[ "${KD_WITH_SLURM:-0}" == 1 ]]; then
   pkgs+=(slurm-wlm slurm-wlm-basic-plugins munge iproute2 util-linux) # iproute2, util-linux: the namespace nodes of tests/cluster

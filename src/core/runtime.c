@@ -15,12 +15,18 @@
 extern char *openblas_get_corename(void);
 extern void openblas_set_num_threads(int);
 
+/* x86 only: OpenBLAS's run-time kernel choice (DYNAMIC_ARCH) is the x86 one that misdetects; on other
+ * architectures (aarch64) its own detection is kept. */
 static const char *cpu_best_core(void) {
+#if !defined(__x86_64__) && !defined(__i386__)
+    return NULL;
+#else
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
         return "SkylakeX";
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
     return NULL;
+#endif
 }
 
 /* How wide a kernel family's sgemm is: 3 AVX-512, 2 AVX2+FMA, 1 older; 0 unknown (left alone). */

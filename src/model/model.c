@@ -11,6 +11,7 @@
 
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
+#include "kdstep/simd.h"
 
 extern int openblas_get_num_threads(void);
 extern void openblas_set_num_threads(int);
@@ -571,6 +572,33 @@ static void blas_threads_pop(int n) {
     if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
 }
 
+/* Row i of a causal attention matrix of n columns: softmax over 0..i, zeros after. */
+KD_HOT_CLONES static void causal_softmax_row(float *row, int i, int n) {
+    float mx = row[0], sum = 0.0f;
+#pragma omp simd reduction(max : mx)
+    for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j <= i; j++) {
+        row[j] = kd_expf(row[j] - mx);
+        sum += row[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j <= i; j++) row[j] *= inv;
+    for (int j = i + 1; j < n; j++) row[j] = 0.0f;
+}
+
+/* SwiGLU of one row: h = silu(g) * u, and its backward (dg, du from dh). */
+KD_HOT_CLONES static void swiglu_fwd_row(float *hr, const float *g, const float *u, int FF) {
+    for (int i = 0; i < FF; i++) hr[i] = g[i] / (1.0f + kd_expf(-g[i])) * u[i];
+}
+KD_HOT_CLONES static void swiglu_bwd_row(float *dg, float *du, const float *gt, const float *up, const float *dhr, int FF) {
+    for (int i = 0; i < FF; i++) {
+        float s = 1.0f / (1.0f + kd_expf(-gt[i])), silu = gt[i] * s;
+        du[i] = dhr[i] * silu;
+        dg[i] = dhr[i] * up[i] * s * (1.0f + gt[i] * (1.0f - s));
+    }
+}
+
 static void attention_fwd(const kd_model *m, float *y, float *att, const float *q, const float *k, const float *v) {
     const acts *a = m->priv;
     int B = m->B, T = m->T, Hq = m->cfg.num_heads, Hkv = m->cfg.num_kv_heads, D = m->cfg.head_dim;
@@ -586,19 +614,7 @@ static void attention_fwd(const kd_model *m, float *y, float *att, const float *
         float *P = att + (size_t)bh * T * T;
         float *Y = y + (size_t)b * T * QD + (size_t)h * D;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, Q, QD, K, KD, 0.0f, P, T);
-        for (int i = 0; i < n; i++) {
-            float *row = P + (size_t)i * T, mx = row[0], sum = 0.0f;
-#pragma omp simd reduction(max : mx)
-            for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-#pragma omp simd reduction(+ : sum)
-            for (int j = 0; j <= i; j++) {
-                row[j] = kd_expf(row[j] - mx);
-                sum += row[j];
-            }
-            float inv = 1.0f / sum;
-            for (int j = 0; j <= i; j++) row[j] *= inv;
-            for (int j = i + 1; j < n; j++) row[j] = 0.0f;
-        }
+        for (int i = 0; i < n; i++) causal_softmax_row(P + (size_t)i * T, i, n);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, P, T, Vv, KD, 0.0f, Y, QD);
         for (int i = n; i < T; i++) memset(Y + (size_t)i * QD, 0, (size_t)D * sizeof(float));
     }
@@ -684,9 +700,8 @@ static int forward_body(kd_model *m, const int32_t *ids, const int32_t *lengths,
         float *h = a->h[l];
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < BT; r++) {
-            const float *g = gu + r * 2 * FF, *u = g + FF;
-            float *hr = h + r * FF;
-            for (int i = 0; i < FF; i++) hr[i] = g[i] / (1.0f + kd_expf(-g[i])) * u[i];
+            const float *g = gu + r * 2 * FF;
+            swiglu_fwd_row(h + r * FF, g, g + FF, FF);
         }
         memcpy(a->res[l + 1], a->mid[l], BT * C * sizeof(float));
         matmul_fwd(a->res[l + 1], a->h[l], w->down_proj, (int)BT, FF, C, 1);
@@ -710,7 +725,7 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
 }
 
 /* Softmax CE of one row; writes the gradient (p - onehot) * gscale into row when gscale != 0. */
-static float ce_row(float *row, int V, int target, float gscale) {
+KD_HOT_CLONES static float logits_ce_row(float *row, int V, int target, float gscale) {
     /* omp simd: a float reduction vectorizes only when reordering is allowed */
     float mx = row[0];
 #pragma omp simd reduction(max : mx)
@@ -742,7 +757,7 @@ float kd_model_ce_loss(kd_model *m, const int32_t *targets, float scale) {
 #pragma omp parallel for schedule(static) reduction(+ : loss)
     for (size_t i = 0; i < BT; i++) {
         float *row = m->logits + i * (size_t)V;
-        if (targets[i] >= 0 && targets[i] < V && (int)(i % T) < a->len[i / T]) loss += ce_row(row, V, targets[i], gscale);
+        if (targets[i] >= 0 && targets[i] < V && (int)(i % T) < a->len[i / T]) loss += logits_ce_row(row, V, targets[i], gscale);
         else memset(row, 0, (size_t)V * sizeof(float));
     }
     return count ? (float)(loss / (double)count) : 0.0f;
@@ -768,7 +783,7 @@ int kd_model_forward_loss(kd_model *m, const int32_t *ids, const int32_t *length
         for (size_t i = 0; i < n; i++) {
             size_t r = r0 + i;
             if (targets[r] >= 0 && targets[r] < V && (int)(r % T) < a->len[r / T]) {
-                part += ce_row(m->logits + i * (size_t)V, V, targets[r], 0.0f);
+                part += logits_ce_row(m->logits + i * (size_t)V, V, targets[r], 0.0f);
                 cnt++;
             }
         }
@@ -812,12 +827,8 @@ int kd_model_backward(kd_model *m, kd_error *err) {
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < BT; r++) {
             const float *gt = gu + r * 2 * FF, *up = gt + FF, *dhr = dh + r * FF;
-            float *dg = dgu + r * 2 * FF, *du = dg + FF;
-            for (int i = 0; i < FF; i++) {
-                float s = 1.0f / (1.0f + kd_expf(-gt[i])), silu = gt[i] * s;
-                du[i] = dhr[i] * silu;
-                dg[i] = dhr[i] * up[i] * s * (1.0f + gt[i] * (1.0f - s));
-            }
+            float *dg = dgu + r * 2 * FF;
+            swiglu_bwd_row(dg, dg + FF, gt, up, dhr, FF);
         }
         matmul_bwd(a->dln, g->gate_proj, a->dgate, a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0); /* + up_proj */
         rmsnorm_bwd(a->dres, g->post_norm, a->dln, a->mid[l], a->rstd2[l], w->post_norm, BT, C, 1, nscratch);

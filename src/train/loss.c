@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kdstep/simd.h"
+
 int64_t kd_loss_count(const uint8_t *mask, int B, int T) {
     int64_t n = 0;
     for (int b = 0; b < B; b++)
@@ -96,7 +98,7 @@ static double poison(float *d, int V) {
 
 /* -log softmax(z)[y] and, if d, d += scale * (softmax(z) - onehot(y)). e: V floats of scratch, so
  * each exp is computed once. */
-static double ce_row(const float *z, int V, int32_t y, float scale, float *d, float *e) {
+KD_HOT_CLONES static double ce_row(const float *z, int V, int32_t y, float scale, float *d, float *e) {
     float m = row_max(z, V);
     if (isnan(m)) return poison(d, V);
     for (int i = 0; i < V; i++) e[i] = exp_neg(z[i] - m);
@@ -204,7 +206,7 @@ static double logaddexp(double a, double b) {
 
 /* One KD target. mark: V zero bytes of scratch (left zero). bucket arrays hold K + 1 entries.
  * Returns T^2 * D, or NAN when the position has no usable teacher (the caller falls back to CE). */
-static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp, float tail_lp, int K,
+KD_HOT_CLONES static double kd_row(const float *z, int V, const int32_t *tid, const float *tlp, float tail_lp, int K,
                      const kd_kd_opts *o, float scale, float *d, uint8_t *mark, int *bid, double *lq, double *lp,
                      double *r, float *e) {
     /* Buckets: each distinct valid id once (a repeated id's mass joins its bucket); the mass of ids the
@@ -373,7 +375,7 @@ static void fill_byte_table(void) {
 
 /* -log(1 - p(invalid)) = lse(z) - lse(z over valid); d += scale * (softmax(z) - 1[valid] softmax_valid(z)).
  * e and ok: V floats of scratch each (the set is expanded to 0/1 floats so the loops vectorize). */
-static double grammar_row(const float *z, int V, const uint64_t *valid, float scale, float *d, float *e, float *ok) {
+KD_HOT_CLONES static double grammar_row(const float *z, int V, const uint64_t *valid, float scale, float *d, float *e, float *ok) {
     float m = row_max(z, V);
     if (isnan(m)) return poison(d, V);
     const uint8_t *vb = (const uint8_t *)valid; /* little-endian: bit i is bit i%8 of byte i/8 */
