@@ -29,7 +29,7 @@ def decode(ids):
 
 
 stats = json.load(open(d + "/stats.json"))
-fails = [json.loads(l) for l in open(d + "/failures.jsonl")] if stats["failures"] else []
+fails = [json.loads(l) for l in open(d + "/failures.jsonl")] if stats["failures"] or stats.get("filtered") else []
 with h5py.File(d + "/dataset.h5", "r") as f:
     ids_all = f["samples/prompt_id"][:]
     done = sorted([int(x) for x in ids_all] + [x["prompt_index"] for x in fails])
