@@ -46,7 +46,8 @@ node_back "${victim#node}"; back=$?
 check "$victim is back and idle" '[[ $back -eq 0 ]]'
 
 # 2. a node dies mid-generation: a teacher every node can reach, slowed down so that the kill lands mid-way
-"$KDSTEP" teacher serve --host "$KD_CLUSTER_NET.1" --port 0 --latency-ms 200 --tokenizer "$tok" --tools "$KD_SOURCE_DIR/configs/tools.json" >"$T/teacher.out" 2>"$T/teacher.err" &
+# --insecure: the bridge address is reachable only from the namespaces this test made (no api key needed)
+"$KDSTEP" teacher serve --host "$KD_CLUSTER_NET.1" --insecure --port 0 --latency-ms 200 --tokenizer "$tok" --tools "$KD_SOURCE_DIR/configs/tools.json" >"$T/teacher.out" 2>"$T/teacher.err" &
 teacher=$!
 trap 'kill $teacher 2>/dev/null; cluster_teardown' EXIT
 for _ in $(seq 100); do port=$(grep -o 'listening on http://[0-9.]*:[0-9]*' "$T/teacher.out" | sed 's/.*://'); [[ -n "$port" ]] && break; sleep 0.1; done
