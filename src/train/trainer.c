@@ -434,10 +434,10 @@ static int trim_metrics(const char *path, int64_t step, kd_error *err) {
         }
         json_t *js = json_loadb(p, (size_t)(nl - p), 0, NULL);
         json_t *sv = js ? json_object_get(js, "step") : NULL;
-        int ok = json_is_integer(sv) && json_integer_value(sv) <= step;
-        json_decref(js);
+        int is_int = json_is_integer(sv), ok = is_int && json_integer_value(sv) <= step;
+        json_decref(js); /* sv goes with it */
         if (!ok) {
-            if (!json_is_integer(sv))
+            if (!is_int)
                 KD_WARN("%s:%zu: not a metrics line (damaged?); it and the lines after it are dropped, steps after %lld are "
                         "trained again", path, lineno, (long long)step);
             break;
