@@ -62,7 +62,8 @@ static void parse_all(const char *body, size_t len) {
     kd_teacher_completion_free(&c);
     kd_teacher_completion_free(&r);
     kd_teacher_logprobs lp;
-    kd_teacher_parse_prompt_logprobs(body, len, len, len / 2, 1 + (int)(len % 4), &lp, &e);
+    memset(&lp, 0, sizeof lp);
+    kd_teacher_parse_prompt_logprobs(body, len, 1 + (int)(len % 4), &lp, &e);
     kd_teacher_logprobs_free(&lp);
 }
 
