@@ -39,7 +39,10 @@ struct kd_server {
     kd_server_options opt;
     kd_stub_teacher *stub;
     int thinking; /* the stub's default for chat_template_kwargs.enable_thinking */
-    char model[256];
+    char model[256];          /* the served names, comma-separated, as given (the first answers as "model") */
+    const char *names[KD_SERVER_MAX_NAMES]; /* into names_buf */
+    char names_buf[256];
+    int n_names;
     char host[64];
     atomic_int_fast64_t requests;
     atomic_int_fast64_t faults[KD_FAULT_COUNT];
@@ -152,6 +155,40 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned code, co
     json_decref(o);
     enum MHD_Result r = send_text(conn, code, b ? b : "{}", b ? strlen(b) : 2, NULL);
     free(b);
+    return r;
+}
+
+/* A request's "model" must be one of the served names. The answer for another is vLLM's
+ * (OpenAIServing._check_model, vllm/entrypoints/openai/serving_engine.py: HTTP 404 NOT_FOUND, message
+ * "The model `X` does not exist.") in OpenAI's error shape (https://platform.openai.com/docs/guides/error-codes:
+ * 404 with code "model_not_found", param "model"); the message also lists the served names. A request
+ * without "model" (or null) is served by the first name, as vLLM does since "model" became optional. */
+static int model_served(const kd_server *s, const json_t *req) {
+    const json_t *m = json_object_get(req, "model");
+    if (!m || json_is_null(m)) return 1;
+    const char *name = json_string_value(m);
+    for (int i = 0; name && i < s->n_names; i++)
+        if (strcmp(name, s->names[i]) == 0) return 1;
+    return 0;
+}
+
+static enum MHD_Result send_unknown_model(const kd_server *s, struct MHD_Connection *conn, const json_t *req) {
+    const json_t *m = json_object_get(req, "model");
+    kd_sbuf b = {0};
+    if (json_is_string(m)) kd_sbuf_printf(&b, "The model `%.200s` does not exist.", json_string_value(m));
+    else kd_sbuf_puts(&b, "\"model\" must be a string naming a served model.");
+    kd_sbuf_puts(&b, " This server serves:");
+    for (int i = 0; i < s->n_names; i++) kd_sbuf_printf(&b, "%s `%s`", i ? "," : "", s->names[i]);
+    kd_sbuf_puts(&b, " (GET /v1/models lists them): set teacher.model to one of them, or start the server with "
+                     "--served-model-name NAME");
+    char *msg = kd_sbuf_take(&b);
+    json_t *o = json_pack("{s:{s:s,s:s,s:s,s:s}}", "error", "message", msg ? msg : "unknown model", "type",
+                          "invalid_request_error", "param", "model", "code", "model_not_found");
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    free(msg);
+    enum MHD_Result r = send_text(conn, 404, t ? t : "{}", t ? strlen(t) : 2, NULL);
+    free(t);
     return r;
 }
 
@@ -509,6 +546,13 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
         snprintf(m, sizeof m, "request body is not valid JSON: %s", je.text);
         return late_error(s, conn, t0, 400, m);
     }
+    if (!model_served(s, req)) {
+        free(key);
+        atomic_fetch_add(&s->bad_requests, 1);
+        enum MHD_Result r = send_unknown_model(s, conn, req);
+        json_decref(req);
+        return r;
+    }
     const char *lim = request_limits(req);
     if (lim) {
         json_decref(req);
@@ -627,9 +671,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         }
         if (strcmp(url, "/v1/models") == 0) {
             kd_sbuf b = {0};
-            kd_sbuf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
-            json_token(&b, s->model);
-            kd_sbuf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"kdstep\"}]}");
+            kd_sbuf_puts(&b, "{\"object\":\"list\",\"data\":[");
+            for (int i = 0; i < s->n_names; i++) {
+                kd_sbuf_puts(&b, i ? ",{\"id\":" : "{\"id\":");
+                json_token(&b, s->names[i]);
+                kd_sbuf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"kdstep\"}");
+            }
+            kd_sbuf_puts(&b, "]}");
             char *t = kd_sbuf_take(&b);
             enum MHD_Result r = send_text(conn, 200, t ? t : "{}", t ? strlen(t) : 2, NULL);
             free(t);
@@ -663,7 +711,20 @@ int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teach
     s->opt = *opt;
     s->stub = stub;
     s->thinking = opt->thinking;
-    snprintf(s->model, sizeof s->model, "%s", model ? model : "stub-teacher");
+    snprintf(s->model, sizeof s->model, "%s", model && *model ? model : "stub-teacher");
+    snprintf(s->names_buf, sizeof s->names_buf, "%s", s->model);
+    for (char *p = s->names_buf, *save = NULL, *t; (t = strtok_r(p, ",", &save)); p = NULL) {
+        if (s->n_names == KD_SERVER_MAX_NAMES) {
+            free(s);
+            return kd_error_set(err, KD_ERR_INVALID, "--served-model-name '%s': more than %d names", model, KD_SERVER_MAX_NAMES);
+        }
+        s->names[s->n_names++] = t;
+    }
+    if (!s->n_names) {
+        free(s);
+        return kd_error_set(err, KD_ERR_INVALID, "--served-model-name '%s' names no model", model);
+    }
+    snprintf(s->model, sizeof s->model, "%s", s->names[0]);
     snprintf(s->host, sizeof s->host, "%s", opt->host ? opt->host : "127.0.0.1");
     double total = opt->fail_rate + opt->rate_limit + opt->malformed_rate + opt->truncate_rate + opt->drop_rate + opt->stall_rate;
     if (total > 1.0 + 1e-9) {
