@@ -340,7 +340,57 @@ static void test_client_scores_conversation(void) {
     kd_stub_close(stub);
 }
 
+/* Issue 21: teacher.request_deadline_s bounds one request's attempts, backoff and Retry-After waits
+ * together. Against a real loopback server that fails every request (500), rate-limits every one (429,
+ * Retry-After 1 s) or never answers (each attempt would wait teacher.timeout_s = 100 s), with retries
+ * to spare, the request gives up by the deadline with an error that names the key. */
+static void test_client_request_deadline(void) {
+    const struct {
+        const char *what;
+        kd_server_options so;
+    } cases[] = {
+        {"500", {.fail_rate = 1.0, .seed = 1}},
+        {"429", {.rate_limit = 1.0, .retry_after_s = 1, .seed = 1}},
+        {"stall", {.stall_rate = 1.0, .seed = 1}},
+    };
+    const double deadline = 1.5, slack = KD_SLOW_BUILD ? 5.0 : 1.0; /* slack: a loaded machine's scheduling */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+        kd_server *srv;
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &cases[i].so, stub, "stub-teacher", &e), KD_OK);
+        kd_config cfg;
+        kd_config_defaults(&cfg);
+        snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+        cfg.teacher.timeout_s = 100;
+        cfg.teacher.max_retries = 1000;
+        cfg.teacher.backoff_base_s = 0.1;
+        cfg.teacher.request_deadline_s = deadline;
+        kd_teacher *t;
+        CU_ASSERT_EQUAL_FATAL(kd_teacher_open(&t, &cfg, g_reg, NULL, &e), KD_OK);
+        double t0 = kd_teacher_now();
+        CU_ASSERT_EQUAL_FATAL(submit_prompt(t, "What is the weather in Oslo?", 1, &e), KD_OK);
+        kd_teacher_completion *c = await_one(t, &e);
+        double took = kd_teacher_now() - t0;
+        CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+        fprintf(stderr, "\n  %s: gave up after %.2f s, %d attempts: %s", cases[i].what, took, c->attempts, c->error ? c->error : "");
+        CU_ASSERT_NOT_EQUAL(c->status, KD_OK);
+        CU_ASSERT_TRUE(took <= deadline + slack);
+        CU_ASSERT_TRUE(c->done_s - c->attempt_log[0].start_s <= deadline + slack);
+        KD_ASSERT_CONTAINS(c->error, "teacher.request_deadline_s (1.5 s)");
+        KD_ASSERT_CONTAINS(c->error, "raise teacher.request_deadline_s");
+        if (i < 2) CU_ASSERT_TRUE(c->attempts >= 2); /* it did retry until the deadline */
+        kd_teacher_completion_free(c);
+        free(c);
+        kd_teacher_close(t);
+        kd_config_free(&cfg);
+        kd_server_stop(srv);
+        kd_stub_close(stub);
+    }
+}
+
 static void add_tests(CU_pSuite s) {
+    CU_add_test(s, "client: teacher.request_deadline_s bounds a request's retries (500, 429, stall)", test_client_request_deadline);
     for (size_t i = 0; i < sizeof FAULTS / sizeof FAULTS[0]; i++) CU_add_test(s, FAULTS[i].title, test_client_fault);
     CU_add_test(s, "client: gives up with status and excerpt", test_client_gives_up);
     CU_add_test(s, "client: API key never shown", test_client_api_key_never_shown);
