@@ -9,6 +9,7 @@
 
 #include "kdstep/engine.h"
 #include "kdstep/serve_api.h"
+#include "kdstep/teacher.h"
 #include "student_fixture.h"
 #include "testutil.h"
 
@@ -186,11 +187,74 @@ static void test_split_tool_calls(void) {
     kd_engine_close(e);
 }
 
+/* Issue 19: a prompt holding characters the tokenizer splits into byte tokens (U+FFFD, written by a
+ * decode of a token that split a character, and an emoji), scored through the API as a teacher would
+ * be (POST /v1/completions with prompt_logprobs) and read back by the teacher client's parser: every
+ * row's prompt token is the request's own token (prompt_token_ids), its logprob is the engine's, and its
+ * text is the token's bytes (U+FFFD for a byte that is no character on its own). The rows where the
+ * prompt token is not the model's first choice (most of them, for these random weights) are the ones
+ * that were read as their rank-1 token when the entry came after the top-k. */
+static void test_prompt_logprobs_split_utf8(void) {
+    kd_engine *e = open_engine("ck-serve-utf8", 2);
+    const kd_student *st = kd_engine_student(e);
+    const char *body = "{\"model\": \"m\", \"prompt\": \"tea \xef\xbf\xbd caf\xc3\xa9 \xf0\x9f\x98\x80 done\", \"max_tokens\": 1, "
+                       "\"temperature\": 0, \"prompt_logprobs\": 3}";
+    kd_api_limits lim = {64, "m"};
+    kd_api_request r;
+    kd_api_status status;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_api_parse(st, KD_API_COMPLETIONS, body, strlen(body), &lim, &r, &status, &err), KD_OK);
+    kd_seq *seq = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, r.ids, r.n_ids, &r.gp, &seq, &err), KD_OK);
+    int state = KD_SEQ_RUNNING, got = 0;
+    while (state == KD_SEQ_RUNNING) got = kd_seq_wait(seq, got, 10.0, &state);
+    char *out = kd_api_response(st, &r, "cmpl-1", "m", 0, seq, got, state, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    kd_teacher_logprobs lp, ref;
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs(out, strlen(out), 3, &lp, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs_ref(out, strlen(out), 3, &ref, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(lp.n, r.n_ids);
+    const kd_gen_token *plp = kd_seq_prompt_logprobs(seq);
+    int split = 0, not_first = 0, bad = 0;
+    for (int i = 1; i < r.n_ids; i++) {
+        const char *b;
+        size_t nb;
+        CU_ASSERT_EQUAL_FATAL(kd_tokenizer_token_bytes(st->tok, r.ids[i], &b, &nb), 0);
+        int whole = 1; /* is the token valid UTF-8 on its own? */
+        for (size_t k = 0; k < nb; k++) whole &= (unsigned char)b[k] < 0x80;
+        if (!whole) {
+            char *x = strndup(b, nb);
+            json_t *j = json_string(x); /* jansson refuses invalid UTF-8 */
+            whole = j != NULL;
+            json_decref(j);
+            free(x);
+        }
+        split += !whole;
+        not_first += plp[i].rank != 1;
+        bad += lp.token_ids[i] != r.ids[i] || ref.token_ids[i] != r.ids[i] || lp.token_logprobs[i] != plp[i].logprob;
+        if (whole) bad += strlen(lp.tokens[i]) != nb || memcmp(lp.tokens[i], b, nb) != 0;
+        else bad += strcmp(lp.tokens[i], "\xef\xbf\xbd") != 0;
+        for (int j = 0; j < 3; j++) bad += lp.topk_ids[i * 3 + j] != plp[i].top_id[j];
+    }
+    fprintf(stderr, "\n  %d prompt tokens, %d byte tokens of split characters, %d not the model's first choice, %d wrong\n",
+            r.n_ids, split, not_first, bad);
+    CU_ASSERT_TRUE(split >= 3);
+    CU_ASSERT_TRUE(not_first > 0);
+    CU_ASSERT_EQUAL(bad, 0);
+    kd_teacher_logprobs_free(&lp);
+    kd_teacher_logprobs_free(&ref);
+    free(out);
+    kd_seq_release(seq);
+    kd_api_request_free(&r);
+    kd_engine_close(e);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("serve", NULL, NULL);
     CU_add_test(s, "batching_equals_single", test_batching_equals_single);
     CU_add_test(s, "prompt_logprobs", test_prompt_logprobs);
+    CU_add_test(s, "prompt_logprobs: the prompt token first, split UTF-8 read by the teacher client", test_prompt_logprobs_split_utf8);
     CU_add_test(s, "api_errors", test_api_errors);
     CU_add_test(s, "split_tool_calls", test_split_tool_calls);
     return kd_test_main();
