@@ -53,6 +53,7 @@ static enum MHD_Result send_body(struct MHD_Connection *conn, unsigned status, c
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", ctype ? ctype : "application/json");
+    if (status == 503) MHD_add_response_header(r, "Retry-After", "1"); /* busy (queue or KV budget full): soon */
     enum MHD_Result ok = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ok;

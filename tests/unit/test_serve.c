@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kdstep/engine.h"
 #include "kdstep/serve_api.h"
@@ -249,6 +250,65 @@ static void test_prompt_logprobs_split_utf8(void) {
     kd_engine_close(e);
 }
 
+/* Issue 19: the KV caches of all requests share one budget (kd_engine_options.max_kv_bytes, `kdstep
+ * serve --max-kv-mb`). With room for two requests, a third that comes while both hold theirs is
+ * refused as busy (KD_ERR_IO: 503 + Retry-After in HTTP) naming the flag, one that alone needs more
+ * than the budget as invalid (400); once the two end, the budget is free again. */
+static void test_kv_budget(void) {
+    kd_engine_options o = {.max_batch = 1, .prefill_chunk = 7};
+    kd_engine *e = NULL;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_engine_open(fx_checkpoint("ck-serve-kv", 0, 11, 7), &o, &e, &err), KD_OK);
+    const kd_student *st = kd_engine_student(e);
+    int32_t ids[64];
+    int n = prompt_of(st, "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", ids, 64);
+    int maxpos = st->model->cfg.max_position_embeddings, max_tokens = maxpos / 3 - n; /* a third of the context */
+    size_t need = kd_engine_kv_bytes(e, n + max_tokens);
+    kd_engine_close(e);
+    o.max_kv_bytes = 2 * need + need / 2; /* two fit, not three */
+    CU_ASSERT_EQUAL_FATAL(kd_engine_open(fx_checkpoint("ck-serve-kv", 0, 11, 7), &o, &e, &err), KD_OK);
+    /* long greedy generations that ignore the stop ids: they hold their budget while the third comes */
+    kd_gen_params gp = {.max_tokens = max_tokens, .temperature = 0, .top_p = 1, .prompt_logprobs = -1, .ignore_eos = 1};
+    kd_seq *a = NULL, *b = NULL, *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids, n, &gp, &a, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids, n, &gp, &b, &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_engine_submit(e, ids, n, &gp, &c, &err), KD_ERR_IO);
+    CU_ASSERT_PTR_NULL(c);
+    KD_ASSERT_CONTAINS(err.msg, "the server is busy: its KV cache budget of");
+    KD_ASSERT_CONTAINS(err.msg, "(--max-kv-mb) is held by 2 requests");
+    kd_engine_stats s;
+    kd_engine_get_stats(e, &s);
+    CU_ASSERT_EQUAL(s.kv_bytes, (int64_t)(2 * need));
+    CU_ASSERT_EQUAL(s.kv_refused, 1);
+    int state = KD_SEQ_RUNNING;
+    kd_seq_wait(b, 0, 0, &state);
+    CU_ASSERT_EQUAL(state, KD_SEQ_RUNNING); /* b is queued behind a (max_batch 1): it could not have ended */
+    /* one that alone needs more than the whole budget can never run */
+    kd_gen_params big = gp;
+    big.max_tokens = maxpos - n;
+    CU_ASSERT_TRUE_FATAL(kd_engine_kv_bytes(e, maxpos) > o.max_kv_bytes);
+    CU_ASSERT_EQUAL(kd_engine_submit(e, ids, n, &big, &c, &err), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(err.msg, "more than the server's whole KV budget");
+    kd_seq_cancel(a);
+    kd_seq_cancel(b);
+    for (int w = 0; w < 600; w++) {
+        kd_engine_get_stats(e, &s);
+        if (s.kv_bytes == 0) break;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CU_ASSERT_EQUAL(s.kv_bytes, 0);
+    kd_seq_release(a);
+    kd_seq_release(b);
+    gp.max_tokens = 4;
+    CU_ASSERT_EQUAL(kd_engine_submit(e, ids, n, &gp, &c, &err), KD_OK);
+    state = KD_SEQ_RUNNING;
+    while (state == KD_SEQ_RUNNING) kd_seq_wait(c, 4, 10.0, &state);
+    CU_ASSERT_EQUAL(state, KD_SEQ_LENGTH);
+    kd_seq_release(c);
+    kd_engine_close(e);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("serve", NULL, NULL);
@@ -256,6 +316,7 @@ int main(void) {
     CU_add_test(s, "prompt_logprobs", test_prompt_logprobs);
     CU_add_test(s, "prompt_logprobs: the prompt token first, split UTF-8 read by the teacher client", test_prompt_logprobs_split_utf8);
     CU_add_test(s, "api_errors", test_api_errors);
+    CU_add_test(s, "KV budget: busy 503, too big 400, freed when requests end", test_kv_budget);
     CU_add_test(s, "split_tool_calls", test_split_tool_calls);
     return kd_test_main();
 }
