@@ -13,21 +13,6 @@
 
 static const char TOOL_OPEN[] = "<tool_call>";
 
-char *kd_api_error_json(int status, const char *message, const char *param) {
-    const char *type = status == 401 ? "authentication_error"
-                       : status == 404 ? "not_found_error"
-                       : status == 413 ? "invalid_request_error"
-                       : status == 429 || status == 503 ? "server_busy"
-                       : status >= 500 ? "server_error" : "invalid_request_error";
-    const char *code = status == 404 ? "model_not_found" : status == 401 ? "invalid_api_key" : NULL;
-    json_t *e = json_pack("{s:s, s:s, s:o, s:o}", "message", message, "type", type, "param",
-                          param ? json_string(param) : json_null(), "code", code ? json_string(code) : json_null());
-    json_t *o = json_pack("{s:o}", "error", e ? e : json_object());
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return s;
-}
-
 void kd_api_request_free(kd_api_request *r) {
     free(r->ids);
     memset(r, 0, sizeof *r);

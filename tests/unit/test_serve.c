@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "kdstep/engine.h"
+#include "kdstep/httpd.h"
 #include "kdstep/serve_api.h"
 #include "kdstep/teacher.h"
 #include "student_fixture.h"
@@ -154,7 +155,7 @@ static void test_api_errors(void) {
     snprintf(body + k, 32, "\", \"max_tokens\": 4}");
     expect_status(e, KD_API_COMPLETIONS, body, 400, "prompt", "maximum context length is 2048 tokens");
     free(body);
-    char *j = kd_api_error_json(404, "The model `x` does not exist.", "model");
+    char *j = kd_http_error_json(404, "The model `x` does not exist.", "model");
     KD_ASSERT_CONTAINS(j, "{\"error\":{\"message\":\"The model `x` does not exist.\",\"type\":\"not_found_error\",\"param\":\"model\",\"code\":\"model_not_found\"}}");
     free(j);
     kd_engine_close(e);

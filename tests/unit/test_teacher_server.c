@@ -62,7 +62,7 @@ static void test_server_unknown_model(void) {
     json_t *err = json_object_get(o, "error");
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(err, "code")), "model_not_found");
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(err, "param")), "model");
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(err, "type")), "invalid_request_error");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(err, "type")), "not_found_error"); /* as kdstep serve's */
     KD_ASSERT_CONTAINS(json_string_value(json_object_get(err, "message")),
                        "The model `gpt-nope` does not exist. This server serves: `stub-teacher`, `Qwen/Qwen3-32B`");
     json_decref(o);
