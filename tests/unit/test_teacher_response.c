@@ -337,11 +337,70 @@ static void test_parse_vllm_prompt_logprobs(void) {
     CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs(broken, strlen(broken), 2, &lp, &e), KD_ERR_PARSE);
 }
 
+/* Issue 16: the fast prompt_logprobs reader and the jansson reference read the same rows wherever both
+ * accept (the fuzz target compares them on every input). The fuzz stage's input
+ * (tests/fuzz/known/prompt_logprobs_divergence.json: an entry whose "logprob" key is misspelled) was
+ * read as logprob -inf by the fast reader and 0 by the reference (jansson's json_number_value of a
+ * missing value), so its tail differed; a top-level list after "choices" was taken from the choices by
+ * one and from the top level by the other; a logprob under -1e30 was -inf in one path and not in
+ * another. Each case here, both readers, the same rows. */
+static void same_rows(const char *body, int k, int want_ok) {
+    kd_teacher_logprobs a, b;
+    kd_error e1, e2;
+    int ra = kd_teacher_parse_prompt_logprobs(body, strlen(body), k, &a, &e1);
+    int rb = kd_teacher_parse_prompt_logprobs_ref(body, strlen(body), k, &b, &e2);
+    CU_ASSERT_EQUAL(ra == KD_OK, want_ok);
+    CU_ASSERT_EQUAL(rb == KD_OK, want_ok);
+    if (ra || rb) {
+        if (!ra) kd_teacher_logprobs_free(&a);
+        if (!rb) kd_teacher_logprobs_free(&b);
+        return;
+    }
+    CU_ASSERT_EQUAL_FATAL(a.n, b.n);
+    int diff = 0;
+    for (int i = 0; i < a.n; i++) {
+        diff += a.token_ids[i] != b.token_ids[i] || memcmp(&a.token_logprobs[i], &b.token_logprobs[i], 4) != 0 ||
+                memcmp(&a.tail_logprob[i], &b.tail_logprob[i], 4) != 0;
+        for (int j = 0; j < k; j++)
+            diff += a.topk_ids[i * k + j] != b.topk_ids[i * k + j] || memcmp(&a.topk_logprobs[i * k + j], &b.topk_logprobs[i * k + j], 4) != 0;
+    }
+    if (diff) fprintf(stderr, "\n  %d differences in %s\n", diff, body);
+    CU_ASSERT_EQUAL(diff, 0);
+    kd_teacher_logprobs_free(&a);
+    kd_teacher_logprobs_free(&b);
+}
+
+static void test_prompt_logprobs_readers_agree(void) {
+    char *known = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(kd_read_file(kd_test_src("tests/fuzz/known/prompt_logprobs_divergence.json"), &known, &n, NULL), KD_OK);
+    same_rows(known, 1 + known[0] % 8, 1); /* k as the fuzz target picks it */
+    free(known);
+    /* no logprob, or null: -inf in both; a string: refused by both */
+    same_rows("{\"prompt_logprobs\":[null,{\"5\":{\"rank\":1,\"decoded_token\":\"a\"},\"6\":{\"logprob\":null,\"rank\":2,\"decoded_token\":\"b\"}}]}", 2, 1);
+    same_rows("{\"prompt_logprobs\":[null,{\"5\":{\"logprob\":\"x\",\"rank\":1,\"decoded_token\":\"a\"}}]}", 2, 0);
+    /* the first list in the document wins: choices before a top-level list, and the other way round */
+    same_rows("{\"choices\":[{\"prompt_logprobs\":[null,{\"1\":{\"logprob\":-1,\"rank\":1,\"decoded_token\":\"a\"}}]}],"
+              "\"prompt_logprobs\":[null,{\"2\":{\"logprob\":-2,\"rank\":1,\"decoded_token\":\"b\"}}]}", 1, 1);
+    same_rows("{\"prompt_logprobs\":[null,{\"2\":{\"logprob\":-2,\"rank\":1,\"decoded_token\":\"b\"}}],"
+              "\"choices\":[{\"prompt_logprobs\":[null,{\"1\":{\"logprob\":-1,\"rank\":1,\"decoded_token\":\"a\"}}]}]}", 1, 1);
+    /* a logprob below -1e30 is -inf, in the lean form (keys in vLLM's order) as in the general one */
+    same_rows("{\"prompt_logprobs\":[null,{\"3\":{\"logprob\":-1e35,\"rank\":1,\"decoded_token\":\"a\"},\"4\":{\"logprob\":-2.5,"
+              "\"rank\":2,\"decoded_token\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\"}}]}", 2, 1);
+    /* duplicate keys: the reference refuses them (which value a reader keeps is not defined) */
+    const char *dup = "{\"prompt_logprobs\":[null,{\"3\":{\"logprob\":-1,\"rank\":1},\"3\":{\"logprob\":-2,\"rank\":1}}]}";
+    kd_teacher_logprobs r;
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_teacher_parse_prompt_logprobs_ref(dup, strlen(dup), 1, &r, &e), KD_ERR_PARSE);
+    KD_ASSERT_CONTAINS(e.msg, "duplicate");
+}
+
 static void add_tests(CU_pSuite s) {
     CU_add_test(s, "parse OpenAI chat responses", test_parse_openai_response);
     CU_add_test(s, "fast parser matches the jansson reference", test_parse_fast_matches_reference);
     CU_add_test(s, "parse refuses invalid UTF-8 and NUL in teacher text", test_parse_refuses_bad_text);
     CU_add_test(s, "parse vLLM prompt_logprobs", test_parse_vllm_prompt_logprobs);
+    CU_add_test(s, "prompt_logprobs: fast reader and reference agree (fuzz finds)", test_prompt_logprobs_readers_agree);
 }
 
 int main(void) { return teacher_suite_main("teacher_response", add_tests); }
