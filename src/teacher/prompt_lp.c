@@ -353,7 +353,12 @@ void kd_teacher_logprobs_use_prompt_ids(kd_teacher_logprobs *lp, const int32_t *
 int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err) {
     memset(lp, 0, sizeof *lp);
     if (top_k < 1) return kd_error_set(err, KD_ERR_INVALID, "prompt_logprobs: top_k must be at least 1");
-    plp P = {{body, body + len, body, 0}, err, top_k, lp, 0, NULL, 0, 0};
+    plp P;
+    memset(&P, 0, sizeof P);
+    P.s = (scan){body, body + len, body, 0};
+    P.err = err;
+    P.k = top_k;
+    P.lp = lp;
     if (err) err->code = KD_OK;
     lp->k = top_k;
     /* room for every row from the start: a row takes at least 16 bytes per column, so this is more
