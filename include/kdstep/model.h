@@ -205,6 +205,15 @@ const float *kd_model_decode_step(const kd_model *m, kd_kv_cache *c, int32_t tok
 typedef struct kd_batch_scratch kd_batch_scratch;
 int kd_batch_scratch_new(const kd_model *m, int max_rows, kd_batch_scratch **out, kd_error *err);
 void kd_batch_scratch_free(kd_batch_scratch *s);
+/* invariant != 0: the products of kd_model_step_rows compute every element by one fixed instruction
+ * sequence (see rows_invariant in decode.c), so a row's keys, values and logits are bit for bit the
+ * same whatever other rows share the call: batched greedy decoding (kdstep eval, eval.batch) is then
+ * byte-identical to decoding one prompt at a time, at some cost against BLAS on large prefills.
+ * Off by default (BLAS, faster for long prefill chunks of big models). */
+void kd_batch_scratch_set_invariant(kd_batch_scratch *s, int invariant);
+/* Copy positions 0..n-1 (every layer's keys and values) of src into dst and set dst->pos = n: a
+ * shared prompt prefix computed once serves several sequences. n <= src->pos, n <= dst->max_T. */
+int kd_kv_cache_copy_prefix(const kd_model *m, kd_kv_cache *dst, const kd_kv_cache *src, int n, kd_error *err);
 int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cache *const *kv, const int32_t *tokens,
                        const int *want_logits, float *logits, kd_error *err);
 
