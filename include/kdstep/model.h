@@ -123,6 +123,27 @@ struct kd_model {
      * that layer's slice of m->grads here, overlapping communication with the rest of backward. */
     void (*on_layer_grads)(void *ctx, int layer);
     void *on_layer_grads_ctx;
+
+    /* Optional (NULL by default): seconds per kernel (KD_PROF_*), ADDED to by forward, backward,
+     * kd_model_ce_loss and kd_model_adamw_step when set (tests/bench/train_threads.sh). */
+    double *profile;
+};
+
+/* The kernels m->profile times. SGEMM is every product outside attention; ATTENTION is the whole
+ * per-head attention (its own small sgemms included), of which ATTN_SOFTMAX is the softmax and its
+ * backward (summed over threads, divided by the thread count). */
+enum {
+    KD_PROF_SGEMM,
+    KD_PROF_ATTENTION,
+    KD_PROF_ATTN_SOFTMAX,
+    KD_PROF_RMSNORM,
+    KD_PROF_QK_NORM_ROPE,
+    KD_PROF_SWIGLU,
+    KD_PROF_EMBEDDING,
+    KD_PROF_RESIDUAL,
+    KD_PROF_LOSS,
+    KD_PROF_ADAMW,
+    KD_PROF_N
 };
 
 /* Allocate a model for batches of B sequences of T tokens (T <= max_position_embeddings) with
