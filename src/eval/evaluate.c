@@ -102,6 +102,7 @@ typedef struct decode_state {
     kd_student_job *jobs;
     int32_t *outs; /* [eval.batch, max_new_tokens] */
     int n_wait;
+    FILE *dump_ids; /* KDSTEP_EVAL_PROMPT_IDS (tests/bench/decode.sh) */
 } decode_state;
 
 /* Render and encode a prompt, seed its sampler, and queue it for the next batch. */
@@ -129,6 +130,11 @@ static int queue_prompt(decode_state *d, const kd_prompt *p, const char *prompts
     w->line = p->line;
     rc = kd_student_prompt_ids(d->student, p->messages, tools, &w->ids, &w->n_ids, &w->cut, err);
     json_decref(tools);
+    if (!rc && d->dump_ids) { /* KDSTEP_EVAL_PROMPT_IDS: the token ids decoded after, for outside benches */
+        fprintf(d->dump_ids, "{\"index\": %lld, \"ids\": [", (long long)p->index);
+        for (int i = 0; i < w->n_ids; i++) fprintf(d->dump_ids, i ? ",%d" : "%d", w->ids[i]);
+        fprintf(d->dump_ids, "]}\n");
+    }
     if (!rc && !(w->id = strdup(p->id))) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     if (rc) {
         free(w->ids);
@@ -483,7 +489,15 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
         d.wait = kd_calloc(nb, sizeof *d.wait);
         d.jobs = kd_calloc(nb, sizeof *d.jobs);
         d.outs = kd_calloc(nb * (size_t)opt->cfg->eval.max_new_tokens, sizeof(int32_t));
-        if (!d.wait || !d.jobs || !d.outs)
+        const char *dump = getenv("KDSTEP_EVAL_PROMPT_IDS");
+        if (dump && dump[0]) {
+            char path[4200];
+            if (size > 1) snprintf(path, sizeof path, "%s.%d", dump, rank);
+            else snprintf(path, sizeof path, "%s", dump);
+            if (!(d.dump_ids = fopen(path, "w")))
+                rc = kd_error_set(err, KD_ERR_IO, "eval: cannot write %s (KDSTEP_EVAL_PROMPT_IDS): %s", path, strerror(errno));
+        }
+        if (!rc && (!d.wait || !d.jobs || !d.outs))
             rc = kd_error_set(err, KD_ERR_NOMEM, "eval: out of memory for eval.batch=%zu prompts of %lld new tokens", nb,
                               (long long)opt->cfg->eval.max_new_tokens);
     }
@@ -531,6 +545,7 @@ done:
     kd_student_close(d.student);
     json_decref(d.reg_tools);
     shard_free(&d.out);
+    if (d.dump_ids) fclose(d.dump_ids);
     free(d.wait);
     free(d.jobs);
     free(d.outs);
