@@ -77,6 +77,8 @@ static const key_spec KEYS[] = {
     {"train", "eval_fraction", T_FLOAT, F(train, eval_fraction), 0, 0.9, "0.05", NULL, "Share of samples held out (by prompt-id hash)."},
     {"train", "max_bad_steps", T_INT, F(train, max_bad_steps), 1, 1000, "3", NULL, "Consecutive NaN/Inf steps skipped before the run aborts."},
     {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = KDSTEP_THREADS, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs of the rank's affinity mask / the ranks sharing them."},
+    {"train", "length_buckets", T_INT, F(train, length_buckets), 0, 1048576, "0", NULL,
+     "Length bucketing: 0 = off (every row padded to seq_len); N > 0 = the samples of each N optimizer steps are sorted by length into steps of alike lengths (in a seeded order), and each micro-batch runs at its longest row, rounded up to 16."},
     {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,
      "Prompt tokens the student sees before an answer (the prompt's last ones), in training and eval alike; 0 = the whole prompt (full context, tools included)."},
     {"train", "save_dtype", T_STR, F(train, save_dtype), 0, 0, "float32", "float32|bfloat16|float16",
