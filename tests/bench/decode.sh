@@ -14,7 +14,7 @@ K=${KDSTEP:-$BLD/kdstep}
 RUN=${RUN:-$SRC/runs/demo}
 MAX_PROMPTS=${MAX_PROMPTS:-0}
 model="$RUN/train/final" held="$RUN/heldout.jsonl"
-[[ -s "$model/model.safetensors" && -s "$held" ]] || { echo "decode: $model or $held is missing: run jobs/quickstart.sh first" >&2; exit 1; }
+[[ -s "$model/model.safetensors" && -s "$held" ]] || { echo "decode: skipped: $model or $held is missing (run jobs/quickstart.sh first)" >&2; exit 77; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 echo "# $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) ; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 export KDSTEP_THREADS=1 KDSTEP_PROGRESS_INTERVAL=1000
