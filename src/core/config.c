@@ -132,6 +132,7 @@ static const key_spec KEYS[] = {
     {"eval", "temperature", T_FLOAT, F(eval, temperature), 0, 10, "0.0", NULL, "0 = greedy."},
     {"eval", "top_p", T_FLOAT, F(eval, top_p), 0, 1, "1.0", NULL, "Nucleus sampling threshold."},
     {"eval", "seed", T_INT, F(eval, seed), 0, BIG, "0", NULL, "Sampling seed."},
+    {"eval", "batch", T_INT, F(eval, batch), 1, 1024, "8", NULL, "Held-out prompts decoded together per rank (one forward pass feeds a token of each; a KV cache per prompt). The predictions are byte-identical for every value."},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 
