@@ -7,35 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
+#include "kdstep/sbuf.h"
 
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
 
 /* ---- json.dumps(ensure_ascii=False) ---- */
 
-static void dump_string(sbuf *b, const char *s, size_t n) {
-    sb_put(b, "\"", 1);
+static void dump_string(kd_sbuf *b, const char *s, size_t n) {
+    kd_sbuf_add(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -56,27 +34,27 @@ static void dump_string(sbuf *b, const char *s, size_t n) {
             }
         }
         if (esc) {
-            sb_put(b, s + i - run, run);
+            kd_sbuf_add(b, s + i - run, run);
             run = 0;
-            sb_puts(b, esc);
+            kd_sbuf_puts(b, esc);
         } else {
             run++;
         }
     }
-    sb_put(b, s + n - run, run);
-    sb_put(b, "\"", 1);
+    kd_sbuf_add(b, s + n - run, run);
+    kd_sbuf_add(b, "\"", 1);
 }
 
 /* Python's float repr: the shortest digits that round-trip, fixed notation when the decimal
  * exponent is in (-4, 16], else d.ddde+XX. */
-static void dump_real(sbuf *b, double v) {
+static void dump_real(kd_sbuf *b, double v) {
     char tmp[64];
     if (isnan(v)) {
-        sb_puts(b, "NaN");
+        kd_sbuf_puts(b, "NaN");
         return;
     }
     if (isinf(v)) {
-        sb_puts(b, v > 0 ? "Infinity" : "-Infinity");
+        kd_sbuf_puts(b, v > 0 ? "Infinity" : "-Infinity");
         return;
     }
     int prec;
@@ -98,84 +76,84 @@ static void dump_real(sbuf *b, double v) {
     while (nd > 1 && digits[nd - 1] == '0') nd--;
     digits[nd] = 0;
     int decpt = exp10 + 1; /* value = 0.digits * 10^decpt */
-    if (neg) sb_put(b, "-", 1);
+    if (neg) kd_sbuf_add(b, "-", 1);
     if (v == 0) {
-        sb_puts(b, "0.0");
+        kd_sbuf_puts(b, "0.0");
         return;
     }
     if (decpt > -4 && decpt <= 16) {
         if (decpt <= 0) {
-            sb_puts(b, "0.");
-            for (int i = 0; i < -decpt; i++) sb_put(b, "0", 1);
-            sb_put(b, digits, (size_t)nd);
+            kd_sbuf_puts(b, "0.");
+            for (int i = 0; i < -decpt; i++) kd_sbuf_add(b, "0", 1);
+            kd_sbuf_add(b, digits, (size_t)nd);
         } else if (decpt >= nd) {
-            sb_put(b, digits, (size_t)nd);
-            for (int i = nd; i < decpt; i++) sb_put(b, "0", 1);
-            sb_puts(b, ".0");
+            kd_sbuf_add(b, digits, (size_t)nd);
+            for (int i = nd; i < decpt; i++) kd_sbuf_add(b, "0", 1);
+            kd_sbuf_puts(b, ".0");
         } else {
-            sb_put(b, digits, (size_t)decpt);
-            sb_put(b, ".", 1);
-            sb_put(b, digits + decpt, (size_t)(nd - decpt));
+            kd_sbuf_add(b, digits, (size_t)decpt);
+            kd_sbuf_add(b, ".", 1);
+            kd_sbuf_add(b, digits + decpt, (size_t)(nd - decpt));
         }
     } else {
-        sb_put(b, digits, 1);
+        kd_sbuf_add(b, digits, 1);
         if (nd > 1) {
-            sb_put(b, ".", 1);
-            sb_put(b, digits + 1, (size_t)(nd - 1));
+            kd_sbuf_add(b, ".", 1);
+            kd_sbuf_add(b, digits + 1, (size_t)(nd - 1));
         }
         snprintf(tmp, sizeof tmp, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
-        sb_puts(b, tmp);
+        kd_sbuf_puts(b, tmp);
     }
 }
 
-static void dump_json(sbuf *b, const json_t *v) {
+static void dump_json(kd_sbuf *b, const json_t *v) {
     char tmp[32];
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         const char *k;
         json_t *x;
         int first = 1;
-        sb_put(b, "{", 1);
+        kd_sbuf_add(b, "{", 1);
         json_object_foreach((json_t *)v, k, x) {
-            if (!first) sb_put(b, ", ", 2);
+            if (!first) kd_sbuf_add(b, ", ", 2);
             first = 0;
             dump_string(b, k, strlen(k));
-            sb_put(b, ": ", 2);
+            kd_sbuf_add(b, ": ", 2);
             dump_json(b, x);
         }
-        sb_put(b, "}", 1);
+        kd_sbuf_add(b, "}", 1);
         break;
     }
     case JSON_ARRAY: {
-        sb_put(b, "[", 1);
+        kd_sbuf_add(b, "[", 1);
         for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i) sb_put(b, ", ", 2);
+            if (i) kd_sbuf_add(b, ", ", 2);
             dump_json(b, json_array_get(v, i));
         }
-        sb_put(b, "]", 1);
+        kd_sbuf_add(b, "]", 1);
         break;
     }
     case JSON_STRING: dump_string(b, json_string_value(v), json_string_length(v)); break;
     case JSON_INTEGER:
         snprintf(tmp, sizeof tmp, "%lld", (long long)json_integer_value(v));
-        sb_puts(b, tmp);
+        kd_sbuf_puts(b, tmp);
         break;
     case JSON_REAL: dump_real(b, json_real_value(v)); break;
-    case JSON_TRUE: sb_puts(b, "true"); break;
-    case JSON_FALSE: sb_puts(b, "false"); break;
-    case JSON_NULL: sb_puts(b, "null"); break;
+    case JSON_TRUE: kd_sbuf_puts(b, "true"); break;
+    case JSON_FALSE: kd_sbuf_puts(b, "false"); break;
+    case JSON_NULL: kd_sbuf_puts(b, "null"); break;
     }
 }
 
 char *kd_chat_tojson(const json_t *v) {
-    sbuf b = {0};
+    kd_sbuf b = {0};
     dump_json(&b, v);
-    sb_put(&b, "", 0);
+    kd_sbuf_add(&b, "", 0);
     if (b.oom) {
-        free(b.p);
+        free(b.data);
         return NULL;
     }
-    return b.p;
+    return b.data;
 }
 
 /* ---- the template ---- */
@@ -240,35 +218,35 @@ static int alloc_spans(const msg_in *m, int n, kd_chat_result *out, kd_error *er
 }
 
 /* {%- if tools %} system block with the tools {%- else %} plain system turn {%- endif %} */
-static void render_system(sbuf *b, const msg_in *m, int n, const json_t *tools, kd_chat_result *out) {
+static void render_system(kd_sbuf *b, const msg_in *m, int n, const json_t *tools, kd_chat_result *out) {
     int has_tools = tools && json_is_array(tools) && json_array_size(tools) > 0;
     int first_system = n > 0 && !strcmp(m[0].role, "system");
     if (has_tools) {
         size_t s0 = b->len;
-        sb_puts(b, "<|im_start|>system\n");
+        kd_sbuf_puts(b, "<|im_start|>system\n");
         if (first_system) {
             out->content_spans[0].start = b->len;
-            sb_puts(b, or_empty(m[0].content));
+            kd_sbuf_puts(b, or_empty(m[0].content));
             out->content_spans[0].end = b->len;
-            sb_puts(b, "\n\n");
+            kd_sbuf_puts(b, "\n\n");
         }
-        sb_puts(b, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are "
+        kd_sbuf_puts(b, "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are "
                    "provided with function signatures within <tools></tools> XML tags:\n<tools>");
         for (size_t t = 0; t < json_array_size(tools); t++) {
-            sb_puts(b, "\n");
+            kd_sbuf_puts(b, "\n");
             dump_json(b, json_array_get(tools, t));
         }
-        sb_puts(b, "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
+        kd_sbuf_puts(b, "\n</tools>\n\nFor each function call, return a json object with function name and arguments "
                    "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
                    "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n");
         if (first_system) out->message_spans[0] = (kd_span){s0, b->len};
     } else if (first_system) {
         out->message_spans[0].start = b->len;
-        sb_puts(b, "<|im_start|>system\n");
+        kd_sbuf_puts(b, "<|im_start|>system\n");
         out->content_spans[0].start = b->len;
-        sb_puts(b, or_empty(m[0].content));
+        kd_sbuf_puts(b, or_empty(m[0].content));
         out->content_spans[0].end = b->len;
-        sb_puts(b, "<|im_end|>\n");
+        kd_sbuf_puts(b, "<|im_end|>\n");
         out->message_spans[0].end = b->len;
     }
 }
@@ -284,9 +262,9 @@ static int last_query_index(const msg_in *m, int n) {
 }
 
 /* A tool call of an assistant message: {"name": ..., "arguments": ...} inside <tool_call> tags. */
-static int render_tool_call(sbuf *b, const json_t *tc, int i, size_t t, int content_truthy, kd_chat_result *out,
+static int render_tool_call(kd_sbuf *b, const json_t *tc, int i, size_t t, int content_truthy, kd_chat_result *out,
                             int *call, kd_error *err) {
-    if ((t == 0 && content_truthy) || t > 0) sb_puts(b, "\n");
+    if ((t == 0 && content_truthy) || t > 0) kd_sbuf_puts(b, "\n");
     const json_t *fn = json_object_get(tc, "function");
     /* {%- if tool_call.function %}: a non-empty object (or any truthy value) */
     if (fn && !json_is_null(fn) && !json_is_false(fn) && !(json_is_object(fn) && json_object_size(fn) == 0)) tc = fn;
@@ -297,25 +275,25 @@ static int render_tool_call(sbuf *b, const json_t *tc, int i, size_t t, int cont
                             "chat message %d: tool call %zu needs a string \"name\" and \"arguments\" "
                             "(OpenAI {\"function\": {\"name\", \"arguments\"}})",
                             i, t);
-    sb_puts(b, "<tool_call>\n");
+    kd_sbuf_puts(b, "<tool_call>\n");
     out->tool_call_spans[*call].start = b->len;
-    sb_puts(b, "{\"name\": \"");
-    sb_put(b, json_string_value(name), json_string_length(name));
-    sb_puts(b, "\", \"arguments\": ");
+    kd_sbuf_puts(b, "{\"name\": \"");
+    kd_sbuf_add(b, json_string_value(name), json_string_length(name));
+    kd_sbuf_puts(b, "\", \"arguments\": ");
     if (json_is_string(args))
-        sb_put(b, json_string_value(args), json_string_length(args));
+        kd_sbuf_add(b, json_string_value(args), json_string_length(args));
     else
         dump_json(b, args);
-    sb_puts(b, "}");
+    kd_sbuf_puts(b, "}");
     out->tool_call_spans[*call].end = b->len;
     out->tool_call_message[*call] = i;
     (*call)++;
-    sb_puts(b, "\n</tool_call>");
+    kd_sbuf_puts(b, "\n</tool_call>");
     return KD_OK;
 }
 
 /* An assistant message: its reasoning (shown after the last query), its content, its tool calls. */
-static int render_assistant(sbuf *b, const msg_in *m, int i, int n, int last_query, kd_chat_result *out, int *call,
+static int render_assistant(kd_sbuf *b, const msg_in *m, int i, int n, int last_query, kd_chat_result *out, int *call,
                             kd_error *err) {
     const char *content = or_empty(m[i].content);
     kd_span *ms = &out->message_spans[i], *cs = &out->content_spans[i];
@@ -338,20 +316,20 @@ static int render_assistant(sbuf *b, const msg_in *m, int i, int n, int last_que
     }
     int content_truthy = ce > cb;
     ms->start = b->len;
-    sb_puts(b, "<|im_start|>assistant\n");
+    kd_sbuf_puts(b, "<|im_start|>assistant\n");
     if (i > last_query && (i == n - 1 || re > rb)) {
         const char *sb_ = rb, *se = re;
         trim_nl(&sb_, &se, 1, 1);
-        sb_puts(b, "<think>\n");
-        sb_put(b, sb_, (size_t)(se - sb_));
-        sb_puts(b, "\n</think>\n\n");
+        kd_sbuf_puts(b, "<think>\n");
+        kd_sbuf_add(b, sb_, (size_t)(se - sb_));
+        kd_sbuf_puts(b, "\n</think>\n\n");
         const char *c2 = cb;
         trim_nl(&c2, &ce, 1, 0);
         cs->start = b->len;
-        sb_put(b, c2, (size_t)(ce - c2));
+        kd_sbuf_add(b, c2, (size_t)(ce - c2));
     } else {
         cs->start = b->len;
-        sb_put(b, cb, (size_t)(ce - cb));
+        kd_sbuf_add(b, cb, (size_t)(ce - cb));
     }
     cs->end = b->len;
     const json_t *tcs = m[i].tool_calls;
@@ -359,32 +337,32 @@ static int render_assistant(sbuf *b, const msg_in *m, int i, int n, int last_que
         int rc = render_tool_call(b, json_array_get(tcs, t), i, t, content_truthy, out, call, err);
         if (rc != KD_OK) return rc;
     }
-    sb_puts(b, "<|im_end|>\n");
+    kd_sbuf_puts(b, "<|im_end|>\n");
     ms->end = b->len;
     return KD_OK;
 }
 
 /* A user or later system message, or a tool response (consecutive ones share one user turn). */
-static void render_turn(sbuf *b, const msg_in *m, int i, int n, kd_chat_result *out) {
+static void render_turn(kd_sbuf *b, const msg_in *m, int i, int n, kd_chat_result *out) {
     const char *role = m[i].role, *content = or_empty(m[i].content);
     kd_span *ms = &out->message_spans[i], *cs = &out->content_spans[i];
     ms->start = b->len;
     if (!strcmp(role, "tool")) {
-        if (i == 0 || strcmp(m[i - 1].role, "tool")) sb_puts(b, "<|im_start|>user");
-        sb_puts(b, "\n<tool_response>\n");
+        if (i == 0 || strcmp(m[i - 1].role, "tool")) kd_sbuf_puts(b, "<|im_start|>user");
+        kd_sbuf_puts(b, "\n<tool_response>\n");
         cs->start = b->len;
-        sb_puts(b, content);
+        kd_sbuf_puts(b, content);
         cs->end = b->len;
-        sb_puts(b, "\n</tool_response>");
-        if (i == n - 1 || strcmp(m[i + 1].role, "tool")) sb_puts(b, "<|im_end|>\n");
+        kd_sbuf_puts(b, "\n</tool_response>");
+        if (i == n - 1 || strcmp(m[i + 1].role, "tool")) kd_sbuf_puts(b, "<|im_end|>\n");
     } else {
-        sb_puts(b, "<|im_start|>");
-        sb_puts(b, role);
-        sb_puts(b, "\n");
+        kd_sbuf_puts(b, "<|im_start|>");
+        kd_sbuf_puts(b, role);
+        kd_sbuf_puts(b, "\n");
         cs->start = b->len;
-        sb_puts(b, content);
+        kd_sbuf_puts(b, content);
         cs->end = b->len;
-        sb_puts(b, "<|im_end|>\n");
+        kd_sbuf_puts(b, "<|im_end|>\n");
     }
     ms->end = b->len;
 }
@@ -395,7 +373,7 @@ static int render(const msg_in *m, int n, const json_t *tools, const kd_chat_opt
     int rc = check_messages(m, n, tools, err);
     if (rc == KD_OK) rc = alloc_spans(m, n, out, err);
     if (rc != KD_OK) return rc;
-    sbuf b = {0};
+    kd_sbuf b = {0};
     render_system(&b, m, n, tools, out);
     int last_query = last_query_index(m, n);
     int call = 0;
@@ -406,22 +384,22 @@ static int render(const msg_in *m, int n, const json_t *tools, const kd_chat_opt
         /* else the leading system message, rendered above */
     }
     if (rc != KD_OK) {
-        free(b.p);
+        free(b.data);
         kd_chat_render_free(out);
         return rc;
     }
     out->n_tool_calls = call;
     if (opts && opts->add_generation_prompt) {
-        sb_puts(&b, "<|im_start|>assistant\n");
-        if (opts->disable_thinking) sb_puts(&b, "<think>\n\n</think>\n\n");
+        kd_sbuf_puts(&b, "<|im_start|>assistant\n");
+        if (opts->disable_thinking) kd_sbuf_puts(&b, "<think>\n\n</think>\n\n");
     }
-    sb_put(&b, "", 0);
+    kd_sbuf_add(&b, "", 0);
     if (b.oom) {
-        free(b.p);
+        free(b.data);
         kd_chat_render_free(out);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory rendering a chat");
     }
-    out->text = b.p;
+    out->text = b.data;
     out->len = b.len;
     out->generation_start = b.len;
     return KD_OK;
