@@ -54,6 +54,7 @@ typedef struct kd_config {
         double eval_fraction;  /* share of samples held out for eval */
         int64_t max_bad_steps; /* consecutive NaN/Inf steps before abort */
         int64_t threads;       /* 0: cores / ranks per node */
+        int64_t length_buckets; /* 0: off; N: sort N steps' samples by length, micro-batches run at their longest row */
         int64_t prompt_window; /* prompt tokens kept before the answer; 0: the whole prompt (window.h) */
         char save_dtype[KD_CFG_STR];     /* final/ weights: float32 | bfloat16 | float16 */
         char max_shard_size[KD_CFG_STR]; /* final/ shards above this ("5GB"; "0" never) */
@@ -73,6 +74,7 @@ typedef struct kd_config {
         double timeout_s;
         int64_t max_retries;
         double max_retry_after_s;   /* cap on a server's Retry-After */
+        double request_deadline_s;  /* all attempts of one request, retry waits included, end by this */
         int64_t max_response_bytes; /* cap on an answer's decoded size */
         double backoff_base_s;
         int64_t top_logprobs;          /* K */

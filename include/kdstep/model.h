@@ -99,7 +99,8 @@ typedef struct kd_model_weights {
 typedef struct kd_model kd_model;
 struct kd_model {
     kd_model_config cfg;
-    int B, T; /* activation shape the model was sized for */
+    int B, T;  /* activation shape of the next forward/backward: [B, T] */
+    int T_max; /* the T the activations were sized for (kd_model_set_seq_len moves T in 1..T_max) */
 
     /* Parameters and optimizer state: each one contiguous buffer of n_params floats. */
     size_t n_params;
@@ -138,6 +139,11 @@ void kd_model_free(kd_model *m);
 void kd_model_init_random(kd_model *m, uint64_t seed);
 
 /* Forward over ids[B*T] (row-major, b*T + t); lengths[B] or NULL. Fills m->logits. */
+/* The sequence length of the next forward and backward: rows are then [B, T] with this T (ids,
+ * lengths and logits laid out with it), so a micro-batch of short rows pays for its own longest row
+ * only. 1 <= T <= m->T_max; the model's results for a row do not depend on it beyond the float
+ * reassociation of products over more or fewer rows. */
+int kd_model_set_seq_len(kd_model *m, int T, kd_error *err);
 int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd_error *err);
 /* Mean cross-entropy over targets[B*T] >= 0 (-1 = ignore; rows past lengths are ignored too).
  * Overwrites m->logits with d(scale * mean loss)/d(logits), ready for kd_model_backward.

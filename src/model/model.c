@@ -380,6 +380,7 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
     m->cfg = *cfg;
     m->B = B;
     m->T = T;
+    m->T_max = T;
     m->priv = a;
     int L = cfg->num_layers;
     m->tensors = kd_calloc((size_t)(L * 11 + 3), sizeof *m->tensors);
@@ -734,6 +735,13 @@ static int forward_body(kd_model *m, const int32_t *ids, const int32_t *lengths,
         matmul_fwd(a->res[l + 1], a->h[l], w->down_proj, (int)BT, FF, C, 1);
     }
     rmsnorm_fwd(a->lnf, a->rstdf, a->res[c->num_layers], m->w.final_norm, BT, C, eps);
+    return KD_OK;
+}
+
+int kd_model_set_seq_len(kd_model *m, int T, kd_error *err) {
+    if (T < 1 || T > m->T_max)
+        return kd_error_set(err, KD_ERR_INVALID, "model: sequence length %d is outside 1..%d (the length the model was allocated for)", T, m->T_max);
+    m->T = T;
     return KD_OK;
 }
 

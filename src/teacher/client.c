@@ -10,6 +10,9 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <math.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +40,7 @@ typedef struct job {
     int retries;
     double due_s;
     double start_s;
+    double first_s;      /* start of the first attempt (0: not started): teacher.request_deadline_s counts from here */
     double waited_s;     /* retry waits so far (all phases) */
     int too_big;         /* the answer passed teacher.max_response_bytes (decoded) */
     CURL *easy;
@@ -166,6 +170,27 @@ static int on_timer(CURLM *multi, long timeout_ms, void *user) {
     return 0;
 }
 
+/* Scoring answers are about 1 MB each, and their parse allocates ~1.5 MB (the logprobs block and its
+ * token texts) that the caller frees a moment later; with 16-32 in flight, glibc's defaults give each
+ * of those blocks fresh pages: a block over the mmap threshold is mmap'd and unmapped, one at the heap's
+ * top is trimmed back to the system, and every page is faulted in again for the next answer (90 page
+ * faults per scored conversation, a third of the client's system time). For the process that talks to
+ * an HTTP teacher: blocks up to 32 MB come from the heap, and up to 64 MB of free heap is kept. Set
+ * once; an allocator other than glibc's is left alone. */
+#ifdef __GLIBC__
+static void set_malloc_thresholds(void) {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+#endif
+
+static void keep_answer_memory(void) {
+#ifdef __GLIBC__
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, set_malloc_thresholds);
+#endif
+}
+
 int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_error *err) {
     *out = NULL;
     const char *url = cfg->teacher.url;
@@ -173,6 +198,7 @@ int kd_client_open(struct kd_teacher_client **out, const kd_config *cfg, kd_erro
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return kd_error_set(err, KD_ERR_INVALID, "teacher.url: '%s' is neither 'stub' nor an http(s):// URL",
                             kd_url_redact(shown, sizeof shown, url));
+    keep_answer_memory();
     /* a key with CR/LF would add headers of its own to every request; refused before any is sent
      * (the key itself is never printed) */
     const char *key = cfg->teacher.api_key_env[0] ? getenv(cfg->teacher.api_key_env) : NULL;
@@ -509,6 +535,16 @@ static int start_job(struct kd_teacher_client *c, job *j) {
     j->too_big = 0;
     j->easy = e;
     j->start_s = kd_teacher_now();
+    if (!j->first_s) j->first_s = j->start_s;
+    /* a scoring answer is ~0.5 KB per token (1 MB for 2,000 tokens): read it in 512 KB gulps, not 64 KB
+     * ones, so one answer costs two or three recv + epoll rounds instead of sixteen (system time was most
+     * of the client CPU per scored conversation) */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, j->score ? 512L * 1024 : 64L * 1024);
+    /* each attempt ends by teacher.timeout_s, and by the request's deadline (schedule_retry starts no
+     * retry after it, so some time is left here) */
+    double left = j->first_s + c->cfg.teacher.request_deadline_s - j->start_s;
+    double limit = c->cfg.teacher.timeout_s < left ? c->cfg.teacher.timeout_s : left;
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit * 1000 < 1 ? 1L : (long)(limit * 1000));
     if (q_push(&c->running, j) || curl_multi_add_handle(c->multi, e) != CURLM_OK) {
         if (c->running.n && c->running.v[c->running.n - 1] == j) c->running.n--;
         curl_easy_cleanup(e);
@@ -594,10 +630,24 @@ static void schedule_retry(struct kd_teacher_client *c, job *j, double min_delay
         return;
     }
     if (delay < min_delay) delay = min_delay;
+    /* every attempt, backoff and Retry-After wait of one request ends by teacher.request_deadline_s after
+     * its first attempt: a retry that could not start before then fails the request now */
+    double now = kd_teacher_now(), end = j->first_s + c->cfg.teacher.request_deadline_s;
+    if (now + delay >= end) {
+        char ex[EXCERPT_MAX + 1];
+        snprintf(ex, sizeof ex, "%s", j->resp.data ? j->resp.data : "");
+        kd_redact(ex, c->key);
+        finish(c, j, KD_ERR_NET,
+               "teacher request %llu: gave up after %d attempts over %.1f s: teacher.request_deadline_s (%g s) ends before "
+               "the next retry could start (raise teacher.request_deadline_s to keep trying longer); last: %s%s%s",
+               (unsigned long long)j->c->tag, j->c->attempts, now - j->first_s, c->cfg.teacher.request_deadline_s, why,
+               ex[0] ? "; body: " : "", ex);
+        return;
+    }
     j->waited_s += delay;
     j->retries++;
     c->st.retries++;
-    j->due_s = kd_teacher_now() + delay;
+    j->due_s = now + delay;
     KD_DEBUG("teacher request %llu: %s; retry %d in %.3f s", (unsigned long long)j->c->tag, why, j->retries, delay);
     if (q_push(&c->delayed, j)) finish(c, j, KD_ERR_NOMEM, "out of memory scheduling a retry");
 }

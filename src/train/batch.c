@@ -190,6 +190,71 @@ int kd_train_data_scan(kd_train_data *d, kd_error *err) {
     return KD_OK;
 }
 
+int64_t kd_train_data_window_len(const kd_train_data *d, const sample_meta *sm) {
+    int64_t s0 = kd_train_window_start(sm->n, sm->prompt_len, d->P, d->T);
+    return sm->n - s0 < d->T ? sm->n - s0 : d->T;
+}
+
+typedef struct len_key {
+    int64_t len, slot; /* window length; position in the shuffled order (the tie-break) */
+} len_key;
+
+static int by_len_desc(const void *pa, const void *pb) {
+    const len_key *a = pa, *b = pb;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;
+    return (a->slot > b->slot) - (a->slot < b->slot);
+}
+
+/* Length bucketing (train.length_buckets = N): each chunk of N*G places of the shuffled order is
+ * sorted by window length, longest first, and cut into steps of G; the steps of the chunk are then
+ * put in a seeded order, so a step's micro-batches hold alike lengths (little padding, and ranks of
+ * one step wait little for each other) while long and short steps still alternate. Depends only on
+ * (seed, epoch), like the shuffle. */
+static int length_sort(kd_train_data *d, int64_t epoch) {
+    int64_t W = d->length_buckets * d->G;
+    len_key *k = kd_calloc((size_t)W, sizeof *k);
+    int64_t *tmp = kd_calloc((size_t)W, sizeof *tmp), *steps = kd_calloc((size_t)d->length_buckets, sizeof *steps);
+    if (!k || !tmp || !steps) {
+        free(k);
+        free(tmp);
+        free(steps);
+        return -1;
+    }
+    uint64_t s = (uint64_t)d->seed * 0xA0761D6478BD642FULL ^ ((uint64_t)epoch + 1) * 0xE7037ED1A0B428DBULL;
+    for (int64_t c0 = 0; c0 < d->n_train; c0 += W) {
+        int64_t n = d->n_train - c0 < W ? d->n_train - c0 : W;
+        for (int64_t i = 0; i < n; i++) {
+            k[i].len = kd_train_data_window_len(d, &d->train[d->perm[c0 + i]]);
+            k[i].slot = c0 + i;
+        }
+        qsort(k, (size_t)n, sizeof *k, by_len_desc);
+        int64_t ns = (n + d->G - 1) / d->G; /* steps in this chunk; the last may be short */
+        for (int64_t i = 0; i < ns; i++) steps[i] = i;
+        for (int64_t i = ns - 1; i > 0; i--) {
+            int64_t j = (int64_t)(kd_splitmix64(&s) % (uint64_t)(i + 1)), t = steps[i];
+            steps[i] = steps[j];
+            steps[j] = t;
+        }
+        /* the short step, if any, stays last so every other step holds G whole samples */
+        for (int64_t i = 0; i < ns; i++)
+            if (n % d->G && steps[i] == ns - 1) {
+                steps[i] = steps[ns - 1];
+                steps[ns - 1] = ns - 1;
+                break;
+            }
+        int64_t u = 0;
+        for (int64_t i = 0; i < ns; i++) {
+            int64_t lo = steps[i] * d->G, hi = lo + d->G < n ? lo + d->G : n;
+            for (int64_t j = lo; j < hi; j++) tmp[u++] = d->perm[k[j].slot];
+        }
+        memcpy(d->perm + c0, tmp, (size_t)n * sizeof *tmp);
+    }
+    free(k);
+    free(tmp);
+    free(steps);
+    return 0;
+}
+
 const int64_t *kd_train_data_perm(kd_train_data *d, int64_t epoch) {
     if (d->perm && d->perm_epoch == epoch) return d->perm;
     if (!d->perm) d->perm = kd_calloc((size_t)d->n_train, sizeof(int64_t));
@@ -202,6 +267,7 @@ const int64_t *kd_train_data_perm(kd_train_data *d, int64_t epoch) {
         d->perm[i] = d->perm[j];
         d->perm[j] = t;
     }
+    if (d->length_buckets > 0 && d->G > 0 && length_sort(d, epoch)) return NULL;
     d->perm_epoch = epoch;
     return d->perm;
 }
@@ -214,8 +280,13 @@ int kd_train_data_load_row(kd_train_data *d, micro_batch *mb, int r, const sampl
     if (rc) return rc;
     kd_mb_clear_row(mb, r);
     int64_t n = b.offsets[1];
-    int64_t s0 = kd_train_window_start(sm->n, sm->prompt_len, d->P, mb->T);
-    int64_t L = n - s0 < mb->T ? n - s0 : mb->T;
+    int64_t s0 = kd_train_window_start(sm->n, sm->prompt_len, d->P, d->T);
+    int64_t L = n - s0 < d->T ? n - s0 : d->T;
+    if (L > mb->T) {
+        kd_batch_free(&b);
+        return kd_error_set(err, KD_ERR_INVALID, "train: sample %lld has a %lld-token window, more than its micro-batch's %d",
+                            (long long)sm->index, (long long)L, mb->T);
+    }
     size_t o = (size_t)r * mb->T;
     memcpy(mb->ids + o, b.input_ids + s0, (size_t)L * sizeof(int32_t));
     memcpy(mb->loss + o, b.loss_mask + s0, (size_t)L);

@@ -51,6 +51,8 @@ typedef struct kd_train_data {
     sample_meta *train, *held;
     int64_t n_train, n_held;
     int64_t n_truncated, n_dropped, n_fallback;
+    int64_t length_buckets;  /* train.length_buckets: 0 off; N: sort each N steps' samples by length */
+    int64_t G;               /* samples per optimizer step (world * grad_accum * micro_batch) */
     int64_t perm_epoch; /* the epoch whose order perm holds (-1: none yet) */
     int64_t *perm;
 } kd_train_data;
@@ -60,7 +62,10 @@ typedef struct kd_train_data {
 int kd_train_data_scan(kd_train_data *d, kd_error *err);
 /* The order of epoch `epoch` (n_train indices into d->train), or NULL out of memory. */
 const int64_t *kd_train_data_perm(kd_train_data *d, int64_t epoch);
-/* Fill row r of mb with sample sm (its window of at most mb->T tokens). */
+/* The tokens of sample sm's window (at most d->T). */
+int64_t kd_train_data_window_len(const kd_train_data *d, const sample_meta *sm);
+/* Fill row r of mb with sample sm: its window of at most d->T tokens, at row stride mb->T (which
+ * must hold the window: mb->T < d->T only for micro-batches sized to their longest row). */
 int kd_train_data_load_row(kd_train_data *d, micro_batch *mb, int r, const sample_meta *sm, kd_error *err);
 void kd_train_data_free(kd_train_data *d);
 

@@ -66,6 +66,7 @@ typedef struct trainer {
     kd_tokenizer *tok;
     kd_dataset *ds;
     kd_train_data d; /* the split, the order, the windows (batch.h) */
+    const sample_meta **rows; /* [B]: the samples of the micro-batch being loaded */
     int K;
     kd_model *m;
     int B, T, V;
@@ -252,7 +253,8 @@ static int evaluate(trainer *tr, const term_cfg *tc, micro_batch *mb, double *lo
             } else kd_mb_clear_row(mb, r);
         }
         if (!any) continue;
-        int rc = kd_model_forward(tr->m, mb->ids, mb->lengths, err);
+        int rc = kd_model_set_seq_len(tr->m, T, err);
+        if (!rc) rc = kd_model_forward(tr->m, mb->ids, mb->lengths, err);
         if (rc) return rc;
         micro_counts(tc, mb, cnt);
         int64_t ones[T_COUNT];
@@ -489,6 +491,8 @@ static void trainer_init(trainer *tr, const kd_train_options *opt, MPI_Comm comm
     tr->d.perm_epoch = -1;
     tr->accum = cfg->train.grad_accum;
     tr->G = (int64_t)tr->world * tr->accum * tr->B;
+    tr->d.G = tr->G;
+    tr->d.length_buckets = cfg->train.length_buckets;
     terms_from_config(cfg, &tr->tc);
     kd_config_hash(cfg, tr->cfg_sha);
     tr->last_loss = tr->last_held = tr->last_acc = NAN;
@@ -507,6 +511,7 @@ static void trainer_free(trainer *tr) {
     kd_mb_free(&tr->evb);
     kd_train_data_free(&tr->d);
     free(tr->reqs);
+    free(tr->rows);
     free(tr->dl);
 }
 
@@ -628,7 +633,8 @@ static int allocate(trainer *tr, kd_error *err) {
     tr->max_reqs = 4 * (tr->m->cfg.num_layers + 4);
     tr->reqs = kd_calloc((size_t)tr->max_reqs, sizeof(MPI_Request));
     tr->bucket_floats = (size_t)tr->cfg->train.bucket_floats;
-    int failed = !tr->mbs || !tr->dl || !tr->reqs;
+    tr->rows = kd_calloc((size_t)tr->B, sizeof *tr->rows);
+    int failed = !tr->mbs || !tr->dl || !tr->reqs || !tr->rows;
     for (int64_t a = 0; a < tr->accum && !failed; a++) failed = kd_mb_alloc(&tr->mbs[a], tr->B, tr->T, tr->K) != 0;
     if (!failed) failed = kd_mb_alloc(&tr->evb, tr->B, tr->T, tr->K) != 0;
     if (failed) return kd_error_set(err, KD_ERR_NOMEM, "train: out of memory for batches");
@@ -662,12 +668,19 @@ static int load_step(trainer *tr, int64_t *counts, double *data_s, kd_error *err
     for (int64_t a = 0; a < tr->accum && !rc; a++) {
         micro_batch *b = &tr->mbs[a];
         b->tokens = 0;
+        const sample_meta **rows = tr->rows;
+        int64_t longest = 1;
         for (int r = 0; r < tr->B && !rc; r++) {
             int64_t pos = tr->step * tr->G + (a * tr->world + tr->rank) * tr->B + r;
             const int64_t *perm = kd_train_data_perm(&tr->d, pos / tr->d.n_train);
             if (!perm) rc = kd_error_set(err, KD_ERR_NOMEM, "train: out of memory");
-            else rc = kd_train_data_load_row(&tr->d, b, r, &tr->d.train[perm[pos % tr->d.n_train]], err);
+            else rows[r] = &tr->d.train[perm[pos % tr->d.n_train]];
+            if (!rc && kd_train_data_window_len(&tr->d, rows[r]) > longest) longest = kd_train_data_window_len(&tr->d, rows[r]);
         }
+        /* length bucketing: the micro-batch runs at its longest row, rounded up to 16 */
+        b->T = tr->T;
+        if (tr->d.length_buckets > 0 && (longest + 15) / 16 * 16 < tr->T) b->T = (int)((longest + 15) / 16 * 16);
+        for (int r = 0; r < tr->B && !rc; r++) rc = kd_train_data_load_row(&tr->d, b, r, rows[r], err);
         if (rc) break;
         micro_counts(&tr->tc, b, counts);
         counts[T_COUNT] += b->tokens;
@@ -683,8 +696,8 @@ static int forward_backward(trainer *tr, const int64_t *counts, double *sums, do
     kd_model_zero_grad(tr->m);
     for (int64_t a = 0; a < tr->accum; a++) {
         micro_batch *b = &tr->mbs[a];
-        if ((rc = kd_model_forward(tr->m, b->ids, b->lengths, err))) break;
-        size_t nl = (size_t)tr->B * tr->T * (size_t)tr->V;
+        if ((rc = kd_model_set_seq_len(tr->m, b->T, err)) || (rc = kd_model_forward(tr->m, b->ids, b->lengths, err))) break;
+        size_t nl = (size_t)tr->B * b->T * (size_t)tr->V;
         memset(tr->dl, 0, nl * sizeof(float));
         micro_losses(tr, &tr->tc, b, tr->m->logits, counts, tr->dl, sums, grammar_s);
         memcpy(tr->m->logits, tr->dl, nl * sizeof(float));
