@@ -216,34 +216,12 @@ static float *falloc(size_t n) {
     return p;
 }
 
-static int model_alloc(const kd_model_config *cfg, int B, int T, int training, kd_model **out, kd_error *err) {
-    *out = NULL;
-    int rc = kd_model_config_validate(cfg, err);
-    if (rc) return rc;
-    if (B <= 0 || T <= 0) return kd_error_set(err, KD_ERR_INVALID, "model: batch (%d) and sequence length (%d) must be positive", B, T);
-    if (T > cfg->max_position_embeddings)
-        return kd_error_set(err, KD_ERR_INVALID, "model: sequence length %d exceeds max_position_embeddings %d", T, cfg->max_position_embeddings);
-    kd_model *m = kd_calloc(1, sizeof *m);
-    acts *a = kd_calloc(1, sizeof *a);
-    if (!m || !a) {
-        free(m);
-        free(a);
-        return kd_error_set(err, KD_ERR_NOMEM, "model: out of memory");
-    }
-    m->cfg = *cfg;
-    m->B = B;
-    m->T = T;
-    m->T_max = T;
-    m->priv = a;
+/* The parameter layout: HF names and shapes in order, each tensor's offset into one flat array. */
+static void layout_tensors(kd_model *m) {
+    const kd_model_config *cfg = &m->cfg;
     int L = cfg->num_layers;
     size_t C = (size_t)cfg->hidden_size, FF = (size_t)cfg->intermediate_size, D = (size_t)cfg->head_dim;
-    size_t Hq = (size_t)cfg->num_heads, Hkv = (size_t)cfg->num_kv_heads, V = (size_t)cfg->vocab_size;
-    size_t QD = Hq * D, KD = Hkv * D, BT = (size_t)B * (size_t)T;
-
-    m->tensors = kd_calloc((size_t)(L * 11 + 3), sizeof *m->tensors);
-    m->w.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
-    m->g.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
-    if (!m->tensors || !m->w.layers || !m->g.layers) goto oom;
+    size_t QD = (size_t)cfg->num_heads * D, KD = (size_t)cfg->num_kv_heads * D, V = (size_t)cfg->vocab_size;
     size_t off = 0;
     char name[KD_MODEL_NAME_MAX];
     add_tensor(m, &off, "model.embed_tokens.weight", 2, (int64_t)V, (int64_t)C, 1);
@@ -267,20 +245,34 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
     add_tensor(m, &off, "model.norm.weight", 1, (int64_t)C, 0, 0);
     if (!cfg->tie_word_embeddings) add_tensor(m, &off, "lm_head.weight", 2, (int64_t)V, (int64_t)C, 1);
     m->n_params = off;
-    m->params = falloc(off);
-    if (!m->params) goto oom;
+}
+
+/* Parameters (and for training gradients and AdamW moments), and the weight pointers into them.
+ * Returns 0, or -1 when out of memory. */
+static int alloc_params(kd_model *m, int training) {
+    size_t C = (size_t)m->cfg.hidden_size, FF = (size_t)m->cfg.intermediate_size;
+    m->params = falloc(m->n_params);
+    if (!m->params) return -1;
     if (training) {
-        m->grads = falloc(off);
-        m->adam_m = falloc(off);
-        m->adam_v = falloc(off);
-        if (!m->grads || !m->adam_m || !m->adam_v) goto oom;
+        m->grads = falloc(m->n_params);
+        m->adam_m = falloc(m->n_params);
+        m->adam_v = falloc(m->n_params);
+        if (!m->grads || !m->adam_m || !m->adam_v) return -1;
         point_weights(m, m->grads, &m->g);
     }
     point_weights(m, m->params, &m->w);
-    for (int l = 0; l < L; l++) /* the fused gate/up products rely on it */
-        if (m->w.layers[l].up_proj != m->w.layers[l].gate_proj + FF * C) goto oom;
+    for (int l = 0; l < m->cfg.num_layers; l++) /* the fused gate/up products rely on it */
+        if (m->w.layers[l].up_proj != m->w.layers[l].gate_proj + FF * C) return -1;
+    return 0;
+}
 
-    /* Activations: one allocation, carved up below. */
+/* Activations: one allocation, carved up. Returns 0, or -1 when out of memory. */
+static int alloc_acts(kd_model *m, acts *a, int training) {
+    const kd_model_config *cfg = &m->cfg;
+    int L = cfg->num_layers, B = m->B, T = m->T;
+    size_t C = (size_t)cfg->hidden_size, FF = (size_t)cfg->intermediate_size, D = (size_t)cfg->head_dim;
+    size_t Hq = (size_t)cfg->num_heads, Hkv = (size_t)cfg->num_kv_heads, V = (size_t)cfg->vocab_size;
+    size_t QD = Hq * D, KD = Hkv * D, BT = (size_t)B * (size_t)T;
     a->L = L;
     a->nthreads = omp_get_max_threads();
     size_t per_layer = BT * C * 4 + BT * 2 + BT * QD * 3 + BT * KD * 3 + BT * (Hq + Hkv) + (size_t)B * Hq * (size_t)T * (size_t)T + BT * FF * 3;
@@ -295,11 +287,11 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
                         &a->att, &a->y, &a->mid, &a->ln2, &a->rstd2, &a->gate, &a->up, &a->h};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
         *lists[i] = kd_calloc((size_t)L + 1, sizeof(float *));
-        if (!*lists[i]) goto oom;
+        if (!*lists[i]) return -1;
     }
     a->ids = kd_calloc(BT, sizeof(int32_t));
     a->len = kd_calloc((size_t)B, sizeof(int32_t));
-    if (!a->buf || !a->ids || !a->len) goto oom;
+    if (!a->buf || !a->ids || !a->len) return -1;
     float *p = a->buf;
 #define TAKE(n) (p += (n), p - (n))
     for (int l = 0; l < L; l++) {
@@ -353,15 +345,50 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
     a->rope_cos = TAKE((size_t)T * D / 2);
     a->rope_sin = TAKE((size_t)T * D / 2);
 #undef TAKE
-    for (int t = 0; t < T; t++)
+    return 0;
+}
+
+/* The rotary tables, and the norms' weights at 1 (the other weights stay 0 until initialized or loaded). */
+static void init_tables(kd_model *m, acts *a) {
+    size_t D = (size_t)m->cfg.head_dim;
+    for (int t = 0; t < m->T; t++)
         for (size_t i = 0; i < D / 2; i++) {
-            float ang = (float)t * rope_inv_freq(cfg, (int)i);
+            float ang = (float)t * rope_inv_freq(&m->cfg, (int)i);
             a->rope_cos[(size_t)t * D / 2 + i] = cosf(ang);
             a->rope_sin[(size_t)t * D / 2 + i] = sinf(ang);
         }
     for (int i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].ndim == 1)
             for (size_t j = 0; j < m->tensors[i].numel; j++) m->params[m->tensors[i].offset + j] = 1.0f;
+}
+
+static int model_alloc(const kd_model_config *cfg, int B, int T, int training, kd_model **out, kd_error *err) {
+    *out = NULL;
+    int rc = kd_model_config_validate(cfg, err);
+    if (rc) return rc;
+    if (B <= 0 || T <= 0) return kd_error_set(err, KD_ERR_INVALID, "model: batch (%d) and sequence length (%d) must be positive", B, T);
+    if (T > cfg->max_position_embeddings)
+        return kd_error_set(err, KD_ERR_INVALID, "model: sequence length %d exceeds max_position_embeddings %d", T, cfg->max_position_embeddings);
+    kd_model *m = kd_calloc(1, sizeof *m);
+    acts *a = kd_calloc(1, sizeof *a);
+    if (!m || !a) {
+        free(m);
+        free(a);
+        return kd_error_set(err, KD_ERR_NOMEM, "model: out of memory");
+    }
+    m->cfg = *cfg;
+    m->B = B;
+    m->T = T;
+    m->T_max = T;
+    m->priv = a;
+    int L = cfg->num_layers;
+    m->tensors = kd_calloc((size_t)(L * 11 + 3), sizeof *m->tensors);
+    m->w.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
+    m->g.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
+    if (!m->tensors || !m->w.layers || !m->g.layers) goto oom;
+    layout_tensors(m);
+    if (alloc_params(m, training) || alloc_acts(m, a, training)) goto oom;
+    init_tables(m, a);
     *out = m;
     return KD_OK;
 oom:
