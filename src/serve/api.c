@@ -10,6 +10,7 @@
 #include "kdstep/chat.h"
 #include "kdstep/extract.h"
 #include "kdstep/fsutil.h"
+#include "kdstep/sbuf.h"
 
 static const char TOOL_OPEN[] = "<tool_call>";
 
@@ -460,39 +461,16 @@ char *kd_api_response(const kd_student *st, const kd_api_request *r, const char 
 
 /* ---- streaming (server-sent events, as OpenAI: "data: {chunk}\n\n" ..., "data: [DONE]\n\n") ---- */
 
-typedef struct sse_buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sse_buf;
-
-static void sse_add(sse_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = (b->len + n + 1) * 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sse_chunk(sse_buf *b, json_t *chunk) {
+static void sse_chunk(kd_sbuf *b, json_t *chunk) {
     char *s = chunk ? json_dumps(chunk, JSON_COMPACT) : NULL;
     json_decref(chunk);
     if (!s) {
         b->oom = 1;
         return;
     }
-    sse_add(b, "data: ", 6);
-    sse_add(b, s, strlen(s));
-    sse_add(b, "\n\n", 2);
+    kd_sbuf_puts(b, "data: ");
+    kd_sbuf_puts(b, s);
+    kd_sbuf_puts(b, "\n\n");
     free(s);
 }
 
@@ -531,9 +509,8 @@ static size_t sendable(const char *text, size_t len, int has_tools, int final) {
 
 char *kd_api_stream_events(const kd_student *st, const kd_api_request *r, const char *id, const char *model,
                            long created, const kd_seq *seq, int n, int state, kd_api_stream *ss) {
-    sse_buf b = {0};
-    sse_add(&b, "", 0);
-    if (ss->finished) return b.p;
+    kd_sbuf b = {0};
+    if (ss->finished) return kd_sbuf_take(&b); /* "" */
     int chat = r->kind == KD_API_CHAT, final = state != KD_SEQ_RUNNING;
     if (chat && !ss->started)
         sse_chunk(&b, chunk_of(r, id, model, created, json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", 0, "delta", "role", "assistant",
@@ -545,7 +522,7 @@ char *kd_api_stream_events(const kd_student *st, const kd_api_request *r, const 
     size_t len = 0;
     kd_error err = {0};
     if (decode_tokens(st, t, nv, &text, &len, &err)) {
-        free(b.p);
+        kd_sbuf_free(&b);
         return NULL;
     }
     int tools = chat && r->has_tools, hold = 0;
@@ -593,13 +570,9 @@ char *kd_api_stream_events(const kd_student *st, const kd_api_request *r, const 
                                   "choices", "usage", "prompt_tokens", r->n_ids, "completion_tokens", n, "total_tokens", r->n_ids + n);
             sse_chunk(&b, u);
         }
-        sse_add(&b, "data: [DONE]\n\n", 14);
+        kd_sbuf_puts(&b, "data: [DONE]\n\n");
         ss->finished = 1;
     }
     json_decref(calls);
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
+    return kd_sbuf_take(&b); /* NULL when out of memory */
 }

@@ -32,6 +32,12 @@
 
 static kd_registry *g_reg;
 
+/* The config's defaults, with teacher.url at a kd_server running on loopback. */
+static inline void config_for_server(kd_config *cfg, kd_server *srv) {
+    kd_config_defaults(cfg);
+    snprintf(cfg->teacher.url, sizeof cfg->teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+}
+
 static inline kd_stub_teacher *open_stub(int fmt, double malformed, double temperature, int64_t seed) {
     kd_stub_options o = {.tool_call_format = fmt, .malformed_rate = malformed, .temperature = temperature, .seed = seed};
     kd_stub_teacher *s = NULL;

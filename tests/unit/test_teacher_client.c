@@ -19,8 +19,7 @@ static void run_client(kd_server_options so, int n, void (*tweak)(kd_config *), 
     kd_error e;
     CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
     kd_config cfg;
-    kd_config_defaults(&cfg);
-    snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+    config_for_server(&cfg, srv);
     cfg.teacher.max_in_flight = 32;
     /* Only stalls (600 s) may time out: under a sanitizer the server answers 10-50x slower. */
     cfg.teacher.timeout_s = KD_SLOW_BUILD ? 8 : 0.5;
@@ -301,8 +300,7 @@ static void test_client_scores_conversation(void) {
     const char *modes[2] = {"chat", "completions"};
     for (int mode = 0; mode < 2; mode++) {
         kd_config cfg;
-        kd_config_defaults(&cfg);
-        snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+        config_for_server(&cfg, srv);
         snprintf(cfg.teacher.scoring, sizeof cfg.teacher.scoring, "%s", modes[mode]);
         cfg.teacher.top_logprobs = 3;
         cfg.teacher.seed = 5;
@@ -360,8 +358,7 @@ static void test_client_request_deadline(void) {
         kd_error e;
         CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &cases[i].so, stub, "stub-teacher", &e), KD_OK);
         kd_config cfg;
-        kd_config_defaults(&cfg);
-        snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+        config_for_server(&cfg, srv);
         cfg.teacher.timeout_s = 100;
         cfg.teacher.max_retries = 1000;
         cfg.teacher.backoff_base_s = 0.1;

@@ -121,8 +121,7 @@ static void test_server_repeats_answer_after_latency(void) {
     kd_error e;
     CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
     kd_config cfg;
-    kd_config_defaults(&cfg);
-    snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "http://127.0.0.1:%d", kd_server_port(srv));
+    config_for_server(&cfg, srv);
     cfg.teacher.top_logprobs = 3;
     cfg.teacher.timeout_s = 30;
     kd_teacher *t;
