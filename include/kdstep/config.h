@@ -95,6 +95,11 @@ typedef struct kd_config {
         int strict;           /* a bad prompt line is fatal */
         char thinking[KD_CFG_STR]; /* drop | keep: a <think> block in the loss or not */
         char filter[KD_CFG_STR];   /* none | json_valid | schema_valid: which conversations become samples */
+        char policy[KD_CFG_STR];   /* teacher | student | mixed: who writes the assistant turns */
+        char student[KD_CFG_PATH]; /* student checkpoint folder (policy student | mixed) */
+        double student_share;      /* mixed: share of prompts the student writes */
+        double student_temperature; /* 0 = greedy */
+        int64_t student_max_tokens; /* tokens per student turn */
     } generate;
     struct {
         int64_t max_new_tokens;
