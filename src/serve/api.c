@@ -392,7 +392,11 @@ static json_t *gen_logprobs(const kd_student *st, const kd_api_request *r, const
     return json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", lps, "top_logprobs", tops, "text_offset", offs);
 }
 
-/* vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...]. */
+/* vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...], each entry
+ * the prompt token itself first, then the top-k (vLLM v1 gathers the sampled/prompt token in column 0
+ * before the top-k, vllm/v1/sample/sampler.py gather_logprobs, and the entry keeps that order; when the
+ * token is in the top-k it appears once, first). Clients read the first key as the token
+ * (include/kdstep/teacher.h kd_teacher_parse_prompt_logprobs). */
 static json_t *prompt_logprobs_json(const kd_student *st, const kd_api_request *r, const kd_gen_token *plp) {
     json_t *a = json_array();
     json_array_append_new(a, json_null());
@@ -400,15 +404,15 @@ static json_t *prompt_logprobs_json(const kd_student *st, const kd_api_request *
         const kd_gen_token *e = &plp[i];
         json_t *o = json_object();
         char key[16];
+        snprintf(key, sizeof key, "%d", r->ids[i]);
+        json_object_set_new(o, key, json_pack("{s:f, s:i, s:o}", "logprob", lp_value(e->logprob), "rank", e->rank,
+                                              "decoded_token", token_text(st, r->ids[i])));
         for (int j = 0; j < e->n_top; j++) {
+            if (e->top_id[j] == r->ids[i]) continue; /* written first, with its own rank */
             snprintf(key, sizeof key, "%d", e->top_id[j]);
             json_object_set_new(o, key, json_pack("{s:f, s:i, s:o}", "logprob", lp_value(e->top_logprob[j]), "rank", j + 1,
                                                   "decoded_token", token_text(st, e->top_id[j])));
         }
-        snprintf(key, sizeof key, "%d", r->ids[i]);
-        if (!json_object_get(o, key))
-            json_object_set_new(o, key, json_pack("{s:f, s:i, s:o}", "logprob", lp_value(e->logprob), "rank", e->rank,
-                                                  "decoded_token", token_text(st, r->ids[i])));
         json_array_append_new(a, o);
     }
     return a;
