@@ -671,6 +671,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         kd_sample s = {0};
         s.prompt_id = c->index;
         s.prompt_len = prompt_len;
+        s.policy = (uint8_t)c->student;
         s.n = (int64_t)n;
         s.input_ids = w->enc.ids;
         s.loss_mask = tg.loss_mask;

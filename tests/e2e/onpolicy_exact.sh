@@ -47,6 +47,7 @@ import h5py, numpy as np
 f = h5py.File(sys.argv[1], "r")
 off = f["samples/offsets"][:]; loss = f["tokens/loss_mask"][:]; tool = f["tokens/tool_name_mask"][:]
 js = f["tokens/json_mask"][:]; tids = f["teacher/topk_ids"][:]; inp = f["tokens/input_ids"][:]
+assert (f["samples/policy"][:] == 1).all(), "policy student: every sample is student-written (/samples/policy 1)"
 text = f["text/teacher_text"][:].tobytes().decode("utf-8", "replace")
 tok = json.load(open(sys.argv[2]))
 special = {a["id"] for a in tok["added_tokens"] if a["content"] in ("<|im_end|>", "<|endoftext|>")}

@@ -54,4 +54,14 @@ fi
 gen "$tmp/crash" 2>"$tmp/resume.log" || { cat "$tmp/resume.log"; exit 1; }
 grep -o "generate: .* prompts were already done.*" "$tmp/resume.log" | head -1
 /usr/bin/python3 "$KD_SOURCE_DIR/tests/lib/compare_datasets.py" "$tmp/ref" "$tmp/crash"
+/usr/bin/python3 - "$tmp/ref/dataset.h5" "$tmp/crash/dataset.h5" "$st" <<'PY'
+import sys, h5py
+def pol(p):
+    with h5py.File(p, "r") as f:
+        return dict(zip(f["samples/prompt_id"][:].tolist(), f["samples/policy"][:].tolist()))
+a, b = pol(sys.argv[1]), pol(sys.argv[2])
+assert a == b, "/samples/policy differs between the runs"
+assert sum(a.values()) == int(sys.argv[3]), (sum(a.values()), sys.argv[3])
+print(f"ok   /samples/policy: {sum(a.values())} student-written samples, the same prompts in both runs")
+PY
 echo "ok   the resumed on-policy dataset equals the uninterrupted one"
