@@ -64,6 +64,7 @@ typedef struct kd_config {
         double temperature;
         char divergence[KD_CFG_STR]; /* forward_kl | reverse_kl | jsd */
         double jsd_beta;
+        char onpolicy_divergence[KD_CFG_STR]; /* the divergence on student-written samples */
     } kd;
     struct {
         char url[KD_CFG_PATH];         /* "stub" or http(s)://host:port (OpenAI-compatible) */

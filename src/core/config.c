@@ -90,6 +90,8 @@ static const key_spec KEYS[] = {
     {"kd", "temperature", T_FLOAT, F(kd, temperature), 0.01, 100, "1.0", NULL, "Softmax temperature T; the term is scaled by T^2."},
     {"kd", "divergence", T_STR, F(kd, divergence), 0, 0, "forward_kl", "forward_kl|reverse_kl|jsd", "Divergence from the teacher's top-k (+ tail bucket)."},
     {"kd", "jsd_beta", T_FLOAT, F(kd, jsd_beta), 0, 1, "0.5", NULL, "Beta of the generalized JSD."},
+    {"kd", "onpolicy_divergence", T_STR, F(kd, onpolicy_divergence), 0, 0, "reverse_kl", "reverse_kl|jsd|forward_kl",
+     "Divergence on student-written samples (/samples/policy 1, generate.policy student | mixed); kd.divergence stays on teacher-written ones. See docs/losses.md."},
 
     {"teacher", "url", T_STR, F(teacher, url), 0, 0, "stub", NULL, "'stub' (built-in) or the base URL of an OpenAI-compatible server."},
     {"teacher", "model", T_STR, F(teacher, model), 0, 0, "stub-teacher", NULL, "Model name sent to the endpoint."},

@@ -4,7 +4,8 @@
 # (teacher.scoring chat: vLLM's prompt_logprobs over the finished conversation) and also writes every
 # conversation itself (`kdstep generate --policy student --student` the same checkpoint, sampling at
 # temperature 1, so the text is not only the argmax). Then `kdstep train` from those weights with lr 0
-# computes the KD term (reverse KL over the teacher's top-k + tail bucket) on every student-written
+# computes the KD term (kd.onpolicy_divergence, reverse KL by default, over the teacher's top-k + tail
+# bucket) on every student-written
 # token: it must be 0 within 1e-5 (float32 forward passes of two code paths: the server's cached
 # decode vs the trainer's batched step; a one-token misalignment gives terms of order 1).
 # Also checked: the samples hold the student's tool calls with their masks, every assistant token has
@@ -63,22 +64,30 @@ assert n_cov == n_asst, "student-written tokens without the teacher's top-k"
 assert text.count("<tool_call>") > 0 and tool.sum() > 0 and js.sum() > 0, "no student-written call with masks"
 PY
 
-"$K" train --train-data "$tmp/ds" --out "$tmp/run" --tokenizer-path "$FX/tok" --set model.path="$CK" --set model.init=pretrained \
-  --set train.lr=0 --set train.seq_len=1024 --set train.prompt_window=0 --set train.micro_batch=16 --set train.steps=1 \
-  --set train.warmup_steps=0 --set train.eval_fraction=0 --set train.eval_every=0 --set train.checkpoint_every=0 \
-  --set kd.divergence=reverse_kl --set kd.temperature=1 >/dev/null 2>"$tmp/train.err"; rc=$?
-check "train from the same weights with lr 0" '[ $rc -eq 0 ] || { tail "$tmp/train.err"; false; }'
-head -1 "$tmp/run/metrics.jsonl" | jq -c '{kd, ce, tokens}'
+train0() { # DATA OUT [flags...]: one step from the served weights at lr 0; prints its metrics line
+  local data=$1 out=$2; shift 2
+  "$K" train --train-data "$data" --out "$out" --tokenizer-path "$FX/tok" --set model.path="$CK" --set model.init=pretrained \
+    --set train.lr=0 --set train.seq_len=1024 --set train.prompt_window=0 --set train.micro_batch=16 --set train.steps=1 \
+    --set train.warmup_steps=0 --set train.eval_fraction=0 --set train.eval_every=0 --set train.checkpoint_every=0 \
+    "$@" >/dev/null 2>"$out.err" || { tail "$out.err"; return 1; }
+  head -1 "$out/metrics.jsonl"
+}
+# the defaults: kd.divergence forward_kl on teacher-written rows, kd.onpolicy_divergence reverse_kl on these
+m=$(train0 "$tmp/ds" "$tmp/run"); rc=$?
+check "train from the same weights with lr 0" '[ $rc -eq 0 ]'
+echo "$m" | jq -c '{kd, ce, tokens}'
 check "the KD term on the student's own text is 0 within 1e-5" \
-  '[ "$(head -1 "$tmp/run/metrics.jsonl" | jq ".kd != null and (.kd | fabs) < 1e-5 and .tokens > 0")" = true ]'
+  '[ "$(echo "$m" | jq ".kd != null and (.kd | fabs) < 1e-5 and .tokens > 0")" = true ]'
 # the same data under a different teacher (the stub's distribution) is far from 0: the check can fail
 gen "$tmp/stub" --policy student --student "$CK" --teacher stub >/dev/null 2>"$tmp/stub.err"; rc=$?
 check "a different teacher (stub) scores the same student" '[ $rc -eq 0 ] || { tail "$tmp/stub.err"; false; }'
-"$K" train --train-data "$tmp/stub" --out "$tmp/run2" --tokenizer-path "$FX/tok" --set model.path="$CK" --set model.init=pretrained \
-  --set train.lr=0 --set train.seq_len=1024 --set train.prompt_window=0 --set train.micro_batch=16 --set train.steps=1 \
-  --set train.warmup_steps=0 --set train.eval_fraction=0 --set train.eval_every=0 --set train.checkpoint_every=0 \
-  --set kd.divergence=reverse_kl >/dev/null 2>"$tmp/train2.err"
-check "with a different teacher the KD term is not 0 (> 1e-2)" \
-  '[ "$(head -1 "$tmp/run2/metrics.jsonl" | jq ".kd > 1e-2")" = true ] || head -1 "$tmp/run2/metrics.jsonl"'
+a=$(train0 "$tmp/stub" "$tmp/a" | jq .kd)
+b=$(train0 "$tmp/stub" "$tmp/b" --set kd.divergence=reverse_kl --set kd.onpolicy_divergence=reverse_kl | jq .kd)
+c=$(train0 "$tmp/stub" "$tmp/c" --set kd.divergence=reverse_kl --set kd.onpolicy_divergence=forward_kl | jq .kd)
+d=$(train0 "$tmp/stub" "$tmp/d" --set kd.divergence=forward_kl --set kd.onpolicy_divergence=forward_kl | jq .kd)
+echo "KD on the stub-scored student samples: default $a, reverse/reverse $b, reverse/forward $c, forward/forward $d"
+check "with a different teacher the KD term is not 0 (> 1e-2)" '[ "$(jq -n "$a > 1e-2")" = true ]'
+check "student-written rows take kd.onpolicy_divergence, not kd.divergence" \
+  '[ "$a" = "$b" ] && [ "$c" = "$d" ] && [ "$a" != "$c" ]'
 serve_stop || fail=1
 exit $fail
