@@ -237,6 +237,8 @@ static int open_student(kd_gen_worker *w, kd_error *err) {
                             cfg->generate.policy);
     if ((rc = kd_student_open(&w->student, cfg->generate.student, err)))
         return kd_error_prefix(err, "generate.student: ");
+    /* the student sees its prompts as it was trained and is evaluated: the last train.prompt_window tokens */
+    w->student->max_prompt_tokens = cfg->train.prompt_window > 0 ? (int)cfg->train.prompt_window : 0;
     return KD_OK;
 }
 
