@@ -75,6 +75,7 @@ typedef struct kd_config {
         double timeout_s;
         int64_t max_retries;
         double max_retry_after_s;   /* cap on a server's Retry-After */
+        double request_deadline_s;  /* all attempts of one request, retry waits included, end by this */
         int64_t max_response_bytes; /* cap on an answer's decoded size */
         double backoff_base_s;
         int64_t top_logprobs;          /* K */

@@ -25,6 +25,10 @@ typedef struct kd_engine_options {
     int max_batch;      /* live sequences per step (default 16) */
     int prefill_chunk;  /* prompt tokens per sequence per step (default 256) */
     int max_queue;      /* waiting + live sequences before submit refuses (default 256) */
+    size_t max_kv_bytes; /* the KV caches of all waiting + live sequences together (default 2 GiB): each
+                            needs kd_engine_kv_bytes(prompt + max_tokens); a submit that would pass the
+                            budget is refused, as busy (KD_ERR_IO) or, when it alone passes it, as too
+                            big (KD_ERR_INVALID) */
 } kd_engine_options;
 
 typedef struct kd_gen_params {
@@ -60,8 +64,12 @@ void kd_engine_close(kd_engine *e);
 /* The checkpoint (tokenizer, stop ids, config); read-only. */
 const kd_student *kd_engine_student(const kd_engine *e);
 
+/* Bytes of KV cache (and per-sequence decode buffers) a sequence of `tokens` positions takes. */
+size_t kd_engine_kv_bytes(const kd_engine *e, int tokens);
+
 /* Queue a request; *out is held by the caller until kd_seq_release. The prompt is copied.
- * Errors: an empty prompt, prompt + max_tokens over max_position_embeddings, a full queue. */
+ * Errors: an empty prompt, prompt + max_tokens over max_position_embeddings (KD_ERR_INVALID), a full
+ * queue or KV budget (KD_ERR_IO: busy, retry later), a request needing more than the whole KV budget. */
 int kd_engine_submit(kd_engine *e, const int32_t *prompt, int n_prompt, const kd_gen_params *p, kd_seq **out,
                      kd_error *err);
 /* Wait until more than `have` tokens exist or the sequence ended, at most timeout_s. Returns the
@@ -81,6 +89,8 @@ typedef struct kd_engine_stats {
     int64_t steps, rows, decode_rows, prefill_rows, finished, max_live;
     int64_t cancelled;     /* sequences dropped before their end (a client went away) */
     int64_t live, waiting; /* now */
+    int64_t kv_bytes;      /* now: KV cache budget held by waiting + live sequences */
+    int64_t kv_refused;    /* submits refused for the KV budget */
 } kd_engine_stats;
 void kd_engine_get_stats(kd_engine *e, kd_engine_stats *st);
 

@@ -8,7 +8,7 @@
  * One thread per connection (up to max_connections); every request goes to the shared engine
  * (include/kdstep/engine.h), which batches them. Bounds: request bodies of at most max_body bytes
  * (413), max_tokens at most max_tokens (400), prompt + max_tokens within the model's context (400),
- * a full queue answers 503. Binds 127.0.0.1 unless told otherwise. With an API key, every request
+ * a full queue or a full KV cache budget (engine max_kv_bytes) answers 503 with Retry-After. Binds 127.0.0.1 unless told otherwise. With an API key, every request
  * must carry "Authorization: Bearer KEY" (compared in constant time; 401 otherwise). A streaming
  * client that goes away cancels its sequence at the next token it would have been sent.
  */

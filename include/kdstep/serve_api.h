@@ -50,9 +50,6 @@ int kd_api_parse(const kd_student *st, int kind, const char *body, size_t len, c
                  kd_api_request *out, kd_api_status *status, kd_error *err);
 void kd_api_request_free(kd_api_request *r);
 
-/* The OpenAI error body for a status and message (malloc'd). */
-char *kd_api_error_json(int status, const char *message, const char *param);
-
 /* The generated text (stop token excluded) split as vLLM's parsers do: with parse_think, a leading
  * <think>...</think> block is reasoning, not content (its qwen3 reasoning parser; chat only); then
  * content before the first <tool_call>, and the calls (its Hermes tool parser; arguments written as

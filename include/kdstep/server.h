@@ -40,6 +40,7 @@ typedef struct kd_server_options {
 #define KD_SERVER_MAX_TOKENS 1048576
 #define KD_SERVER_MAX_TOP_LOGPROBS 20
 #define KD_SERVER_MAX_PROMPT_TOKENS 32768
+#define KD_SERVER_MAX_NAMES 8 /* served model names */
 
 enum { KD_FAULT_NONE, KD_FAULT_FAIL, KD_FAULT_RATE_LIMIT, KD_FAULT_MALFORMED, KD_FAULT_TRUNCATE, KD_FAULT_DROP, KD_FAULT_STALL, KD_FAULT_COUNT };
 
@@ -51,7 +52,10 @@ typedef struct kd_server_counts {
 
 typedef struct kd_server kd_server;
 
-/* The stub is borrowed (used from many threads: it is read-only once open). */
+/* The stub is borrowed (used from many threads: it is read-only once open). model: the served model
+ * names, comma-separated (NULL: "stub-teacher"; at most KD_SERVER_MAX_NAMES, as vLLM's
+ * --served-model-name). A request whose "model" is none of them gets vLLM's 404; one without "model"
+ * is served by the first. */
 int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teacher *stub, const char *model,
                     kd_error *err);
 int kd_server_port(const kd_server *srv);

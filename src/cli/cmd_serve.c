@@ -11,7 +11,7 @@
 
 static const char USAGE[] =
     "usage: kdstep serve --model DIR [--port P] [--host 127.0.0.1] [--name NAME] [--api-key-env VAR]\n"
-    "                    [--max-tokens N] [--max-body BYTES] [--max-batch N] [--threads N]\n"
+    "                    [--max-tokens N] [--max-body BYTES] [--max-batch N] [--max-kv-mb MB] [--threads N]\n"
     "\n"
     "Serves a kdstep (or any Qwen3-architecture) model folder with an OpenAI-compatible API:\n"
     "GET /v1/models, POST /v1/chat/completions (tools, tool_calls, logprobs, stream) and\n"
@@ -26,6 +26,8 @@ static const char USAGE[] =
     "  --max-tokens N     the most tokens one request may generate (default 4096, capped by the context)\n"
     "  --max-body BYTES   the largest request body accepted (default 8388608)\n"
     "  --max-batch N      sequences decoded together (default 16)\n"
+    "  --max-kv-mb MB     KV cache budget of all waiting and running requests together (default 2048);\n"
+    "                     a request that would pass it gets 503 + Retry-After (400 if it alone needs more)\n"
     "  --threads N        compute threads (default: all cores)\n"
     "  --log-requests F   append every answered request (prompt ids + response JSON) to F (JSON Lines;\n"
     "                     it holds the prompts: for audits and tests)\n";
@@ -42,7 +44,7 @@ int kd_cmd_serve(int argc, char **argv) {
                                          {"api-key-env", required_argument, 0, 'k'}, {"max-tokens", required_argument, 0, 't'},
                                          {"max-body", required_argument, 0, 'b'},   {"max-batch", required_argument, 0, 'B'},
                                          {"threads", required_argument, 0, 'T'},    {"log-requests", required_argument, 0, 'L'},
-                                         {"help", no_argument, 0, 'h'},
+                                         {"max-kv-mb", required_argument, 0, 'K'}, {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     kd_serve_options o = {0};
     o.port = 8000;
@@ -58,6 +60,13 @@ int kd_cmd_serve(int argc, char **argv) {
         case 't': o.max_tokens = atoi(optarg); break;
         case 'b': o.max_body = (size_t)strtoull(optarg, NULL, 10); break;
         case 'B': o.engine.max_batch = atoi(optarg); break;
+        case 'K': {
+            char *end = NULL;
+            double mb = strtod(optarg, &end);
+            if (*end || !(mb >= 1 && mb <= 1048576)) return kd_cli_usage_error(USAGE, "serve: --max-kv-mb wants MiB from 1 to 1048576, got '%s'", optarg);
+            o.engine.max_kv_bytes = (size_t)(mb * 1024 * 1024);
+            break;
+        }
         case 'T': threads = atoi(optarg); break;
         case 'L': o.log_requests = optarg; break;
         case 'h': fputs(USAGE, stdout); return 0;

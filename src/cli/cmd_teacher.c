@@ -25,6 +25,8 @@ static const char USAGE[] =
     "  --insecure           allow a non-loopback --host without --api-key (anyone who can reach it may use it)\n"
     "  --tools FILE         registry used when a request carries no tools (default configs/tools.json)\n"
     "  --tokenizer PATH     student tokenizer.json (or folder): logprobs over its tokens (default: one per byte)\n"
+    "  --served-model-name NAMES  the model names served, comma-separated (default: teacher.model, stub-teacher);\n"
+    "                       a request naming another model gets 404 model_not_found, as from vLLM\n"
     "  --config FILE        YAML config (teacher.* keys: seed, tool_call_format, malformed_rate, temperature)\n"
     "  --set K=V            override a config key (repeatable)\n"
     "  --latency-ms MS      answer every request MS after it came in\n"
@@ -62,12 +64,13 @@ static int cmd_serve(int argc, char **argv) {
         {"truncate-rate", required_argument, 0, 'T'}, {"drop-rate", required_argument, 0, 'd'},
         {"stall-rate", required_argument, 0, 'S'},    {"duration", required_argument, 0, 'D'},
         {"echo-auth-for-tests", no_argument, 0, 'E'}, {"api-key", required_argument, 0, 'A'}, {"insecure", no_argument, 0, 'I'}, {"tokenizer", required_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+        {"served-model-name", required_argument, 0, 'M'},
         {0, 0, 0, 0}};
     kd_server_options so;
     memset(&so, 0, sizeof so);
     so.port = 8000;
     so.retry_after_s = 1;
-    const char *tools = "configs/tools.json", *cfg_path = NULL, *tok_path = NULL;
+    const char *tools = "configs/tools.json", *cfg_path = NULL, *tok_path = NULL, *names = NULL;
     char *sets[64];
     int nsets = 0, c, rc;
     double duration = 0;
@@ -108,6 +111,7 @@ static int cmd_serve(int argc, char **argv) {
         case 'A': so.api_key = optarg; break;
         case 'I': insecure = 1; break;
         case 'k': tok_path = optarg; break;
+        case 'M': names = optarg; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "teacher serve: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -146,7 +150,7 @@ static int cmd_serve(int argc, char **argv) {
     o.seed = cfg.teacher.seed;
     so.seed = cfg.teacher.seed;
     if (kd_tool_format_from_name(cfg.teacher.tool_call_format, &o.tool_call_format, &err) ||
-        kd_stub_open(&stub, &o, reg, tok, &err) || kd_server_start(&srv, &so, stub, cfg.teacher.model, &err)) {
+        kd_stub_open(&stub, &o, reg, tok, &err) || kd_server_start(&srv, &so, stub, names ? names : cfg.teacher.model, &err)) {
         kd_stub_close(stub);
         kd_tokenizer_close(tok);
         kd_registry_close(reg);

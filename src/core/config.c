@@ -102,6 +102,8 @@ static const key_spec KEYS[] = {
     {"teacher", "max_retries", T_INT, F(teacher, max_retries), 0, 1000, "5", NULL, "Retries for 5xx, 429, timeouts and connection errors."},
     {"teacher", "max_retry_after_s", T_FLOAT, F(teacher, max_retry_after_s), 0, 86400, "60", NULL,
      "Longest Retry-After honoured; a server asking for a longer wait fails that request at once."},
+    {"teacher", "request_deadline_s", T_FLOAT, F(teacher, request_deadline_s), 1, 604800, "600", NULL,
+     "Bound on one request from its first attempt to its last: attempts, backoff and Retry-After waits together."},
     {"teacher", "max_response_bytes", T_INT, F(teacher, max_response_bytes), 1024, 1LL << 34, "8388608", NULL,
      "Largest answer accepted, counted after decompression while it arrives; a larger one is a failure."},
     {"teacher", "backoff_base_s", T_FLOAT, F(teacher, backoff_base_s), 0, 3600, "0.5", NULL, "First retry delay; doubles each retry, with jitter."},

@@ -209,6 +209,7 @@ int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char *
     c.teacher.connect_timeout_s = c.teacher.timeout_s = c.teacher.backoff_base_s = 0;
     c.teacher.max_retries = 0;
     c.teacher.max_retry_after_s = 0;
+    c.teacher.request_deadline_s = 0;
     c.teacher.max_response_bytes = 0;
     c.teacher.api_key_env[0] = 0;
     if (strcmp(c.teacher.url, "stub") != 0) snprintf(c.teacher.url, sizeof c.teacher.url, "remote");

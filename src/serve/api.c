@@ -13,21 +13,6 @@
 
 static const char TOOL_OPEN[] = "<tool_call>";
 
-char *kd_api_error_json(int status, const char *message, const char *param) {
-    const char *type = status == 401 ? "authentication_error"
-                       : status == 404 ? "not_found_error"
-                       : status == 413 ? "invalid_request_error"
-                       : status == 429 || status == 503 ? "server_busy"
-                       : status >= 500 ? "server_error" : "invalid_request_error";
-    const char *code = status == 404 ? "model_not_found" : status == 401 ? "invalid_api_key" : NULL;
-    json_t *e = json_pack("{s:s, s:s, s:o, s:o}", "message", message, "type", type, "param",
-                          param ? json_string(param) : json_null(), "code", code ? json_string(code) : json_null());
-    json_t *o = json_pack("{s:o}", "error", e ? e : json_object());
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    return s;
-}
-
 void kd_api_request_free(kd_api_request *r) {
     free(r->ids);
     memset(r, 0, sizeof *r);
@@ -392,11 +377,13 @@ static json_t *gen_logprobs(const kd_student *st, const kd_api_request *r, const
     return json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", lps, "top_logprobs", tops, "text_offset", offs);
 }
 
-/* vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...], each entry
- * the prompt token itself first, then the top-k (vLLM v1 gathers the sampled/prompt token in column 0
- * before the top-k, vllm/v1/sample/sampler.py gather_logprobs, and the entry keeps that order; when the
- * token is in the top-k it appears once, first). Clients read the first key as the token
- * (include/kdstep/teacher.h kd_teacher_parse_prompt_logprobs). */
+/* vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...], the prompt
+ * token's own entry FIRST (with its rank in the whole vocabulary), then the top-k with ranks 1..k, a token
+ * in both written once, in the first place: vLLM's append_logprobs_for_next_position (vllm/logprobs.py)
+ * builds each position's dict from [prompt token, *top-k] ("inserting duplicated data into a dictionary
+ * twice is the same as doing it once"). Clients (kdstep's own, src/teacher/prompt_lp.c) read the first
+ * entry as the prompt token: written after the top-k, a prompt token that was not the model's first choice
+ * (a U+FFFD re-tokenized into byte tokens, say) was read as its rank-1 token (issue 19). */
 static json_t *prompt_logprobs_json(const kd_student *st, const kd_api_request *r, const kd_gen_token *plp) {
     json_t *a = json_array();
     json_array_append_new(a, json_null());
@@ -404,11 +391,14 @@ static json_t *prompt_logprobs_json(const kd_student *st, const kd_api_request *
         const kd_gen_token *e = &plp[i];
         json_t *o = json_object();
         char key[16];
+        int rank = e->rank;
+        for (int j = 0; j < e->n_top; j++)
+            if (e->top_id[j] == r->ids[i]) rank = j + 1;
         snprintf(key, sizeof key, "%d", r->ids[i]);
-        json_object_set_new(o, key, json_pack("{s:f, s:i, s:o}", "logprob", lp_value(e->logprob), "rank", e->rank,
+        json_object_set_new(o, key, json_pack("{s:f, s:i, s:o}", "logprob", lp_value(e->logprob), "rank", rank,
                                               "decoded_token", token_text(st, r->ids[i])));
         for (int j = 0; j < e->n_top; j++) {
-            if (e->top_id[j] == r->ids[i]) continue; /* written first, with its own rank */
+            if (e->top_id[j] == r->ids[i]) continue;
             snprintf(key, sizeof key, "%d", e->top_id[j]);
             json_object_set_new(o, key, json_pack("{s:f, s:i, s:o}", "logprob", lp_value(e->top_logprob[j]), "rank", j + 1,
                                                   "decoded_token", token_text(st, e->top_id[j])));

@@ -25,6 +25,7 @@ struct kd_seq {
     kd_seq *next;      /* pending FIFO */
     pthread_cond_t cv; /* its waiter's; signalled only when what it waits for happened */
     int wake_at;       /* the waiter wakes when n_out > wake_at or the sequence ends */
+    size_t kv_bytes;   /* its share of the engine's KV budget, held while queued or live */
 };
 
 struct kd_engine {
@@ -42,6 +43,7 @@ struct kd_engine {
     int cap_rows;
     float *logits;  /* [cap_rows, V] */
     float *sample;  /* [V] */
+    size_t kv_held; /* KV budget held by queued + live sequences (o.max_kv_bytes at most) */
     kd_engine_stats stats;
 };
 
@@ -64,6 +66,13 @@ static void seq_unref_locked(kd_seq *s) {
     if (--s->refs == 0) seq_free(s);
 }
 
+/* The engine lets go of a sequence (finished, cancelled, failed): its KV budget is free again. */
+static void engine_drop_locked(kd_engine *e, kd_seq *s) {
+    e->kv_held -= s->kv_bytes;
+    s->kv_bytes = 0;
+    seq_unref_locked(s);
+}
+
 static void *scheduler(void *arg);
 
 int kd_engine_open(const char *model_dir, const kd_engine_options *opt, kd_engine **out, kd_error *err) {
@@ -73,6 +82,7 @@ int kd_engine_open(const char *model_dir, const kd_engine_options *opt, kd_engin
     e->o.max_batch = opt && opt->max_batch > 0 ? opt->max_batch : 16;
     e->o.prefill_chunk = opt && opt->prefill_chunk > 0 ? opt->prefill_chunk : 256;
     e->o.max_queue = opt && opt->max_queue > 0 ? opt->max_queue : 256;
+    e->o.max_kv_bytes = opt && opt->max_kv_bytes > 0 ? opt->max_kv_bytes : (size_t)2 << 30;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->work, NULL);
     int rc = kd_student_open(&e->st, model_dir, err);
@@ -102,14 +112,14 @@ fail:
 static void cancel_all_locked(kd_engine *e) {
     for (int i = 0; i < e->n_live; i++) {
         e->live[i]->state = KD_SEQ_CANCELLED;
-        seq_unref_locked(e->live[i]);
+        engine_drop_locked(e, e->live[i]);
     }
     e->n_live = 0;
     while (e->head) {
         kd_seq *s = e->head;
         e->head = s->next;
         s->state = KD_SEQ_CANCELLED;
-        seq_unref_locked(s);
+        engine_drop_locked(e, s);
     }
     e->tail = NULL;
     e->n_pending = 0;
@@ -144,6 +154,16 @@ void kd_engine_close(kd_engine *e) {
 }
 
 const kd_student *kd_engine_student(const kd_engine *e) { return e->st; }
+
+/* What kd_kv_cache_new allocates for max_T positions (src/model/decode.c): K and V for every layer and
+ * position, the attention row, and one position's activations and logits. */
+size_t kd_engine_kv_bytes(const kd_engine *e, int tokens) {
+    const kd_model_config *c = &e->st->model->cfg;
+    size_t T = (size_t)(tokens > 0 ? tokens : 0), KD = (size_t)c->num_kv_heads * (size_t)c->head_dim;
+    size_t QD = (size_t)c->num_heads * (size_t)c->head_dim, C = (size_t)c->hidden_size, big = QD > C ? QD : C;
+    return sizeof(float) * (2 * (size_t)c->num_layers * T * KD + T + C + 2 * big + QD + 2 * (size_t)c->intermediate_size +
+                            (size_t)c->vocab_size);
+}
 
 int kd_engine_submit(kd_engine *e, const int32_t *prompt, int n_prompt, const kd_gen_params *p, kd_seq **out,
                      kd_error *err) {
@@ -185,6 +205,28 @@ int kd_engine_submit(kd_engine *e, const int32_t *prompt, int n_prompt, const kd
         seq_free(s);
         return kd_error_set(err, KD_ERR_IO, stopping ? "the server is shutting down" : "the server is busy: %d requests are queued; retry later", e->o.max_queue);
     }
+    /* every KV cache is bounded by one budget for the whole server (--max-kv-mb) */
+    size_t need = kd_engine_kv_bytes(e, n_prompt + p->max_tokens), cap = e->o.max_kv_bytes;
+    if (need > cap || e->kv_held + need > cap) {
+        size_t held = e->kv_held;
+        int n = e->n_pending + e->n_live;
+        e->stats.kv_refused++;
+        pthread_mutex_unlock(&e->mu);
+        seq_free(s);
+        const double MiB = 1024.0 * 1024.0;
+        if (need > cap)
+            return kd_error_set(err, KD_ERR_INVALID,
+                                "this request needs %.1f MiB of KV cache (%d prompt + %d max_tokens tokens), more than the server's "
+                                "whole KV budget of %.1f MiB (--max-kv-mb): lower max_tokens or shorten the prompt",
+                                need / MiB, n_prompt, p->max_tokens, cap / MiB);
+        return kd_error_set(err, KD_ERR_IO,
+                            "the server is busy: its KV cache budget of %.1f MiB (--max-kv-mb) is held by %d requests "
+                            "(%.1f MiB), and this one needs %.1f MiB (%d prompt + %d max_tokens tokens); retry later, or ask for "
+                            "fewer max_tokens",
+                            cap / MiB, n, held / MiB, need / MiB, n_prompt, p->max_tokens);
+    }
+    s->kv_bytes = need;
+    e->kv_held += need;
     if (e->tail) e->tail->next = s;
     else e->head = s;
     e->tail = s;
@@ -237,6 +279,7 @@ void kd_engine_get_stats(kd_engine *e, kd_engine_stats *st) {
     *st = e->stats;
     st->live = e->n_live;
     st->waiting = e->n_pending;
+    st->kv_bytes = (int64_t)e->kv_held;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -306,7 +349,7 @@ static void admit_locked(kd_engine *e) {
             kd_kv_cache_free(s->kv);
             s->kv = NULL;
             e->stats.cancelled++;
-            seq_unref_locked(s);
+            engine_drop_locked(e, s);
         } else e->live[w++] = s;
     }
     e->n_live = w;
@@ -319,7 +362,7 @@ static void admit_locked(kd_engine *e) {
         if (s->cancel) {
             s->state = KD_SEQ_CANCELLED;
             e->stats.cancelled++;
-            seq_unref_locked(s);
+            engine_drop_locked(e, s);
             continue;
         }
         e->live[e->n_live++] = s;
@@ -418,7 +461,7 @@ static int step(kd_engine *e, kd_seq **live, int n_live) {
             kd_kv_cache_free(s->kv);
             s->kv = NULL;
             e->stats.finished++;
-            seq_unref_locked(s);
+            engine_drop_locked(e, s);
         } else e->live[w++] = s;
     }
     e->n_live = w;
@@ -450,7 +493,7 @@ static void *scheduler(void *arg) {
                 e->live[i]->state = KD_SEQ_FAILED;
                 kd_kv_cache_free(e->live[i]->kv);
                 e->live[i]->kv = NULL;
-                seq_unref_locked(e->live[i]);
+                engine_drop_locked(e, e->live[i]);
             }
             e->n_live = 0;
                     pthread_mutex_unlock(&e->mu);

@@ -1,10 +1,8 @@
 /* `kdstep serve`'s HTTP side: see include/kdstep/serve.h. */
 #include "kdstep/serve.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,14 +11,14 @@
 #include <time.h>
 
 #include "kdstep/fsutil.h"
+#include "kdstep/httpd.h"
 #include "kdstep/log.h"
 #include "kdstep/serve_api.h"
 
 struct kd_serve {
     kd_serve_options o;
     char name[512], host[64];
-    char *key; /* "Bearer <key>" or NULL */
-    size_t key_len;
+    char *key; /* the API key, or NULL */
     kd_engine *e;
     struct MHD_Daemon *d;
     int port;
@@ -28,12 +26,6 @@ struct kd_serve {
     FILE *log;
     pthread_mutex_t log_mu;
 };
-
-typedef struct conn_ctx {
-    char *body;
-    size_t len, cap;
-    int too_big;
-} conn_ctx;
 
 /* A streaming response's state, owned by its MHD response (freed by stream_free). */
 typedef struct stream_ctx {
@@ -50,29 +42,11 @@ typedef struct stream_ctx {
 } stream_ctx;
 
 static enum MHD_Result send_body(struct MHD_Connection *conn, unsigned status, const char *body, const char *ctype) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r) return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", ctype ? ctype : "application/json");
-    enum MHD_Result ok = MHD_queue_response(conn, status, r);
-    MHD_destroy_response(r);
-    return ok;
+    return kd_http_send(conn, status, body, strlen(body), ctype, status == 503 ? "1" : NULL);
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned status, const char *msg, const char *param) {
-    char *b = kd_api_error_json((int)status, msg, param);
-    enum MHD_Result r = send_body(conn, status, b ? b : "{\"error\":{\"message\":\"out of memory\"}}", NULL);
-    free(b);
-    return r;
-}
-
-/* Constant-time comparison of the Authorization header with the expected one. */
-static int authorized(kd_serve *s, struct MHD_Connection *conn) {
-    if (!s->key) return 1;
-    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    size_t hl = h ? strlen(h) : 0;
-    unsigned char diff = (unsigned char)(hl != s->key_len);
-    for (size_t i = 0; i < s->key_len; i++) diff |= (unsigned char)(s->key[i] ^ (i < hl ? h[i] : 0));
-    return diff == 0;
+    return kd_http_send_error(conn, status, msg, param);
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -177,35 +151,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                                const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     kd_serve *s = cls;
     (void)version;
-    if (!*con_cls) {
-        conn_ctx *c = kd_calloc(1, sizeof *c);
-        if (!c) return MHD_NO;
-        *con_cls = c;
-        return MHD_YES;
-    }
-    conn_ctx *c = *con_cls;
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (c->too_big || c->len + n > s->o.max_body) {
-            c->too_big = 1; /* read and drop the rest, then answer 413 */
-            free(c->body);
-            c->body = NULL;
-            c->len = c->cap = 0;
-            return MHD_YES;
-        }
-        if (c->len + n + 1 > c->cap) {
-            size_t cap = (c->len + n + 1) * 2;
-            char *p = realloc(c->body, cap);
-            if (!p) return MHD_NO;
-            c->body = p;
-            c->cap = cap;
-        }
-        memcpy(c->body + c->len, upload_data, n);
-        c->len += n;
-        return MHD_YES;
-    }
-    if (!authorized(s, conn)) return send_error(conn, 401, "Incorrect API key provided: send \"Authorization: Bearer <key>\"", NULL);
+    kd_http_body *c;
+    int got = kd_http_collect(con_cls, upload_data, upload_data_size, s->o.max_body, &c);
+    if (got != KD_HTTP_READY) return got == KD_HTTP_MORE ? MHD_YES : MHD_NO;
+    if (!kd_http_bearer_ok(conn, s->key)) return send_error(conn, 401, "Incorrect API key provided: send \"Authorization: Bearer <key>\"", NULL);
     if (c->too_big) {
         char m[160];
         snprintf(m, sizeof m, "the request body is larger than this server's limit of %zu bytes", s->o.max_body);
@@ -235,19 +184,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (strcmp(method, "POST") != 0) return send_error(conn, 405, "method not allowed", NULL);
     int kind = strcmp(url, "/v1/chat/completions") == 0 ? KD_API_CHAT : strcmp(url, "/v1/completions") == 0 ? KD_API_COMPLETIONS : -1;
     if (kind < 0) return send_error(conn, 404, "not found: POST /v1/chat/completions or /v1/completions", NULL);
-    return complete(s, conn, kind, c->body ? c->body : "", c->len);
-}
-
-static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)conn;
-    (void)toe;
-    conn_ctx *c = *con_cls;
-    if (c) {
-        free(c->body);
-        free(c);
-    }
-    *con_cls = NULL;
+    return complete(s, conn, kind, c->data ? c->data : "", c->len);
 }
 
 int kd_serve_start(const kd_serve_options *opt, kd_serve **out, kd_error *err) {
@@ -260,24 +197,13 @@ int kd_serve_start(const kd_serve_options *opt, kd_serve **out, kd_error *err) {
     snprintf(s->name, sizeof s->name, "%s", opt->model_name && opt->model_name[0] ? opt->model_name : opt->model_dir);
     snprintf(s->host, sizeof s->host, "%s", opt->host && opt->host[0] ? opt->host : "127.0.0.1");
     if (opt->api_key && opt->api_key[0]) {
-        size_t n = strlen(opt->api_key) + 8;
-        s->key = kd_calloc(n, 1);
+        s->key = kd_strdup(opt->api_key);
         if (!s->key) {
             free(s);
             return kd_error_set(err, KD_ERR_NOMEM, "serve: out of memory");
         }
-        snprintf(s->key, n, "Bearer %s", opt->api_key);
-        s->key_len = strlen(s->key);
     }
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)opt->port);
     int rc;
-    if (inet_pton(AF_INET, s->host, &addr.sin_addr) != 1) {
-        rc = kd_error_set(err, KD_ERR_INVALID, "--host '%s' is not an IPv4 address (127.0.0.1, the default, or 0.0.0.0 for every interface)", s->host);
-        goto fail;
-    }
     pthread_mutex_init(&s->log_mu, NULL);
     if (opt->log_requests && !(s->log = fopen(opt->log_requests, "a"))) {
         rc = kd_error_errno(err, errno, "serve: cannot open --log-requests %s", opt->log_requests);
@@ -287,16 +213,7 @@ int kd_serve_start(const kd_serve_options *opt, kd_serve **out, kd_error *err) {
     int maxpos = kd_engine_student(s->e)->model->cfg.max_position_embeddings;
     if (s->o.max_tokens <= 0) s->o.max_tokens = 4096;
     if (s->o.max_tokens > maxpos) s->o.max_tokens = maxpos;
-    s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, handler, s,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)600, MHD_OPTION_END);
-    if (!s->d) {
-        rc = kd_error_set(err, KD_ERR_NET, "serve: cannot listen on %s:%d (port in use? --port 0 picks a free one)", s->host, opt->port);
-        goto fail;
-    }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : opt->port;
+    if ((rc = kd_http_listen(s->host, opt->port, (unsigned)s->o.max_connections, 600, handler, s, &s->d, &s->port, err))) goto fail;
     *out = s;
     return KD_OK;
 fail:
@@ -319,7 +236,7 @@ void kd_serve_stop(kd_serve *s) {
     kd_engine_close(s->e);
     if (s->log) fclose(s->log);
     pthread_mutex_destroy(&s->log_mu);
-    if (s->key) memset(s->key, 0, s->key_len);
+    if (s->key) memset(s->key, 0, strlen(s->key));
     free(s->key);
     free(s);
 }

@@ -37,6 +37,7 @@ typedef struct job {
     int retries;
     double due_s;
     double start_s;
+    double first_s;      /* start of the first attempt (0: not started): teacher.request_deadline_s counts from here */
     double waited_s;     /* retry waits so far (all phases) */
     int too_big;         /* the answer passed teacher.max_response_bytes (decoded) */
     CURL *easy;
@@ -509,6 +510,12 @@ static int start_job(struct kd_teacher_client *c, job *j) {
     j->too_big = 0;
     j->easy = e;
     j->start_s = kd_teacher_now();
+    if (!j->first_s) j->first_s = j->start_s;
+    /* each attempt ends by teacher.timeout_s, and by the request's deadline (schedule_retry starts no
+     * retry after it, so some time is left here) */
+    double left = j->first_s + c->cfg.teacher.request_deadline_s - j->start_s;
+    double limit = c->cfg.teacher.timeout_s < left ? c->cfg.teacher.timeout_s : left;
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, limit * 1000 < 1 ? 1L : (long)(limit * 1000));
     if (q_push(&c->running, j) || curl_multi_add_handle(c->multi, e) != CURLM_OK) {
         if (c->running.n && c->running.v[c->running.n - 1] == j) c->running.n--;
         curl_easy_cleanup(e);
@@ -594,10 +601,24 @@ static void schedule_retry(struct kd_teacher_client *c, job *j, double min_delay
         return;
     }
     if (delay < min_delay) delay = min_delay;
+    /* every attempt, backoff and Retry-After wait of one request ends by teacher.request_deadline_s after
+     * its first attempt: a retry that could not start before then fails the request now */
+    double now = kd_teacher_now(), end = j->first_s + c->cfg.teacher.request_deadline_s;
+    if (now + delay >= end) {
+        char ex[EXCERPT_MAX + 1];
+        snprintf(ex, sizeof ex, "%s", j->resp.data ? j->resp.data : "");
+        kd_redact(ex, c->key);
+        finish(c, j, KD_ERR_NET,
+               "teacher request %llu: gave up after %d attempts over %.1f s: teacher.request_deadline_s (%g s) ends before "
+               "the next retry could start (raise teacher.request_deadline_s to keep trying longer); last: %s%s%s",
+               (unsigned long long)j->c->tag, j->c->attempts, now - j->first_s, c->cfg.teacher.request_deadline_s, why,
+               ex[0] ? "; body: " : "", ex);
+        return;
+    }
     j->waited_s += delay;
     j->retries++;
     c->st.retries++;
-    j->due_s = kd_teacher_now() + delay;
+    j->due_s = now + delay;
     KD_DEBUG("teacher request %llu: %s; retry %d in %.3f s", (unsigned long long)j->c->tag, why, j->retries, delay);
     if (q_push(&c->delayed, j)) finish(c, j, KD_ERR_NOMEM, "out of memory scheduling a retry");
 }

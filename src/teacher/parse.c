@@ -161,11 +161,29 @@ int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k
     json_error_t je;
     memset(lp, 0, sizeof *lp);
     if (top_k < 1) return kd_error_set(err, KD_ERR_INVALID, "prompt_logprobs: top_k must be at least 1");
-    json_t *root = json_loadb(body, len, 0, &je);
+    /* duplicate keys are refused: which of two values a reader keeps is not defined by JSON */
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!root) return kd_error_set(err, KD_ERR_PARSE, "scoring response: invalid JSON at byte %d: %s", je.position, je.text);
     int rc = KD_OK;
-    const json_t *plp = json_object_get(root, "prompt_logprobs");
-    if (!json_is_array(plp)) plp = json_object_get(json_array_get(json_object_get(root, "choices"), 0), "prompt_logprobs");
+    /* the list: top-level "prompt_logprobs" (a chat completion's) or that of the first choice that has
+     * one (a completion's), whichever comes first in the document, as the fast reader takes it */
+    const json_t *plp = NULL;
+    const char *rkey;
+    json_t *rv;
+    json_object_foreach(root, rkey, rv) {
+        if (strcmp(rkey, "prompt_logprobs") == 0 && json_is_array(rv)) plp = rv;
+        else if (strcmp(rkey, "choices") == 0 && json_is_array(rv)) {
+            size_t ci;
+            json_t *ch;
+            json_array_foreach(rv, ci, ch) {
+                if (json_is_object(ch) && json_is_array(json_object_get(ch, "prompt_logprobs"))) {
+                    plp = json_object_get(ch, "prompt_logprobs");
+                    break;
+                }
+            }
+        }
+        if (plp) break;
+    }
     if (!json_is_array(plp)) {
         rc = kd_error_set(err, KD_ERR_PARSE,
                           "scoring response: no prompt_logprobs (is the endpoint vLLM, and was prompt_logprobs sent? see docs/teachers.md)");
@@ -189,7 +207,13 @@ int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k
         int first = 1;
         json_object_foreach((json_t *)e, key, v) {
             const char *dt = json_string_value(json_object_get(v, "decoded_token"));
-            double x = json_number_value(json_object_get(v, "logprob"));
+            /* no logprob (absent or null): -inf, no probability; one that is not a number is refused */
+            const json_t *xv = json_object_get(v, "logprob");
+            if (xv && !json_is_null(xv) && !json_is_number(xv)) {
+                rc = kd_error_set(err, KD_ERR_PARSE, "scoring response: prompt_logprobs[%d][\"%s\"].logprob is not a number", r, key);
+                goto done;
+            }
+            double x = xv && !json_is_null(xv) ? json_number_value(xv) : -INFINITY;
             float f = x < -1e30 ? -INFINITY : (float)x;
             if (first) { /* the prompt token itself */
                 lp->token_ids[r] = id_of_key(key);

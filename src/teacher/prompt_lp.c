@@ -176,7 +176,7 @@ static int lean_row(plp *P, int row, size_t base) {
         p += 2;
         size_t off = arena_put(P, &text);
         if (!off) return -1;
-        float f = (float)x;
+        float f = x < -1e30 ? -INFINITY : (float)x; /* as the general reader and the reference */
         if (own) {
             lp->token_ids[row] = (int32_t)id;
             lp->tokens[row] = (char *)(uintptr_t)off;

@@ -1,10 +1,8 @@
 /* The stub teacher's HTTP server: see include/kdstep/server.h. */
 #include "kdstep/server.h"
 
-#include <arpa/inet.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +13,7 @@
 #include "common.h"
 #include "kdstep/chat.h"
 #include "kdstep/hash.h"
+#include "kdstep/httpd.h"
 #include "kdstep/log.h"
 
 /* The stub is deterministic in the request (messages, tools, options, seed), so an answer, serialized
@@ -39,7 +38,10 @@ struct kd_server {
     kd_server_options opt;
     kd_stub_teacher *stub;
     int thinking; /* the stub's default for chat_template_kwargs.enable_thinking */
-    char model[256];
+    char model[256];          /* the served names, comma-separated, as given (the first answers as "model") */
+    const char *names[KD_SERVER_MAX_NAMES]; /* into names_buf */
+    char names_buf[256];
+    int n_names;
     char host[64];
     atomic_int_fast64_t requests;
     atomic_int_fast64_t faults[KD_FAULT_COUNT];
@@ -50,26 +52,6 @@ struct kd_server {
 
 static const char *FAULT_NAMES[KD_FAULT_COUNT] = {"ok", "fail", "rate_limited", "malformed", "truncated", "dropped", "stalled"};
 const char *kd_fault_name(int f) { return f >= 0 && f < KD_FAULT_COUNT ? FAULT_NAMES[f] : "?"; }
-
-typedef struct conn_ctx {
-    kd_sbuf body;
-    size_t seen;   /* body bytes received, kept or not */
-    int too_big;   /* over KD_SERVER_MAX_BODY: the rest is read and dropped, then 413 */
-} conn_ctx;
-
-/* Constant-time comparison of the Authorization header with "Bearer <key>": the time taken does not
- * depend on where the first difference is. */
-static int auth_ok(const kd_server *s, struct MHD_Connection *conn) {
-    if (!s->opt.api_key || !s->opt.api_key[0]) return 1;
-    const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-    char want[600];
-    int wl = snprintf(want, sizeof want, "Bearer %s", s->opt.api_key);
-    size_t gl = got ? strlen(got) : 0;
-    unsigned char diff = (unsigned char)(gl != (size_t)wl);
-    for (int i = 0; i < wl; i++) diff |= (unsigned char)((unsigned char)want[i] ^ (unsigned char)(got && (size_t)i < gl ? got[i] : 0));
-    memset(want, 0, sizeof want);
-    return diff == 0;
-}
 
 static void sleep_ms(double ms) {
     if (ms <= 0) return;
@@ -137,21 +119,39 @@ static int draw_fault(kd_server *s, int64_t n) {
 
 static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned code, const char *body, size_t len,
                                  const char *retry_after) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r) return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    if (retry_after) MHD_add_response_header(r, "Retry-After", retry_after);
-    enum MHD_Result ret = MHD_queue_response(conn, code, r);
-    MHD_destroy_response(r);
-    return ret;
+    return kd_http_send(conn, code, body, len, NULL, retry_after);
 }
 
 static enum MHD_Result send_error(struct MHD_Connection *conn, unsigned code, const char *msg) {
-    json_t *o = json_pack("{s:{s:s,s:s}}", "error", "message", msg, "type", code == 400 ? "invalid_request_error" : "server_error");
-    char *b = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    enum MHD_Result r = send_text(conn, code, b ? b : "{}", b ? strlen(b) : 2, NULL);
-    free(b);
+    return kd_http_send_error(conn, code, msg, NULL);
+}
+
+/* A request's "model" must be one of the served names. The answer for another is vLLM's
+ * (OpenAIServing._check_model, vllm/entrypoints/openai/serving_engine.py: HTTP 404 NOT_FOUND, message
+ * "The model `X` does not exist.") in OpenAI's error shape (https://platform.openai.com/docs/guides/error-codes:
+ * 404 with code "model_not_found", param "model"); the message also lists the served names. A request
+ * without "model" (or null) is served by the first name, as vLLM does since "model" became optional. */
+static int model_served(const kd_server *s, const json_t *req) {
+    const json_t *m = json_object_get(req, "model");
+    if (!m || json_is_null(m)) return 1;
+    const char *name = json_string_value(m);
+    for (int i = 0; name && i < s->n_names; i++)
+        if (strcmp(name, s->names[i]) == 0) return 1;
+    return 0;
+}
+
+static enum MHD_Result send_unknown_model(const kd_server *s, struct MHD_Connection *conn, const json_t *req) {
+    const json_t *m = json_object_get(req, "model");
+    kd_sbuf b = {0};
+    if (json_is_string(m)) kd_sbuf_printf(&b, "The model `%.200s` does not exist.", json_string_value(m));
+    else kd_sbuf_puts(&b, "\"model\" must be a string naming a served model.");
+    kd_sbuf_puts(&b, " This server serves:");
+    for (int i = 0; i < s->n_names; i++) kd_sbuf_printf(&b, "%s `%s`", i ? "," : "", s->names[i]);
+    kd_sbuf_puts(&b, " (GET /v1/models lists them): set teacher.model to one of them, or start the server with "
+                     "--served-model-name NAME");
+    char *msg = kd_sbuf_take(&b);
+    enum MHD_Result r = kd_http_send_error(conn, 404, msg ? msg : "unknown model", "model");
+    free(msg);
     return r;
 }
 
@@ -509,6 +509,13 @@ static enum MHD_Result answer(kd_server *s, struct MHD_Connection *conn, const c
         snprintf(m, sizeof m, "request body is not valid JSON: %s", je.text);
         return late_error(s, conn, t0, 400, m);
     }
+    if (!model_served(s, req)) {
+        free(key);
+        atomic_fetch_add(&s->bad_requests, 1);
+        enum MHD_Result r = send_unknown_model(s, conn, req);
+        json_decref(req);
+        return r;
+    }
     const char *lim = request_limits(req);
     if (lim) {
         json_decref(req);
@@ -589,29 +596,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
                                const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     kd_server *s = cls;
     (void)version;
-    if (!*con_cls) {
-        conn_ctx *c = calloc(1, sizeof *c);
-        if (!c) return MHD_NO;
-        *con_cls = c;
-        return MHD_YES;
-    }
-    conn_ctx *c = *con_cls;
-    if (*upload_data_size) {
-        /* over the limit: keep reading (bounded: nothing is kept) so the client gets the 413 */
-        c->seen += *upload_data_size;
-        if (c->seen > KD_SERVER_MAX_BODY) {
-            c->too_big = 1;
-            kd_sbuf_free(&c->body);
-        } else kd_sbuf_add(&c->body, upload_data, *upload_data_size);
-        *upload_data_size = 0;
-        return c->body.oom ? MHD_NO : MHD_YES;
-    }
+    kd_http_body *c;
+    int got = kd_http_collect(con_cls, upload_data, upload_data_size, KD_SERVER_MAX_BODY, &c);
+    if (got != KD_HTTP_READY) return got == KD_HTTP_MORE ? MHD_YES : MHD_NO;
     if (c->too_big) {
         char m[160];
         snprintf(m, sizeof m, "request body of %zu bytes is larger than this server's limit of %d bytes", c->seen, KD_SERVER_MAX_BODY);
         return send_error(conn, 413, m);
     }
-    if (!auth_ok(s, conn)) return send_error(conn, 401, "missing or wrong API key: send \"Authorization: Bearer <key>\" with the key given to --api-key");
+    if (!kd_http_bearer_ok(conn, s->opt.api_key))
+        return kd_http_send_error(conn, 401, "missing or wrong API key: send \"Authorization: Bearer <key>\" with the key given to --api-key", NULL);
     if (strcmp(method, "GET") == 0) {
         if (strcmp(url, "/stats") == 0) {
             kd_server_counts k;
@@ -627,9 +621,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         }
         if (strcmp(url, "/v1/models") == 0) {
             kd_sbuf b = {0};
-            kd_sbuf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
-            json_token(&b, s->model);
-            kd_sbuf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"kdstep\"}]}");
+            kd_sbuf_puts(&b, "{\"object\":\"list\",\"data\":[");
+            for (int i = 0; i < s->n_names; i++) {
+                kd_sbuf_puts(&b, i ? ",{\"id\":" : "{\"id\":");
+                json_token(&b, s->names[i]);
+                kd_sbuf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"kdstep\"}");
+            }
+            kd_sbuf_puts(&b, "]}");
             char *t = kd_sbuf_take(&b);
             enum MHD_Result r = send_text(conn, 200, t ? t : "{}", t ? strlen(t) : 2, NULL);
             free(t);
@@ -640,19 +638,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (strcmp(method, "POST") != 0) return send_error(conn, 405, "method not allowed");
     if (strcmp(url, "/v1/chat/completions") != 0 && strcmp(url, "/v1/completions") != 0)
         return send_error(conn, 404, "not found: POST /v1/chat/completions or /v1/completions");
-    return answer(s, conn, url, c->body.data ? c->body.data : "", c->body.len);
-}
-
-static void completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)conn;
-    (void)toe;
-    conn_ctx *c = *con_cls;
-    if (c) {
-        kd_sbuf_free(&c->body);
-        free(c);
-    }
-    *con_cls = NULL;
+    return answer(s, conn, url, c->data ? c->data : "", c->len);
 }
 
 int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teacher *stub, const char *model,
@@ -663,35 +649,33 @@ int kd_server_start(kd_server **out, const kd_server_options *opt, kd_stub_teach
     s->opt = *opt;
     s->stub = stub;
     s->thinking = opt->thinking;
-    snprintf(s->model, sizeof s->model, "%s", model ? model : "stub-teacher");
+    snprintf(s->model, sizeof s->model, "%s", model && *model ? model : "stub-teacher");
+    snprintf(s->names_buf, sizeof s->names_buf, "%s", s->model);
+    for (char *p = s->names_buf, *save = NULL, *t; (t = strtok_r(p, ",", &save)); p = NULL) {
+        if (s->n_names == KD_SERVER_MAX_NAMES) {
+            free(s);
+            return kd_error_set(err, KD_ERR_INVALID, "--served-model-name '%s': more than %d names", model, KD_SERVER_MAX_NAMES);
+        }
+        s->names[s->n_names++] = t;
+    }
+    if (!s->n_names) {
+        free(s);
+        return kd_error_set(err, KD_ERR_INVALID, "--served-model-name '%s' names no model", model);
+    }
+    snprintf(s->model, sizeof s->model, "%s", s->names[0]);
     snprintf(s->host, sizeof s->host, "%s", opt->host ? opt->host : "127.0.0.1");
     double total = opt->fail_rate + opt->rate_limit + opt->malformed_rate + opt->truncate_rate + opt->drop_rate + opt->stall_rate;
     if (total > 1.0 + 1e-9) {
         free(s);
         return kd_error_set(err, KD_ERR_INVALID, "fault rates add up to %.3f; their sum must be at most 1", total);
     }
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)opt->port);
-    if (inet_pton(AF_INET, s->host, &addr.sin_addr) != 1) {
-        free(s);
-        return kd_error_set(err, KD_ERR_INVALID, "--host '%s' is not an IPv4 address (use 127.0.0.1, or 0.0.0.0 for all interfaces)",
-                            opt->host);
-    }
     pthread_mutex_init(&s->cache_mu, NULL);
-    s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
-                            NULL, handler, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED,
-                            completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)120, MHD_OPTION_END); /* no SO_REUSEPORT: a second server on the port fails to bind */
-    if (!s->d) {
+    int rc = kd_http_listen(s->host, opt->port, 4096, 120, handler, s, &s->d, &s->port, err);
+    if (rc) {
         pthread_mutex_destroy(&s->cache_mu);
         free(s);
-        return kd_error_set(err, KD_ERR_NET, "cannot listen on %s:%d (port in use by another server? try --port 0 for a free one)",
-                            opt->host ? opt->host : "127.0.0.1", opt->port);
+        return rc;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : opt->port;
     *out = s;
     return KD_OK;
 }

@@ -86,7 +86,7 @@ file "$dir/build/kdstep" | grep -q "ARM aarch64" || { file "$dir/build/kdstep"; 
 Q=(qemu-aarch64 -L "$sysroot")
 "${Q[@]}" "$dir/build/kdstep" --version | sed 's/^/cross aarch64: /'
 # Left out under emulation (KD_TEST_SKIP; each skip is printed by the test): the HTTP client's
-# fault-injection rounds and teacher-forced scoring (test_teacher "client: 20% ..." and "client:
+# fault-injection rounds and teacher-forced scoring (test_teacher_client "client: 20% ..." and "client:
 # teacher-forced scoring": their request timeouts are sized for native speed, and under qemu the stub
 # server answers after them), and test_h5data's two random-SIGKILL stress loops (12 writers; 24 seal
 # rounds: over 10 minutes under qemu). Everything else in every unit suite runs.

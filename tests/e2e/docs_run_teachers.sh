@@ -20,6 +20,9 @@ kd_before() { # N FILE COMMAND
   case "$CUR" in
     "kdstep teacher serve --port 8000"*)
       if ss -ltnH 2>/dev/null | awk '{print $4}' | grep -qE '[:.]8000$'; then echo "skip: port 8000 is in use here"; exit 77; fi
+      # as vLLM would be started for each model the generate lines name (--served-model-name): a
+      # request for a model it does not serve gets 404 model_not_found
+      MORE=(--served-model-name stub-teacher,Qwen/Qwen3-32B,gpt-4o-mini)
       KD_BG=1 ;;
     "kdstep generate "*)
       runs=$((runs + 1))

@@ -6,7 +6,7 @@
 #   - no SO_REUSEPORT: a second server on the same port fails to start instead of sharing it;
 #   - a non-loopback --host needs --api-key or --insecure; with --api-key, requests without it get
 #     401 and requests with it are answered.
-# (Linear tool matching: tests/unit/test_teacher.c, "stub: tool matching is linear".)
+# (Linear tool matching: tests/unit/test_teacher_stub.c, "stub: tool matching is linear".)
 set -euo pipefail
 source "$KD_SOURCE_DIR/tests/lib/fixtures.sh"
 tok=$(kd_student_tokenizer)

@@ -37,13 +37,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     kd_teacher_logprobs lp, lr;
     int pf = kd_teacher_parse_prompt_logprobs((const char *)data, size, k, &lp, &e);
     int pr = kd_teacher_parse_prompt_logprobs_ref((const char *)data, size, k, &lr, &e2);
-    /* Both parsers run on every input (crashes and, under ASan, memory errors are caught), but their
-     * rows are not compared for now: the fuzz build found an input on which the fast reader's top-k ids
-     * differ from the reference's (tests/fuzz/known/prompt_logprobs_divergence.json; both agree on it
-     * in the gcc and ASan builds, so the cause is not found yet). Restore the comparison when it is:
-     *   if (pf == KD_OK && pr == KD_OK) compare n, token_ids, tail_logprob and topk_ids row by row. */
-    (void)pf;
-    (void)pr;
+    if (pf == KD_OK && pr == KD_OK) {
+        if (lp.n != lr.n || lp.k != lr.k) abort();
+        for (int i = 0; i < lp.n; i++) {
+            if (lp.token_ids[i] != lr.token_ids[i] || !same_float(lp.token_logprobs[i], lr.token_logprobs[i]) ||
+                !same_float(lp.tail_logprob[i], lr.tail_logprob[i]))
+                abort();
+            if ((lp.tokens[i] == NULL) != (lr.tokens[i] == NULL) || (lp.tokens[i] && strcmp(lp.tokens[i], lr.tokens[i]) != 0)) abort();
+            for (int j = 0; j < k; j++) {
+                size_t at = (size_t)i * (size_t)k + (size_t)j;
+                if (lp.topk_ids[at] != lr.topk_ids[at] || !same_float(lp.topk_logprobs[at], lr.topk_logprobs[at])) abort();
+                if ((lp.topk_tokens[at] == NULL) != (lr.topk_tokens[at] == NULL) ||
+                    (lp.topk_tokens[at] && strcmp(lp.topk_tokens[at], lr.topk_tokens[at]) != 0))
+                    abort();
+            }
+        }
+    }
     if (pf == KD_OK) kd_teacher_logprobs_free(&lp);
     if (pr == KD_OK) kd_teacher_logprobs_free(&lr);
     return 0;

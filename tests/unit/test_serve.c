@@ -6,9 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kdstep/engine.h"
+#include "kdstep/httpd.h"
 #include "kdstep/serve_api.h"
+#include "kdstep/teacher.h"
 #include "student_fixture.h"
 #include "testutil.h"
 
@@ -152,7 +155,7 @@ static void test_api_errors(void) {
     snprintf(body + k, 32, "\", \"max_tokens\": 4}");
     expect_status(e, KD_API_COMPLETIONS, body, 400, "prompt", "maximum context length is 2048 tokens");
     free(body);
-    char *j = kd_api_error_json(404, "The model `x` does not exist.", "model");
+    char *j = kd_http_error_json(404, "The model `x` does not exist.", "model");
     KD_ASSERT_CONTAINS(j, "{\"error\":{\"message\":\"The model `x` does not exist.\",\"type\":\"not_found_error\",\"param\":\"model\",\"code\":\"model_not_found\"}}");
     free(j);
     kd_engine_close(e);
@@ -186,12 +189,135 @@ static void test_split_tool_calls(void) {
     kd_engine_close(e);
 }
 
+/* Issue 19: a prompt holding characters the tokenizer splits into byte tokens (U+FFFD, written by a
+ * decode of a token that split a character, and an emoji), scored through the API as a teacher would
+ * be (POST /v1/completions with prompt_logprobs) and read back by the teacher client's parser: every
+ * row's prompt token is the request's own token (prompt_token_ids), its logprob is the engine's, and its
+ * text is the token's bytes (U+FFFD for a byte that is no character on its own). The rows where the
+ * prompt token is not the model's first choice (most of them, for these random weights) are the ones
+ * that were read as their rank-1 token when the entry came after the top-k. */
+static void test_prompt_logprobs_split_utf8(void) {
+    kd_engine *e = open_engine("ck-serve-utf8", 2);
+    const kd_student *st = kd_engine_student(e);
+    const char *body = "{\"model\": \"m\", \"prompt\": \"tea \xef\xbf\xbd caf\xc3\xa9 \xf0\x9f\x98\x80 done\", \"max_tokens\": 1, "
+                       "\"temperature\": 0, \"prompt_logprobs\": 3}";
+    kd_api_limits lim = {64, "m"};
+    kd_api_request r;
+    kd_api_status status;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_api_parse(st, KD_API_COMPLETIONS, body, strlen(body), &lim, &r, &status, &err), KD_OK);
+    kd_seq *seq = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, r.ids, r.n_ids, &r.gp, &seq, &err), KD_OK);
+    int state = KD_SEQ_RUNNING, got = 0;
+    while (state == KD_SEQ_RUNNING) got = kd_seq_wait(seq, got, 10.0, &state);
+    char *out = kd_api_response(st, &r, "cmpl-1", "m", 0, seq, got, state, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    kd_teacher_logprobs lp, ref;
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs(out, strlen(out), 3, &lp, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_teacher_parse_prompt_logprobs_ref(out, strlen(out), 3, &ref, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(lp.n, r.n_ids);
+    const kd_gen_token *plp = kd_seq_prompt_logprobs(seq);
+    int split = 0, not_first = 0, bad = 0;
+    for (int i = 1; i < r.n_ids; i++) {
+        const char *b;
+        size_t nb;
+        CU_ASSERT_EQUAL_FATAL(kd_tokenizer_token_bytes(st->tok, r.ids[i], &b, &nb), 0);
+        int whole = 1; /* is the token valid UTF-8 on its own? */
+        for (size_t k = 0; k < nb; k++) whole &= (unsigned char)b[k] < 0x80;
+        if (!whole) {
+            char *x = strndup(b, nb);
+            json_t *j = json_string(x); /* jansson refuses invalid UTF-8 */
+            whole = j != NULL;
+            json_decref(j);
+            free(x);
+        }
+        split += !whole;
+        not_first += plp[i].rank != 1;
+        bad += lp.token_ids[i] != r.ids[i] || ref.token_ids[i] != r.ids[i] || lp.token_logprobs[i] != plp[i].logprob;
+        if (whole) bad += strlen(lp.tokens[i]) != nb || memcmp(lp.tokens[i], b, nb) != 0;
+        else bad += strcmp(lp.tokens[i], "\xef\xbf\xbd") != 0;
+        for (int j = 0; j < 3; j++) bad += lp.topk_ids[i * 3 + j] != plp[i].top_id[j];
+    }
+    fprintf(stderr, "\n  %d prompt tokens, %d byte tokens of split characters, %d not the model's first choice, %d wrong\n",
+            r.n_ids, split, not_first, bad);
+    CU_ASSERT_TRUE(split >= 3);
+    CU_ASSERT_TRUE(not_first > 0);
+    CU_ASSERT_EQUAL(bad, 0);
+    kd_teacher_logprobs_free(&lp);
+    kd_teacher_logprobs_free(&ref);
+    free(out);
+    kd_seq_release(seq);
+    kd_api_request_free(&r);
+    kd_engine_close(e);
+}
+
+/* Issue 19: the KV caches of all requests share one budget (kd_engine_options.max_kv_bytes, `kdstep
+ * serve --max-kv-mb`). With room for two requests, a third that comes while both hold theirs is
+ * refused as busy (KD_ERR_IO: 503 + Retry-After in HTTP) naming the flag, one that alone needs more
+ * than the budget as invalid (400); once the two end, the budget is free again. */
+static void test_kv_budget(void) {
+    kd_engine_options o = {.max_batch = 1, .prefill_chunk = 7};
+    kd_engine *e = NULL;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_engine_open(fx_checkpoint("ck-serve-kv", 0, 11, 7), &o, &e, &err), KD_OK);
+    const kd_student *st = kd_engine_student(e);
+    int32_t ids[64];
+    int n = prompt_of(st, "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n", ids, 64);
+    int maxpos = st->model->cfg.max_position_embeddings, max_tokens = maxpos / 3 - n; /* a third of the context */
+    size_t need = kd_engine_kv_bytes(e, n + max_tokens);
+    kd_engine_close(e);
+    o.max_kv_bytes = 2 * need + need / 2; /* two fit, not three */
+    CU_ASSERT_EQUAL_FATAL(kd_engine_open(fx_checkpoint("ck-serve-kv", 0, 11, 7), &o, &e, &err), KD_OK);
+    /* long greedy generations that ignore the stop ids: they hold their budget while the third comes */
+    kd_gen_params gp = {.max_tokens = max_tokens, .temperature = 0, .top_p = 1, .prompt_logprobs = -1, .ignore_eos = 1};
+    kd_seq *a = NULL, *b = NULL, *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids, n, &gp, &a, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids, n, &gp, &b, &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_engine_submit(e, ids, n, &gp, &c, &err), KD_ERR_IO);
+    CU_ASSERT_PTR_NULL(c);
+    KD_ASSERT_CONTAINS(err.msg, "the server is busy: its KV cache budget of");
+    KD_ASSERT_CONTAINS(err.msg, "(--max-kv-mb) is held by 2 requests");
+    kd_engine_stats s;
+    kd_engine_get_stats(e, &s);
+    CU_ASSERT_EQUAL(s.kv_bytes, (int64_t)(2 * need));
+    CU_ASSERT_EQUAL(s.kv_refused, 1);
+    int state = KD_SEQ_RUNNING;
+    kd_seq_wait(b, 0, 0, &state);
+    CU_ASSERT_EQUAL(state, KD_SEQ_RUNNING); /* b is queued behind a (max_batch 1): it could not have ended */
+    /* one that alone needs more than the whole budget can never run */
+    kd_gen_params big = gp;
+    big.max_tokens = maxpos - n;
+    CU_ASSERT_TRUE_FATAL(kd_engine_kv_bytes(e, maxpos) > o.max_kv_bytes);
+    CU_ASSERT_EQUAL(kd_engine_submit(e, ids, n, &big, &c, &err), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(err.msg, "more than the server's whole KV budget");
+    kd_seq_cancel(a);
+    kd_seq_cancel(b);
+    for (int w = 0; w < 600; w++) {
+        kd_engine_get_stats(e, &s);
+        if (s.kv_bytes == 0) break;
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    CU_ASSERT_EQUAL(s.kv_bytes, 0);
+    kd_seq_release(a);
+    kd_seq_release(b);
+    gp.max_tokens = 4;
+    CU_ASSERT_EQUAL(kd_engine_submit(e, ids, n, &gp, &c, &err), KD_OK);
+    state = KD_SEQ_RUNNING;
+    while (state == KD_SEQ_RUNNING) kd_seq_wait(c, 4, 10.0, &state);
+    CU_ASSERT_EQUAL(state, KD_SEQ_LENGTH);
+    kd_seq_release(c);
+    kd_engine_close(e);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("serve", NULL, NULL);
     CU_add_test(s, "batching_equals_single", test_batching_equals_single);
     CU_add_test(s, "prompt_logprobs", test_prompt_logprobs);
+    CU_add_test(s, "prompt_logprobs: the prompt token first, split UTF-8 read by the teacher client", test_prompt_logprobs_split_utf8);
     CU_add_test(s, "api_errors", test_api_errors);
+    CU_add_test(s, "KV budget: busy 503, too big 400, freed when requests end", test_kv_budget);
     CU_add_test(s, "split_tool_calls", test_split_tool_calls);
     return kd_test_main();
 }
