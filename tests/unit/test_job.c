@@ -57,6 +57,7 @@ static void test_onpolicy_job(void) {
     CU_ASSERT_EQUAL(j.onpolicy_steps, 80);
     kd_config c;
     kd_config_defaults(&c);
+    snprintf(j.config, sizeof j.config, "%s", kd_test_src(j.config)); /* relative to the source tree */
     CU_ASSERT_EQUAL_FATAL(kd_job_config(&j, &c, &e), KD_OK);
     CU_ASSERT_DOUBLE_EQUAL(c.generate.student_share, 0.5, 1e-12);
     CU_ASSERT_STRING_EQUAL(c.generate.policy, "teacher"); /* the rounds set mixed themselves */
