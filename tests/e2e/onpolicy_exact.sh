@@ -8,6 +8,8 @@
 # bucket) on every student-written
 # token: it must be 0 within 1e-5 (float32 forward passes of two code paths: the server's cached
 # decode vs the trainer's batched step; a one-token misalignment gives terms of order 1).
+# Per token, PyTorch's Qwen3 forward pass (tests/reference/qwen3_ref.py) of the checkpoint against the
+# stored teacher rows: reverse KL under 1e-4 at every student-written token.
 # Also checked: the samples hold the student's tool calls with their masks, every assistant token has
 # the teacher's top-k, stats.json counts the student's turns and the kinds of its failed calls, and
 # an HTTP teacher with teacher.scoring none is refused at open, naming teacher.scoring.
@@ -64,6 +66,36 @@ assert n_cov == n_asst, "student-written tokens without the teacher's top-k"
 assert text.count("<tool_call>") > 0 and tool.sum() > 0 and js.sum() > 0, "no student-written call with masks"
 PY
 
+# per token, against an outside forward pass: PyTorch's Qwen3 (tests/reference/qwen3_ref.py) on the
+# checkpoint gives the student's distribution at every student-written token; the reverse KL from it to
+# the stored teacher top-k + tail bucket (the K + 1 buckets of docs/losses.md) is under 1e-4 at each one
+"$PY" - "$tmp/ds/dataset.h5" "$CK" "$S/tests/reference/qwen3_ref.py" <<'PY'; prc=$?
+import importlib.util, sys
+import h5py, numpy as np, torch
+spec = importlib.util.spec_from_file_location("ref", sys.argv[3]); ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
+m = ref.load_dir(sys.argv[2]).eval()
+f = h5py.File(sys.argv[1], "r")
+off = f["samples/offsets"][:]; inp = f["tokens/input_ids"][:]; loss = f["tokens/loss_mask"][:]
+tids = f["teacher/topk_ids"][:]; tlps = f["teacher/topk_logprobs"][:].astype(np.float64); tail = f["teacher/tail_logprob"][:].astype(np.float64)
+worst, n = 0.0, 0
+for s in range(len(off) - 1):
+    a, b = off[s], off[s + 1]
+    with torch.no_grad():
+        lg = m(torch.from_numpy(inp[a:b].astype(np.int64))[None])[0].double()
+    lsm = torch.log_softmax(lg, -1).numpy()
+    for t in range(1, b - a):
+        if not loss[a + t] or tids[a + t, 0] < 0:
+            continue
+        ids = tids[a + t]; ok = ids >= 0
+        p = np.exp(lsm[t - 1]); pk = p[ids[ok]]; pt = max(1.0 - pk.sum(), 1e-300)
+        q = np.exp(np.append(tlps[a + t][ok], tail[a + t])); q /= q.sum()
+        pp = np.append(pk, pt)
+        kl = float(np.sum(pp * (np.log(pp) - np.log(np.maximum(q, 1e-300)))))
+        worst = max(worst, kl); n += 1
+print(f"reverse KL (PyTorch student || served teacher) at {n} student-written tokens: max {worst:.2e}")
+assert n > 0 and worst < 1e-4, worst
+PY
+check "per token, PyTorch's forward pass agrees: the KD term is 0 at every student-written token" '[ $prc -eq 0 ]'
 train0() { # DATA OUT [flags...]: one step from the served weights at lr 0; prints its metrics line
   local data=$1 out=$2; shift 2
   "$K" train --train-data "$data" --out "$out" --tokenizer-path "$FX/tok" --set model.path="$CK" --set model.init=pretrained \
