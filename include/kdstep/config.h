@@ -108,6 +108,7 @@ typedef struct kd_config {
         double temperature;
         double top_p;
         int64_t seed;
+        int64_t batch; /* prompts decoded together per rank */
     } eval;
 } kd_config;
 

@@ -124,6 +124,27 @@ struct kd_model {
      * that layer's slice of m->grads here, overlapping communication with the rest of backward. */
     void (*on_layer_grads)(void *ctx, int layer);
     void *on_layer_grads_ctx;
+
+    /* Optional (NULL by default): seconds per kernel (KD_PROF_*), ADDED to by forward, backward,
+     * kd_model_ce_loss and kd_model_adamw_step when set (tests/bench/train_threads.sh). */
+    double *profile;
+};
+
+/* The kernels m->profile times. SGEMM is every product outside attention; ATTENTION is the whole
+ * per-head attention (its own small sgemms included), of which ATTN_SOFTMAX is the softmax and its
+ * backward (summed over threads, divided by the thread count). */
+enum {
+    KD_PROF_SGEMM,
+    KD_PROF_ATTENTION,
+    KD_PROF_ATTN_SOFTMAX,
+    KD_PROF_RMSNORM,
+    KD_PROF_QK_NORM_ROPE,
+    KD_PROF_SWIGLU,
+    KD_PROF_EMBEDDING,
+    KD_PROF_RESIDUAL,
+    KD_PROF_LOSS,
+    KD_PROF_ADAMW,
+    KD_PROF_N
 };
 
 /* Allocate a model for batches of B sequences of T tokens (T <= max_position_embeddings) with
@@ -211,6 +232,15 @@ const float *kd_model_decode_step(const kd_model *m, kd_kv_cache *c, int32_t tok
 typedef struct kd_batch_scratch kd_batch_scratch;
 int kd_batch_scratch_new(const kd_model *m, int max_rows, kd_batch_scratch **out, kd_error *err);
 void kd_batch_scratch_free(kd_batch_scratch *s);
+/* invariant != 0: the products of kd_model_step_rows compute every element by one fixed instruction
+ * sequence (see rows_invariant in decode.c), so a row's keys, values and logits are bit for bit the
+ * same whatever other rows share the call: batched greedy decoding (kdstep eval, eval.batch) is then
+ * byte-identical to decoding one prompt at a time, at some cost against BLAS on large prefills.
+ * Off by default (BLAS, faster for long prefill chunks of big models). */
+void kd_batch_scratch_set_invariant(kd_batch_scratch *s, int invariant);
+/* Copy positions 0..n-1 (every layer's keys and values) of src into dst and set dst->pos = n: a
+ * shared prompt prefix computed once serves several sequences. n <= src->pos, n <= dst->max_T. */
+int kd_kv_cache_copy_prefix(const kd_model *m, kd_kv_cache *dst, const kd_kv_cache *src, int n, kd_error *err);
 int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cache *const *kv, const int32_t *tokens,
                        const int *want_logits, float *logits, kd_error *err);
 

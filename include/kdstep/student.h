@@ -31,6 +31,14 @@ typedef struct kd_student {
     kd_encoding enc;
     float *logits; /* [vocab_size] scratch for sampling */
     int max_prompt_tokens; /* > 0: keep only the prompt's last tokens, as training windows do */
+    /* kd_student_generate_batch: one cache per slot (each keeps its last prompt as a reusable
+     * prefix, as `cache` does), the rows' scratch and the logits of each slot's next token */
+    int n_slots;
+    kd_kv_cache **slot_cache;
+    int32_t **slot_tokens; /* the tokens whose keys/values are in slot_cache[i], [max_T] */
+    kd_batch_scratch *rows;
+    float *slot_logits; /* [n_slots, V] */
+    float *row_logits;  /* [n_slots, V] what one kd_model_step_rows call returns */
 } kd_student;
 
 /* What one answer cost. */
@@ -50,6 +58,31 @@ void kd_student_close(kd_student *s);
  * how many (the stop token included). sampler->temperature 0 is greedy. */
 int kd_student_generate(kd_student *s, const int32_t *prompt, int n_prompt, int max_new, kd_sampler *sampler,
                         int32_t *out, int *n_out, kd_student_stats *st, kd_error *err);
+
+/* One prompt of a batch: the prompt and the sampler in, the tokens and the stats out. */
+typedef struct kd_student_job {
+    const int32_t *prompt;
+    int n_prompt;
+    int max_new;
+    kd_sampler *sampler; /* advanced only by this job's draws, so a job decodes as it would alone */
+    int32_t *out;        /* capacity max_new */
+    int n_out;
+    kd_student_stats st;
+} kd_student_job;
+
+/* Decode n prompts together: each forward pass runs one row per unfinished prompt (a KV cache per
+ * prompt, ragged lengths), and the prefills run as row chunks. A prefix that a prompt shares with an
+ * earlier prompt of the batch, or with the last prompt of its slot, is computed once and its keys and
+ * values copied. Every job's tokens are byte for byte those of kd_student_generate_batch with n = 1
+ * (the batch-invariant products of kd_batch_scratch_set_invariant). */
+int kd_student_generate_batch(kd_student *s, kd_student_job *jobs, int n, kd_error *err);
+
+/* The token ids kd_student_answer decodes after: rendered, encoded and cut to the last
+ * max_prompt_tokens (*cut: how many head tokens were left out). *ids is malloc'd. */
+int kd_student_prompt_ids(kd_student *s, const json_t *messages, const json_t *tools, int32_t **ids, int *n, int *cut,
+                          kd_error *err);
+/* Generated ids -> the answer text (without the stop token when stopped). *text is malloc'd. */
+int kd_student_answer_text(kd_student *s, const int32_t *ids, int n, int stopped, char **text, kd_error *err);
 
 /* The prompt as the student sees it: `messages` (OpenAI messages array) with `tools` (OpenAI tools
  * array; NULL or empty renders no tools block) in the student's chat template with the generation

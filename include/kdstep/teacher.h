@@ -148,8 +148,14 @@ int kd_teacher_parse_chat_response_ref(const char *body, size_t len, kd_teacher_
  * token itself (vLLM writes the token, then the top-k; "token_id:N" keys/texts are understood) and
  * whose entries of rank 1..top_k are the columns. Entry 0 (null) gives an empty row. One pass, no tree. */
 int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err);
-/* The same with jansson: the reference the fast one is tested against. */
+/* The same with jansson: the reference the fast one is tested against. Both read "prompt_token_ids"
+ * beside the list, when the response has them (vLLM's return_token_ids; kdstep serve always): they
+ * name each row's prompt token whatever the order of its entries (kd_teacher_logprobs_use_prompt_ids). */
 int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err);
+/* Rows whose first entry is not the prompt token of ids[n] (n == lp->n) get that id, and its text and
+ * logprob from the row's top-k (none when it is not there). dup_texts: lp owns each text (the jansson
+ * reference) rather than an arena. */
+void kd_teacher_logprobs_use_prompt_ids(kd_teacher_logprobs *lp, const int32_t *ids, size_t n, int dup_texts);
 void kd_teacher_logprobs_free(kd_teacher_logprobs *lp);
 int kd_teacher_logprobs_alloc(kd_teacher_logprobs *lp, int n, int k);
 

@@ -146,19 +146,9 @@ static int set_value(kd_job *job, const jkey *k, yaml_document_t *doc, yaml_node
 }
 
 int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error *err) {
-    yaml_parser_t parser;
     yaml_document_t doc;
-    int prc = kd_yaml_precheck(yaml, strlen(yaml), name, err);
-    if (prc) return prc;
-    if (!yaml_parser_initialize(&parser)) return kd_error_set(err, KD_ERR_NOMEM, "%s: cannot initialize YAML parser", name);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
-    if (!yaml_parser_load(&parser, &doc)) {
-        int rc = kd_error_set(err, KD_ERR_PARSE, "%s:%zu:%zu: YAML syntax error: %s", name, parser.problem_mark.line + 1,
-                              parser.problem_mark.column + 1, parser.problem ? parser.problem : "unknown");
-        yaml_parser_delete(&parser);
-        return rc;
-    }
-    int rc = KD_OK;
+    int rc = kd_yaml_load(yaml, name, &doc, err);
+    if (rc) return rc;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     char where[1200];
     if (!root || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
@@ -219,7 +209,6 @@ int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error
     }
 done:
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     return rc;
 }
 

@@ -44,6 +44,20 @@ int kd_yaml_precheck(const char *yaml, size_t len, const char *name, kd_error *e
     return rc;
 }
 
+int kd_yaml_load(const char *yaml, const char *name, yaml_document_t *doc, kd_error *err) {
+    int rc = kd_yaml_precheck(yaml, strlen(yaml), name, err);
+    if (rc) return rc;
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser)) return kd_error_set(err, KD_ERR_NOMEM, "%s: cannot initialize YAML parser", name);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
+    if (!yaml_parser_load(&parser, doc))
+        rc = kd_error_set(err, KD_ERR_PARSE, "%s:%zu:%zu: YAML syntax error: %s%s%s", name, parser.problem_mark.line + 1,
+                          parser.problem_mark.column + 1, parser.problem ? parser.problem : "unknown",
+                          parser.context ? " " : "", parser.context ? parser.context : "");
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
 int kd_yaml_check_key(yaml_document_t *doc, yaml_node_t *map, yaml_node_pair_t *a, const char *name, kd_error *err) {
     yaml_node_t *ka = yaml_document_get_node(doc, a->key);
     if (!ka || ka->type != YAML_SCALAR_NODE) return KD_OK;

@@ -2,12 +2,12 @@
 #include "kdstep/synth.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "kdstep/hash.h"
+#include "kdstep/sbuf.h"
 #include "synth_internal.h"
 
 #define PICK(rng, arr) (arr)[kd_splitmix64(rng) % (sizeof(arr) / sizeof((arr)[0]))]
@@ -75,37 +75,6 @@ static const char *CLOSINGS[] = {"", "", "", "", " Thanks!", " Thank you.", " Ke
 static const char *OPENERS_IMPERATIVE[] = {"", "", "Please ", "Hey, ", "I need you to ", "Quick one: ", "Now "};
 static const char *OPENERS_ANY[] = {"", "", "Hey, ", "Quick one: "};
 static const char *JOINERS[] = {" Then ", " After that, ", " Also, ", " Once that's done, ", " And "};
-
-/* ---- text buffer ---------------------------------------------------------------------------------- */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || b->oom) return;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->len + (size_t)n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 /* ---- values ------------------------------------------------------------------------------------- */
 
@@ -266,32 +235,32 @@ static json_t *gen_value(const char *name, const json_t *schema, uint64_t *rng, 
 }
 
 /* How a value reads in a sentence. Arrays read "a, b and c". */
-static void render_value(sbuf *b, const json_t *v, int quote) {
+static void render_value(kd_sbuf *b, const json_t *v, int quote) {
     if (json_is_string(v))
-        sb_printf(b, quote ? "\"%s\"" : "%s", json_string_value(v));
+        kd_sbuf_printf(b, quote ? "\"%s\"" : "%s", json_string_value(v));
     else if (json_is_integer(v))
-        sb_printf(b, "%lld", (long long)json_integer_value(v));
+        kd_sbuf_printf(b, "%lld", (long long)json_integer_value(v));
     else if (json_is_real(v))
-        sb_printf(b, "%g", json_real_value(v));
+        kd_sbuf_printf(b, "%g", json_real_value(v));
     else if (json_is_true(v))
-        sb_printf(b, "true");
+        kd_sbuf_printf(b, "true");
     else if (json_is_false(v))
-        sb_printf(b, "false");
+        kd_sbuf_printf(b, "false");
     else if (json_is_array(v)) {
         size_t n = json_array_size(v);
         for (size_t i = 0; i < n; i++) {
-            if (i) sb_printf(b, i + 1 == n ? " and " : ", ");
+            if (i) kd_sbuf_printf(b, i + 1 == n ? " and " : ", ");
             render_value(b, json_array_get(v, i), quote);
         }
     } else {
         char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-        sb_printf(b, "%s", s ? s : "");
+        kd_sbuf_printf(b, "%s", s ? s : "");
         free(s);
     }
 }
 
-static void words_of(sbuf *b, const char *name) {
-    for (const char *p = name; *p; p++) sb_printf(b, "%c", (*p == '_' || *p == '.') ? ' ' : *p);
+static void words_of(kd_sbuf *b, const char *name) {
+    for (const char *p = name; *p; p++) kd_sbuf_printf(b, "%c", (*p == '_' || *p == '.') ? ' ' : *p);
 }
 
 /* ---- phrasing ------------------------------------------------------------------------------------ */
@@ -329,7 +298,7 @@ static const phrasing *find_phrasing(const char *tool) {
 
 /* Fill a template; marks the arguments it used in `used`. Returns 0 when a {name} is not an argument
  * (then the generic phrasing is used). */
-static int fill_template(sbuf *b, const char *tpl, const json_t *args, json_t *used) {
+static int fill_template(kd_sbuf *b, const char *tpl, const json_t *args, json_t *used) {
     for (const char *p = tpl; *p;) {
         if (*p == '{') {
             const char *e = strchr(p, '}');
@@ -342,7 +311,7 @@ static int fill_template(sbuf *b, const char *tpl, const json_t *args, json_t *u
             json_object_set_new(used, key, json_true());
             p = e + 1;
         } else {
-            sb_printf(b, "%c", *p++);
+            kd_sbuf_printf(b, "%c", *p++);
         }
     }
     return 1;
@@ -353,7 +322,7 @@ static void capitalize(char *s) {
 }
 
 /* One tool call phrased as a clause (lowercase start, ends with punctuation). */
-static void phrase_call(sbuf *b, const kd_tool *tool, const json_t *args, uint64_t *rng, int first) {
+static void phrase_call(kd_sbuf *b, const kd_tool *tool, const json_t *args, uint64_t *rng, int first) {
     json_t *used = json_object();
     const phrasing *ph = find_phrasing(tool->name);
     size_t mark = b->len;
@@ -362,14 +331,14 @@ static void phrase_call(sbuf *b, const kd_tool *tool, const json_t *args, uint64
         const char *tpl = ph->templates[kd_splitmix64(rng) % 3];
         if (first) {
             const char *op = strchr(tpl, '?') ? PICK(rng, OPENERS_ANY) : PICK(rng, OPENERS_IMPERATIVE);
-            sb_printf(b, "%s", op);
+            kd_sbuf_printf(b, "%s", op);
         }
         size_t clause = b->len;
         ok = fill_template(b, tpl, args, used);
-        if (ok && first && b->len > 0 && clause == mark) capitalize(b->p + clause);
+        if (ok && first && b->len > 0 && clause == mark) capitalize(b->data + clause);
         if (!ok) {
             b->len = mark;
-            if (b->p) b->p[mark] = 0;
+            if (b->data) b->data[mark] = 0;
             json_object_clear(used);
         }
     }
@@ -379,23 +348,23 @@ static void phrase_call(sbuf *b, const kd_tool *tool, const json_t *args, uint64
         size_t n = strcspn(d, ".\n");
         static const char *lead[] = {"use %s to ", "I want to ", "help me ", "with the %s tool, "};
         const char *l = PICK(rng, lead);
-        if (first) sb_printf(b, "%s", PICK(rng, OPENERS_ANY));
+        if (first) kd_sbuf_printf(b, "%s", PICK(rng, OPENERS_ANY));
         size_t clause = b->len;
-        sb_printf(b, l, tool->name);
-        if (first && clause == mark && b->p) capitalize(b->p + clause);
+        kd_sbuf_printf(b, l, tool->name);
+        if (first && clause == mark && b->data) capitalize(b->data + clause);
         char first = (char)(d[0] >= 'A' && d[0] <= 'Z' ? d[0] - 'A' + 'a' : d[0]);
-        if (n > 0) sb_printf(b, "%c%.*s", first, (int)n - 1, d + 1);
+        if (n > 0) kd_sbuf_printf(b, "%c%.*s", first, (int)n - 1, d + 1);
         const char *k;
         json_t *v;
         int i = 0;
         json_object_foreach((json_t *)args, k, v) {
-            sb_printf(b, i++ ? ", " : " with ");
+            kd_sbuf_printf(b, i++ ? ", " : " with ");
             words_of(b, k);
-            sb_printf(b, " ");
+            kd_sbuf_printf(b, " ");
             render_value(b, v, json_is_string(v));
             json_object_set_new(used, k, json_true());
         }
-        sb_printf(b, ".");
+        kd_sbuf_printf(b, ".");
     }
     /* Optional arguments the template did not name. */
     const char *k;
@@ -405,12 +374,12 @@ static void phrase_call(sbuf *b, const kd_tool *tool, const json_t *args, uint64
         if (json_object_get(used, k)) continue;
         static const char *how[] = {" Set %s to ", " Use %s ", " (%s: "};
         int h = (int)(kd_splitmix64(rng) % 3);
-        sbuf w = {0};
+        kd_sbuf w = {0};
         words_of(&w, k);
-        sb_printf(b, how[h], w.p ? w.p : k);
-        free(w.p);
+        kd_sbuf_printf(b, how[h], w.data ? w.data : k);
+        free(w.data);
         render_value(b, v, json_is_string(v));
-        sb_printf(b, h == 2 ? ")" : ".");
+        kd_sbuf_printf(b, h == 2 ? ")" : ".");
         extra++;
     }
     (void)extra;
@@ -464,11 +433,11 @@ int kd_synth_record(const kd_registry *reg, uint64_t seed, int64_t index, json_t
     int ncalls = roll < 10 ? 0 : roll < 20 ? 2 : 1;
     if (ncalls == 2 && reg->count < 2) ncalls = 1;
     json_t *calls = json_array();
-    sbuf b = {0};
+    kd_sbuf b = {0};
     if (ncalls == 0) {
         char text[256];
         snprintf(text, sizeof text, PICK(&rng, NO_TOOL), PICK(&rng, TOPICS));
-        sb_printf(&b, "%s", text);
+        kd_sbuf_printf(&b, "%s", text);
     } else {
         int first = (int)(kd_splitmix64(&rng) % (uint64_t)reg->count), second = first;
         while (ncalls == 2 && second == first) second = (int)(kd_splitmix64(&rng) % (uint64_t)reg->count);
@@ -477,24 +446,24 @@ int kd_synth_record(const kd_registry *reg, uint64_t seed, int64_t index, json_t
             json_t *call = NULL;
             if (make_call(reg, tools[c], &rng, &call, err)) {
                 json_decref(calls);
-                free(b.p);
+                free(b.data);
                 return err->code;
             }
-            if (c > 0) sb_printf(&b, "%s", PICK(&rng, JOINERS));
+            if (c > 0) kd_sbuf_printf(&b, "%s", PICK(&rng, JOINERS));
             phrase_call(&b, &reg->tools[tools[c]], json_object_get(call, "arguments"), &rng, c == 0);
             json_array_append_new(calls, call);
         }
     }
-    sb_printf(&b, "%s", PICK(&rng, CLOSINGS));
-    if (b.oom || !b.p) {
+    kd_sbuf_printf(&b, "%s", PICK(&rng, CLOSINGS));
+    if (b.oom || !b.data) {
         json_decref(calls);
-        free(b.p);
+        free(b.data);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     }
     char id[64];
     snprintf(id, sizeof id, "synth-%llu-%lld", (unsigned long long)seed, (long long)index);
-    *record = json_pack("{s:s, s:s, s:{s:o}}", "id", id, "prompt", b.p, "metadata", "tool_calls", calls);
-    free(b.p);
+    *record = json_pack("{s:s, s:s, s:{s:o}}", "id", id, "prompt", b.data, "metadata", "tool_calls", calls);
+    free(b.data);
     if (!*record) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     return KD_OK;
 }

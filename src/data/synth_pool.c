@@ -1,63 +1,15 @@
 /* Prompt synthesizer over a tool pool, each prompt with its own tools: see include/kdstep/synth.h
  * (kd_synth_options). Record i depends only on (seed, i). */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kdstep/hash.h"
+#include "kdstep/sbuf.h"
 #include "kdstep/synth.h"
 #include "kdstep/toolwords.h"
 #include "synth_internal.h"
-
-typedef struct pbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} pbuf;
-
-static void pb_add(pbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-static void pb_puts(pbuf *b, const char *s) { pb_add(b, s, strlen(s)); }
-static void pb_printf(pbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void pb_printf(pbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        pb_add(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    pb_add(b, big, (size_t)n);
-    free(big);
-}
 
 /* ---- values as a request says them ---------------------------------------------------------------- */
 
@@ -73,28 +25,28 @@ static int plain_token(const char *s) {
     return 1;
 }
 
-static void say_scalar(pbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
+static void say_scalar(kd_sbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
-        if (may_bare && plain_token(s) && (kd_splitmix64(rng) & 1)) pb_puts(b, s);
-        else pb_printf(b, "\"%s\"", s);
+        if (may_bare && plain_token(s) && (kd_splitmix64(rng) & 1)) kd_sbuf_puts(b, s);
+        else kd_sbuf_printf(b, "\"%s\"", s);
     } else if (json_is_integer(v)) {
-        pb_printf(b, "%lld", (long long)json_integer_value(v));
+        kd_sbuf_printf(b, "%lld", (long long)json_integer_value(v));
     } else if (json_is_real(v)) {
-        pb_printf(b, "%.17g", json_real_value(v));
+        kd_sbuf_printf(b, "%.17g", json_real_value(v));
     } else if (json_is_true(v)) {
-        pb_puts(b, "true");
+        kd_sbuf_puts(b, "true");
     } else if (json_is_false(v)) {
-        pb_puts(b, "false");
+        kd_sbuf_puts(b, "false");
     } else {
         char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
-        pb_puts(b, s ? s : "null");
+        kd_sbuf_puts(b, s ? s : "null");
         free(s);
     }
 }
 
 /* Arrays of scalars read "a", "b" and "c" (strings always quoted there); anything nested is JSON. */
-static void say_value(pbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
+static void say_value(kd_sbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
     if (json_is_array(v)) {
         size_t n = json_array_size(v), i;
         int scalars = n > 0;
@@ -102,7 +54,7 @@ static void say_value(pbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
                                          !json_is_null(json_array_get(v, i));
         if (scalars) {
             for (i = 0; i < n; i++) {
-                if (i) pb_puts(b, i + 1 == n ? " and " : ", ");
+                if (i) kd_sbuf_puts(b, i + 1 == n ? " and " : ", ");
                 say_scalar(b, json_array_get(v, i), 0, rng);
             }
             return;
@@ -115,7 +67,7 @@ static void say_value(pbuf *b, const json_t *v, int may_bare, uint64_t *rng) {
 
 /* The request for one call: a lead, the tool's gist as a clause, then every argument by its
  * parameter words in one of four forms. No ". " inside, so a request is one sentence. */
-static void say_request(pbuf *b, const kd_tool *t, const json_t *args, uint64_t *rng, int first) {
+static void say_request(kd_sbuf *b, const kd_tool *t, const json_t *args, uint64_t *rng, int first) {
     char gist[KD_GIST_MAX], clause[KD_GIST_MAX];
     int verb = 0;
     kd_tool_gist(t->description && t->description[0] ? t->description : t->name, gist);
@@ -124,19 +76,19 @@ static void say_request(pbuf *b, const kd_tool *t, const json_t *args, uint64_t 
     kd_param_words(t->name, nm);
     const char *opener = first ? kd_synth_pick_opener(rng) : "";
     size_t start = b->len;
-    pb_puts(b, opener);
+    kd_sbuf_puts(b, opener);
     int lead = (int)(kd_splitmix64(rng) % 5);
     if (verb) {
         static const char *leads[] = {"I want to ", "please ", "can you ", "I need to ", "use %s to "};
-        if (lead == 4) pb_printf(b, "use %s to ", t->name);
-        else pb_puts(b, leads[lead]);
+        if (lead == 4) kd_sbuf_printf(b, "use %s to ", t->name);
+        else kd_sbuf_puts(b, leads[lead]);
     } else {
         static const char *leads[] = {"I need this: ", "help me with this: ", "request: ", "task: ", "with %s: "};
-        if (lead == 4) pb_printf(b, "with %s: ", t->name);
-        else pb_puts(b, leads[lead]);
+        if (lead == 4) kd_sbuf_printf(b, "with %s: ", t->name);
+        else kd_sbuf_puts(b, leads[lead]);
     }
-    pb_puts(b, clause);
-    if (first && b->p && b->len > start) b->p[start] = (char)toupper((unsigned char)b->p[start]);
+    kd_sbuf_puts(b, clause);
+    if (first && b->data && b->len > start) b->data[start] = (char)toupper((unsigned char)b->data[start]);
     size_t n = json_object_size(args), i = 0;
     int form = (int)(kd_splitmix64(rng) % 4);
     const char *k;
@@ -147,30 +99,30 @@ static void say_request(pbuf *b, const kd_tool *t, const json_t *args, uint64_t 
         int last = i + 1 == n && n > 1;
         switch (form) {
         case 0:
-            pb_puts(b, i == 0 ? " with " : last ? " and " : ", ");
-            pb_printf(b, "%s ", pw);
+            kd_sbuf_puts(b, i == 0 ? " with " : last ? " and " : ", ");
+            kd_sbuf_printf(b, "%s ", pw);
             say_value(b, v, 0, rng);
             break;
         case 1:
-            pb_puts(b, i == 0 ? " (" : "; ");
-            pb_printf(b, "%s: ", pw);
+            kd_sbuf_puts(b, i == 0 ? " (" : "; ");
+            kd_sbuf_printf(b, "%s: ", pw);
             say_value(b, v, 1, rng);
-            if (i + 1 == n) pb_puts(b, ")");
+            if (i + 1 == n) kd_sbuf_puts(b, ")");
             break;
         case 2:
-            pb_puts(b, i == 0 ? ", setting " : last ? " and " : ", ");
-            pb_printf(b, "%s to ", pw);
+            kd_sbuf_puts(b, i == 0 ? ", setting " : last ? " and " : ", ");
+            kd_sbuf_printf(b, "%s to ", pw);
             say_value(b, v, 1, rng);
             break;
         default:
-            pb_puts(b, i == 0 ? " where the " : last ? " and the " : ", the ");
-            pb_printf(b, "%s is ", pw);
+            kd_sbuf_puts(b, i == 0 ? " where the " : last ? " and the " : ", the ");
+            kd_sbuf_printf(b, "%s is ", pw);
             say_value(b, v, 1, rng);
             break;
         }
         i++;
     }
-    pb_puts(b, lead == 2 && verb ? "?" : ".");
+    kd_sbuf_puts(b, lead == 2 && verb ? "?" : ".");
 }
 
 /* ---- tool sets ----------------------------------------------------------------------------------- */
@@ -244,14 +196,14 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
     }
     int *offer = calloc((size_t)k + 2, sizeof *offer);
     json_t *calls = json_array(), *tools = json_array();
-    pbuf b = {0};
+    kd_sbuf b = {0};
     int rc = KD_OK;
     if (!offer || !calls || !tools) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     int n_offer = rc ? 0 : choose_tools(reg, need, n_need, avoid, k, &rng, offer);
     if (!rc && !strcmp(category, "no_call_chat")) {
         char text[256];
         kd_synth_chat_text(&rng, text, sizeof text);
-        pb_puts(&b, text);
+        kd_sbuf_puts(&b, text);
     } else if (!rc && avoid >= 0) {
         json_t *args = NULL;
         rc = valid_call(&reg->tools[avoid], &rng, &args, err);
@@ -264,26 +216,26 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
         if (rc) break;
         if (c > 0) {
             const char *j = kd_synth_pick_joiner(&rng);
-            pb_puts(&b, j[0] == ' ' ? j + 1 : j);
+            kd_sbuf_puts(&b, j[0] == ' ' ? j + 1 : j);
         }
         say_request(&b, &reg->tools[need[c]], args, &rng, c == 0);
         json_array_append_new(calls, json_pack("{s:s, s:o}", "name", reg->tools[need[c]].name, "arguments", args));
-        if (c == 0 && n_need > 1) pb_puts(&b, " ");
+        if (c == 0 && n_need > 1) kd_sbuf_puts(&b, " ");
     }
-    if (!rc) pb_puts(&b, kd_synth_pick_closing(&rng));
+    if (!rc) kd_sbuf_puts(&b, kd_synth_pick_closing(&rng));
     for (int i = 0; !rc && i < n_offer; i++) json_array_append_new(tools, tool_json(&reg->tools[offer[i]]));
-    if (!rc && (b.oom || !b.p)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    if (!rc && (b.oom || !b.data)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     if (!rc) {
         char id[64];
         snprintf(id, sizeof id, "synth-%llu-%lld", (unsigned long long)seed, (long long)index);
-        *record = json_pack("{s:s, s:s, s:O, s:{s:O, s:s}}", "id", id, "prompt", b.p, "tools", tools, "metadata", "tool_calls",
+        *record = json_pack("{s:s, s:s, s:O, s:{s:O, s:s}}", "id", id, "prompt", b.data, "tools", tools, "metadata", "tool_calls",
                             calls, "category", category);
         if (!*record) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     }
     json_decref(calls);
     json_decref(tools);
     free(offer);
-    free(b.p);
+    free(b.data);
     return rc;
 }
 

@@ -81,6 +81,15 @@ typedef struct totals {
     int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long, cut;
 } totals;
 
+/* A prompt of this rank's share waiting for its batch. */
+typedef struct pending {
+    int64_t index, line;
+    char *id;
+    int32_t *ids;
+    int n_ids, cut;
+    kd_sampler smp;
+} pending;
+
 typedef struct decode_state {
     const kd_eval_options *opt;
     kd_student *student;
@@ -89,9 +98,15 @@ typedef struct decode_state {
     totals t;
     double seconds;
     shard out;
+    pending *wait; /* [eval.batch] */
+    kd_student_job *jobs;
+    int32_t *outs; /* [eval.batch, max_new_tokens] */
+    int n_wait;
+    FILE *dump_ids; /* KDSTEP_EVAL_PROMPT_IDS (tests/bench/decode.sh) */
 } decode_state;
 
-static int answer_prompt(decode_state *d, const kd_prompt *p, const char *prompts_path, kd_error *err) {
+/* Render and encode a prompt, seed its sampler, and queue it for the next batch. */
+static int queue_prompt(decode_state *d, const kd_prompt *p, const char *prompts_path, kd_error *err) {
     const kd_config *cfg = d->opt->cfg;
     json_t *tools = NULL;
     int rc = KD_OK;
@@ -106,37 +121,76 @@ static int answer_prompt(decode_state *d, const kd_prompt *p, const char *prompt
     } else if (d->reg_tools) {
         tools = json_incref(d->reg_tools);
     }
-    kd_sampler smp = {.temperature = (float)cfg->eval.temperature, .top_p = (float)cfg->eval.top_p};
+    pending *w = &d->wait[d->n_wait];
+    memset(w, 0, sizeof *w);
+    w->smp = (kd_sampler){.temperature = (float)cfg->eval.temperature, .top_p = (float)cfg->eval.top_p};
     uint64_t seed = (uint64_t)cfg->eval.seed ^ ((uint64_t)p->index * 0x9E3779B97F4A7C15ull);
-    smp.rng = kd_splitmix64(&seed);
-    char *text = NULL;
-    kd_student_stats st;
-    double t0 = kd_now_s();
-    rc = kd_student_answer(d->student, p->messages, tools, (int)cfg->eval.max_new_tokens, &smp, &text, &st, err);
-    d->seconds += kd_now_s() - t0;
+    w->smp.rng = kd_splitmix64(&seed);
+    w->index = p->index;
+    w->line = p->line;
+    rc = kd_student_prompt_ids(d->student, p->messages, tools, &w->ids, &w->n_ids, &w->cut, err);
     json_decref(tools);
-    if (rc) return kd_error_prefix(err, "%s:%lld (id %s): ", prompts_path, (long long)p->line, p->id);
-    if (st.truncated)
+    if (!rc && d->dump_ids) { /* KDSTEP_EVAL_PROMPT_IDS: the token ids decoded after, for outside benches */
+        fprintf(d->dump_ids, "{\"index\": %lld, \"ids\": [", (long long)p->index);
+        for (int i = 0; i < w->n_ids; i++) fprintf(d->dump_ids, i ? ",%d" : "%d", w->ids[i]);
+        fprintf(d->dump_ids, "]}\n");
+    }
+    if (!rc && !(w->id = strdup(p->id))) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    if (rc) {
+        free(w->ids);
+        free(w->id);
+        return kd_error_prefix(err, "%s:%lld (id %s): ", prompts_path, (long long)p->line, p->id);
+    }
+    d->n_wait++;
+    return KD_OK;
+}
+
+/* One answered prompt: its totals and its prediction line. */
+static int record_answer(decode_state *d, const pending *w, const kd_student_job *jb, const char *prompts_path, kd_error *err) {
+    const kd_student_stats *st = &jb->st;
+    char *text = NULL;
+    int rc = kd_student_answer_text(d->student, jb->out, jb->n_out, st->stopped, &text, err);
+    if (rc) return kd_error_prefix(err, "%s:%lld (id %s): ", prompts_path, (long long)w->line, w->id);
+    if (st->truncated)
         KD_WARN("eval: %s:%lld (id %s): the prompt is %d tokens, more than the model's max_position_embeddings; "
                 "its prediction is empty",
-                prompts_path, (long long)p->line, p->id, st.prompt_tokens);
+                prompts_path, (long long)w->line, w->id, st->prompt_tokens);
     d->t.prompts++;
-    d->t.prompt_tokens += st.prompt_tokens;
-    d->t.reused_tokens += st.reused_tokens;
-    d->t.new_tokens += st.new_tokens;
-    d->t.stopped += st.stopped;
-    d->t.too_long += st.truncated;
-    d->t.cut += st.prompt_cut > 0;
-    json_t *rec = json_pack("{s:s, s:s}", "id", p->id, "text", text ? text : "");
+    d->t.prompt_tokens += st->prompt_tokens;
+    d->t.reused_tokens += st->reused_tokens;
+    d->t.new_tokens += st->new_tokens;
+    d->t.stopped += st->stopped;
+    d->t.too_long += st->truncated;
+    d->t.cut += w->cut > 0;
+    json_t *rec = json_pack("{s:s, s:s}", "id", w->id, "text", text ? text : "");
     free(text);
     char *line = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
     json_decref(rec);
     if (!line) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     size_t n = strlen(line);
     line[n] = '\n'; /* json_dumps leaves room: the NUL becomes the newline, never read as a string */
-    rc = shard_add(&d->out, p->index, line, n + 1);
+    rc = shard_add(&d->out, w->index, line, n + 1);
     free(line);
     return rc ? kd_error_set(err, KD_ERR_NOMEM, "out of memory") : KD_OK;
+}
+
+/* Decode the queued prompts together and record their answers in prompt order. */
+static int flush_batch(decode_state *d, const char *prompts_path, kd_error *err) {
+    int max_new = (int)d->opt->cfg->eval.max_new_tokens, rc = KD_OK;
+    for (int i = 0; i < d->n_wait; i++)
+        d->jobs[i] = (kd_student_job){.prompt = d->wait[i].ids, .n_prompt = d->wait[i].n_ids, .max_new = max_new,
+                                      .sampler = &d->wait[i].smp, .out = d->outs + (size_t)i * max_new};
+    double t0 = kd_now_s();
+    if (d->n_wait > 0) rc = kd_student_generate_batch(d->student, d->jobs, d->n_wait, err);
+    d->seconds += kd_now_s() - t0;
+    if (rc) kd_error_prefix(err, "%s: prompts from line %lld: ", prompts_path, (long long)d->wait[0].line);
+    for (int i = 0; i < d->n_wait && !rc; i++) rc = record_answer(d, &d->wait[i], &d->jobs[i], prompts_path, err);
+    for (int i = 0; i < d->n_wait; i++) {
+        free(d->wait[i].ids);
+        free(d->wait[i].id);
+    }
+    d->n_wait = 0;
+    return rc;
 }
 
 /* Read the prompts; answer this rank's share. Every rank sees every line, so a bad line stops all. */
@@ -171,7 +225,12 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
         }
         if (p.tools && json_array_size(p.tools) > 0) d->any_prompt_tools = 1;
         if (p.index % size == rank) {
-            if ((rc = answer_prompt(d, &p, opt->prompts_path, err))) break;
+            if ((rc = queue_prompt(d, &p, opt->prompts_path, err))) break;
+            if (d->n_wait < (int)opt->cfg->eval.batch) {
+                kd_prompt_clear(&p);
+                continue;
+            }
+            if ((rc = flush_batch(d, opt->prompts_path, err))) break;
             char extra[96];
             snprintf(extra, sizeof extra, "%.1f tok/s", d->seconds > 0 ? (double)d->t.new_tokens / d->seconds : 0.0);
             kd_progress_update(&prog, d->t.prompts, extra);
@@ -179,6 +238,16 @@ static int decode_share(decode_state *d, int rank, int size, kd_error *err) {
         kd_prompt_clear(&p);
     }
     if (got < 0) rc = -got;
+    if (!rc && (rc = flush_batch(d, opt->prompts_path, err)) == KD_OK) {
+        char extra[96];
+        snprintf(extra, sizeof extra, "%.1f tok/s", d->seconds > 0 ? (double)d->t.new_tokens / d->seconds : 0.0);
+        kd_progress_update(&prog, d->t.prompts, extra);
+    }
+    for (int i = 0; i < d->n_wait; i++) { /* queued when an error stopped the loop */
+        free(d->wait[i].ids);
+        free(d->wait[i].id);
+    }
+    d->n_wait = 0;
     kd_prompt_clear(&p);
     kd_prompts_close(r);
     char extra[96];
@@ -356,10 +425,10 @@ static int score_and_report(const decode_state *d, const char *preds, size_t ple
     free(md);
     const kd_config *cfg = opt->cfg;
     json_t *info = json_pack(
-        "{s:s, s:s, s:s, s:o, s:I, s:I, s:f, s:f, s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "model",
+        "{s:s, s:s, s:s, s:o, s:I, s:I, s:f, s:f, s:I, s:I, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f}", "model",
         opt->model_dir, "prompts", opt->prompts_path, "answers", answers, "tools", tools ? json_string(tools) : json_null(),
         "count", (json_int_t)count, "max_new_tokens", (json_int_t)cfg->eval.max_new_tokens, "temperature",
-        cfg->eval.temperature, "top_p", cfg->eval.top_p, "seed", (json_int_t)cfg->eval.seed, "ranks", size,
+        cfg->eval.temperature, "top_p", cfg->eval.top_p, "seed", (json_int_t)cfg->eval.seed, "batch", (json_int_t)cfg->eval.batch, "ranks", size,
         "prompt_tokens", (json_int_t)t->prompt_tokens, "reused_prompt_tokens", (json_int_t)t->reused_tokens,
         "generated_tokens", (json_int_t)t->new_tokens, "stopped", (json_int_t)t->stopped, "hit_max_new_tokens",
         (json_int_t)(t->prompts - t->stopped - t->too_long), "prompts_too_long", (json_int_t)t->too_long,
@@ -416,6 +485,21 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
         int env = getenv("KDSTEP_THREADS") || getenv("OMP_NUM_THREADS");
         int one = !env && d.student->model->n_params < 20u * 1000u * 1000u;
         kd_runtime_set_threads(kd_mpi_local_ranks(comm), one ? 1 : 0);
+        size_t nb = (size_t)opt->cfg->eval.batch;
+        d.wait = kd_calloc(nb, sizeof *d.wait);
+        d.jobs = kd_calloc(nb, sizeof *d.jobs);
+        d.outs = kd_calloc(nb * (size_t)opt->cfg->eval.max_new_tokens, sizeof(int32_t));
+        const char *dump = getenv("KDSTEP_EVAL_PROMPT_IDS");
+        if (dump && dump[0]) {
+            char path[4200];
+            if (size > 1) snprintf(path, sizeof path, "%s.%d", dump, rank);
+            else snprintf(path, sizeof path, "%s", dump);
+            if (!(d.dump_ids = fopen(path, "w")))
+                rc = kd_error_set(err, KD_ERR_IO, "eval: cannot write %s (KDSTEP_EVAL_PROMPT_IDS): %s", path, strerror(errno));
+        }
+        if (!rc && (!d.wait || !d.jobs || !d.outs))
+            rc = kd_error_set(err, KD_ERR_NOMEM, "eval: out of memory for eval.batch=%zu prompts of %lld new tokens", nb,
+                              (long long)opt->cfg->eval.max_new_tokens);
     }
     if (!rc && opt->tools_path) {
         kd_registry *reg = NULL;
@@ -425,8 +509,8 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     }
     if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
     if (rank == 0)
-        KD_INFO("eval: %s on %s (%d rank%s, max_new_tokens %lld, %s)", opt->model_dir, opt->prompts_path, size,
-                size > 1 ? "s" : "", (long long)opt->cfg->eval.max_new_tokens,
+        KD_INFO("eval: %s on %s (%d rank%s, batch %lld, max_new_tokens %lld, %s)", opt->model_dir, opt->prompts_path, size,
+                size > 1 ? "s" : "", (long long)opt->cfg->eval.batch, (long long)opt->cfg->eval.max_new_tokens,
                 opt->cfg->eval.temperature > 0 ? "sampling" : "greedy");
     double t0 = kd_now_s();
     rc = decode_share(&d, rank, size, err);
@@ -461,5 +545,9 @@ done:
     kd_student_close(d.student);
     json_decref(d.reg_tools);
     shard_free(&d.out);
+    if (d.dump_ids) fclose(d.dump_ids);
+    free(d.wait);
+    free(d.jobs);
+    free(d.outs);
     return rc;
 }

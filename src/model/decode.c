@@ -2,11 +2,13 @@
  * Same arithmetic as the batched forward (model.c), one row at a time with sgemv. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kdstep/hash.h"
 #include "kdstep/model.h"
+#include "kdstep/simd.h"
 
 int kd_kv_cache_new(kd_kv_cache **out, const kd_model *m, int max_T, kd_error *err) {
     const kd_model_config *c = &m->cfg;
@@ -201,8 +203,24 @@ int kd_model_generate(const kd_model *m, kd_kv_cache *c, const int32_t *prompt, 
 
 struct kd_batch_scratch {
     int cap;
+    int invariant; /* 1: the products by rows_invariant (a row's result whatever rows share the call) */
     float *x, *xb, *q, *k, *v, *ao, *hb, *hb2, *xn;
 };
+
+void kd_batch_scratch_set_invariant(kd_batch_scratch *s, int on) { s->invariant = on != 0; }
+
+int kd_kv_cache_copy_prefix(const kd_model *m, kd_kv_cache *dst, const kd_kv_cache *src, int n, kd_error *err) {
+    if (n < 0 || n > src->pos || n > dst->max_T)
+        return kd_error_set(err, KD_ERR_INVALID, "kv cache: cannot copy %d positions (the source holds %d, the target has room for %d)",
+                            n, src->pos, dst->max_T);
+    size_t KD = (size_t)m->cfg.num_kv_heads * m->cfg.head_dim;
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        memcpy(dst->k + (size_t)l * dst->max_T * KD, src->k + (size_t)l * src->max_T * KD, (size_t)n * KD * sizeof(float));
+        memcpy(dst->v + (size_t)l * dst->max_T * KD, src->v + (size_t)l * src->max_T * KD, (size_t)n * KD * sizeof(float));
+    }
+    dst->pos = n;
+    return KD_OK;
+}
 
 int kd_batch_scratch_new(const kd_model *m, int cap, kd_batch_scratch **out, kd_error *err) {
     const kd_model_config *c = &m->cfg;
@@ -242,8 +260,69 @@ void kd_batch_scratch_free(kd_batch_scratch *s) {
     free(s);
 }
 
+/* ---- Batch-invariant products ----
+ * Y[r, o] (+)= X[r, :] . W[o, :] with every element computed by the same instruction sequence,
+ * whatever n, O, the tiling or the thread count: lane j of an 8-wide accumulator sums the products of
+ * k = j (mod 8) in increasing k, the lanes fold in a fixed tree, the K % 8 tail follows in order, and
+ * accumulate adds the result to Y last. A block is 4 outputs x 2 rows; a short last block repeats its
+ * last output or row and stores only the real ones, so no element ever takes another code path. A
+ * row's result therefore does not depend on which other rows share the call (BLAS kernels change
+ * their summation order with the shape), which is what makes batched greedy decoding byte-identical
+ * to decoding one prompt at a time. */
+typedef float kd_v8 __attribute__((vector_size(32)));
+typedef float kd_v8u __attribute__((vector_size(32), aligned(4), may_alias));
+
+static inline __attribute__((always_inline)) float fold8(kd_v8 a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+
+static inline __attribute__((always_inline)) void invariant_block(float *Y, const float *X, const float *W, int n, int O, int K, int accumulate, int o0, int r0) {
+    const float *w[4], *x[2];
+    for (int j = 0; j < 4; j++) w[j] = W + (size_t)(o0 + j < O ? o0 + j : O - 1) * K;
+    for (int i = 0; i < 2; i++) x[i] = X + (size_t)(r0 + i < n ? r0 + i : n - 1) * K;
+    kd_v8 a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0}, a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};
+    int K8 = K & ~7;
+    for (int k = 0; k < K8; k += 8) {
+        kd_v8 xa = *(const kd_v8u *)(x[0] + k), xb = *(const kd_v8u *)(x[1] + k), wv;
+        wv = *(const kd_v8u *)(w[0] + k), a00 += wv * xa, a01 += wv * xb;
+        wv = *(const kd_v8u *)(w[1] + k), a10 += wv * xa, a11 += wv * xb;
+        wv = *(const kd_v8u *)(w[2] + k), a20 += wv * xa, a21 += wv * xb;
+        wv = *(const kd_v8u *)(w[3] + k), a30 += wv * xa, a31 += wv * xb;
+    }
+    float s[4][2] = {{fold8(a00), fold8(a01)}, {fold8(a10), fold8(a11)}, {fold8(a20), fold8(a21)}, {fold8(a30), fold8(a31)}};
+    for (int k = K8; k < K; k++)
+        for (int j = 0; j < 4; j++)
+            for (int i = 0; i < 2; i++) s[j][i] += w[j][k] * x[i][k];
+    for (int i = 0; i < 2 && r0 + i < n; i++)
+        for (int j = 0; j < 4 && o0 + j < O; j++) {
+            float *y = Y + (size_t)(r0 + i) * O + o0 + j;
+            *y = accumulate ? *y + s[j][i] : s[j][i];
+        }
+}
+
+/* Output blocks ob0..ob1 (of 4) for rows r0..r1 (r1 <= n). */
+KD_HOT_CLONES static void invariant_span(float *Y, const float *X, const float *W, int n, int O, int K, int accumulate, int ob0,
+                                         int ob1, int r0, int r1) {
+    for (int ob = ob0; ob < ob1; ob++)
+        for (int r = r0; r < r1; r += 2) invariant_block(Y, X, W, r1, O, K, accumulate, ob * 4, r);
+}
+
+static void rows_invariant(float *Y, const float *X, const float *W, int n, int O, int K, int accumulate) {
+    int nob = (O + 3) / 4, tile = 64; /* rows per tile (even): its X rows stay in cache while W streams */
+    double work = (double)n * O * K;
+#pragma omp parallel if (work > 2e6)
+    {
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        int ob0 = (int)((long)nob * me / nt), ob1 = (int)((long)nob * (me + 1) / nt);
+        for (int t0 = 0; t0 < n; t0 += tile) /* each thread its own outputs: no barrier needed */
+            invariant_span(Y, X, W, n, O, K, accumulate, ob0, ob1, t0, t0 + tile < n ? t0 + tile : n);
+    }
+}
+
 /* Y[n, O] (+)= X[n, K] . W[O, K]^T */
-static void rows_matmul(float *Y, const float *X, const float *W, int n, int O, int K, float beta) {
+static void rows_matmul(float *Y, const float *X, const float *W, int n, int O, int K, float beta, int invariant) {
+    if (invariant) {
+        rows_invariant(Y, X, W, n, O, K, beta != 0.0f);
+        return;
+    }
     if (n == 1) { /* one row: sgemv, which OpenBLAS runs faster than a 1-row sgemm */
         matvec(Y, W, X, O, K, beta);
         return;
@@ -251,17 +330,35 @@ static void rows_matmul(float *Y, const float *X, const float *W, int n, int O, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, O, K, 1.0f, X, K, W, K, beta, Y, O);
 }
 
-/* One query row against positions 0..pos of its cache (head h, kv head kh). */
-static void attend_row(const float *q, const float *kl, const float *vl, int pos, int KD, int D, int kh, float scale,
-                       float *att, float *o) {
+/* One query row against positions 0..pos of its cache (head h, kv head kh). The q.k dots run in 8
+ * lanes with a fixed fold (D % 8 == 0; else in order), so the vector code is free to interleave
+ * positions without changing any score. */
+KD_HOT_CLONES static void attend_row(const float *q, const float *kl, const float *vl, int pos, int KD, int D, int kh,
+                                     float scale, float *att, float *o) {
     float mx = -INFINITY, sum = 0.0f;
-    for (int j = 0; j <= pos; j++) {
-        const float *kj = kl + (size_t)j * KD + kh * D;
-        float s = 0.0f;
-        for (int i = 0; i < D; i++) s += q[i] * kj[i];
-        att[j] = s * scale;
-        mx = att[j] > mx ? att[j] : mx;
+    if (D % 8 == 0) { /* four positions at a time (the last block repeats its last position) */
+        for (int j = 0; j <= pos; j += 4) {
+            const float *k0 = kl + (size_t)j * KD + kh * D, *k1 = kl + (size_t)(j + 1 <= pos ? j + 1 : pos) * KD + kh * D;
+            const float *k2 = kl + (size_t)(j + 2 <= pos ? j + 2 : pos) * KD + kh * D;
+            const float *k3 = kl + (size_t)(j + 3 <= pos ? j + 3 : pos) * KD + kh * D;
+            kd_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int i = 0; i < D; i += 8) {
+                kd_v8 qv = *(const kd_v8u *)(q + i);
+                a0 += qv * *(const kd_v8u *)(k0 + i), a1 += qv * *(const kd_v8u *)(k1 + i);
+                a2 += qv * *(const kd_v8u *)(k2 + i), a3 += qv * *(const kd_v8u *)(k3 + i);
+            }
+            float sc[4] = {fold8(a0) * scale, fold8(a1) * scale, fold8(a2) * scale, fold8(a3) * scale};
+            for (int t = 0; t < 4 && j + t <= pos; t++) att[j + t] = sc[t];
+        }
+    } else {
+        for (int j = 0; j <= pos; j++) {
+            const float *kj = kl + (size_t)j * KD + kh * D;
+            float s = 0.0f;
+            for (int i = 0; i < D; i++) s += q[i] * kj[i];
+            att[j] = s * scale;
+        }
     }
+    for (int j = 0; j <= pos; j++) mx = att[j] > mx ? att[j] : mx;
     for (int j = 0; j <= pos; j++) {
         att[j] = expf(att[j] - mx);
         sum += att[j];
@@ -298,9 +395,9 @@ int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cach
     for (int l = 0; l < c->num_layers; l++) {
         const kd_layer_weights *w = &m->w.layers[l];
         for (int r = 0; r < n; r++) rmsnorm(s->xb + (size_t)r * C, s->x + (size_t)r * C, w->input_norm, C, eps);
-        rows_matmul(s->q, s->xb, w->q_proj, n, QD, C, 0.0f);
-        rows_matmul(s->k, s->xb, w->k_proj, n, KD, C, 0.0f);
-        rows_matmul(s->v, s->xb, w->v_proj, n, KD, C, 0.0f);
+        rows_matmul(s->q, s->xb, w->q_proj, n, QD, C, 0.0f, s->invariant);
+        rows_matmul(s->k, s->xb, w->k_proj, n, KD, C, 0.0f, s->invariant);
+        rows_matmul(s->v, s->xb, w->v_proj, n, KD, C, 0.0f, s->invariant);
         for (int r = 0; r < n; r++) {
             for (int h = 0; h < Hq; h++) norm_rope(s->q + (size_t)r * QD + h * D, w->q_norm, D, eps, pos[r], c->rope_theta);
             for (int h = 0; h < Hkv; h++) norm_rope(s->k + (size_t)r * KD + h * D, w->k_norm, D, eps, pos[r], c->rope_theta);
@@ -322,17 +419,17 @@ int kd_model_step_rows(const kd_model *m, kd_batch_scratch *s, int n, kd_kv_cach
             attend_row(s->q + (size_t)r * QD + h * D, kl, vl, pos[r], KD, D, h / grp, scale, buf, s->ao + (size_t)r * QD + h * D);
             if (buf != local) free(buf);
         }
-        rows_matmul(s->x, s->ao, w->o_proj, n, C, QD, 1.0f);
+        rows_matmul(s->x, s->ao, w->o_proj, n, C, QD, 1.0f, s->invariant);
         for (int r = 0; r < n; r++) rmsnorm(s->xb + (size_t)r * C, s->x + (size_t)r * C, w->post_norm, C, eps);
-        rows_matmul(s->hb, s->xb, w->gate_proj, n, FF, C, 0.0f);
-        rows_matmul(s->hb2, s->xb, w->up_proj, n, FF, C, 0.0f);
+        rows_matmul(s->hb, s->xb, w->gate_proj, n, FF, C, 0.0f, s->invariant);
+        rows_matmul(s->hb2, s->xb, w->up_proj, n, FF, C, 0.0f, s->invariant);
         for (size_t i = 0; i < (size_t)n * FF; i++) s->hb[i] = s->hb[i] / (1.0f + expf(-s->hb[i])) * s->hb2[i];
-        rows_matmul(s->x, s->hb, w->down_proj, n, C, FF, 1.0f);
+        rows_matmul(s->x, s->hb, w->down_proj, n, C, FF, 1.0f, s->invariant);
     }
     int nl = 0;
     for (int r = 0; r < n; r++)
         if (want_logits[r]) rmsnorm(s->xn + (size_t)(nl++) * C, s->x + (size_t)r * C, m->w.final_norm, C, eps);
-    if (nl) rows_matmul(logits, s->xn, m->w.lm_head, nl, V, C, 0.0f);
+    if (nl) rows_matmul(logits, s->xn, m->w.lm_head, nl, V, C, 0.0f, s->invariant);
     for (int r = 0; r < n; r++) kv[r]->pos = kv[r]->pos > pos[r] + 1 ? kv[r]->pos : pos[r] + 1;
     free(pos);
     return KD_OK;

@@ -12,9 +12,8 @@
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/simd.h"
+#include "model_internal.h"
 
-extern int openblas_get_num_threads(void);
-extern void openblas_set_num_threads(int);
 
 /* ------------------------------------------------------------------ config */
 
@@ -217,34 +216,12 @@ static float *falloc(size_t n) {
     return p;
 }
 
-static int model_alloc(const kd_model_config *cfg, int B, int T, int training, kd_model **out, kd_error *err) {
-    *out = NULL;
-    int rc = kd_model_config_validate(cfg, err);
-    if (rc) return rc;
-    if (B <= 0 || T <= 0) return kd_error_set(err, KD_ERR_INVALID, "model: batch (%d) and sequence length (%d) must be positive", B, T);
-    if (T > cfg->max_position_embeddings)
-        return kd_error_set(err, KD_ERR_INVALID, "model: sequence length %d exceeds max_position_embeddings %d", T, cfg->max_position_embeddings);
-    kd_model *m = kd_calloc(1, sizeof *m);
-    acts *a = kd_calloc(1, sizeof *a);
-    if (!m || !a) {
-        free(m);
-        free(a);
-        return kd_error_set(err, KD_ERR_NOMEM, "model: out of memory");
-    }
-    m->cfg = *cfg;
-    m->B = B;
-    m->T = T;
-    m->T_max = T;
-    m->priv = a;
+/* The parameter layout: HF names and shapes in order, each tensor's offset into one flat array. */
+static void layout_tensors(kd_model *m) {
+    const kd_model_config *cfg = &m->cfg;
     int L = cfg->num_layers;
     size_t C = (size_t)cfg->hidden_size, FF = (size_t)cfg->intermediate_size, D = (size_t)cfg->head_dim;
-    size_t Hq = (size_t)cfg->num_heads, Hkv = (size_t)cfg->num_kv_heads, V = (size_t)cfg->vocab_size;
-    size_t QD = Hq * D, KD = Hkv * D, BT = (size_t)B * (size_t)T;
-
-    m->tensors = kd_calloc((size_t)(L * 11 + 3), sizeof *m->tensors);
-    m->w.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
-    m->g.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
-    if (!m->tensors || !m->w.layers || !m->g.layers) goto oom;
+    size_t QD = (size_t)cfg->num_heads * D, KD = (size_t)cfg->num_kv_heads * D, V = (size_t)cfg->vocab_size;
     size_t off = 0;
     char name[KD_MODEL_NAME_MAX];
     add_tensor(m, &off, "model.embed_tokens.weight", 2, (int64_t)V, (int64_t)C, 1);
@@ -268,20 +245,34 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
     add_tensor(m, &off, "model.norm.weight", 1, (int64_t)C, 0, 0);
     if (!cfg->tie_word_embeddings) add_tensor(m, &off, "lm_head.weight", 2, (int64_t)V, (int64_t)C, 1);
     m->n_params = off;
-    m->params = falloc(off);
-    if (!m->params) goto oom;
+}
+
+/* Parameters (and for training gradients and AdamW moments), and the weight pointers into them.
+ * Returns 0, or -1 when out of memory. */
+static int alloc_params(kd_model *m, int training) {
+    size_t C = (size_t)m->cfg.hidden_size, FF = (size_t)m->cfg.intermediate_size;
+    m->params = falloc(m->n_params);
+    if (!m->params) return -1;
     if (training) {
-        m->grads = falloc(off);
-        m->adam_m = falloc(off);
-        m->adam_v = falloc(off);
-        if (!m->grads || !m->adam_m || !m->adam_v) goto oom;
+        m->grads = falloc(m->n_params);
+        m->adam_m = falloc(m->n_params);
+        m->adam_v = falloc(m->n_params);
+        if (!m->grads || !m->adam_m || !m->adam_v) return -1;
         point_weights(m, m->grads, &m->g);
     }
     point_weights(m, m->params, &m->w);
-    for (int l = 0; l < L; l++) /* the fused gate/up products rely on it */
-        if (m->w.layers[l].up_proj != m->w.layers[l].gate_proj + FF * C) goto oom;
+    for (int l = 0; l < m->cfg.num_layers; l++) /* the fused gate/up products rely on it */
+        if (m->w.layers[l].up_proj != m->w.layers[l].gate_proj + FF * C) return -1;
+    return 0;
+}
 
-    /* Activations: one allocation, carved up below. */
+/* Activations: one allocation, carved up. Returns 0, or -1 when out of memory. */
+static int alloc_acts(kd_model *m, acts *a, int training) {
+    const kd_model_config *cfg = &m->cfg;
+    int L = cfg->num_layers, B = m->B, T = m->T;
+    size_t C = (size_t)cfg->hidden_size, FF = (size_t)cfg->intermediate_size, D = (size_t)cfg->head_dim;
+    size_t Hq = (size_t)cfg->num_heads, Hkv = (size_t)cfg->num_kv_heads, V = (size_t)cfg->vocab_size;
+    size_t QD = Hq * D, KD = Hkv * D, BT = (size_t)B * (size_t)T;
     a->L = L;
     a->nthreads = omp_get_max_threads();
     size_t per_layer = BT * C * 4 + BT * 2 + BT * QD * 3 + BT * KD * 3 + BT * (Hq + Hkv) + (size_t)B * Hq * (size_t)T * (size_t)T + BT * FF * 3;
@@ -296,11 +287,11 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
                         &a->att, &a->y, &a->mid, &a->ln2, &a->rstd2, &a->gate, &a->up, &a->h};
     for (size_t i = 0; i < sizeof lists / sizeof *lists; i++) {
         *lists[i] = kd_calloc((size_t)L + 1, sizeof(float *));
-        if (!*lists[i]) goto oom;
+        if (!*lists[i]) return -1;
     }
     a->ids = kd_calloc(BT, sizeof(int32_t));
     a->len = kd_calloc((size_t)B, sizeof(int32_t));
-    if (!a->buf || !a->ids || !a->len) goto oom;
+    if (!a->buf || !a->ids || !a->len) return -1;
     float *p = a->buf;
 #define TAKE(n) (p += (n), p - (n))
     for (int l = 0; l < L; l++) {
@@ -354,15 +345,50 @@ static int model_alloc(const kd_model_config *cfg, int B, int T, int training, k
     a->rope_cos = TAKE((size_t)T * D / 2);
     a->rope_sin = TAKE((size_t)T * D / 2);
 #undef TAKE
-    for (int t = 0; t < T; t++)
+    return 0;
+}
+
+/* The rotary tables, and the norms' weights at 1 (the other weights stay 0 until initialized or loaded). */
+static void init_tables(kd_model *m, acts *a) {
+    size_t D = (size_t)m->cfg.head_dim;
+    for (int t = 0; t < m->T; t++)
         for (size_t i = 0; i < D / 2; i++) {
-            float ang = (float)t * rope_inv_freq(cfg, (int)i);
+            float ang = (float)t * rope_inv_freq(&m->cfg, (int)i);
             a->rope_cos[(size_t)t * D / 2 + i] = cosf(ang);
             a->rope_sin[(size_t)t * D / 2 + i] = sinf(ang);
         }
     for (int i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].ndim == 1)
             for (size_t j = 0; j < m->tensors[i].numel; j++) m->params[m->tensors[i].offset + j] = 1.0f;
+}
+
+static int model_alloc(const kd_model_config *cfg, int B, int T, int training, kd_model **out, kd_error *err) {
+    *out = NULL;
+    int rc = kd_model_config_validate(cfg, err);
+    if (rc) return rc;
+    if (B <= 0 || T <= 0) return kd_error_set(err, KD_ERR_INVALID, "model: batch (%d) and sequence length (%d) must be positive", B, T);
+    if (T > cfg->max_position_embeddings)
+        return kd_error_set(err, KD_ERR_INVALID, "model: sequence length %d exceeds max_position_embeddings %d", T, cfg->max_position_embeddings);
+    kd_model *m = kd_calloc(1, sizeof *m);
+    acts *a = kd_calloc(1, sizeof *a);
+    if (!m || !a) {
+        free(m);
+        free(a);
+        return kd_error_set(err, KD_ERR_NOMEM, "model: out of memory");
+    }
+    m->cfg = *cfg;
+    m->B = B;
+    m->T = T;
+    m->T_max = T;
+    m->priv = a;
+    int L = cfg->num_layers;
+    m->tensors = kd_calloc((size_t)(L * 11 + 3), sizeof *m->tensors);
+    m->w.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
+    m->g.layers = kd_calloc((size_t)L, sizeof(kd_layer_weights));
+    if (!m->tensors || !m->w.layers || !m->g.layers) goto oom;
+    layout_tensors(m);
+    if (alloc_params(m, training) || alloc_acts(m, a, training)) goto oom;
+    init_tables(m, a);
     *out = m;
     return KD_OK;
 oom:
@@ -416,14 +442,24 @@ void kd_model_init_random(kd_model *m, uint64_t seed) {
 }
 
 void kd_model_zero_grad(kd_model *m) {
-    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+    if (!m->grads) return;
+    size_t n = m->n_params, chunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += chunk) memset(m->grads + i, 0, (n - i < chunk ? n - i : chunk) * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ kernels */
 
 /* exp for the softmaxes: Cephes' polynomial with exponent scaling, written so GCC vectorizes it
  * (libm's expf does not vectorize without -ffast-math). Relative error ~1e-7. */
-static inline float kd_expf(float x) {
+/* The exp loops vectorize only without -ftrapping-math (a compare or a floor that might trap blocks
+ * if-conversion); dropping traps changes no value, and the sums of these rows stay in their order. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define KD_NO_TRAPS __attribute__((optimize("no-trapping-math")))
+#else
+#define KD_NO_TRAPS
+#endif
+KD_NO_TRAPS static inline float kd_expf(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n = floorf(x * 1.44269504089f + 0.5f);
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
@@ -442,13 +478,13 @@ static inline float kd_expf(float x) {
 
 /* out[N, O] = in[N, K] . W[O, K]^T (+ out when accumulate) */
 static void matmul_fwd(float *out, const float *in, const float *W, int N, int K, int O, int accumulate) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, K, 1.0f, in, K, W, K, accumulate ? 1.0f : 0.0f, out, O);
+    kd_sgemm_rows(CblasNoTrans, CblasTrans, N, O, K, 1.0f, in, K, W, K, accumulate ? 1.0f : 0.0f, out, O);
 }
 /* din[N, K] (+)= dout[N, O] . W[O, K];  dW[O, K] += dout^T . in */
 static void matmul_bwd(float *din, float *dW, const float *dout, const float *in, const float *W, int N, int K, int O,
                        int accumulate_din) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K, O, 1.0f, dout, O, W, K, accumulate_din ? 1.0f : 0.0f, din, K);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, K, N, 1.0f, dout, O, in, K, 1.0f, dW, K);
+    kd_sgemm_rows(CblasNoTrans, CblasNoTrans, N, K, O, 1.0f, dout, O, W, K, accumulate_din ? 1.0f : 0.0f, din, K);
+    kd_sgemm_rows(CblasTrans, CblasNoTrans, O, K, N, 1.0f, dout, O, in, K, 1.0f, dW, K);
 }
 
 static void rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, size_t N, int C, float eps) {
@@ -563,36 +599,23 @@ static void qk_norm_rope_bwd(float *d, float *dw, const float *raw, const float 
         for (int i = 0; i < D; i++) dw[i] += scratch[(size_t)t * (size_t)D + i];
 }
 
-/* BLAS calls inside an OpenMP loop must run single-threaded, or each would start its own pool. */
-static int blas_threads_push(void) {
-    int n = openblas_get_num_threads();
-    if (omp_get_max_threads() > 1 && n != 1) openblas_set_num_threads(1);
-    return n;
-}
-static void blas_threads_pop(int n) {
-    if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
-}
-
 /* Row i of a causal attention matrix of n columns: softmax over 0..i, zeros after. */
-KD_HOT_CLONES static void causal_softmax_row(float *row, int i, int n) {
+KD_HOT_CLONES KD_NO_TRAPS static void causal_softmax_row(float *row, int i, int n) {
     float mx = row[0], sum = 0.0f;
 #pragma omp simd reduction(max : mx)
     for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j <= i; j++) {
-        row[j] = kd_expf(row[j] - mx);
-        sum += row[j];
-    }
+    for (int j = 0; j <= i; j++) row[j] = kd_expf(row[j] - mx); /* vectorized */
+    for (int j = 0; j <= i; j++) sum += row[j];                  /* in order, as it always summed */
     float inv = 1.0f / sum;
     for (int j = 0; j <= i; j++) row[j] *= inv;
     for (int j = i + 1; j < n; j++) row[j] = 0.0f;
 }
 
 /* SwiGLU of one row: h = silu(g) * u, and its backward (dg, du from dh). */
-KD_HOT_CLONES static void swiglu_fwd_row(float *hr, const float *g, const float *u, int FF) {
+KD_HOT_CLONES KD_NO_TRAPS static void swiglu_fwd_row(float *hr, const float *g, const float *u, int FF) {
     for (int i = 0; i < FF; i++) hr[i] = g[i] / (1.0f + kd_expf(-g[i])) * u[i];
 }
-KD_HOT_CLONES static void swiglu_bwd_row(float *dg, float *du, const float *gt, const float *up, const float *dhr, int FF) {
+KD_HOT_CLONES KD_NO_TRAPS static void swiglu_bwd_row(float *dg, float *du, const float *gt, const float *up, const float *dhr, int FF) {
     for (int i = 0; i < FF; i++) {
         float s = 1.0f / (1.0f + kd_expf(-gt[i])), silu = gt[i] * s;
         du[i] = dhr[i] * silu;
@@ -605,7 +628,7 @@ static void attention_fwd(const kd_model *m, float *y, float *att, const float *
     int B = m->B, T = m->T, Hq = m->cfg.num_heads, Hkv = m->cfg.num_kv_heads, D = m->cfg.head_dim;
     int QD = Hq * D, KD = Hkv * D, grp = Hq / Hkv;
     float scale = 1.0f / sqrtf((float)D);
-    int saved = blas_threads_push();
+    int saved = kd_blas_threads_push();
 #pragma omp parallel for schedule(dynamic, 1)
     for (int bh = 0; bh < B * Hq; bh++) {
         int b = bh / Hq, h = bh % Hq, kh = h / grp, n = a->len[b];
@@ -615,11 +638,17 @@ static void attention_fwd(const kd_model *m, float *y, float *att, const float *
         float *P = att + (size_t)bh * T * T;
         float *Y = y + (size_t)b * T * QD + (size_t)h * D;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, Q, QD, K, KD, 0.0f, P, T);
+        double t0 = KD_PROF_START(m);
         for (int i = 0; i < n; i++) causal_softmax_row(P + (size_t)i * T, i, n);
+        if (m->profile) {
+            double dt = (omp_get_wtime() - t0) / omp_get_num_threads();
+#pragma omp atomic
+            m->profile[KD_PROF_ATTN_SOFTMAX] += dt;
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, P, T, Vv, KD, 0.0f, Y, QD);
         for (int i = n; i < T; i++) memset(Y + (size_t)i * QD, 0, (size_t)D * sizeof(float));
     }
-    blas_threads_pop(saved);
+    kd_blas_threads_pop(saved);
 }
 
 /* dq = d/dq, dk, dv overwritten (GQA: one task per (b, kv head) sums its query heads). */
@@ -629,7 +658,7 @@ static void attention_bwd(const kd_model *m, float *dq, float *dk, float *dv, co
     int B = m->B, T = m->T, Hq = m->cfg.num_heads, Hkv = m->cfg.num_kv_heads, D = m->cfg.head_dim;
     int QD = Hq * D, KD = Hkv * D, grp = Hq / Hkv;
     float scale = 1.0f / sqrtf((float)D);
-    int saved = blas_threads_push();
+    int saved = kd_blas_threads_push();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(a->nthreads)
     for (int bk = 0; bk < B * Hkv; bk++) {
         int b = bk / Hkv, kh = bk % Hkv, n = a->len[b];
@@ -646,6 +675,7 @@ static void attention_bwd(const kd_model *m, float *dq, float *dk, float *dv, co
             float *dQ = dq + (size_t)b * T * QD + (size_t)h * D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, 1.0f, dY, QD, Vv, KD, 0.0f, dP, T);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, 1.0f, P, T, dY, QD, 1.0f, dV, KD);
+            double t0 = KD_PROF_START(m);
             for (int i = 0; i < n; i++) {
                 const float *pr = P + (size_t)i * T;
                 float *dr = dP + (size_t)i * T, dot = 0.0f;
@@ -654,15 +684,33 @@ static void attention_bwd(const kd_model *m, float *dq, float *dk, float *dv, co
                 for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - dot);
                 for (int j = i + 1; j < n; j++) dr[j] = 0.0f;
             }
+            if (m->profile) {
+                double dt = (omp_get_wtime() - t0) / omp_get_num_threads();
+#pragma omp atomic
+                m->profile[KD_PROF_ATTN_SOFTMAX] += dt;
+            }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, scale, dP, T, K, KD, 0.0f, dQ, QD);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, D, n, scale, dP, T, Q, QD, 1.0f, dK, KD);
             for (int i = n; i < T; i++) memset(dQ + (size_t)i * QD, 0, (size_t)D * sizeof(float));
         }
     }
-    blas_threads_pop(saved);
+    kd_blas_threads_pop(saved);
 }
 
 /* ------------------------------------------------------------------ forward / backward */
+
+#define TIMED(k, ...)                          \
+    do {                                       \
+        double t0_ = KD_PROF_START(m);         \
+        __VA_ARGS__;                           \
+        KD_PROF_END(m, k, t0_);                \
+    } while (0)
+
+/* dst = src, [N, C] rows over the threads */
+static void copy_rows(float *dst, const float *src, size_t N, int C) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) memcpy(dst + r * (size_t)C, src + r * (size_t)C, (size_t)C * sizeof(float));
+}
 
 /* Everything up to the final norm (a->lnf). */
 static int forward_body(kd_model *m, const int32_t *ids, const int32_t *lengths, kd_error *err) {
@@ -681,33 +729,38 @@ static int forward_body(kd_model *m, const int32_t *ids, const int32_t *lengths,
             return kd_error_set(err, KD_ERR_INVALID, "model forward: token id %d at position %zu is outside the vocabulary (0..%d)", ids[i], i, V - 1);
         a->ids[i] = ids[i];
     }
+    double t0 = KD_PROF_START(m);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < BT; i++) memcpy(a->res[0] + i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+    KD_PROF_END(m, KD_PROF_EMBEDDING, t0);
     float eps = c->rms_norm_eps;
     for (int l = 0; l < c->num_layers; l++) {
         const kd_layer_weights *w = &m->w.layers[l];
-        rmsnorm_fwd(a->ln1[l], a->rstd1[l], a->res[l], w->input_norm, BT, C, eps);
-        matmul_fwd(a->qraw[l], a->ln1[l], w->q_proj, (int)BT, C, QD, 0);
-        matmul_fwd(a->kraw[l], a->ln1[l], w->k_proj, (int)BT, C, KD, 0);
-        matmul_fwd(a->v[l], a->ln1[l], w->v_proj, (int)BT, C, KD, 0);
-        qk_norm_rope_fwd(a->q[l], a->qrstd[l], a->qraw[l], w->q_norm, BT, T, Hq, D, eps, a->rope_cos, a->rope_sin);
-        qk_norm_rope_fwd(a->k[l], a->krstd[l], a->kraw[l], w->k_norm, BT, T, Hkv, D, eps, a->rope_cos, a->rope_sin);
-        attention_fwd(m, a->y[l], a->att[l], a->q[l], a->k[l], a->v[l]);
-        memcpy(a->mid[l], a->res[l], BT * C * sizeof(float));
-        matmul_fwd(a->mid[l], a->y[l], w->o_proj, (int)BT, QD, C, 1);
-        rmsnorm_fwd(a->ln2[l], a->rstd2[l], a->mid[l], w->post_norm, BT, C, eps);
-        matmul_fwd(a->gate[l], a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0); /* gate_proj + up_proj */
+        TIMED(KD_PROF_RMSNORM, rmsnorm_fwd(a->ln1[l], a->rstd1[l], a->res[l], w->input_norm, BT, C, eps));
+        TIMED(KD_PROF_SGEMM, matmul_fwd(a->qraw[l], a->ln1[l], w->q_proj, (int)BT, C, QD, 0);
+              matmul_fwd(a->kraw[l], a->ln1[l], w->k_proj, (int)BT, C, KD, 0);
+              matmul_fwd(a->v[l], a->ln1[l], w->v_proj, (int)BT, C, KD, 0));
+        TIMED(KD_PROF_QK_NORM_ROPE,
+              qk_norm_rope_fwd(a->q[l], a->qrstd[l], a->qraw[l], w->q_norm, BT, T, Hq, D, eps, a->rope_cos, a->rope_sin);
+              qk_norm_rope_fwd(a->k[l], a->krstd[l], a->kraw[l], w->k_norm, BT, T, Hkv, D, eps, a->rope_cos, a->rope_sin));
+        TIMED(KD_PROF_ATTENTION, attention_fwd(m, a->y[l], a->att[l], a->q[l], a->k[l], a->v[l]));
+        TIMED(KD_PROF_RESIDUAL, copy_rows(a->mid[l], a->res[l], BT, C));
+        TIMED(KD_PROF_SGEMM, matmul_fwd(a->mid[l], a->y[l], w->o_proj, (int)BT, QD, C, 1));
+        TIMED(KD_PROF_RMSNORM, rmsnorm_fwd(a->ln2[l], a->rstd2[l], a->mid[l], w->post_norm, BT, C, eps));
+        TIMED(KD_PROF_SGEMM, matmul_fwd(a->gate[l], a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0)); /* gate_proj + up_proj */
         const float *gu = a->gate[l];
         float *h = a->h[l];
+        t0 = KD_PROF_START(m);
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < BT; r++) {
             const float *g = gu + r * 2 * FF;
             swiglu_fwd_row(h + r * FF, g, g + FF, FF);
         }
-        memcpy(a->res[l + 1], a->mid[l], BT * C * sizeof(float));
-        matmul_fwd(a->res[l + 1], a->h[l], w->down_proj, (int)BT, FF, C, 1);
+        KD_PROF_END(m, KD_PROF_SWIGLU, t0);
+        TIMED(KD_PROF_RESIDUAL, copy_rows(a->res[l + 1], a->mid[l], BT, C));
+        TIMED(KD_PROF_SGEMM, matmul_fwd(a->res[l + 1], a->h[l], w->down_proj, (int)BT, FF, C, 1));
     }
-    rmsnorm_fwd(a->lnf, a->rstdf, a->res[c->num_layers], m->w.final_norm, BT, C, eps);
+    TIMED(KD_PROF_RMSNORM, rmsnorm_fwd(a->lnf, a->rstdf, a->res[c->num_layers], m->w.final_norm, BT, C, eps));
     return KD_OK;
 }
 
@@ -725,25 +778,28 @@ int kd_model_forward(kd_model *m, const int32_t *ids, const int32_t *lengths, kd
     int T = m->T, C = m->cfg.hidden_size, V = m->cfg.vocab_size, full = 1;
     for (int b = 0; b < m->B; b++) full &= a->len[b] == T;
     /* lm_head is the largest product: with padding, only the real rows of each sequence */
+    double t0 = KD_PROF_START(m);
     if (full) matmul_fwd(m->logits, a->lnf, m->w.lm_head, m->B * T, C, V, 0);
     else
         for (int b = 0; b < m->B; b++)
             matmul_fwd(m->logits + (size_t)b * T * V, a->lnf + (size_t)b * T * C, m->w.lm_head, a->len[b], C, V, 0);
+    KD_PROF_END(m, KD_PROF_SGEMM, t0);
     return KD_OK;
 }
 
 /* Softmax CE of one row; writes the gradient (p - onehot) * gscale into row when gscale != 0. */
-KD_HOT_CLONES static float logits_ce_row(float *row, int V, int target, float gscale) {
+KD_HOT_CLONES KD_NO_TRAPS static float logits_ce_row(float *row, int V, int target, float gscale) {
     /* omp simd: a float reduction vectorizes only when reordering is allowed */
     float mx = row[0];
 #pragma omp simd reduction(max : mx)
     for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int j = 0; j < V; j++) {
-        row[j] = kd_expf(row[j] - mx);
-        sum += row[j];
-    }
+    for (int j = 0; j < V; j++) row[j] = kd_expf(row[j] - mx);
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0.0f; /* 8 lanes: vectorized, fixed order */
+    int j = 0;
+    for (; j + 8 <= V; j += 8)
+        for (int k = 0; k < 8; k++) acc[k] += row[j + k];
+    for (int k = 0; k < 8; k++) sum += acc[k];
+    for (; j < V; j++) sum += row[j];
     float inv = 1.0f / sum, pt = row[target] * inv;
     if (gscale != 0.0f) {
         float s = inv * gscale;
@@ -760,7 +816,7 @@ float kd_model_ce_loss(kd_model *m, const int32_t *targets, float scale) {
     long count = 0;
     for (size_t i = 0; i < BT; i++)
         if (targets[i] >= 0 && targets[i] < V && (int)(i % T) < a->len[i / T]) count++;
-    double loss = 0.0;
+    double loss = 0.0, t0 = KD_PROF_START(m);
     float gscale = count ? scale / (float)count : 0.0f;
 #pragma omp parallel for schedule(static) reduction(+ : loss)
     for (size_t i = 0; i < BT; i++) {
@@ -768,6 +824,7 @@ float kd_model_ce_loss(kd_model *m, const int32_t *targets, float scale) {
         if (targets[i] >= 0 && targets[i] < V && (int)(i % T) < a->len[i / T]) loss += logits_ce_row(row, V, targets[i], gscale);
         else memset(row, 0, (size_t)V * sizeof(float));
     }
+    KD_PROF_END(m, KD_PROF_LOSS, t0);
     return count ? (float)(loss / (double)count) : 0.0f;
 }
 
@@ -815,6 +872,7 @@ int kd_model_backward(kd_model *m, kd_error *err) {
     /* lm_head and final norm */
     int full = 1;
     for (int b = 0; b < m->B; b++) full &= a->len[b] == T;
+    double t0 = KD_PROF_START(m);
     if (full) matmul_bwd(a->dln, m->g.lm_head, m->logits, a->lnf, m->w.lm_head, (int)BT, C, V, 0);
     else
         for (int b = 0; b < m->B; b++) { /* real rows only; padding rows get zero gradient */
@@ -822,42 +880,55 @@ int kd_model_backward(kd_model *m, kd_error *err) {
             matmul_bwd(a->dln + r0 * C, m->g.lm_head, m->logits + r0 * V, a->lnf + r0 * C, m->w.lm_head, (int)n, C, V, 0);
             memset(a->dln + (r0 + n) * C, 0, ((size_t)T - n) * C * sizeof(float));
         }
-    rmsnorm_bwd(a->dres, m->g.final_norm, a->dln, a->res[L], a->rstdf, m->w.final_norm, BT, C, 0, nscratch);
+    KD_PROF_END(m, KD_PROF_SGEMM, t0);
+    TIMED(KD_PROF_RMSNORM, rmsnorm_bwd(a->dres, m->g.final_norm, a->dln, a->res[L], a->rstdf, m->w.final_norm, BT, C, 0, nscratch));
     for (int l = L - 1; l >= 0; l--) {
         const kd_layer_weights *w = &m->w.layers[l];
         kd_layer_weights *g = &m->g.layers[l];
         /* MLP: res[l+1] = mid + down(h) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)BT, FF, C, 1.0f, a->dres, C, w->down_proj, FF, 0.0f, a->dh, FF);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, FF, (int)BT, 1.0f, a->dres, C, a->h[l], FF, 1.0f, g->down_proj, FF);
+        TIMED(KD_PROF_SGEMM, kd_sgemm_rows(CblasNoTrans, CblasNoTrans, (int)BT, FF, C, 1.0f, a->dres, C, w->down_proj, FF, 0.0f, a->dh, FF);
+              kd_sgemm_rows(CblasTrans, CblasNoTrans, C, FF, (int)BT, 1.0f, a->dres, C, a->h[l], FF, 1.0f, g->down_proj, FF));
         const float *gu = a->gate[l];
         const float *dh = a->dh;
         float *dgu = a->dgate;
+        t0 = KD_PROF_START(m);
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < BT; r++) {
             const float *gt = gu + r * 2 * FF, *up = gt + FF, *dhr = dh + r * FF;
             float *dg = dgu + r * 2 * FF;
             swiglu_bwd_row(dg, dg + FF, gt, up, dhr, FF);
         }
-        matmul_bwd(a->dln, g->gate_proj, a->dgate, a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0); /* + up_proj */
-        rmsnorm_bwd(a->dres, g->post_norm, a->dln, a->mid[l], a->rstd2[l], w->post_norm, BT, C, 1, nscratch);
+        KD_PROF_END(m, KD_PROF_SWIGLU, t0);
+        TIMED(KD_PROF_SGEMM, matmul_bwd(a->dln, g->gate_proj, a->dgate, a->ln2[l], w->gate_proj, (int)BT, C, 2 * FF, 0)); /* + up_proj */
+        TIMED(KD_PROF_RMSNORM, rmsnorm_bwd(a->dres, g->post_norm, a->dln, a->mid[l], a->rstd2[l], w->post_norm, BT, C, 1, nscratch));
         /* attention: mid = res[l] + o(y) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)BT, QD, C, 1.0f, a->dres, C, w->o_proj, QD, 0.0f, a->dy, QD);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, QD, (int)BT, 1.0f, a->dres, C, a->y[l], QD, 1.0f, g->o_proj, QD);
-        attention_bwd(m, a->dq, a->dk, a->dv, a->dy, a->att[l], a->q[l], a->k[l], a->v[l]);
-        qk_norm_rope_bwd(a->dq, g->q_norm, a->qraw[l], a->qrstd[l], w->q_norm, BT, T, Hq, D, a->rope_cos, a->rope_sin, nscratch);
-        qk_norm_rope_bwd(a->dk, g->k_norm, a->kraw[l], a->krstd[l], w->k_norm, BT, T, Hkv, D, a->rope_cos, a->rope_sin, nscratch);
-        matmul_bwd(a->dln, g->q_proj, a->dq, a->ln1[l], w->q_proj, (int)BT, C, QD, 0);
-        matmul_bwd(a->dln, g->k_proj, a->dk, a->ln1[l], w->k_proj, (int)BT, C, KD, 1);
-        matmul_bwd(a->dln, g->v_proj, a->dv, a->ln1[l], w->v_proj, (int)BT, C, KD, 1);
-        rmsnorm_bwd(a->dres, g->input_norm, a->dln, a->res[l], a->rstd1[l], w->input_norm, BT, C, 1, nscratch);
+        TIMED(KD_PROF_SGEMM, kd_sgemm_rows(CblasNoTrans, CblasNoTrans, (int)BT, QD, C, 1.0f, a->dres, C, w->o_proj, QD, 0.0f, a->dy, QD);
+              kd_sgemm_rows(CblasTrans, CblasNoTrans, C, QD, (int)BT, 1.0f, a->dres, C, a->y[l], QD, 1.0f, g->o_proj, QD));
+        TIMED(KD_PROF_ATTENTION, attention_bwd(m, a->dq, a->dk, a->dv, a->dy, a->att[l], a->q[l], a->k[l], a->v[l]));
+        TIMED(KD_PROF_QK_NORM_ROPE,
+              qk_norm_rope_bwd(a->dq, g->q_norm, a->qraw[l], a->qrstd[l], w->q_norm, BT, T, Hq, D, a->rope_cos, a->rope_sin, nscratch);
+              qk_norm_rope_bwd(a->dk, g->k_norm, a->kraw[l], a->krstd[l], w->k_norm, BT, T, Hkv, D, a->rope_cos, a->rope_sin, nscratch));
+        TIMED(KD_PROF_SGEMM, matmul_bwd(a->dln, g->q_proj, a->dq, a->ln1[l], w->q_proj, (int)BT, C, QD, 0);
+              matmul_bwd(a->dln, g->k_proj, a->dk, a->ln1[l], w->k_proj, (int)BT, C, KD, 1);
+              matmul_bwd(a->dln, g->v_proj, a->dv, a->ln1[l], w->v_proj, (int)BT, C, KD, 1));
+        TIMED(KD_PROF_RMSNORM, rmsnorm_bwd(a->dres, g->input_norm, a->dln, a->res[l], a->rstd1[l], w->input_norm, BT, C, 1, nscratch));
         if (m->on_layer_grads) m->on_layer_grads(m->on_layer_grads_ctx, l);
     }
-    /* Embedding rows: serial because ids repeat. */
-    for (size_t i = 0; i < BT; i++) {
-        float *ge = m->g.embed + (size_t)a->ids[i] * C;
-        const float *d = a->dres + i * C;
-        for (int j = 0; j < C; j++) ge[j] += d[j];
+    /* Embedding rows: ids repeat, so each thread owns a range of vocabulary rows and adds, in
+     * position order, the positions whose id falls in it: every row sums in the serial order. */
+    t0 = KD_PROF_START(m);
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        int32_t lo = (int32_t)((long)V * me / nt), hi = (int32_t)((long)V * (me + 1) / nt);
+        for (size_t i = 0; i < BT; i++) {
+            if (a->ids[i] < lo || a->ids[i] >= hi) continue;
+            float *ge = m->g.embed + (size_t)a->ids[i] * C;
+            const float *d = a->dres + i * C;
+            for (int j = 0; j < C; j++) ge[j] += d[j];
+        }
     }
+    KD_PROF_END(m, KD_PROF_EMBEDDING, t0);
     free(nscratch);
     return KD_OK;
 }
@@ -884,9 +955,11 @@ void kd_adamw_update(float *p, const float *g, float *mm, float *vv, size_t n, c
 
 void kd_model_adamw_step(kd_model *m, const kd_adamw_params *hp, float lr, int64_t t) {
     if (!m->grads) return;
+    double t0 = KD_PROF_START(m);
     for (int i = 0; i < m->n_tensors; i++) {
         const kd_model_tensor *tt = &m->tensors[i];
         size_t o = tt->offset;
         kd_adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, tt->numel, hp, lr, t, tt->decay);
     }
+    KD_PROF_END(m, KD_PROF_ADAMW, t0);
 }

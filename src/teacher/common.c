@@ -1,5 +1,5 @@
-/* What every teacher backend shares: the small string buffer, redaction of secrets, requests, the
- * logprobs block and completions. Declared in common.h (the buffer, redaction, the reshape) and in
+/* What every teacher backend shares: redaction of secrets, requests, the logprobs block and
+ * completions (the string buffer is core's, kdstep/sbuf.h). Declared in common.h (redaction, the reshape) and in
  * include/kdstep/teacher.h (the rest). It calls no other teacher file. */
 #include <math.h>
 #include <stdio.h>
@@ -9,67 +9,6 @@
 
 #include "common.h"
 #include "kdstep/teacher.h"
-
-/* ---- small string buffer ---- */
-
-void kd_sbuf_add(kd_sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->oom = 1;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = 0;
-}
-
-void kd_sbuf_puts(kd_sbuf *b, const char *s) { kd_sbuf_add(b, s, strlen(s)); }
-
-void kd_sbuf_printf(kd_sbuf *b, const char *fmt, ...) {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        kd_sbuf_add(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    kd_sbuf_add(b, big, (size_t)n);
-    free(big);
-}
-
-char *kd_sbuf_take(kd_sbuf *b) {
-    if (b->oom) {
-        kd_sbuf_free(b);
-        return NULL;
-    }
-    char *d = b->data ? b->data : kd_strdup("");
-    b->data = NULL;
-    b->len = b->cap = 0;
-    return d;
-}
-
-void kd_sbuf_free(kd_sbuf *b) {
-    free(b->data);
-    memset(b, 0, sizeof *b);
-}
 
 void kd_redact(char *s, const char *secret) {
     if (!s || !secret || !secret[0]) return;

@@ -5,18 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-typedef struct kd_sbuf {
-    char *data;
-    size_t len, cap;
-    int oom;
-} kd_sbuf;
-
-void kd_sbuf_add(kd_sbuf *b, const char *s, size_t n);
-void kd_sbuf_puts(kd_sbuf *b, const char *s);
-void kd_sbuf_printf(kd_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Take the NUL-terminated string (caller frees); the buffer is reset. */
-char *kd_sbuf_take(kd_sbuf *b);
-void kd_sbuf_free(kd_sbuf *b);
+#include "kdstep/sbuf.h" /* the string buffer the backends build bodies in */
 
 /* Replace every occurrence of `secret` in s (in place, same length, with '*'). */
 void kd_redact(char *s, const char *secret);

@@ -167,7 +167,7 @@ int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k
     int rc = KD_OK;
     /* the list: top-level "prompt_logprobs" (a chat completion's) or that of the first choice that has
      * one (a completion's), whichever comes first in the document, as the fast reader takes it */
-    const json_t *plp = NULL;
+    const json_t *plp = NULL, *holder = root;
     const char *rkey;
     json_t *rv;
     json_object_foreach(root, rkey, rv) {
@@ -178,6 +178,7 @@ int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k
             json_array_foreach(rv, ci, ch) {
                 if (json_is_object(ch) && json_is_array(json_object_get(ch, "prompt_logprobs"))) {
                     plp = json_object_get(ch, "prompt_logprobs");
+                    holder = ch;
                     break;
                 }
             }
@@ -230,6 +231,28 @@ int kd_teacher_parse_prompt_logprobs_ref(const char *body, size_t len, int top_k
             lp->topk_logprobs[at] = f;
         }
         lp->tail_logprob[r] = tail_from_topk(lp->topk_logprobs + (size_t)r * top_k, top_k);
+    }
+    /* prompt_token_ids beside the list: each row's prompt token, whatever the order of its entries */
+    const json_t *pids = json_object_get(holder, "prompt_token_ids");
+    if (json_is_array(pids)) {
+        size_t np = json_array_size(pids);
+        int32_t *ids = malloc((np ? np : 1) * sizeof *ids);
+        if (!ids) {
+            rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory for prompt_token_ids");
+            goto done;
+        }
+        for (size_t i = 0; i < np; i++) {
+            const json_t *x = json_array_get(pids, i);
+            if (!json_is_number(x)) {
+                free(ids);
+                rc = kd_error_set(err, KD_ERR_PARSE, "scoring response: prompt_token_ids holds something other than a number");
+                goto done;
+            }
+            json_int_t v = json_integer_value(x); /* a real reads as 0, as the fast reader's num_int */
+            ids[i] = v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+        }
+        kd_teacher_logprobs_use_prompt_ids(lp, ids, np, 1);
+        free(ids);
     }
 done:
     if (rc) kd_teacher_logprobs_free(lp);

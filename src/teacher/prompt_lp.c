@@ -26,6 +26,10 @@ typedef struct plp {
     size_t cap;        /* rows allocated */
     char *arena;       /* token texts, NUL-terminated; tokens[] hold offset + 1 until the end */
     size_t alen, acap;
+    /* prompt_token_ids of the object holding the list taken (top level, or that choice), if any */
+    int32_t *ids[2];   /* [0] the top level's, [1] the choice's being read or taken */
+    size_t n_ids[2], cap_ids[2];
+    int has_ids[2];
 } plp;
 
 static int pbad(plp *P, const char *what) {
@@ -35,6 +39,28 @@ static int pbad(plp *P, const char *what) {
 }
 
 static int pnomem(plp *P) { return kd_error_set(P->err, KD_ERR_NOMEM, "out of memory for prompt logprobs"), -1; }
+
+/* "prompt_token_ids": [int, ...] into P->ids[w] (ids outside 0..INT32_MAX are -1). */
+static int read_ids(plp *P, int w) {
+    scan *s = &P->s;
+    int first = 1, r;
+    P->n_ids[w] = 0;
+    P->has_ids[w] = 1;
+    if (arr_begin(s)) return pbad(P, "prompt_token_ids is not a list");
+    while ((r = arr_next(s, &first)) == 1) {
+        int64_t v;
+        if (num_int(s, &v)) return pbad(P, "prompt_token_ids holds something other than a number");
+        if (P->n_ids[w] == P->cap_ids[w]) {
+            size_t cap = P->cap_ids[w] ? P->cap_ids[w] * 2 : 1024;
+            int32_t *a = realloc(P->ids[w], cap * sizeof *a);
+            if (!a) return pnomem(P);
+            P->ids[w] = a;
+            P->cap_ids[w] = cap;
+        }
+        P->ids[w][P->n_ids[w]++] = v >= 0 && v <= INT32_MAX ? (int32_t)v : -1;
+    }
+    return r < 0 ? pbad(P, "invalid JSON in prompt_token_ids") : 0;
+}
 
 /* Unescape a string into the arena; its offset + 1 (0: out of memory). */
 static size_t arena_put(plp *P, const sspan *sp) {
@@ -284,24 +310,55 @@ static int read_choices(plp *P, int *found) {
             if (skip(s)) return pbad(P, "invalid JSON");
             continue;
         }
-        int f2 = 1, r2;
+        int f2 = 1, r2, here = 0, ids_seen = 0;
         sspan key;
         obj_begin(s);
+        P->has_ids[1] = 0;
         while ((r2 = obj_next(s, &f2, &key)) == 1) {
             if (!*found && key_is(&key, "prompt_logprobs") && peek(s) == '[') {
                 if (read_list(P)) return -1;
-                *found = 1;
+                *found = here = 1;
+            } else if (!ids_seen && key_is(&key, "prompt_token_ids") && peek(s) == '[') {
+                if (read_ids(P, 1)) return -1;
+                ids_seen = 1;
             } else if (skip(s)) return pbad(P, "invalid JSON");
         }
         if (r2 < 0) return pbad(P, "invalid JSON in choices");
+        if (!here) P->has_ids[1] = 0; /* ids of a choice whose list was not taken */
     }
     return r < 0 ? pbad(P, "invalid JSON in choices") : 0;
+}
+
+/* Each row's prompt token is the id of prompt_token_ids (when the response has them, one per row):
+ * its text and logprob from the row's entry with that id among the top-k, or none when it is not one of
+ * them and was not written first. */
+void kd_teacher_logprobs_use_prompt_ids(kd_teacher_logprobs *lp, const int32_t *ids, size_t n, int dup_texts) {
+    if (!ids || n != (size_t)lp->n) return;
+    for (int i = 1; i < lp->n; i++) {
+        if (lp->token_ids[i] == ids[i]) continue;
+        if (dup_texts) free(lp->tokens[i]);
+        lp->token_ids[i] = ids[i];
+        lp->tokens[i] = NULL;
+        lp->token_logprobs[i] = -INFINITY;
+        for (int j = 0; j < lp->k; j++) {
+            size_t at = (size_t)i * (size_t)lp->k + (size_t)j;
+            if (lp->topk_ids[at] != ids[i] || ids[i] < 0) continue;
+            lp->tokens[i] = lp->topk_tokens[at] && dup_texts ? kd_strdup(lp->topk_tokens[at]) : lp->topk_tokens[at];
+            lp->token_logprobs[i] = lp->topk_logprobs[at];
+            break;
+        }
+    }
 }
 
 int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd_teacher_logprobs *lp, kd_error *err) {
     memset(lp, 0, sizeof *lp);
     if (top_k < 1) return kd_error_set(err, KD_ERR_INVALID, "prompt_logprobs: top_k must be at least 1");
-    plp P = {{body, body + len, body, 0}, err, top_k, lp, 0, NULL, 0, 0};
+    plp P;
+    memset(&P, 0, sizeof P);
+    P.s = (scan){body, body + len, body, 0};
+    P.err = err;
+    P.k = top_k;
+    P.lp = lp;
     if (err) err->code = KD_OK;
     lp->k = top_k;
     /* room for every row from the start: a row takes at least 16 bytes per column, so this is more
@@ -313,7 +370,7 @@ int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd
     }
     P.cap = cap;
     P.acap = len / 4 + 64;
-    int first = 1, r, found = 0, rc = -1;
+    int first = 1, r, found = 0, at_top = 0, rc = -1;
     sspan key;
     if (obj_begin(&P.s)) {
         pbad(&P, "not a JSON object");
@@ -322,7 +379,9 @@ int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd
     while ((r = obj_next(&P.s, &first, &key)) == 1) {
         if (!found && key_is(&key, "prompt_logprobs") && peek(&P.s) == '[') {
             if (read_list(&P)) goto done;
-            found = 1;
+            found = at_top = 1;
+        } else if (!P.has_ids[0] && key_is(&key, "prompt_token_ids") && peek(&P.s) == '[') {
+            if (read_ids(&P, 0)) goto done;
         } else if (key_is(&key, "choices")) {
             if (read_choices(&P, &found)) goto done;
         } else if (skip(&P.s)) {
@@ -342,6 +401,8 @@ int kd_teacher_parse_prompt_logprobs(const char *body, size_t len, int top_k, kd
     rc = 0;
 done:
     if (rc) {
+        free(P.ids[0]);
+        free(P.ids[1]);
         free(P.arena);
         lp->arena = NULL;
         for (int i = 0; lp->tokens && i < lp->n; i++) lp->tokens[i] = NULL;
@@ -366,5 +427,9 @@ done:
         size_t o = (size_t)(uintptr_t)lp->topk_tokens[i];
         lp->topk_tokens[i] = o ? P.arena + o - 1 : NULL;
     }
+    int w = at_top ? 0 : 1;
+    if (P.has_ids[w]) kd_teacher_logprobs_use_prompt_ids(lp, P.ids[w], P.n_ids[w], 0);
+    free(P.ids[0]);
+    free(P.ids[1]);
     return KD_OK;
 }

@@ -1,5 +1,8 @@
 /* The stub teacher's parts, shared by its files (not a public API):
- *   stub.c         open/close, the tools a request offers, choosing the tool and filling its arguments
+ *   stub.c         open/close, the tools a request offers, choosing the tool
+ *   stub_words.c   the words of a text (stop words dropped, stemmed), how words match
+ *   stub_args.c    finding values in a prompt and filling a tool's arguments from them
+ *   stub_tokens.c  tokens: the student tokenizer's, or one per byte
  *   stub_answer.c  writing the answer (calls, final answers, thinking) and kd_stub_complete
  *   stub_score.c   tokens and the top-k log-probabilities: of an answer, of a whole conversation
  */
@@ -11,7 +14,43 @@
 
 #include "kdstep/teacher.h"
 
-struct words;
+/* The words of a text, lower case, without stop words, stemmed, each once (stub_words.c). */
+#define STUB_MAXW 256
+typedef struct words {
+    char w[STUB_MAXW][32];
+    int n;
+} words;
+void stub_stem(char *w);
+void stub_split_words(const char *text, words *out, int append);
+/* Equal, or the same first 6 bytes. */
+int stub_word_match(const char *a, const char *b);
+int stub_has_word(const words *w, const char *x);
+
+/* Values in a prompt (stub_args.c): a span of the prompt's text. */
+typedef struct span {
+    const char *p;
+    size_t n;
+} span;
+/* The i-th "quoted" or 'quoted' or `quoted` string. */
+int stub_nth_quoted(const char *text, int i, span *out);
+/* The nth bare token (whitespace separated, trailing punctuation stripped) that satisfies pred. */
+int stub_find_token(const char *text, int (*pred)(const char *, size_t), span *out, int nth);
+int stub_pred_url(const char *b, size_t n);
+int stub_pred_path(const char *b, size_t n);
+int stub_pred_email(const char *b, size_t n);
+int stub_pred_date(const char *b, size_t n);
+int stub_pred_time(const char *b, size_t n);
+int stub_pred_ticker(const char *b, size_t n);
+int stub_pred_number(const char *b, size_t n);
+/* A run like "12 * (3 + 4)": digits and operators with at least one operator between digits. */
+int stub_find_expression(const char *text, span *out);
+/* Known city and language names, NULL-terminated. */
+extern const char *STUB_CITIES[];
+extern const char *STUB_LANGS[];
+/* A whole word of hay equal to needle ignoring case. */
+const char *stub_ci_find(const char *hay, const char *needle);
+/* First word of `list` found in text (the earliest occurrence after `after` when given). */
+const char *stub_find_listed(const char *text, const char **list, const char *after, const char **at);
 
 struct kd_stub_teacher {
     kd_stub_options opt;
@@ -32,7 +71,7 @@ struct tool_view {
     const char *name;
     const char *description;
     const json_t *parameters;
-    struct words *tw;          /* name, description, then parameter-name words */
+    words *tw;          /* name, description, then parameter-name words */
     int n_name, first_param;
     double *weight;     /* per word: idf across the offered tools x (3 name | 1 description | 1.2 parameter) */
     int32_t *name_ids;  /* the name as the student tokenizer splits it */

@@ -74,6 +74,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < BT; i++) ids[i] = (int32_t)(kd_splitmix64(&s) % (uint64_t)cfg.vocab_size);
     for (int i = 0; i < BT; i++) tg[i] = (i % T) + 1 < T ? ids[i + 1] : -1;
     kd_adamw_params hp = {0.9f, 0.95f, 1e-8f, 0.1f};
+    /* KD_BENCH_PROFILE=1: time every kernel (m->profile), summed over the measured steps */
+    double prof[KD_PROF_N] = {0}, prof_step[KD_PROF_N] = {0};
+    int profiling = getenv("KD_BENCH_PROFILE") && atoi(getenv("KD_BENCH_PROFILE")) == 1;
+    if (profiling) m->profile = prof_step;
     double best = 1e30, total = 0.0, phase[5] = {0}, best_phase[5] = {0}, peak = 0.0;
     float loss = 0.0f;
     for (int st = 0; st <= steps; st++) {
@@ -94,11 +98,13 @@ int main(int argc, char **argv) {
         double dt = phase[4] - t0;
         if (st > 0) { /* step 0 warms up */
             total += dt;
+            for (int k = 0; k < KD_PROF_N; k++) prof[k] += prof_step[k];
             if (dt < best) {
                 best = dt;
                 for (int i = 0; i < 5; i++) best_phase[i] = phase[i] - (i ? phase[i - 1] : t0);
             }
         }
+        memset(prof_step, 0, sizeof prof_step);
         /* the machine may be shared: sample the sgemm rate between steps and keep the best, as for the steps */
         double g = sgemm_gflops(1024, 1024, 1024);
         if (g > peak) peak = g;
@@ -120,6 +126,14 @@ int main(int argc, char **argv) {
            best_phase[2], best_phase[3], best_phase[4]);
     printf("  %.1f model GFLOP/s vs sgemm 1024^3 %.1f GFLOP/s -> MFU %.0f%%; peak RSS %.0f MB\n", achieved, peak,
            100.0 * achieved / peak, rss);
+    if (profiling) {
+        static const char *const NAMES[KD_PROF_N] = {"sgemm", "attention", "attn_softmax", "rmsnorm", "qk_norm_rope",
+                                                     "swiglu", "embedding", "residual", "loss", "adamw"};
+        printf("  kernels, mean seconds per step over %d steps (mean step %.4f s):", steps, total / steps);
+        printf("\n  {\"step_mean_s\": %.5f", total / steps);
+        for (int k = 0; k < KD_PROF_N; k++) printf(", \"%s\": %.5f", NAMES[k], prof[k] / steps);
+        printf("}\n");
+    }
     printf("{\"kdstep_tok_s\": %.1f, \"kdstep_step_s\": %.4f, \"kdstep_gflops\": %.2f, \"sgemm_gflops\": %.2f, \"mfu\": %.3f, "
            "\"kdstep_peak_rss_mb\": %.1f, \"blas_core\": \"%s\", \"threads\": %d, \"clock\": \"%s\"}\n",
            tok_s, best, achieved, peak, achieved / peak, rss, kd_runtime_blas_core(), threads,

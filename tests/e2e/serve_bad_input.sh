@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kdstep serve under bad input: malformed JSON, unknown model, max_tokens too big, a prompt too long
 # for the model, a body over the size limit, a wrong API key, unknown paths and a client that goes
-# away mid-stream. Each gets an OpenAI-style error object ({"error": {"message", "type", ...}}) with
+# away mid-stream, and requests past the KV cache budget (--max-kv-mb). Each gets an OpenAI-style error object ({"error": {"message", "type", ...}}) with
 # the right status, or a clean stop, and the server keeps serving afterwards (checked after each).
 set -u
 source "$KD_SOURCE_DIR/tests/lib/serve_lib.bash"
@@ -79,4 +79,28 @@ curl -sN "${AUTH[@]}" "$U/v1/completions" -d '{"model":"m","prompt":"hello","max
 check "a whole stream ends with [DONE]" 'tail -2 "$tmp/stream" | grep -q "data: \[DONE\]"'
 check "SIGTERM stops the server cleanly" 'serve_stop'
 check "no crash reports in the server log" '! grep -Ei "sanitizer|segmentation|abort" "$SERVE_LOG"'
+# the KV cache budget (--max-kv-mb): a request that alone needs more is 400; with room for one long
+# request, a second one while the first runs is 503 with Retry-After, naming the flag
+serve_start "$tmp/m" --name m --max-tokens 2000 --max-kv-mb 1 --api-key-env KD_TEST_KEY || { echo "FAIL serve did not start"; exit 1; }
+U="http://127.0.0.1:$SERVE_PORT"
+post /v1/completions '{"model":"m","prompt":"hello","max_tokens":2000}'
+check "--max-kv-mb 1: a request needing more is 400" 'is_error 400 "more than the server'"'"'s whole KV budget of 1.0 MiB (--max-kv-mb)"'
+need=$(jq -r .error.message "$tmp/body" | grep -o 'needs [0-9.]* MiB' | grep -o '[0-9.]*')
+check "  small ones are served" alive
+serve_stop >/dev/null 2>&1
+mb=$("$PY" -c "import math,sys; print(math.ceil(float(sys.argv[1]) * 1.5))" "$need")
+serve_start "$tmp/m" --name m --max-tokens 2000 --max-kv-mb "$mb" --api-key-env KD_TEST_KEY || { echo "FAIL serve did not start"; exit 1; }
+U="http://127.0.0.1:$SERVE_PORT"
+curl -sN "${AUTH[@]}" "$U/v1/completions" -d '{"model":"m","prompt":"hello","max_tokens":2000,"ignore_eos":true,"stream":true}' >"$tmp/long" &
+long_pid=$!
+running() { curl -s "${AUTH[@]}" "$U/health" | jq -e '.running == 1' >/dev/null; }
+for _ in $(seq 1 600); do running && break; sleep 0.1; done
+code=$(curl -s -D "$tmp/hdr" -o "$tmp/body" -w '%{http_code}' "${AUTH[@]}" "$U/v1/completions" -H 'Content-Type: application/json' \
+  --data-binary '{"model":"m","prompt":"hello","max_tokens":2000}'); echo "$code" >"$tmp/code"
+check "--max-kv-mb $mb ($need MiB a request): a second long request while one runs is 503" \
+  'is_error 503 "KV cache budget of" && grep -qi "^Retry-After: 1" "$tmp/hdr" && grep -q -- "--max-kv-mb" "$tmp/body"'
+kill "$long_pid" 2>/dev/null; wait "$long_pid" 2>/dev/null
+for _ in $(seq 1 600); do curl -s "${AUTH[@]}" "$U/health" | jq -e '.running == 0' >/dev/null && break; sleep 0.1; done
+check "  once it ends, served again" alive
+check "SIGTERM stops the second server cleanly" 'serve_stop'
 exit $fail

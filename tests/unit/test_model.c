@@ -2,6 +2,7 @@
  * forward at every step (also under padding), sampling, AdamW's decay mask. The numerics against
  * PyTorch live in tests/reference/model_oracle.sh. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,6 +273,118 @@ static void test_adamw_decay_mask(void) {
     for (int i = 0; i < m->n_tensors; i++) CU_ASSERT_EQUAL(m->tensors[i].decay, m->tensors[i].ndim == 2);
     kd_model_free(m);
 }
+/* One training step (forward, CE, backward, AdamW) at 2 OpenMP threads against 1 thread. The
+ * threads split rows, heads and positions (and the products' rows), so only float reassociation may
+ * differ: the tolerance is 1e-4 of each gradient tensor's largest magnitude, 1e-5 relative on the
+ * loss, and 1e-5 absolute (1% of the learning rate) on the parameters after AdamW (lr 1e-3, eps 1e-5:
+ * Adam's first step is g / (|g| + eps), which magnifies a gradient's rounding by 1/eps near 0). */
+static void step_at(int threads, kd_model *m, const int32_t *ids, const int32_t *len, const int32_t *tg, float *loss) {
+    kd_error err = {0};
+    omp_set_num_threads(threads);
+    kd_model_zero_grad(m);
+    CU_ASSERT_EQUAL_FATAL(kd_model_forward(m, ids, len, &err), KD_OK);
+    *loss = kd_model_ce_loss(m, tg, 1.0f);
+    CU_ASSERT_EQUAL_FATAL(kd_model_backward(m, &err), KD_OK);
+    kd_adamw_params hp = {0.9f, 0.95f, 1e-5f, 0.1f}; /* eps well above the gradients' rounding noise */
+    kd_model_adamw_step(m, &hp, 1e-3f, 1);
+}
+
+static void test_threads_step(void) {
+    kd_model_config c;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_model_config_preset(kd_test_src("tests/reference/gqa.json"), &c, &err), KD_OK);
+    enum { B = 4, T = 40 };
+    kd_model *m1 = NULL, *m2 = NULL;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(2); /* activations sized for 2 threads */
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m1, &c, B, T, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_model_new(&m2, &c, B, T, &err), KD_OK);
+    kd_model_init_random(m1, 9);
+    kd_model_init_random(m2, 9);
+    int32_t ids[B * T], tg[B * T], len[B] = {T, 17, T, 3};
+    uint64_t s = 11;
+    for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(kd_splitmix64(&s) % (uint64_t)c.vocab_size);
+    for (int i = 0; i < B * T; i++) tg[i] = (i % T) + 1 < T ? ids[i + 1] : -1;
+    double prof[KD_PROF_N] = {0};
+    m2->profile = prof;
+    float l1, l2;
+    step_at(1, m1, ids, len, tg, &l1);
+    step_at(2, m2, ids, len, tg, &l2);
+    omp_set_num_threads(saved);
+    CU_ASSERT_TRUE(fabsf(l1 - l2) <= 1e-5f * fabsf(l1));
+    float worst_g = 0.0f, worst_p = 0.0f;
+    for (int t = 0; t < m1->n_tensors; t++) {
+        const kd_model_tensor *tt = &m1->tensors[t];
+        float mx = 0.0f, d = 0.0f;
+        for (size_t i = 0; i < tt->numel; i++) {
+            mx = fmaxf(mx, fabsf(m1->grads[tt->offset + i]));
+            d = fmaxf(d, fabsf(m1->grads[tt->offset + i] - m2->grads[tt->offset + i]));
+            worst_p = fmaxf(worst_p, fabsf(m1->params[tt->offset + i] - m2->params[tt->offset + i]));
+        }
+        if (mx > 0) worst_g = fmaxf(worst_g, d / mx);
+    }
+    printf("\n    2 threads vs 1: loss %.7g vs %.7g; worst gradient diff %.2e of its tensor's max; worst parameter diff %.2e\n",
+           l1, l2, worst_g, worst_p);
+    CU_ASSERT_TRUE(worst_g <= 1e-4f);
+    CU_ASSERT_TRUE(worst_p <= 1e-5f);
+    double total = 0;
+    for (int k = 0; k < KD_PROF_N; k++) total += prof[k];
+    CU_ASSERT_TRUE(total > 0 && prof[KD_PROF_SGEMM] > 0 && prof[KD_PROF_ADAMW] > 0); /* the timers ran */
+    kd_model_free(m1);
+    kd_model_free(m2);
+}
+
+/* kd_model_step_rows with batch-invariant products: a sequence's logits are bit for bit the same
+ * alone as beside other sequences (prefill chunks and decode rows mixed in one call). */
+static void test_rows_invariant(void) {
+    kd_model_config c;
+    kd_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_model_config_preset(kd_test_src("tests/reference/gqa.json"), &c, &err), KD_OK);
+    c.initializer_range = 0.2f;
+    kd_model *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_model_new_inference(&m, &c, 1, 1, &err), KD_OK);
+    kd_model_init_random(m, 5);
+    int V = c.vocab_size;
+    kd_batch_scratch *bs = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_batch_scratch_new(m, 32, &bs, &err), KD_OK);
+    kd_batch_scratch_set_invariant(bs, 1);
+    kd_kv_cache *a = NULL, *b = NULL, *a2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(&a, m, 64, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(&b, m, 64, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(&a2, m, 64, &err), KD_OK);
+    int32_t pa[7] = {5, 9, 2, 44, 17, 3, 8}, pb[3] = {7, 1, 30};
+    float *alone = malloc((size_t)V * sizeof(float)), *mixed = malloc((size_t)2 * V * sizeof(float));
+    kd_kv_cache *kv[10];
+    int32_t tok[10];
+    int want[10];
+    /* sequence a alone: prefill of 7 rows, logits of the last */
+    for (int r = 0; r < 7; r++) kv[r] = a, tok[r] = pa[r], want[r] = r == 6;
+    CU_ASSERT_EQUAL_FATAL(kd_model_step_rows(m, bs, 7, kv, tok, want, alone, &err), KD_OK);
+    /* b's prefill first, then a (its copy a2) beside b's decode step */
+    for (int r = 0; r < 3; r++) kv[r] = b, tok[r] = pb[r], want[r] = 0;
+    CU_ASSERT_EQUAL_FATAL(kd_model_step_rows(m, bs, 3, kv, tok, want, mixed, &err), KD_OK);
+    kv[0] = b, tok[0] = 12, want[0] = 1;
+    for (int r = 0; r < 7; r++) kv[1 + r] = a2, tok[1 + r] = pa[r], want[1 + r] = r == 6;
+    CU_ASSERT_EQUAL_FATAL(kd_model_step_rows(m, bs, 8, kv, tok, want, mixed, &err), KD_OK);
+    CU_ASSERT_EQUAL(memcmp(alone, mixed + V, (size_t)V * sizeof(float)), 0);
+    /* a copied prefix continues exactly as the original */
+    kd_kv_cache *c2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_new(&c2, m, 64, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_kv_cache_copy_prefix(m, c2, a, 7, &err), KD_OK);
+    CU_ASSERT_EQUAL(kd_kv_cache_copy_prefix(m, c2, a, 8, &err), KD_ERR_INVALID);
+    kv[0] = a, kv[1] = c2, tok[0] = tok[1] = 21, want[0] = want[1] = 1;
+    CU_ASSERT_EQUAL_FATAL(kd_model_step_rows(m, bs, 2, kv, tok, want, mixed, &err), KD_OK);
+    CU_ASSERT_EQUAL(memcmp(mixed, mixed + V, (size_t)V * sizeof(float)), 0);
+    free(alone);
+    free(mixed);
+    kd_kv_cache_free(a);
+    kd_kv_cache_free(b);
+    kd_kv_cache_free(a2);
+    kd_kv_cache_free(c2);
+    kd_batch_scratch_free(bs);
+    kd_model_free(m);
+}
+
 
 int main(void) {
     CU_initialize_registry();
@@ -283,5 +396,7 @@ int main(void) {
     CU_add_test(s, "sampling", test_sampling);
     CU_add_test(s, "inference_model", test_inference_model);
     CU_add_test(s, "adamw_decay_mask", test_adamw_decay_mask);
+    CU_add_test(s, "threads_step", test_threads_step);
+    CU_add_test(s, "rows_invariant", test_rows_invariant);
     return kd_test_main();
 }

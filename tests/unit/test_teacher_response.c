@@ -395,12 +395,47 @@ static void test_prompt_logprobs_readers_agree(void) {
     KD_ASSERT_CONTAINS(e.msg, "duplicate");
 }
 
+/* Issue 19: with "prompt_token_ids" beside the list (vLLM's return_token_ids; kdstep serve always
+ * writes them), each row's prompt token is the id named there, whatever the order of the row's entries:
+ * vLLM 0.7's v1 engine wrote the top-k in rank order and the prompt token after them (rank k+1) when
+ * it was not one of them (vllm/v1/engine/logprobs.py, _make_pos_logprob_dict), today's vLLM writes it
+ * first (vllm/logprobs.py, append_logprobs_for_next_position). Both readers agree. */
+static void test_prompt_logprobs_prompt_token_ids(void) {
+    /* row 1: prompt token 7 at rank 2 (entries in rank order); row 2: prompt token 9 outside the top-2 */
+    const char *body =
+        "{\"prompt_token_ids\":[1,7,9],\"prompt_logprobs\":[null,{\"5\":{\"logprob\":-0.5,\"rank\":1,\"decoded_token\":\"a\"},"
+        "\"7\":{\"logprob\":-1.5,\"rank\":2,\"decoded_token\":\"b\"}},{\"3\":{\"logprob\":-0.25,\"rank\":1,\"decoded_token\":\"c\"},"
+        "\"4\":{\"logprob\":-2,\"rank\":2,\"decoded_token\":\"d\"},\"9\":{\"logprob\":-6,\"rank\":3,\"decoded_token\":\"e\"}}]}";
+    for (int ref = 0; ref < 2; ref++) {
+        kd_teacher_logprobs lp;
+        kd_error e;
+        int rc = ref ? kd_teacher_parse_prompt_logprobs_ref(body, strlen(body), 2, &lp, &e)
+                     : kd_teacher_parse_prompt_logprobs(body, strlen(body), 2, &lp, &e);
+        CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+        CU_ASSERT_EQUAL_FATAL(lp.n, 3);
+        CU_ASSERT_EQUAL(lp.token_ids[1], 7);
+        CU_ASSERT_STRING_EQUAL(lp.tokens[1], "b"); /* its top-k entry */
+        CU_ASSERT_EQUAL(lp.token_logprobs[1], -1.5f);
+        CU_ASSERT_EQUAL(lp.token_ids[2], 9);
+        CU_ASSERT_PTR_NULL(lp.tokens[2]); /* not in the top-2, not written first: no text */
+        CU_ASSERT_EQUAL(lp.topk_ids[2 * 2], 3);
+        CU_ASSERT_EQUAL(lp.topk_ids[2 * 2 + 1], 4);
+        kd_teacher_logprobs_free(&lp);
+    }
+    same_rows(body, 2, 1);
+    /* in choices[0] (a completion), and a list without ids: the first entry is the prompt token */
+    same_rows("{\"choices\":[{\"prompt_token_ids\":[1,7],\"prompt_logprobs\":[null,{\"5\":{\"logprob\":-0.5,\"rank\":1,"
+              "\"decoded_token\":\"a\"},\"7\":{\"logprob\":-1.5,\"rank\":2,\"decoded_token\":\"b\"}}]}]}", 2, 1);
+    same_rows("{\"prompt_logprobs\":[null,{\"5\":{\"logprob\":-0.5,\"rank\":1,\"decoded_token\":\"a\"}}]}", 1, 1);
+}
+
 static void add_tests(CU_pSuite s) {
     CU_add_test(s, "parse OpenAI chat responses", test_parse_openai_response);
     CU_add_test(s, "fast parser matches the jansson reference", test_parse_fast_matches_reference);
     CU_add_test(s, "parse refuses invalid UTF-8 and NUL in teacher text", test_parse_refuses_bad_text);
     CU_add_test(s, "parse vLLM prompt_logprobs", test_parse_vllm_prompt_logprobs);
     CU_add_test(s, "prompt_logprobs: fast reader and reference agree (fuzz finds)", test_prompt_logprobs_readers_agree);
+    CU_add_test(s, "prompt_logprobs: prompt_token_ids name each row's prompt token", test_prompt_logprobs_prompt_token_ids);
 }
 
 int main(void) { return teacher_suite_main("teacher_response", add_tests); }

@@ -87,6 +87,43 @@ static void test_empty_job(void) {
     kd_job_free(&j);
 }
 
+/* kd_yaml_load, which both loaders start with: a document whose nodes outlive the parser, and the
+ * precheck's refusals and syntax errors named by file, line and column, the loaders' messages alike. */
+static void test_load(void) {
+    yaml_document_t doc;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_yaml_load("train:\n  steps: 7\n  tools: [a, b]\n", "ok.yaml", &doc, &e), KD_OK);
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_EQUAL_FATAL(root->type, YAML_MAPPING_NODE);
+    yaml_node_t *k = yaml_document_get_node(&doc, root->data.mapping.pairs.start->key);
+    yaml_node_t *v = yaml_document_get_node(&doc, root->data.mapping.pairs.start->value);
+    CU_ASSERT_STRING_EQUAL((const char *)k->data.scalar.value, "train");
+    CU_ASSERT_EQUAL(v->type, YAML_MAPPING_NODE);
+    yaml_node_t *steps = yaml_document_get_node(&doc, v->data.mapping.pairs.start->value);
+    CU_ASSERT_STRING_EQUAL((const char *)steps->data.scalar.value, "7");
+    yaml_document_delete(&doc);
+    /* an empty text is a document without a root */
+    CU_ASSERT_EQUAL_FATAL(kd_yaml_load("", "empty.yaml", &doc, &e), KD_OK);
+    CU_ASSERT_PTR_NULL(yaml_document_get_root_node(&doc));
+    yaml_document_delete(&doc);
+    CU_ASSERT_EQUAL(kd_yaml_load("a: [1, 2\n", "bad.yaml", &doc, &e), KD_ERR_PARSE);
+    KD_ASSERT_CONTAINS(e.msg, "bad.yaml:2:1: YAML syntax error: did not find expected ',' or ']' while parsing a flow sequence");
+    CU_ASSERT_EQUAL(kd_yaml_load("a: &x 1\nb: *x\n", "alias.yaml", &doc, &e), KD_ERR_UNSUPPORTED);
+    KD_ASSERT_CONTAINS(e.msg, "alias.yaml:1:4: YAML anchor &x is not supported");
+    /* the config and job loaders report a syntax error the same way */
+    kd_config c;
+    kd_config_defaults(&c);
+    CU_ASSERT_EQUAL(kd_config_load_string(&c, "a: [1, 2\n", "c.yaml", &e), KD_ERR_PARSE);
+    KD_ASSERT_CONTAINS(e.msg, "c.yaml:2:1: YAML syntax error: did not find expected");
+    kd_config_free(&c);
+    kd_job j;
+    kd_job_defaults(&j);
+    CU_ASSERT_EQUAL(kd_job_load_string(&j, "a: [1, 2\n", "j.yaml", &e), KD_ERR_PARSE);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:2:1: YAML syntax error: did not find expected");
+    kd_job_free(&j);
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 1;
     CU_pSuite s = CU_add_suite("yamlsafe", NULL, NULL);
@@ -94,5 +131,6 @@ int main(void) {
     CU_add_test(s, "nesting depth capped", test_depth_capped);
     CU_add_test(s, "duplicate keys name both lines", test_duplicate_keys);
     CU_add_test(s, "an empty job file is an error", test_empty_job);
+    CU_add_test(s, "kd_yaml_load: a document, refusals and syntax errors", test_load);
     return kd_test_main();
 }
