@@ -671,11 +671,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
     add_time(w, KD_GEN_C_T_OTHER_US, t0);
     if (rc == KD_OK) {
-        kd_sample s = {0};
-        s.prompt_id = c->index;
-        s.prompt_len = prompt_len;
-        s.policy = (uint8_t)c->student;
-        s.n = (int64_t)n;
+        kd_sample s = {.prompt_id = c->index, .prompt_len = prompt_len, .n = (int64_t)n, .policy = (uint8_t)c->student};
         s.input_ids = w->enc.ids;
         s.loss_mask = tg.loss_mask;
         s.tool_name_mask = tg.tool_name_mask;
