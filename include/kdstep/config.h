@@ -64,6 +64,7 @@ typedef struct kd_config {
         double temperature;
         char divergence[KD_CFG_STR]; /* forward_kl | reverse_kl | jsd */
         double jsd_beta;
+        char onpolicy_divergence[KD_CFG_STR]; /* the divergence on student-written samples */
     } kd;
     struct {
         char url[KD_CFG_PATH];         /* "stub" or http(s)://host:port (OpenAI-compatible) */
@@ -96,6 +97,11 @@ typedef struct kd_config {
         int strict;           /* a bad prompt line is fatal */
         char thinking[KD_CFG_STR]; /* drop | keep: a <think> block in the loss or not */
         char filter[KD_CFG_STR];   /* none | json_valid | schema_valid: which conversations become samples */
+        char policy[KD_CFG_STR];   /* teacher | student | mixed: who writes the assistant turns */
+        char student[KD_CFG_PATH]; /* student checkpoint folder (policy student | mixed) */
+        double student_share;      /* mixed: share of prompts the student writes */
+        double student_temperature; /* 0 = greedy */
+        int64_t student_max_tokens; /* tokens per student turn */
     } generate;
     struct {
         int64_t max_new_tokens;

@@ -27,6 +27,7 @@ typedef struct kd_dataset_summary {
     int64_t samples, tokens, prompt_tokens, response_tokens;
     int64_t mask_tokens[3];  /* tool name, JSON, integration */
     int64_t mask_samples[3]; /* samples with at least one such token */
+    int64_t policy_samples[2]; /* teacher-written, student-written (/samples/policy) */
     /* length distribution (tokens): min, p50, p90, p99, max of whole samples and of their prompts */
     int64_t len_pct[5], prompt_pct[5];
     int64_t fit_seq_len; /* the p99 sample length rounded up to a multiple of 32: train.seq_len for full context */

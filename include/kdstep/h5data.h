@@ -70,6 +70,7 @@ typedef struct kd_sample {
     const char *prompt_text;    /* may be NULL -> "" */
     const char *teacher_text;   /* may be NULL -> "" */
     const char *metadata;       /* JSON text (may be NULL -> "{}") */
+    uint8_t policy;             /* who wrote the assistant turns: 0 the teacher, 1 the student (generate.policy) */
 } kd_sample;
 
 /* ---- dataset folder ---------------------------------------------------------------------------- */
@@ -147,6 +148,7 @@ typedef struct kd_batch {
     int topk;
     int64_t *offsets;          /* [count+1] */
     int64_t *prompt_id, *prompt_len;
+    uint8_t *policy;           /* [count]: 0 teacher-written, 1 student-written (0 in files without the column) */
     int32_t *input_ids;        /* [T] */
     uint8_t *loss_mask, *tool_name_mask, *json_mask, *integration_mask;
     int32_t *topk_ids;         /* [T*K] */

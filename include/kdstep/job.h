@@ -17,6 +17,11 @@
  *   overrides:  a list of "section.key=value" applied over `config`
  *   tokenizer_train: vocab_size (default 8192): `kdstep run` makes the tokenizer with it when the
  *               folder `tokenizer` names has no tokenizer.json (kd_tokenizer_make_student)
+ *   onpolicy:   rounds (default 0), steps: after training, each round r regenerates the prompt set with
+ *               generate.policy mixed (generate.student_share of it written by the latest checkpoint:
+ *               train/final, then onpolicy-(r-1)/train/final) into onpolicy-r/dataset and trains `steps`
+ *               steps from those weights on it into onpolicy-r/train; eval takes the last round's
+ *               final/ (docs/onpolicy.md)
  *
  * Loading is strict like the config: unknown keys name file:line:column and the nearest key.
  */
@@ -53,6 +58,8 @@ typedef struct kd_job {
     char tokenizer[KD_CFG_PATH];
     char config[KD_CFG_PATH];
     int64_t tokenizer_vocab_size;
+    int64_t onpolicy_rounds; /* onpolicy.rounds: 0 = off */
+    int64_t onpolicy_steps;  /* onpolicy.steps: train steps per round (0 = train.steps) */
     kd_string_list overrides;
 } kd_job;
 

@@ -46,6 +46,18 @@ enum {
     KD_GEN_C_COV_INTEG_COVERED,
     KD_GEN_C_COV_OTHER_TOKENS,
     KD_GEN_C_COV_OTHER_COVERED,
+    /* generate.policy student | mixed: student turns, the tokens it decoded, the time it took (not in
+     * the time shares above), the samples it wrote, and its calls with their failure kinds
+     * (include/kdstep/onpolicy.h kd_call_census) */
+    KD_GEN_C_STUDENT_TURNS,
+    KD_GEN_C_STUDENT_TOKENS,
+    KD_GEN_C_T_STUDENT_US,
+    KD_GEN_C_STUDENT_SAMPLES,
+    KD_GEN_C_STUDENT_CALLS,
+    KD_GEN_C_STUDENT_UNKNOWN_TOOL,
+    KD_GEN_C_STUDENT_BAD_JSON,
+    KD_GEN_C_STUDENT_SCHEMA_INVALID,
+    KD_GEN_C_STUDENT_UNCLOSED,
     KD_GEN_NCOUNTERS
 };
 

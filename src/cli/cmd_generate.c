@@ -11,6 +11,7 @@ static const char USAGE[] =
     "usage: kdstep generate --prompts FILE --out DIR [--tools FILE] [--teacher stub|URL] [--model NAME]\n"
     "                       [--total N] [--tokenizer-path DIR] [--no-process-supervision] [--config FILE]\n"
     "                       [--set section.key=value]... [--strict] [--force] [--slice I/N]\n"
+    "                       [--policy teacher|student|mixed] [--student CKPT]\n"
     "       kdstep generate --merge --out DIR SLICE_DIR...\n"
     "\n"
     "Ask the teacher about every prompt, extract process-step targets, and write an HDF5 dataset.\n"
@@ -30,6 +31,8 @@ static const char USAGE[] =
     "  --strict                   a bad prompt line is fatal instead of recorded in failures.jsonl\n"
     "  --force                    delete DIR first and start over\n"
     "  --slice I/N                take prompts whose index % N == I (Slurm job arrays)\n"
+    "  --policy P                 who writes the assistant turns: teacher, student or mixed (sets generate.policy)\n"
+    "  --student CKPT             the student checkpoint folder that writes them (sets generate.student)\n"
     "  --merge                    join finished slice folders into one dataset in --out\n";
 
 int kd_cmd_generate(int argc, char **argv) {
@@ -41,12 +44,13 @@ int kd_cmd_generate(int argc, char **argv) {
         {"config", required_argument, 0, 'c'},        {"set", required_argument, 0, 's'},
         {"strict", no_argument, 0, 'S'},              {"force", no_argument, 0, 'f'},
         {"slice", required_argument, 0, 'l'},         {"help", no_argument, 0, 'h'},
-        {"merge", no_argument, 0, 'M'},
+        {"merge", no_argument, 0, 'M'},               {"policy", required_argument, 0, 'P'},
+        {"student", required_argument, 0, 'U'},
         {0, 0, 0, 0}};
     kd_gen_options o = {0};
     o.tools_path = "configs/tools.json";
     o.tokenizer_path = "models/student/tokenizer";
-    const char *config = NULL, *teacher = NULL, *model = NULL;
+    const char *config = NULL, *teacher = NULL, *model = NULL, *policy = NULL, *student = NULL;
     char *sets[256];
     int nsets = 0, nops = 0, strict = 0, merge = 0, c;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
@@ -77,6 +81,8 @@ int kd_cmd_generate(int argc, char **argv) {
                 return kd_cli_usage_error(USAGE, "generate: --slice expects I/N with 0 <= I < N, got '%s'", optarg);
             break;
         case 'M': merge = 1; break;
+        case 'P': policy = optarg; break;
+        case 'U': student = optarg; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "generate: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -100,6 +106,20 @@ int kd_cmd_generate(int argc, char **argv) {
     if (teacher) snprintf(cfg.teacher.url, sizeof cfg.teacher.url, "%s", teacher);
     if (model) snprintf(cfg.teacher.model, sizeof cfg.teacher.model, "%s", model);
     if (nops) cfg.process_supervision.enabled = 0;
+    if (policy) {
+        if (strcmp(policy, "teacher") && strcmp(policy, "student") && strcmp(policy, "mixed")) {
+            kd_config_free(&cfg);
+            return kd_cli_usage_error(USAGE, "generate: --policy expects teacher, student or mixed, got '%s'", policy);
+        }
+        snprintf(cfg.generate.policy, sizeof cfg.generate.policy, "%s", policy);
+    }
+    if (student) {
+        if (strlen(student) >= sizeof cfg.generate.student) {
+            kd_config_free(&cfg);
+            return kd_cli_usage_error(USAGE, "generate: --student path is longer than %zu bytes", sizeof cfg.generate.student - 1);
+        }
+        snprintf(cfg.generate.student, sizeof cfg.generate.student, "%s", student);
+    }
     if (strict) cfg.generate.strict = 1;
     o.cfg = &cfg;
 

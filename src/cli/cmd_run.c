@@ -22,10 +22,10 @@
 #include "kdstep/trainer.h"
 
 static const char USAGE[] =
-    "usage: kdstep run JOB.yaml [--stage generate|merge|train|eval|all] [--slice I/N]\n"
+    "usage: kdstep run JOB.yaml [--stage generate|merge|train|onpolicy|eval|all] [--slice I/N]\n"
     "       kdstep run JOB.yaml --sbatch-shape\n"
     "\n"
-    "Runs the job's stages in order (all = generate, train, eval). A stage whose output is complete is\n"
+    "Runs the job's stages in order (all = generate, train, the onpolicy rounds, eval). A stage whose output is complete is\n"
     "skipped; a partial one resumes. Run it under mpirun/srun for several ranks, e.g.\n"
     "  mpirun -np 2 kdstep run jobs/demo.yaml\n"
     "\n"
@@ -243,6 +243,72 @@ static int stage_train(const kd_job *job, const kd_config *cfg_in, int rank, int
     return bcast_rc(rc, err);
 }
 
+/* The model a stage after training uses: train/final, or the last on-policy round's final/. */
+static void latest_model(const kd_job *job, int64_t rounds, char *out) {
+    char rel[96];
+    if (rounds > 0) snprintf(rel, sizeof rel, "onpolicy-%lld/train/final", (long long)rounds);
+    else snprintf(rel, sizeof rel, "train/final");
+    kd_job_path(job, rel, out);
+}
+
+/* On-policy round r (onpolicy.rounds): generate the prompt set again with generate.policy mixed, the
+ * student being the latest checkpoint, into onpolicy-r/dataset, then train onpolicy.steps steps from
+ * those weights on it into onpolicy-r/train. Each half is skipped when complete and resumes when
+ * partial, like the stages above. */
+static int stage_onpolicy_round(const kd_job *job, const kd_config *cfg_in, int64_t r, int rank, int *interrupted,
+                                kd_error *err) {
+    char rel[96], student[KD_CFG_PATH], data[KD_CFG_PATH], out[KD_CFG_PATH], marker[KD_CFG_PATH + 16];
+    latest_model(job, r - 1, student);
+    snprintf(rel, sizeof rel, "onpolicy-%lld/dataset", (long long)r);
+    kd_job_path(job, rel, data);
+    snprintf(rel, sizeof rel, "onpolicy-%lld/train", (long long)r);
+    kd_job_path(job, rel, out);
+    kd_config cfg;
+    int rc = resolve_seq_len(job, cfg_in, &cfg, rank, err); /* a shallow copy: the strings stay with cfg_in */
+    if (rc) return rc;
+    snprintf(cfg.generate.policy, sizeof cfg.generate.policy, "mixed");
+    snprintf(cfg.generate.student, sizeof cfg.generate.student, "%s", student);
+    snprintf(marker, sizeof marker, "%s/COMPLETE", data);
+    if (!kd_path_exists(marker)) {
+        char prompts[KD_CFG_PATH] = "", heldout[KD_CFG_PATH] = "";
+        rc = rank == 0 ? ensure_prompts(job, prompts, heldout, err) : KD_OK;
+        if ((rc = bcast_rc(rc, err))) return rc;
+        MPI_Bcast(prompts, KD_CFG_PATH, MPI_CHAR, 0, MPI_COMM_WORLD);
+        if (rank == 0) KD_INFO("run: on-policy round %lld: generate with %s writing a share of %g", (long long)r, student,
+                               cfg.generate.student_share);
+        kd_gen_options g = {0};
+        g.prompts_path = prompts;
+        g.out_dir = data;
+        g.tools_path = job->tools;
+        g.tokenizer_path = job->tokenizer;
+        g.total = job->total;
+        g.cfg = &cfg;
+        kd_gen_stats st;
+        rc = kd_gen_run(&g, MPI_COMM_WORLD, &st, err);
+        if (!rc && rank == 0) rc = kd_write_file_atomic(marker, "complete\n", 9, err);
+        if ((rc = bcast_rc(rc, err))) return rc;
+    }
+    snprintf(marker, sizeof marker, "%s/COMPLETE", out);
+    if (kd_path_exists(marker)) return KD_OK;
+    snprintf(cfg.model.init, sizeof cfg.model.init, "pretrained");
+    snprintf(cfg.model.path, sizeof cfg.model.path, "%s", student);
+    if (job->onpolicy_steps > 0) cfg.train.steps = job->onpolicy_steps;
+    kd_train_options o = {0};
+    o.data_dir = data;
+    o.out_dir = out;
+    o.tokenizer_path = job->tokenizer;
+    o.resume = kd_is_dir(out);
+    o.cfg = &cfg;
+    kd_train_result res;
+    rc = kd_train_run(&o, MPI_COMM_WORLD, &res, err);
+    if (rc == KD_ERR_INTERRUPTED) {
+        *interrupted = 1;
+        return rc;
+    }
+    if (!rc && rank == 0) rc = kd_write_file_atomic(marker, "complete\n", 9, err);
+    return bcast_rc(rc, err);
+}
+
 /* The eval splits of a job: (b) held-out tools and (c) BFCL into eval/<split>/, then (a) held-out
  * prompts over the train tools into eval/ itself (its report.json is the stage's done marker). */
 typedef struct eval_split {
@@ -342,7 +408,7 @@ static int stage_eval(const kd_job *job, const kd_config *cfg_in, int rank, kd_e
     int rc = resolve_seq_len(job, cfg_in, &cfg_v, rank, err);
     if (rc) return rc;
     char model[KD_CFG_PATH];
-    kd_job_path(job, "train/final", model);
+    latest_model(job, job->onpolicy_rounds, model);
     eval_split sp[8];
     int n = eval_splits(job, sp, rank);
     for (int i = 0; i < n && !rc; i++) {
@@ -385,9 +451,9 @@ int kd_cmd_run(int argc, char **argv) {
         }
     }
     if (optind != argc - 1) return kd_cli_usage_error(USAGE, "run: expected one job file");
-    static const char *stages[] = {"generate", "merge", "train", "eval", "all"};
+    static const char *stages[] = {"generate", "merge", "train", "onpolicy", "eval", "all"};
     int known = 0;
-    for (int i = 0; i < 5; i++) known |= strcmp(stage, stages[i]) == 0;
+    for (int i = 0; i < 6; i++) known |= strcmp(stage, stages[i]) == 0;
     if (!known) return kd_cli_usage_error(USAGE, "run: unknown stage '%s'", stage);
 
     kd_job job;
@@ -426,6 +492,8 @@ int kd_cmd_run(int argc, char **argv) {
     if (!rc && (all || strcmp(stage, "generate") == 0)) rc = stage_generate(&job, &cfg, slice_index, slice_count, rank, &err);
     if (!rc && strcmp(stage, "merge") == 0) rc = stage_merge(&job, rank, &err);
     if (!rc && (all || strcmp(stage, "train") == 0)) rc = stage_train(&job, &cfg, rank, &interrupted, &err);
+    for (int64_t r = 1; !rc && r <= job.onpolicy_rounds && (all || strcmp(stage, "onpolicy") == 0); r++)
+        rc = stage_onpolicy_round(&job, &cfg, r, rank, &interrupted, &err);
     if (!rc && (all || strcmp(stage, "eval") == 0)) rc = stage_eval(&job, &cfg, rank, &err);
     if (rc && rank == 0 && !interrupted) kd_cli_fail(&err);
     if (interrupted && rank == 0) KD_INFO("run: training stopped on a signal after writing a checkpoint; rerun to resume");

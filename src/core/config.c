@@ -90,6 +90,8 @@ static const key_spec KEYS[] = {
     {"kd", "temperature", T_FLOAT, F(kd, temperature), 0.01, 100, "1.0", NULL, "Softmax temperature T; the term is scaled by T^2."},
     {"kd", "divergence", T_STR, F(kd, divergence), 0, 0, "forward_kl", "forward_kl|reverse_kl|jsd", "Divergence from the teacher's top-k (+ tail bucket)."},
     {"kd", "jsd_beta", T_FLOAT, F(kd, jsd_beta), 0, 1, "0.5", NULL, "Beta of the generalized JSD."},
+    {"kd", "onpolicy_divergence", T_STR, F(kd, onpolicy_divergence), 0, 0, "reverse_kl", "reverse_kl|jsd|forward_kl",
+     "Divergence on student-written samples (/samples/policy 1, generate.policy student | mixed); kd.divergence stays on teacher-written ones. See docs/losses.md."},
 
     {"teacher", "url", T_STR, F(teacher, url), 0, 0, "stub", NULL, "'stub' (built-in) or the base URL of an OpenAI-compatible server."},
     {"teacher", "model", T_STR, F(teacher, model), 0, 0, "stub-teacher", NULL, "Model name sent to the endpoint."},
@@ -127,6 +129,14 @@ static const key_spec KEYS[] = {
      "drop: a <think>...</think> block stays in /text but gets no loss of any kind; keep: it is trained on like the answer."},
     {"generate", "filter", T_STR, F(generate, filter), 0, 0, "schema_valid", "none|json_valid|schema_valid",
      "Which finished conversations become samples: every one, those whose tool calls are valid JSON, or those whose calls name an offered tool with schema-valid arguments. Rejected ones go to failures.jsonl (kind filtered)."},
+    {"generate", "policy", T_STR, F(generate, policy), 0, 0, "teacher", "teacher|student|mixed",
+     "Who writes the assistant turns: the teacher; the student checkpoint generate.student (the teacher then scores the finished conversation: teacher.scoring must not be none for an HTTP teacher); or mixed: each prompt by the student with probability generate.student_share (a hash of teacher.seed and the prompt index, so reruns agree). See docs/onpolicy.md."},
+    {"generate", "student", T_STR, F(generate, student), 0, 0, "", NULL,
+     "Student checkpoint folder (config.json, model.safetensors, tokenizer.json: train/final or a checkpoints/step-N) for policy student or mixed."},
+    {"generate", "student_share", T_FLOAT, F(generate, student_share), 0, 1, "0.5", NULL, "policy mixed: share of prompts the student writes."},
+    {"generate", "student_temperature", T_FLOAT, F(generate, student_temperature), 0, 10, "1.0", NULL,
+     "Sampling temperature of the student's turns (0 = greedy); seeded per prompt and turn from teacher.seed."},
+    {"generate", "student_max_tokens", T_INT, F(generate, student_max_tokens), 1, 1048576, "256", NULL, "Tokens per student turn."},
 
     {"eval", "max_new_tokens", T_INT, F(eval, max_new_tokens), 1, 1048576, "128", NULL, "Tokens decoded per held-out prompt."},
     {"eval", "temperature", T_FLOAT, F(eval, temperature), 0, 10, "0.0", NULL, "0 = greedy."},
@@ -204,7 +214,7 @@ static int set_scalar(kd_config *cfg, const key_spec *k, const char *v, const ch
         return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: expected true or false, got '%s'", where, k->section, k->key, v);
     }
     case T_STR: {
-        size_t cap = (k->offset == F(model, path) || k->offset == F(teacher, url) || k->offset == F(teacher, tool_fixtures) || k->offset == F(teacher, extra_body)) ? KD_CFG_PATH : KD_CFG_STR;
+        size_t cap = (k->offset == F(model, path) || k->offset == F(teacher, url) || k->offset == F(teacher, tool_fixtures) || k->offset == F(teacher, extra_body) || k->offset == F(generate, student)) ? KD_CFG_PATH : KD_CFG_STR;
         if (strlen(v) >= cap)
             return kd_error_set(err, KD_ERR_INVALID, "%s: %s.%s: value is longer than %zu bytes", where, k->section, k->key, cap - 1);
         if (k->choices) {

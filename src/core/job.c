@@ -44,6 +44,8 @@ static const jkey JKEYS[] = {
     {"prompts", "bfcl_dir", J_STR, O(bfcl_dir), 0, 0},
     {"prompts", "bfcl_max", J_INT, O(bfcl_max), 0, 1000000000},
     {"tokenizer_train", "vocab_size", J_INT, O(tokenizer_vocab_size), 260, 1 << 20},
+    {"onpolicy", "rounds", J_INT, O(onpolicy_rounds), 0, 1000},
+    {"onpolicy", "steps", J_INT, O(onpolicy_steps), 0, INT64_MAX},
     {NULL, "tools", J_STR, O(tools), 0, 0},
     {NULL, "tokenizer", J_STR, O(tokenizer), 0, 0},
     {NULL, "config", J_STR, O(config), 0, 0},
@@ -179,7 +181,7 @@ int kd_job_load_string(kd_job *job, const char *yaml, const char *name, kd_error
         if (!is_section) {
             const char *near = nearest(NULL, key);
             rc = near ? kd_error_set(err, KD_ERR_INVALID, "%s: unknown key '%s' (did you mean '%s'?)", where, key, near)
-                      : kd_error_set(err, KD_ERR_INVALID, "%s: unknown key '%s' (known: job, prompts, tools, tokenizer, config, overrides, tokenizer_train)", where, key);
+                      : kd_error_set(err, KD_ERR_INVALID, "%s: unknown key '%s' (known: job, prompts, tools, tokenizer, config, overrides, tokenizer_train, onpolicy)", where, key);
             goto done;
         }
         if (vn->type != YAML_MAPPING_NODE) {

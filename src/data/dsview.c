@@ -54,6 +54,7 @@ int kd_dataset_summarize(kd_dataset *ds, kd_dataset_summary *sum, kd_error *err)
                 sum->mask_samples[k] += any[k] > 0;
             }
             sum->prompt_tokens += s.prompt_len;
+            sum->policy_samples[s.policy ? 1 : 0]++;
             sum->tokens += s.n;
             lens[first + i] = s.n;
             plens[first + i] = s.prompt_len;
@@ -91,7 +92,8 @@ void kd_dataset_summary_print(const kd_dataset *ds, const kd_dataset_summary *s,
             info->process_supervision ? "on" : "off");
     fprintf(out, "hashes    tokenizer %.16s  registry %.16s  config %.16s\n", info->tokenizer_sha256,
             info->registry_sha256, info->config_sha256);
-    fprintf(out, "samples   %lld\n", (long long)s->samples);
+    fprintf(out, "samples   %lld (written by the teacher %lld, by the student %lld)\n", (long long)s->samples,
+            (long long)s->policy_samples[0], (long long)s->policy_samples[1]);
     fprintf(out, "tokens    %lld (%.1f per sample): %lld prompt, %lld after it, %lld of those in loss_mask\n",
             (long long)s->tokens, s->samples ? (double)s->tokens / (double)s->samples : 0.0,
             (long long)s->prompt_tokens, (long long)(s->tokens - s->prompt_tokens), (long long)s->response_tokens);

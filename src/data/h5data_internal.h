@@ -24,8 +24,13 @@ enum col_kind { COL_SAMPLE, COL_OFFSETS, COL_TOKEN, COL_BYTES };
 enum col_type { T_INT64, T_INT32, T_UINT8, T_FLOAT, NTYPE };
 enum {
     C_PROMPT_ID, C_PROMPT_LEN, C_OFFSETS, C_INPUT_IDS, C_LOSS, C_TOOL, C_JSON, C_INTEG, C_TOPK_IDS, C_TOPK_LP,
-    C_TAIL, C_KEY_OFF, C_KEY, C_PROMPT_OFF, C_PROMPT, C_TEACHER_OFF, C_TEACHER, C_META_OFF, C_META, NCOL
+    C_TAIL, C_KEY_OFF, C_KEY, C_PROMPT_OFF, C_PROMPT, C_TEACHER_OFF, C_TEACHER, C_META_OFF, C_META,
+    C_POLICY, /* optional: files written before it read as all 0 (teacher-written); see col_optional */
+    NCOL
 };
+/* Columns a file may lack (written by an earlier kdstep): the reader gives zeros, the checksum leaves
+ * them out. Shards without them cannot be resumed or merged (their config hash differs anyway). */
+static inline int col_optional(int c) { return c == C_POLICY; }
 typedef struct col_def {
     const char *path;
     enum col_kind kind;

@@ -33,6 +33,7 @@ const col_def COLS[NCOL] = {
     {"/text/teacher_text", COL_BYTES, T_UINT8, 0, C_TEACHER_OFF},
     {"/text/metadata_offsets", COL_OFFSETS, T_INT64, 0, C_META},
     {"/text/metadata", COL_BYTES, T_UINT8, 0, C_META_OFF},
+    {"/samples/policy", COL_SAMPLE, T_UINT8, 0, -1},
 };
 const size_t TYPE_SIZE[NTYPE] = {[T_INT64] = 8, [T_INT32] = 4, [T_UINT8] = 1, [T_FLOAT] = 4};
 const char *const GROUPS[NGROUP] = {"/samples", "/tokens", "/teacher", "/text"};

@@ -125,6 +125,7 @@ int kd_dataset_open(kd_dataset **out, const char *path, kd_error *err) {
     else
         snprintf(dirbuf, sizeof dirbuf, ".");
     for (int i = 0; i < NCOL; i++) {
+        if (col_optional(i) && H5Lexists(ds->file, COLS[i].path, H5P_DEFAULT) <= 0) continue; /* reads as 0 */
         ds->d[i] = H5Dopen2(ds->file, COLS[i].path, H5P_DEFAULT);
         if (ds->d[i] < 0) {
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing; not a kdstep dataset or a damaged file",
@@ -183,8 +184,8 @@ int kd_dataset_open(kd_dataset **out, const char *path, kd_error *err) {
                        : COLS[i].kind == COL_OFFSETS ? (hsize_t)ds->count + 1
                        : COLS[i].kind == COL_TOKEN   ? (hsize_t)ds->tokens
                                                      : 0;
+        if (COLS[i].kind == COL_BYTES || ds->d[i] < 0) continue;
         hsize_t have = dset_len(ds->d[i]);
-        if (COLS[i].kind == COL_BYTES) continue;
         if (have != want) {
             rc = kd_error_set(err, KD_ERR_INVALID, "%s: %s has %llu rows, expected %llu from /samples/offsets",
                               ds->path, COLS[i].path, (unsigned long long)have, (unsigned long long)want);
@@ -208,6 +209,7 @@ void kd_batch_free(kd_batch *b) {
     free(b->offsets);
     free(b->prompt_id);
     free(b->prompt_len);
+    free(b->policy);
     free(b->input_ids);
     free(b->loss_mask);
     free(b->tool_name_mask);
@@ -291,6 +293,7 @@ int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_
     b->offsets = kd_calloc((size_t)count + 1, sizeof(int64_t));
     b->prompt_id = kd_calloc((size_t)count + 1, sizeof(int64_t));
     b->prompt_len = kd_calloc((size_t)count + 1, sizeof(int64_t));
+    b->policy = kd_calloc((size_t)count + 1, 1);
     b->input_ids = kd_calloc((size_t)T + 1, 4);
     b->loss_mask = kd_calloc((size_t)T + 1, 1);
     b->tool_name_mask = kd_calloc((size_t)T + 1, 1);
@@ -299,7 +302,7 @@ int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_
     b->topk_ids = kd_calloc((size_t)T * (size_t)k + 1, 4);
     b->topk_logprobs = kd_calloc((size_t)T * (size_t)k + 1, 4);
     b->tail_logprob = kd_calloc((size_t)T + 1, 4);
-    if (!b->offsets || !b->prompt_id || !b->prompt_len || !b->input_ids || !b->loss_mask || !b->tool_name_mask ||
+    if (!b->offsets || !b->prompt_id || !b->prompt_len || !b->policy || !b->input_ids || !b->loss_mask || !b->tool_name_mask ||
         !b->json_mask || !b->integration_mask || !b->topk_ids || !b->topk_logprobs || !b->tail_logprob) {
         kd_batch_free(b);
         return kd_error_set(err, KD_ERR_NOMEM, "out of memory reading %lld tokens from %s", (long long)T, ds->path);
@@ -313,8 +316,10 @@ int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_
                  {C_INPUT_IDS, b->input_ids, t0, T},              {C_LOSS, b->loss_mask, t0, T},
                  {C_TOOL, b->tool_name_mask, t0, T},              {C_JSON, b->json_mask, t0, T},
                  {C_INTEG, b->integration_mask, t0, T},           {C_TOPK_IDS, b->topk_ids, t0, T},
-                 {C_TOPK_LP, b->topk_logprobs, t0, T},            {C_TAIL, b->tail_logprob, t0, T}};
+                 {C_TOPK_LP, b->topk_logprobs, t0, T},            {C_TAIL, b->tail_logprob, t0, T},
+                 {C_POLICY, b->policy, first, count}};
     for (size_t r = 0; r < sizeof reads / sizeof reads[0]; r++) {
+        if (ds->d[reads[r].col] < 0) continue; /* an optional column the file lacks: zeros (calloc) */
         if (dset_read_rows(ds->d[reads[r].col], &COLS[reads[r].col], k, (hsize_t)reads[r].first,
                            (hsize_t)reads[r].n, reads[r].dst) < 0) {
             kd_batch_free(b);
@@ -327,6 +332,12 @@ int kd_dataset_read(kd_dataset *ds, int64_t first, int64_t count, int flags, kd_
     static const char *names[4] = {"loss_mask", "tool_name_mask", "json_mask", "integration_mask"};
     for (int64_t i = 0; i < count; i++) {
         int64_t n = b->offsets[i + 1] - b->offsets[i];
+        if (b->policy[i] > 1) {
+            int v = b->policy[i];
+            kd_batch_free(b);
+            return kd_error_set(err, KD_ERR_INVALID, "%s: sample %lld: /samples/policy = %d (0 teacher-written, 1 student-written)",
+                                ds->path, (long long)(first + i), v);
+        }
         if (b->prompt_len[i] < 0 || b->prompt_len[i] > n) {
             int64_t pl = b->prompt_len[i];
             kd_batch_free(b);
@@ -363,6 +374,7 @@ void kd_batch_sample(const kd_batch *b, int64_t i, kd_sample *v) {
     int64_t a = b->offsets[i];
     v->prompt_id = b->prompt_id[i];
     v->prompt_len = b->prompt_len[i];
+    v->policy = b->policy ? b->policy[i] : 0;
     v->n = b->offsets[i + 1] - a;
     v->input_ids = b->input_ids + a;
     v->loss_mask = b->loss_mask + a;

@@ -41,7 +41,11 @@ int file_check(const char *path, int64_t cut, int64_t cut_tokens, int64_t *sampl
     for (int i = 0; i < NCOL; i++) {
         d[i] = H5Dopen2(f, COLS[i].path, H5P_DEFAULT);
         if (d[i] < 0) {
-            rc = kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", path, COLS[i].path);
+            rc = col_optional(i) ? kd_error_set(err, KD_ERR_INVALID,
+                                                "%s: dataset %s missing: the shard was written by an earlier kdstep; "
+                                                "it can be read (kdstep train, inspect) but not continued: generate into a "
+                                                "new --out folder", path, COLS[i].path)
+                                 : kd_error_set(err, KD_ERR_INVALID, "%s: dataset %s missing", path, COLS[i].path);
             goto out;
         }
     }

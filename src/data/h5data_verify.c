@@ -93,14 +93,20 @@ void sums_add(col_sums *s, int c, const void *data, size_t bytes) {
     if (bytes) kd_xxh64_update(&s->col[c], data, bytes);
 }
 
-void sums_hex(col_sums *s, char hex[17]) {
+/* One XXH64 over the columns' XXH64s in COLS order; an optional column the file lacks (has[c] 0) is
+ * left out, so files written before it existed keep their checksum. */
+static void sums_hex_of(col_sums *s, const int *has, char hex[17]) {
     uint64_t all[NCOL];
-    for (int c = 0; c < NCOL; c++) all[c] = kd_xxh64_final(&s->col[c]);
+    int n = 0;
+    for (int c = 0; c < NCOL; c++)
+        if (!has || has[c]) all[n++] = kd_xxh64_final(&s->col[c]);
     kd_xxh64 h;
     kd_xxh64_init(&h);
-    kd_xxh64_update(&h, all, sizeof all);
+    kd_xxh64_update(&h, all, (size_t)n * sizeof all[0]);
     snprintf(hex, 17, "%016llx", (unsigned long long)kd_xxh64_final(&h));
 }
+
+void sums_hex(col_sums *s, char hex[17]) { sums_hex_of(s, NULL, hex); }
 
 int sums_write(hid_t f, col_sums *s, int64_t samples) {
     char hex[17];
@@ -113,9 +119,11 @@ int sums_of_file(hid_t f, int k, char hex[17]) {
     sums_init(&s);
     void *buf = NULL;
     size_t cap = 0;
-    int rc = 0;
+    int rc = 0, has[NCOL];
     for (int c = 0; c < NCOL && !rc; c++) {
         const col_def *cd = &COLS[c];
+        has[c] = !col_optional(c) || H5Lexists(f, cd->path, H5P_DEFAULT) > 0;
+        if (!has[c]) continue;
         hid_t d = H5Dopen2(f, cd->path, H5P_DEFAULT);
         if (d < 0) {
             rc = -1;
@@ -140,7 +148,7 @@ int sums_of_file(hid_t f, int k, char hex[17]) {
         H5Dclose(d);
     }
     free(buf);
-    if (!rc) sums_hex(&s, hex);
+    if (!rc) sums_hex_of(&s, has, hex);
     return rc;
 }
 

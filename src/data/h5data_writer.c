@@ -189,6 +189,9 @@ static int check_sample(const kd_sample *s, int k, const char *where, kd_error *
                             (long long)s->prompt_id, (long long)s->prompt_len, (long long)s->n);
     if (s->prompt_id < 0)
         return kd_error_set(err, KD_ERR_INVALID, "%s: negative prompt id %lld", where, (long long)s->prompt_id);
+    if (s->policy > 1)
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: policy %d is neither 0 (teacher) nor 1 (student)",
+                            where, (long long)s->prompt_id, s->policy);
     if (s->n > 0 && (!s->input_ids || !s->topk_ids || !s->topk_logprobs || !s->tail_logprob))
         return kd_error_set(err, KD_ERR_INVALID, "%s: prompt id %lld: input_ids and teacher top-k are required",
                             where, (long long)s->prompt_id);
@@ -229,6 +232,7 @@ int kd_shard_append(kd_shard *sh, const kd_sample *s, kd_error *err) {
     }
     bad |= buf_add(&b[C_PROMPT_ID], &s->prompt_id, 8);
     bad |= buf_add(&b[C_PROMPT_LEN], &s->prompt_len, 8);
+    bad |= buf_add(&b[C_POLICY], &s->policy, 1);
     bad |= buf_add(&b[C_INPUT_IDS], s->input_ids, n * 4);
     bad |= buf_add(&b[C_LOSS], s->loss_mask, n);
     bad |= buf_add(&b[C_TOOL], s->tool_name_mask, n);

@@ -318,6 +318,16 @@ static void add_teacher_stats(json_t *j, const int64_t *sum, json_t *kinds, int6
                                                     "share", n ? (double)hit / (double)n : 0.0));
     }
     json_object_set_new(j, "teacher_coverage", cov);
+    /* generate.policy student | mixed (this run's counts): docs/onpolicy.md */
+    json_object_set_new(j, "student",
+                        json_pack("{s:I, s:I, s:I, s:f, s:I, s:{s:I, s:I, s:I, s:I}}", "samples_this_run",
+                                  (json_int_t)sum[KD_GEN_C_STUDENT_SAMPLES], "turns", (json_int_t)sum[KD_GEN_C_STUDENT_TURNS],
+                                  "tokens", (json_int_t)sum[KD_GEN_C_STUDENT_TOKENS], "time_s",
+                                  sum[KD_GEN_C_T_STUDENT_US] * 1e-6, "calls", (json_int_t)sum[KD_GEN_C_STUDENT_CALLS],
+                                  "call_failures", "unknown_tool", (json_int_t)sum[KD_GEN_C_STUDENT_UNKNOWN_TOOL], "bad_json",
+                                  (json_int_t)sum[KD_GEN_C_STUDENT_BAD_JSON], "schema_invalid",
+                                  (json_int_t)sum[KD_GEN_C_STUDENT_SCHEMA_INVALID], "unclosed",
+                                  (json_int_t)sum[KD_GEN_C_STUDENT_UNCLOSED]));
 }
 
 static int write_stats(const char *dir, const kd_gen_stats *st, const int64_t *sum, json_t *kinds, int64_t failures_total,

@@ -21,10 +21,12 @@
 #include "kdstep/hash.h"
 #include "kdstep/jsonw.h"
 #include "kdstep/log.h"
+#include "kdstep/onpolicy.h"
 #include "kdstep/progress.h"
 #include "kdstep/prompts.h"
 #include "kdstep/synth.h"
 #include "kdstep/registry.h"
+#include "kdstep/student.h"
 #include "kdstep/targets.h"
 #include "kdstep/teacher.h"
 #include "kdstep/tokenizer.h"
@@ -49,6 +51,8 @@ typedef struct conv {
     int scoring;        /* the conversation is done and its scoring request is out */
     int scored;         /* last_lp holds the scoring of the whole conversation */
     char *reject;       /* why generate.filter rejects it (the first reason), or NULL */
+    int student;        /* the student writes its assistant turns (generate.policy) */
+    int student_due;    /* a student turn is waiting (run by kd_gen_worker_poll) */
     kd_teacher_logprobs last_lp; /* the final completion's logprobs, or the scoring's; owned */
 } conv;
 
@@ -63,6 +67,9 @@ struct kd_gen_worker {
     int filter;            /* FILTER_* */
     int keep_thinking;     /* generate.thinking: keep */
     kd_toolsim *sim;
+    int policy;            /* KD_POLICY_* (generate.policy) */
+    kd_student *student;   /* generate.student, for policy student | mixed */
+    int student_due;       /* slots with a student turn waiting */
     kd_shard *shard;
     int K;
     conv *slots;
@@ -214,6 +221,28 @@ int kd_gen_dataset_info(const kd_gen_options *opt, kd_dataset_info *info, char *
     return KD_OK;
 }
 
+/* generate.policy student | mixed: the checkpoint that writes, and a teacher that can score what it wrote. */
+static int open_student(kd_gen_worker *w, kd_error *err) {
+    const kd_config *cfg = w->cfg;
+    int rc = kd_policy_from_name(cfg->generate.policy, &w->policy, err);
+    if (rc || w->policy == KD_POLICY_TEACHER) return rc;
+    if (!cfg->generate.student[0])
+        return kd_error_set(err, KD_ERR_INVALID,
+                            "generate.policy %s needs generate.student: the student checkpoint folder (config.json, "
+                            "model.safetensors, tokenizer.json; e.g. --student runs/demo/train/final)",
+                            cfg->generate.policy);
+    if (strcmp(cfg->teacher.url, "stub") != 0 && w->scoring == KD_SCORING_NONE)
+        return kd_error_set(err, KD_ERR_INVALID,
+                            "generate.policy %s: the teacher must score what the student wrote, but teacher.scoring is "
+                            "none; set teacher.scoring: chat (vLLM prompt_logprobs) or completions (docs/teachers.md)",
+                            cfg->generate.policy);
+    if ((rc = kd_student_open(&w->student, cfg->generate.student, err)))
+        return kd_error_prefix(err, "generate.student: ");
+    /* the student sees its prompts as it was trained and is evaluated: the last train.prompt_window tokens */
+    w->student->max_prompt_tokens = cfg->train.prompt_window > 0 ? (int)cfg->train.prompt_window : 0;
+    return KD_OK;
+}
+
 int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard_rank, kd_error *err) {
     kd_gen_worker *w = calloc(1, sizeof *w);
     if (!w) return kd_error_set(err, KD_ERR_NOMEM, "out of memory");
@@ -237,6 +266,7 @@ int kd_gen_worker_open(kd_gen_worker **out, const kd_gen_options *opt, int shard
     w->keep_thinking = strcmp(opt->cfg->generate.thinking, "keep") == 0;
     if ((rc = kd_teacher_open(&w->teacher, opt->cfg, w->reg, w->tok, err))) goto fail;
     if ((rc = kd_toolsim_open(&w->sim, w->reg, opt->cfg->teacher.tool_fixtures, err))) goto fail;
+    if ((rc = open_student(w, err))) goto fail;
     /* the bound holds only when every byte has a token: a tokenizer without one drops that byte (as HF
      * does), and then a long text may still encode short */
     uint8_t byte_seen[256] = {0};
@@ -342,6 +372,11 @@ int kd_gen_worker_submit(kd_gen_worker *w, int64_t index, const char *line, size
         c->tools = json_incref(w->reg_tools);
     }
     kd_prompt_clear(&p);
+    if (kd_policy_student_writes(w->policy, w->cfg->generate.student_share, w->cfg->teacher.seed, index)) {
+        c->student = c->student_due = 1;
+        w->student_due++;
+        return KD_OK;
+    }
     return submit_conv(w, slot, err);
 }
 
@@ -636,10 +671,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
     while ((size_t)prompt_len < n && w->enc.offsets[prompt_len][1] <= (int32_t)response_start) prompt_len++;
     add_time(w, KD_GEN_C_T_OTHER_US, t0);
     if (rc == KD_OK) {
-        kd_sample s = {0};
-        s.prompt_id = c->index;
-        s.prompt_len = prompt_len;
-        s.n = (int64_t)n;
+        kd_sample s = {.prompt_id = c->index, .prompt_len = prompt_len, .n = (int64_t)n, .policy = (uint8_t)c->student};
         s.input_ids = w->enc.ids;
         s.loss_mask = tg.loss_mask;
         s.tool_name_mask = tg.tool_name_mask;
@@ -657,6 +689,7 @@ static int finish_conv(kd_gen_worker *w, int slot, kd_error *err) {
         add_time(w, KD_GEN_C_T_HDF5_US, t0);
         if (rc == KD_OK) {
             w->counters[KD_GEN_C_SAMPLES]++;
+            w->counters[KD_GEN_C_STUDENT_SAMPLES] += c->student;
             w->counters[KD_GEN_C_TOKENS] += (int64_t)n;
         }
     } else if (rc != KD_ERR_NOMEM) {
@@ -726,7 +759,7 @@ static int end_conv(kd_gen_worker *w, int slot, kd_error *err) {
         free(why);
         return KD_OK;
     }
-    if (w->scoring == KD_SCORING_NONE) return finish_conv(w, slot, err);
+    if (w->scoring == KD_SCORING_NONE && !c->student) return finish_conv(w, slot, err);
     c->scoring = 1;
     double t0 = kd_now_s();
     int rc = kd_teacher_submit_score(w->teacher, c->messages, c->tools, (uint64_t)slot, err);
@@ -799,8 +832,61 @@ static int on_completion(kd_gen_worker *w, kd_teacher_completion *comp, kd_error
     return submit_conv(w, slot, err);
 }
 
+/* One waiting student turn of slot `slot`; the conversation ends (and goes to scoring) when the
+ * student makes no call it can run, or at generate.max_turns. */
+static int student_turn(kd_gen_worker *w, int slot, kd_error *err) {
+    conv *c = &w->slots[slot];
+    c->student_due = 0;
+    w->student_due--;
+    kd_call_census cs = {0};
+    int more = 0;
+    int64_t ntok = 0;
+    kd_error e;
+    double t0 = kd_now_s();
+    int rc = kd_onpolicy_student_turn(w->student, c->messages, c->tools, c->reg ? c->reg : w->reg, w->sim,
+                                      (int)w->cfg->generate.student_max_tokens, w->cfg->generate.student_temperature,
+                                      w->cfg->teacher.seed, c->index, c->turns, &cs, &more, &ntok, &e);
+    add_time(w, KD_GEN_C_T_STUDENT_US, t0);
+    w->counters[KD_GEN_C_STUDENT_TURNS]++;
+    w->counters[KD_GEN_C_STUDENT_TOKENS] += ntok;
+    w->counters[KD_GEN_C_STUDENT_CALLS] += cs.calls;
+    w->counters[KD_GEN_C_STUDENT_UNKNOWN_TOOL] += cs.unknown_tool;
+    w->counters[KD_GEN_C_STUDENT_BAD_JSON] += cs.bad_json;
+    w->counters[KD_GEN_C_STUDENT_SCHEMA_INVALID] += cs.schema_invalid;
+    w->counters[KD_GEN_C_STUDENT_UNCLOSED] += cs.unclosed;
+    if (rc) {
+        if (rc == KD_ERR_NOMEM) return kd_error_set(err, rc, "%s", e.msg);
+        fail_conv(w, c, "student", e.msg);
+        return KD_OK;
+    }
+    c->turns++;
+    if (more && c->turns < w->cfg->generate.max_turns) {
+        c->student_due = 1;
+        w->student_due++;
+        return KD_OK;
+    }
+    return end_conv(w, slot, err);
+}
+
+/* Student turns waiting, round-robin over the slots, for up to `budget_s`. */
+static int run_student_turns(kd_gen_worker *w, double budget_s, kd_error *err) {
+    double t0 = kd_now_s();
+    for (int i = 0; i < w->capacity && w->student_due > 0; i++) {
+        if (!w->slots[i].used || !w->slots[i].student_due) continue;
+        int rc = student_turn(w, i, err);
+        if (rc) return rc;
+        if (kd_now_s() - t0 > budget_s) break;
+    }
+    return KD_OK;
+}
+
 int kd_gen_worker_poll(kd_gen_worker *w, double timeout_s, kd_error *err) {
     double t0 = kd_now_s();
+    if (w->student_due > 0) {
+        int rc = run_student_turns(w, 0.5, err);
+        if (rc) return rc;
+        timeout_s = 0; /* the student has work: collect what the teacher has ready, no waiting */
+    }
     for (;;) {
         kd_teacher_completion *comp = NULL;
         double tt = kd_now_s();
@@ -857,6 +943,7 @@ static void release(kd_gen_worker *w) {
     free(w->byte_keys);
     free(w->byte_ids);
     kd_toolsim_close(w->sim);
+    kd_student_close(w->student);
     kd_teacher_close(w->teacher);
     json_decref(w->reg_tools);
     kd_registry_close(w->reg);

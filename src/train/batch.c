@@ -28,7 +28,14 @@ int kd_mb_alloc(micro_batch *b, int B, int T, int K) {
     b->tk_ids = kd_calloc(N * (size_t)(K > 0 ? K : 1), sizeof(int32_t));
     b->tk_lp = kd_calloc(N * (size_t)(K > 0 ? K : 1), sizeof(float));
     b->tail = kd_calloc(N, sizeof(float));
-    return (b->ids && b->lengths && b->loss && b->tool && b->json && b->integ && b->tk_ids && b->tk_lp && b->tail) ? 0 : -1;
+    b->policy = kd_calloc((size_t)B, 1);
+    b->target = kd_calloc(N, sizeof(int32_t));
+    b->loss_student = kd_calloc(N, 1);
+    b->loss_teacher = kd_calloc(N, 1);
+    return (b->ids && b->lengths && b->loss && b->tool && b->json && b->integ && b->tk_ids && b->tk_lp && b->tail &&
+            b->policy && b->target && b->loss_student && b->loss_teacher)
+               ? 0
+               : -1;
 }
 
 void kd_mb_free(micro_batch *b) {
@@ -41,6 +48,10 @@ void kd_mb_free(micro_batch *b) {
     free(b->tk_ids);
     free(b->tk_lp);
     free(b->tail);
+    free(b->policy);
+    free(b->target);
+    free(b->loss_student);
+    free(b->loss_teacher);
     memset(b, 0, sizeof *b);
 }
 
@@ -56,6 +67,9 @@ void kd_mb_clear_row(micro_batch *b, int r) {
         b->tk_lp[i] = 0.0f;
     }
     for (size_t i = r * T; i < (r + 1) * T; i++) b->tail[i] = -INFINITY;
+    memset(b->target + r * T, 0, T * sizeof(int32_t));
+    b->n_student -= b->policy[r];
+    b->policy[r] = 0;
     b->lengths[r] = 1;
 }
 
@@ -273,6 +287,22 @@ const int64_t *kd_train_data_perm(kd_train_data *d, int64_t epoch) {
 }
 
 /* Fill row r of mb with sample sm (its window of at most T tokens). */
+/* A student-written row's hard targets: at each token with teacher top-k, the teacher's most likely
+ * token there (the top-k column with the largest log-probability and an id in the vocabulary; the
+ * first on ties), which differs from the student's own token where the teacher would have written
+ * something else. Tokens without teacher top-k keep the student's token. */
+static void student_targets(micro_batch *mb, size_t o, int64_t L) {
+    int K = mb->K;
+    for (int64_t t = 0; t < L; t++) {
+        const int32_t *id = mb->tk_ids + (o + (size_t)t) * K;
+        const float *lp = mb->tk_lp + (o + (size_t)t) * K;
+        int best = -1;
+        for (int k = 0; k < K; k++)
+            if (id[k] >= 0 && lp[k] == lp[k] && (best < 0 || lp[k] > lp[best])) best = k;
+        if (best >= 0) mb->target[o + (size_t)t] = id[best];
+    }
+}
+
 int kd_train_data_load_row(kd_train_data *d, micro_batch *mb, int r, const sample_meta *sm, kd_error *err) {
     kd_batch b;
     memset(&b, 0, sizeof b);
@@ -318,6 +348,12 @@ int kd_train_data_load_row(kd_train_data *d, micro_batch *mb, int r, const sampl
         memcpy(mb->tk_ids + o * K, b.topk_ids + s0 * K, (size_t)L * K * sizeof(int32_t));
         memcpy(mb->tk_lp + o * K, b.topk_logprobs + s0 * K, (size_t)L * K * sizeof(float));
         memcpy(mb->tail + o, b.tail_logprob + s0, (size_t)L * sizeof(float));
+    }
+    memcpy(mb->target + o, mb->ids + o, (size_t)L * sizeof(int32_t));
+    if (b.policy[0]) {
+        mb->policy[r] = 1;
+        mb->n_student++;
+        if (K > 0 && b.topk == K) student_targets(mb, o, L);
     }
     mb->lengths[r] = (int32_t)L;
     mb->tokens += L;

@@ -31,6 +31,12 @@ typedef struct micro_batch {
     int32_t *tk_ids;
     float *tk_lp, *tail;
     int64_t tokens; /* real tokens */
+    /* on-policy samples (/samples/policy 1, generate.policy student | mixed): docs/losses.md */
+    uint8_t *policy;  /* [B]: 1 when row r was written by the student */
+    int n_student;    /* rows with policy 1 */
+    int32_t *target;  /* [B*T]: the hard targets of the CE-type terms: ids, except at a student-written
+                         token the teacher's argmax (its top-1 at that position) where there is one */
+    uint8_t *loss_student, *loss_teacher; /* [B*T] scratch: loss split by the row's policy */
 } micro_batch;
 
 int kd_mb_alloc(micro_batch *b, int B, int T, int K);

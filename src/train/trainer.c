@@ -72,6 +72,7 @@ typedef struct trainer {
     int B, T, V;
     kd_jsongrammar *grammar;
     kd_kd_opts kdo;
+    kd_kd_opts kdo_student; /* kd.onpolicy_divergence: on student-written rows */
     /* gradient buckets */
     MPI_Request *reqs;
     int n_reqs, max_reqs;
@@ -188,10 +189,30 @@ static const uint8_t *term_mask(const micro_batch *b, int t) {
     }
 }
 
-/* Adds every enabled term's sum into sums[] and its gradient (weight / global count) into dl. */
-static void micro_losses(trainer *tr, const term_cfg *tc, const micro_batch *b, const float *logits,
+/* The KD term of a micro-batch with student-written rows: kd.divergence on the teacher-written rows'
+ * loss_mask, kd.onpolicy_divergence on the student-written rows' (two calls over complementary masks:
+ * their counts add up to kd_loss_count(loss), the count the term is normalized by). */
+static void kd_split(trainer *tr, micro_batch *b, const float *logits, const kd_teacher_topk *tk, float gs, float *dl, double *s) {
+    size_t T = (size_t)b->T;
+    for (int r = 0; r < b->B; r++) {
+        const uint8_t *l = b->loss + (size_t)r * T;
+        memcpy(b->loss_student + (size_t)r * T, l, T);
+        memcpy(b->loss_teacher + (size_t)r * T, l, T);
+        memset((b->policy[r] ? b->loss_teacher : b->loss_student) + (size_t)r * T, 0, T);
+    }
+    double a = 0.0, c = 0.0;
+    kd_loss_kd(logits, b->ids, b->loss_teacher, b->B, b->T, tr->V, tk, &tr->kdo, gs, dl, &a, NULL);
+    kd_loss_kd(logits, b->ids, b->loss_student, b->B, b->T, tr->V, tk, &tr->kdo_student, gs, dl, &c, NULL);
+    *s = a + c;
+}
+
+/* Adds every enabled term's sum into sums[] and its gradient (weight / global count) into dl. A
+ * micro-batch with student-written rows (b->n_student) splits KD by policy (kd_split) and takes the
+ * CE-type terms' targets from b->target (the teacher's argmax at student-written tokens). */
+static void micro_losses(trainer *tr, const term_cfg *tc, micro_batch *b, const float *logits,
                          const int64_t *gcount, float *dl, double *sums, double *grammar_s) {
     int B = b->B, T = b->T, V = tr->V;
+    const int32_t *target = b->n_student ? b->target : b->ids;
     for (int t = 0; t < T_COUNT; t++) {
         if (!tc->on[t] || gcount[t] == 0) continue;
         float gs = dl ? (float)(tc->weight[t] / (double)gcount[t]) : 0.0f;
@@ -200,7 +221,8 @@ static void micro_losses(trainer *tr, const term_cfg *tc, const micro_batch *b, 
         switch (t) {
         case T_KD: {
             kd_teacher_topk tk = {b->K, b->tk_ids, b->tk_lp, b->tail, NULL};
-            kd_loss_kd(logits, b->ids, mask, B, T, V, &tk, &tr->kdo, gs, dl, &s, NULL);
+            if (b->n_student) kd_split(tr, b, logits, &tk, gs, dl, &s);
+            else kd_loss_kd(logits, b->ids, mask, B, T, V, &tk, &tr->kdo, gs, dl, &s, NULL);
             break;
         }
         case T_GRAMMAR: {
@@ -209,7 +231,7 @@ static void micro_losses(trainer *tr, const term_cfg *tc, const micro_batch *b, 
             if (grammar_s) *grammar_s += kd_now_s() - t0;
             break;
         }
-        default: kd_loss_ce(logits, b->ids, mask, B, T, V, gs, dl, &s); break;
+        default: kd_loss_ce(logits, target, mask, B, T, V, gs, dl, &s); break;
         }
         sums[t] += s;
     }
@@ -527,6 +549,9 @@ static int open_and_check(trainer *tr, kd_train_result *res, kd_error *err) {
     int rc;
     if (!opt->out_dir || !opt->data_dir) return kd_error_set(err, KD_ERR_INVALID, "train: --train-data and --out are required");
     if ((rc = kd_kd_opts_from_config(cfg, &tr->kdo, err))) return rc;
+    tr->kdo_student = tr->kdo;
+    if ((rc = kd_divergence_parse(cfg->kd.onpolicy_divergence, &tr->kdo_student.divergence, err)))
+        return kd_error_prefix(err, "kd.onpolicy_divergence: ");
     if ((rc = find_tokenizer(opt, path, sizeof path, err))) return rc;
     if ((rc = kd_tokenizer_open(&tr->tok, path, err))) return rc;
     if ((rc = kd_dataset_open(&tr->ds, opt->data_dir, err))) return rc;

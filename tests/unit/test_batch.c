@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../../src/train/batch.h"
+#include "kdstep/h5data.h"
 #include "kdstep/hash.h"
 #include "kdstep/model.h"
 #include "testutil.h"
@@ -160,10 +161,76 @@ static void test_short_micro_batch(void) {
     kd_model_free(m);
 }
 
+/* On-policy rows (/samples/policy 1): the hard targets of the CE-type terms are the teacher's argmax
+ * at each token with teacher top-k (ids elsewhere, and everywhere in a teacher-written row), the row
+ * is counted in n_student, and clearing the row forgets it. */
+static void test_student_targets(void) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/policy", kd_test_tmpdir());
+    kd_dataset_info info;
+    kd_dataset_info_init(&info);
+    info.topk = 2;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    kd_shard *sh;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 4, &e), KD_OK);
+    enum { n = 6 };
+    int32_t ids[n] = {5, 6, 7, 8, 9, 10};
+    uint8_t loss[n] = {0, 0, 1, 1, 1, 1};
+    /* top-k per token: [id, id] with log-probs; token 4 has none; token 3's best column is the second */
+    int32_t tk[n * 2] = {-1, -1, -1, -1, 7, 1, 2, 8, -1, -1, 11, 10};
+    float lp[n * 2] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -0.1f, -3.0f, -2.0f, -0.5f,
+                       -INFINITY, -INFINITY, -0.2f, -1.0f};
+    float tail[n] = {0, 0, -5, -3, 0, -4};
+    for (int pol = 0; pol < 2; pol++) {
+        kd_sample smp = {0};
+        smp.prompt_id = pol;
+        smp.prompt_len = 2;
+        smp.n = n;
+        smp.input_ids = ids;
+        smp.loss_mask = loss;
+        smp.topk_ids = tk;
+        smp.topk_logprobs = lp;
+        smp.tail_logprob = tail;
+        smp.policy = (uint8_t)pol;
+        CU_ASSERT_EQUAL_FATAL(kd_shard_append(sh, &smp, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL_FATAL(kd_shard_close(sh, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_finalize(dir, NULL, &e), KD_OK);
+    kd_dataset *ds;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_open(&ds, dir, &e), KD_OK);
+    kd_train_data d;
+    memset(&d, 0, sizeof d);
+    d.ds = ds;
+    d.T = 8;
+    micro_batch mb;
+    CU_ASSERT_EQUAL_FATAL(kd_mb_alloc(&mb, 2, 8, 2), 0);
+    for (int r = 0; r < 2; r++) {
+        sample_meta sm = {r, r, n, 2, 0};
+        CU_ASSERT_EQUAL_FATAL(kd_train_data_load_row(&d, &mb, r, &sm, &e), KD_OK);
+    }
+    CU_ASSERT_EQUAL(mb.n_student, 1);
+    CU_ASSERT_EQUAL(mb.policy[0], 0);
+    CU_ASSERT_EQUAL(mb.policy[1], 1);
+    /* teacher-written row: target = ids */
+    for (int t = 0; t < n; t++) CU_ASSERT_EQUAL(mb.target[t], ids[t]);
+    /* student-written row: the teacher's argmax where it has top-k (7, and 8 from the second column,
+     * agree with the student; 11 does not), the student's own token where it has none */
+    int32_t want[n] = {5, 6, 7, 8, 9, 11};
+    for (int t = 0; t < n; t++) CU_ASSERT_EQUAL(mb.target[8 + t], want[t]);
+    for (int t = 0; t < n; t++) CU_ASSERT_EQUAL(mb.ids[8 + t], ids[t]); /* the input is untouched */
+    kd_mb_clear_row(&mb, 1);
+    CU_ASSERT_EQUAL(mb.n_student, 0);
+    CU_ASSERT_EQUAL(mb.policy[1], 0);
+    kd_mb_free(&mb);
+    kd_dataset_close(ds);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("batch", NULL, NULL);
     CU_add_test(s, "bucketed_order", test_order);
     CU_add_test(s, "short_micro_batch", test_short_micro_batch);
+    CU_add_test(s, "student_targets", test_student_targets);
     return kd_test_main();
 }

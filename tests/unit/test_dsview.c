@@ -146,6 +146,10 @@ static void test_summary_and_export(void) {
         tokens += g.s.n;
         prompt += g.s.prompt_len;
         integ_samples += id % 4 != 0;
+        g.s.policy = 2; /* /samples/policy holds 0 (teacher-written) or 1 (student-written) */
+        CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_ERR_INVALID);
+        KD_ASSERT_CONTAINS(e.msg, "policy 2 is neither 0 (teacher) nor 1 (student)");
+        g.s.policy = id % 5 == 0;
         CU_ASSERT_EQUAL(kd_shard_append(sh, &g.s, &e), KD_OK);
     }
     CU_ASSERT_EQUAL(kd_shard_close(sh, &e), KD_OK);
@@ -161,12 +165,18 @@ static void test_summary_and_export(void) {
     CU_ASSERT_EQUAL(sum.mask_tokens[0], 40);
     CU_ASSERT_EQUAL(sum.mask_tokens[1], 80);
     CU_ASSERT_EQUAL(sum.mask_samples[2], integ_samples);
+    CU_ASSERT_EQUAL(sum.policy_samples[0], 32);
+    CU_ASSERT_EQUAL(sum.policy_samples[1], 8);
+    kd_batch pb;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_read(ds, 0, 40, 0, &pb, &e), KD_OK);
+    for (int64_t i = 0; i < 40; i++) CU_ASSERT_EQUAL(pb.policy[i], pb.prompt_id[i] % 5 == 0);
+    kd_batch_free(&pb);
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     kd_dataset_summary_print(ds, &sum, f);
     fclose(f);
-    KD_ASSERT_CONTAINS(buf, "samples   40\n");
+    KD_ASSERT_CONTAINS(buf, "samples   40 (written by the teacher 32, by the student 8)\n");
     KD_ASSERT_CONTAINS(buf, "  tool name");
     free(buf);
     f = open_memstream(&buf, &len);

@@ -44,6 +44,32 @@ static void test_unseen_job(void) {
     kd_job_free(&j);
 }
 
+/* jobs/onpolicy.yaml: two on-policy rounds of 80 steps, the overrides a mixed round needs */
+static void test_onpolicy_job(void) {
+    kd_job j;
+    kd_error e;
+    kd_job_defaults(&j);
+    CU_ASSERT_EQUAL(j.onpolicy_rounds, 0); /* off unless the job asks */
+    int rc = kd_job_load_file(&j, kd_test_src("jobs/onpolicy.yaml"), &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_EQUAL(j.onpolicy_rounds, 2);
+    CU_ASSERT_EQUAL(j.onpolicy_steps, 80);
+    kd_config c;
+    kd_config_defaults(&c);
+    snprintf(j.config, sizeof j.config, "%s", kd_test_src(j.config)); /* relative to the source tree */
+    CU_ASSERT_EQUAL_FATAL(kd_job_config(&j, &c, &e), KD_OK);
+    CU_ASSERT_DOUBLE_EQUAL(c.generate.student_share, 0.5, 1e-12);
+    CU_ASSERT_STRING_EQUAL(c.generate.policy, "teacher"); /* the rounds set mixed themselves */
+    CU_ASSERT_STRING_EQUAL(c.kd.onpolicy_divergence, "reverse_kl");
+    kd_config_free(&c);
+    kd_job_free(&j);
+    kd_job_defaults(&j);
+    CU_ASSERT_EQUAL(kd_job_load_string(&j, "onpolicy:\n  round: 2\n", "x.yaml", &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "round");
+    kd_job_free(&j);
+}
+
 static void test_job_config_overrides(void) {
     kd_job j;
     kd_error e;
@@ -112,6 +138,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("job", NULL, NULL);
     CU_add_test(s, "jobs/demo.yaml loads", test_demo_job);
     CU_add_test(s, "jobs/unseen.yaml loads", test_unseen_job);
+    CU_add_test(s, "jobs/onpolicy.yaml loads", test_onpolicy_job);
     CU_add_test(s, "config + overrides", test_job_config_overrides);
     CU_add_test(s, "errors name file:line:column", test_job_errors);
     CU_add_test(s, "launch shape as sbatch options", test_job_sbatch_shape);
