@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Submit a whole job to Slurm: generate -> train -> eval, chained with --dependency=afterok and
+# Submit a whole job to Slurm: generate -> train [-> onpolicy] -> eval, chained with --dependency=afterok and
 # --kill-on-invalid-dep=yes (a stage that fails cancels the stages after it: nothing stays pending).
 #   slurm/submit.sh JOB.yaml [sbatch options...]
 #   KDSTEP_GEN_ARRAY=3 slurm/submit.sh JOB.yaml    # generation as a 3-element array + a merge step
@@ -7,7 +7,9 @@
 # job.nodes, job.tasks_per_node, job.cpus_per_task; see `kdstep run JOB.yaml --sbatch-shape`) unless
 # the options given here set it: any of -N/--nodes, -n/--ntasks, --ntasks-per-node replaces the job's
 # nodes and tasks, -c/--cpus-per-task its CPUs per task. Every other option goes to every sbatch call.
-# Prints one line per stage, "STAGE ID log FILE": generate, [merge,] train, eval.
+# A job with an `onpolicy:` section (rounds > 0) gets its on-policy rounds as a stage between train and
+# eval (slurm/train.sbatch JOB onpolicy).
+# Prints one line per stage, "STAGE ID log FILE": generate, [merge,] train, [onpolicy,] eval.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 job="${1:?usage: slurm/submit.sh JOB.yaml [sbatch options...]}"
@@ -71,5 +73,14 @@ else
 fi
 train=$(submit "${stage[@]}" "${dep[@]}" --dependency="afterok:$last" "$here/train.sbatch" "$job")
 echo "train $train log $(log_of "$here/train.sbatch" "$train" 0)"
-ev=$(submit "${stage[@]}" "${dep[@]}" --dependency="afterok:$train" "$here/eval.sbatch" "$job")
+last=$train
+# The job's on-policy rounds (an `onpolicy:` section with rounds > 0) run between train and eval.
+rounds=$(sed -n '/^onpolicy:/,/^[^ #]/s/^ *rounds: *\([0-9]*\).*/\1/p' "$job" | head -n 1)
+if [[ "${rounds:-0}" -gt 0 ]]; then
+  onp=$(submit "${stage[@]}" "${dep[@]}" --dependency="afterok:$train" --job-name="${name:-kdstep-onpolicy}" \
+    "$here/train.sbatch" "$job" onpolicy)
+  echo "onpolicy $onp log $(name=${name:-kdstep-onpolicy} log_of "$here/train.sbatch" "$onp" 0)"
+  last=$onp
+fi
+ev=$(submit "${stage[@]}" "${dep[@]}" --dependency="afterok:$last" "$here/eval.sbatch" "$job")
 echo "eval $ev log $(log_of "$here/eval.sbatch" "$ev" 0)"

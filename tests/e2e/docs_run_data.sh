@@ -49,7 +49,7 @@ kd_after() { # N
       jq -e '.splits.b_heldout_tools.count == 6' runs/demo/eval/report.json >/dev/null || fail "report.json has no splits"
       fi ;;
     "kdstep inspect "*)
-      grep -qE '^samples +48$' "$KD_LOG/$n.out" || { out "$n"; fail "inspect: not the 48 samples of the shrunk demo"; }
+      grep -qE '^samples +48 \(written by the teacher 48, by the student 0\)$' "$KD_LOG/$n.out" || { out "$n"; fail "inspect: not the 48 samples of the shrunk demo"; }
       grep -qE '^sample +prompt id [0-9]+' "$KD_LOG/$n.out" && grep -q '^--- response' "$KD_LOG/$n.out" \
         || { out "$n"; fail "inspect --sample 0 did not show the sample"; } ;;
     "kdstep export "*)

@@ -52,7 +52,7 @@ import h5py,sys
 f=h5py.File('$T/ds/dataset.h5','r'); o=f['samples/offsets'][:]
 print(f['samples/prompt_id'].shape[0], int(o[-1]), int(f['tokens/loss_mask'][:].sum()), int(f['tokens/tool_name_mask'][:].sum()), int(f['tokens/json_mask'][:].sum()))")
 read n tokens resp tool json <<<"$want"
-check "summary samples" 'grep -q "^samples   $n\$" <<<"$out"'
+check "summary samples" 'grep -q "^samples   $n (written by the teacher $n, by the student 0)\$" <<<"$out"'
 check "summary tokens" 'grep -q "^tokens    $tokens (" <<<"$out" && grep -q ", $resp of those in loss_mask" <<<"$out"'
 check "summary tool-name coverage" 'grep -Eq "^  tool name +$tool " <<<"$out"'
 check "summary JSON coverage" 'grep -Eq "^  JSON +$json " <<<"$out"'

@@ -6,7 +6,9 @@
 #     ends with the same final weights (bitwise) as an uninterrupted run on the same rank count;
 #  3. a job array: generation as a 3-element array, then merged, equals a single generate run;
 #  4. a chain whose first stage fails (its tools file is missing) leaves no job pending: train and eval
-#     are cancelled (--kill-on-invalid-dep=yes), not left waiting on DependencyNeverSatisfied.
+#     are cancelled (--kill-on-invalid-dep=yes), not left waiting on DependencyNeverSatisfied;
+#  5. a job with an `onpolicy:` section: submit.sh chains generate -> train -> onpolicy -> eval, the
+#     round's dataset has student-written samples, and eval reads the round's model.
 set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="${KD_SOURCE_DIR:?}"
@@ -116,4 +118,24 @@ check "the failing generate FAILED, and train and eval were CANCELLED ($s_gen $s
 check "no job is left pending" '[[ -z "$(squeue -h -t PENDING -o %i)" ]]'
 check "the generate log says why" 'grep -q "no-such-tools.json" "$tmp"/bad-kdstep-generate-"$gen".out'
 [[ $fail -eq 0 ]] || { tail -n 20 "$tmp"/bad-*.out; squeue; }
+
+# 5. on-policy rounds chained between train and eval
+job_file onp "  - train.steps=4
+  - train.prompt_window=64
+  - train.checkpoint_every=0
+  - train.eval_every=0
+  - generate.student_share=0.5
+  - generate.student_max_tokens=24"
+sed -i 's/^overrides:/onpolicy:\n  rounds: 1\n  steps: 3\noverrides:/' "$tmp/onp.yaml"
+ids=$(cd "$tmp" && "$src/slurm/submit.sh" "$tmp/onp.yaml" --output="$tmp/onp-%x-%j.out") || { echo "FAIL submit.sh (onpolicy job)"; exit 1; }
+echo "$ids"
+gen=$(awk '$1 == "generate" {print $2}' <<<"$ids"); train=$(awk '$1 == "train" {print $2}' <<<"$ids")
+onp=$(awk '$1 == "onpolicy" {print $2}' <<<"$ids"); ev=$(awk '$1 == "eval" {print $2}' <<<"$ids")
+check "submit.sh prints four job ids, onpolicy among them" '[[ -n "$gen" && -n "$train" && -n "$onp" && -n "$ev" ]]'
+s_ev=$(wait_job "$ev" 900); s_gen=$(wait_job "$gen" 5); s_train=$(wait_job "$train" 5); s_onp=$(wait_job "$onp" 5)
+check "generate, train, onpolicy and eval COMPLETED ($s_gen $s_train $s_onp $s_ev)" '[[ "$s_gen $s_train $s_onp $s_ev" == "COMPLETED COMPLETED COMPLETED COMPLETED" ]]'
+check "onpolicy ran after train and eval after onpolicy" '[[ ! "$(start_of "$onp")" < "$(end_of "$train")" && ! "$(start_of "$ev")" < "$(end_of "$onp")" ]]'
+check "the round's dataset has student-written samples" '"$KDSTEP" inspect "$tmp/onp out/onpolicy-1/dataset" | grep -Eq "by the student [1-9]"'
+check "the round trained a model and eval reported on it" '[[ -s "$tmp/onp out/onpolicy-1/train/final/model.safetensors" && -s "$tmp/onp out/eval/report.json" ]] && grep -q "onpolicy-1/train/final" "$tmp"/onp-kdstep-eval-"$ev".out'
+[[ $fail -eq 0 ]] || { tail -n 30 "$tmp"/onp-*.out; }
 exit $fail
