@@ -46,6 +46,15 @@ static inline kd_stub_teacher *open_stub(int fmt, double malformed, double tempe
     return s;
 }
 
+/* `stub` behind a kd_server on loopback serving "stub-teacher", and cfg's defaults with teacher.url at it. */
+static inline kd_server *serve_stub(kd_stub_teacher *stub, const kd_server_options *so, kd_config *cfg) {
+    kd_server *srv = NULL;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, so, stub, "stub-teacher", &e), KD_OK);
+    config_for_server(cfg, srv);
+    return srv;
+}
+
 static inline json_t *user_msg(const char *text) { return json_pack("[{s:s,s:s}]", "role", "user", "content", text); }
 
 /* The stub's answer to one user prompt (tools: per-request tools, or NULL for the registry). */

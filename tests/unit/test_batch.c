@@ -166,14 +166,8 @@ static void test_short_micro_batch(void) {
  * is counted in n_student, and clearing the row forgets it. */
 static void test_student_targets(void) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/policy", kd_test_tmpdir());
-    kd_dataset_info info;
-    kd_dataset_info_init(&info);
-    info.topk = 2;
+    kd_shard *sh = kd_test_new_shard("policy", 2, 4, dir, sizeof dir);
     kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
-    kd_shard *sh;
-    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 4, &e), KD_OK);
     enum { n = 6 };
     int32_t ids[n] = {5, 6, 7, 8, 9, 10};
     uint8_t loss[n] = {0, 0, 1, 1, 1, 1};

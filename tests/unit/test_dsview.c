@@ -131,14 +131,8 @@ static void test_seed_json(void) {
 
 static void test_summary_and_export(void) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/view", kd_test_tmpdir());
-    kd_dataset_info info;
-    kd_dataset_info_init(&info);
-    info.topk = 2;
+    kd_shard *sh = kd_test_new_shard("view", 2, 5, dir, sizeof dir);
     kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
-    kd_shard *sh;
-    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, 5, &e), KD_OK);
     int64_t tokens = 0, prompt = 0, integ_samples = 0;
     for (int64_t id = 0; id < 40; id++) {
         h5gen g;

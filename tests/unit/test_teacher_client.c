@@ -15,11 +15,9 @@ typedef struct run_result {
 static void run_client(kd_server_options so, int n, void (*tweak)(kd_config *), run_result *rr, int (*check)(kd_teacher_completion *)) {
     memset(rr, 0, sizeof *rr);
     kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
-    kd_server *srv;
-    kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
     kd_config cfg;
-    config_for_server(&cfg, srv);
+    kd_server *srv = serve_stub(stub, &so, &cfg);
+    kd_error e;
     cfg.teacher.max_in_flight = 32;
     /* Only stalls (600 s) may time out: under a sanitizer the server answers 10-50x slower. */
     cfg.teacher.timeout_s = KD_SLOW_BUILD ? 8 : 0.5;

@@ -117,11 +117,9 @@ static void test_server_unknown_model(void) {
 static void test_server_repeats_answer_after_latency(void) {
     kd_stub_teacher *stub = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
     kd_server_options so = {.latency_ms = 30, .seed = 11};
-    kd_server *srv;
-    kd_error e;
-    CU_ASSERT_EQUAL_FATAL(kd_server_start(&srv, &so, stub, "stub-teacher", &e), KD_OK);
     kd_config cfg;
-    config_for_server(&cfg, srv);
+    kd_server *srv = serve_stub(stub, &so, &cfg);
+    kd_error e;
     cfg.teacher.top_logprobs = 3;
     cfg.teacher.timeout_s = 30;
     kd_teacher *t;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "kdstep/fsutil.h"
+#include "kdstep/h5data.h"
 
 static char g_tmp[256];
 
@@ -87,4 +88,16 @@ int kd_test_main(void) {
         return 1;
     }
     return failed ? 1 : 0;
+}
+
+kd_shard *kd_test_new_shard(const char *name, int topk, int seal_every, char *dir, size_t cap) {
+    snprintf(dir, cap, "%s/%s", kd_test_tmpdir(), name);
+    kd_dataset_info info;
+    kd_dataset_info_init(&info);
+    info.topk = topk;
+    kd_error e;
+    CU_ASSERT_EQUAL_FATAL(kd_dataset_prepare(dir, &info, &e), KD_OK);
+    kd_shard *sh = NULL;
+    CU_ASSERT_EQUAL_FATAL(kd_shard_open(&sh, dir, 0, &info, seal_every, &e), KD_OK);
+    return sh;
 }

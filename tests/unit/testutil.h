@@ -2,6 +2,8 @@
 #ifndef KD_TESTUTIL_H
 #define KD_TESTUTIL_H
 
+#include <stddef.h>
+
 #include <CUnit/Basic.h>
 #include <CUnit/CUnit.h>
 
@@ -13,6 +15,10 @@ const char *kd_test_shared_data(void);
 const char *kd_test_tmpdir(void);
 /* Write text to a file in the temp dir; returns its path (static buffer rotated 8 ways). */
 const char *kd_test_write(const char *name, const char *text);
+/* A new dataset folder `name` in the temp dir (the default dataset info with top-k `topk`) and its
+ * shard 0 open, sealing every `seal_every` samples; the folder's path goes to dir[cap]. Asserts
+ * (fatally) that both succeed. */
+struct kd_shard *kd_test_new_shard(const char *name, int topk, int seal_every, char *dir, size_t cap);
 /* Print a skip notice once. */
 void kd_test_skip(const char *why);
 /* Run all registered suites in basic mode; returns the process exit code. */
