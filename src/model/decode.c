@@ -272,7 +272,10 @@ void kd_batch_scratch_free(kd_batch_scratch *s) {
 typedef float kd_v8 __attribute__((vector_size(32)));
 typedef float kd_v8u __attribute__((vector_size(32), aligned(4), may_alias));
 
-static inline __attribute__((always_inline)) float fold8(kd_v8 a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+static inline __attribute__((always_inline)) float fold8(const kd_v8 *v) {
+    const kd_v8 a = *v; /* by pointer: a vector argument by value changes the ABI without -mavx (clang -Wpsabi) */
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
 
 static inline __attribute__((always_inline)) void invariant_block(float *Y, const float *X, const float *W, int n, int O, int K, int accumulate, int o0, int r0) {
     const float *w[4], *x[2];
@@ -287,7 +290,7 @@ static inline __attribute__((always_inline)) void invariant_block(float *Y, cons
         wv = *(const kd_v8u *)(w[2] + k), a20 += wv * xa, a21 += wv * xb;
         wv = *(const kd_v8u *)(w[3] + k), a30 += wv * xa, a31 += wv * xb;
     }
-    float s[4][2] = {{fold8(a00), fold8(a01)}, {fold8(a10), fold8(a11)}, {fold8(a20), fold8(a21)}, {fold8(a30), fold8(a31)}};
+    float s[4][2] = {{fold8(&a00), fold8(&a01)}, {fold8(&a10), fold8(&a11)}, {fold8(&a20), fold8(&a21)}, {fold8(&a30), fold8(&a31)}};
     for (int k = K8; k < K; k++)
         for (int j = 0; j < 4; j++)
             for (int i = 0; i < 2; i++) s[j][i] += w[j][k] * x[i][k];
@@ -347,7 +350,7 @@ KD_HOT_CLONES static void attend_row(const float *q, const float *kl, const floa
                 a0 += qv * *(const kd_v8u *)(k0 + i), a1 += qv * *(const kd_v8u *)(k1 + i);
                 a2 += qv * *(const kd_v8u *)(k2 + i), a3 += qv * *(const kd_v8u *)(k3 + i);
             }
-            float sc[4] = {fold8(a0) * scale, fold8(a1) * scale, fold8(a2) * scale, fold8(a3) * scale};
+            float sc[4] = {fold8(&a0) * scale, fold8(&a1) * scale, fold8(&a2) * scale, fold8(&a3) * scale};
             for (int t = 0; t < 4 && j + t <= pos; t++) att[j + t] = sc[t];
         }
     } else {
