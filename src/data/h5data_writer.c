@@ -33,6 +33,7 @@ static int buf_reserve(buf *b, size_t n) {
     return 0;
 }
 static int buf_add(buf *b, const void *data, size_t n) {
+    if (n == 0) return 0; /* an empty column part: nothing to copy (and b->p may still be NULL) */
     if (b->len + n > b->cap) {
         size_t nc = b->cap ? b->cap : 4096;
         while (nc < b->len + n) nc *= 2;

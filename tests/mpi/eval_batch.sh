@@ -17,7 +17,9 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 tok=$(kd_student_tokenizer)
 /usr/bin/python3 "$S/tests/e2e/make_student.py" "$S/configs/models/small.json" "$tok/tokenizer.json" "$tmp/ckpt" --seed 3 \
   || { echo "FAIL make_student.py"; exit 1; }
-"$K" prompts synth --tools "$S/configs/tools.json" -n 200 --seed 2 -o "$tmp/held.jsonl" >/dev/null 2>&1
+# under tests/sanitize.sh (KD_TEST_QUICK=1, a Debug build with ASan) the same checks on fewer prompts
+n=200 nw=40; [[ -n "${KD_TEST_QUICK:-}" ]] && n=8 nw=3
+"$K" prompts synth --tools "$S/configs/tools.json" -n "$n" --seed 2 -o "$tmp/held.jsonl" >/dev/null 2>&1
 
 run_eval() { # NP OUT BATCH [extra flags]
   local np=$1 out=$2 b=$3; shift 3
@@ -29,24 +31,24 @@ same() { cmp -s "$tmp/$1/predictions.jsonl" "$tmp/$2/predictions.jsonl"; }
 
 run_eval 1 b1 1 && run_eval 1 b8 8 && run_eval 2 b32 32; rc=$?
 check "greedy evals exit 0" '[ $rc -eq 0 ]'
-check "200 predictions" '[ "$(jq -s length "$tmp/b1/predictions.jsonl")" = 200 ]'
+check "$n predictions" '[ "$(jq -s length "$tmp/b1/predictions.jsonl")" = "$n" ]'
 check "eval.json records the batch" '[ "$(jq .batch "$tmp/b8/eval.json")" = 8 ] && [ "$(jq .batch "$tmp/b1/eval.json")" = 1 ]'
 check "greedy batch 8 == batch 1 (byte-identical predictions)" 'same b1 b8'
 check "greedy batch 32 on 2 ranks == batch 1" 'same b1 b32'
 check "same generated token count" '[ "$(jq .generated_tokens "$tmp/b1/eval.json")" = "$(jq .generated_tokens "$tmp/b8/eval.json")" ]'
 
 # whole prompts: every prompt shares the tools block, computed once per batch and copied
-run_eval 1 f1 1 --max-prompts 40 --set train.seq_len=4096 && run_eval 1 f8 8 --max-prompts 40 --set train.seq_len=4096; rc=$?
+run_eval 1 f1 1 --max-prompts "$nw" --set train.seq_len=4096 && run_eval 1 f8 8 --max-prompts "$nw" --set train.seq_len=4096; rc=$?
 check "whole-prompt evals exit 0" '[ $rc -eq 0 ]'
 check "whole prompts: batch 8 == batch 1" 'same f1 f8'
 check "whole prompts: the shared prefix was reused" \
   '[ "$(jq .reused_prompt_tokens "$tmp/f8/eval.json")" -gt "$(( $(jq .prompt_tokens "$tmp/f8/eval.json") / 2 ))" ]'
 
 # seeded sampling draws the same tokens whatever the batch
-run_eval 1 s1 1 --max-prompts 40 --temperature 0.9 --set eval.seed=4 && run_eval 1 s5 5 --max-prompts 40 --temperature 0.9 --set eval.seed=4; rc=$?
+run_eval 1 s1 1 --max-prompts "$nw" --temperature 0.9 --set eval.seed=4 && run_eval 1 s5 5 --max-prompts "$nw" --temperature 0.9 --set eval.seed=4; rc=$?
 check "sampling evals exit 0" '[ $rc -eq 0 ]'
 check "sampling: batch 5 == batch 1" 'same s1 s5'
-check "sampling differs from greedy" '! cmp -s <(head -40 "$tmp/b1/predictions.jsonl") "$tmp/s1/predictions.jsonl"'
+check "sampling differs from greedy" '! cmp -s <(head -"$nw" "$tmp/b1/predictions.jsonl") "$tmp/s1/predictions.jsonl"'
 
 "$K" eval --model "$tmp/ckpt" --prompts "$tmp/held.jsonl" --out "$tmp/x" --set eval.batch=0 >/dev/null 2>"$tmp/e1"; rc=$?
 check "eval.batch=0 is a config range error" '[ $rc -ne 0 ] && grep -q "eval.batch" "$tmp/e1"'
