@@ -55,6 +55,19 @@ static inline kd_server *serve_stub(kd_stub_teacher *stub, const kd_server_optio
     return srv;
 }
 
+/* The end of a loopback round: the answer (heap-allocated), the client, its config, then the server
+ * and the stub; NULL ones are skipped. */
+static inline void close_loopback(kd_teacher_completion *c, kd_teacher *t, kd_config *cfg, kd_server *srv, kd_stub_teacher *stub) {
+    if (c) {
+        kd_teacher_completion_free(c);
+        free(c);
+    }
+    kd_teacher_close(t);
+    kd_config_free(cfg);
+    if (srv) kd_server_stop(srv);
+    if (stub) kd_stub_close(stub);
+}
+
 static inline json_t *user_msg(const char *text) { return json_pack("[{s:s,s:s}]", "role", "user", "content", text); }
 
 /* The stub's answer to one user prompt (tools: per-request tools, or NULL for the registry). */

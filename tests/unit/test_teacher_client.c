@@ -204,11 +204,7 @@ static void test_client_gives_up(void) {
         for (int k = 0; k < 2; k++)
             if (g->error[k]) KD_ASSERT_CONTAINS(c->error, g->error[k]);
         if (g->excerpt) KD_ASSERT_CONTAINS(c->body_excerpt, g->excerpt);
-        kd_teacher_completion_free(c);
-        free(c);
-        kd_teacher_close(t);
-        if (srv) kd_server_stop(srv); /* frees srv */
-        kd_config_free(&cfg);
+        close_loopback(c, t, &cfg, srv, NULL); /* frees srv */
     }
     kd_stub_close(stub);
 }
@@ -375,12 +371,7 @@ static void test_client_request_deadline(void) {
         KD_ASSERT_CONTAINS(c->error, "teacher.request_deadline_s (1.5 s)");
         KD_ASSERT_CONTAINS(c->error, "raise teacher.request_deadline_s");
         if (i < 2) CU_ASSERT_TRUE(c->attempts >= 2); /* it did retry until the deadline */
-        kd_teacher_completion_free(c);
-        free(c);
-        kd_teacher_close(t);
-        kd_config_free(&cfg);
-        kd_server_stop(srv);
-        kd_stub_close(stub);
+        close_loopback(c, t, &cfg, srv, stub);
     }
 }
 

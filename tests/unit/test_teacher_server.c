@@ -104,12 +104,7 @@ static void test_server_unknown_model(void) {
     CU_ASSERT_EQUAL(c->http_status, 404);
     CU_ASSERT_EQUAL(c->attempts, 1);
     KD_ASSERT_CONTAINS(c->body_excerpt, "does not exist");
-    kd_teacher_completion_free(c);
-    free(c);
-    kd_teacher_close(t);
-    kd_config_free(&cfg);
-    kd_server_stop(srv);
-    kd_stub_close(stub);
+    close_loopback(c, t, &cfg, srv, stub);
 }
 
 /* The server keeps answers per request body: asking the same thing again gives what the stub itself
