@@ -77,7 +77,8 @@ last=$train
 # The job's on-policy rounds (an `onpolicy:` section with rounds > 0) run between train and eval.
 rounds=$(sed -n '/^onpolicy:/,/^[^ #]/s/^ *rounds: *\([0-9]*\).*/\1/p' "$job" | head -n 1)
 if [[ "${rounds:-0}" -gt 0 ]]; then
-  onp=$(submit "${stage[@]}" "${dep[@]}" --dependency="afterok:$train" --job-name="${name:-kdstep-onpolicy}" \
+  # train.sbatch again, under its own name unless you gave one (log_of reads $name for %x)
+  onp=$(submit "${stage[@]}" "${dep[@]}" --dependency="afterok:$last" --job-name="${name:-kdstep-onpolicy}" \
     "$here/train.sbatch" "$job" onpolicy)
   echo "onpolicy $onp log $(name=${name:-kdstep-onpolicy} log_of "$here/train.sbatch" "$onp" 0)"
   last=$onp
