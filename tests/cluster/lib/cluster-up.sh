@@ -113,15 +113,8 @@ sock="$dir/munge/munge.socket.2"
 munged --force --key-file="$dir/munge/munge.key" --socket="$sock" --pid-file="$dir/run/munged.pid" \
   --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munged.seed" 2>>"$dir/log/munged.log" \
   || { say "munged failed to start:"; cat "$dir/log/munged.log" >&2; exit 1; }
-free_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$(( 20000 + RANDOM % 20000 ))
-    ss -ltnH "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-  done
-  echo 6817
-}
-ctld_port=$(free_port)
+source "$here/../../lib/free_port.bash" # below the ephemeral range: nothing takes it before the bind
+ctld_port=$(kd_free_port) || exit 1
 slurmd_port=$(( ctld_port + 1 ))
 host=$(hostname -s)
 cat >"$conf" <<CONF

@@ -2,8 +2,10 @@
 # Stop the private Slurm that slurm-up.sh started in DIR: cancel its jobs, then stop slurmd,
 # slurmctld and munged by the pids in DIR/run, waiting for each (SIGKILL after 10 s).
 # Leaves DIR in place (logs); safe to call twice or after a failed start.
+#   slurm-down.sh DIR [--keep-munge]   # --keep-munge: slurm-up.sh's retry after a lost port
 set -u
-dir="${1:?usage: slurm-down.sh DIR}"
+dir="${1:?usage: slurm-down.sh DIR [--keep-munge]}"
+keep_munge="${2:-}"
 [ -d "$dir" ] || exit 0
 if [ -f "$dir/etc/slurm.conf" ] && [ -f "$dir/run/slurmctld.pid" ]; then
   SLURM_CONF="$dir/etc/slurm.conf" timeout 10 scancel --full --quiet --user=root 2>/dev/null
@@ -29,5 +31,5 @@ stop() {
 }
 stop slurmd
 stop slurmctld
-stop munged
+[ "$keep_munge" = --keep-munge ] || stop munged
 exit 0
