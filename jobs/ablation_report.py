@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Ablation report: WORK/runs/<variant>-seed<S>/{eval/report.json, metrics.jsonl, eval/eval.json}
--> docs/results.md (table mean +/- spread over seeds, curves, one paragraph) + the curves PNG (gnuplot).
+-> the `loss-ablation` section of docs/results.md (table mean +/- spread over seeds, curves, one paragraph;
+the rest of the page is kept) + the curves PNG (gnuplot).
 
 usage: ablation_report.py WORK RESULTS.md CURVES.png VARIANT...
 The paragraph is written from the numbers (a difference smaller than the seeds' spread is called
@@ -8,6 +9,9 @@ noise), so regenerating the doc never leaves stale prose behind."""
 import glob, json, math, os, re, subprocess, sys, tempfile
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_lib import replace_section  # noqa: E402
 
 work, out_md, out_png, variants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 LABEL = {
@@ -212,7 +216,7 @@ try:
     n_tools = len(json.load(open(JOB["tools"])))
 except (OSError, ValueError, TypeError):
     n_tools = "registered"
-lines = ["# Results: what process-step supervision buys (loss ablation)", "",
+lines = ["# The loss ablation: what process-step supervision buys", "",
          "Produced by `jobs/ablation.sh` (job file `jobs/ablation.yaml`): one dataset from the built-in stub teacher "
          f"over the {n_tools} tools of `{JOB['tools']}`, then the same `small` student trained with the same "
          "steps, data order and hyper-parameters under four losses, with the seeds the table counts (`train.seed` = 1, 2, 3 when the job is complete), every "
@@ -240,5 +244,5 @@ lines += ["", "![held-out tool-name accuracy per step](results-curves.png)", "",
 if c0:
     lines += ["", f"Decoding: max_new_tokens {c0.get('max_new_tokens')}, temperature {c0.get('temperature')}; "
               f"eval ran at {c0.get('generated_tokens_per_s', 0):.0f} generated tokens/s on one rank."]
-open(out_md, "w").write("\n".join(lines) + "\n")
-print(open(out_md).read())
+replace_section(out_md, "loss-ablation", "\n".join(lines))  # the rest of the page stays
+print("\n".join(lines))
