@@ -49,7 +49,7 @@ def welch_cell(xs, ys):
     if p is None:
         return f"{100 * d:+.1f} (one seed)", None
     if t is None:
-        return f"{100 * d:+.1f} (no spread; p {p:.0f})", p
+        return f"{100 * d:+.1f} (no spread; p {p:.1f})", p
     return f"{100 * d:+.1f} (t {t:.2f}, df {df:.1f}, p {p:.3f})", p
 
 
@@ -97,7 +97,7 @@ L = ["## Issue #23: off-policy against mixed on-policy distillation, on unseen t
      f"mean ± sample standard deviation over the seeds ({', '.join(map(str, seeds['off']))} off; "
      f"{', '.join(map(str, seeds['mixed']))} mixed), in percent; the last column is mixed − off in points with "
      "Welch's t-test (two-sided).", ""]
-verdict = []
+verdict, other = [], []
 for split, title in SPLITS:
     L += [f"**{title}**", "", "| arm | " + " | ".join(n for _, n in METRICS) + " |",
           "| --- | " + " | ".join("---:" for _ in METRICS) + " |"]
@@ -111,9 +111,9 @@ for split, title in SPLITS:
     for k, n in METRICS:
         c, p = welch_cell(values("off", split, k), values("mixed", split, k))
         cells.append(c)
-        if split == "b" and p is not None and p < 0.05:
+        if p is not None and p < 0.05:
             d = welch_test(values("off", split, k), values("mixed", split, k))[0]
-            verdict.append(f"{n} {'rises' if d > 0 else 'falls'} {100 * abs(d):.1f} points (p {p:.3f})")
+            (verdict if split == "b" else other).append(f"{n} {'rises' if d > 0 else 'falls'} {100 * abs(d):.1f} points (p {p:.3f})")
     L += ["| mixed − off (Welch) | " + " | ".join(cells) + " |", ""]
 
 if verdict:
@@ -122,6 +122,8 @@ if verdict:
 else:
     L.append("**Verdict on unseen tools (split b).** Mixed on-policy does **not** beat off-policy here: no difference "
              "on split (b) is resolved by the three seeds (Welch's t-test, p < 0.05).")
+L[-1] += (" On split (a), with mixed against off: " + "; ".join(other) + "." if other else
+          " On split (a) no difference is resolved either.")
 L.append("")
 
 # what the student wrote, and what it cost

@@ -186,7 +186,10 @@ const char *kd_stub_choose_tool(kd_stub_teacher *s, const char *prompt, const js
  * as vLLM's first entry is null. Inside assistant turns (after "<|im_start|>assistant\n" through
  * "<|im_end|>") the written token has most mass and alternatives are boosted (the offered tools' names
  * at tool-name positions, JSON structure in arguments); elsewhere the token is likely, with no boosted
- * alternatives. `tools` (an OpenAI tools array, or NULL: the registry) gives the name alternatives.
+ * alternatives. A turn that answers a user turn is also held against what the stub itself would write
+ * there (kd_stub_complete on that user text, without a think block): at the first token that leaves
+ * it, the stub's own token has most mass and the written one is a plausible alternative (the teacher's
+ * view of another writer's prefix, for on-policy samples); the stub's own text scores unchanged. `tools` (an OpenAI tools array, or NULL: the registry) gives the name alternatives.
  * Tails are computed from the top-k as a client computes them, so every backend gives the same bits. */
 int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, const json_t *tools, int top_k, int64_t seed,
                   kd_teacher_logprobs *lp, kd_error *err);

@@ -259,6 +259,64 @@ static void test_stub_position_boosting(void) {
     kd_stub_close(s);
 }
 
+/* Scoring another writer's turn (on-policy distillation): while the written tokens follow what the
+ * stub itself would write, the written token is on top; at the first token that leaves it the stub's
+ * own token is on top and the written one is still plausible below it; after that, the written
+ * tokens again. The stub's own answer scores exactly as before (nothing leaves it). */
+static int top_is_written(const kd_teacher_logprobs *lp, int row) { return lp->topk_ids[row * lp->k] == lp->token_ids[row]; }
+
+static void test_stub_scores_against_own_reply(void) {
+    kd_stub_teacher *s = open_stub(KD_TOOL_FORMAT_HERMES, 0, 0, 1);
+    kd_error e;
+    json_t *m = user_msg("Read the file config.json");
+    kd_teacher_completion c;
+    memset(&c, 0, sizeof c);
+    CU_ASSERT_EQUAL_FATAL(kd_stub_complete(s, m, NULL, 0, 3, &c, &e), KD_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(strstr(c.text, "\"read_file\""));
+    const char *head = "<|im_start|>user\nRead the file config.json<|im_end|>\n<|im_start|>assistant\n";
+    char own[2048], wrong[2048], chat[2048];
+    snprintf(own, sizeof own, "%s%s<|im_end|>\n", head, c.text);
+    /* the same turn naming another registered tool: it leaves the stub's reply at the name's first byte */
+    const char *nm = strstr(own, "read_file");
+    snprintf(wrong, sizeof wrong, "%.*sget_weather%s", (int)(nm - own), own, nm + strlen("read_file"));
+    /* a call where the stub answers in text */
+    snprintf(chat, sizeof chat, "<|im_start|>user\nHello there, how are you today?<|im_end|>\n<|im_start|>assistant\n%s<|im_end|>\n",
+             c.text);
+    size_t rs = strlen(head), at = (size_t)(nm - own);
+    kd_teacher_logprobs lo, lw, lc;
+    CU_ASSERT_EQUAL_FATAL(kd_stub_score(s, own, strlen(own), NULL, 4, 3, &lo, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_stub_score(s, wrong, strlen(wrong), NULL, 4, 3, &lw, &e), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_stub_score(s, chat, strlen(chat), NULL, 4, 3, &lc, &e), KD_OK);
+    for (int t = 1; t < lo.n; t++) CU_ASSERT_TRUE(top_is_written(&lo, t)); /* its own text: nothing moves */
+    int moved = 0;
+    for (int t = 1; t < lw.n; t++) {
+        if ((size_t)t == at) {
+            CU_ASSERT_EQUAL(lw.token_ids[t], 'g');
+            CU_ASSERT_EQUAL(lw.topk_ids[t * 4], 'r'); /* what the stub would have written: read_file */
+            /* the written byte: well below the stub's own, still above a uniform share (1/256 bytes) */
+            CU_ASSERT_TRUE(lw.token_logprobs[t] < lw.topk_logprobs[t * 4] - 2.0f);
+            CU_ASSERT_TRUE(lw.token_logprobs[t] > logf(1.0f / 256));
+        } else {
+            moved += !top_is_written(&lw, t);
+        }
+        if ((size_t)t < at) CU_ASSERT_EQUAL(memcmp(&lw.topk_logprobs[t * 4], &lo.topk_logprobs[t * 4], 16), 0);
+    }
+    CU_ASSERT_EQUAL(moved, 0); /* only the first token that leaves the stub's reply */
+    /* small talk answered with a call: the first token of the turn is corrected, the rest as written */
+    size_t cs = strlen("<|im_start|>user\nHello there, how are you today?<|im_end|>\n<|im_start|>assistant\n");
+    CU_ASSERT_EQUAL(lc.token_ids[cs], '<');
+    CU_ASSERT_NOT_EQUAL(lc.topk_ids[cs * 4], '<');
+    for (int t = 1; t < lc.n; t++)
+        if ((size_t)t != cs) CU_ASSERT_TRUE(top_is_written(&lc, t));
+    (void)rs;
+    kd_teacher_logprobs_free(&lo);
+    kd_teacher_logprobs_free(&lw);
+    kd_teacher_logprobs_free(&lc);
+    kd_teacher_completion_free(&c);
+    json_decref(m);
+    kd_stub_close(s);
+}
+
 /* With the real student tokenizer (Qwen3's tokenizer.json, fetched by tests/fetch-tokenizers.sh): the
  * logprob rows are its tokens of the response, ids in its vocabulary, normalized, and the runner-ups at
  * a tool name are tokens of other registered names as that tokenizer splits them. */
@@ -515,6 +573,7 @@ static void add_tests(CU_pSuite s) {
     CU_add_test(s, "stub is deterministic for a seed", test_stub_deterministic);
     CU_add_test(s, "stub top-k + tail log-sum-exp to 0", test_stub_logprobs_normalized);
     CU_add_test(s, "stub boosts by position, not over the prompt", test_stub_position_boosting);
+    CU_add_test(s, "stub scores another writer's turn against its own reply", test_stub_scores_against_own_reply);
     CU_add_test(s, "stub logprobs over the real Qwen3 tokenizer", test_stub_real_tokenizer);
     CU_add_test(s, "stub answers: formats, text, several calls, per-request tools", test_stub_answers);
     CU_add_test(s, "stub final answer uses the tool results", test_stub_final_answer);
