@@ -216,11 +216,15 @@ try:
     n_tools = len(json.load(open(JOB["tools"])))
 except (OSError, ValueError, TypeError):
     n_tools = "registered"
-lines = ["# The loss ablation: what process-step supervision buys", "",
+held_tools = JOB["prompts"].get("heldout_tools")
+evaluated_on = (f"the same {c0.get('count', '?')} synthesized prompts over the held-out tools of `{held_tools}`, which no "
+                "training prompt offers (split (b) of docs/results.md's #17 section)" if held_tools else
+                "the same held-out synthesized prompts")
+lines = ["## The loss ablation: what process-step supervision buys", "",
          "Produced by `jobs/ablation.sh` (job file `jobs/ablation.yaml`): one dataset from the built-in stub teacher "
          f"over the {n_tools} tools of `{JOB['tools']}`, then the same `small` student trained with the same "
-         "steps, data order and hyper-parameters under four losses, with the seeds the table counts (`train.seed` = 1, 2, 3 when the job is complete), every "
-         "final checkpoint evaluated with `kdstep eval` (greedy) on the same held-out synthesized prompts "
+         "steps, data order and hyper-parameters under the losses below, with the seeds the table counts (`train.seed` = 1, 2, 3 when the job is complete), every "
+         f"final checkpoint evaluated with `kdstep eval` (greedy) on {evaluated_on} "
          "(docs/eval.md explains the metrics). Cells are mean ± sample standard deviation over the seeds, in percent.", "",
          "| loss | seeds | " + " | ".join(n for _, n in METRICS) + " | answers with a call | answers that ended |",
          "| --- | --- | " + " | ".join("---" for _ in METRICS) + " | --- | --- |"]
