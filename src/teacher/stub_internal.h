@@ -4,7 +4,8 @@
  *   stub_args.c    finding values in a prompt and filling a tool's arguments from them
  *   stub_tokens.c  tokens: the student tokenizer's, or one per byte
  *   stub_answer.c  writing the answer (calls, final answers, thinking) and kd_stub_complete
- *   stub_score.c   tokens and the top-k log-probabilities: of an answer, of a whole conversation
+ *   stub_score.c   tokens and the top-k log-probabilities of an answer (one position's top-k)
+ *   stub_judge.c   scoring a whole conversation (kd_stub_score), each turn held against the stub's own reply
  */
 #ifndef KD_STUB_INTERNAL_H
 #define KD_STUB_INTERNAL_H
@@ -102,6 +103,16 @@ typedef struct kspan {
     int kind;
     int tool; /* index in the offered tools for NAME spans */
 } kspan;
+
+/* The top-k of one row: the written token `actual` at actual_logit, the stub's own token `pref` when it
+ * differs (>= 0; -1: none) at pref_logit, and `alts` at descending logits from alt_base; the rest of
+ * the vocabulary at logit 0 (stub_score.c). */
+void stub_position_topk(const kd_stub_teacher *s, kd_teacher_logprobs *lp, int row, int32_t actual, double actual_logit,
+                        int32_t pref, double pref_logit, const int32_t *alts, int nalts, double alt_base, uint64_t seed,
+                        size_t pos);
+/* Runner-ups at the tok_index-th token of a tool name: that token of every other offered name. */
+int stub_name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
+                           int32_t *out, int cap);
 
 /* The top-k of `text`'s tokens from response_start on (all rows when keep_prompt), with boosted
  * alternatives inside `spans` (offsets from response_start). */
