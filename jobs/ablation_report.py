@@ -11,7 +11,7 @@ import glob, json, math, os, re, subprocess, sys, tempfile
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from results_lib import replace_section  # noqa: E402
+from results_lib import replace_section, welch_test  # noqa: E402
 
 work, out_md, out_png, variants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 LABEL = {
@@ -60,11 +60,12 @@ def behaviour(d):
     return called, ev["stopped"] / max(ev["count"], 1)
 
 
-data, curves, cfg = {}, {}, {}
+data, raw, curves, cfg = {}, {}, {}, {}
 for v in variants:
     rs = runs_of(v)
     reps = [json.load(open(os.path.join(d, "eval", "report.json"))) for d in rs]
-    data[v] = {k: mean_spread([r.get(k) for r in reps]) for k, _ in METRICS}
+    raw[v] = {k: [r[k] for r in reps if r.get(k) is not None] for k, _ in METRICS}
+    data[v] = {k: mean_spread(raw[v][k]) for k, _ in METRICS}
     beh = [behaviour(d) for d in rs]
     data[v]["called"] = mean_spread([b[0] for b in beh])
     data[v]["stopped"] = mean_spread([b[1] for b in beh])
@@ -107,25 +108,13 @@ with tempfile.TemporaryDirectory() as tmp:
 teacher_report = os.path.join(work, "teacher", "report.json")
 teacher = json.load(open(teacher_report)) if os.path.exists(teacher_report) else None
 # the paragraph, from the numbers. A difference counts when Welch's t-test over the seeds gives
-# p < 0.05 (two-sided); with three seeds only large, consistent differences pass.
-T95 = [None, 12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23]
+# p < 0.05 (two-sided; results_lib.welch_test); with three seeds only large, consistent differences pass.
 
 
 def welch(a, b, key):
     """(difference b - a, significant?) over the seeds' values of one metric."""
-    ma, sa, na = data[a][key]
-    mb, sb, nb = data[b][key]
-    if ma is None or mb is None:
-        return None, False
-    d = mb - ma
-    if min(na, nb) < 2:
-        return d, False
-    va, vb = sa * sa / na, sb * sb / nb
-    if va + vb == 0:
-        return d, d != 0
-    df = (va + vb) ** 2 / ((va * va / (na - 1) if va else 0) + (vb * vb / (nb - 1) if vb else 0))
-    crit = T95[min(max(int(df), 1), len(T95) - 1)]
-    return d, abs(d) / math.sqrt(va + vb) > crit
+    d, _, _, p = welch_test(raw[a][key], raw[b][key])
+    return d, p is not None and p < 0.05
 
 
 steps = None

@@ -110,9 +110,11 @@ typedef struct kspan {
 void stub_position_topk(const kd_stub_teacher *s, kd_teacher_logprobs *lp, int row, int32_t actual, double actual_logit,
                         int32_t pref, double pref_logit, const int32_t *alts, int nalts, double alt_base, uint64_t seed,
                         size_t pos);
-/* Runner-ups at the tok_index-th token of a tool name: that token of every other offered name. */
-int stub_name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
-                           int32_t *out, int cap);
+/* The boosted runner-ups of a row in a span of `kind` (SPAN_NAME: the name_index-th token of the other
+ * offered names; SPAN_ARGS: JSON structure; SPAN_TEXT: common words) and their base logit (*base, from
+ * L = log V); returns how many (at most 48). */
+int stub_span_alternatives(const kd_stub_teacher *s, const tool_view *tv, int ntools, int kind, int tool, size_t name_index,
+                           double L, int32_t alts[48], double *base);
 
 /* The top-k of `text`'s tokens from response_start on (all rows when keep_prompt), with boosted
  * alternatives inside `spans` (offsets from response_start). */

@@ -164,23 +164,13 @@ int kd_stub_score(kd_stub_teacher *s, const char *text, size_t len, const json_t
             else if (own[r].ids[ti] != id) want = own[r].ids[ti], left = 1;
         }
         ti++;
-        int32_t alts[48];
-        int na;
-        double base;
-        if (q < ns && off >= spans[q].b && spans[q].kind == SPAN_NAME) {
-            size_t idx = 0; /* which token of the name this is */
+        int in_span = q < ns && off >= spans[q].b, kind = in_span ? spans[q].kind : SPAN_TEXT;
+        size_t idx = 0; /* which token of the name this is */
+        if (kind == SPAN_NAME)
             for (size_t u = t; u > 0 && (size_t)enc.offsets[u - 1][0] >= spans[q].b; u--) idx++;
-            na = stub_name_alternatives(s, tv, ntools, spans[q].tool, idx, alts, 48);
-            base = L + 3.5;
-        } else if (q < ns && off >= spans[q].b) {
-            memcpy(alts, s->json_alts, sizeof(int32_t) * (size_t)s->n_json_alts);
-            na = s->n_json_alts;
-            base = L + 2.0;
-        } else {
-            memcpy(alts, s->text_alts, sizeof(int32_t) * (size_t)s->n_text_alts);
-            na = s->n_text_alts;
-            base = L + 1.0;
-        }
+        int32_t alts[48];
+        double base;
+        int na = stub_span_alternatives(s, tv, ntools, kind, in_span ? spans[q].tool : -1, idx, L, alts, &base);
         if (want >= 0) /* the stub's own token on top; the written one still plausible */
             stub_position_topk(s, lp, (int)t, id, L + 2.5, want, L + 6.0, alts, na, base, (uint64_t)seed, t);
         else

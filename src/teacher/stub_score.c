@@ -83,7 +83,7 @@ void stub_position_topk(const kd_stub_teacher *s, kd_teacher_logprobs *lp, int r
     lp->tail_logprob[row] = tz > 0 ? (float)(mx + log(tz) - logz) : -INFINITY;
 }
 
-int stub_name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
+static int name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n, int actual_tool, size_t tok_index,
                              int32_t *out, int cap) {
     (void)s;
     int m = 0;
@@ -93,6 +93,19 @@ int stub_name_alternatives(const kd_stub_teacher *s, const tool_view *tv, int n,
         m = add_unique(out, m, cap, tv[i].name_ids[j]);
     }
     return m;
+}
+
+int stub_span_alternatives(const kd_stub_teacher *s, const tool_view *tv, int ntools, int kind, int tool, size_t name_index,
+                           double L, int32_t alts[48], double *base) {
+    if (kind == SPAN_NAME) {
+        *base = L + 3.5;
+        return name_alternatives(s, tv, ntools, tool, name_index, alts, 48);
+    }
+    const int32_t *from = kind == SPAN_ARGS ? s->json_alts : s->text_alts;
+    int n = kind == SPAN_ARGS ? s->n_json_alts : s->n_text_alts;
+    *base = L + (kind == SPAN_ARGS ? 2.0 : 1.0);
+    memcpy(alts, from, sizeof(int32_t) * (size_t)n);
+    return n;
 }
 
 int stub_build_logprobs(const kd_stub_teacher *s, const char *text, size_t len, size_t response_start,
@@ -133,23 +146,12 @@ int stub_build_logprobs(const kd_stub_teacher *s, const char *text, size_t len, 
                 tool = spans[i].tool;
                 span_b = spans[i].b;
             }
-        int32_t alts[48];
-        int na = 0;
-        double base;
-        if (kind == SPAN_NAME) {
-            size_t idx = 0; /* which token of the name this is */
+        size_t idx = 0; /* which token of the name this is */
+        if (kind == SPAN_NAME)
             for (size_t q = t; q > first && (size_t)enc.offsets[q - 1][0] - response_start >= span_b; q--) idx++;
-            na = stub_name_alternatives(s, tv, ntools, tool, idx, alts, 48);
-            base = L + 3.5;
-        } else if (kind == SPAN_ARGS) {
-            memcpy(alts, s->json_alts, sizeof(int32_t) * (size_t)s->n_json_alts);
-            na = s->n_json_alts;
-            base = L + 2.0;
-        } else {
-            memcpy(alts, s->text_alts, sizeof(int32_t) * (size_t)s->n_text_alts);
-            na = s->n_text_alts;
-            base = L + 1.0;
-        }
+        int32_t alts[48];
+        double base;
+        int na = stub_span_alternatives(s, tv, ntools, kind, tool, idx, L, alts, &base);
         stub_position_topk(s, lp, row, id, L + 6.0, -1, 0, alts, na, base, seed, t);
     }
     /* keep only the response rows */
