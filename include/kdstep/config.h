@@ -54,6 +54,7 @@ typedef struct kd_config {
         double eval_fraction;  /* share of samples held out for eval */
         int64_t max_bad_steps; /* consecutive NaN/Inf steps before abort */
         int64_t threads;       /* 0: cores / ranks per node */
+        double context_lm_weight; /* 0: off; > 0: CE on the window's non-answer tokens (docs/losses.md) */
         int64_t length_buckets; /* 0: off; N: sort N steps' samples by length, micro-batches run at their longest row */
         int64_t prompt_window; /* prompt tokens kept before the answer; 0: the whole prompt (window.h) */
         char save_dtype[KD_CFG_STR];     /* final/ weights: float32 | bfloat16 | float16 */

@@ -8,6 +8,8 @@
  *               heldout_file, heldout_count, heldout_seed, total,
  *               tools_per_prompt ("MIN-MAX": each synthesized prompt carries its own tools drawn
  *               from `tools`, the train pool; empty = the registry for every prompt),
+ *               rename_tools (0..100: the share of training prompts whose tools get made-up
+ *               names, kd_synth_options.rename_pct; held-out sets keep the real names),
  *               heldout_tools (a pool of tools kept out of training: eval split (b), its
  *               heldout_tools_count prompts synthesized with seed heldout_seed + 1),
  *               bfcl_dir (BFCL v3 folder: eval split (c) on simple, multiple, irrelevance and
@@ -50,6 +52,7 @@ typedef struct kd_job {
     int64_t heldout_seed;
     int64_t total;          /* cap on prompts used for generation; 0 = all */
     char tools_per_prompt[KD_CFG_STR]; /* "MIN-MAX" or "" */
+    int64_t rename_tools;              /* 0..100: share of training prompts with made-up tool names */
     char heldout_tools[KD_CFG_PATH];
     int64_t heldout_tools_count;
     char bfcl_dir[KD_CFG_PATH];

@@ -29,9 +29,18 @@
  * by its parameter words (include/kdstep/toolwords.h): "I want to retrieve the weather with city
  * "Paris" and days 3.", "(city: Paris; days: 3)", ", setting city to Paris", "where the city is ...".
  * metadata: {"tool_calls": [...], "category": "call" | "two_calls" | "no_call_chat" | "no_call_unfit"}.
- * Gold arguments are validated against the schema before a record is written. */
+ * Gold arguments are validated against the schema before a record is written.
+ *
+ * rename_pct (`--rename-tools PCT`, job key prompts.rename_tools): in about PCT% of the records every
+ * tool (offered, or asked for and not offered) gets a made-up name of two or three pieces of other
+ * pool names ("weather_badge_transfer"), unique within the record; the request, the tools array
+ * and metadata.tool_calls use it, descriptions and schemas stay. A student trained on such records
+ * cannot answer by naming a tool it has memorized: it must read the name from the prompt's tools.
+ * The roll and the names come from their own stream, so records the roll passes over are the same
+ * bytes as with rename_pct 0. */
 typedef struct kd_synth_options {
     int tools_min, tools_max; /* 0, 0: no per-prompt tools (the registry's regime above) */
+    int rename_pct;           /* 0..100: share of records whose tools get made-up names */
 } kd_synth_options;
 
 int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint64_t seed, int64_t index, json_t **record,

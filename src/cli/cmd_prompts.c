@@ -13,7 +13,8 @@
 #include "kdstep/synth.h"
 
 static const char USAGE[] =
-    "usage: kdstep prompts synth --tools FILE -n N [--seed S] [--tools-per-prompt MIN-MAX] -o FILE\n"
+    "usage: kdstep prompts synth --tools FILE -n N [--seed S] [--tools-per-prompt MIN-MAX]\n"
+    "                           [--rename-tools PCT] -o FILE\n"
     "       kdstep prompts check FILE\n"
     "\n"
     "synth  writes N prompts (JSON Lines) that call the registry's tools: varied phrasings and argument\n"
@@ -26,6 +27,10 @@ static const char USAGE[] =
     "                        each prompt carries its own \"tools\": MIN..MAX tools of the registry (the\n"
     "                        pool, e.g. configs/tool_pool.train.json): the one(s) it needs plus\n"
     "                        distractors; ~10% small talk, ~10% ask for a tool that is not offered\n"
+    "         --rename-tools PCT\n"
+    "                        with --tools-per-prompt: in about PCT% of the prompts every tool gets a\n"
+    "                        made-up name (pieces of other pool names), so a student trained on them\n"
+    "                        must read names from the prompt's tools instead of recalling them\n"
     "         -o FILE        output file, '-' for standard output (written atomically)\n"
     "check  reads a prompt set (prompt / messages / BFCL question lines) and prints one JSON line per bad\n"
     "       line (what generate writes to failures.jsonl), then a summary; exit 1 when any line is bad.\n";
@@ -56,10 +61,11 @@ static int cmd_synth(int argc, char **argv) {
     static const struct option opts[] = {{"tools", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
                                          {"output", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
                                          {"tools-per-prompt", required_argument, 0, 'p'},
+                                         {"rename-tools", required_argument, 0, 'r'},
                                          {0, 0, 0, 0}};
     const char *tools = "configs/tools.json", *out = NULL;
     int64_t n = -1, seed = 1;
-    kd_synth_options so = {0, 0};
+    kd_synth_options so = {0, 0, 0};
     int c;
     while ((c = getopt_long(argc, argv, "+n:o:", opts, NULL)) != -1) {
         switch (c) {
@@ -84,6 +90,13 @@ static int cmd_synth(int argc, char **argv) {
                                           optarg);
             break;
         }
+        case 'r': {
+            int64_t v;
+            if (parse_i64(optarg, &v) || v < 0 || v > 100)
+                return kd_cli_usage_error(USAGE, "prompts synth: --rename-tools wants a share 0..100, got '%s'", optarg);
+            so.rename_pct = (int)v;
+            break;
+        }
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "prompts synth: unknown or incomplete flag '%s'", argv[optind - 1]);
         }
@@ -91,6 +104,8 @@ static int cmd_synth(int argc, char **argv) {
     if (optind < argc) return kd_cli_usage_error(USAGE, "prompts synth: unexpected argument '%s'", argv[optind]);
     if (n < 0) return kd_cli_usage_error(USAGE, "prompts synth: -n N is required");
     if (!out) return kd_cli_usage_error(USAGE, "prompts synth: -o FILE is required");
+    if (so.rename_pct && !so.tools_max)
+        return kd_cli_usage_error(USAGE, "prompts synth: --rename-tools needs --tools-per-prompt (per-prompt tool sets)");
     kd_registry *reg = NULL;
     kd_error err;
     if (kd_registry_open(&reg, &err) || kd_registry_load_file(reg, tools, &err)) {

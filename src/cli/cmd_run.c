@@ -53,7 +53,10 @@ static int write_marker(const kd_job *job, const char *rel, const char *text, kd
 
 /* prompts.tools_per_prompt "MIN-MAX" (or "N"); "" = the registry regime. */
 static int job_synth_options(const kd_job *job, kd_synth_options *o, kd_error *err) {
-    o->tools_min = o->tools_max = 0;
+    o->tools_min = o->tools_max = o->rename_pct = 0;
+    if (job->rename_tools && !job->tools_per_prompt[0])
+        return kd_error_set(err, KD_ERR_INVALID, "%s: prompts.rename_tools needs prompts.tools_per_prompt (per-prompt tool sets)",
+                            job->path);
     if (!job->tools_per_prompt[0]) return KD_OK;
     char tail = 0;
     int m = sscanf(job->tools_per_prompt, "%d-%d%c", &o->tools_min, &o->tools_max, &tail);
@@ -94,7 +97,9 @@ static int ensure_prompts(const kd_job *job, char *prompts, char *heldout, kd_er
     }
     if (!job->prompts_file[0] && !kd_path_exists(prompts)) {
         KD_INFO("run: synthesizing %lld prompts (seed %lld) into %s", (long long)job->synth_count, (long long)job->synth_seed, prompts);
-        rc = synth_file(reg, &so, job->synth_count, (uint64_t)job->synth_seed, prompts, err);
+        kd_synth_options train_so = so; /* made-up names in the training set only: eval reads real ones */
+        train_so.rename_pct = (int)job->rename_tools;
+        rc = synth_file(reg, &train_so, job->synth_count, (uint64_t)job->synth_seed, prompts, err);
     }
     if (!rc && !job->heldout_file[0] && job->heldout_count > 0 && !kd_path_exists(heldout)) {
         KD_INFO("run: synthesizing %lld held-out prompts (seed %lld) into %s", (long long)job->heldout_count,

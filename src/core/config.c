@@ -77,6 +77,8 @@ static const key_spec KEYS[] = {
     {"train", "eval_fraction", T_FLOAT, F(train, eval_fraction), 0, 0.9, "0.05", NULL, "Share of samples held out (by prompt-id hash)."},
     {"train", "max_bad_steps", T_INT, F(train, max_bad_steps), 1, 1000, "3", NULL, "Consecutive NaN/Inf steps skipped before the run aborts."},
     {"train", "threads", T_INT, F(train, threads), 0, 4096, "0", NULL, "Threads per rank; 0 = KDSTEP_THREADS, OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, else the CPUs of the rank's affinity mask / the ranks sharing them."},
+    {"train", "context_lm_weight", T_FLOAT, F(train, context_lm_weight), 0, 1000, "0.0", NULL,
+     "Weight of a language-model term on the prompt's own tokens (system turn and tools, user turn, tool results): CE on every window token outside loss_mask. 0 = off. It gives a student trained from scratch the copying a tool call needs: a request quotes its tool's description."},
     {"train", "length_buckets", T_INT, F(train, length_buckets), 0, 1048576, "0", NULL,
      "Length bucketing: 0 = off (every row padded to seq_len); N > 0 = the samples of each N optimizer steps are sorted by length into steps of alike lengths (in a seeded order), and each micro-batch runs at its longest row, rounded up to 16."},
     {"train", "prompt_window", T_INT, F(train, prompt_window), 0, 1048576, "0", NULL,

@@ -39,6 +39,7 @@ static const jkey JKEYS[] = {
     {"prompts", "heldout_seed", J_INT, O(heldout_seed), 0, INT64_MAX},
     {"prompts", "total", J_INT, O(total), 0, INT64_MAX},
     {"prompts", "tools_per_prompt", J_STR, O(tools_per_prompt), 0, 0},
+    {"prompts", "rename_tools", J_INT, O(rename_tools), 0, 100},
     {"prompts", "heldout_tools", J_STR, O(heldout_tools), 0, 0},
     {"prompts", "heldout_tools_count", J_INT, O(heldout_tools_count), 0, 1000000000},
     {"prompts", "bfcl_dir", J_STR, O(bfcl_dir), 0, 0},

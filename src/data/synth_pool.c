@@ -139,6 +139,62 @@ static json_t *tool_json(const kd_tool *t) {
                      t->description ? t->description : "", "parameters", t->parameters);
 }
 
+/* ---- made-up names (kd_synth_options.rename_pct) ------------------------------------------------ */
+
+enum { NAME_MAX_LEN = 96 };
+
+/* One piece of a pool name: a random tool's name cut at '_', '.' and '-', a random part of two or
+ * more letters (lower-cased); "" when the name has none. */
+static void name_piece(const kd_registry *reg, uint64_t *rng, char *out, size_t cap) {
+    const char *n = reg->tools[kd_splitmix64(rng) % (uint64_t)reg->count].name;
+    const char *parts[16];
+    size_t lens[16];
+    int np = 0;
+    for (const char *p = n; *p && np < 16;) {
+        size_t l = strcspn(p, "_.-");
+        int alpha = l >= 2;
+        for (size_t i = 0; i < l && alpha; i++) alpha = isalpha((unsigned char)p[i]) != 0;
+        if (alpha) {
+            parts[np] = p;
+            lens[np++] = l;
+        }
+        p += l;
+        if (*p) p++;
+    }
+    out[0] = 0;
+    if (!np) return;
+    int i = (int)(kd_splitmix64(rng) % (uint64_t)np);
+    size_t l = lens[i] < cap - 1 ? lens[i] : cap - 1;
+    for (size_t j = 0; j < l; j++) out[j] = (char)tolower((unsigned char)parts[i][j]);
+    out[l] = 0;
+}
+
+/* n made-up names, distinct from each other and from every pool name. */
+static void made_up_names(const kd_registry *reg, uint64_t *rng, int n, char (*names)[NAME_MAX_LEN]) {
+    for (int i = 0; i < n; i++) {
+        for (int tries = 0;; tries++) {
+            int pieces = 2 + (int)(kd_splitmix64(rng) % 2);
+            names[i][0] = 0;
+            for (int p = 0; p < pieces; p++) {
+                char piece[32];
+                name_piece(reg, rng, piece, sizeof piece);
+                if (!piece[0]) continue;
+                size_t len = strlen(names[i]);
+                if (len + strlen(piece) + 2 >= NAME_MAX_LEN) break;
+                if (len) strcat(names[i], "_");
+                strcat(names[i], piece);
+            }
+            int bad = strlen(names[i]) < 4 || kd_registry_find(reg, names[i]) != NULL;
+            for (int j = 0; j < i && !bad; j++) bad = strcmp(names[i], names[j]) == 0;
+            if (!bad) break;
+            if (tries >= 64) { /* a pool of one-letter names: number them */
+                snprintf(names[i], NAME_MAX_LEN, "tool_%d_%llu", i, (unsigned long long)(kd_splitmix64(rng) % 100000));
+                break;
+            }
+        }
+    }
+}
+
 /* Choose `k` offered tools: `need` (n_need of them) plus distractors, none of them equal to `avoid`
  * or of its family; shuffled. Returns the count written to `out`. */
 static int choose_tools(const kd_registry *reg, const int *need, int n_need, int avoid, int k, uint64_t *rng, int *out) {
@@ -195,11 +251,26 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
         avoid = (int)(kd_splitmix64(&rng) % (uint64_t)reg->count);
     }
     int *offer = calloc((size_t)k + 2, sizeof *offer);
+    /* made-up names: their own stream, so the records the roll passes over keep their bytes */
+    uint64_t rkey[3] = {seed, (uint64_t)index, 0x72656e616d65ULL};
+    uint64_t rrng = kd_hash64(rkey, sizeof rkey);
+    int rename = o->rename_pct > 0 && (int)(kd_splitmix64(&rrng) % 100) < o->rename_pct;
+    kd_tool *view = calloc((size_t)reg->count, sizeof *view); /* the record's tools by pool index */
+    char (*names)[NAME_MAX_LEN] = rename ? calloc((size_t)k + 3, sizeof *names) : NULL;
     json_t *calls = json_array(), *tools = json_array();
     kd_sbuf b = {0};
     int rc = KD_OK;
-    if (!offer || !calls || !tools) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
+    if (!offer || !calls || !tools || !view || (rename && !names)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     int n_offer = rc ? 0 : choose_tools(reg, need, n_need, avoid, k, &rng, offer);
+    if (!rc) {
+        for (int i = 0; i < n_offer; i++) view[offer[i]] = reg->tools[offer[i]];
+        if (avoid >= 0) view[avoid] = reg->tools[avoid];
+    }
+    if (!rc && rename) {
+        made_up_names(reg, &rrng, n_offer + 1, names);
+        for (int i = 0; i < n_offer; i++) view[offer[i]].name = names[i];
+        if (avoid >= 0) view[avoid].name = names[n_offer];
+    }
     if (!rc && !strcmp(category, "no_call_chat")) {
         char text[256];
         kd_synth_chat_text(&rng, text, sizeof text);
@@ -207,7 +278,7 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
     } else if (!rc && avoid >= 0) {
         json_t *args = NULL;
         rc = valid_call(&reg->tools[avoid], &rng, &args, err);
-        if (!rc) say_request(&b, &reg->tools[avoid], args, &rng, 1);
+        if (!rc) say_request(&b, &view[avoid], args, &rng, 1);
         json_decref(args);
     }
     for (int c = 0; !rc && c < n_need; c++) {
@@ -218,12 +289,12 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
             const char *j = kd_synth_pick_joiner(&rng);
             kd_sbuf_puts(&b, j[0] == ' ' ? j + 1 : j);
         }
-        say_request(&b, &reg->tools[need[c]], args, &rng, c == 0);
-        json_array_append_new(calls, json_pack("{s:s, s:o}", "name", reg->tools[need[c]].name, "arguments", args));
+        say_request(&b, &view[need[c]], args, &rng, c == 0);
+        json_array_append_new(calls, json_pack("{s:s, s:o}", "name", view[need[c]].name, "arguments", args));
         if (c == 0 && n_need > 1) kd_sbuf_puts(&b, " ");
     }
     if (!rc) kd_sbuf_puts(&b, kd_synth_pick_closing(&rng));
-    for (int i = 0; !rc && i < n_offer; i++) json_array_append_new(tools, tool_json(&reg->tools[offer[i]]));
+    for (int i = 0; !rc && i < n_offer; i++) json_array_append_new(tools, tool_json(&view[offer[i]]));
     if (!rc && (b.oom || !b.data)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     if (!rc) {
         char id[64];
@@ -235,12 +306,16 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
     json_decref(calls);
     json_decref(tools);
     free(offer);
+    free(view);
+    free(names);
     free(b.data);
     return rc;
 }
 
 int kd_synth_write_opts(const kd_registry *reg, const kd_synth_options *o, uint64_t seed, int64_t n, FILE *out, kd_error *err) {
     if (!o || o->tools_max <= 0) return kd_synth_write(reg, seed, n, out, err);
+    if (o->rename_pct < 0 || o->rename_pct > 100)
+        return kd_error_set(err, KD_ERR_INVALID, "prompts synth: --rename-tools %d: want a share 0..100", o->rename_pct);
     if (o->tools_min < 1 || o->tools_min > o->tools_max)
         return kd_error_set(err, KD_ERR_INVALID, "prompts synth: --tools-per-prompt %d-%d: want 1 <= MIN <= MAX", o->tools_min,
                             o->tools_max);

@@ -25,6 +25,7 @@ int kd_mb_alloc(micro_batch *b, int B, int T, int K) {
     b->tool = kd_calloc(N, 1);
     b->json = kd_calloc(N, 1);
     b->integ = kd_calloc(N, 1);
+    b->ctx = kd_calloc(N, 1);
     b->tk_ids = kd_calloc(N * (size_t)(K > 0 ? K : 1), sizeof(int32_t));
     b->tk_lp = kd_calloc(N * (size_t)(K > 0 ? K : 1), sizeof(float));
     b->tail = kd_calloc(N, sizeof(float));
@@ -32,7 +33,7 @@ int kd_mb_alloc(micro_batch *b, int B, int T, int K) {
     b->target = kd_calloc(N, sizeof(int32_t));
     b->loss_student = kd_calloc(N, 1);
     b->loss_teacher = kd_calloc(N, 1);
-    return (b->ids && b->lengths && b->loss && b->tool && b->json && b->integ && b->tk_ids && b->tk_lp && b->tail &&
+    return (b->ids && b->lengths && b->loss && b->tool && b->json && b->integ && b->ctx && b->tk_ids && b->tk_lp && b->tail &&
             b->policy && b->target && b->loss_student && b->loss_teacher)
                ? 0
                : -1;
@@ -45,6 +46,7 @@ void kd_mb_free(micro_batch *b) {
     free(b->tool);
     free(b->json);
     free(b->integ);
+    free(b->ctx);
     free(b->tk_ids);
     free(b->tk_lp);
     free(b->tail);
@@ -62,6 +64,7 @@ void kd_mb_clear_row(micro_batch *b, int r) {
     memset(b->tool + r * T, 0, T);
     memset(b->json + r * T, 0, T);
     memset(b->integ + r * T, 0, T);
+    memset(b->ctx + r * T, 0, T);
     for (size_t i = r * T * K; i < (r + 1) * T * K; i++) {
         b->tk_ids[i] = -1;
         b->tk_lp[i] = 0.0f;
@@ -320,6 +323,7 @@ int kd_train_data_load_row(kd_train_data *d, micro_batch *mb, int r, const sampl
     size_t o = (size_t)r * mb->T;
     memcpy(mb->ids + o, b.input_ids + s0, (size_t)L * sizeof(int32_t));
     memcpy(mb->loss + o, b.loss_mask + s0, (size_t)L);
+    for (int64_t t = 0; t < L; t++) mb->ctx[o + t] = !mb->loss[o + t];
     if (d->process_supervision) {
         memcpy(mb->tool + o, b.tool_name_mask + s0, (size_t)L);
         memcpy(mb->json + o, b.json_mask + s0, (size_t)L);

@@ -28,6 +28,7 @@ typedef struct micro_batch {
     int B, T, K;
     int32_t *ids, *lengths;
     uint8_t *loss, *tool, *json, *integ;
+    uint8_t *ctx;   /* the context LM term's mask: every window token outside loss (train.context_lm_weight) */
     int32_t *tk_ids;
     float *tk_lp, *tail;
     int64_t tokens; /* real tokens */

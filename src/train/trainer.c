@@ -51,8 +51,8 @@ void kd_train_request_stop(int sig) { g_stop_signal = sig; }
 /* ---------------------------------------------------------------- data */
 
 /* The loss terms (their sums, counts and weights); see docs/training.md. */
-enum { T_KD, T_CE, T_TOOL, T_JSON_CE, T_GRAMMAR, T_INTEG, T_COUNT };
-static const char *TERM_NAMES[T_COUNT] = {"kd", "ce", "tool", "json_ce", "json_grammar", "integration"};
+enum { T_KD, T_CE, T_TOOL, T_JSON_CE, T_GRAMMAR, T_INTEG, T_CTX, T_COUNT };
+static const char *TERM_NAMES[T_COUNT] = {"kd", "ce", "tool", "json_ce", "json_grammar", "integration", "context_lm"};
 
 typedef struct term_cfg {
     double weight[T_COUNT];
@@ -176,6 +176,8 @@ static void terms_from_config(const kd_config *cfg, term_cfg *tc) {
     tc->on[T_JSON_CE] = ps && cfg->process_supervision.json_ce && tc->weight[T_JSON_CE] > 0;
     tc->on[T_GRAMMAR] = ps && cfg->process_supervision.json_grammar && tc->weight[T_GRAMMAR] > 0;
     tc->on[T_INTEG] = ps && tc->weight[T_INTEG] > 0;
+    tc->weight[T_CTX] = cfg->train.context_lm_weight;
+    tc->on[T_CTX] = tc->weight[T_CTX] > 0;
 }
 
 static const uint8_t *term_mask(const micro_batch *b, int t) {
@@ -185,6 +187,7 @@ static const uint8_t *term_mask(const micro_batch *b, int t) {
     case T_TOOL: return b->tool;
     case T_JSON_CE:
     case T_GRAMMAR: return b->json;
+    case T_CTX: return b->ctx;
     default: return b->integ;
     }
 }
@@ -231,6 +234,7 @@ static void micro_losses(trainer *tr, const term_cfg *tc, micro_batch *b, const 
             if (grammar_s) *grammar_s += kd_now_s() - t0;
             break;
         }
+        case T_CTX: kd_loss_ce(logits, b->ids, mask, B, T, V, gs, dl, &s); break; /* the prompt's own tokens */
         default: kd_loss_ce(logits, target, mask, B, T, V, gs, dl, &s); break;
         }
         sums[t] += s;

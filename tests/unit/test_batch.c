@@ -163,7 +163,8 @@ static void test_short_micro_batch(void) {
 
 /* On-policy rows (/samples/policy 1): the hard targets of the CE-type terms are the teacher's argmax
  * at each token with teacher top-k (ids elsewhere, and everywhere in a teacher-written row), the row
- * is counted in n_student, and clearing the row forgets it. */
+ * is counted in n_student, and clearing the row forgets it. The context LM mask is the complement of
+ * loss_mask within the window. */
 static void test_student_targets(void) {
     char dir[512];
     kd_shard *sh = kd_test_new_shard("policy", 2, 4, dir, sizeof dir);
@@ -213,9 +214,15 @@ static void test_student_targets(void) {
     int32_t want[n] = {5, 6, 7, 8, 9, 11};
     for (int t = 0; t < n; t++) CU_ASSERT_EQUAL(mb.target[8 + t], want[t]);
     for (int t = 0; t < n; t++) CU_ASSERT_EQUAL(mb.ids[8 + t], ids[t]); /* the input is untouched */
+    /* the context LM mask (train.context_lm_weight): the window's tokens outside loss_mask, none in
+     * the padding */
+    uint8_t want_ctx[8] = {1, 1, 0, 0, 0, 0, 0, 0};
+    for (int r = 0; r < 2; r++)
+        for (int t = 0; t < 8; t++) CU_ASSERT_EQUAL(mb.ctx[r * 8 + t], want_ctx[t]);
     kd_mb_clear_row(&mb, 1);
     CU_ASSERT_EQUAL(mb.n_student, 0);
     CU_ASSERT_EQUAL(mb.policy[1], 0);
+    for (int t = 0; t < 8; t++) CU_ASSERT_EQUAL(mb.ctx[8 + t], 0);
     kd_mb_free(&mb);
     kd_dataset_close(ds);
 }

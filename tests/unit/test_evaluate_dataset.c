@@ -91,7 +91,7 @@ static void test_full_context_own_tools(void) {
     kd_error err;
     CU_ASSERT_EQUAL_FATAL(kd_registry_open(&pool, &err), KD_OK);
     CU_ASSERT_EQUAL_FATAL(kd_registry_load_file(pool, kd_test_src("configs/tool_pool.train.json"), &err), KD_OK);
-    kd_synth_options so = {2, 4};
+    kd_synth_options so = {2, 4, 0};
     FILE *f = fopen(prompts, "w");
     CU_ASSERT_EQUAL_FATAL(kd_synth_write_opts(pool, &so, 3, 12, f, &err), KD_OK);
     fclose(f);

@@ -98,7 +98,7 @@ static void test_heldout_ceiling(void) {
     kd_error e;
     CU_ASSERT_EQUAL_FATAL(kd_registry_open(&pool, &e), KD_OK);
     CU_ASSERT_EQUAL_FATAL(kd_registry_load_file(pool, kd_test_src("configs/tool_pool.heldout.json"), &e), KD_OK);
-    kd_synth_options o = {3, 5};
+    kd_synth_options o = {3, 5, 0};
     long name_ok = 0, name_n = 0, args_ok = 0, call_n = 0, nocall_ok = 0, nocall_n = 0;
     for (int64_t i = 0; i < 600; i++) {
         json_t *rec = NULL;

@@ -222,7 +222,7 @@ static void test_pool_every_tool_valid(void) {
  * unfit prompts offer no tool of the requested one's family, same seed -> same bytes. */
 static void test_pool_records(void) {
     kd_registry *r = pool("configs/tool_pool.train.json");
-    kd_synth_options o = {3, 5};
+    kd_synth_options o = {3, 5, 0};
     const int64_t N = 1500;
     long cat[4] = {0, 0, 0, 0}, bad = 0, size_bad = 0, missing = 0, value_not_in_prompt = 0, values = 0;
     static const char *cats[] = {"call", "two_calls", "no_call_chat", "no_call_unfit"};
@@ -280,9 +280,60 @@ static void test_pool_records(void) {
     CU_ASSERT_TRUE(la == lb && la > 0 && memcmp(a, b, la) == 0);
     free(a);
     free(b);
-    kd_synth_options badopt = {4, 2};
+    kd_synth_options badopt = {4, 2, 0};
     CU_ASSERT_EQUAL(kd_synth_write_opts(r, &badopt, 5, 1, stderr, &e), KD_ERR_INVALID);
     KD_ASSERT_CONTAINS(e.msg, "--tools-per-prompt 4-2");
+    kd_registry_close(r);
+}
+
+/* --rename-tools: in about PCT% of the records every tool has a made-up name, unique in the record
+ * and not a pool name; the calls name the record's own tools and stay valid; descriptions and
+ * schemas are the pool's; every other record is byte-identical to the one made without renaming. */
+static void test_pool_rename(void) {
+    kd_registry *r = pool("configs/tool_pool.train.json");
+    kd_synth_options plain = {2, 4, 0}, ren = {2, 4, 50};
+    const int64_t N = 600;
+    long renamed = 0, bad = 0;
+    for (int64_t i = 0; i < N; i++) {
+        json_t *a = NULL, *b = NULL;
+        kd_error e;
+        CU_ASSERT_EQUAL_FATAL(kd_synth_record_opts(r, &plain, 4, i, &a, &e), KD_OK);
+        CU_ASSERT_EQUAL_FATAL(kd_synth_record_opts(r, &ren, 4, i, &b, &e), KD_OK);
+        char *sa = json_dumps(a, JSON_COMPACT | JSON_REAL_PRECISION(17)), *sb = json_dumps(b, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        if (strcmp(sa, sb) != 0) {
+            renamed++;
+            json_t *ta = json_object_get(a, "tools"), *tb = json_object_get(b, "tools");
+            CU_ASSERT_EQUAL(json_array_size(ta), json_array_size(tb));
+            for (size_t k = 0; k < json_array_size(tb); k++) {
+                json_t *fa = json_object_get(json_array_get(ta, k), "function"), *fb = json_object_get(json_array_get(tb, k), "function");
+                const char *nb = json_string_value(json_object_get(fb, "name"));
+                bad += kd_registry_find(r, nb) != NULL; /* a made-up name is no pool name */
+                for (size_t m = 0; m < k; m++)
+                    bad += !strcmp(nb, json_string_value(json_object_get(json_object_get(json_array_get(tb, m), "function"), "name")));
+                bad += !json_equal(json_object_get(fa, "description"), json_object_get(fb, "description"));
+                bad += !json_equal(json_object_get(fa, "parameters"), json_object_get(fb, "parameters"));
+            }
+            kd_registry *own = NULL;
+            CU_ASSERT_EQUAL_FATAL(kd_registry_from_json(&own, tb, "record", &e), KD_OK);
+            json_t *calls = json_object_get(json_object_get(b, "metadata"), "tool_calls"), *call;
+            size_t j;
+            json_array_foreach(calls, j, call) {
+                const kd_tool *t = kd_registry_find(own, json_string_value(json_object_get(call, "name")));
+                if (!t || kd_registry_validate(t, json_object_get(call, "arguments"), &e) != KD_OK) bad++;
+            }
+            kd_registry_close(own);
+        }
+        free(sa);
+        free(sb);
+        json_decref(a);
+        json_decref(b);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_TRUE(renamed >= N * 40 / 100 && renamed <= N * 60 / 100);
+    kd_synth_options over = {2, 4, 101};
+    kd_error e;
+    CU_ASSERT_EQUAL(kd_synth_write_opts(r, &over, 5, 1, stderr, &e), KD_ERR_INVALID);
+    KD_ASSERT_CONTAINS(e.msg, "--rename-tools 101");
     kd_registry_close(r);
 }
 
@@ -318,6 +369,7 @@ int main(void) {
     CU_add_test(s, "BFCL schemas through the generic phrasing", test_bfcl_registry);
     CU_add_test(s, "pool: every tool's arguments schema-valid", test_pool_every_tool_valid);
     CU_add_test(s, "pool: per-prompt tools, categories, gold valid", test_pool_records);
+    CU_add_test(s, "pool: made-up names (--rename-tools), the rest unchanged", test_pool_rename);
     CU_add_test(s, "errors", test_errors);
     return kd_test_main();
 }
