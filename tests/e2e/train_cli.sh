@@ -68,6 +68,21 @@ for r in rows:
     assert abs(w - r["loss"]) < 1e-6 * max(1, abs(w)), (w, r["loss"])
 assert "heldout_loss" in rows[1] and "heldout_tool_acc" in rows[3] and "heldout_loss" not in rows[0]
 PY
+# the context LM term (train.context_lm_weight): its value is logged and weighted into the loss; at
+# initialization it is near ln(vocab), like CE, since both are next-token CE of a random model
+$T --train-data "$tmp/ds" --out "$tmp/ctx" --set train.seq_len=64 --set train.steps=2 --set train.micro_batch=2 \
+   --set train.eval_every=0 --set train.context_lm_weight=0.5 2>"$tmp/ctx.log" || { cat "$tmp/ctx.log"; fail "context LM run"; }
+"$PY" - "$tmp/ctx/metrics.jsonl" "$tmp/run/metrics.jsonl" <<'PY'
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+base = json.loads(open(sys.argv[2]).readline())
+assert "context_lm" not in base, base  # off by default: not logged
+for r in rows:
+    w = 1.0 * r["kd"] + r["ce"] + 0.7 * r["tool"] + 0.3 * (r["json_ce"] + r["json_grammar"]) + 0.5 * r["context_lm"]
+    assert abs(w - r["loss"]) < 1e-6 * max(1, abs(w)), (w, r["loss"])
+# the first step's CE terms see the same random weights: context LM within 25% of the answer's CE
+assert 0.75 * rows[0]["ce"] < rows[0]["context_lm"] < 1.25 * rows[0]["ce"], rows[0]
+PY
 head -c 8 "$tmp/run/curves.png" | od -An -c | grep -q "P   N   G" || fail "train did not draw curves.png"
 "$KDSTEP" plot "$tmp/run" -o "$tmp/c2.png" >/dev/null
 head -c 8 "$tmp/c2.png" | od -An -c | grep -q "P   N   G" || fail "plot did not draw a PNG"
