@@ -44,6 +44,28 @@ static void test_unseen_job(void) {
     kd_job_free(&j);
 }
 
+/* jobs/quality.yaml: the unseen-tools regime at scale, with made-up names for half the training
+ * prompts and the context LM term; prompts.rename_tools is a share 0..100 */
+static void test_quality_job(void) {
+    kd_job j;
+    kd_error e;
+    kd_job_defaults(&j);
+    int rc = kd_job_load_file(&j, kd_test_src("jobs/quality.yaml"), &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_STRING_EQUAL(j.tools_per_prompt, "2-4");
+    CU_ASSERT_EQUAL(j.rename_tools, 50);
+    CU_ASSERT_EQUAL(j.bfcl_max, 0);
+    int ctx = 0;
+    for (int i = 0; i < j.overrides.count; i++) ctx |= strcmp(j.overrides.items[i], "train.context_lm_weight=0.5") == 0;
+    CU_ASSERT_TRUE(ctx);
+    kd_job_free(&j);
+    kd_job_defaults(&j);
+    CU_ASSERT_NOT_EQUAL(kd_job_load_string(&j, "prompts:\n  rename_tools: 101\n", "j.yaml", &e), KD_OK);
+    KD_ASSERT_CONTAINS(e.msg, "j.yaml:2:17: prompts.rename_tools: value 101 is out of range");
+    kd_job_free(&j);
+}
+
 /* jobs/onpolicy.yaml: two on-policy rounds of 80 steps, the overrides a mixed round needs */
 static void test_onpolicy_job(void) {
     kd_job j;
@@ -138,6 +160,7 @@ int main(void) {
     CU_pSuite s = CU_add_suite("job", NULL, NULL);
     CU_add_test(s, "jobs/demo.yaml loads", test_demo_job);
     CU_add_test(s, "jobs/unseen.yaml loads", test_unseen_job);
+    CU_add_test(s, "jobs/quality.yaml loads", test_quality_job);
     CU_add_test(s, "jobs/onpolicy.yaml loads", test_onpolicy_job);
     CU_add_test(s, "config + overrides", test_job_config_overrides);
     CU_add_test(s, "errors name file:line:column", test_job_errors);
