@@ -4,13 +4,18 @@
 #include "kdstep/job.h"
 #include "testutil.h"
 
+/* A job file shipped in jobs/, loaded over the defaults; its error printed when it does not load. */
+static int load_shipped(kd_job *j, const char *rel, kd_error *e) {
+    kd_job_defaults(j);
+    int rc = kd_job_load_file(j, kd_test_src(rel), e);
+    if (rc) fprintf(stderr, "%s: %s\n", rel, e->msg);
+    return rc;
+}
+
 static void test_demo_job(void) {
     kd_job j;
     kd_error e;
-    kd_job_defaults(&j);
-    int rc = kd_job_load_file(&j, kd_test_src("jobs/demo.yaml"), &e);
-    if (rc) fprintf(stderr, "%s\n", e.msg);
-    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_EQUAL_FATAL(load_shipped(&j, "jobs/demo.yaml", &e), KD_OK);
     CU_ASSERT_STRING_EQUAL(j.name, "demo");
     CU_ASSERT_STRING_EQUAL(j.workdir, "runs/demo");
     CU_ASSERT_EQUAL(j.ranks, 2);
@@ -27,10 +32,7 @@ static void test_demo_job(void) {
 static void test_unseen_job(void) {
     kd_job j;
     kd_error e;
-    kd_job_defaults(&j);
-    int rc = kd_job_load_file(&j, kd_test_src("jobs/unseen.yaml"), &e);
-    if (rc) fprintf(stderr, "%s\n", e.msg);
-    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_EQUAL_FATAL(load_shipped(&j, "jobs/unseen.yaml", &e), KD_OK);
     /* the regime of issue #17: own tools per prompt, held-out tools, BFCL */
     CU_ASSERT_STRING_EQUAL(j.tools_per_prompt, "2-4");
     CU_ASSERT_STRING_EQUAL(j.tools, "configs/tool_pool.train.json");
@@ -49,10 +51,7 @@ static void test_unseen_job(void) {
 static void test_quality_job(void) {
     kd_job j;
     kd_error e;
-    kd_job_defaults(&j);
-    int rc = kd_job_load_file(&j, kd_test_src("jobs/quality.yaml"), &e);
-    if (rc) fprintf(stderr, "%s\n", e.msg);
-    CU_ASSERT_EQUAL_FATAL(rc, KD_OK);
+    CU_ASSERT_EQUAL_FATAL(load_shipped(&j, "jobs/quality.yaml", &e), KD_OK);
     CU_ASSERT_STRING_EQUAL(j.tools_per_prompt, "2-4");
     CU_ASSERT_EQUAL(j.rename_tools, 50);
     CU_ASSERT_EQUAL(j.bfcl_max, 0);
