@@ -195,6 +195,13 @@ static void made_up_names(const kd_registry *reg, uint64_t *rng, int n, char (*n
     }
 }
 
+/* Where pool tool `tool` is among the offered ones (choose_tools always offers the needed ones). */
+static int offered_at(const int *offer, int n_offer, int tool) {
+    int i = 0;
+    while (i < n_offer - 1 && offer[i] != tool) i++;
+    return i;
+}
+
 /* Choose `k` offered tools: `need` (n_need of them) plus distractors, none of them equal to `avoid`
  * or of its family; shuffled. Returns the count written to `out`. */
 static int choose_tools(const kd_registry *reg, const int *need, int n_need, int avoid, int k, uint64_t *rng, int *out) {
@@ -255,21 +262,21 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
     uint64_t rkey[3] = {seed, (uint64_t)index, 0x72656e616d65ULL};
     uint64_t rrng = kd_hash64(rkey, sizeof rkey);
     int rename = o->rename_pct > 0 && (int)(kd_splitmix64(&rrng) % 100) < o->rename_pct;
-    kd_tool *view = calloc((size_t)reg->count, sizeof *view); /* the record's tools by pool index */
-    char (*names)[NAME_MAX_LEN] = rename ? calloc((size_t)k + 3, sizeof *names) : NULL;
+    /* the record's own copies of its tools: view[i] is offer[i], view[k] the asked-for tool that is not
+     * offered; with made-up names their name points into names[] */
+    kd_tool *view = calloc((size_t)k + 1, sizeof *view);
+    char (*names)[NAME_MAX_LEN] = rename ? calloc((size_t)k + 1, sizeof *names) : NULL;
     json_t *calls = json_array(), *tools = json_array();
     kd_sbuf b = {0};
     int rc = KD_OK;
     if (!offer || !calls || !tools || !view || (rename && !names)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     int n_offer = rc ? 0 : choose_tools(reg, need, n_need, avoid, k, &rng, offer);
-    if (!rc) {
-        for (int i = 0; i < n_offer; i++) view[offer[i]] = reg->tools[offer[i]];
-        if (avoid >= 0) view[avoid] = reg->tools[avoid];
-    }
+    for (int i = 0; !rc && i < n_offer; i++) view[i] = reg->tools[offer[i]];
+    if (!rc && avoid >= 0) view[k] = reg->tools[avoid];
     if (!rc && rename) {
         made_up_names(reg, &rrng, n_offer + 1, names);
-        for (int i = 0; i < n_offer; i++) view[offer[i]].name = names[i];
-        if (avoid >= 0) view[avoid].name = names[n_offer];
+        for (int i = 0; i < n_offer; i++) view[i].name = names[i];
+        view[k].name = names[n_offer];
     }
     if (!rc && !strcmp(category, "no_call_chat")) {
         char text[256];
@@ -278,7 +285,7 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
     } else if (!rc && avoid >= 0) {
         json_t *args = NULL;
         rc = valid_call(&reg->tools[avoid], &rng, &args, err);
-        if (!rc) say_request(&b, &view[avoid], args, &rng, 1);
+        if (!rc) say_request(&b, &view[k], args, &rng, 1);
         json_decref(args);
     }
     for (int c = 0; !rc && c < n_need; c++) {
@@ -289,12 +296,13 @@ int kd_synth_record_opts(const kd_registry *reg, const kd_synth_options *o, uint
             const char *j = kd_synth_pick_joiner(&rng);
             kd_sbuf_puts(&b, j[0] == ' ' ? j + 1 : j);
         }
-        say_request(&b, &view[need[c]], args, &rng, c == 0);
-        json_array_append_new(calls, json_pack("{s:s, s:o}", "name", view[need[c]].name, "arguments", args));
+        const kd_tool *t = &view[offered_at(offer, n_offer, need[c])];
+        say_request(&b, t, args, &rng, c == 0);
+        json_array_append_new(calls, json_pack("{s:s, s:o}", "name", t->name, "arguments", args));
         if (c == 0 && n_need > 1) kd_sbuf_puts(&b, " ");
     }
     if (!rc) kd_sbuf_puts(&b, kd_synth_pick_closing(&rng));
-    for (int i = 0; !rc && i < n_offer; i++) json_array_append_new(tools, tool_json(&view[offer[i]]));
+    for (int i = 0; !rc && i < n_offer; i++) json_array_append_new(tools, tool_json(&view[i]));
     if (!rc && (b.oom || !b.data)) rc = kd_error_set(err, KD_ERR_NOMEM, "out of memory");
     if (!rc) {
         char id[64];
