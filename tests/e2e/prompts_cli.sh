@@ -37,6 +37,10 @@ err=$("$K" prompts synth -n abc -o x 2>&1); rc=$?
 check "bad -n exits 2" '[ $rc -eq 2 ] && grep -q "needs a count >= 0, got '"'"'abc'"'"'" <<<"$err"'
 err=$("$K" prompts synth -n 1 --seed 1x -o x 2>&1); rc=$?
 check "bad --seed exits 2" '[ $rc -eq 2 ] && grep -q "seed needs an integer" <<<"$err"'
+err=$("$K" prompts synth -n 1 --rename-tools 150 --tools-per-prompt 2-4 -o x 2>&1); rc=$?
+check "bad --rename-tools exits 2" '[ $rc -eq 2 ] && grep -q "rename-tools wants a share 0..100, got '"'"'150'"'"'" <<<"$err"'
+err=$("$K" prompts synth -n 1 --rename-tools 50 -o x 2>&1); rc=$?
+check "--rename-tools without per-prompt tools exits 2" '[ $rc -eq 2 ] && grep -q "rename-tools needs --tools-per-prompt" <<<"$err"'
 err=$("$K" prompts frob 2>&1); rc=$?
 check "unknown subcommand exits 2" '[ $rc -eq 2 ] && grep -q "unknown subcommand '"'"'frob'"'"'" <<<"$err"'
 err=$("$K" prompts 2>&1); rc=$?
