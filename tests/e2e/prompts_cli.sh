@@ -41,6 +41,11 @@ err=$("$K" prompts synth -n 1 --rename-tools 150 --tools-per-prompt 2-4 -o x 2>&
 check "bad --rename-tools exits 2" '[ $rc -eq 2 ] && grep -q "rename-tools wants a share 0..100, got '"'"'150'"'"'" <<<"$err"'
 err=$("$K" prompts synth -n 1 --rename-tools 50 -o x 2>&1); rc=$?
 check "--rename-tools without per-prompt tools exits 2" '[ $rc -eq 2 ] && grep -q "rename-tools needs --tools-per-prompt" <<<"$err"'
+# the job key: prompts.rename_tools without per-prompt tool sets is refused, naming the job file
+printf 'job:\n  workdir: %s/w\nprompts:\n  synth_count: 5\n  rename_tools: 50\ntools: %s/configs/tools.json\nconfig: %s/configs/process_supervision.yaml\n' \
+  "$T" "$S" "$S" > "$T/j.yaml"
+err=$(cd "$T" && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "$K" run j.yaml 2>&1); rc=$?
+check "job rename_tools without tools_per_prompt fails" '[ $rc -ne 0 ] && grep -q "j.yaml: prompts.rename_tools needs prompts.tools_per_prompt" <<<"$err" && [ ! -e "$T/w/prompts.jsonl" ]'
 err=$("$K" prompts frob 2>&1); rc=$?
 check "unknown subcommand exits 2" '[ $rc -eq 2 ] && grep -q "unknown subcommand '"'"'frob'"'"'" <<<"$err"'
 err=$("$K" prompts 2>&1); rc=$?
