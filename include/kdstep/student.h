@@ -19,6 +19,7 @@
 #include "kdstep/error.h"
 #include "kdstep/model.h"
 #include "kdstep/tokenizer.h"
+#include "kdstep/toolguide.h"
 
 typedef struct kd_student {
     kd_model *model;
@@ -68,6 +69,7 @@ typedef struct kd_student_job {
     int32_t *out;        /* capacity max_new */
     int n_out;
     kd_student_stats st;
+    kd_tool_guide *guide; /* NULL: unguided; else masks each step's logits (include/kdstep/toolguide.h) */
 } kd_student_job;
 
 /* Decode n prompts together: each forward pass runs one row per unfinished prompt (a KV cache per

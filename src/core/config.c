@@ -145,6 +145,8 @@ static const key_spec KEYS[] = {
     {"eval", "top_p", T_FLOAT, F(eval, top_p), 0, 1, "1.0", NULL, "Nucleus sampling threshold."},
     {"eval", "seed", T_INT, F(eval, seed), 0, BIG, "0", NULL, "Sampling seed."},
     {"eval", "batch", T_INT, F(eval, batch), 1, 1024, "8", NULL, "Held-out prompts decoded together per rank (one forward pass feeds a token of each; a KV cache per prompt). The predictions are byte-identical for every value."},
+    {"eval", "guide", T_STR, F(eval, guide), 0, 0, "none", "none|names|json|schema",
+     "Guided tool calls, each level with the ones before: names: the student can only name a tool its prompt offers, in the template's frame; json: the arguments are one well-formed JSON object; schema: its top-level keys are that tool's parameters, each once, the required ones all present, each value of the declared type. Whether to call, which offered tool, the values and the stop stay the student's own (docs/eval.md, section Guided tool calls)."},
 };
 #define NKEYS ((int)(sizeof KEYS / sizeof KEYS[0]))
 

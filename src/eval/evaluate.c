@@ -78,8 +78,9 @@ static void shard_free(shard *s) {
 }
 
 typedef struct totals {
-    int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long, cut;
+    int64_t prompts, prompt_tokens, reused_tokens, new_tokens, stopped, too_long, cut, guided_steps;
 } totals;
+#define N_TOTALS 8
 
 /* A prompt of this rank's share waiting for its batch. */
 typedef struct pending {
@@ -88,6 +89,7 @@ typedef struct pending {
     int32_t *ids;
     int n_ids, cut;
     kd_sampler smp;
+    kd_tool_guide *guide; /* eval.guide: the prompt's own tools, or NULL */
 } pending;
 
 typedef struct decode_state {
@@ -129,6 +131,9 @@ static int queue_prompt(decode_state *d, const kd_prompt *p, const char *prompts
     w->index = p->index;
     w->line = p->line;
     rc = kd_student_prompt_ids(d->student, p->messages, tools, &w->ids, &w->n_ids, &w->cut, err);
+    int mode = kd_guide_mode_parse(cfg->eval.guide);
+    if (!rc && mode > 0 && tools && json_array_size(tools) > 0)
+        rc = kd_tool_guide_open(&w->guide, d->student->tok, tools, mode, err);
     json_decref(tools);
     if (!rc && d->dump_ids) { /* KDSTEP_EVAL_PROMPT_IDS: the token ids decoded after, for outside benches */
         fprintf(d->dump_ids, "{\"index\": %lld, \"ids\": [", (long long)p->index);
@@ -139,6 +144,7 @@ static int queue_prompt(decode_state *d, const kd_prompt *p, const char *prompts
     if (rc) {
         free(w->ids);
         free(w->id);
+        kd_tool_guide_close(w->guide);
         return kd_error_prefix(err, "%s:%lld (id %s): ", prompts_path, (long long)p->line, p->id);
     }
     d->n_wait++;
@@ -179,15 +185,18 @@ static int flush_batch(decode_state *d, const char *prompts_path, kd_error *err)
     int max_new = (int)d->opt->cfg->eval.max_new_tokens, rc = KD_OK;
     for (int i = 0; i < d->n_wait; i++)
         d->jobs[i] = (kd_student_job){.prompt = d->wait[i].ids, .n_prompt = d->wait[i].n_ids, .max_new = max_new,
-                                      .sampler = &d->wait[i].smp, .out = d->outs + (size_t)i * max_new};
+                                      .sampler = &d->wait[i].smp, .out = d->outs + (size_t)i * max_new,
+                                      .guide = d->wait[i].guide};
     double t0 = kd_now_s();
     if (d->n_wait > 0) rc = kd_student_generate_batch(d->student, d->jobs, d->n_wait, err);
     d->seconds += kd_now_s() - t0;
     if (rc) kd_error_prefix(err, "%s: prompts from line %lld: ", prompts_path, (long long)d->wait[0].line);
     for (int i = 0; i < d->n_wait && !rc; i++) rc = record_answer(d, &d->wait[i], &d->jobs[i], prompts_path, err);
     for (int i = 0; i < d->n_wait; i++) {
+        if (d->wait[i].guide) d->t.guided_steps += d->wait[i].guide->masked_steps;
         free(d->wait[i].ids);
         free(d->wait[i].id);
+        kd_tool_guide_close(d->wait[i].guide);
     }
     d->n_wait = 0;
     return rc;
@@ -435,6 +444,10 @@ static int score_and_report(const decode_state *d, const char *preds, size_t ple
         "decode_seconds", wall, "generated_tokens_per_s", wall > 0 ? (double)t->new_tokens / wall : 0.0,
         "processed_tokens_per_s",
         wall > 0 ? (double)(t->new_tokens + t->prompt_tokens - t->reused_tokens) / wall : 0.0);
+    if (info) { /* eval.guide and how often it changed a step's choices */
+        json_object_set_new(info, "guide", json_string(cfg->eval.guide));
+        json_object_set_new(info, "guided_steps", json_integer((json_int_t)t->guided_steps));
+    }
     if (!rc && info) rc = write_json(opt->out_dir, "eval.json", info, err);
     json_decref(info);
     if (!rc && report_json) {
@@ -512,13 +525,19 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
         KD_INFO("eval: %s on %s (%d rank%s, batch %lld, max_new_tokens %lld, %s)", opt->model_dir, opt->prompts_path, size,
                 size > 1 ? "s" : "", (long long)opt->cfg->eval.batch, (long long)opt->cfg->eval.max_new_tokens,
                 opt->cfg->eval.temperature > 0 ? "sampling" : "greedy");
+    if (rank == 0 && strcmp(opt->cfg->eval.guide, "none"))
+        KD_INFO("eval: guided tool calls (eval.guide=%s): tokens that would break a call's %s are masked",
+                opt->cfg->eval.guide,
+                !strcmp(opt->cfg->eval.guide, "names") ? "tool name (one the prompt offers) or frame"
+                : !strcmp(opt->cfg->eval.guide, "json") ? "tool name, frame or JSON arguments"
+                                                         : "tool name, frame, JSON arguments or parameters (names, types, required)");
     double t0 = kd_now_s();
     rc = decode_share(&d, rank, size, err);
     if (rc && rank != 0) KD_ERROR("eval: %s", err->msg); /* rank 0 prints the agreed error */
     if ((rc = kd_mpi_agree(comm, rc, err))) goto done;
     double wall = kd_now_s() - t0, wall_max = 0;
     totals t = {0};
-    MPI_Reduce(&d.t, &t, 7, MPI_INT64_T, MPI_SUM, 0, comm);
+    MPI_Reduce(&d.t, &t, N_TOTALS, MPI_INT64_T, MPI_SUM, 0, comm);
     if (rank == 0 && t.cut > 0)
         KD_WARN("eval: %lld of %lld prompts were cut to their last %d tokens: the student did not see the head of "
                 "their system turn (the tools); raise train.seq_len (kdstep inspect shows the length distribution) "

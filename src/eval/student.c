@@ -321,7 +321,9 @@ static int sample_next(kd_student *s, kd_student_job *jb, int i, int max_new) {
     int V = s->model->cfg.vocab_size;
     const float *lg = s->slot_logits + (size_t)i * V;
     for (int k = 0; k < V; k++) s->logits[k] = s->decodable[k] ? lg[k] : -INFINITY;
+    if (jb->guide) kd_tool_guide_mask(jb->guide, s->logits, V);
     int32_t tok = kd_sampler_next(jb->sampler, s->logits, V);
+    if (jb->guide) kd_tool_guide_push(jb->guide, tok);
     jb->out[jb->n_out++] = tok;
     for (int j = 0; j < s->n_stop; j++)
         if (tok == s->stop[j]) {

@@ -3,7 +3,7 @@
 # 200 held-out prompts synthesized as the demo's are (configs/tools.json, seed 2): greedy at batch
 # 1, 8 and 32 (the last on 2 ranks), with the prompts cut to a window as the demo's student sees them
 # and with whole prompts (their shared system turn is prefilled once and copied between sequences),
-# and seeded sampling at batch 1 and 5. The student is the `small` preset with random weights
+# and seeded sampling at batch 1 and 5, and guided (eval.guide=schema) sampling at batch 1 and 8. The student is the `small` preset with random weights
 # (tests/e2e/make_student.py), on the cached student tokenizer: not the demo's trained checkpoint,
 # which takes the whole demo to make (docs/performance-model.md has that comparison, run by hand).
 set -u
@@ -49,6 +49,16 @@ run_eval 1 s1 1 --max-prompts "$nw" --temperature 0.9 --set eval.seed=4 && run_e
 check "sampling evals exit 0" '[ $rc -eq 0 ]'
 check "sampling: batch 5 == batch 1" 'same s1 s5'
 check "sampling differs from greedy" '! cmp -s <(head -"$nw" "$tmp/b1/predictions.jsonl") "$tmp/s1/predictions.jsonl"'
+
+# guided tool calls (eval.guide): a guide per prompt, so the batch still changes nothing
+run_eval 1 g1 1 --max-prompts "$nw" --temperature 1.5 --set eval.seed=4 --set eval.guide=schema \
+  && run_eval 2 g8 8 --max-prompts "$nw" --temperature 1.5 --set eval.seed=4 --set eval.guide=schema; rc=$?
+check "guided evals exit 0" '[ $rc -eq 0 ]'
+check "guided: batch 8 on 2 ranks == batch 1" 'same g1 g8'
+check "eval.json records the guide" '[ "$(jq -r .guide "$tmp/g8/eval.json")" = schema ] && [ "$(jq -r .guide "$tmp/b1/eval.json")" = none ]'
+check "the log says what is guided" 'grep -q "guided tool calls (eval.guide=schema)" "$tmp/g1.stderr"'
+"$K" eval --model "$tmp/ckpt" --prompts "$tmp/held.jsonl" --out "$tmp/x" --set eval.guide=keys >/dev/null 2>"$tmp/e2"; rc=$?
+check "an unknown eval.guide level is refused, naming the levels" '[ $rc -ne 0 ] && grep -q "eval.guide: unknown value .keys. (expected one of: none|names|json|schema)" "$tmp/e2"'
 
 "$K" eval --model "$tmp/ckpt" --prompts "$tmp/held.jsonl" --out "$tmp/x" --set eval.batch=0 >/dev/null 2>"$tmp/e1"; rc=$?
 check "eval.batch=0 is a config range error" '[ $rc -ne 0 ] && grep -q "eval.batch" "$tmp/e1"'

@@ -277,6 +277,70 @@ static void test_sampling_seeded(void) {
     kd_student_close(s);
 }
 
+/* Guided decoding through kd_student_generate_batch: a random-weight student sampled hot, its prompt
+ * ending inside a call's name, writes an offered name and the template's frame in every job (a guide
+ * per job), while the same jobs unguided write none of the names. */
+static void test_guided_batch_names_offered_tools(void) {
+    const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
+    kd_student *s = NULL;
+    kd_error err;
+    CU_ASSERT_EQUAL_FATAL(kd_student_open(&s, dir, &err), KD_OK);
+    json_t *msgs = user_messages("read the notes"), *tools = tools3();
+    char *text = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(kd_student_render_prompt(msgs, tools, &text, &len, &err), KD_OK);
+    static const char opening[] = "<tool_call>\n{\"name\": \"";
+    char *prompt = malloc(len + sizeof opening);
+    memcpy(prompt, text, len);
+    memcpy(prompt + len, opening, sizeof opening);
+    kd_encoding enc = {0}, op = {0};
+    CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, prompt, strlen(prompt), 0, &enc, &err), KD_OK);
+    CU_ASSERT_EQUAL_FATAL(kd_tokenizer_encode(s->tok, opening, strlen(opening), 0, &op, &err), KD_OK);
+    enum { N = 6, MAX_NEW = 24 };
+    int named[2] = {0, 0};
+    for (int guided = 0; guided < 2; guided++) {
+        kd_student_job jobs[N];
+        kd_sampler smp[N];
+        kd_tool_guide *g[N] = {0};
+        int32_t out[N][MAX_NEW];
+        for (int i = 0; i < N; i++) {
+            smp[i] = (kd_sampler){.temperature = 3.0f, .top_p = 1.0f, .rng = 100u + (uint64_t)i};
+            if (guided) {
+                CU_ASSERT_EQUAL_FATAL(kd_tool_guide_open(&g[i], s->tok, tools, KD_GUIDE_SCHEMA, &err), KD_OK);
+                for (size_t k = 0; k < op.count; k++) kd_tool_guide_push(g[i], op.ids[k]); /* the prompt's part */
+            }
+            jobs[i] = (kd_student_job){.prompt = enc.ids, .n_prompt = (int)enc.count, .max_new = MAX_NEW,
+                                       .sampler = &smp[i], .out = out[i], .guide = g[i]};
+        }
+        CU_ASSERT_EQUAL_FATAL(kd_student_generate_batch(s, jobs, N, &err), KD_OK);
+        for (int i = 0; i < N; i++) {
+            char *ans = NULL;
+            CU_ASSERT_EQUAL_FATAL(kd_student_answer_text(s, out[i], jobs[i].n_out, jobs[i].st.stopped, &ans, &err), KD_OK);
+            int ok = 0;
+            for (size_t t = 0; t < json_array_size(tools); t++) {
+                const char *name = json_string_value(json_object_get(json_object_get(json_array_get(tools, t), "function"), "name"));
+                size_t nl = strlen(name);
+                /* the name, its closing quote, then as much of `, "arguments": {` as was decoded */
+                if (!strncmp(ans, name, nl) && ans[nl] == '"' && !strncmp(ans + nl + 1, ", \"arguments\": {", strlen(ans + nl + 1) < 16 ? strlen(ans + nl + 1) : 16))
+                    ok = 1;
+            }
+            if (guided && !ok) fprintf(stderr, "\n  guided job %d wrote (%d tokens, stopped %d): %s\n", i, jobs[i].n_out, jobs[i].st.stopped, ans);
+            named[guided] += ok;
+            free(ans);
+            kd_tool_guide_close(g[i]);
+        }
+    }
+    CU_ASSERT_EQUAL(named[1], N);
+    CU_ASSERT_EQUAL(named[0], 0);
+    kd_encoding_free(&enc);
+    kd_encoding_free(&op);
+    free(prompt);
+    free(text);
+    json_decref(msgs);
+    json_decref(tools);
+    kd_student_close(s);
+}
+
 /* A prompt longer than max_position_embeddings yields nothing and says so. */
 static void test_prompt_too_long(void) {
     const char *dir = fx_checkpoint("ck-main", 0, 42, 7);
@@ -317,5 +381,6 @@ int main(void) {
     CU_add_test(s, "padded model vocab never produces unknown ids", test_padded_model_vocab);
     CU_add_test(s, "sampling is seeded", test_sampling_seeded);
     CU_add_test(s, "prompt too long", test_prompt_too_long);
+    CU_add_test(s, "guided batch decoding names an offered tool in every job", test_guided_batch_names_offered_tools);
     return kd_test_main();
 }
