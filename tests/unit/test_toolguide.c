@@ -84,34 +84,45 @@ static void test_good_texts_pass(void) {
         for (size_t i = 0; i < sizeof good / sizeof *good; i++) CU_ASSERT_TRUE(check_text(m, good[i]));
 }
 
+/* Each marked text at `mode`: the first masked token holds the mark. */
+static void check_all(int mode, const char *const *texts, size_t n) {
+    for (size_t i = 0; i < n; i++) CU_ASSERT_TRUE(check_text(mode, texts[i]));
+}
+
 /* Names: only offered ones, in the template's frame. */
 static void test_names(void) {
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "|delete_file\", \"arguments\": {}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "read_file|s\", \"arguments\": {}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "read_|dir\", \"arguments\": {}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "read_file\"|: \"a\"}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "read_file\"|}" CLOSE));
-    /* the second call of an answer is guided too */
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "read_file\", \"arguments\": {\"path\": \"a\"}" CLOSE "\n" OPEN "|nope\""));
-    /* names alone leave the arguments free */
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_NAMES, OPEN "read_file\", \"arguments\": {\"path\": \"a\",}, oops" CLOSE));
+    static const char *const texts[] = {
+        OPEN "|delete_file\", \"arguments\": {}" CLOSE,
+        OPEN "read_file|s\", \"arguments\": {}" CLOSE,
+        OPEN "read_|dir\", \"arguments\": {}" CLOSE,
+        OPEN "read_file\"|: \"a\"}" CLOSE,
+        OPEN "read_file\"|}" CLOSE,
+        /* the second call of an answer is guided too */
+        OPEN "read_file\", \"arguments\": {\"path\": \"a\"}" CLOSE "\n" OPEN "|nope\"",
+        /* names alone leave the arguments free */
+        OPEN "read_file\", \"arguments\": {\"path\": \"a\",}, oops" CLOSE,
+    };
+    check_all(KD_GUIDE_NAMES, texts, sizeof texts / sizeof *texts);
 }
 
 /* JSON: one well-formed object, then the closing frame. */
 static void test_json(void) {
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"path\": \"a\",|}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"path\" |\"a\"}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"path\": \"a\\|x\"}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"path\": |'a'}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"max_bytes\": 0|1}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"max_bytes\": tru|s}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"a\": [1, 2|}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"path\": \"a\"}|\n</tool_call>"));
-    /* a number ends within KD_GUIDE_MAX_NUMBER bytes */
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"max_bytes\": 123456789012345678901234|5}" CLOSE));
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"max_bytes\":\n\n\n\n\n\n\n\n        |\n1}" CLOSE));
-    /* json alone leaves keys and types free */
-    CU_ASSERT_TRUE(check_text(KD_GUIDE_JSON, OPEN "read_file\", \"arguments\": {\"file\": {\"x\": [1, {\"y\": null}]}}" CLOSE));
+    static const char *const texts[] = {
+        OPEN "read_file\", \"arguments\": {\"path\": \"a\",|}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"path\" |\"a\"}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"path\": \"a\\|x\"}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"path\": |'a'}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"max_bytes\": 0|1}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"max_bytes\": tru|s}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"a\": [1, 2|}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"path\": \"a\"}|\n</tool_call>",
+        /* a number ends within KD_GUIDE_MAX_NUMBER bytes, a run of whitespace within KD_GUIDE_MAX_SPACE */
+        OPEN "read_file\", \"arguments\": {\"max_bytes\": 123456789012345678901234|5}" CLOSE,
+        OPEN "read_file\", \"arguments\": {\"max_bytes\":\n\n\n\n\n\n\n\n        |\n1}" CLOSE,
+        /* json alone leaves keys and types free */
+        OPEN "read_file\", \"arguments\": {\"file\": {\"x\": [1, {\"y\": null}]}}" CLOSE,
+    };
+    check_all(KD_GUIDE_JSON, texts, sizeof texts / sizeof *texts);
 }
 
 /* Schema: the named tool's parameters, each once, required ones present, values of their type. */
