@@ -39,6 +39,8 @@ typedef struct kd_gen_params {
     int top_logprobs;   /* 0..KD_ENGINE_MAX_TOP alternatives per generated token */
     int prompt_logprobs; /* -1: none; 0..KD_ENGINE_MAX_TOP: logprob (+ top-k) of every prompt token */
     int ignore_eos;     /* 1: do not stop at the stop ids (vLLM's ignore_eos; benchmarks) */
+    kd_tool_guide *guide; /* NULL, or guided tool calls (include/kdstep/toolguide.h): a successful
+                             kd_engine_submit hands it to the sequence, which closes it */
 } kd_gen_params;
 
 typedef struct kd_gen_token {

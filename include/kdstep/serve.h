@@ -29,6 +29,7 @@ typedef struct kd_serve_options {
     size_t max_body;         /* 0: 8 MiB */
     int max_tokens;          /* 0: 4096 (never more than the model's context) */
     int max_connections;     /* 0: 64 */
+    int guide;               /* kd_guide_mode for chat requests with tools (0: unguided) */
     kd_engine_options engine;
     const char *log_requests; /* NULL, or a JSON Lines file: one {"endpoint", "prompt_token_ids", "response"}
                                  per answered non-streaming request (for audits and tests; holds prompts) */

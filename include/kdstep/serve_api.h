@@ -28,6 +28,7 @@ enum { KD_API_CHAT = 0, KD_API_COMPLETIONS = 1 };
 typedef struct kd_api_limits {
     int max_tokens;       /* the most a request may ask for (and the default when it asks nothing) */
     const char *model;    /* the served model's name: requests must name it */
+    int guide;            /* kd_guide_mode: chat requests with tools decode guided (kdstep serve --guide) */
 } kd_api_limits;
 
 typedef struct kd_api_request {

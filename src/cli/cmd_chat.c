@@ -30,7 +30,7 @@ static int turn(kd_engine *e, const json_t *messages, const json_t *tools, int m
     if (tools) json_object_set(req, "tools", (json_t *)tools);
     char *body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
-    kd_api_limits lim = {max_tokens, "chat"};
+    kd_api_limits lim = {max_tokens, "chat", KD_GUIDE_NONE};
     kd_api_request r;
     kd_api_status st;
     const kd_student *stu = kd_engine_student(e);

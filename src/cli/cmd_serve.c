@@ -8,10 +8,12 @@
 #include "kdstep/log.h"
 #include "kdstep/runtime.h"
 #include "kdstep/serve.h"
+#include "kdstep/toolguide.h"
 
 static const char USAGE[] =
     "usage: kdstep serve --model DIR [--port P] [--host 127.0.0.1] [--name NAME] [--api-key-env VAR]\n"
     "                    [--max-tokens N] [--max-body BYTES] [--max-batch N] [--max-kv-mb MB] [--threads N]\n"
+    "                    [--guide none|names|json|schema]\n"
     "\n"
     "Serves a kdstep (or any Qwen3-architecture) model folder with an OpenAI-compatible API:\n"
     "GET /v1/models, POST /v1/chat/completions (tools, tool_calls, logprobs, stream) and\n"
@@ -30,7 +32,9 @@ static const char USAGE[] =
     "                     a request that would pass it gets 503 + Retry-After (400 if it alone needs more)\n"
     "  --threads N        compute threads (default: all cores)\n"
     "  --log-requests F   append every answered request (prompt ids + response JSON) to F (JSON Lines;\n"
-    "                     it holds the prompts: for audits and tests)\n";
+    "                     it holds the prompts: for audits and tests)\n"
+    "  --guide LEVEL      guided tool calls for chat requests with tools (default none): names, json or\n"
+    "                     schema mask what would break the call's name, JSON or parameters (docs/eval.md)\n";
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) {
@@ -44,7 +48,8 @@ int kd_cmd_serve(int argc, char **argv) {
                                          {"api-key-env", required_argument, 0, 'k'}, {"max-tokens", required_argument, 0, 't'},
                                          {"max-body", required_argument, 0, 'b'},   {"max-batch", required_argument, 0, 'B'},
                                          {"threads", required_argument, 0, 'T'},    {"log-requests", required_argument, 0, 'L'},
-                                         {"max-kv-mb", required_argument, 0, 'K'}, {"help", no_argument, 0, 'h'},
+                                         {"max-kv-mb", required_argument, 0, 'K'}, {"guide", required_argument, 0, 'G'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     kd_serve_options o = {0};
     o.port = 8000;
@@ -69,6 +74,10 @@ int kd_cmd_serve(int argc, char **argv) {
         }
         case 'T': threads = atoi(optarg); break;
         case 'L': o.log_requests = optarg; break;
+        case 'G':
+            if ((o.guide = kd_guide_mode_parse(optarg)) < 0)
+                return kd_cli_usage_error(USAGE, "serve: --guide takes none, names, json or schema, got '%s'", optarg);
+            break;
         case 'h': fputs(USAGE, stdout); return 0;
         default: return kd_cli_usage_error(USAGE, "serve: unknown or incomplete flag '%s'", argv[optind - 1]);
         }

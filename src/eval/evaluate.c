@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kdstep/checkpoint.h"
 #include "kdstep/fsutil.h"
 #include "kdstep/hash.h"
 #include "kdstep/log.h"
@@ -460,13 +461,31 @@ static int score_and_report(const decode_state *d, const char *preds, size_t ple
 
 /* The seq_len the checkpoint was trained with (its trainer_state.json), else the config's: eval keeps
  * as much of a prompt as training showed. */
-static int64_t trained_seq_len(const kd_eval_options *opt) {
+static int64_t state_seq_len(const char *dir) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/trainer_state.json", opt->model_dir);
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
     json_t *st = json_load_file(path, 0, NULL);
     json_int_t T = json_integer_value(json_object_get(st, "seq_len"));
     json_decref(st);
-    return T > 0 ? (int64_t)T : opt->cfg->train.seq_len;
+    return T > 0 ? (int64_t)T : 0;
+}
+
+/* The length the student trained at: its folder's trainer_state.json (a checkpoint); for a run's
+ * final/ folder, which holds only the Hugging Face files, the run's latest checkpoint's; else
+ * train.seq_len. Rank 0 says which. */
+static int64_t trained_seq_len(const kd_eval_options *opt, int rank) {
+    int64_t T = state_seq_len(opt->model_dir);
+    if (T > 0) return T;
+    char run[4200], latest[4300];
+    snprintf(run, sizeof run, "%s/..", opt->model_dir);
+    kd_error e;
+    if (!kd_checkpoint_latest(run, latest, sizeof latest, &e) && (T = state_seq_len(latest)) > 0) {
+        if (rank == 0 && T != opt->cfg->train.seq_len)
+            KD_INFO("eval: the student trained at seq_len %lld (%s/trainer_state.json, its run's latest checkpoint)",
+                    (long long)T, latest);
+        return T;
+    }
+    return opt->cfg->train.seq_len;
 }
 
 int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, kd_error *err) {
@@ -490,7 +509,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     rc = kd_student_open(&d.student, opt->model_dir, err);
     if (!rc) {
         /* the window training used (include/kdstep/window.h): the whole prompt by default */
-        d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, trained_seq_len(opt),
+        d.student->max_prompt_tokens = (int)kd_eval_prompt_keep(opt->cfg->train.prompt_window, trained_seq_len(opt, rank),
                                                                 opt->cfg->eval.max_new_tokens);
         /* Batch-1 decoding is matrix-vector work: below ~20M parameters the matrices are too small
          * for threads to pay (5x slower with 2 threads on the small presets); KDSTEP_THREADS or

@@ -16,6 +16,7 @@ static const char TOOL_OPEN[] = "<tool_call>";
 
 void kd_api_request_free(kd_api_request *r) {
     free(r->ids);
+    kd_tool_guide_close(r->gp.guide);
     memset(r, 0, sizeof *r);
 }
 
@@ -174,9 +175,18 @@ int kd_api_parse(const kd_student *st, int kind, const char *body, size_t len, c
     }
     if (!rc) rc = parse_params(req, kind, lim, out, &max_tokens, status, err);
     if (!rc) rc = prompt_text(req, kind, out, &text, &tlen, status, err);
+    if (!rc && kind == KD_API_CHAT && out->has_tools && lim->guide > 0) { /* kdstep serve --guide */
+        kd_error gerr = {0};
+        if (kd_tool_guide_open(&out->gp.guide, st->tok, json_object_get(req, "tools"), lim->guide, &gerr)) {
+            status->code = 400;
+            rc = kd_error_set(err, KD_ERR_INVALID, "tools: %s", gerr.msg);
+            snprintf(status->param, sizeof status->param, "tools");
+        }
+    }
     json_decref(req);
     if (rc) {
         free(text);
+        kd_api_request_free(out);
         return rc;
     }
     kd_encoding enc = {0};

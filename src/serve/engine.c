@@ -53,6 +53,7 @@ static void seq_free(kd_seq *s) {
     free(s->prompt);
     free(s->out);
     free(s->plp);
+    kd_tool_guide_close(s->p.guide);
     free(s);
 }
 
@@ -202,6 +203,7 @@ int kd_engine_submit(kd_engine *e, const int32_t *prompt, int n_prompt, const kd
     if (e->stop || e->n_pending + e->n_live >= e->o.max_queue) {
         int stopping = e->stop;
         pthread_mutex_unlock(&e->mu);
+        s->p.guide = NULL; /* refused: the caller keeps its guide */
         seq_free(s);
         return kd_error_set(err, KD_ERR_IO, stopping ? "the server is shutting down" : "the server is busy: %d requests are queued; retry later", e->o.max_queue);
     }
@@ -212,6 +214,7 @@ int kd_engine_submit(kd_engine *e, const int32_t *prompt, int n_prompt, const kd
         int n = e->n_pending + e->n_live;
         e->stats.kv_refused++;
         pthread_mutex_unlock(&e->mu);
+        s->p.guide = NULL; /* refused: the caller keeps its guide */
         seq_free(s);
         const double MiB = 1024.0 * 1024.0;
         if (need > cap)
@@ -327,7 +330,9 @@ static void score_token(const float *x, int V, int32_t id, int k, kd_gen_token *
 static int next_token(kd_engine *e, kd_seq *s, const float *x, kd_gen_token *t) {
     int V = e->st->model->cfg.vocab_size;
     for (int i = 0; i < V; i++) e->sample[i] = e->st->decodable[i] ? x[i] : -INFINITY;
+    if (s->p.guide) kd_tool_guide_mask(s->p.guide, e->sample, V);
     int32_t id = kd_sampler_next(&s->sampler, e->sample, V);
+    if (s->p.guide) kd_tool_guide_push(s->p.guide, id);
     score_token(x, V, id, s->p.top_logprobs, t);
     for (int j = 0; j < e->st->n_stop && !s->p.ignore_eos; j++)
         if (id == e->st->stop[j]) return KD_SEQ_STOP;

@@ -92,7 +92,7 @@ static void log_request(kd_serve *s, int kind, const kd_api_request *r, const ch
 }
 
 static enum MHD_Result complete(kd_serve *s, struct MHD_Connection *conn, int kind, const char *body, size_t len) {
-    kd_api_limits lim = {s->o.max_tokens, s->name};
+    kd_api_limits lim = {s->o.max_tokens, s->name, s->o.guide};
     kd_api_request r;
     kd_api_status st;
     kd_error err = {0};
@@ -103,6 +103,7 @@ static enum MHD_Result complete(kd_serve *s, struct MHD_Connection *conn, int ki
         kd_api_request_free(&r);
         return send_error(conn, err.code == KD_ERR_IO ? 503 : 400, err.msg, NULL);
     }
+    r.gp.guide = NULL; /* the sequence closes it */
     char id[64];
     long long nid = atomic_fetch_add(&s->next_id, 1);
     snprintf(id, sizeof id, "%s-%lld", kind == KD_API_CHAT ? "chatcmpl" : "cmpl", nid);

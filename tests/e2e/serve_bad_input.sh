@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kdstep serve under bad input: malformed JSON, unknown model, max_tokens too big, a prompt too long
 # for the model, a body over the size limit, a wrong API key, unknown paths and a client that goes
-# away mid-stream, and requests past the KV cache budget (--max-kv-mb). Each gets an OpenAI-style error object ({"error": {"message", "type", ...}}) with
+# away mid-stream, requests past the KV cache budget (--max-kv-mb), and guided serving's (--guide) bad level and tool. Each gets an OpenAI-style error object ({"error": {"message", "type", ...}}) with
 # the right status, or a clean stop, and the server keeps serving afterwards (checked after each).
 set -u
 source "$KD_SOURCE_DIR/tests/lib/serve_lib.bash"
@@ -103,4 +103,18 @@ kill "$long_pid" 2>/dev/null; wait "$long_pid" 2>/dev/null
 for _ in $(seq 1 600); do curl -s "${AUTH[@]}" "$U/health" | jq -e '.running == 0' >/dev/null && break; sleep 0.1; done
 check "  once it ends, served again" alive
 check "SIGTERM stops the second server cleanly" 'serve_stop'
+# --guide: a level it does not know is a usage error naming the levels; a guided server answers chat
+# requests with tools, and a tool it cannot guide (a 300-byte name) is a 400 naming `tools`
+"$K" serve --model "$tmp/m" --guide keys >"$tmp/g.out" 2>&1; rc=$?
+check "--guide keys: exit 2 naming the levels" '[ $rc -eq 2 ] && grep -q "takes none, names, json or schema, got .keys." "$tmp/g.out"'
+serve_start "$tmp/m" --name m --guide schema --api-key-env KD_TEST_KEY || { echo "FAIL guided serve did not start"; exit 1; }
+U="http://127.0.0.1:$SERVE_PORT"
+tools=$(jq -c '[.[] | {type, function: {name: .function.name, parameters: .function.parameters}}]' "$tmp/tools.json")
+post /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"read a.txt"}],"tools":'"$tools"',"max_tokens":24,"temperature":1.5,"seed":3}'
+check "--guide schema: a chat request with tools answers 200" '[[ "$(cat "$tmp/code")" == 200 ]] && jq -e ".choices[0].finish_reason" "$tmp/body" >/dev/null'
+long=$(printf 'x%.0s' $(seq 1 300))
+post /v1/chat/completions '{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"'"$long"'"}}]}'
+check "--guide schema: a 300-byte tool name is 400 naming tools" 'is_error 400 "guided names are 1 to 256 bytes" && [[ "$(jq -r .error.param "$tmp/body")" == tools ]]'
+check "  still serving" alive
+check "SIGTERM stops the guided server cleanly" 'serve_stop'
 exit $fail

@@ -125,7 +125,7 @@ static void test_prompt_logprobs(void) {
 }
 
 static void expect_status(kd_engine *e, int kind, const char *body, int code, const char *param, const char *needle) {
-    kd_api_limits lim = {64, "m"};
+    kd_api_limits lim = {64, "m", KD_GUIDE_NONE};
     kd_api_request r;
     kd_api_status st;
     kd_error err = {0};
@@ -201,7 +201,7 @@ static void test_prompt_logprobs_split_utf8(void) {
     const kd_student *st = kd_engine_student(e);
     const char *body = "{\"model\": \"m\", \"prompt\": \"tea \xef\xbf\xbd caf\xc3\xa9 \xf0\x9f\x98\x80 done\", \"max_tokens\": 1, "
                        "\"temperature\": 0, \"prompt_logprobs\": 3}";
-    kd_api_limits lim = {64, "m"};
+    kd_api_limits lim = {64, "m", KD_GUIDE_NONE};
     kd_api_request r;
     kd_api_status status;
     kd_error err = {0};
@@ -310,6 +310,77 @@ static void test_kv_budget(void) {
     kd_engine_close(e);
 }
 
+/* kdstep serve --guide: a chat request with tools gets a guide (not without tools, nor with
+ * tool_choice none, nor when the server does not guide); a tool the guide cannot take is a 400 naming
+ * `tools`; and a sequence submitted with a guide, sampled hot from inside a call's name, writes an
+ * offered name and the template's frame, the engine closing the guide when it ends. */
+static void test_guided_serve(void) {
+    kd_engine *e = open_engine("ck-serve-guide", 4);
+    const kd_student *st = kd_engine_student(e);
+    const char *tools = "[{\"type\": \"function\", \"function\": {\"name\": \"read_file\", \"parameters\": {\"type\": \"object\", "
+                        "\"properties\": {\"path\": {\"type\": \"string\"}}, \"required\": [\"path\"]}}}, {\"type\": \"function\", "
+                        "\"function\": {\"name\": \"list_directory\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}}]";
+    char body[2048];
+    kd_api_limits lim = {64, "m", KD_GUIDE_SCHEMA}, off = {64, "m", KD_GUIDE_NONE};
+    kd_api_request r;
+    kd_api_status status;
+    kd_error err = {0};
+    snprintf(body, sizeof body, "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": %s}", tools);
+    CU_ASSERT_EQUAL_FATAL(kd_api_parse(st, KD_API_CHAT, body, strlen(body), &lim, &r, &status, &err), KD_OK);
+    CU_ASSERT_PTR_NOT_NULL(r.gp.guide);
+    CU_ASSERT_EQUAL(r.gp.guide ? r.gp.guide->n_tools : 0, 2);
+    kd_api_request_free(&r);
+    CU_ASSERT_EQUAL_FATAL(kd_api_parse(st, KD_API_CHAT, body, strlen(body), &off, &r, &status, &err), KD_OK);
+    CU_ASSERT_PTR_NULL(r.gp.guide);
+    kd_api_request_free(&r);
+    snprintf(body, sizeof body, "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": %s, "
+             "\"tool_choice\": \"none\"}", tools);
+    CU_ASSERT_EQUAL_FATAL(kd_api_parse(st, KD_API_CHAT, body, strlen(body), &lim, &r, &status, &err), KD_OK);
+    CU_ASSERT_PTR_NULL(r.gp.guide);
+    kd_api_request_free(&r);
+    char name[400];
+    snprintf(name, sizeof name, "%0300d", 7);
+    snprintf(body, sizeof body, "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"tools\": "
+             "[{\"type\": \"function\", \"function\": {\"name\": \"%s\"}}]}", name);
+    CU_ASSERT_NOT_EQUAL(kd_api_parse(st, KD_API_CHAT, body, strlen(body), &lim, &r, &status, &err), KD_OK);
+    CU_ASSERT_EQUAL(status.code, 400);
+    CU_ASSERT_STRING_EQUAL(status.param, "tools");
+    KD_ASSERT_CONTAINS(err.msg, "tools: guided decoding: tools[0]: function.name");
+    CU_ASSERT_PTR_NULL(r.gp.guide);
+    /* the engine: every sequence writes an offered name after the opening */
+    json_t *tj = json_loads(tools, 0, NULL);
+    static const char opening[] = "<tool_call>\n{\"name\": \"";
+    int32_t ids[64], op[64];
+    int n = prompt_of(st, "<|im_start|>user\nlist it<|im_end|>\n<|im_start|>assistant\n<tool_call>\n{\"name\": \"", ids, 64);
+    int nop = prompt_of(st, opening, op, 64);
+    enum { N = 4 };
+    kd_seq *seq[N];
+    for (int i = 0; i < N; i++) {
+        kd_gen_params gp = {.max_tokens = 20, .temperature = 2.0f, .top_p = 1, .seed = 50u + (uint64_t)i, .prompt_logprobs = -1};
+        CU_ASSERT_EQUAL_FATAL(kd_tool_guide_open(&gp.guide, st->tok, tj, KD_GUIDE_SCHEMA, &err), KD_OK);
+        for (int k = 0; k < nop; k++) kd_tool_guide_push(gp.guide, op[k]);
+        CU_ASSERT_EQUAL_FATAL(kd_engine_submit(e, ids, n, &gp, &seq[i], &err), KD_OK); /* the sequence has the guide now */
+    }
+    int named = 0;
+    for (int i = 0; i < N; i++) {
+        int state = KD_SEQ_RUNNING, got = 0;
+        while (state == KD_SEQ_RUNNING) got = kd_seq_wait(seq[i], got, 10.0, &state);
+        const kd_gen_token *t = kd_seq_tokens(seq[i]);
+        int32_t out[32];
+        for (int k = 0; k < got && k < 32; k++) out[k] = t[k].id;
+        char *text = NULL;
+        size_t len = 0;
+        CU_ASSERT_EQUAL_FATAL(kd_tokenizer_decode(st->tok, out, (size_t)(got < 32 ? got : 32), 0, &text, &len, &err), KD_OK);
+        named += !strncmp(text, "read_file\"", 10) || !strncmp(text, "list_directory\"", 15);
+        if (strncmp(text, "read_file\"", 10) && strncmp(text, "list_directory\"", 15)) fprintf(stderr, "\n  wrote: %s\n", text);
+        free(text);
+        kd_seq_release(seq[i]);
+    }
+    CU_ASSERT_EQUAL(named, N);
+    json_decref(tj);
+    kd_engine_close(e);
+}
+
 int main(void) {
     CU_initialize_registry();
     CU_pSuite s = CU_add_suite("serve", NULL, NULL);
@@ -319,5 +390,6 @@ int main(void) {
     CU_add_test(s, "api_errors", test_api_errors);
     CU_add_test(s, "KV budget: busy 503, too big 400, freed when requests end", test_kv_budget);
     CU_add_test(s, "split_tool_calls", test_split_tool_calls);
+    CU_add_test(s, "guided serving: a guide per chat request with tools; sequences name offered tools", test_guided_serve);
     return kd_test_main();
 }
