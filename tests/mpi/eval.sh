@@ -65,6 +65,11 @@ check "train a tiny student" '[ $rc -eq 0 ] && [ -s "$tmp/run/final/tokenizer.js
 mpi 2 "$K" eval --model "$tmp/run/final" --prompts "$tmp/held.jsonl" --tools "$tmp/tools.json" --max-new-tokens 24 \
   --out "$tmp/trained" >"$tmp/trained.stdout" 2>"$tmp/trained.stderr"; rc=$?
 check "eval of the trained checkpoint exits 0" '[ $rc -eq 0 ] || { cat "$tmp/trained.stderr"; false; }'
+# final/ holds only the Hugging Face files: the length the run trained at comes from its latest
+# checkpoint (1024, not train.seq_len's default 256), so no prompt is cut
+check "final/: the trained seq_len from the run's latest checkpoint" \
+  'grep -q "the student trained at seq_len 1024 (.*/checkpoints/step-000006/trainer_state.json, its run.s latest checkpoint)" "$tmp/trained.stderr"'
+check "  no prompt cut" '! grep -q "were cut" "$tmp/trained.stderr"'
 "$K" score --predictions "$tmp/trained/predictions.jsonl" --answers "$tmp/held.jsonl" --tools "$tmp/tools.json" >"$tmp/trained.rescore" 2>/dev/null
 check "trained: report equals re-scoring predictions.jsonl" 'jq -e --slurpfile r "$tmp/trained/report.json" ". == \$r[0]" "$tmp/trained.rescore" >/dev/null'
 
