@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main job, on a fresh Debian 12 machine: install what is missing, build, make the student
-# tokenizer if it is missing, run the whole pipeline of a job file (default jobs/demo.yaml: synthesized
-# prompts, the built-in stub teacher, the `small` student) on local MPI ranks, and print the eval table.
+# tokenizer if it is missing, run the whole pipeline of a job file (default jobs/unseen.yaml: prompts
+# that each carry their own tools, the built-in stub teacher, the `small` student on the whole prompt,
+# eval on unseen tools with guided tool calls) on local MPI ranks, and print the eval tables.
 #   jobs/quickstart.sh [JOB.yaml]          (KDSTEP_RANKS overrides the job's rank count)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-job="${1:-jobs/demo.yaml}"
+job="${1:-jobs/unseen.yaml}"
 "$root/jobs/setup.sh"
 kdstep="${KD_BUILD_DIR:-$root/build}/kdstep"
 export KDSTEP="$kdstep"
