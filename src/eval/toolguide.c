@@ -455,7 +455,10 @@ int kd_tool_guide_mask(kd_tool_guide *g, float *logits, int V) {
         if (logits[id] == -INFINITY) continue;
         const char *bytes;
         size_t len;
-        if (kd_tokenizer_token_bytes(g->tok, id, &bytes, &len)) continue;
+        if (kd_tokenizer_token_bytes(g->tok, id, &bytes, &len)) { /* an unused id: not the guide's to mask */
+            open++;
+            continue;
+        }
         /* outside a call, only a token holding the opening's last byte can enter a guided part */
         if (g->scan.state == S_OUT && !memchr(bytes, '"', len)) {
             open++;
