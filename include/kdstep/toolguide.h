@@ -77,6 +77,7 @@ typedef struct kd_tool_guide {
     char **names;      /* [n_tools] */
     int *key_start;    /* [n_tools + 1]: tool i's parameters are keys[key_start[i] .. key_start[i+1]) */
     kd_guide_key *keys;
+    int n_keys;        /* keys filled (all tools') */
     char **strs;       /* enum values, [n_strs] */
     int n_strs;
     kd_guide_scan scan; /* after the tokens pushed so far */

@@ -121,6 +121,7 @@ static int fill_tools(kd_tool_guide *g, const json_t *tools) {
         const json_t *v;
         json_object_foreach((json_t *)props, k, v) {
             kd_guide_key *key = &g->keys[k_at++];
+            g->n_keys = k_at; /* what close frees, even when a later allocation fails */
             if (!(key->name = strdup(k))) return KD_ERR_NOMEM;
             key->type = param_type(v);
             key->required = is_required(params, k);
@@ -166,8 +167,7 @@ int kd_tool_guide_open(kd_tool_guide **out, const kd_tokenizer *tok, const json_
 void kd_tool_guide_close(kd_tool_guide *g) {
     if (!g) return;
     for (int i = 0; i < g->n_tools; i++) free(g->names[i]);
-    if (g->key_start && g->keys)
-        for (int i = 0; i < g->key_start[g->n_tools]; i++) free(g->keys[i].name);
+    for (int i = 0; i < g->n_keys; i++) free(g->keys[i].name);
     for (int i = 0; i < g->n_strs; i++) free(g->strs[i]);
     free(g->names);
     free(g->key_start);
