@@ -110,7 +110,7 @@ typedef struct kd_config {
         double top_p;
         int64_t seed;
         int64_t batch; /* prompts decoded together per rank */
-        char guide[KD_CFG_STR]; /* none | names | keys: guided tool calls (include/kdstep/toolguide.h) */
+        char guide[KD_CFG_STR]; /* none | names | json | schema: guided tool calls (include/kdstep/toolguide.h) */
     } eval;
 } kd_config;
 

@@ -98,6 +98,7 @@ typedef struct decode_state {
     kd_student *student;
     json_t *reg_tools;   /* the --tools registry as an OpenAI tools array, or NULL */
     int any_prompt_tools; /* some prompt carries its own tools (the scorer then reads them by id) */
+    int guide;            /* eval.guide as a kd_guide_mode */
     totals t;
     double seconds;
     shard out;
@@ -132,9 +133,8 @@ static int queue_prompt(decode_state *d, const kd_prompt *p, const char *prompts
     w->index = p->index;
     w->line = p->line;
     rc = kd_student_prompt_ids(d->student, p->messages, tools, &w->ids, &w->n_ids, &w->cut, err);
-    int mode = kd_guide_mode_parse(cfg->eval.guide);
-    if (!rc && mode > 0 && tools && json_array_size(tools) > 0)
-        rc = kd_tool_guide_open(&w->guide, d->student->tok, tools, mode, err);
+    if (!rc && d->guide > 0 && tools && json_array_size(tools) > 0)
+        rc = kd_tool_guide_open(&w->guide, d->student->tok, tools, d->guide, err);
     json_decref(tools);
     if (!rc && d->dump_ids) { /* KDSTEP_EVAL_PROMPT_IDS: the token ids decoded after, for outside benches */
         fprintf(d->dump_ids, "{\"index\": %lld, \"ids\": [", (long long)p->index);
@@ -506,6 +506,7 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
     decode_state d;
     memset(&d, 0, sizeof d);
     d.opt = opt;
+    d.guide = kd_guide_mode_parse(opt->cfg->eval.guide); /* the config loader allows only the four levels */
     rc = kd_student_open(&d.student, opt->model_dir, err);
     if (!rc) {
         /* the window training used (include/kdstep/window.h): the whole prompt by default */
@@ -544,12 +545,11 @@ int kd_eval_run(const kd_eval_options *opt, MPI_Comm comm, char **report_json, k
         KD_INFO("eval: %s on %s (%d rank%s, batch %lld, max_new_tokens %lld, %s)", opt->model_dir, opt->prompts_path, size,
                 size > 1 ? "s" : "", (long long)opt->cfg->eval.batch, (long long)opt->cfg->eval.max_new_tokens,
                 opt->cfg->eval.temperature > 0 ? "sampling" : "greedy");
-    if (rank == 0 && strcmp(opt->cfg->eval.guide, "none"))
+    static const char *const GUIDED[] = {"", "tool name (one the prompt offers) or frame", "tool name, frame or JSON arguments",
+                                         "tool name, frame, JSON arguments or parameters (names, types, required)"};
+    if (rank == 0 && d.guide > 0)
         KD_INFO("eval: guided tool calls (eval.guide=%s): tokens that would break a call's %s are masked",
-                opt->cfg->eval.guide,
-                !strcmp(opt->cfg->eval.guide, "names") ? "tool name (one the prompt offers) or frame"
-                : !strcmp(opt->cfg->eval.guide, "json") ? "tool name, frame or JSON arguments"
-                                                         : "tool name, frame, JSON arguments or parameters (names, types, required)");
+                opt->cfg->eval.guide, GUIDED[d.guide]);
     double t0 = kd_now_s();
     rc = decode_share(&d, rank, size, err);
     if (rc && rank != 0) KD_ERROR("eval: %s", err->msg); /* rank 0 prints the agreed error */

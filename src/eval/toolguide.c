@@ -179,13 +179,13 @@ void kd_tool_guide_close(kd_tool_guide *g) {
 
 /* ---------------------------------------------------------------- names, keys and enum values */
 
-/* The first of strs[n] (of keys[n] not in `used`) that starts with part[len] (exact: equals it); -1 if none. */
-/* Does the C string s start with part[len] (exact: equal it)? part may hold any byte, NUL included. */
+/* Does the C string s start with part[len] (exact: equal it)? part never holds a NUL (add_part
+ * refuses it), so strncmp stops at s's end. */
 static int starts(const char *s, const char *part, int len, int exact) {
-    size_t n = strlen(s);
-    return n >= (size_t)len && !memcmp(s, part, (size_t)len) && (!exact || n == (size_t)len);
+    return !strncmp(s, part, (size_t)len) && (!exact || s[len] == 0);
 }
 
+/* The first of strs[n] (of keys[n] not in `used`) that starts with part[len] (exact: equals it); -1 if none. */
 static int find_str(char *const *strs, int n, const char *part, int len, int exact) {
     for (int i = 0; i < n; i++)
         if (starts(strs[i], part, len, exact)) return i;
@@ -205,8 +205,9 @@ static int tool_keys(const kd_tool_guide *g, const kd_guide_scan *s, const kd_gu
     return g->key_start[s->tool + 1] - g->key_start[s->tool];
 }
 
+/* A byte of a name, key, enum value or literal; a NUL is in none of them. */
 static int add_part(kd_guide_scan *s, unsigned char c) {
-    if (s->n_part >= KD_GUIDE_MAX_NAME) return -1;
+    if (c == 0 || s->n_part >= KD_GUIDE_MAX_NAME) return -1;
     s->part[s->n_part++] = (char)c;
     return 0;
 }
